@@ -1,0 +1,95 @@
+# carehub — build, test and run.
+#
+#   make            build bin/carehubd (release: -O2 -g)
+#   make run        install missing Debian packages, build, start carehubd on config/carehub.yaml
+#   make check      the whole test suite: unit tests (cmocka) and end-to-end tests (pytest),
+#                   everything built with AddressSanitizer + UndefinedBehaviorSanitizer
+#   make bench      load generator against carehubd and against a minimal baseline server
+#   make deps       install missing Debian packages (as root) or print the apt-get command
+#
+# Objects go under build/<variant>/, programs under bin/ (release) or build/san/bin (sanitized).
+
+SAN ?= 0
+CC  ?= gcc
+PKGS := libzmq lmdb msgpack libcurl yaml-0.1 jansson libsodium
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+CMOCKA_LIBS := $(shell pkg-config --libs cmocka 2>/dev/null)
+
+WARN := -Wall -Wextra -Werror -Wshadow -Wpointer-arith -Wstrict-prototypes -Wmissing-prototypes \
+        -Wformat=2 -Wno-format-nonliteral
+BASE_CFLAGS := -std=c11 -D_DEFAULT_SOURCE -D_POSIX_C_SOURCE=200809L -Ibroker -Iinclude $(WARN) $(PKG_CFLAGS) \
+        -DCAREHUB_SCHEMAS_DIR='"$(CURDIR)/schemas"' -DCAREHUB_SOURCE_DIR='"$(CURDIR)"'
+
+ifeq ($(SAN),1)
+  VARIANT := san
+  OPT := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
+  BIN := build/san/bin
+else
+  VARIANT := rel
+  OPT := -O2 -g
+  BIN := bin
+endif
+OUT := build/$(VARIANT)
+CFLAGS_ALL := $(BASE_CFLAGS) $(OPT) $(CFLAGS)
+LDFLAGS_ALL := $(OPT) $(LDFLAGS)
+
+BROKER_SRC  := $(sort $(wildcard broker/*.c))
+BROKER_OBJ  := $(BROKER_SRC:%.c=$(OUT)/%.o)
+LIB_OBJ     := $(filter-out $(OUT)/broker/main.o,$(BROKER_OBJ))
+UNIT_SRC    := $(sort $(wildcard tests/unit/test_*.c))
+UNIT_BIN    := $(UNIT_SRC:tests/unit/%.c=$(OUT)/tests/%)
+BENCH_SRC   := $(sort $(wildcard bench/*.c))
+BENCH_BIN   := $(BENCH_SRC:bench/%.c=$(BIN)/%)
+
+PY := /usr/bin/python3
+CONFIG ?= config/carehub.yaml
+
+.PHONY: all deps run check unit e2e bench clean san-build
+all: $(BIN)/carehubd
+
+$(OUT)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -MMD -MP -c $< -o $@
+
+$(BIN)/carehubd: $(BROKER_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(PKG_LIBS)
+
+$(OUT)/tests/%: $(OUT)/tests/unit/%.o $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(PKG_LIBS) $(CMOCKA_LIBS)
+
+$(BIN)/%: $(OUT)/bench/%.o
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(PKG_LIBS) -lm
+
+-include $(BROKER_OBJ:.o=.d) $(UNIT_SRC:%.c=$(OUT)/%.d) $(BENCH_SRC:%.c=$(OUT)/%.d)
+
+deps:
+	@sh scripts/deps.sh
+
+run: deps
+	@$(MAKE) --no-print-directory all
+	@sh scripts/run.sh $(CONFIG)
+
+# The sanitized build used by the test suite.
+san-build:
+	@$(MAKE) --no-print-directory SAN=1 build/san/bin/carehubd $(patsubst build/rel/%,build/san/%,$(UNIT_BIN:$(OUT)/%=build/san/%))
+
+unit: san-build
+	@sh scripts/run-unit.sh build/san/tests
+
+e2e: san-build
+	CAREHUB_BIN=$(CURDIR)/build/san/bin/carehubd $(PY) -m pytest -q tests/e2e
+
+check: deps
+	@$(MAKE) --no-print-directory unit
+	@$(MAKE) --no-print-directory e2e
+
+bench: deps
+	@$(MAKE) --no-print-directory all $(BENCH_BIN)
+	@sh bench/run.sh
+
+clean:
+	rm -rf build bin

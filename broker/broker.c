@@ -1,0 +1,273 @@
+/* broker.c — the zmq_poll event loop; see broker.h. */
+#include "broker.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zmq.h>
+
+#include "log.h"
+#include "proto.h"
+#include "schema.h"
+#include "session.h"
+#include "store.h"
+#include "util.h"
+#include "zap.h"
+
+/* Sessions not heard from for this long are forgotten (they say hello again). */
+#define SESSION_IDLE_DROP_MS (24LL * 3600 * 1000)
+
+struct broker {
+    const config_t *cfg;
+    void *ctx;
+    void *router;
+    void *zap;               /* CURVE only */
+    schema_set_t *schemas;
+    store_t *store;
+    session_table_t *sessions;
+    proto_t *proto;
+    char **endpoints;        /* as bound (ports resolved) */
+    size_t n_endpoints;
+    int64_t next_heartbeat;  /* monotonic ms */
+};
+
+static volatile sig_atomic_t stop_requested;
+
+void broker_request_stop(void)
+{
+    stop_requested = 1;
+}
+
+/* proto's send callback: [routing id][frame] on the ROUTER, never blocking. */
+static int router_send(void *ud, const unsigned char *rid, size_t rid_len, const void *data,
+                       size_t len)
+{
+    broker_t *b = ud;
+    if (zmq_send(b->router, rid, rid_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0)
+        return -1; /* EHOSTUNREACH (gone; ROUTER_MANDATORY) or EAGAIN (peer not reading) */
+    if (zmq_send(b->router, data, len, ZMQ_DONTWAIT) < 0)
+        return -1;
+    return 0;
+}
+
+static int set_int(void *s, int opt, int v)
+{
+    return zmq_setsockopt(s, opt, &v, sizeof v);
+}
+
+broker_t *broker_new(const config_t *cfg, const char *schemas_dir, char *err, size_t errlen)
+{
+    broker_t *b = xcalloc(1, sizeof *b);
+    b->cfg = cfg;
+    const char *sdir = cfg->schemas_dir ? cfg->schemas_dir : schemas_dir;
+    b->schemas = schema_set_load(sdir, err, errlen);
+    if (!b->schemas)
+        goto fail;
+    b->store = store_open(cfg->data_dir, cfg->map_size, cfg->map_max, err, errlen);
+    if (!b->store)
+        goto fail;
+    b->sessions = session_table_new();
+    b->proto = proto_new(cfg, b->schemas, b->store, router_send, b);
+
+    b->ctx = zmq_ctx_new();
+    if (!b->ctx) {
+        util_fmt(err, errlen, "zmq_ctx_new: %s", zmq_strerror(errno));
+        goto fail;
+    }
+    if (cfg->security == SECURITY_CURVE && !(b->zap = zap_open(b->ctx))) {
+        util_fmt(err, errlen, "cannot start the ZAP handler: %s", zmq_strerror(errno));
+        goto fail;
+    }
+    b->router = zmq_socket(b->ctx, ZMQ_ROUTER);
+    if (!b->router) {
+        util_fmt(err, errlen, "zmq_socket: %s", zmq_strerror(errno));
+        goto fail;
+    }
+    /* Frames over 4x the limit are dropped with the connection (PROTOCOL §1);
+     * those in between are read and answered too_large. */
+    int64_t maxmsg = (int64_t)cfg->max_message_bytes * 4;
+    if (set_int(b->router, ZMQ_ROUTER_MANDATORY, 1) < 0 || /* no silent drops */
+        set_int(b->router, ZMQ_ROUTER_HANDOVER, 1) < 0 ||
+        set_int(b->router, ZMQ_LINGER, 2000) < 0 ||        /* flush acks at shutdown */
+        zmq_setsockopt(b->router, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg) < 0) {
+        util_fmt(err, errlen, "zmq_setsockopt: %s", zmq_strerror(errno));
+        goto fail;
+    }
+    if (cfg->security == SECURITY_CURVE) {
+        if (set_int(b->router, ZMQ_CURVE_SERVER, 1) < 0 ||
+            zmq_setsockopt(b->router, ZMQ_CURVE_SECRETKEY, cfg->secret_key, 40) < 0 ||
+            zmq_setsockopt(b->router, ZMQ_ZAP_DOMAIN, "carehub", 7) < 0) {
+            util_fmt(err, errlen, "cannot enable CURVE: %s", zmq_strerror(errno));
+            goto fail;
+        }
+    }
+    b->endpoints = xcalloc(cfg->n_listen, sizeof *b->endpoints);
+    for (size_t i = 0; i < cfg->n_listen; i++) {
+        if (zmq_bind(b->router, cfg->listen[i]) < 0) {
+            util_fmt(err, errlen, "cannot listen on %s: %s", cfg->listen[i], zmq_strerror(errno));
+            goto fail;
+        }
+        char ep[1024];
+        size_t n = sizeof ep;
+        if (zmq_getsockopt(b->router, ZMQ_LAST_ENDPOINT, ep, &n) < 0)
+            util_fmt(ep, sizeof ep, "%s", cfg->listen[i]);
+        b->endpoints[b->n_endpoints++] = xstrdup(ep);
+        log_info("broker: listening on %s (%s)", ep,
+                 cfg->security == SECURITY_CURVE ? "curve" : "security none: loopback and tests only");
+    }
+    return b;
+fail:
+    broker_destroy(&b);
+    return NULL;
+}
+
+int broker_write_ready(const broker_t *b, const char *path, char *err, size_t errlen)
+{
+    char tmp[4096];
+    util_fmt(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f) {
+        util_fmt(err, errlen, "cannot write %s: %s", tmp, strerror(errno));
+        return -1;
+    }
+    for (size_t i = 0; i < b->n_endpoints; i++)
+        fprintf(f, "%s\n", b->endpoints[i]);
+    if (fclose(f) != 0 || rename(tmp, path) < 0) {
+        util_fmt(err, errlen, "cannot write %s: %s", path, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+/* Receive one message ([routing id][frames…]) without blocking and hand it to
+ * proto. Returns 1 when a message was handled, 0 when none was waiting, -1 on error. */
+static int receive_one(broker_t *b, int64_t now)
+{
+    zmq_msg_t rid, data;
+    zmq_msg_init(&rid);
+    if (zmq_msg_recv(&rid, b->router, ZMQ_DONTWAIT) < 0) {
+        int e = errno;
+        zmq_msg_close(&rid);
+        return e == EAGAIN || e == EINTR ? 0 : -1;
+    }
+    int frames = 0;
+    zmq_msg_init(&data);
+    const char *user_id = NULL;
+    int more = zmq_msg_more(&rid);
+    while (more) {
+        zmq_msg_t extra;
+        zmq_msg_t *m = frames == 0 ? &data : &extra;
+        if (m == &extra)
+            zmq_msg_init(&extra);
+        if (zmq_msg_recv(m, b->router, 0) < 0) { /* the rest of a message is already here */
+            if (m == &extra)
+                zmq_msg_close(&extra);
+            break;
+        }
+        more = zmq_msg_more(m);
+        frames++;
+        if (m == &extra)
+            zmq_msg_close(&extra);
+    }
+    /* Under CURVE the agent is the ZAP User-Id of the connection: metadata of
+     * the peer's own frame (the routing-id frame is made by the ROUTER). */
+    if (b->cfg->security == SECURITY_CURVE && frames > 0) {
+        user_id = zmq_msg_gets(&data, "User-Id");
+        if (!user_id)
+            user_id = ""; /* never fall back to a name in the message */
+    }
+    session_t *s = session_get(b->sessions, zmq_msg_data(&rid), zmq_msg_size(&rid), now);
+    proto_on_message(b->proto, s, zmq_msg_data(&data), zmq_msg_size(&data), frames, user_id, now);
+    zmq_msg_close(&data);
+    zmq_msg_close(&rid);
+    return 1;
+}
+
+typedef struct {
+    broker_t *b;
+    int64_t now;
+} hb_ctx_t;
+
+/* Ping an agent not heard from for a heartbeat interval; an agent silent for
+ * three intervals is gone and gets no pushes (nor pings) until it speaks. */
+static void heartbeat_visit(session_t *s, void *ud)
+{
+    hb_ctx_t *h = ud;
+    int64_t hb = h->b->cfg->heartbeat_ms;
+    if (!s->agent || h->now - s->last_heard < hb || h->now - s->last_heard >= 3 * hb)
+        return;
+    if (s->last_pinged && h->now - s->last_pinged < hb)
+        return;
+    s->last_pinged = h->now;
+    if (proto_ping(h->b->proto, s) < 0)
+        s->last_heard = h->now - 3 * hb; /* unreachable: treat as gone */
+}
+
+int broker_run(broker_t *b)
+{
+    zmq_pollitem_t items[2] = {{b->router, 0, ZMQ_POLLIN, 0}, {b->zap, 0, ZMQ_POLLIN, 0}};
+    int n_items = b->zap ? 2 : 1;
+    int64_t hb = b->cfg->heartbeat_ms;
+    b->next_heartbeat = util_mono_ms() + hb;
+    log_info("broker: ready (%zu agents configured)", b->cfg->n_agents);
+    while (!stop_requested) {
+        int64_t now = util_mono_ms();
+        long timeout = b->next_heartbeat > now ? (long)(b->next_heartbeat - now) : 0;
+        int rc = zmq_poll(items, n_items, timeout);
+        if (rc < 0) {
+            if (errno == EINTR)
+                continue;
+            log_error("broker: zmq_poll: %s", zmq_strerror(errno));
+            return -1;
+        }
+        if (n_items > 1 && (items[1].revents & ZMQ_POLLIN))
+            zap_handle(b->zap, b->cfg);
+        if (items[0].revents & ZMQ_POLLIN) {
+            /* Drain what has arrived, up to one batch, then commit it at once. */
+            now = util_mono_ms();
+            for (int i = 0; i < PROTO_BATCH_MAX && proto_pending(b->proto) < PROTO_BATCH_MAX; i++) {
+                int r = receive_one(b, now);
+                if (r < 0) {
+                    log_error("broker: receive: %s", zmq_strerror(errno));
+                    break;
+                }
+                if (r == 0)
+                    break;
+            }
+            proto_flush(b->proto);
+        }
+        now = util_mono_ms();
+        if (now >= b->next_heartbeat) {
+            hb_ctx_t h = {b, now};
+            session_table_sweep(b->sessions, now, SESSION_IDLE_DROP_MS, heartbeat_visit, &h);
+            b->next_heartbeat = now + hb;
+        }
+    }
+    proto_flush(b->proto); /* nothing is staged between turns; kept for safety */
+    log_info("broker: stopping");
+    return 0;
+}
+
+void broker_destroy(broker_t **pb)
+{
+    if (!pb || !*pb)
+        return;
+    broker_t *b = *pb;
+    if (b->router)
+        zmq_close(b->router);
+    if (b->zap)
+        zmq_close(b->zap);
+    if (b->ctx)
+        zmq_ctx_term(b->ctx);
+    proto_destroy(&b->proto);
+    session_table_destroy(&b->sessions);
+    store_close(&b->store);
+    schema_set_destroy(&b->schemas);
+    for (size_t i = 0; i < b->n_endpoints; i++)
+        free(b->endpoints[i]);
+    free(b->endpoints);
+    free(b);
+    *pb = NULL;
+}

@@ -1,0 +1,189 @@
+/*
+ * config.h — the broker's configuration: one YAML file in the shape of
+ * shared/CONFIG.md, loaded with libyaml into plain C structs.
+ *
+ * Lifetime: config_load() returns one heap object that owns every string and
+ * array inside it; config_destroy() frees it all. Nothing in it changes after
+ * load, so other modules keep pointers into it for the life of the process.
+ *
+ * Errors: config_load() collects *every* problem it finds (it does not stop at
+ * the first) as "FILE:LINE:COL: message" lines; the caller prints them. The
+ * messages say what is wrong, where, and how to fix it. A config with any error
+ * is not returned.
+ *
+ * Conventions:
+ *  - durations are int64 milliseconds, written with ms/s/m/h/d suffixes ("15m");
+ *  - relative paths are resolved against the config file's directory and stored
+ *    absolute (data_dir, key files, secret_file, schemas);
+ *  - unknown keys are errors (a misspelt key must never be silently ignored);
+ *  - references (agent.agency, agency.channels, workflow agencies and notify
+ *    channels, fallback_agency, channel fallback) are checked.
+ * Extensions beyond CONFIG.md are documented in docs/config.md.
+ */
+#ifndef CAREHUB_CONFIG_H
+#define CAREHUB_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum { SECURITY_NONE = 0, SECURITY_CURVE } config_security_t;
+
+typedef enum {
+    ROLE_SCHOOL = 0,
+    ROLE_REPORTER,
+    ROLE_MONITOR,
+    ROLE_AGENCY,
+    ROLE_SUPERVISOR,
+    ROLE_COUNT
+} config_role_t;
+
+/* "school", "reporter", ... ; NULL for an out-of-range value. */
+const char *config_role_name(config_role_t role);
+
+typedef enum { CHANNEL_WEBHOOK = 0, CHANNEL_SMS } config_channel_kind_t;
+
+typedef struct {
+    char *id;              /* agent id (PROTOCOL §1 id syntax) */
+    config_role_t role;
+    char *agency;          /* role agency: the agency id whose assignments it takes; else NULL */
+    char *public_key;      /* curve: 40 Z85 chars, NUL-terminated; else NULL */
+    int line;              /* where it was defined, for messages */
+} config_agent_t;
+
+typedef struct {
+    char *id;
+    char *name;            /* display name, e.g. 滨海新区公安局 (may be NULL) */
+    char **channels;       /* channel ids, checked to exist */
+    size_t n_channels;
+    int line;
+} config_agency_t;
+
+typedef struct {
+    char *id;
+    config_channel_kind_t kind;
+    char *url;             /* http:// or https:// only */
+    char *secret;          /* "whsec_<base64>", from secret: or read from secret_file: */
+    int64_t timeout_ms;    /* default 5s */
+    int64_t max_age_ms;    /* default 24h */
+    char **to;             /* sms: recipients (at least one); webhook: none */
+    size_t n_to;
+    char *fallback;        /* extension: channel told when a delivery fails for good; or NULL */
+    int line;
+} config_channel_t;
+
+/* One `match` condition: key is "type", "severity" or "body.<dotted.path>". */
+typedef enum {
+    MATCH_EQ = 0,          /* value equals one of values[] (a scalar or a YAML list) */
+    MATCH_GE, MATCH_GT, MATCH_LE, MATCH_LT, MATCH_NE_NUM, MATCH_EQ_NUM /* number comparisons: ">=3" etc. */
+} config_match_op_t;
+
+typedef struct {
+    char *key;             /* as written: "type", "severity", "body.consecutive_days" */
+    config_match_op_t op;
+    char **values;         /* MATCH_EQ: the accepted scalar values as strings */
+    size_t n_values;
+    double number;         /* comparison ops: the right-hand number */
+    int line;
+} config_match_t;
+
+typedef struct {
+    int64_t after_ms;      /* time after the ack deadline */
+    char **notify;         /* channel ids */
+    size_t n_notify;
+    int line;
+} config_escalate_t;
+
+typedef struct {
+    char *agency;
+    int64_t ack_within_ms; /* default broker.default_ack_within */
+    config_escalate_t *escalate;
+    size_t n_escalate;
+    int line;
+} config_assign_t;
+
+typedef struct {
+    char *name;
+    int cont;              /* continue: true */
+    config_match_t *match;
+    size_t n_match;
+    config_assign_t *assign; /* n_assign == 0 with has_assign: `assign: []` */
+    size_t n_assign;
+    int line;
+} config_workflow_t;
+
+typedef struct {
+    uint8_t family;        /* 4 or 6 */
+    uint8_t addr[16];      /* network address, big-endian; IPv4 in the first 4 bytes */
+    uint8_t prefix;        /* prefix length */
+} config_cidr_t;
+
+typedef struct {
+    char *path;            /* the config file as given */
+
+    /* broker: */
+    char **listen;         /* ZeroMQ endpoints; at least one; default tcp://127.0.0.1:5570 */
+    size_t n_listen;
+    char *data_dir;        /* absolute; default var/carehub relative to the config file */
+    char *schemas_dir;     /* extension broker.schemas; NULL = the broker's built-in default */
+    config_security_t security;
+    char *secret_key;      /* curve: the broker's secret key, 40 Z85 chars read from secret_key_file */
+    char *secret_key_file; /* absolute */
+    int64_t heartbeat_ms;          /* default 5s */
+    size_t max_message_bytes;      /* default 262144 */
+    char *fallback_agency;         /* default "civil_affairs"; must be a configured agency
+                                      when any agencies are configured */
+    int64_t default_ack_within_ms; /* default 1d */
+    int64_t redeliver_every_ms;    /* default 30s */
+    int64_t quiet_close_ms;        /* default 14d */
+    config_cidr_t *webhook_allow;  /* default: none */
+    size_t n_webhook_allow;
+    uint64_t map_size;     /* extension broker.map_size: initial LMDB map, bytes; default 64 MiB */
+    uint64_t map_max;      /* extension broker.map_max: the map never grows past this; default 64 GiB */
+
+    /* privacy: */
+    int privacy_off;       /* `privacy: off` / `privacy: false` */
+    char *privacy_key_file;  /* absolute; NULL when off */
+    uint8_t privacy_key[32]; /* read from key_file at load (exactly 32 bytes) */
+    int64_t retention_ms;    /* default 730d */
+
+    config_agent_t *agents;     size_t n_agents;
+    config_agency_t *agencies;  size_t n_agencies;
+    config_channel_t *channels; size_t n_channels;
+    config_workflow_t *workflows; size_t n_workflows;
+} config_t;
+
+/* Diagnostics collected by config_load(). */
+typedef struct {
+    char **lines;          /* "FILE:LINE:COL: message" */
+    size_t n;
+} config_diag_t;
+
+/*
+ * Load and check the file at `path`. Returns the config, or NULL when there was
+ * any error; every error is appended to `diag` (which may be NULL to discard
+ * them). Does not resolve webhook host names when `resolve_hosts` is 0 (unit
+ * tests); carehubd passes 1 so that a host resolving outside webhook_allow is an
+ * error at load time.
+ */
+config_t *config_load(const char *path, int resolve_hosts, config_diag_t *diag);
+
+/* Free the config and null the pointer; safe on NULL and twice. */
+void config_destroy(config_t **cfg);
+
+/* Free the diagnostics' lines (the struct itself is the caller's). */
+void config_diag_free(config_diag_t *diag);
+
+/* Lookups by id; NULL when absent. */
+const config_agent_t *config_find_agent(const config_t *cfg, const char *id);
+const config_agent_t *config_find_agent_by_key(const config_t *cfg, const char *z85_public_key);
+const config_agency_t *config_find_agency(const config_t *cfg, const char *id);
+const config_channel_t *config_find_channel(const config_t *cfg, const char *id);
+
+/* Parse "15m", "1d", "250ms", "0s" into milliseconds; -1 when not a duration. */
+int64_t config_parse_duration(const char *s);
+
+/* 1 when the address (family 4 or 6, bytes in network order) lies inside one of
+ * the configured webhook_allow networks; 0 otherwise (also when none are set). */
+int config_addr_allowed(const config_t *cfg, int family, const uint8_t *addr);
+
+#endif

@@ -1,0 +1,169 @@
+/*
+ * main.c — carehubd: the carehub broker.
+ *
+ *   carehubd [-c FILE] [--ready-file FILE]   run the broker (default config/carehub.yaml)
+ *   carehubd --check-config [-c FILE]        validate a config, print every error, exit 0/78
+ *   carehubd keygen NAME [--dir DIR]         write DIR/NAME.key (secret) and DIR/NAME.pub
+ *
+ * Exit codes: 0 clean stop / valid config / keys written; 1 runtime failure
+ * (store, sockets); 64 usage error; 78 configuration error (EX_CONFIG).
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sodium.h>
+
+#include "broker.h"
+#include "config.h"
+#include "keys.h"
+#include "log.h"
+
+#ifndef CAREHUB_SCHEMAS_DIR
+#define CAREHUB_SCHEMAS_DIR "schemas"
+#endif
+#ifndef CAREHUB_VERSION
+#define CAREHUB_VERSION "0.1.0"
+#endif
+
+enum { EX_OK = 0, EX_FAIL = 1, EX_USAGE_ = 64, EX_CONFIG_ = 78 };
+
+static void usage(FILE *f)
+{
+    fputs("usage: carehubd [-c FILE] [--ready-file FILE]\n"
+          "       carehubd --check-config [-c FILE]\n"
+          "       carehubd keygen NAME [--dir DIR]\n"
+          "\n"
+          "  -c, --config FILE   configuration (default config/carehub.yaml; see docs/config.md)\n"
+          "  --check-config      validate the configuration, print every error as FILE:LINE:COL, and exit\n"
+          "  --ready-file FILE   once listening, write the bound endpoints there, one per line\n"
+          "  keygen NAME         write CURVE keys NAME.key (secret, 0600) and NAME.pub\n"
+          "  -h, --help          this text;  --version  the version\n"
+          "\n"
+          "exit codes: 0 ok, 1 runtime failure, 64 usage, 78 configuration error\n"
+          "environment: CAREHUB_LOG=debug|info|warn|error (default info)\n",
+          f);
+}
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    broker_request_stop();
+}
+
+static int cmd_keygen(int argc, char **argv)
+{
+    const char *name = NULL, *dir = ".";
+    for (int i = 2; i < argc; i++) {
+        if (strcmp(argv[i], "--dir") == 0 && i + 1 < argc)
+            dir = argv[++i];
+        else if (!name && argv[i][0] != '-')
+            name = argv[i];
+        else {
+            usage(stderr);
+            return EX_USAGE_;
+        }
+    }
+    if (!name) {
+        usage(stderr);
+        return EX_USAGE_;
+    }
+    char err[512];
+    if (keys_generate(dir, name, err, sizeof err) < 0) {
+        fprintf(stderr, "carehubd keygen: %s\n", err);
+        return EX_FAIL;
+    }
+    printf("wrote %s/%s.key (secret, keep it private) and %s/%s.pub\n", dir, name, dir, name);
+    return EX_OK;
+}
+
+static config_t *load_config(const char *path, int check_only)
+{
+    config_diag_t diag = {0};
+    config_t *cfg = config_load(path, 1, &diag);
+    for (size_t i = 0; i < diag.n; i++)
+        fprintf(stderr, "%s\n", diag.lines[i]);
+    if (!cfg)
+        fprintf(stderr, "carehubd: %s: %zu error%s; %s\n", path, diag.n, diag.n == 1 ? "" : "s",
+                check_only ? "fix them and check again" : "the broker will not start");
+    config_diag_free(&diag);
+    return cfg;
+}
+
+int main(int argc, char **argv)
+{
+    const char *cfg_path = "config/carehub.yaml", *ready = NULL;
+    int check = 0;
+    const char *lvl = getenv("CAREHUB_LOG");
+    if (lvl)
+        log_set_level(strcmp(lvl, "debug") == 0   ? LOG_DEBUG
+                      : strcmp(lvl, "warn") == 0  ? LOG_WARN
+                      : strcmp(lvl, "error") == 0 ? LOG_ERROR
+                                                  : LOG_INFO);
+    if (sodium_init() < 0) {
+        fprintf(stderr, "carehubd: libsodium failed to initialise\n");
+        return EX_FAIL;
+    }
+    if (argc >= 2 && strcmp(argv[1], "keygen") == 0)
+        return cmd_keygen(argc, argv);
+    for (int i = 1; i < argc; i++) {
+        if ((strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) && i + 1 < argc)
+            cfg_path = argv[++i];
+        else if (strcmp(argv[i], "--check-config") == 0)
+            check = 1;
+        else if (strcmp(argv[i], "--ready-file") == 0 && i + 1 < argc)
+            ready = argv[++i];
+        else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+            usage(stdout);
+            return EX_OK;
+        } else if (strcmp(argv[i], "--version") == 0) {
+            printf("carehubd %s\n", CAREHUB_VERSION);
+            return EX_OK;
+        } else {
+            fprintf(stderr, "carehubd: unknown argument \"%s\"\n", argv[i]);
+            usage(stderr);
+            return EX_USAGE_;
+        }
+    }
+
+    config_t *cfg = load_config(cfg_path, check);
+    if (!cfg)
+        return EX_CONFIG_;
+    if (check) {
+        printf("%s: ok (%zu agents, %zu agencies, %zu channels, %zu workflows)\n", cfg_path,
+               cfg->n_agents, cfg->n_agencies, cfg->n_channels, cfg->n_workflows);
+        config_destroy(&cfg);
+        return EX_OK;
+    }
+
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal; /* no SA_RESTART: zmq_poll returns EINTR */
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    log_info("carehubd %s starting with %s", CAREHUB_VERSION, cfg_path);
+    if (cfg->privacy_off)
+        log_warn("privacy: off — children's data is stored in the clear (tests and demos only)");
+    else
+        log_warn("privacy: key_file is loaded, but encryption at rest is not implemented in this "
+                 "version yet: data is stored in the clear in %s (mode 0700)", cfg->data_dir);
+
+    char err[1024];
+    int rc = EX_OK;
+    broker_t *b = broker_new(cfg, CAREHUB_SCHEMAS_DIR, err, sizeof err);
+    if (!b) {
+        log_error("cannot start: %s", err);
+        rc = EX_FAIL;
+    } else if (ready && broker_write_ready(b, ready, err, sizeof err) < 0) {
+        log_error("%s", err);
+        rc = EX_FAIL;
+    } else if (broker_run(b) < 0) {
+        rc = EX_FAIL;
+    }
+    broker_destroy(&b);
+    config_destroy(&cfg);
+    log_info("carehubd stopped");
+    return rc;
+}

@@ -1,0 +1,552 @@
+/* store.c — LMDB environment, group commit, idempotency and case joining; see store.h. */
+#include "store.h"
+
+#include <errno.h>
+#include <lmdb.h>
+#include <msgpack.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "frame.h"
+#include "log.h"
+#include "util.h"
+
+#define STORE_FORMAT 1u
+
+struct store {
+    MDB_env *env;
+    MDB_dbi meta, events, idem, cases, case_events, open_cases;
+    uint64_t seq_event;  /* last event number handed out (committed) */
+    uint64_t seq_case;   /* last case number handed out (committed) */
+    uint64_t map_size;
+    uint64_t map_max;
+    char *dir;
+};
+
+static const char *sev_names[] = {"low", "normal", "high", "critical"};
+
+int store_severity_parse(const char *s, size_t n)
+{
+    for (int i = 0; i < 4; i++)
+        if (strlen(sev_names[i]) == n && memcmp(sev_names[i], s, n) == 0)
+            return i;
+    return -1;
+}
+
+const char *store_severity_name(int sev)
+{
+    return sev >= 0 && sev < 4 ? sev_names[sev] : "normal";
+}
+
+const char *store_strerror(store_rc_t rc)
+{
+    switch (rc) {
+    case STORE_OK: return "ok";
+    case STORE_FULL: return "storage is full";
+    case STORE_IO: return "storage failed";
+    case STORE_NOTFOUND: return "not found";
+    }
+    return "unknown store error";
+}
+
+static MDB_val val_str(const char *s)
+{
+    MDB_val v = {strlen(s), (void *)s};
+    return v;
+}
+
+static int read_u64(MDB_txn *txn, MDB_dbi dbi, const char *key, uint64_t *out)
+{
+    MDB_val k = val_str(key), v;
+    int rc = mdb_get(txn, dbi, &k, &v);
+    if (rc == MDB_NOTFOUND) {
+        *out = 0;
+        return 0;
+    }
+    if (rc)
+        return rc;
+    if (v.mv_size != sizeof *out)
+        return MDB_CORRUPTED;
+    memcpy(out, v.mv_data, sizeof *out);
+    return 0;
+}
+
+static int write_u64(MDB_txn *txn, MDB_dbi dbi, const char *key, uint64_t x)
+{
+    MDB_val k = val_str(key), v = {sizeof x, &x};
+    return mdb_put(txn, dbi, &k, &v, 0);
+}
+
+/* The number in the last (highest) id of a database whose keys are PREFIX +
+ * zero-padded number: ids sort in the order they were made, so the counters
+ * need not be stored (one page less to write per commit). */
+static int last_seq(MDB_txn *txn, MDB_dbi dbi, const char *prefix, uint64_t *out)
+{
+    MDB_cursor *cur;
+    MDB_val k, v;
+    int rc = mdb_cursor_open(txn, dbi, &cur);
+    if (rc)
+        return rc;
+    *out = 0;
+    rc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
+    mdb_cursor_close(cur);
+    if (rc == MDB_NOTFOUND)
+        return 0;
+    if (rc)
+        return rc;
+    size_t pl = strlen(prefix);
+    if (k.mv_size <= pl || k.mv_size >= STORE_ID_MAX || memcmp(k.mv_data, prefix, pl) != 0)
+        return MDB_CORRUPTED;
+    for (size_t i = pl; i < k.mv_size; i++) {
+        unsigned char c = ((const unsigned char *)k.mv_data)[i];
+        if (c < '0' || c > '9')
+            return MDB_CORRUPTED;
+        *out = *out * 10 + (c - '0');
+    }
+    return 0;
+}
+
+store_t *store_open(const char *dir, uint64_t map_size, uint64_t map_max, char *err, size_t errlen)
+{
+    store_t *st = xcalloc(1, sizeof *st);
+    MDB_txn *txn = NULL;
+    int rc;
+    st->dir = xstrdup(dir);
+    st->map_max = map_max;
+    if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
+        util_fmt(err, errlen, "cannot create data directory %s: %s", dir, strerror(errno));
+        goto fail;
+    }
+    if ((rc = mdb_env_create(&st->env))) {
+        util_fmt(err, errlen, "mdb_env_create: %s", mdb_strerror(rc));
+        goto fail;
+    }
+    (void)mdb_env_set_maxdbs(st->env, 16); /* cannot fail before open */
+    if ((rc = mdb_env_set_mapsize(st->env, map_size))) {
+        util_fmt(err, errlen, "mdb_env_set_mapsize: %s", mdb_strerror(rc));
+        goto fail;
+    }
+    /* MDB_NOTLS: one thread uses the env; durable flags only. */
+    if ((rc = mdb_env_open(st->env, dir, MDB_NOTLS, 0600))) {
+        util_fmt(err, errlen, "cannot open LMDB environment in %s: %s", dir, mdb_strerror(rc));
+        goto fail;
+    }
+    int dead = 0;
+    (void)mdb_reader_check(st->env, &dead); /* clear readers left by a killed process */
+    MDB_envinfo info;
+    mdb_env_info(st->env, &info);
+    st->map_size = info.me_mapsize > map_size ? info.me_mapsize : map_size;
+
+    if ((rc = mdb_txn_begin(st->env, NULL, 0, &txn)))
+        goto lmdb_fail;
+    struct { MDB_dbi *dbi; const char *name; unsigned flags; } dbs[] = {
+        {&st->meta, "meta", 0},       {&st->events, "events", 0},
+        {&st->idem, "idem", 0},       {&st->cases, "cases", 0},
+        {&st->case_events, "case_events", MDB_DUPSORT},
+        {&st->open_cases, "open_cases", 0},
+    };
+    for (size_t i = 0; i < UTIL_ARRAY_LEN(dbs); i++)
+        if ((rc = mdb_dbi_open(txn, dbs[i].name, dbs[i].flags | MDB_CREATE, dbs[i].dbi)))
+            goto lmdb_fail;
+    uint64_t format;
+    if ((rc = read_u64(txn, st->meta, "format", &format)))
+        goto lmdb_fail;
+    if (format == 0) {
+        if ((rc = write_u64(txn, st->meta, "format", STORE_FORMAT)))
+            goto lmdb_fail;
+    } else if (format != STORE_FORMAT) {
+        util_fmt(err, errlen, "data directory %s has store format %llu; this carehubd reads format %u",
+                 dir, (unsigned long long)format, STORE_FORMAT);
+        goto fail;
+    }
+    if ((rc = last_seq(txn, st->events, "ev-", &st->seq_event)) ||
+        (rc = last_seq(txn, st->cases, "case-", &st->seq_case)))
+        goto lmdb_fail;
+    if ((rc = mdb_txn_commit(txn))) {
+        txn = NULL;
+        goto lmdb_fail;
+    }
+    (void)chmod(dir, 0700); /* the directory holds children's data */
+    log_info("store: opened %s (map %llu MiB, max %llu MiB, %llu events, %llu cases%s)", dir,
+             (unsigned long long)(st->map_size >> 20), (unsigned long long)(map_max >> 20),
+             (unsigned long long)st->seq_event, (unsigned long long)st->seq_case,
+             dead ? ", cleared stale readers" : "");
+    return st;
+
+lmdb_fail:
+    util_fmt(err, errlen, "cannot initialise store in %s: %s", dir, mdb_strerror(rc));
+fail:
+    if (txn)
+        mdb_txn_abort(txn);
+    store_close(&st);
+    return NULL;
+}
+
+void store_close(store_t **pst)
+{
+    if (!pst || !*pst)
+        return;
+    store_t *st = *pst;
+    if (st->env)
+        mdb_env_close(st->env);
+    free(st->dir);
+    free(st);
+    *pst = NULL;
+}
+
+uint64_t store_map_size(const store_t *st)
+{
+    return st->map_size;
+}
+
+/* Double the map, up to map_max. Returns 0 when it grew. Only with no txn open. */
+static int grow(store_t *st)
+{
+    if (st->map_size >= st->map_max)
+        return -1;
+    uint64_t next = st->map_size * 2;
+    if (next > st->map_max)
+        next = st->map_max;
+    int rc = mdb_env_set_mapsize(st->env, next);
+    if (rc) {
+        log_error("store: cannot grow map to %llu bytes: %s", (unsigned long long)next,
+                  mdb_strerror(rc));
+        return -1;
+    }
+    log_info("store: map grown from %llu to %llu MiB", (unsigned long long)(st->map_size >> 20),
+             (unsigned long long)(next >> 20));
+    st->map_size = next;
+    return 0;
+}
+
+/* The idempotency key: agent, NUL, message id. */
+static size_t idem_key(char *buf, size_t size, const char *agent, const char *ref)
+{
+    size_t a = strlen(agent), r = strlen(ref);
+    if (a + 1 + r > size)
+        return 0;
+    memcpy(buf, agent, a);
+    buf[a] = '\0';
+    memcpy(buf + a + 1, ref, r);
+    return a + 1 + r;
+}
+
+/* Decode a msgpack [event id, case id] idempotency value. */
+static int idem_decode(const MDB_val *v, store_event_t *it)
+{
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    int ok = 0;
+    if (msgpack_unpack_next(&u, v->mv_data, v->mv_size, NULL) == MSGPACK_UNPACK_SUCCESS &&
+        u.data.type == MSGPACK_OBJECT_ARRAY && u.data.via.array.size == 2) {
+        const msgpack_object *e = &u.data.via.array.ptr[0], *c = &u.data.via.array.ptr[1];
+        if (e->type == MSGPACK_OBJECT_STR && c->type == MSGPACK_OBJECT_STR &&
+            e->via.str.size < STORE_ID_MAX && c->via.str.size < STORE_ID_MAX) {
+            memcpy(it->event_id, e->via.str.ptr, e->via.str.size);
+            it->event_id[e->via.str.size] = '\0';
+            memcpy(it->case_id, c->via.str.ptr, c->via.str.size);
+            it->case_id[c->via.str.size] = '\0';
+            ok = 1;
+        }
+    }
+    msgpack_unpacked_destroy(&u);
+    return ok ? 0 : MDB_CORRUPTED;
+}
+
+static int put_packed(MDB_txn *txn, MDB_dbi dbi, const void *key, size_t klen,
+                      const msgpack_sbuffer *sb, unsigned flags)
+{
+    MDB_val k = {klen, (void *)key}, v = {sb->size, sb->data};
+    return mdb_put(txn, dbi, &k, &v, flags);
+}
+
+/* Write the case record: {id, type, status, opened, severity}. How many events
+ * it has is not stored here (case_events counts them), so joining an event to a
+ * case rewrites the record only when the severity rises. */
+static int put_case(MDB_txn *txn, store_t *st, const char *case_id, const char *type,
+                    int64_t opened, int severity)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 5);
+    frame_pack_cstr(&pk, "id");       frame_pack_cstr(&pk, case_id);
+    frame_pack_cstr(&pk, "type");     frame_pack_cstr(&pk, type);
+    frame_pack_cstr(&pk, "status");   frame_pack_cstr(&pk, "open");
+    frame_pack_cstr(&pk, "opened");   msgpack_pack_int64(&pk, opened);
+    frame_pack_cstr(&pk, "severity"); frame_pack_cstr(&pk, store_severity_name(severity));
+    int rc = put_packed(txn, st->cases, case_id, strlen(case_id), &sb, 0);
+    msgpack_sbuffer_destroy(&sb);
+    return rc;
+}
+
+/* Read the fields of a case record that joining needs. */
+static int get_case_fields(MDB_txn *txn, store_t *st, const char *case_id, int64_t *opened,
+                           int *severity)
+{
+    MDB_val k = val_str(case_id), v;
+    int rc = mdb_get(txn, st->cases, &k, &v);
+    if (rc)
+        return rc;
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    rc = MDB_CORRUPTED;
+    if (msgpack_unpack_next(&u, v.mv_data, v.mv_size, NULL) == MSGPACK_UNPACK_SUCCESS) {
+        int64_t o;
+        const char *s;
+        size_t sl;
+        if (frame_int(frame_map_get(&u.data, "opened"), &o) &&
+            frame_str(frame_map_get(&u.data, "severity"), &s, &sl)) {
+            *opened = o;
+            *severity = store_severity_parse(s, sl);
+            rc = 0;
+        }
+    }
+    msgpack_unpacked_destroy(&u);
+    return rc;
+}
+
+/* Join the event to its child's open case of the same type, or open one. */
+static int join_case(MDB_txn *txn, store_t *st, store_event_t *it, uint64_t *seq_case)
+{
+    char jkey[512];
+    size_t jlen = 0;
+    int rc;
+    if (it->child_id) {
+        size_t t = strlen(it->type), c = strlen(it->child_id);
+        if (t + 1 + c <= sizeof jkey) {
+            memcpy(jkey, it->type, t);
+            jkey[t] = '\0';
+            memcpy(jkey + t + 1, it->child_id, c);
+            jlen = t + 1 + c;
+        }
+    }
+    if (jlen) {
+        MDB_val k = {jlen, jkey}, v;
+        rc = mdb_get(txn, st->open_cases, &k, &v);
+        if (rc == 0 && v.mv_size < STORE_ID_MAX) {
+            memcpy(it->case_id, v.mv_data, v.mv_size);
+            it->case_id[v.mv_size] = '\0';
+            int64_t opened;
+            int sev;
+            if ((rc = get_case_fields(txn, st, it->case_id, &opened, &sev)))
+                return rc;
+            if (it->severity <= sev)
+                return 0;
+            return put_case(txn, st, it->case_id, it->type, opened, it->severity);
+        }
+        if (rc && rc != MDB_NOTFOUND)
+            return rc;
+    }
+    util_fmt(it->case_id, STORE_ID_MAX, "case-%010llu", (unsigned long long)++*seq_case);
+    if (jlen) {
+        MDB_val k = {jlen, jkey}, v = val_str(it->case_id);
+        if ((rc = mdb_put(txn, st->open_cases, &k, &v, 0)))
+            return rc;
+    }
+    return put_case(txn, st, it->case_id, it->type, it->received, it->severity);
+}
+
+static int put_event(MDB_txn *txn, store_t *st, const store_event_t *it)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 9);
+    frame_pack_cstr(&pk, "id");       frame_pack_cstr(&pk, it->event_id);
+    frame_pack_cstr(&pk, "agent");    frame_pack_cstr(&pk, it->agent);
+    frame_pack_cstr(&pk, "ref");      frame_pack_cstr(&pk, it->ref);
+    frame_pack_cstr(&pk, "type");     frame_pack_cstr(&pk, it->type);
+    frame_pack_cstr(&pk, "at");       msgpack_pack_int64(&pk, it->at);
+    frame_pack_cstr(&pk, "received"); msgpack_pack_int64(&pk, it->received);
+    frame_pack_cstr(&pk, "case");     frame_pack_cstr(&pk, it->case_id);
+    frame_pack_cstr(&pk, "severity"); frame_pack_cstr(&pk, store_severity_name(it->severity));
+    frame_pack_cstr(&pk, "body");
+    msgpack_sbuffer_write(&sb, it->body, it->body_len); /* already msgpack */
+    int rc = put_packed(txn, st->events, it->event_id, strlen(it->event_id), &sb, MDB_NOOVERWRITE);
+    msgpack_sbuffer_destroy(&sb);
+    return rc;
+}
+
+/* One attempt at the whole batch inside one write transaction. */
+static int put_batch(store_t *st, store_event_t *items, size_t n)
+{
+    MDB_txn *txn;
+    uint64_t seq_event = st->seq_event, seq_case = st->seq_case;
+    int rc = mdb_txn_begin(st->env, NULL, 0, &txn);
+    if (rc)
+        return rc;
+    for (size_t i = 0; i < n; i++) {
+        store_event_t *it = &items[i];
+        char key[512];
+        size_t klen = idem_key(key, sizeof key, it->agent, it->ref);
+        if (!klen) {
+            rc = EINVAL; /* ids are at most 64 bytes: cannot happen */
+            goto abort;
+        }
+        MDB_val k = {klen, key}, v;
+        rc = mdb_get(txn, st->idem, &k, &v);
+        if (rc == 0) {
+            if ((rc = idem_decode(&v, it)))
+                goto abort;
+            it->status = STORE_ITEM_DUPLICATE;
+            continue;
+        }
+        if (rc != MDB_NOTFOUND)
+            goto abort;
+        if (it->refuse) {
+            it->status = STORE_ITEM_REFUSED;
+            continue;
+        }
+        util_fmt(it->event_id, STORE_ID_MAX, "ev-%012llu", (unsigned long long)++seq_event);
+        if ((rc = join_case(txn, st, it, &seq_case)) || (rc = put_event(txn, st, it)))
+            goto abort;
+        MDB_val ev = val_str(it->event_id), cs = val_str(it->case_id);
+        if ((rc = mdb_put(txn, st->case_events, &cs, &ev, MDB_NODUPDATA)))
+            goto abort;
+        msgpack_sbuffer sb;
+        msgpack_packer pk;
+        msgpack_sbuffer_init(&sb);
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        msgpack_pack_array(&pk, 2);
+        frame_pack_cstr(&pk, it->event_id);
+        frame_pack_cstr(&pk, it->case_id);
+        rc = put_packed(txn, st->idem, key, klen, &sb, MDB_NOOVERWRITE);
+        msgpack_sbuffer_destroy(&sb);
+        if (rc)
+            goto abort;
+        it->status = STORE_ITEM_STORED;
+    }
+    if ((rc = mdb_txn_commit(txn)))
+        return rc; /* the commit freed the transaction */
+    st->seq_event = seq_event;
+    st->seq_case = seq_case;
+    return 0;
+abort:
+    mdb_txn_abort(txn);
+    return rc;
+}
+
+store_rc_t store_put_events(store_t *st, store_event_t *items, size_t n)
+{
+    for (;;) {
+        int rc = put_batch(st, items, n);
+        if (rc == 0)
+            return STORE_OK;
+        for (size_t i = 0; i < n; i++)
+            items[i].status = STORE_ITEM_PENDING;
+        if (rc == MDB_MAP_FULL) {
+            if (grow(st) == 0)
+                continue;
+            log_error("store: map full at its maximum (%llu MiB); refusing writes until space is "
+                      "freed or broker.map_max is raised",
+                      (unsigned long long)(st->map_max >> 20));
+            return STORE_FULL;
+        }
+        if (rc == ENOSPC) {
+            log_error("store: disk full writing %s", st->dir);
+            return STORE_FULL;
+        }
+        log_error("store: write failed: %s", mdb_strerror(rc));
+        return STORE_IO;
+    }
+}
+
+/* 1 when id could be an LMDB key at all (an id that could not cannot exist). */
+static int key_ok(store_t *st, const MDB_val *k)
+{
+    return k->mv_size > 0 && k->mv_size <= (size_t)mdb_env_get_maxkeysize(st->env);
+}
+
+static store_rc_t get_copy(store_t *st, MDB_dbi dbi, const char *id, char **out, size_t *len)
+{
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn);
+    if (rc) {
+        log_error("store: read failed: %s", mdb_strerror(rc));
+        return STORE_IO;
+    }
+    MDB_val k = val_str(id), v;
+    /* an id LMDB could not hold as a key cannot exist */
+    rc = key_ok(st, &k) ? mdb_get(txn, dbi, &k, &v) : MDB_NOTFOUND;
+    store_rc_t r = STORE_OK;
+    if (rc == 0) {
+        *out = xmalloc(v.mv_size);
+        memcpy(*out, v.mv_data, v.mv_size); /* copy out before the txn ends */
+        *len = v.mv_size;
+    } else {
+        r = rc == MDB_NOTFOUND ? STORE_NOTFOUND : STORE_IO;
+    }
+    mdb_txn_abort(txn);
+    return r;
+}
+
+store_rc_t store_get_event(store_t *st, const char *event_id, char **out, size_t *len)
+{
+    return get_copy(st, st->events, event_id, out, len);
+}
+
+store_rc_t store_get_case(store_t *st, const char *case_id, char **out, size_t *len)
+{
+    MDB_txn *txn;
+    MDB_cursor *cur = NULL;
+    int rc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn);
+    if (rc) {
+        log_error("store: read failed: %s", mdb_strerror(rc));
+        return STORE_IO;
+    }
+    store_rc_t r = STORE_IO;
+    MDB_val k = val_str(case_id), v, ev;
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    rc = key_ok(st, &k) ? mdb_get(txn, st->cases, &k, &v) : MDB_NOTFOUND;
+    if (rc == MDB_NOTFOUND) {
+        r = STORE_NOTFOUND;
+        goto done;
+    }
+    if (rc || msgpack_unpack_next(&u, v.mv_data, v.mv_size, NULL) != MSGPACK_UNPACK_SUCCESS ||
+        u.data.type != MSGPACK_OBJECT_MAP)
+        goto done;
+    /* The record plus what case_events knows: "events", how many events joined
+     * the case, and "updated", when the last of them was received. */
+    size_t count = 0;
+    int64_t updated = 0;
+    if (mdb_cursor_open(txn, st->case_events, &cur) == 0 &&
+        mdb_cursor_get(cur, &k, &ev, MDB_SET) == 0) {
+        (void)mdb_cursor_count(cur, &count); /* cannot fail on a positioned cursor */
+        MDB_val last;
+        msgpack_unpacked eu;
+        msgpack_unpacked_init(&eu);
+        if (mdb_cursor_get(cur, &k, &ev, MDB_LAST_DUP) == 0 &&
+            mdb_get(txn, st->events, &ev, &last) == 0 &&
+            msgpack_unpack_next(&eu, last.mv_data, last.mv_size, NULL) == MSGPACK_UNPACK_SUCCESS)
+            (void)frame_int(frame_map_get(&eu.data, "received"), &updated);
+        msgpack_unpacked_destroy(&eu);
+    }
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, u.data.via.map.size + 2);
+    for (uint32_t i = 0; i < u.data.via.map.size; i++) {
+        msgpack_pack_object(&pk, u.data.via.map.ptr[i].key);
+        msgpack_pack_object(&pk, u.data.via.map.ptr[i].val);
+    }
+    frame_pack_cstr(&pk, "events");
+    msgpack_pack_uint64(&pk, count);
+    frame_pack_cstr(&pk, "updated");
+    msgpack_pack_int64(&pk, updated);
+    *len = sb.size;
+    *out = msgpack_sbuffer_release(&sb);
+    r = STORE_OK;
+done:
+    msgpack_unpacked_destroy(&u);
+    if (cur)
+        mdb_cursor_close(cur);
+    mdb_txn_abort(txn);
+    return r;
+}

@@ -1,0 +1,101 @@
+/*
+ * store.h — durable storage of events and cases in one LMDB environment.
+ *
+ * The data model (named databases, keys, values) is documented in
+ * docs/data-model.md. In short:
+ *
+ *   meta         "format" → u32 format version; "seq.event", "seq.case" → u64 counters
+ *   events       event id → msgpack map {id, agent, ref, type, at, received, case, severity, body}
+ *   idem         agent "\0" message id → msgpack [event id, case id]     (idempotency)
+ *   cases        case id → msgpack map {id, type, status, opened, updated, severity, events}
+ *   case_events  case id → event id (MDB_DUPSORT; ids sort in arrival order)
+ *   open_cases   type "\0" child id → case id                          (joining)
+ *
+ * Durability: the environment is opened without MDB_NOSYNC, MDB_NOMETASYNC or
+ * MDB_WRITEMAP, so mdb_txn_commit() returning 0 means the batch is on disk.
+ * Group commit: store_put_events() writes a whole batch in one write
+ * transaction. The caller acknowledges only after it returns STORE_OK.
+ *
+ * Errors: every function returns a store_rc_t; store_strerror() names it.
+ * The store is single-threaded (the broker loop owns it).
+ */
+#ifndef CAREHUB_STORE_H
+#define CAREHUB_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct store store_t;
+
+typedef enum {
+    STORE_OK = 0,
+    STORE_FULL,      /* the map is at its configured maximum, or the disk is full */
+    STORE_IO,        /* LMDB or the file system failed; see the log */
+    STORE_NOTFOUND,  /* the record asked for does not exist */
+} store_rc_t;
+
+const char *store_strerror(store_rc_t rc);
+
+/* Longest event or case id the store makes, with its NUL. */
+#define STORE_ID_MAX 32
+
+/*
+ * Open (creating if needed, mode 0700) the environment in `dir`. The map starts
+ * at `map_size` bytes (or the existing file's size if larger) and may grow by
+ * doubling up to `map_max`. Returns NULL with a message in err on failure.
+ */
+store_t *store_open(const char *dir, uint64_t map_size, uint64_t map_max, char *err, size_t errlen);
+
+/* Close and null the pointer; safe on NULL and twice. */
+void store_close(store_t **st);
+
+/* What happened to one event of a batch. */
+typedef enum {
+    STORE_ITEM_PENDING = 0, /* input: not yet processed */
+    STORE_ITEM_STORED,      /* new: stored and joined to a case */
+    STORE_ITEM_DUPLICATE,   /* (agent, ref) was seen before: ids of the first time */
+    STORE_ITEM_REFUSED,     /* input `refuse` was set and it was not a duplicate: nothing stored */
+} store_item_status_t;
+
+typedef struct {
+    /* input — pointers must stay valid during the call */
+    const char *agent;       /* the sending agent's id */
+    const char *ref;         /* the agent's message id: the idempotency key */
+    const char *type;        /* event type */
+    int64_t at;              /* observed, ms since epoch */
+    int64_t received;        /* received by the broker, ms since epoch */
+    const char *child_id;    /* body.child.id or NULL: events of one type about one child join */
+    int severity;            /* 0 low .. 3 critical */
+    const char *body;        /* the body, packed msgpack */
+    size_t body_len;
+    int refuse;              /* the body is invalid: answer a duplicate, store nothing new */
+    /* output */
+    store_item_status_t status;
+    char event_id[STORE_ID_MAX];
+    char case_id[STORE_ID_MAX];
+} store_event_t;
+
+/*
+ * Store a batch in one write transaction. Each item comes back DUPLICATE (a
+ * retry, also within the same batch), REFUSED or STORED. On STORE_FULL or
+ * STORE_IO nothing of the batch is stored and every item's status is left
+ * PENDING. When the map fills, it is grown (doubling, up to map_max) and the
+ * batch retried.
+ */
+store_rc_t store_put_events(store_t *st, store_event_t *items, size_t n);
+
+/* Copy out the stored record of an event (msgpack map, see above). *out is the
+ * caller's to free(). */
+store_rc_t store_get_event(store_t *st, const char *event_id, char **out, size_t *len);
+
+/* Copy out a case record (msgpack map). *out is the caller's to free(). */
+store_rc_t store_get_case(store_t *st, const char *case_id, char **out, size_t *len);
+
+/* Current map size in bytes (for logs and tests). */
+uint64_t store_map_size(const store_t *st);
+
+/* Severity names, index 0..3: low, normal, high, critical. -1 when unknown. */
+int store_severity_parse(const char *s, size_t n);
+const char *store_severity_name(int sev);
+
+#endif

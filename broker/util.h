@@ -1,0 +1,35 @@
+/*
+ * util.h — small helpers shared by every broker module.
+ *
+ * Out-of-memory policy (one for the whole broker, like Redis' zmalloc): the x*
+ * allocators never return NULL; on allocation failure they print a message and
+ * abort(). Nothing a peer sends can make the broker allocate without a bound, so
+ * running out of memory is an operator problem, not an input problem.
+ */
+#ifndef CAREHUB_UTIL_H
+#define CAREHUB_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+void *xmalloc(size_t n);
+void *xcalloc(size_t n, size_t size);
+void *xrealloc(void *p, size_t n);
+char *xstrdup(const char *s);
+char *xstrndup(const char *s, size_t n);
+
+/* snprintf into a fixed buffer, always NUL-terminated; truncation is not an error. */
+void util_fmt(char *buf, size_t size, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* 1 when s[0..len) is a protocol id: 1–64 bytes of [A-Za-z0-9._:-] (PROTOCOL §1). */
+int util_valid_id(const char *s, size_t len);
+
+/* Wall-clock time in milliseconds since the Unix epoch (UTC). */
+int64_t util_now_ms(void);
+/* Monotonic time in milliseconds, for intervals. */
+int64_t util_mono_ms(void);
+
+#define UTIL_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+#endif

@@ -1,0 +1,105 @@
+"""CURVE security (PROTOCOL §1, CONFIG.md): the key generator, a CURVE broker
+whose ZAP handler admits only configured keys, and identity taken from the key.
+"""
+
+import os
+import stat
+
+import pytest
+import zmq
+
+import carehub_harness as h
+from carehub_harness import assert_ack, uid
+
+
+def test_keygen_files(tmp_path, carehub_bin):
+    d = tmp_path / "keys"
+    d.mkdir()
+    r = h.run_bin(["keygen", "alice", "--dir", str(d)])
+    assert r.returncode == 0, f"keygen failed ({r.returncode}): {r.stderr}"
+    key, pub = d / "alice.key", d / "alice.pub"
+    assert key.is_file() and pub.is_file(), os.listdir(d)
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600, f"secret key mode {oct(key.stat().st_mode)}"
+    sec = key.read_text().splitlines()[0]
+    pk = pub.read_text().splitlines()[0]
+    assert h.Z85_KEY_RE.match(sec), f"secret key line is not 40 Z85 chars: {sec!r}"
+    assert h.Z85_KEY_RE.match(pk), f"public key line is not 40 Z85 chars: {pk!r}"
+    assert zmq.curve_public(sec.encode()) == pk.encode(), "the .pub is not the public key of the .key"
+    # a second key is different
+    sec2, pub2 = h.keygen("bob", d)
+    assert sec2 != sec and pub2 != pk
+
+
+@pytest.fixture
+def curve_broker(tmp_path, make_broker, carehub_bin):
+    kd = tmp_path / "keys"
+    kd.mkdir()
+    b_sec, b_pub = h.keygen("broker", kd)
+    s_sec, s_pub = h.keygen("school", kd)        # configured as school-0042
+    x_sec, x_pub = h.keygen("stranger", kd)      # not configured
+    agents = []
+    keys = {}
+    for a in h.AGENTS:
+        a = dict(a)
+        if a["id"] == "school-0042":
+            pub = s_pub
+        else:
+            pub, sec = (k.decode() for k in zmq.curve_keypair())
+            keys[a["id"]] = (pub, sec)
+        a["public_key"] = pub
+        agents.append(a)
+    b = make_broker(overrides={
+        "broker": {"security": "curve", "secret_key_file": str(kd / "broker.key")},
+        "agents": agents,
+    })
+    b.keys = {"broker": (b_pub, b_sec), "school": (s_pub, s_sec), "stranger": (x_pub, x_sec), **keys}
+    return b
+
+
+def _curve_agent(connect, b, who, timeout=5):
+    pub, sec = b.keys[who]
+    return connect(b, curve=(b.keys["broker"][0], pub, sec), timeout=timeout)
+
+
+def test_curve_configured_agent_named_by_key(curve_broker, connect):
+    a = _curve_agent(connect, curve_broker, "school")
+    mid = uid("hello")
+    w = a.hello("monitor-01", id=mid)      # the name in hello does not matter: the key does
+    assert w.get("op") == "welcome", w
+    assert w.get("id") == mid
+    assert w.get("agent") == "school-0042" and w.get("role") == "school", w
+    # and it acts as that school
+    eid = uid("ev")
+    assert_ack(a.event("absence", h.absence_body(), id=eid), eid)
+    oid = uid("ev")
+    r = a.event("online_risk", h.online_risk_body(), id=oid)
+    h.assert_nack(r, "forbidden", id=oid)
+
+
+def test_curve_other_configured_key(curve_broker, connect):
+    a = _curve_agent(connect, curve_broker, "monitor-01")
+    w = a.hello("school-0042")
+    assert w.get("op") == "welcome" and w.get("agent") == "monitor-01" and w.get("role") == "monitor", w
+
+
+def test_curve_unconfigured_key_gets_nothing(curve_broker, connect):
+    a = _curve_agent(connect, curve_broker, "stranger", timeout=2)
+    a.send({"v": 1, "op": "hello", "id": uid("hello"), "agent": "school-0042", "software": "x"})
+    assert a.recv_msg(timeout=2) is None, "a key not under agents got a reply"
+    # the broker is fine and still serves a configured key
+    ok = _curve_agent(connect, curve_broker, "school")
+    assert ok.hello("x").get("op") == "welcome"
+
+
+def test_curve_plain_client_gets_nothing(curve_broker, connect):
+    a = connect(curve_broker, timeout=2)       # no CURVE at all
+    a.send({"v": 1, "op": "hello", "id": uid("hello"), "agent": "school-0042", "software": "x"})
+    assert a.recv_msg(timeout=2) is None, "a plain-text client got a reply from a CURVE broker"
+
+
+def test_curve_wrong_server_key_gets_nothing(curve_broker, connect):
+    pub, sec = curve_broker.keys["school"]
+    other_server = zmq.curve_keypair()[0]
+    a = connect(curve_broker, curve=(other_server, pub, sec), timeout=2)
+    a.send({"v": 1, "op": "hello", "id": uid("hello"), "agent": "school-0042", "software": "x"})
+    assert a.recv_msg(timeout=2) is None
