@@ -421,6 +421,15 @@ void frame_out_begin(frame_out_t *o, uint32_t nkeys)
     msgpack_pack_map(&o->pk, nkeys);
 }
 
+void frame_out_message(frame_out_t *o, const char *op, const char *id, uint32_t nmore)
+{
+    frame_out_begin(o, 2 + (id != NULL) + nmore);
+    frame_out_int(o, "v", 1);
+    frame_out_str(o, "op", op);
+    if (id)
+        frame_out_str(o, "id", id);
+}
+
 void frame_out_key(frame_out_t *o, const char *key)
 {
     frame_pack_cstr(&o->pk, key);

@@ -83,6 +83,9 @@ typedef struct {
 } frame_out_t;
 
 void frame_out_begin(frame_out_t *o, uint32_t nkeys);
+/* Begin a protocol message: a map of `v`, `op`, `id` (left out when id is
+ * NULL) and `nmore` further keys for the caller to write. */
+void frame_out_message(frame_out_t *o, const char *op, const char *id, uint32_t nmore);
 void frame_out_str(frame_out_t *o, const char *key, const char *val);
 void frame_out_strn(frame_out_t *o, const char *key, const char *val, size_t n);
 void frame_out_int(frame_out_t *o, const char *key, int64_t val);

@@ -15,6 +15,7 @@
 #include <sodium.h>
 
 #include "broker.h"
+#include "clock.h"
 #include "config.h"
 #include "keys.h"
 #include "log.h"
@@ -37,6 +38,7 @@ static void usage(FILE *f)
           "  -c, --config FILE   configuration (default config/carehub.yaml; see docs/config.md)\n"
           "  --check-config      validate the configuration, print every error as FILE:LINE:COL, and exit\n"
           "  --ready-file FILE   once listening, write the bound endpoints there, one per line\n"
+          "  --test-clock        tests only: a virtual clock moved by the test_clock op\n"
           "  keygen NAME         write CURVE keys NAME.key (secret, 0600) and NAME.pub\n"
           "  -h, --help          this text;  --version  the version\n"
           "\n"
@@ -111,6 +113,8 @@ int main(int argc, char **argv)
             cfg_path = argv[++i];
         else if (strcmp(argv[i], "--check-config") == 0)
             check = 1;
+        else if (strcmp(argv[i], "--test-clock") == 0)
+            clock_enable_test();
         else if (strcmp(argv[i], "--ready-file") == 0 && i + 1 < argc)
             ready = argv[++i];
         else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
@@ -144,6 +148,8 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     log_info("carehubd %s starting with %s", CAREHUB_VERSION, cfg_path);
+    if (clock_is_test())
+        log_warn("--test-clock: time is virtual and moved by the test_clock op (tests only)");
     if (cfg->privacy_off)
         log_warn("privacy: off — children's data is stored in the clear (tests and demos only)");
     else

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "carehub_wire.h"
+#include "clock.h"
 #include "frame.h"
 #include "log.h"
 #include "util.h"
@@ -76,11 +77,7 @@ static void nack_to(proto_t *p, const unsigned char *rid, size_t rid_len, const 
         field = fbuf;
     }
     frame_out_t o;
-    frame_out_begin(&o, 4 + (id != NULL) + (field != NULL));
-    frame_out_int(&o, "v", 1);
-    frame_out_str(&o, "op", "nack");
-    if (id)
-        frame_out_str(&o, "id", id);
+    frame_out_message(&o, "nack", id, 2 + (field != NULL));
     frame_out_str(&o, "code", code);
     frame_out_str(&o, "error", error);
     if (field)
@@ -128,10 +125,7 @@ static void op_hello(proto_t *p, msg_t *m)
     m->s->agent = agent;
     log_info("proto: hello from agent %s (%s)", agent->id, config_role_name(agent->role));
     frame_out_t o;
-    frame_out_begin(&o, 7);
-    frame_out_int(&o, "v", 1);
-    frame_out_str(&o, "op", "welcome");
-    frame_out_str(&o, "id", m->id);
+    frame_out_message(&o, "welcome", m->id, 4);
     frame_out_str(&o, "agent", agent->id);
     frame_out_str(&o, "role", config_role_name(agent->role));
     frame_out_int(&o, "heartbeat_ms", p->cfg->heartbeat_ms);
@@ -142,10 +136,7 @@ static void op_hello(proto_t *p, msg_t *m)
 static void op_ping(proto_t *p, msg_t *m)
 {
     frame_out_t o;
-    frame_out_begin(&o, 3);
-    frame_out_int(&o, "v", 1);
-    frame_out_str(&o, "op", "pong");
-    frame_out_str(&o, "id", m->id);
+    frame_out_message(&o, "pong", m->id, 0);
     send_out(p, m->s->rid, m->s->rid_len, &o);
 }
 
@@ -260,11 +251,29 @@ static void op_event(proto_t *p, msg_t *m)
     st->item.ref = st->ref;
     st->item.type = st->type;
     st->item.at = at;
-    st->item.received = util_now_ms();
+    st->item.received = clock_now_ms();
     st->item.child_id = st->child_id;
     st->item.body = st->body;
     st->item.body_len = st->body_len;
     p->n_batch++;
+}
+
+/* test_clock {set?: ms, advance?: ms} → {op:"clock", now}: moves the virtual
+ * clock. Exists only in a broker started with --test-clock (docs/protocol.md). */
+static void op_test_clock(proto_t *p, msg_t *m)
+{
+    int64_t v;
+    const msgpack_object *set = frame_map_get(m->map, "set"), *adv = frame_map_get(m->map, "advance");
+    if ((set && (!frame_int(set, &v) || clock_set_ms(v) < 0)) ||
+        (adv && (!frame_int(adv, &v) || clock_advance_ms(v) < 0))) {
+        NACK(p, m, CAREHUB_E_INVALID, set ? "/set" : "/advance",
+             "`set` takes a time in ms not before the clock's current time; `advance` takes ms >= 0");
+        return;
+    }
+    frame_out_t o;
+    frame_out_message(&o, "clock", m->id, 1);
+    frame_out_int(&o, "now", clock_now_ms());
+    send_out(p, m->s->rid, m->s->rid_len, &o);
 }
 
 /* The op table: every op the broker accepts, checked in one place. */
@@ -273,11 +282,13 @@ static const struct op_def {
     const char *name;
     op_handler_t handler;
     int needs_hello;  /* refused with hello_required before a hello on this connection */
+    int test_only;    /* exists only with the test clock (carehubd --test-clock) */
 } OPS[] = {
-    {"hello", op_hello, 0},
-    {"ping", op_ping, 1},
-    {"pong", op_pong, 1},
-    {"event", op_event, 1},
+    {"hello", op_hello, 0, 0},
+    {"ping", op_ping, 1, 0},
+    {"pong", op_pong, 1, 0},
+    {"event", op_event, 1, 0},
+    {"test_clock", op_test_clock, 1, 1},
 };
 
 /* ---- envelope --------------------------------------------------------------- */
@@ -343,7 +354,8 @@ size_t proto_on_message(proto_t *p, session_t *s, const void *frame, size_t len,
     }
     const struct op_def *op = NULL;
     for (size_t i = 0; i < UTIL_ARRAY_LEN(OPS); i++)
-        if (strlen(OPS[i].name) == n && memcmp(OPS[i].name, str, n) == 0)
+        if (strlen(OPS[i].name) == n && memcmp(OPS[i].name, str, n) == 0 &&
+            (!OPS[i].test_only || clock_is_test()))
             op = &OPS[i];
     if (!op) {
         NACK(p, &m, CAREHUB_E_UNKNOWN_OP, "/op", "unknown op; this broker knows: hello, ping, pong, event");
@@ -395,10 +407,7 @@ void proto_flush(proto_t *p)
             refused++;
         } else {
             frame_out_t o;
-            frame_out_begin(&o, 6);
-            frame_out_int(&o, "v", 1);
-            frame_out_str(&o, "op", "ack");
-            frame_out_str(&o, "id", st->ref);
+            frame_out_message(&o, "ack", st->ref, 3);
             frame_out_str(&o, "event", it->event_id);
             frame_out_str(&o, "case", it->case_id);
             frame_out_bool(&o, "duplicate", it->status == STORE_ITEM_DUPLICATE);
@@ -425,10 +434,7 @@ int proto_ping(proto_t *p, session_t *s)
     char id[32];
     util_fmt(id, sizeof id, "ping-%llu", (unsigned long long)++p->ping_seq);
     frame_out_t o;
-    frame_out_begin(&o, 3);
-    frame_out_int(&o, "v", 1);
-    frame_out_str(&o, "op", "ping");
-    frame_out_str(&o, "id", id);
+    frame_out_message(&o, "ping", id, 0);
     int rc = p->send(p->send_ud, s->rid, s->rid_len, o.sb.data, o.sb.size);
     frame_out_end(&o);
     return rc;

@@ -24,6 +24,7 @@
 
 #include "carehub_wire.h"
 #include "log.h"
+#include "clock.h"
 #include "proto.h"
 
 #ifndef CAREHUB_SOURCE_DIR
@@ -593,6 +594,28 @@ static void test_hello_required_and_ping(void **state)
     session_t *other = conn(fx, "conn-2");
     msg(fx, other, "{'v': 1, 'op': 'ping', 'id': 'p-3'}");
     expect_nack(fx, CAREHUB_E_HELLO_REQUIRED, "p-3", NULL);
+}
+
+/* test_clock exists only with the virtual clock; it moves the time events get. */
+static void test_test_clock_op(void **state)
+{
+    fx_t *fx = *state;
+    session_t *s = conn(fx, "conn-1");
+    hello(fx, s, "school-1");
+    msg(fx, s, "{'v': 1, 'op': 'test_clock', 'id': 'c-1', 'advance': 1000}");
+    expect_nack(fx, CAREHUB_E_UNKNOWN_OP, "c-1", NULL);
+    clock_enable_test();
+    int64_t t0 = clock_now_ms();
+    msg(fx, s, "{'v': 1, 'op': 'test_clock', 'id': 'c-2', 'advance': 3600000}");
+    const reply_t *r = only_reply(fx);
+    assert_string_equal(rstr(r, "op"), "clock");
+    assert_string_equal(rstr(r, "id"), "c-2");
+    assert_int_equal(rint64(r, "now"), t0 + 3600000);
+    sink_clear(&fx->sink);
+    /* never backwards */
+    msg(fx, s, "{'v': 1, 'op': 'test_clock', 'id': 'c-3', 'set': 5}");
+    expect_nack(fx, CAREHUB_E_INVALID, "c-3", "/set");
+    assert_int_equal(clock_now_ms(), t0 + 3600000);
 }
 
 /* Every message counts as being heard from the peer. */
@@ -1453,6 +1476,7 @@ int main(void)
         T(test_event_reply_routing),
         T(test_event_send_failure),
         cmocka_unit_test_setup_teardown(test_event_store_full, setup_tiny, teardown),
+        T(test_test_clock_op), /* last: the virtual clock stays on in this process */
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
