@@ -6,8 +6,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <unistd.h>
 #include <zmq.h>
 
+#include "clock.h"
+#include "deliver.h"
+#include "hook.h"
 #include "log.h"
 #include "proto.h"
 #include "schema.h"
@@ -28,16 +33,26 @@ struct broker {
     store_t *store;
     session_table_t *sessions;
     proto_t *proto;
+    deliver_t *deliver;
+    hook_t *hook;
     char **endpoints;        /* as bound (ports resolved) */
     size_t n_endpoints;
     int64_t next_heartbeat;  /* monotonic ms */
+    int64_t next_redeliver;  /* monotonic ms */
 };
 
 static volatile sig_atomic_t stop_requested;
+/* Self-pipe: a signal that lands between the stop check and zmq_poll still
+ * wakes the poll at once (its read end is in the poll set). */
+static int wake_pipe[2] = {-1, -1};
 
 void broker_request_stop(void)
 {
     stop_requested = 1;
+    if (wake_pipe[1] >= 0) {
+        ssize_t w = write(wake_pipe[1], "x", 1); /* async-signal-safe; full pipe is fine */
+        (void)w;
+    }
 }
 
 /* proto's send callback: [routing id][frame] on the ROUTER, never blocking. */
@@ -70,6 +85,14 @@ broker_t *broker_new(const config_t *cfg, const char *schemas_dir, char *err, si
         goto fail;
     b->sessions = session_table_new();
     b->proto = proto_new(cfg, b->schemas, b->store, router_send, b);
+    b->deliver = deliver_new(cfg, b->store, b->sessions, router_send, b);
+    b->hook = hook_new(cfg, deliver_webhook_done, deliver_webhook_attempt, b->deliver);
+    if (!b->hook) {
+        util_fmt(err, errlen, "cannot start the webhook engine (libcurl)");
+        goto fail;
+    }
+    deliver_set_hook(b->deliver, b->hook);
+    proto_set_deliver(b->proto, b->deliver);
 
     b->ctx = zmq_ctx_new();
     if (!b->ctx) {
@@ -102,6 +125,14 @@ broker_t *broker_new(const config_t *cfg, const char *schemas_dir, char *err, si
             util_fmt(err, errlen, "cannot enable CURVE: %s", zmq_strerror(errno));
             goto fail;
         }
+    }
+    if (wake_pipe[0] < 0) {
+        if (pipe(wake_pipe) < 0) {
+            util_fmt(err, errlen, "pipe: %s", strerror(errno));
+            goto fail;
+        }
+        for (int i = 0; i < 2; i++)
+            (void)fcntl(wake_pipe[i], F_SETFL, fcntl(wake_pipe[i], F_GETFL) | O_NONBLOCK);
     }
     b->endpoints = xcalloc(cfg->n_listen, sizeof *b->endpoints);
     for (size_t i = 0; i < cfg->n_listen; i++) {
@@ -205,25 +236,58 @@ static void heartbeat_visit(session_t *s, void *ud)
         s->last_heard = h->now - 3 * hb; /* unreachable: treat as gone */
 }
 
+/* The poll timeout: the earliest of the heartbeat, re-delivery, the next
+ * escalation and what libcurl asks for. */
+static long poll_timeout(broker_t *b)
+{
+    int64_t now = util_mono_ms();
+    int64_t t = b->next_heartbeat - now;
+    if (b->next_redeliver - now < t)
+        t = b->next_redeliver - now;
+    int64_t due = deliver_next_due(b->deliver), clk = clock_now_ms();
+    if (due != INT64_MAX && due - clk < t)
+        t = due - clk;
+    long h = hook_timeout_ms(b->hook);
+    if (h >= 0 && h < t)
+        t = h;
+    return t < 0 ? 0 : (long)t;
+}
+
+#define MAX_POLL 64
+
 int broker_run(broker_t *b)
 {
-    zmq_pollitem_t items[2] = {{b->router, 0, ZMQ_POLLIN, 0}, {b->zap, 0, ZMQ_POLLIN, 0}};
-    int n_items = b->zap ? 2 : 1;
+    zmq_pollitem_t items[MAX_POLL];
     int64_t hb = b->cfg->heartbeat_ms;
     b->next_heartbeat = util_mono_ms() + hb;
+    b->next_redeliver = util_mono_ms() + b->cfg->redeliver_every_ms;
+    /* What was pending when the broker stopped: notices, then escalations that fell due. */
+    deliver_resubmit_outbox(b->deliver);
+    deliver_fire_due(b->deliver, clock_now_ms());
     log_info("broker: ready (%zu agents configured)", b->cfg->n_agents);
     while (!stop_requested) {
-        int64_t now = util_mono_ms();
-        long timeout = b->next_heartbeat > now ? (long)(b->next_heartbeat - now) : 0;
-        int rc = zmq_poll(items, n_items, timeout);
+        int n_items = 0;
+        items[n_items++] = (zmq_pollitem_t){b->router, 0, ZMQ_POLLIN, 0};
+        items[n_items++] = (zmq_pollitem_t){NULL, wake_pipe[0], ZMQ_POLLIN, 0};
+        if (b->zap)
+            items[n_items++] = (zmq_pollitem_t){b->zap, 0, ZMQ_POLLIN, 0};
+        n_items += hook_pollitems(b->hook, items + n_items, MAX_POLL - n_items);
+        int rc = zmq_poll(items, n_items, poll_timeout(b));
         if (rc < 0) {
             if (errno == EINTR)
                 continue;
             log_error("broker: zmq_poll: %s", zmq_strerror(errno));
             return -1;
         }
-        if (n_items > 1 && (items[1].revents & ZMQ_POLLIN))
+        if (b->zap && (items[2].revents & ZMQ_POLLIN))
             zap_handle(b->zap, b->cfg);
+        if (items[1].revents & ZMQ_POLLIN) {
+            char buf[64];
+            while (read(wake_pipe[0], buf, sizeof buf) > 0)
+                ; /* drained; stop_requested says why */
+        }
+        hook_perform(b->hook); /* libcurl finds its own ready sockets */
+        int64_t now;
         if (items[0].revents & ZMQ_POLLIN) {
             /* Drain what has arrived, up to one batch, then commit it at once. */
             now = util_mono_ms();
@@ -238,11 +302,16 @@ int broker_run(broker_t *b)
             }
             proto_flush(b->proto);
         }
+        deliver_fire_due(b->deliver, clock_now_ms());
         now = util_mono_ms();
         if (now >= b->next_heartbeat) {
             hb_ctx_t h = {b, now};
             session_table_sweep(b->sessions, now, SESSION_IDLE_DROP_MS, heartbeat_visit, &h);
             b->next_heartbeat = now + hb;
+        }
+        if (now >= b->next_redeliver) {
+            deliver_redeliver_all(b->deliver);
+            b->next_redeliver = now + b->cfg->redeliver_every_ms;
         }
     }
     proto_flush(b->proto); /* nothing is staged between turns; kept for safety */
@@ -261,6 +330,8 @@ void broker_destroy(broker_t **pb)
         zmq_close(b->zap);
     if (b->ctx)
         zmq_ctx_term(b->ctx);
+    hook_destroy(&b->hook);
+    deliver_destroy(&b->deliver);
     proto_destroy(&b->proto);
     session_table_destroy(&b->sessions);
     store_close(&b->store);

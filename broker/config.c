@@ -465,8 +465,10 @@ static size_t edit_distance(const char *a, const char *b)
     return row[lb];
 }
 
-/* " did you mean \"x\"?" when one candidate is close to s, else "". */
-static void suggest(char *buf, size_t n, const char *s, const char *const *cand, size_t n_cand)
+/* The closest candidate to s (edit distance <= 2, and small for short words)
+ * formatted with `fmt` into buf; "" when none is close. */
+static void suggest_fmt(char *buf, size_t n, const char *s, const char *const *cand,
+                        size_t n_cand, const char *fmt)
 {
     size_t best = 3, len = strlen(s);
     const char *pick = NULL;
@@ -479,7 +481,20 @@ static void suggest(char *buf, size_t n, const char *s, const char *const *cand,
         }
     }
     if (pick)
-        util_fmt(buf, n, " did you mean \"%s\"?", pick);
+        util_fmt(buf, n, fmt, pick);
+}
+
+/* " did you mean \"x\"?" when one candidate is close to s, else "". */
+static void suggest(char *buf, size_t n, const char *s, const char *const *cand, size_t n_cand)
+{
+    suggest_fmt(buf, n, s, cand, n_cand, " did you mean \"%s\"?");
+}
+
+/* " (did you mean \"x\"?)": the same, for the middle of a sentence. */
+static void suggest_paren(char *buf, size_t n, const char *s, const char *const *cand,
+                          size_t n_cand)
+{
+    suggest_fmt(buf, n, s, cand, n_cand, " (did you mean \"%s\"?)");
 }
 
 /* "a, b, c" into buf. */
@@ -1652,10 +1667,10 @@ static int agency_ref_ok(loader_t *ld, const yaml_node_t *n, const char *what, c
         if (cfg->agencies[j].id)
             names[nn++] = cfg->agencies[j].id;
     char hint[96], known[1024];
-    suggest(hint, sizeof hint, id, names, nn);
+    suggest_paren(hint, sizeof hint, id, names, nn);
     join_names(known, sizeof known, names, nn);
-    err_at(ld, n, "%s %s%s is not a known agency;%s add it under agencies: or use one of: %s",
-           what, qv(ld, id), is_default ? " (the default)" : "", hint[0] ? hint : "", known);
+    err_at(ld, n, "%s %s%s is not a known agency%s; add it under agencies: or use one of: %s",
+           what, qv(ld, id), is_default ? " (the default)" : "", hint, known);
     return 0;
 }
 
@@ -1700,9 +1715,8 @@ static void parse_agent(loader_t *ld, yaml_node_t *node, size_t idx)
                     ag->role = (config_role_t)r;
             if (ag->role == ROLE_COUNT) {
                 char hint[96];
-                suggest(hint, sizeof hint, s, role_names, ROLE_COUNT);
-                err_at(ld, v, "%s %s is not a role;%s use one of %s", w, qv(ld, s),
-                       hint[0] ? hint : "", roles);
+                suggest_paren(hint, sizeof hint, s, role_names, ROLE_COUNT);
+                err_at(ld, v, "%s %s is not a role%s; use one of %s", w, qv(ld, s), hint, roles);
             }
         }
     }
@@ -1956,8 +1970,9 @@ static void parse_match(loader_t *ld, yaml_node_t *node, const char *where, conf
                         known = 1;
                 if (!known) {
                     char hint[96];
-                    suggest(hint, sizeof hint, m.values[i], severities, UTIL_ARRAY_LEN(severities));
-                    err_at(ld, value_nodes[i], "%s: %s is not a severity;%s use critical, high, "
+                    suggest_paren(hint, sizeof hint, m.values[i], severities,
+                                  UTIL_ARRAY_LEN(severities));
+                    err_at(ld, value_nodes[i], "%s: %s is not a severity%s; use critical, high, "
                            "normal or low", w, qv(ld, m.values[i]), hint);
                     ok = 0;
                 }
@@ -2293,7 +2308,9 @@ config_t *config_load(const char *path, int resolve_hosts, config_diag_t *diag)
     char *buf = NULL;
     size_t len = 0;
     yaml_parser_t parser;
-    int have_parser = 0;
+    int have_parser = 0, e;
+    yaml_node_t *root;
+    config_t *cfg;
 
     if (!path || !*path) {
         err_pos(&ld, 0, 0, "no configuration file given");
@@ -2303,7 +2320,7 @@ config_t *config_load(const char *path, int resolve_hosts, config_diag_t *diag)
         err_pos(&ld, 0, 0, "libsodium failed to initialise");
         goto out;
     }
-    int e = read_file(path, MAX_CONFIG_BYTES, &buf, &len);
+    e = read_file(path, MAX_CONFIG_BYTES, &buf, &len);
     if (e) {
         err_pos(&ld, 0, 0, "cannot read the configuration: %s",
                 e == EFBIG ? "larger than 16 MiB" : read_errstr(e));
@@ -2322,7 +2339,7 @@ config_t *config_load(const char *path, int resolve_hosts, config_diag_t *diag)
         goto out;
     }
     ld.have_doc = 1;
-    yaml_node_t *root = yaml_document_get_root_node(&ld.doc);
+    root = yaml_document_get_root_node(&ld.doc);
     if (root) {
         yaml_document_t extra;
         if (!yaml_parser_load(&parser, &extra)) {
@@ -2340,8 +2357,8 @@ config_t *config_load(const char *path, int resolve_hosts, config_diag_t *diag)
     ld.cfg->path = xstrdup(path);
     load_root(&ld, root);
 
-out:;
-    config_t *cfg = ld.cfg;
+out:
+    cfg = ld.cfg;
     if (ld.n_total > 0)
         config_destroy(&cfg);
     flush_errors(&ld, diag);

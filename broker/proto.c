@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "assign.h"
 #include "carehub_wire.h"
 #include "clock.h"
 #include "frame.h"
@@ -23,6 +24,7 @@ typedef struct {
     char *child_id;        /* owned, or NULL */
     char *body;            /* owned packed msgpack */
     size_t body_len;
+    json_t *json;          /* the validated body, for routing inside the commit */
     schema_error_t verr;   /* why the body is invalid (item.refuse) */
 } staged_t;
 
@@ -30,6 +32,8 @@ struct proto {
     const config_t *cfg;
     const schema_set_t *schemas;
     store_t *store;
+    deliver_t *deliver;    /* pushes and notices after commits; may be NULL (unit tests) */
+    assign_effects_t fx;   /* effects of the transaction in hand */
     proto_send_fn send;
     void *send_ud;
     staged_t *batch;       /* PROTO_BATCH_MAX staged events */
@@ -131,6 +135,8 @@ static void op_hello(proto_t *p, msg_t *m)
     frame_out_int(&o, "heartbeat_ms", p->cfg->heartbeat_ms);
     frame_out_int(&o, "max_message_bytes", (int64_t)p->cfg->max_message_bytes);
     send_out(p, m->s->rid, m->s->rid_len, &o);
+    if (p->deliver)
+        deliver_on_hello(p->deliver, m->s); /* what waited for this agent, after the welcome */
 }
 
 static void op_ping(proto_t *p, msg_t *m)
@@ -238,7 +244,10 @@ static void op_event(proto_t *p, msg_t *m)
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
     if (!st->item.refuse)
         frame_pack_json(&pk, body);
-    json_decref(body); /* NULL-safe */
+    if (!st->item.refuse)
+        st->json = body; /* kept for routing; freed with the staged event */
+    else
+        json_decref(body); /* NULL-safe */
     st->body_len = sb.size; /* before release, which zeroes it */
     st->body = msgpack_sbuffer_release(&sb);
     msgpack_sbuffer_destroy(&sb);
@@ -256,6 +265,148 @@ static void op_event(proto_t *p, msg_t *m)
     st->item.body = st->body;
     st->item.body_len = st->body_len;
     p->n_batch++;
+}
+
+/* ---- agencies: case_ack and case_update (PROTOCOL §5) ---- */
+
+typedef struct {
+    proto_t *p;
+    assign_request_t *r;
+} request_ctx_t;
+
+static int request_txn(store_txn_t *t, void *ud)
+{
+    request_ctx_t *c = ud;
+    assign_effects_clear(&c->p->fx);
+    return assign_request(c->p->cfg, t, c->r, &c->p->fx);
+}
+
+/* Copy a string field (at most size-1 bytes) or leave it empty. 0 when absent, 1 when
+ * present, -1 when present but not a string or too long. */
+static int str_field(const msgpack_object *map, const char *key, char *out, size_t size)
+{
+    const msgpack_object *o = frame_map_get(map, key);
+    const char *s;
+    size_t n;
+    out[0] = '\0';
+    if (!o)
+        return 0;
+    if (!frame_str(o, &s, &n) || n >= size || memchr(s, '\0', n))
+        return -1;
+    memcpy(out, s, n);
+    out[n] = '\0';
+    return 1;
+}
+
+static void assignment_op(proto_t *p, msg_t *m, int is_update)
+{
+    char assignment[65], by[129], status[32], note[4097], to[65];
+    if (m->s->agent->role != ROLE_AGENCY || !m->s->agent->agency) {
+        NACK(p, m, CAREHUB_E_FORBIDDEN, NULL, "only agency agents acknowledge or update assignments; "
+             "agent %s has role %s", m->s->agent->id, config_role_name(m->s->agent->role));
+        return;
+    }
+    if (str_field(m->map, "assignment", assignment, sizeof assignment) != 1 ||
+        !util_valid_id(assignment, strlen(assignment))) {
+        NACK(p, m, CAREHUB_E_INVALID, "/assignment",
+             "`assignment` is required: the id of the assignment, as in the `case` message's id");
+        return;
+    }
+    assign_request_t r = {.agency = m->s->agent->agency, .assignment = assignment,
+                          .now = clock_now_ms()};
+    if (!is_update) {
+        if (str_field(m->map, "by", by, sizeof by) < 0) {
+            NACK(p, m, CAREHUB_E_INVALID, "/by", "`by` must be a string of at most 128 bytes: the officer");
+            return;
+        }
+        r.by = by[0] ? by : NULL;
+    } else {
+        int st = str_field(m->map, "status", status, sizeof status);
+        int s_ok = st == 1 && (strcmp(status, "in_progress") == 0 || strcmp(status, "resolved") == 0 ||
+                               strcmp(status, "referred") == 0 || strcmp(status, "declined") == 0);
+        if (!s_ok) {
+            NACK(p, m, CAREHUB_E_INVALID, "/status",
+                 "`status` is required: one of in_progress, resolved, referred, declined");
+            return;
+        }
+        if (str_field(m->map, "note", note, sizeof note) < 0) {
+            NACK(p, m, CAREHUB_E_INVALID, "/note", "`note` must be a string of at most 4096 bytes");
+            return;
+        }
+        int has_to = str_field(m->map, "to", to, sizeof to);
+        if (strcmp(status, "referred") == 0 && has_to != 1) {
+            NACK(p, m, CAREHUB_E_INVALID, "/to", "`referred` needs `to`: the agency the case goes to");
+            return;
+        }
+        r.status = status;
+        r.note = note[0] ? note : NULL;
+        r.to = has_to == 1 ? to : NULL;
+    }
+    request_ctx_t c = {p, &r};
+    store_rc_t rc = store_write(p->store, request_txn, &c);
+    if (rc != STORE_OK) {
+        NACK(p, m, CAREHUB_E_UNAVAILABLE, NULL, "the broker cannot record this right now (%s); retry later",
+             store_strerror(rc));
+        return;
+    }
+    switch (r.result) {
+    case ASSIGN_OK: {
+        frame_out_t o;
+        frame_out_message(&o, "ack", m->id, 2);
+        frame_out_str(&o, "assignment", assignment);
+        frame_out_str(&o, "case", r.case_id);
+        send_out(p, m->s->rid, m->s->rid_len, &o);
+        if (p->deliver)
+            deliver_effects(p->deliver, &p->fx);
+        return;
+    }
+    case ASSIGN_NOT_FOUND:
+        NACK(p, m, CAREHUB_E_NOT_FOUND, "/assignment", "no assignment %s exists", assignment);
+        return;
+    case ASSIGN_FORBIDDEN:
+        NACK(p, m, CAREHUB_E_FORBIDDEN, "/assignment", "%s; your agency is %s", r.detail,
+             m->s->agent->agency);
+        return;
+    case ASSIGN_CONFLICT:
+        NACK(p, m, CAREHUB_E_CONFLICT, "/status", "%s", r.detail);
+        return;
+    case ASSIGN_BAD_TARGET:
+        NACK(p, m, CAREHUB_E_INVALID, "/to", "%s; \"%s\" is not one", r.detail, to);
+        return;
+    case ASSIGN_STORE:
+        break;
+    }
+    NACK(p, m, CAREHUB_E_UNAVAILABLE, NULL, "the broker cannot record this right now; retry later");
+}
+
+static void op_case_ack(proto_t *p, msg_t *m)
+{
+    assignment_op(p, m, 0);
+}
+
+static void op_case_update(proto_t *p, msg_t *m)
+{
+    assignment_op(p, m, 1);
+}
+
+typedef struct {
+    const char *agent;
+    const char *id;
+} received_ctx_t;
+
+static int received_txn(store_txn_t *t, void *ud)
+{
+    received_ctx_t *c = ud;
+    return assign_outcome_received(t, c->agent, c->id);
+}
+
+/* received {id}: the agent has the outcome with this id. No reply. */
+static void op_received(proto_t *p, msg_t *m)
+{
+    received_ctx_t c = {m->s->agent->id, m->id};
+    if (store_write(p->store, received_txn, &c) != STORE_OK)
+        log_warn("proto: could not record `received` %s from %s; the outcome will be sent again",
+                 m->id, m->s->agent->id);
 }
 
 /* test_clock {set?: ms, advance?: ms} → {op:"clock", now}: moves the virtual
@@ -288,6 +439,9 @@ static const struct op_def {
     {"ping", op_ping, 1, 0},
     {"pong", op_pong, 1, 0},
     {"event", op_event, 1, 0},
+    {"case_ack", op_case_ack, 1, 0},
+    {"case_update", op_case_update, 1, 0},
+    {"received", op_received, 1, 0},
     {"test_clock", op_test_clock, 1, 1},
 };
 
@@ -358,11 +512,11 @@ size_t proto_on_message(proto_t *p, session_t *s, const void *frame, size_t len,
             (!OPS[i].test_only || clock_is_test()))
             op = &OPS[i];
     if (!op) {
-        NACK(p, &m, CAREHUB_E_UNKNOWN_OP, "/op", "unknown op; this broker knows: hello, ping, pong, event");
+        NACK(p, &m, CAREHUB_E_UNKNOWN_OP, "/op", "unknown op; this broker knows: hello, ping, pong, event, case_ack, case_update, received");
         goto done;
     }
     if (op->needs_hello && !s->agent) {
-        if (op->handler != op_pong) /* pong gets no reply, not even a nack */
+        if (op->handler != op_pong && op->handler != op_received) /* no reply, not even a nack */
             NACK(p, &m, CAREHUB_E_HELLO_REQUIRED, NULL,
                  "say hello on this connection first (the broker may have restarted), then resend");
         goto done;
@@ -379,8 +533,18 @@ static void staged_free(staged_t *st)
 {
     free(st->child_id);
     free(st->body);
+    json_decref(st->json);
     st->child_id = NULL;
     st->body = NULL;
+    st->json = NULL;
+}
+
+/* Inside the batch transaction: route each new event to its agencies. */
+static int route_stored(store_txn_t *t, store_event_t *item, void *ud)
+{
+    proto_t *p = ud;
+    staged_t *st = &p->batch[item - p->items];
+    return assign_on_event(p->cfg, t, item, st->json, item->received, &p->fx);
 }
 
 void proto_flush(proto_t *p)
@@ -390,7 +554,8 @@ void proto_flush(proto_t *p)
     store_event_t *items = p->items;
     for (size_t i = 0; i < p->n_batch; i++)
         items[i] = p->batch[i].item;
-    store_rc_t rc = store_put_events(p->store, items, p->n_batch);
+    assign_effects_clear(&p->fx); /* the callback may run again if the map grows */
+    store_rc_t rc = store_put_events(p->store, items, p->n_batch, route_stored, p);
     size_t stored = 0, dup = 0, refused = 0;
     for (size_t i = 0; i < p->n_batch; i++) {
         staged_t *st = &p->batch[i];
@@ -419,9 +584,16 @@ void proto_flush(proto_t *p)
         }
         staged_free(st);
     }
+    if (rc == STORE_OK && p->deliver)
+        deliver_effects(p->deliver, &p->fx);
     log_debug("proto: batch of %zu: %zu stored, %zu duplicate, %zu invalid%s", p->n_batch, stored,
               dup, refused, rc == STORE_OK ? "" : " (store failed: all refused as unavailable)");
     p->n_batch = 0;
+}
+
+void proto_set_deliver(proto_t *p, deliver_t *d)
+{
+    p->deliver = d;
 }
 
 size_t proto_pending(const proto_t *p)
@@ -444,6 +616,7 @@ proto_t *proto_new(const config_t *cfg, const schema_set_t *schemas, store_t *st
                    proto_send_fn send, void *send_ud)
 {
     proto_t *p = xcalloc(1, sizeof *p);
+    p->deliver = NULL;
     p->cfg = cfg;
     p->schemas = schemas;
     p->store = store;
@@ -463,6 +636,7 @@ void proto_destroy(proto_t **pp)
         staged_free(&p->batch[i]);
     free(p->batch);
     free(p->items);
+    assign_effects_free(&p->fx);
     free(p);
     *pp = NULL;
 }

@@ -20,6 +20,7 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "deliver.h"
 #include "schema.h"
 #include "session.h"
 #include "store.h"
@@ -46,6 +47,9 @@ void proto_destroy(proto_t **p);
  */
 size_t proto_on_message(proto_t *p, session_t *s, const void *frame, size_t len, int frames,
                         const char *user_id, int64_t now_ms);
+
+/* Where pushes and notices go after commits (NULL: nowhere, as in unit tests). */
+void proto_set_deliver(proto_t *p, deliver_t *d);
 
 /* Commit the staged events in one transaction and answer each. */
 void proto_flush(proto_t *p);

@@ -108,3 +108,10 @@ void session_table_sweep(session_table_t *t, int64_t now, int64_t idle_drop_ms,
         }
     }
 }
+
+void session_each(session_table_t *t, void (*fn)(session_t *s, void *ud), void *ud)
+{
+    for (size_t i = 0; i < BUCKETS; i++)
+        for (session_t *s = t->bucket[i]; s; s = s->next)
+            fn(s, ud);
+}

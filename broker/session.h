@@ -50,4 +50,7 @@ size_t session_count(const session_table_t *t);
 void session_table_sweep(session_table_t *t, int64_t now, int64_t idle_drop_ms,
                          void (*visit)(session_t *s, void *ud), void *ud);
 
+/* Visit every session (no adding or dropping inside fn). */
+void session_each(session_table_t *t, void (*fn)(session_t *s, void *ud), void *ud);
+
 #endif

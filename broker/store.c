@@ -17,12 +17,39 @@
 
 struct store {
     MDB_env *env;
-    MDB_dbi meta, events, idem, cases, case_events, open_cases;
+    MDB_dbi meta;
+    MDB_dbi dbi[STORE_DB_COUNT];
     uint64_t seq_event;  /* last event number handed out (committed) */
     uint64_t seq_case;   /* last case number handed out (committed) */
+    uint64_t seq_assign; /* last assignment number handed out (committed) */
     uint64_t map_size;
     uint64_t map_max;
     char *dir;
+};
+
+/* The named databases (docs/data-model.md), in store_db_t order. */
+static const struct {
+    const char *name;
+    unsigned flags;
+} DBS[STORE_DB_COUNT] = {
+    [STORE_DB_EVENTS] = {"events", 0},
+    [STORE_DB_IDEM] = {"idem", 0},
+    [STORE_DB_CASES] = {"cases", 0},
+    [STORE_DB_CASE_EVENTS] = {"case_events", MDB_DUPSORT},
+    [STORE_DB_OPEN_CASES] = {"open_cases", 0},
+    [STORE_DB_ASSIGNMENTS] = {"assignments", 0},
+    [STORE_DB_CASE_ASSIGN] = {"case_assign", MDB_DUPSORT},
+    [STORE_DB_PENDING] = {"pending", 0},
+    [STORE_DB_DEADLINES] = {"deadlines", 0},
+    [STORE_DB_OUTBOX] = {"outbox", 0},
+    [STORE_DB_OUTCOMES] = {"outcomes", 0},
+    [STORE_DB_CASE_LOG] = {"case_log", MDB_DUPSORT},
+};
+
+struct store_txn {
+    store_t *st;
+    MDB_txn *txn;
+    uint64_t seq_event, seq_case, seq_assign; /* counters as this transaction moves them */
 };
 
 static const char *sev_names[] = {"low", "normal", "high", "critical"};
@@ -141,14 +168,10 @@ store_t *store_open(const char *dir, uint64_t map_size, uint64_t map_max, char *
 
     if ((rc = mdb_txn_begin(st->env, NULL, 0, &txn)))
         goto lmdb_fail;
-    struct { MDB_dbi *dbi; const char *name; unsigned flags; } dbs[] = {
-        {&st->meta, "meta", 0},       {&st->events, "events", 0},
-        {&st->idem, "idem", 0},       {&st->cases, "cases", 0},
-        {&st->case_events, "case_events", MDB_DUPSORT},
-        {&st->open_cases, "open_cases", 0},
-    };
-    for (size_t i = 0; i < UTIL_ARRAY_LEN(dbs); i++)
-        if ((rc = mdb_dbi_open(txn, dbs[i].name, dbs[i].flags | MDB_CREATE, dbs[i].dbi)))
+    if ((rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &st->meta)))
+        goto lmdb_fail;
+    for (int i = 0; i < STORE_DB_COUNT; i++)
+        if ((rc = mdb_dbi_open(txn, DBS[i].name, DBS[i].flags | MDB_CREATE, &st->dbi[i])))
             goto lmdb_fail;
     uint64_t format;
     if ((rc = read_u64(txn, st->meta, "format", &format)))
@@ -161,8 +184,9 @@ store_t *store_open(const char *dir, uint64_t map_size, uint64_t map_max, char *
                  dir, (unsigned long long)format, STORE_FORMAT);
         goto fail;
     }
-    if ((rc = last_seq(txn, st->events, "ev-", &st->seq_event)) ||
-        (rc = last_seq(txn, st->cases, "case-", &st->seq_case)))
+    if ((rc = last_seq(txn, st->dbi[STORE_DB_EVENTS], "ev-", &st->seq_event)) ||
+        (rc = last_seq(txn, st->dbi[STORE_DB_CASES], "case-", &st->seq_case)) ||
+        (rc = last_seq(txn, st->dbi[STORE_DB_ASSIGNMENTS], "as-", &st->seq_assign)))
         goto lmdb_fail;
     if ((rc = mdb_txn_commit(txn))) {
         txn = NULL;
@@ -266,19 +290,23 @@ static int put_packed(MDB_txn *txn, MDB_dbi dbi, const void *key, size_t klen,
  * it has is not stored here (case_events counts them), so joining an event to a
  * case rewrites the record only when the severity rises. */
 static int put_case(MDB_txn *txn, store_t *st, const char *case_id, const char *type,
-                    int64_t opened, int severity)
+                    int64_t opened, int severity, const void *join, size_t jlen)
 {
     msgpack_sbuffer sb;
     msgpack_packer pk;
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 5);
+    msgpack_pack_map(&pk, 6);
+    /* "join": the open_cases key, so closing the case can remove it */
+    frame_pack_cstr(&pk, "join");
+    msgpack_pack_bin(&pk, jlen);
+    msgpack_pack_bin_body(&pk, join, jlen);
     frame_pack_cstr(&pk, "id");       frame_pack_cstr(&pk, case_id);
     frame_pack_cstr(&pk, "type");     frame_pack_cstr(&pk, type);
     frame_pack_cstr(&pk, "status");   frame_pack_cstr(&pk, "open");
     frame_pack_cstr(&pk, "opened");   msgpack_pack_int64(&pk, opened);
     frame_pack_cstr(&pk, "severity"); frame_pack_cstr(&pk, store_severity_name(severity));
-    int rc = put_packed(txn, st->cases, case_id, strlen(case_id), &sb, 0);
+    int rc = put_packed(txn, st->dbi[STORE_DB_CASES], case_id, strlen(case_id), &sb, 0);
     msgpack_sbuffer_destroy(&sb);
     return rc;
 }
@@ -288,7 +316,7 @@ static int get_case_fields(MDB_txn *txn, store_t *st, const char *case_id, int64
                            int *severity)
 {
     MDB_val k = val_str(case_id), v;
-    int rc = mdb_get(txn, st->cases, &k, &v);
+    int rc = mdb_get(txn, st->dbi[STORE_DB_CASES], &k, &v);
     if (rc)
         return rc;
     msgpack_unpacked u;
@@ -326,7 +354,7 @@ static int join_case(MDB_txn *txn, store_t *st, store_event_t *it, uint64_t *seq
     }
     if (jlen) {
         MDB_val k = {jlen, jkey}, v;
-        rc = mdb_get(txn, st->open_cases, &k, &v);
+        rc = mdb_get(txn, st->dbi[STORE_DB_OPEN_CASES], &k, &v);
         if (rc == 0 && v.mv_size < STORE_ID_MAX) {
             memcpy(it->case_id, v.mv_data, v.mv_size);
             it->case_id[v.mv_size] = '\0';
@@ -336,7 +364,7 @@ static int join_case(MDB_txn *txn, store_t *st, store_event_t *it, uint64_t *seq
                 return rc;
             if (it->severity <= sev)
                 return 0;
-            return put_case(txn, st, it->case_id, it->type, opened, it->severity);
+            return put_case(txn, st, it->case_id, it->type, opened, it->severity, jkey, jlen);
         }
         if (rc && rc != MDB_NOTFOUND)
             return rc;
@@ -344,10 +372,10 @@ static int join_case(MDB_txn *txn, store_t *st, store_event_t *it, uint64_t *seq
     util_fmt(it->case_id, STORE_ID_MAX, "case-%010llu", (unsigned long long)++*seq_case);
     if (jlen) {
         MDB_val k = {jlen, jkey}, v = val_str(it->case_id);
-        if ((rc = mdb_put(txn, st->open_cases, &k, &v, 0)))
+        if ((rc = mdb_put(txn, st->dbi[STORE_DB_OPEN_CASES], &k, &v, 0)))
             return rc;
     }
-    return put_case(txn, st, it->case_id, it->type, it->received, it->severity);
+    return put_case(txn, st, it->case_id, it->type, it->received, it->severity, jkey, jlen);
 }
 
 static int put_event(MDB_txn *txn, store_t *st, const store_event_t *it)
@@ -367,47 +395,54 @@ static int put_event(MDB_txn *txn, store_t *st, const store_event_t *it)
     frame_pack_cstr(&pk, "severity"); frame_pack_cstr(&pk, store_severity_name(it->severity));
     frame_pack_cstr(&pk, "body");
     msgpack_sbuffer_write(&sb, it->body, it->body_len); /* already msgpack */
-    int rc = put_packed(txn, st->events, it->event_id, strlen(it->event_id), &sb, MDB_NOOVERWRITE);
+    int rc = put_packed(txn, st->dbi[STORE_DB_EVENTS], it->event_id, strlen(it->event_id), &sb, MDB_NOOVERWRITE);
     msgpack_sbuffer_destroy(&sb);
     return rc;
 }
 
-/* One attempt at the whole batch inside one write transaction. */
-static int put_batch(store_t *st, store_event_t *items, size_t n)
+/* What store_put_events() hands to store_write(). */
+typedef struct {
+    store_event_t *items;
+    size_t n;
+    store_stored_fn on_stored;
+    void *ud;
+} put_batch_t;
+
+/* The whole batch inside one write transaction (re-run after the map grows). */
+static int put_batch(store_txn_t *t, void *ud)
 {
-    MDB_txn *txn;
-    uint64_t seq_event = st->seq_event, seq_case = st->seq_case;
-    int rc = mdb_txn_begin(st->env, NULL, 0, &txn);
-    if (rc)
-        return rc;
-    for (size_t i = 0; i < n; i++) {
-        store_event_t *it = &items[i];
+    put_batch_t *b = ud;
+    store_t *st = t->st;
+    MDB_txn *txn = t->txn;
+    int rc;
+    for (size_t i = 0; i < b->n; i++)
+        b->items[i].status = STORE_ITEM_PENDING;
+    for (size_t i = 0; i < b->n; i++) {
+        store_event_t *it = &b->items[i];
         char key[512];
         size_t klen = idem_key(key, sizeof key, it->agent, it->ref);
-        if (!klen) {
-            rc = EINVAL; /* ids are at most 64 bytes: cannot happen */
-            goto abort;
-        }
+        if (!klen)
+            return EINVAL; /* ids are at most 64 bytes: cannot happen */
         MDB_val k = {klen, key}, v;
-        rc = mdb_get(txn, st->idem, &k, &v);
+        rc = mdb_get(txn, st->dbi[STORE_DB_IDEM], &k, &v);
         if (rc == 0) {
             if ((rc = idem_decode(&v, it)))
-                goto abort;
+                return rc;
             it->status = STORE_ITEM_DUPLICATE;
             continue;
         }
         if (rc != MDB_NOTFOUND)
-            goto abort;
+            return rc;
         if (it->refuse) {
             it->status = STORE_ITEM_REFUSED;
             continue;
         }
-        util_fmt(it->event_id, STORE_ID_MAX, "ev-%012llu", (unsigned long long)++seq_event);
-        if ((rc = join_case(txn, st, it, &seq_case)) || (rc = put_event(txn, st, it)))
-            goto abort;
+        util_fmt(it->event_id, STORE_ID_MAX, "ev-%012llu", (unsigned long long)++t->seq_event);
+        if ((rc = join_case(txn, st, it, &t->seq_case)) || (rc = put_event(txn, st, it)))
+            return rc;
         MDB_val ev = val_str(it->event_id), cs = val_str(it->case_id);
-        if ((rc = mdb_put(txn, st->case_events, &cs, &ev, MDB_NODUPDATA)))
-            goto abort;
+        if ((rc = mdb_put(txn, st->dbi[STORE_DB_CASE_EVENTS], &cs, &ev, MDB_NODUPDATA)))
+            return rc;
         msgpack_sbuffer sb;
         msgpack_packer pk;
         msgpack_sbuffer_init(&sb);
@@ -415,44 +450,145 @@ static int put_batch(store_t *st, store_event_t *items, size_t n)
         msgpack_pack_array(&pk, 2);
         frame_pack_cstr(&pk, it->event_id);
         frame_pack_cstr(&pk, it->case_id);
-        rc = put_packed(txn, st->idem, key, klen, &sb, MDB_NOOVERWRITE);
+        rc = put_packed(txn, st->dbi[STORE_DB_IDEM], key, klen, &sb, MDB_NOOVERWRITE);
         msgpack_sbuffer_destroy(&sb);
         if (rc)
-            goto abort;
+            return rc;
         it->status = STORE_ITEM_STORED;
+        if (b->on_stored && (rc = b->on_stored(t, it, b->ud)))
+            return rc;
     }
-    if ((rc = mdb_txn_commit(txn)))
-        return rc; /* the commit freed the transaction */
-    st->seq_event = seq_event;
-    st->seq_case = seq_case;
     return 0;
-abort:
-    mdb_txn_abort(txn);
+}
+
+store_rc_t store_put_events(store_t *st, store_event_t *items, size_t n, store_stored_fn on_stored,
+                            void *ud)
+{
+    put_batch_t b = {items, n, on_stored, ud};
+    store_rc_t rc = store_write(st, put_batch, &b);
+    if (rc != STORE_OK)
+        for (size_t i = 0; i < n; i++)
+            items[i].status = STORE_ITEM_PENDING;
     return rc;
 }
 
-store_rc_t store_put_events(store_t *st, store_event_t *items, size_t n)
+/* Classify a failed write; log it. */
+static store_rc_t write_failed(store_t *st, int rc)
+{
+    if (rc == MDB_MAP_FULL) {
+        log_error("store: map full at its maximum (%llu MiB); refusing writes until space is "
+                  "freed or broker.map_max is raised",
+                  (unsigned long long)(st->map_max >> 20));
+        return STORE_FULL;
+    }
+    if (rc == ENOSPC) {
+        log_error("store: disk full writing %s", st->dir);
+        return STORE_FULL;
+    }
+    log_error("store: write failed: %s", mdb_strerror(rc));
+    return STORE_IO;
+}
+
+store_rc_t store_write(store_t *st, store_fn fn, void *ud)
 {
     for (;;) {
-        int rc = put_batch(st, items, n);
-        if (rc == 0)
-            return STORE_OK;
-        for (size_t i = 0; i < n; i++)
-            items[i].status = STORE_ITEM_PENDING;
-        if (rc == MDB_MAP_FULL) {
-            if (grow(st) == 0)
-                continue;
-            log_error("store: map full at its maximum (%llu MiB); refusing writes until space is "
-                      "freed or broker.map_max is raised",
-                      (unsigned long long)(st->map_max >> 20));
-            return STORE_FULL;
+        store_txn_t t = {st, NULL, st->seq_event, st->seq_case, st->seq_assign};
+        int rc = mdb_txn_begin(st->env, NULL, 0, &t.txn);
+        if (rc)
+            return write_failed(st, rc);
+        rc = fn(&t, ud);
+        if (rc == 0) {
+            rc = mdb_txn_commit(t.txn); /* frees the transaction either way */
+            if (rc == 0) {
+                st->seq_event = t.seq_event;
+                st->seq_case = t.seq_case;
+                st->seq_assign = t.seq_assign;
+                return STORE_OK;
+            }
+        } else {
+            mdb_txn_abort(t.txn);
         }
-        if (rc == ENOSPC) {
-            log_error("store: disk full writing %s", st->dir);
-            return STORE_FULL;
-        }
-        log_error("store: write failed: %s", mdb_strerror(rc));
+        if (rc == MDB_MAP_FULL && grow(st) == 0)
+            continue;
+        return write_failed(st, rc);
+    }
+}
+
+store_rc_t store_read(store_t *st, store_fn fn, void *ud)
+{
+    store_txn_t t = {st, NULL, st->seq_event, st->seq_case, st->seq_assign};
+    int rc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &t.txn);
+    if (rc) {
+        log_error("store: read failed: %s", mdb_strerror(rc));
         return STORE_IO;
+    }
+    rc = fn(&t, ud);
+    mdb_txn_abort(t.txn);
+    if (rc && rc != MDB_NOTFOUND) {
+        log_error("store: read failed: %s", mdb_strerror(rc));
+        return STORE_IO;
+    }
+    return rc ? STORE_NOTFOUND : STORE_OK;
+}
+
+int store_get(store_txn_t *t, store_db_t db, const void *k, size_t kl, const void **v, size_t *vl)
+{
+    MDB_val key = {kl, (void *)k}, val;
+    if (kl == 0 || kl > (size_t)mdb_env_get_maxkeysize(t->st->env))
+        return MDB_NOTFOUND;
+    int rc = mdb_get(t->txn, t->st->dbi[db], &key, &val);
+    if (rc == 0) {
+        *v = val.mv_data;
+        *vl = val.mv_size;
+    }
+    return rc;
+}
+
+int store_put(store_txn_t *t, store_db_t db, const void *k, size_t kl, const void *v, size_t vl,
+              int only_new)
+{
+    MDB_val key = {kl, (void *)k}, val = {vl, (void *)v};
+    unsigned flags = only_new ? (DBS[db].flags & MDB_DUPSORT ? MDB_NODUPDATA : MDB_NOOVERWRITE) : 0;
+    return mdb_put(t->txn, t->st->dbi[db], &key, &val, flags);
+}
+
+int store_del(store_txn_t *t, store_db_t db, const void *k, size_t kl, const void *v, size_t vl)
+{
+    MDB_val key = {kl, (void *)k}, val = {vl, (void *)v};
+    int rc = mdb_del(t->txn, t->st->dbi[db], &key, v ? &val : NULL);
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+int store_each(store_txn_t *t, store_db_t db, const void *from, size_t fl, int only_key,
+               store_each_fn fn, void *ud)
+{
+    MDB_cursor *cur;
+    MDB_val k = {fl, (void *)from}, v;
+    int rc = mdb_cursor_open(t->txn, t->st->dbi[db], &cur);
+    if (rc)
+        return rc;
+    if (only_key)
+        rc = mdb_cursor_get(cur, &k, &v, MDB_SET_KEY);
+    else
+        rc = mdb_cursor_get(cur, &k, &v, fl ? MDB_SET_RANGE : MDB_FIRST);
+    while (rc == 0) {
+        int r = fn(ud, k.mv_data, k.mv_size, v.mv_data, v.mv_size);
+        if (r) {
+            mdb_cursor_close(cur);
+            return r > 0 ? 0 : r;
+        }
+        rc = mdb_cursor_get(cur, &k, &v, only_key ? MDB_NEXT_DUP : MDB_NEXT);
+    }
+    mdb_cursor_close(cur);
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+void store_next_id(store_txn_t *t, store_seq_t seq, char *out)
+{
+    switch (seq) {
+    case STORE_SEQ_ASSIGNMENT:
+        util_fmt(out, STORE_ID_MAX, "as-%012llu", (unsigned long long)++t->seq_assign);
+        break;
     }
 }
 
@@ -487,7 +623,7 @@ static store_rc_t get_copy(store_t *st, MDB_dbi dbi, const char *id, char **out,
 
 store_rc_t store_get_event(store_t *st, const char *event_id, char **out, size_t *len)
 {
-    return get_copy(st, st->events, event_id, out, len);
+    return get_copy(st, st->dbi[STORE_DB_EVENTS], event_id, out, len);
 }
 
 store_rc_t store_get_case(store_t *st, const char *case_id, char **out, size_t *len)
@@ -503,7 +639,7 @@ store_rc_t store_get_case(store_t *st, const char *case_id, char **out, size_t *
     MDB_val k = val_str(case_id), v, ev;
     msgpack_unpacked u;
     msgpack_unpacked_init(&u);
-    rc = key_ok(st, &k) ? mdb_get(txn, st->cases, &k, &v) : MDB_NOTFOUND;
+    rc = key_ok(st, &k) ? mdb_get(txn, st->dbi[STORE_DB_CASES], &k, &v) : MDB_NOTFOUND;
     if (rc == MDB_NOTFOUND) {
         r = STORE_NOTFOUND;
         goto done;
@@ -515,14 +651,14 @@ store_rc_t store_get_case(store_t *st, const char *case_id, char **out, size_t *
      * the case, and "updated", when the last of them was received. */
     size_t count = 0;
     int64_t updated = 0;
-    if (mdb_cursor_open(txn, st->case_events, &cur) == 0 &&
+    if (mdb_cursor_open(txn, st->dbi[STORE_DB_CASE_EVENTS], &cur) == 0 &&
         mdb_cursor_get(cur, &k, &ev, MDB_SET) == 0) {
         (void)mdb_cursor_count(cur, &count); /* cannot fail on a positioned cursor */
         MDB_val last;
         msgpack_unpacked eu;
         msgpack_unpacked_init(&eu);
         if (mdb_cursor_get(cur, &k, &ev, MDB_LAST_DUP) == 0 &&
-            mdb_get(txn, st->events, &ev, &last) == 0 &&
+            mdb_get(txn, st->dbi[STORE_DB_EVENTS], &ev, &last) == 0 &&
             msgpack_unpack_next(&eu, last.mv_data, last.mv_size, NULL) == MSGPACK_UNPACK_SUCCESS)
             (void)frame_int(frame_map_get(&eu.data, "received"), &updated);
         msgpack_unpacked_destroy(&eu);

@@ -10,6 +10,8 @@
  *   cases        case id → msgpack map {id, type, status, opened, updated, severity, events}
  *   case_events  case id → event id (MDB_DUPSORT; ids sort in arrival order)
  *   open_cases   type "\0" child id → case id                          (joining)
+ *   assignments, case_assign, pending, deadlines, outbox, outcomes, case_log:
+ *                routing and escalation (assign.c; see docs/data-model.md)
  *
  * Durability: the environment is opened without MDB_NOSYNC, MDB_NOMETASYNC or
  * MDB_WRITEMAP, so mdb_txn_commit() returning 0 means the batch is on disk.
@@ -26,6 +28,26 @@
 #include <stdint.h>
 
 typedef struct store store_t;
+
+/* One transaction, handed to a store_fn by store_write()/store_read(). */
+typedef struct store_txn store_txn_t;
+
+/* The named databases other modules reach through store_get/put/del/each. */
+typedef enum {
+    STORE_DB_EVENTS = 0,
+    STORE_DB_IDEM,
+    STORE_DB_CASES,
+    STORE_DB_CASE_EVENTS,  /* dupsort */
+    STORE_DB_OPEN_CASES,
+    STORE_DB_ASSIGNMENTS,
+    STORE_DB_CASE_ASSIGN,  /* dupsort */
+    STORE_DB_PENDING,
+    STORE_DB_DEADLINES,
+    STORE_DB_OUTBOX,
+    STORE_DB_OUTCOMES,
+    STORE_DB_CASE_LOG,     /* dupsort */
+    STORE_DB_COUNT
+} store_db_t;
 
 typedef enum {
     STORE_OK = 0,
@@ -75,6 +97,13 @@ typedef struct {
     char case_id[STORE_ID_MAX];
 } store_event_t;
 
+/* Called inside the batch's transaction for each newly STORED event, so that
+ * what the event causes (assignments, notifications) commits with it. Returns
+ * 0 or an LMDB error code from the store_* calls, which aborts the batch. It
+ * may run more than once for the same event when the map had to grow (the
+ * earlier run's writes were rolled back): keep outside effects idempotent. */
+typedef int (*store_stored_fn)(store_txn_t *t, store_event_t *item, void *ud);
+
 /*
  * Store a batch in one write transaction. Each item comes back DUPLICATE (a
  * retry, also within the same batch), REFUSED or STORED. On STORE_FULL or
@@ -82,7 +111,42 @@ typedef struct {
  * PENDING. When the map fills, it is grown (doubling, up to map_max) and the
  * batch retried.
  */
-store_rc_t store_put_events(store_t *st, store_event_t *items, size_t n);
+store_rc_t store_put_events(store_t *st, store_event_t *items, size_t n, store_stored_fn on_stored,
+                            void *ud);
+
+/* ---- transactions for other modules ---------------------------------------
+ *
+ * store_write() runs fn inside one write transaction and commits it when fn
+ * returns 0; when the map fills it is grown and fn run again from the start
+ * (so fn must not have effects outside the transaction that a second run
+ * would repeat wrongly). fn returns 0 or the LMDB code a store_* call gave.
+ * store_read() runs fn in a read-only transaction. Values seen inside fn live
+ * only until it returns: copy what you keep.
+ *
+ * store_get/put/del/each return 0, MDB_NOTFOUND (get: absent), or another
+ * LMDB error code, which fn should return unchanged.
+ */
+typedef int (*store_fn)(store_txn_t *t, void *ud);
+store_rc_t store_write(store_t *st, store_fn fn, void *ud);
+store_rc_t store_read(store_t *st, store_fn fn, void *ud);
+
+int store_get(store_txn_t *t, store_db_t db, const void *k, size_t kl, const void **v, size_t *vl);
+/* only_new: refuse (MDB_KEYEXIST) to overwrite a key, or to add a duplicate value. */
+int store_put(store_txn_t *t, store_db_t db, const void *k, size_t kl, const void *v, size_t vl,
+              int only_new);
+/* Delete a key (v NULL: all its values) or one value of a dupsort key. Absent is not an error. */
+int store_del(store_txn_t *t, store_db_t db, const void *k, size_t kl, const void *v, size_t vl);
+
+/* Visit entries in key order: with only_key, the values of key `from`;
+ * otherwise from the first key >= from (from NULL/0: the first). fn returns
+ * 0 to go on, 1 to stop, or a negative/LMDB code to stop with that error. */
+typedef int (*store_each_fn)(void *ud, const void *k, size_t kl, const void *v, size_t vl);
+int store_each(store_txn_t *t, store_db_t db, const void *from, size_t fl, int only_key,
+               store_each_fn fn, void *ud);
+
+/* The next id of a kind, made inside the transaction (rolled back with it). */
+typedef enum { STORE_SEQ_ASSIGNMENT = 0 } store_seq_t;
+void store_next_id(store_txn_t *t, store_seq_t seq, char *out /* STORE_ID_MAX */);
 
 /* Copy out the stored record of an event (msgpack map, see above). *out is the
  * caller's to free(). */

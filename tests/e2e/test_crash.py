@@ -27,7 +27,8 @@ HELLO_RETRY = 1.0
 
 def crash_overrides():
     agents = [dict(a) for a in h.AGENTS] + [{"id": s, "role": "school"} for s in SCHOOLS[1:]]
-    return {"agents": agents}
+    # a tiny initial map: the store grows (resizes its map) while being killed
+    return {"agents": agents, "broker": {"map_size": "64K", "map_max": "256M"}}
 
 
 class StreamAgent(threading.Thread):

@@ -3,6 +3,8 @@
 Every test drives the real broker over a DEALER as an outside agent would.
 """
 
+import time
+
 import pytest
 
 import carehub_harness as h
@@ -145,6 +147,22 @@ def test_broker_pings_an_idle_agent(make_broker, connect):
     a.send({"v": 1, "op": "pong", "id": msg["id"]})
     r = a.ping()       # the session is intact
     assert r.get("op") == "pong", r
+
+
+def test_hello_stays_valid_after_silence(make_broker, connect):
+    """After three heartbeats without traffic the agent is gone for pushes, but
+    its hello stays valid (PROTOCOL §3)."""
+    b = make_broker(overrides={"broker": {"heartbeat": "200ms"}})
+    a = connect(b, login="school-0042")
+    pings = []
+    end = time.monotonic() + 1.2          # 6 intervals, answering nothing
+    while time.monotonic() < end:
+        m = a.recv_msg(timeout=max(0.0, end - time.monotonic()))
+        if m is not None:
+            pings.append(m)
+    assert pings and all(m.get("op") == "ping" for m in pings), pings
+    mid = uid("ev")
+    assert_ack(a.event("absence", h.absence_body(), id=mid), mid)
 
 
 # ---------------------------------------------------------------- envelope

@@ -8,6 +8,7 @@ import math
 import os
 import random
 import struct
+import time
 
 import msgpack
 import pytest
@@ -227,6 +228,34 @@ def test_at_u64_max_answered(broker, connect):
     r = a.event("absence", h.absence_body(), id=mid, at=2 ** 64 - 1)
     assert r.get("op") in ("ack", "nack") and r.get("id") == mid, r
     assert a.ping().get("op") == "pong"
+
+
+def test_agent_that_never_reads_does_not_stall_the_broker(broker, connect):
+    """An agent floods requests and never reads a reply: the broker must go on
+    serving everyone else (replies to a full peer are dropped, never waited on)."""
+    import zmq
+    hog = h.context().socket(zmq.DEALER)
+    hog.setsockopt(zmq.LINGER, 0)
+    hog.setsockopt(zmq.RCVHWM, 1)
+    hog.setsockopt(zmq.RCVBUF, 4096)
+    hog.setsockopt(zmq.SNDHWM, 100000)
+    hog.connect(broker.endpoint)
+    try:
+        hog.send(pack({"v": 1, "op": "hello", "id": "hog-0", "agent": "monitor-01", "software": "x"}))
+        note = "x" * 300           # every request is answered: 20000 replies overflow any queue
+        for i in range(20000):
+            hog.send(pack({"v": 1, "op": "frobnicate", "id": f"hog-{i + 1}", "pad": note}))
+        other = connect(broker, login="school-0042")
+        for _ in range(5):
+            t = time.monotonic()
+            r = other.ping(timeout=5)
+            assert r.get("op") == "pong", r
+            assert time.monotonic() - t < 5
+        mid = uid("ev")
+        assert_ack(other.event("absence", h.absence_body(), id=mid), mid)
+    finally:
+        hog.close(0)
+    _alive(broker, connect)
 
 
 # ---------------------------------------------------------------- fuzz

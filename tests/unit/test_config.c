@@ -478,13 +478,13 @@ static void test_error_roles_and_agencies(void **state)
     (void)state;
     expect_one_error(MIN "agents:\n  - id: t1\n    role: teacher\n", 4, 11,
                      "agent t1.role \"teacher\" is not a role; use one of school, reporter, monitor, agency, supervisor");
-    expect_one_error(MIN "agents:\n  - id: t1\n    role: schol\n", 4, 11, "did you mean \"school\"?");
+    expect_one_error(MIN "agents:\n  - id: t1\n    role: schol\n", 4, 11, "is not a role (did you mean \"school\"?); use one of school,");
     expect_one_error(MIN "agents:\n  - id: desk\n    role: agency\n", 3, 5,
                      "agent desk has role agency and needs `agency:`");
     expect_one_error(MIN "agents:\n  - id: s\n    role: school\n    agency: police\n", 5, 13,
                      "only agents with role agency take `agency:`");
     expect_one_error(MIN "agents:\n  - {id: desk, role: agency, agency: polise}\n", 3, 38,
-                     "agent desk.agency \"polise\" is not a known agency; did you mean \"police\"?");
+                     "agent desk.agency \"polise\" is not a known agency (did you mean \"police\"?); add it under agencies:");
     expect_one_error(MIN "agents:\n  - {role: school}\n", 3, 5, "agents[0] needs an id");
     expect_one_error(MIN "agents:\n  - {id: s}\n", 3, 5, "agent s needs a role");
     expect_one_error(MIN "agents:\n  - {id: \"bad id\", role: school}\n", 3, 10,
@@ -497,7 +497,7 @@ static void test_error_roles_and_agencies(void **state)
                      "    secret: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n",
                      7, 9, "channel id \"hook\" is used twice (first at line 4)");
     expect_one_error(MIN "workflows:\n  - assign: [{agency: educaton}]\n", 3, 23,
-                     "workflows[0].assign[0].agency \"educaton\" is not a known agency; did you mean \"education\"?");
+                     "workflows[0].assign[0].agency \"educaton\" is not a known agency (did you mean \"education\"?); add");
     expect_one_error(MIN "workflows:\n  - assign: [{agency: police}, {agency: police}]\n", 3, 41,
                      "\"police\" is assigned twice");
     expect_one_error(MIN "broker: {fallback_agency: nobody}\n", 2, 27,
@@ -798,7 +798,7 @@ static void test_error_match(void **state)
     expect_one_error(MIN "workflows:\n  - match: {severity: \">=2\"}\n    assign: []\n", 3, 23,
                      "number comparisons apply to body fields only");
     expect_one_error(MIN "workflows:\n  - match: {severity: critcal}\n    assign: []\n", 3, 23,
-                     "\"critcal\" is not a severity; did you mean \"critical\"?");
+                     "\"critcal\" is not a severity (did you mean \"critical\"?); use critical, high, normal or low");
     expect_one_error(MIN "workflows:\n  - match: {severity: [high, urgent]}\n    assign: []\n", 3, 30,
                      "\"urgent\" is not a severity");
     expect_one_error(MIN "workflows:\n  - match: {type: \"a b\"}\n    assign: []\n", 3, 19,

@@ -234,7 +234,7 @@ static uint64_t data_file_size(const fx_t *fx)
     return (uint64_t)sb.st_size;
 }
 
-static store_rc_t put1(store_t *st, store_event_t *e) { return store_put_events(st, e, 1); }
+static store_rc_t put1(store_t *st, store_event_t *e) { return store_put_events(st, e, 1, NULL, NULL); }
 
 /* ---- tests ---------------------------------------------------------------------- */
 
@@ -248,7 +248,7 @@ static void test_put_batch_ids(void **state)
         ev("school-1", "m-2", "absence", NULL, 1, &b),
         ev("school-2", "m-1", "absence", NULL, 1, &b),
     };
-    assert_int_equal(store_put_events(fx->st, e, 3), STORE_OK);
+    assert_int_equal(store_put_events(fx->st, e, 3, NULL, NULL), STORE_OK);
     for (int i = 0; i < 3; i++) {
         assert_int_equal(e[i].status, STORE_ITEM_STORED);
         assert_true(strlen(e[i].event_id) > 0 && strlen(e[i].event_id) < STORE_ID_MAX);
@@ -270,7 +270,7 @@ static void test_empty_batch(void **state)
 {
     fx_t *fx = *state;
     fx->st = open_store(fx, 1 << 20, 1 << 24);
-    assert_int_equal(store_put_events(fx->st, NULL, 0), STORE_OK);
+    assert_int_equal(store_put_events(fx->st, NULL, 0, NULL, NULL), STORE_OK);
     body_t b = make_body("c", 1, 0);
     store_event_t e = ev("a", "r", "absence", NULL, 1, &b);
     assert_int_equal(put1(fx->st, &e), STORE_OK);
@@ -330,7 +330,7 @@ static void test_duplicate_within_batch(void **state)
         ev("school-1", "m-2", "absence", "c-1", 1, &b),
         ev("school-1", "m-1", "absence", "c-1", 3, &b), /* and again */
     };
-    assert_int_equal(store_put_events(fx->st, e, 4), STORE_OK);
+    assert_int_equal(store_put_events(fx->st, e, 4, NULL, NULL), STORE_OK);
     assert_int_equal(e[0].status, STORE_ITEM_STORED);
     assert_int_equal(e[1].status, STORE_ITEM_DUPLICATE);
     assert_int_equal(e[2].status, STORE_ITEM_STORED);
@@ -359,7 +359,7 @@ static void test_case_joining(void **state)
         ev("s", "6", "absence", NULL, 1, &b),               /* ... each */
         ev("t", "7", "absence", "child-A", 1, &b),          /* another agent, same child: join */
     };
-    assert_int_equal(store_put_events(fx->st, e, 7), STORE_OK);
+    assert_int_equal(store_put_events(fx->st, e, 7, NULL, NULL), STORE_OK);
     for (int i = 0; i < 7; i++)
         assert_int_equal(e[i].status, STORE_ITEM_STORED);
     assert_string_equal(e[1].case_id, e[0].case_id);
@@ -382,7 +382,7 @@ static void test_case_joining(void **state)
         ev("s", "8", "ab", "c", 1, &b),
         ev("s", "9", "a", "bc", 1, &b),
     };
-    assert_int_equal(store_put_events(fx->st, f, 2), STORE_OK);
+    assert_int_equal(store_put_events(fx->st, f, 2, NULL, NULL), STORE_OK);
     assert_string_not_equal(f[0].case_id, f[1].case_id);
 
     /* Joining also works across batches. */
@@ -499,7 +499,7 @@ static void test_refuse(void **state)
     };
     pair[1].refuse = 1;
     pair[2].refuse = 1;
-    assert_int_equal(store_put_events(fx->st, pair, 3), STORE_OK);
+    assert_int_equal(store_put_events(fx->st, pair, 3, NULL, NULL), STORE_OK);
     assert_int_equal(pair[0].status, STORE_ITEM_STORED);
     assert_int_equal(pair[1].status, STORE_ITEM_DUPLICATE);
     assert_string_equal(pair[1].event_id, pair[0].event_id);
@@ -590,7 +590,7 @@ static void test_persistence(void **state)
         ev("s", "m-2", "absence", NULL, 1, &b),
         ev("s", "m-3", "online_risk", NULL, 1, &b),
     };
-    assert_int_equal(store_put_events(fx->st, e, 3), STORE_OK);
+    assert_int_equal(store_put_events(fx->st, e, 3, NULL, NULL), STORE_OK);
     store_close(&fx->st);
     assert_null(fx->st);
 
@@ -648,7 +648,7 @@ static void test_map_growth(void **state)
             snprintf(refs[i * PER + k], sizeof refs[0], "r-%d", i * PER + k);
             e[k] = ev("s", refs[i * PER + k], "absence", (k % 3) ? NULL : "kid", k % 4, &b);
         }
-        store_rc_t rc = store_put_events(fx->st, e, PER);
+        store_rc_t rc = store_put_events(fx->st, e, PER, NULL, NULL);
         if (rc != STORE_OK)
             fail_msg("batch %d: %s (map %llu)", i, store_strerror(rc),
                      (unsigned long long)store_map_size(fx->st));
@@ -688,7 +688,7 @@ static void test_map_growth(void **state)
             snprintf(more[k], sizeof more[0], "more-%d-%d", i, k);
             e[k] = ev("s", more[k], "absence", NULL, 1, &b);
         }
-        assert_int_equal(store_put_events(fx->st, e, PER), STORE_OK);
+        assert_int_equal(store_put_events(fx->st, e, PER, NULL, NULL), STORE_OK);
         for (int k = 0; k < PER; k++)
             assert_int_equal(id_num(e[k].event_id), expect++);
     }
@@ -716,7 +716,7 @@ static void test_map_full(void **state)
         /* one duplicate of an earlier event in each batch after the first */
         if (i > 0)
             e[PER - 1] = ev("s", "r-0", "absence", "kid", 1, &b);
-        store_rc_t rc = store_put_events(fx->st, e, PER);
+        store_rc_t rc = store_put_events(fx->st, e, PER, NULL, NULL);
         if (rc == STORE_FULL) {
             full = 1;
             for (int k = 0; k < PER; k++)
@@ -741,7 +741,7 @@ static void test_map_full(void **state)
     assert_true(last_event > 0);
     assert_int_equal(store_map_size(fx->st), small); /* it did not grow past map_max */
     /* Still full for the same batch; and nothing of it is readable. */
-    assert_int_equal(store_put_events(fx->st, e, PER), STORE_FULL);
+    assert_int_equal(store_put_events(fx->st, e, PER, NULL, NULL), STORE_FULL);
     char id[STORE_ID_MAX];
     char *raw = NULL;
     size_t len = 0;
@@ -759,7 +759,7 @@ static void test_map_full(void **state)
      * right after the last committed one. */
     store_close(&fx->st);
     fx->st = open_store(fx, small, 16 << 20);
-    assert_int_equal(store_put_events(fx->st, e, PER), STORE_OK);
+    assert_int_equal(store_put_events(fx->st, e, PER, NULL, NULL), STORE_OK);
     unsigned long long next = last_event + 1;
     for (int k = 0; k < PER - 1; k++) {
         if (e[k].status != STORE_ITEM_STORED)

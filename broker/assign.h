@@ -1,0 +1,143 @@
+/*
+ * assign.h — a case's assignments: routing to agencies, the assignment state
+ * machine, acknowledgement deadlines and escalation, the webhook outbox, and
+ * the outcome told to the reporters (PROTOCOL §5–7, CONFIG.md workflows).
+ *
+ * Everything here runs inside a store transaction (store_write), so what an
+ * event causes commits with the event, and what a deadline causes commits with
+ * the deadline's removal. What must leave the process after the commit —
+ * `case` pushes to agency agents, `outcome` pushes, webhook deliveries — is
+ * collected in an assign_effects_t and carried out by the caller once the
+ * commit returned 0.
+ *
+ * Assignment states (one set_state() makes every change and logs it):
+ *
+ *     open ──case_ack──▶ acknowledged ──in_progress──▶ in_progress
+ *       │                     │                             │
+ *       └──── resolved / referred / declined (final) ◀──────┘
+ *
+ * in_progress, resolved and referred imply the acknowledgement. A final state
+ * takes the same final status again as a retry; anything else is a conflict.
+ * declined sends the case to broker.fallback_agency, which cannot decline.
+ * A case is resolved when every assignment is final and one is resolved.
+ *
+ * Deadlines: one entry per unacknowledged assignment with escalation steps
+ * left, keyed by due time (8 bytes big-endian ms) + assignment id, so the
+ * loop reads only the first key to know when to wake up. A step fires at
+ * ack_by + after, once: firing removes the entry and schedules the next step.
+ */
+#ifndef CAREHUB_ASSIGN_H
+#define CAREHUB_ASSIGN_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "frame.h"
+#include "store.h"
+
+typedef enum {
+    AS_OPEN = 0,
+    AS_ACKNOWLEDGED,
+    AS_IN_PROGRESS,
+    AS_RESOLVED,
+    AS_REFERRED,
+    AS_DECLINED,
+    AS_STATE_COUNT
+} assign_state_t;
+
+/* "open", "acknowledged", …; -1 / NULL when unknown. */
+const char *assign_state_name(assign_state_t s);
+int assign_state_parse(const char *s, size_t n);
+
+/* What to do after the commit. Ids are copied; duplicates are not added twice. */
+typedef struct {
+    char (*deliver)[STORE_ID_MAX]; /* assignments to push to their agency's agents */
+    size_t n_deliver, cap_deliver;
+    char (*outcome_to)[65];        /* agents with new outcomes to push */
+    size_t n_outcome_to, cap_outcome_to;
+    char (*webhooks)[65];          /* outbox entries to hand to the webhook engine */
+    size_t n_webhooks, cap_webhooks;
+    int deadlines_changed;         /* the deadline index changed: recompute the next wake-up */
+} assign_effects_t;
+
+void assign_effects_clear(assign_effects_t *e);
+void assign_effects_free(assign_effects_t *e);
+
+/*
+ * A new event joined `it->case_id` (inside the batch transaction): apply the
+ * workflows to it and make the missing assignments (one per agency per case);
+ * with no workflow matching and no assignment yet, one for fallback_agency.
+ * The case's unacknowledged assignments are re-delivered (a new event joined).
+ */
+int assign_on_event(const config_t *cfg, store_txn_t *t, const store_event_t *it,
+                    const json_t *body, int64_t now, assign_effects_t *fx);
+
+/* Results of an agency's request, mapped to nack codes by proto. */
+typedef enum {
+    ASSIGN_OK = 0,
+    ASSIGN_NOT_FOUND,   /* no such assignment */
+    ASSIGN_FORBIDDEN,   /* it belongs to another agency */
+    ASSIGN_CONFLICT,    /* contradicts the state (e.g. changing a final status) */
+    ASSIGN_BAD_TARGET,  /* referred: `to` is not a configured agency */
+    ASSIGN_STORE,       /* an LMDB error: see *lmdb_rc */
+} assign_result_t;
+
+typedef struct {
+    const char *agency;      /* the requesting agent's agency */
+    const char *assignment;  /* the assignment id */
+    const char *status;      /* NULL for case_ack; else in_progress|resolved|referred|declined */
+    const char *by;          /* case_ack: the officer (may be NULL) */
+    const char *note;        /* may be NULL */
+    const char *to;          /* referred: the agency */
+    int64_t now;
+    /* out */
+    assign_result_t result;
+    char case_id[STORE_ID_MAX];
+    char detail[256];        /* for the nack sentence */
+    int lmdb_rc;
+} assign_request_t;
+
+/* case_ack / case_update inside a write transaction. Returns 0 (see r->result)
+ * or an LMDB error code to abort the transaction. */
+int assign_request(const config_t *cfg, store_txn_t *t, assign_request_t *r, assign_effects_t *fx);
+
+/* Fire every escalation step due at or before `now` (at most `max` of them;
+ * returns how many fired in *fired). */
+int assign_fire_due(const config_t *cfg, store_txn_t *t, int64_t now, size_t max, size_t *fired,
+                    assign_effects_t *fx);
+
+/* The earliest due time in the deadline index, or INT64_MAX when none. */
+int assign_next_due(store_txn_t *t, int64_t *due);
+
+/* Build the `case` message of an assignment (PROTOCOL §5) into o, with as many
+ * of the case's events (newest last) as fit in max_bytes. Returns 0,
+ * MDB_NOTFOUND, or an LMDB code. Fills *agency (STORE_ID_MAX) and *open_ (1
+ * while it still wants delivering: not yet acknowledged). */
+int assign_case_message(store_txn_t *t, const char *assignment, size_t max_bytes, frame_out_t *o,
+                        char *agency, int *open_);
+
+/* Visit the unacknowledged assignments of an agency. */
+int assign_each_pending(store_txn_t *t, const char *agency,
+                        int (*fn)(void *ud, const char *assignment), void *ud);
+
+/* Visit an agent's outcomes not yet confirmed with `received`; fn gets the
+ * packed `outcome` message. */
+int assign_each_outcome(store_txn_t *t, const char *agent,
+                        int (*fn)(void *ud, const void *msg, size_t len), void *ud);
+
+/* `received` for an outcome id: forget it (absent is fine). */
+int assign_outcome_received(store_txn_t *t, const char *agent, const char *outcome_id);
+
+/* Outbox: read one entry (channel id, JSON body, created ms); *body is malloc'd. */
+int assign_outbox_get(store_txn_t *t, const char *webhook_id, char *channel, size_t chsize,
+                      char **body, int64_t *created);
+/* Visit every outbox entry's webhook id (restart: resubmit them all). */
+int assign_outbox_each(store_txn_t *t, int (*fn)(void *ud, const char *webhook_id), void *ud);
+/* A delivery ended: remove the entry; on failure record it in the case log
+ * and, when the channel has a `fallback`, queue a `webhook.failed` notice there. */
+int assign_outbox_done(const config_t *cfg, store_txn_t *t, const char *webhook_id, int delivered,
+                       int attempts, const char *error, int64_t now, assign_effects_t *fx);
+
+#endif

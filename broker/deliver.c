@@ -1,0 +1,369 @@
+/* deliver.c — pushes, notices and timers after commits; see deliver.h. */
+#include "deliver.h"
+
+#include <lmdb.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clock.h"
+#include "frame.h"
+#include "log.h"
+#include "util.h"
+
+/* Escalation steps fired per transaction: bounds one turn of the loop. */
+#define FIRE_BATCH 256
+
+struct deliver {
+    const config_t *cfg;
+    store_t *store;
+    session_table_t *sessions;
+    hook_t *hook;
+    deliver_send_fn send;
+    void *send_ud;
+    int64_t next_due;      /* cached first key of the deadline index */
+    int next_due_known;
+    assign_effects_t fx;   /* scratch for transactions started here */
+};
+
+deliver_t *deliver_new(const config_t *cfg, store_t *store, session_table_t *sessions,
+                       deliver_send_fn send, void *send_ud)
+{
+    deliver_t *d = xcalloc(1, sizeof *d);
+    d->cfg = cfg;
+    d->store = store;
+    d->sessions = sessions;
+    d->send = send;
+    d->send_ud = send_ud;
+    return d;
+}
+
+void deliver_destroy(deliver_t **pd)
+{
+    if (!pd || !*pd)
+        return;
+    assign_effects_free(&(*pd)->fx);
+    free(*pd);
+    *pd = NULL;
+}
+
+void deliver_set_hook(deliver_t *d, hook_t *hook)
+{
+    d->hook = hook;
+}
+
+/* Heard from within three heartbeat intervals. */
+static int connected(const deliver_t *d, const session_t *s)
+{
+    return s->agent && util_mono_ms() - s->last_heard < 3 * d->cfg->heartbeat_ms;
+}
+
+/* ---- case pushes ---------------------------------------------------------------- */
+
+typedef struct {
+    deliver_t *d;
+    const char *agency;   /* push to agents of this agency… */
+    const session_t *only; /* …or to this one session */
+    const void *data;
+    size_t len;
+    int sent;
+} push_ctx_t;
+
+static void push_visit(session_t *s, void *ud)
+{
+    push_ctx_t *c = ud;
+    if (!connected(c->d, s) || s->agent->role != ROLE_AGENCY || !s->agent->agency ||
+        strcmp(s->agent->agency, c->agency) != 0 || (c->only && c->only != s))
+        return;
+    if (c->d->send(c->d->send_ud, s->rid, s->rid_len, c->data, c->len) == 0)
+        c->sent++;
+}
+
+typedef struct {
+    deliver_t *d;
+    const session_t *only;
+} case_push_t;
+
+typedef struct {
+    deliver_t *d;
+    const char *assignment;
+    const session_t *only;
+} build_ctx_t;
+
+static int build_and_push(store_txn_t *t, void *ud)
+{
+    build_ctx_t *b = ud;
+    frame_out_t o;
+    char agency[STORE_ID_MAX];
+    int open_;
+    int rc = assign_case_message(t, b->assignment, b->d->cfg->max_message_bytes, &o, agency, &open_);
+    if (rc)
+        return rc;
+    if (open_) {
+        push_ctx_t c = {b->d, agency, b->only, o.sb.data, o.sb.size, 0};
+        session_each(b->d->sessions, push_visit, &c);
+        if (c.sent)
+            log_debug("deliver: %s pushed to %d agent(s) of %s", b->assignment, c.sent, agency);
+    }
+    frame_out_end(&o);
+    return 0;
+}
+
+static int push_assignment(void *ud, const char *assignment)
+{
+    case_push_t *cp = ud;
+    build_ctx_t b = {cp->d, assignment, cp->only};
+    return store_read(cp->d->store, build_and_push, &b) == STORE_IO ? -1 : 0;
+}
+
+/* ---- outcome pushes --------------------------------------------------------------- */
+
+typedef struct {
+    deliver_t *d;
+    const char *agent;
+    const session_t *only;
+} outcome_ctx_t;
+
+typedef struct {
+    deliver_t *d;
+    const char *agent;
+    const session_t *only;
+    const void *data;
+    size_t len;
+} outcome_push_t;
+
+static void outcome_visit(session_t *s, void *ud)
+{
+    outcome_push_t *c = ud;
+    if (!connected(c->d, s) || strcmp(s->agent->id, c->agent) != 0 || (c->only && c->only != s))
+        return;
+    (void)c->d->send(c->d->send_ud, s->rid, s->rid_len, c->data, c->len); /* re-sent after hello */
+}
+
+static int push_one_outcome(void *ud, const void *msg, size_t len)
+{
+    outcome_ctx_t *c = ud;
+    outcome_push_t p = {c->d, c->agent, c->only, msg, len};
+    session_each(c->d->sessions, outcome_visit, &p);
+    return 0;
+}
+
+static int push_outcomes_txn(store_txn_t *t, void *ud)
+{
+    outcome_ctx_t *c = ud;
+    return assign_each_outcome(t, c->agent, push_one_outcome, c);
+}
+
+static void push_outcomes(deliver_t *d, const char *agent, const session_t *only)
+{
+    outcome_ctx_t c = {d, agent, only};
+    (void)store_read(d->store, push_outcomes_txn, &c); /* a failed read is logged there */
+}
+
+/* ---- webhooks ------------------------------------------------------------------------ */
+
+typedef struct {
+    deliver_t *d;
+    const char *id;
+} submit_ctx_t;
+
+static int submit_txn(store_txn_t *t, void *ud)
+{
+    submit_ctx_t *c = ud;
+    char channel[65];
+    char *body = NULL;
+    int64_t created;
+    int rc = assign_outbox_get(t, c->id, channel, sizeof channel, &body, &created);
+    if (rc)
+        return rc == MDB_NOTFOUND ? 0 : rc; /* gone: delivered, or rolled back */
+    const config_channel_t *ch = config_find_channel(c->d->cfg, channel);
+    if (!ch)
+        log_warn("deliver: %s is for channel %s, which is no longer configured; kept in the outbox",
+                 c->id, channel);
+    else if (hook_submit(c->d->hook, ch, c->id, body, created) < 0)
+        log_debug("deliver: %s already queued", c->id);
+    free(body);
+    return 0;
+}
+
+static void submit_webhook(deliver_t *d, const char *id)
+{
+    if (!d->hook)
+        return;
+    submit_ctx_t c = {d, id};
+    (void)store_read(d->store, submit_txn, &c);
+}
+
+typedef struct {
+    char (*ids)[65];
+    size_t n, cap;
+} id_list_t;
+
+static int collect_outbox(void *ud, const char *webhook_id)
+{
+    id_list_t *l = ud;
+    if (l->n == l->cap) {
+        l->cap = l->cap ? l->cap * 2 : 64;
+        l->ids = xrealloc(l->ids, l->cap * sizeof *l->ids);
+    }
+    util_fmt(l->ids[l->n++], 65, "%s", webhook_id);
+    return 0;
+}
+
+static int collect_outbox_txn(store_txn_t *t, void *ud)
+{
+    return assign_outbox_each(t, collect_outbox, ud);
+}
+
+void deliver_resubmit_outbox(deliver_t *d)
+{
+    id_list_t l = {0};
+    if (store_read(d->store, collect_outbox_txn, &l) == STORE_OK && l.n)
+        log_info("deliver: %zu notice(s) from the outbox resubmitted", l.n);
+    for (size_t i = 0; i < l.n; i++)
+        submit_webhook(d, l.ids[i]);
+    free(l.ids);
+}
+
+/* ---- effects ----------------------------------------------------------------------------- */
+
+void deliver_effects(deliver_t *d, const assign_effects_t *fx)
+{
+    case_push_t cp = {d, NULL};
+    for (size_t i = 0; i < fx->n_deliver; i++)
+        (void)push_assignment(&cp, fx->deliver[i]);
+    for (size_t i = 0; i < fx->n_outcome_to; i++)
+        push_outcomes(d, fx->outcome_to[i], NULL);
+    for (size_t i = 0; i < fx->n_webhooks; i++)
+        submit_webhook(d, fx->webhooks[i]);
+    if (fx->deadlines_changed)
+        d->next_due_known = 0;
+}
+
+typedef struct {
+    const char *agency;
+    id_list_t ids;
+} pend_list_t;
+
+static int collect_pending(void *ud, const char *assignment)
+{
+    pend_list_t *l = ud;
+    return collect_outbox(&l->ids, assignment);
+}
+
+static int collect_pending_txn(store_txn_t *t, void *ud)
+{
+    pend_list_t *l = ud;
+    return assign_each_pending(t, l->agency, collect_pending, l);
+}
+
+static void push_pending(deliver_t *d, const char *agency, const session_t *only)
+{
+    pend_list_t l = {agency, {0}};
+    (void)store_read(d->store, collect_pending_txn, &l);
+    case_push_t cp = {d, only};
+    for (size_t i = 0; i < l.ids.n; i++)
+        (void)push_assignment(&cp, l.ids.ids[i]);
+    free(l.ids.ids);
+}
+
+void deliver_on_hello(deliver_t *d, session_t *s)
+{
+    if (!s->agent)
+        return;
+    if (s->agent->role == ROLE_AGENCY && s->agent->agency)
+        push_pending(d, s->agent->agency, s);
+    push_outcomes(d, s->agent->id, s);
+}
+
+void deliver_redeliver_all(deliver_t *d)
+{
+    for (size_t i = 0; i < d->cfg->n_agencies; i++)
+        push_pending(d, d->cfg->agencies[i].id, NULL);
+}
+
+/* ---- deadlines ---------------------------------------------------------------------------- */
+
+static int next_due_txn(store_txn_t *t, void *ud)
+{
+    return assign_next_due(t, ud);
+}
+
+int64_t deliver_next_due(deliver_t *d)
+{
+    if (!d->next_due_known) {
+        int64_t due = INT64_MAX;
+        if (store_read(d->store, next_due_txn, &due) == STORE_OK) {
+            d->next_due = due;
+            d->next_due_known = 1;
+        } else {
+            return clock_now_ms() + 1000; /* try again in a second */
+        }
+    }
+    return d->next_due;
+}
+
+typedef struct {
+    deliver_t *d;
+    int64_t now;
+    size_t fired;
+} fire_ctx_t;
+
+static int fire_txn(store_txn_t *t, void *ud)
+{
+    fire_ctx_t *c = ud;
+    assign_effects_clear(&c->d->fx);
+    return assign_fire_due(c->d->cfg, t, c->now, FIRE_BATCH, &c->fired, &c->d->fx);
+}
+
+void deliver_fire_due(deliver_t *d, int64_t now)
+{
+    for (int round = 0; round < 64 && deliver_next_due(d) <= now; round++) {
+        fire_ctx_t c = {d, now, 0};
+        if (store_write(d->store, fire_txn, &c) != STORE_OK) {
+            log_error("deliver: escalations could not be recorded; retrying in a second");
+            d->next_due = now + 1000;
+            return;
+        }
+        deliver_effects(d, &d->fx);
+        d->next_due_known = 0;
+        if (c.fired == 0)
+            break;
+    }
+}
+
+/* ---- webhook engine callbacks -------------------------------------------------------------- */
+
+typedef struct {
+    deliver_t *d;
+    const char *id;
+    int delivered, attempts;
+    const char *error;
+} done_ctx_t;
+
+static int done_txn(store_txn_t *t, void *ud)
+{
+    done_ctx_t *c = ud;
+    assign_effects_clear(&c->d->fx);
+    return assign_outbox_done(c->d->cfg, t, c->id, c->delivered, c->attempts, c->error,
+                              clock_now_ms(), &c->d->fx);
+}
+
+void deliver_webhook_done(void *ud, const char *webhook_id, hook_outcome_t outcome, int attempts,
+                          const char *last_error)
+{
+    deliver_t *d = ud;
+    done_ctx_t c = {d, webhook_id, outcome == HOOK_DELIVERED, attempts, last_error};
+    if (store_write(d->store, done_txn, &c) != STORE_OK) {
+        log_error("deliver: could not record the end of %s; it stays in the outbox", webhook_id);
+        return;
+    }
+    deliver_effects(d, &d->fx);
+}
+
+void deliver_webhook_attempt(void *ud, const char *webhook_id, int attempt, long http_status,
+                             const char *error)
+{
+    (void)ud;
+    log_debug("deliver: %s attempt %d: %s%s%ld", webhook_id, attempt, error && *error ? error : "",
+             error && *error ? ", HTTP " : "HTTP ", http_status);
+}
