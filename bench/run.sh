@@ -1,7 +1,8 @@
 #!/bin/sh
 # bench/run.sh — carehubd against the minimal durable baseline server (make bench).
 #
-# For each server in turn (bin/baseline, then bin/carehubd): start it on an
+# For each server in turn (bin/baseline, then bin/carehubd; BENCH_ROUNDS times,
+# alternating): start it on an
 # ephemeral loopback port with a fresh data directory, wait until it is ready, run
 #   1. throughput: bin/loadgen -n $BENCH_AGENTS -w $BENCH_INFLIGHT -t $BENCH_SECONDS
 #   2. latency (informational): bin/loadgen -n 1 -w 1 -t $BENCH_LATENCY_SECONDS
@@ -13,6 +14,7 @@
 #
 # Environment (defaults):
 #   BENCH_SECONDS=10          measured seconds of the throughput run (after 1 s warm-up)
+#   BENCH_ROUNDS=3            throughput rounds per server, alternating; the medians are compared
 #   BENCH_LATENCY_SECONDS=5   measured seconds of the latency run
 #   BENCH_AGENTS=4            agents of the throughput run
 #   BENCH_INFLIGHT=64         events in flight per agent in the throughput run
@@ -192,55 +194,103 @@ ratio() {
 throughput_args="-n $agents -w $inflight -t $secs"
 latency_args="-n 1 -w 1 -t $lat_secs"
 
-# ---- baseline ----
-mkdir -p "$tmp/baseline-data"
-start baseline "$tmp/baseline.ready" "$baseline" -b 'tcp://127.0.0.1:*' -d "$tmp/baseline-data" \
-    --ready-file "$tmp/baseline.ready"
-# shellcheck disable=SC2086  # the args are words on purpose
-run base-tput $throughput_args
-# shellcheck disable=SC2086
-run base-lat $latency_args
-stop
+rounds=${BENCH_ROUNDS:-3}
+case $rounds in *[!0-9]* | '' | 0) die "BENCH_ROUNDS='$rounds' is not a whole number > 0" ;; esac
 
-# ---- carehubd ----
+# The carehubd config: the bench agents, everything else default (the fallback
+# agency takes every new case, so routing runs for every event).
 conf="$tmp/carehub.yaml"
-{
-    echo "# written by bench/run.sh"
-    echo "broker:"
-    echo "  listen: [\"tcp://127.0.0.1:*\"]"
-    echo "  data_dir: $tmp/carehubd-data"
-    echo "  security: none"
-    echo "privacy: off"
-    echo "agents:"
-    i=0
-    while [ $i -lt "$agents" ]; do
-        echo "  - id: bench-school-$i"
-        echo "    role: school"
+
+# bench_baseline ROUND [lat] / bench_carehubd ROUND [lat]: one fresh server, its runs, stop.
+bench_baseline() {
+    rm -rf "$tmp/baseline-data" && mkdir -p "$tmp/baseline-data"
+    start baseline "$tmp/baseline.ready" "$baseline" -b 'tcp://127.0.0.1:*' -d "$tmp/baseline-data" \
+        --ready-file "$tmp/baseline.ready"
+    # shellcheck disable=SC2086  # the args are words on purpose
+    run "base-tput-$1" $throughput_args
+    # shellcheck disable=SC2086
+    [ "${2:-}" = lat ] && run base-lat $latency_args
+    stop
+}
+
+bench_carehubd() {
+    rm -rf "$tmp/carehubd-data"
+    {
+        echo "# written by bench/run.sh"
+        echo "broker:"
+        echo "  listen: [\"tcp://127.0.0.1:*\"]"
+        echo "  data_dir: $tmp/carehubd-data"
+        echo "  security: none"
+        echo "privacy: off"
+        echo "agents:"
+        i=0
+        while [ $i -lt "$agents" ]; do
+            echo "  - id: bench-school-$i"
+            echo "    role: school"
+            i=$((i + 1))
+        done
+    } >"$conf"
+    start carehubd "$tmp/carehubd.ready" "$carehubd" -c "$conf" --ready-file "$tmp/carehubd.ready"
+    # shellcheck disable=SC2086
+    run "hub-tput-$1" $throughput_args
+    # shellcheck disable=SC2086
+    [ "${2:-}" = lat ] && run hub-lat $latency_args
+    stop
+}
+
+# Alternate the two servers, round by round: disk speed drifts, and alternating
+# spreads the drift over both. The ratio compares the medians.
+r_i=1
+while [ $r_i -le "$rounds" ]; do
+    lat=""
+    [ $r_i -eq 1 ] && lat=lat
+    bench_baseline $r_i $lat
+    bench_carehubd $r_i $lat
+    r_i=$((r_i + 1))
+done
+
+# median TAG: the median events/s of the rounds of TAG.
+median() {
+    i=1
+    while [ $i -le "$rounds" ]; do
+        num "$tmp/$1-$i.json" events_per_s
+        i=$((i + 1))
+    done | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+# The round whose events/s is the median, for its latency figures.
+median_round() {
+    m=$(median "$1")
+    i=1
+    while [ $i -le "$rounds" ]; do
+        if [ "$(num "$tmp/$1-$i.json" events_per_s)" = "$m" ]; then echo $i; return; fi
         i=$((i + 1))
     done
-} >"$conf"
-start carehubd "$tmp/carehubd.ready" "$carehubd" -c "$conf" --ready-file "$tmp/carehubd.ready"
-# shellcheck disable=SC2086
-run hub-tput $throughput_args
-# shellcheck disable=SC2086
-run hub-lat $latency_args
-stop
+    echo 1
+}
 
 # ---- report ----
-b_eps=$(num "$tmp/base-tput.json" events_per_s)
-h_eps=$(num "$tmp/hub-tput.json" events_per_s)
+b_eps=$(median base-tput)
+h_eps=$(median hub-tput)
+b_mr=$(median_round base-tput)
+h_mr=$(median_round hub-tput)
 r=$(ratio "$h_eps" "$b_eps")
 echo
-echo "carehub bench: data on $fstype under ${BENCH_TMPDIR:-/var/tmp}"
-echo "throughput ($agents agents x $inflight in flight, $secs s):"
-line baseline base-tput
-line carehubd hub-tput
+echo "carehub bench: data on $fstype under ${BENCH_TMPDIR:-/var/tmp}; $rounds alternating rounds"
+echo "throughput ($agents agents x $inflight in flight, $secs s), each round:"
+i=1
+while [ $i -le "$rounds" ]; do
+    line "baseline" "base-tput-$i"
+    line "carehubd" "hub-tput-$i"
+    i=$((i + 1))
+done
+echo "median: baseline $(printf '%.0f' "$b_eps") events/s, carehubd $(printf '%.0f' "$h_eps") events/s"
 echo "latency (1 agent x 1 in flight, $lat_secs s, informational):"
 line baseline base-lat
 line carehubd hub-lat
 echo "ratio carehubd/baseline: $r (target >= $min_ratio)" \
-    "  p50 x$(ratio "$(num "$tmp/hub-tput.json" p50_ms)" "$(num "$tmp/base-tput.json" p50_ms)")" \
-    "  p99 x$(ratio "$(num "$tmp/hub-tput.json" p99_ms)" "$(num "$tmp/base-tput.json" p99_ms)")" \
+    "  p50 x$(ratio "$(num "$tmp/hub-tput-$h_mr.json" p50_ms)" "$(num "$tmp/base-tput-$b_mr.json" p50_ms)")" \
+    "  p99 x$(ratio "$(num "$tmp/hub-tput-$h_mr.json" p99_ms)" "$(num "$tmp/base-tput-$b_mr.json" p99_ms)")" \
     "  single in-flight p50 x$(ratio "$(num "$tmp/hub-lat.json" p50_ms)" "$(num "$tmp/base-lat.json" p50_ms)")"
 
 if awk -v r="$h_eps" -v b="$b_eps" -v m="$min_ratio" 'BEGIN { exit !(b > 0 && r / b >= m) }'; then

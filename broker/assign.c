@@ -380,10 +380,42 @@ static int tell_assigned(const config_t *cfg, store_txn_t *t, const as_t *a, int
 
 /* ---- making assignments -------------------------------------------------------- */
 
+/* What routing and resolution need of the other assignments of a case. */
 typedef struct {
-    as_t *list;
+    char id[STORE_ID_MAX];
+    char agency[ID_LEN];
+    assign_state_t state;
+} as_brief_t;
+
+typedef struct {
+    as_brief_t *list;
     size_t n, cap;
 } as_list_t;
+
+static int as_get_brief(store_txn_t *t, const char *id, as_brief_t *b)
+{
+    const void *v;
+    size_t vl;
+    int rc = store_get(t, STORE_DB_ASSIGNMENTS, id, strlen(id), &v, &vl);
+    if (rc)
+        return rc;
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    rc = MDB_CORRUPTED;
+    if (msgpack_unpack_next(&u, v, vl, NULL) == MSGPACK_UNPACK_SUCCESS) {
+        char st[32];
+        copy_str(b->id, sizeof b->id, frame_map_get(&u.data, "id"));
+        copy_str(b->agency, sizeof b->agency, frame_map_get(&u.data, "agency"));
+        copy_str(st, sizeof st, frame_map_get(&u.data, "state"));
+        int s = assign_state_parse(st, strlen(st));
+        if (s >= 0 && b->id[0] && b->agency[0]) {
+            b->state = (assign_state_t)s;
+            rc = 0;
+        }
+    }
+    msgpack_unpacked_destroy(&u);
+    return rc;
+}
 
 static int collect_assignment(void *ud, const void *k, size_t kl, const void *v, size_t vl)
 {
@@ -412,7 +444,7 @@ static int case_assignments(store_txn_t *t, const char *case_id, as_list_t *l)
     for (size_t i = 0; !rc && i < l->n; i++) {
         char id[STORE_ID_MAX];
         memcpy(id, l->list[i].id, sizeof id);
-        rc = as_get(t, id, &l->list[i]);
+        rc = as_get_brief(t, id, &l->list[i]);
     }
     return rc;
 }
@@ -459,7 +491,10 @@ static int make_assignment(const config_t *cfg, store_txn_t *t, const char *case
         existing->cap = existing->cap ? existing->cap * 2 : 8;
         existing->list = xrealloc(existing->list, existing->cap * sizeof *existing->list);
     }
-    existing->list[existing->n++] = a;
+    as_brief_t *b = &existing->list[existing->n++];
+    memcpy(b->id, a.id, sizeof b->id);
+    memcpy(b->agency, a.agency, sizeof b->agency);
+    b->state = a.state;
     fx_deliver(fx, a.id);
     return 0;
 }
@@ -620,9 +655,10 @@ static int check_case(const config_t *cfg, store_txn_t *t, const as_t *changed, 
     int rc = case_assignments(t, changed->case_id, &all);
     int all_final = 1, any_resolved = 0;
     for (size_t i = 0; !rc && i < all.n; i++) {
-        const as_t *a = strcmp(all.list[i].id, changed->id) == 0 ? changed : &all.list[i];
-        all_final &= is_final(a->state);
-        any_resolved |= a->state == AS_RESOLVED;
+        assign_state_t st =
+            strcmp(all.list[i].id, changed->id) == 0 ? changed->state : all.list[i].state;
+        all_final &= is_final(st);
+        any_resolved |= st == AS_RESOLVED;
     }
     if (!rc && all_final && any_resolved)
         rc = resolve_case(cfg, t, changed->case_id, changed->note, &all, now, fx);
@@ -929,6 +965,15 @@ int assign_case_message(store_txn_t *t, const char *assignment, size_t max_bytes
     free(l.ids);
     if (rc)
         frame_out_end(o);
+    return rc;
+}
+
+int assign_agency(store_txn_t *t, const char *assignment, char *agency)
+{
+    as_t a;
+    int rc = as_get(t, assignment, &a);
+    if (rc == 0)
+        util_fmt(agency, STORE_ID_MAX, "%s", a.agency);
     return rc;
 }
 

@@ -118,6 +118,9 @@ int assign_next_due(store_txn_t *t, int64_t *due);
 int assign_case_message(store_txn_t *t, const char *assignment, size_t max_bytes, frame_out_t *o,
                         char *agency, int *open_);
 
+/* The agency (STORE_ID_MAX) of an assignment. 0, MDB_NOTFOUND or an LMDB code. */
+int assign_agency(store_txn_t *t, const char *assignment, char *agency);
+
 /* Visit the unacknowledged assignments of an agency. */
 int assign_each_pending(store_txn_t *t, const char *agency,
                         int (*fn)(void *ud, const char *assignment), void *ud);

@@ -108,9 +108,40 @@ static int build_and_push(store_txn_t *t, void *ud)
     return 0;
 }
 
+typedef struct {
+    deliver_t *d;
+    const char *agency;
+    const session_t *only;
+    int any;
+} any_ctx_t;
+
+static void any_visit(session_t *s, void *ud)
+{
+    any_ctx_t *c = ud;
+    if (connected(c->d, s) && s->agent->role == ROLE_AGENCY && s->agent->agency &&
+        strcmp(s->agent->agency, c->agency) == 0 && (!c->only || c->only == s))
+        c->any = 1;
+}
+
+/* The agency of an assignment from its id, without building the message. */
+static int agency_of_txn(store_txn_t *t, void *ud)
+{
+    char **out = ud;
+    return assign_agency(t, out[0], out[1]);
+}
+
 static int push_assignment(void *ud, const char *assignment)
 {
     case_push_t *cp = ud;
+    /* Build the message only when an agent of that agency is there to take it. */
+    char agency[STORE_ID_MAX];
+    char *args[2] = {(char *)assignment, agency};
+    if (store_read(cp->d->store, agency_of_txn, args) != STORE_OK)
+        return 0;
+    any_ctx_t any = {cp->d, agency, cp->only, 0};
+    session_each(cp->d->sessions, any_visit, &any);
+    if (!any.any)
+        return 0;
     build_ctx_t b = {cp->d, assignment, cp->only};
     return store_read(cp->d->store, build_and_push, &b) == STORE_IO ? -1 : 0;
 }
@@ -226,10 +257,20 @@ void deliver_resubmit_outbox(deliver_t *d)
 
 /* ---- effects ----------------------------------------------------------------------------- */
 
+static void any_agency_visit(session_t *s, void *ud)
+{
+    any_ctx_t *c = ud;
+    if (connected(c->d, s) && s->agent->role == ROLE_AGENCY)
+        c->any = 1;
+}
+
 void deliver_effects(deliver_t *d, const assign_effects_t *fx)
 {
     case_push_t cp = {d, NULL};
-    for (size_t i = 0; i < fx->n_deliver; i++)
+    any_ctx_t any = {d, NULL, NULL, 0};
+    if (fx->n_deliver)
+        session_each(d->sessions, any_agency_visit, &any); /* no desk connected: nothing to push */
+    for (size_t i = 0; any.any && i < fx->n_deliver; i++)
         (void)push_assignment(&cp, fx->deliver[i]);
     for (size_t i = 0; i < fx->n_outcome_to; i++)
         push_outcomes(d, fx->outcome_to[i], NULL);

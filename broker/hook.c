@@ -46,7 +46,7 @@
 #define HOOK_SIG_LEN 48                  /* "v1," + 44 base64 chars + NUL */
 #define HOOK_KEY_MIN 16                  /* bytes of HMAC key; as config.c's valid_secret() */
 #define HOOK_SECRET_B64_MAX 4096         /* base64 characters after "whsec_" */
-#define HOOK_MAX_IN_FLIGHT 64            /* transfers at once: bounds sockets and memory */
+#define HOOK_MAX_IN_FLIGHT 32            /* transfers at once: bounds sockets; fits broker.c's poll array */
 #define HOOK_MAX_PER_CHANNEL 8           /* one stuck receiver cannot take every slot */
 #define HOOK_RESPONSE_CAP (64 * 1024)    /* response bytes read (and dropped) before hanging up */
 #define HOOK_DEFAULT_TIMEOUT_MS 5000     /* config.c's defaults, for hand-built channels */

@@ -12,6 +12,7 @@
 struct session_table {
     session_t *bucket[BUCKETS];
     size_t count;
+    session_t *all;    /* list of every session: walks cost O(sessions), not O(buckets) */
     unsigned char hkey[crypto_shorthash_KEYBYTES]; /* SipHash key: peers cannot aim at one chain */
 };
 
@@ -48,6 +49,16 @@ static size_t slot(const session_table_t *t, const void *rid, size_t len)
     return (size_t)(x % BUCKETS);
 }
 
+static void all_unlink(session_table_t *t, session_t *s)
+{
+    if (s->all_prev)
+        s->all_prev->all_next = s->all_next;
+    else
+        t->all = s->all_next;
+    if (s->all_next)
+        s->all_next->all_prev = s->all_prev;
+}
+
 /* Drop the least recently heard session to keep the table bounded. */
 static void evict_oldest(session_table_t *t)
 {
@@ -59,6 +70,7 @@ static void evict_oldest(session_table_t *t)
     if (victim) {
         session_t *s = *victim;
         *victim = s->next;
+        all_unlink(t, s);
         free(s);
         t->count--;
     }
@@ -80,6 +92,10 @@ session_t *session_get(session_table_t *t, const void *rid, size_t len, int64_t 
     s->last_heard = now;
     s->next = t->bucket[b];
     t->bucket[b] = s;
+    s->all_next = t->all;
+    if (t->all)
+        t->all->all_prev = s;
+    t->all = s;
     t->count++;
     return s;
 }
@@ -98,6 +114,7 @@ void session_table_sweep(session_table_t *t, int64_t now, int64_t idle_drop_ms,
             session_t *s = *p;
             if (now - s->last_heard > idle_drop_ms) {
                 *p = s->next;
+                all_unlink(t, s);
                 free(s);
                 t->count--;
                 continue;
@@ -111,7 +128,6 @@ void session_table_sweep(session_table_t *t, int64_t now, int64_t idle_drop_ms,
 
 void session_each(session_table_t *t, void (*fn)(session_t *s, void *ud), void *ud)
 {
-    for (size_t i = 0; i < BUCKETS; i++)
-        for (session_t *s = t->bucket[i]; s; s = s->next)
-            fn(s, ud);
+    for (session_t *s = t->all; s; s = s->all_next)
+        fn(s, ud);
 }

@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-import zmq
 
 import carehub_harness as h
 from carehub_harness import assert_ack, uid

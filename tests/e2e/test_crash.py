@@ -13,7 +13,6 @@ import random
 import threading
 import time
 
-import pytest
 import zmq
 
 import carehub_harness as h

@@ -8,7 +8,7 @@ import time
 import pytest
 
 import carehub_harness as h
-from carehub_harness import ANY, NO_ID, assert_ack, assert_nack, uid
+from carehub_harness import assert_ack, assert_nack, uid
 
 ROLES = ["school", "reporter", "monitor", "agency", "supervisor"]
 TYPES = ["absence", "mandatory_report", "online_risk"]

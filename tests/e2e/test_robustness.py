@@ -4,10 +4,8 @@ ignore, and stay up: every test checks it still answers afterwards.
 """
 
 import copy
-import math
 import os
 import random
-import struct
 import time
 
 import msgpack

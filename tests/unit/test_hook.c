@@ -452,7 +452,7 @@ static void drive(hook_t *h, rec_t *r, int want_done, int want_att, int advance,
 static void assert_signature(const char *id, const char *ts, const char *body, size_t body_len,
                              const char *header)
 {
-    const char *b64 = SPEC_SECRET + 6;
+    const char *b64 = &SPEC_SECRET[6];
     unsigned char key[64];
     size_t key_len = 0;
     assert_int_equal(sodium_base642bin(key, sizeof key, b64, strlen(b64), NULL, &key_len, NULL,
