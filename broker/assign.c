@@ -499,6 +499,35 @@ static int make_assignment(const config_t *cfg, store_txn_t *t, const char *case
     return 0;
 }
 
+/* Quiet close: a case without assignments closes after broker.quiet_close
+ * without a new event. Its entry shares the deadline index (key: due + case
+ * id); STORE_DB_QUIET holds the due time so a later event can move it. */
+static int quiet_set(store_txn_t *t, const char *case_id, int64_t due, assign_effects_t *fx)
+{
+    const void *v;
+    size_t vl;
+    unsigned char k[8 + STORE_ID_MAX], d[8];
+    int rc = store_get(t, STORE_DB_QUIET, case_id, strlen(case_id), &v, &vl);
+    if (rc == MDB_NOTFOUND && due <= 0)
+        return 0; /* nothing to cancel: the common case of an assigned case */
+    if (rc == 0 && vl == 8) {
+        uint64_t old = 0;
+        for (int i = 0; i < 8; i++)
+            old = (old << 8) | ((const unsigned char *)v)[i];
+        if ((rc = store_del(t, STORE_DB_DEADLINES, k, deadline_key(k, (int64_t)old, case_id), NULL, 0)))
+            return rc;
+    } else if (rc && rc != MDB_NOTFOUND) {
+        return rc;
+    }
+    fx->deadlines_changed = 1;
+    if (due <= 0) /* cancel */
+        return store_del(t, STORE_DB_QUIET, case_id, strlen(case_id), NULL, 0);
+    deadline_key(d, due, ""); /* the 8-byte big-endian time */
+    if ((rc = store_put(t, STORE_DB_QUIET, case_id, strlen(case_id), d, 8, 0)))
+        return rc;
+    return store_put(t, STORE_DB_DEADLINES, k, deadline_key(k, due, case_id), "", 0, 0);
+}
+
 int assign_on_event(const config_t *cfg, store_txn_t *t, const store_event_t *it,
                     const json_t *body, int64_t now, assign_effects_t *fx)
 {
@@ -514,6 +543,9 @@ int assign_on_event(const config_t *cfg, store_txn_t *t, const store_event_t *it
         config_find_agency(cfg, cfg->fallback_agency)) /* none configured: nobody to assign */
         rc = make_assignment(cfg, t, it->case_id, it->type, it->severity, cfg->fallback_agency,
                              NULL, now, &existing, fx);
+    /* No assignment (assign: []): the case closes by itself unless events keep coming. */
+    if (!rc)
+        rc = quiet_set(t, it->case_id, existing.n ? 0 : it->received + cfg->quiet_close_ms, fx);
     /* A new event joined: the agencies that have not acknowledged see it again. */
     for (size_t i = 0; !rc && i < existing.n; i++)
         if (existing.list[i].state == AS_OPEN)
@@ -576,9 +608,9 @@ static int outcome_for_event(void *ud, const void *k, size_t kl, const void *v, 
     return rc;
 }
 
-/* Mark the case resolved: the record's status, no longer joinable, outcomes out. */
-static int resolve_case(const config_t *cfg, store_txn_t *t, const char *case_id, const char *note,
-                        const as_list_t *all, int64_t now, assign_effects_t *fx)
+/* Set a case's status ("resolved", "closed") with the time, and make it no
+ * longer joinable: a later event about the child opens a new case. */
+static int case_set_status(store_txn_t *t, const char *case_id, const char *status, int64_t now)
 {
     const void *v;
     size_t vl;
@@ -597,20 +629,21 @@ static int resolve_case(const config_t *cfg, store_txn_t *t, const char *case_id
     msgpack_packer pk;
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, u.data.via.map.size + (frame_map_get(&u.data, "resolved") ? 0 : 1));
+    msgpack_pack_map(&pk, u.data.via.map.size + (frame_map_get(&u.data, status) ? 0 : 1));
     for (uint32_t i = 0; i < u.data.via.map.size; i++) {
         const msgpack_object *key = &u.data.via.map.ptr[i].key;
         const char *ks;
         size_t kn;
-        if (frame_str(key, &ks, &kn) && kn == 6 && memcmp(ks, "status", 6) == 0) {
+        int is_str = frame_str(key, &ks, &kn);
+        if (is_str && kn == 6 && memcmp(ks, "status", 6) == 0) {
             frame_pack_cstr(&pk, "status");
-            frame_pack_cstr(&pk, "resolved");
-        } else if (!(frame_str(key, &ks, &kn) && kn == 8 && memcmp(ks, "resolved", 8) == 0)) {
+            frame_pack_cstr(&pk, status);
+        } else if (!(is_str && kn == strlen(status) && memcmp(ks, status, kn) == 0)) {
             msgpack_pack_object(&pk, *key);
             msgpack_pack_object(&pk, u.data.via.map.ptr[i].val);
         }
     }
-    frame_pack_cstr(&pk, "resolved");
+    frame_pack_cstr(&pk, status); /* "resolved": <ms> / "closed": <ms> */
     msgpack_pack_int64(&pk, now);
     rc = store_put(t, STORE_DB_CASES, case_id, strlen(case_id), sb.data, sb.size, 0);
     msgpack_sbuffer_destroy(&sb);
@@ -625,6 +658,14 @@ static int resolve_case(const config_t *cfg, store_txn_t *t, const char *case_id
             rc = g;
     }
     msgpack_unpacked_destroy(&u);
+    return rc;
+}
+
+/* Mark the case resolved, tell the reporters and the agencies' channels. */
+static int resolve_case(const config_t *cfg, store_txn_t *t, const char *case_id, const char *note,
+                        const as_list_t *all, int64_t now, assign_effects_t *fx)
+{
+    int rc = case_set_status(t, case_id, "resolved", now);
     if (rc)
         return rc;
     log_info("assign: case %s resolved", case_id);
@@ -742,6 +783,7 @@ typedef struct {
     int64_t now;
     size_t max;
     char (*ids)[STORE_ID_MAX];
+    int64_t *dues;
     size_t n;
 } due_ctx_t;
 
@@ -760,6 +802,7 @@ static int collect_due(void *ud, const void *k, size_t kl, const void *v, size_t
         return 1;
     memcpy(c->ids[c->n], b + 8, kl - 8);
     c->ids[c->n][kl - 8] = '\0';
+    c->dues[c->n] = (int64_t)due;
     c->n++;
     return 0;
 }
@@ -797,13 +840,45 @@ static int fire(const config_t *cfg, store_txn_t *t, as_t *a, int64_t now, assig
     return as_put(t, a);
 }
 
+/* A quiet-close entry fell due: close the case if it still has no assignment. */
+static int quiet_close(store_txn_t *t, const char *case_id, int64_t due, int64_t now,
+                       assign_effects_t *fx)
+{
+    unsigned char k[8 + STORE_ID_MAX];
+    int rc = store_del(t, STORE_DB_DEADLINES, k, deadline_key(k, due, case_id), NULL, 0);
+    if (!rc)
+        rc = store_del(t, STORE_DB_QUIET, case_id, strlen(case_id), NULL, 0);
+    fx->deadlines_changed = 1;
+    if (rc)
+        return rc;
+    as_list_t all;
+    rc = case_assignments(t, case_id, &all);
+    size_t n = all.n;
+    free(all.list);
+    if (rc || n)
+        return rc; /* assigned meanwhile: it closes when resolved */
+    rc = case_set_status(t, case_id, "closed", now);
+    if (rc == MDB_NOTFOUND)
+        return 0;
+    if (!rc)
+        log_info("assign: case %s closed: no assignment and no new event for quiet_close", case_id);
+    return rc;
+}
+
 int assign_fire_due(const config_t *cfg, store_txn_t *t, int64_t now, size_t max, size_t *fired,
                     assign_effects_t *fx)
 {
     *fired = 0;
-    due_ctx_t c = {now, max, xcalloc(max ? max : 1, STORE_ID_MAX), 0};
+    due_ctx_t c = {now, max, xcalloc(max ? max : 1, STORE_ID_MAX),
+                   xcalloc(max ? max : 1, sizeof(int64_t)), 0};
     int rc = store_each(t, STORE_DB_DEADLINES, NULL, 0, 0, collect_due, &c);
     for (size_t i = 0; !rc && i < c.n; i++) {
+        if (strncmp(c.ids[i], "case-", 5) == 0) {
+            rc = quiet_close(t, c.ids[i], c.dues[i], now, fx);
+            if (!rc)
+                (*fired)++;
+            continue;
+        }
         as_t a;
         rc = as_get(t, c.ids[i], &a);
         if (rc == MDB_NOTFOUND) { /* an index entry without its record: drop it */
@@ -824,6 +899,7 @@ int assign_fire_due(const config_t *cfg, store_txn_t *t, int64_t now, size_t max
             (*fired)++;
     }
     free(c.ids);
+    free(c.dues);
     return rc;
 }
 

@@ -44,6 +44,7 @@ static const struct {
     [STORE_DB_OUTBOX] = {"outbox", 0},
     [STORE_DB_OUTCOMES] = {"outcomes", 0},
     [STORE_DB_CASE_LOG] = {"case_log", MDB_DUPSORT},
+    [STORE_DB_QUIET] = {"quiet", 0},
 };
 
 struct store_txn {

@@ -46,6 +46,7 @@ typedef enum {
     STORE_DB_OUTBOX,
     STORE_DB_OUTCOMES,
     STORE_DB_CASE_LOG,     /* dupsort */
+    STORE_DB_QUIET,        /* case id → when it closes quietly (8 bytes big-endian ms) */
     STORE_DB_COUNT
 } store_db_t;
 
