@@ -136,6 +136,16 @@ static int last_seq(MDB_txn *txn, MDB_dbi dbi, const char *prefix, uint64_t *out
     return 0;
 }
 
+/* "64 MiB", "256 KiB": sizes for log lines. */
+static const char *size_text(uint64_t bytes, char *buf, size_t size)
+{
+    if (bytes >= (1ull << 20) && bytes % (1ull << 20) == 0)
+        util_fmt(buf, size, "%llu MiB", (unsigned long long)(bytes >> 20));
+    else
+        util_fmt(buf, size, "%llu KiB", (unsigned long long)(bytes >> 10));
+    return buf;
+}
+
 store_t *store_open(const char *dir, uint64_t map_size, uint64_t map_max, char *err, size_t errlen)
 {
     store_t *st = xcalloc(1, sizeof *st);
@@ -194,8 +204,9 @@ store_t *store_open(const char *dir, uint64_t map_size, uint64_t map_max, char *
         goto lmdb_fail;
     }
     (void)chmod(dir, 0700); /* the directory holds children's data */
-    log_info("store: opened %s (map %llu MiB, max %llu MiB, %llu events, %llu cases%s)", dir,
-             (unsigned long long)(st->map_size >> 20), (unsigned long long)(map_max >> 20),
+    char s1[32], s2[32];
+    log_info("store: opened %s (map %s, max %s, %llu events, %llu cases%s)", dir,
+             size_text(st->map_size, s1, sizeof s1), size_text(map_max, s2, sizeof s2),
              (unsigned long long)st->seq_event, (unsigned long long)st->seq_case,
              dead ? ", cleared stale readers" : "");
     return st;
@@ -240,8 +251,9 @@ static int grow(store_t *st)
                   mdb_strerror(rc));
         return -1;
     }
-    log_info("store: map grown from %llu to %llu MiB", (unsigned long long)(st->map_size >> 20),
-             (unsigned long long)(next >> 20));
+    char s1[32], s2[32];
+    log_info("store: map grown from %s to %s", size_text(st->map_size, s1, sizeof s1),
+             size_text(next, s2, sizeof s2));
     st->map_size = next;
     return 0;
 }
@@ -477,9 +489,9 @@ store_rc_t store_put_events(store_t *st, store_event_t *items, size_t n, store_s
 static store_rc_t write_failed(store_t *st, int rc)
 {
     if (rc == MDB_MAP_FULL) {
-        log_error("store: map full at its maximum (%llu MiB); refusing writes until space is "
-                  "freed or broker.map_max is raised",
-                  (unsigned long long)(st->map_max >> 20));
+        char s1[32];
+        log_error("store: map full at its maximum (%s); refusing writes until space is "
+                  "freed or broker.map_max is raised", size_text(st->map_max, s1, sizeof s1));
         return STORE_FULL;
     }
     if (rc == ENOSPC) {
