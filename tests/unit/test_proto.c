@@ -206,7 +206,7 @@ static int setup_with_map(void **state, uint64_t map_size, uint64_t map_max)
 }
 
 static int setup(void **state) { return setup_with_map(state, 4u << 20, 64u << 20); }
-static int setup_tiny(void **state) { return setup_with_map(state, 128u << 10, 128u << 10); }
+static int setup_tiny(void **state) { return setup_with_map(state, 256u << 10, 256u << 10); }
 
 static int teardown(void **state)
 {
