@@ -103,6 +103,7 @@ check: deps
 bench: deps
 	@$(MAKE) --no-print-directory all $(BENCH_BIN)
 	@sh bench/run.sh
+	@$(PY) bench/escalation.py
 
 clean:
 	rm -rf build bin
