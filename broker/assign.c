@@ -449,15 +449,22 @@ static int case_assignments(store_txn_t *t, const char *case_id, as_list_t *l)
     return rc;
 }
 
-/* Make one assignment of a case to an agency (unless the case has one already). */
+/*
+ * Make one assignment of a case to an agency. From a workflow (`spec`), not
+ * when the case has any assignment for that agency (one per agency per case).
+ * Handed over by a referral or a decline (`from`), not when the agency has
+ * one still active; the new one keeps the urgency of the one it comes from
+ * (its acknowledgement window and escalation steps).
+ */
 static int make_assignment(const config_t *cfg, store_txn_t *t, const char *case_id,
                            const char *type, int severity, const char *agency,
-                           const config_assign_t *spec, int64_t now, as_list_t *existing,
-                           assign_effects_t *fx)
+                           const config_assign_t *spec, const as_t *from, int64_t now,
+                           as_list_t *existing, assign_effects_t *fx)
 {
     for (size_t i = 0; i < existing->n; i++)
-        if (strcmp(existing->list[i].agency, agency) == 0)
-            return 0; /* one assignment per agency per case */
+        if (strcmp(existing->list[i].agency, agency) == 0 &&
+            (!from || !is_final(existing->list[i].state)))
+            return 0;
     as_t a;
     memset(&a, 0, sizeof a);
     store_next_id(t, STORE_SEQ_ASSIGNMENT, a.id);
@@ -467,8 +474,13 @@ static int make_assignment(const config_t *cfg, store_txn_t *t, const char *case
     a.state = AS_OPEN;
     a.severity = severity;
     a.created = now;
-    a.ack_by = now + (spec ? spec->ack_within_ms : cfg->default_ack_within_ms);
-    if (spec) {
+    a.ack_by = now + (spec   ? spec->ack_within_ms
+                      : from ? from->ack_by - from->created
+                             : cfg->default_ack_within_ms);
+    if (from) {
+        a.n_steps = from->n_steps;
+        memcpy(a.steps, from->steps, sizeof a.steps);
+    } else if (spec) {
         if (spec->n_escalate > MAX_STEPS)
             log_warn("assign: workflow step for %s has %zu escalation steps; the first %d are used",
                      agency, spec->n_escalate, MAX_STEPS);
@@ -538,11 +550,11 @@ int assign_on_event(const config_t *cfg, store_txn_t *t, const store_event_t *it
     int rc = case_assignments(t, it->case_id, &existing);
     for (size_t i = 0; !rc && i < n; i++)
         rc = make_assignment(cfg, t, it->case_id, it->type, it->severity, hits[i].assign->agency,
-                             hits[i].assign, now, &existing, fx);
+                             hits[i].assign, NULL, now, &existing, fx);
     if (!rc && !matched && existing.n == 0 && cfg->fallback_agency &&
         config_find_agency(cfg, cfg->fallback_agency)) /* none configured: nobody to assign */
         rc = make_assignment(cfg, t, it->case_id, it->type, it->severity, cfg->fallback_agency,
-                             NULL, now, &existing, fx);
+                             NULL, NULL, now, &existing, fx);
     /* No assignment (assign: []): the case closes by itself unless events keep coming. */
     if (!rc)
         rc = quiet_set(t, it->case_id, existing.n ? 0 : it->received + cfg->quiet_close_ms, fx);
@@ -756,6 +768,12 @@ int assign_request(const config_t *cfg, store_txn_t *t, assign_request_t *r, ass
         util_fmt(r->detail, sizeof r->detail, "`to` must name a configured agency");
         return 0;
     }
+    if (to == AS_REFERRED && strcmp(r->to, a.agency) == 0) {
+        r->result = ASSIGN_BAD_TARGET;
+        util_fmt(r->detail, sizeof r->detail,
+                 "`to` must be another agency: a case is not referred to the agency that holds it");
+        return 0;
+    }
     if (r->note)
         util_fmt(a.note, sizeof a.note, "%s", r->note);
     if (to == AS_REFERRED)
@@ -767,7 +785,8 @@ int assign_request(const config_t *cfg, store_txn_t *t, assign_request_t *r, ass
         const char *target = to == AS_REFERRED ? r->to : cfg->fallback_agency;
         rc = case_assignments(t, a.case_id, &all);
         if (!rc && target)
-            rc = make_assignment(cfg, t, a.case_id, a.type, a.severity, target, NULL, r->now, &all, fx);
+            rc = make_assignment(cfg, t, a.case_id, a.type, a.severity, target, NULL, &a, r->now,
+                                 &all, fx);
         free(all.list);
         if (rc)
             return rc;

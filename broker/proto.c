@@ -371,7 +371,7 @@ static void assignment_op(proto_t *p, msg_t *m, int is_update)
         NACK(p, m, CAREHUB_E_CONFLICT, "/status", "%s", r.detail);
         return;
     case ASSIGN_BAD_TARGET:
-        NACK(p, m, CAREHUB_E_INVALID, "/to", "%s; \"%s\" is not one", r.detail, to);
+        NACK(p, m, CAREHUB_E_INVALID, "/to", "%s (got \"%s\")", r.detail, to);
         return;
     case ASSIGN_STORE:
         break;
