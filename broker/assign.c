@@ -682,7 +682,7 @@ static int resolve_case(const config_t *cfg, store_txn_t *t, const char *case_id
         return rc;
     log_info("assign: case %s resolved", case_id);
     outcome_ctx_t c = {t, case_id, note, fx, 0};
-    if ((rc = store_each(t, STORE_DB_CASE_EVENTS, case_id, strlen(case_id), 1, outcome_for_event, &c)))
+    if ((rc = store_each_case_event(t, case_id, outcome_for_event, &c)))
         return rc;
     /* case.resolved to the channels of every agency in the case */
     json_t *data = json_pack("{s:s, s:s}", "case", case_id, "status", "resolved");
@@ -1022,7 +1022,7 @@ int assign_case_message(store_txn_t *t, const char *assignment, size_t max_bytes
     msgpack_unpacked_destroy(&u);
 
     ev_list_t l = {t, NULL, 0, 0};
-    if ((rc = store_each(t, STORE_DB_CASE_EVENTS, a.case_id, strlen(a.case_id), 1, collect_event_id, &l))) {
+    if ((rc = store_each_case_event(t, a.case_id, collect_event_id, &l))) {
         free(l.ids);
         return rc;
     }

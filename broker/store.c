@@ -25,7 +25,22 @@ struct store {
     uint64_t map_size;
     uint64_t map_max;
     char *dir;
+    /* The case_events index lags the events by up to CASE_INDEX_LAG_MS: joining an
+     * event to one of many cases dirties one random page per event, so entries
+     * are written in bulk (many events of a case share a page). Events are the
+     * log; meta "case_events.upto" says how far the index is written, and at
+     * open the entries after it are rebuilt from the events. Reads merge. */
+    struct pend_entry {
+        uint64_t seq;                 /* the event's number */
+        char case_id[STORE_ID_MAX];
+        char event_id[STORE_ID_MAX];
+    } *pend;
+    size_t pend_n, pend_cap;
+    int64_t pend_oldest;              /* monotonic ms of pend[0] */
 };
+
+#define CASE_INDEX_LAG_MS 1000
+#define CASE_INDEX_MAX_PENDING 16384
 
 /* The named databases (docs/data-model.md), in store_db_t order. */
 static const struct {
@@ -51,6 +66,8 @@ struct store_txn {
     store_t *st;
     MDB_txn *txn;
     uint64_t seq_event, seq_case, seq_assign; /* counters as this transaction moves them */
+    size_t pend_before;  /* st->pend_n when the transaction began (rolled back to on abort) */
+    size_t pend_flushed; /* the first pend_flushed entries were written to case_events here */
 };
 
 static const char *sev_names[] = {"low", "normal", "high", "critical"};
@@ -146,6 +163,87 @@ static const char *size_text(uint64_t bytes, char *buf, size_t size)
     return buf;
 }
 
+static void pend_add(store_t *st, uint64_t seq, const char *case_id, const char *event_id)
+{
+    if (st->pend_n == st->pend_cap) {
+        st->pend_cap = st->pend_cap ? st->pend_cap * 2 : 1024;
+        st->pend = xrealloc(st->pend, st->pend_cap * sizeof *st->pend);
+    }
+    if (st->pend_n == 0)
+        st->pend_oldest = util_mono_ms();
+    struct pend_entry *e = &st->pend[st->pend_n++];
+    e->seq = seq;
+    util_fmt(e->case_id, sizeof e->case_id, "%s", case_id);
+    util_fmt(e->event_id, sizeof e->event_id, "%s", event_id);
+}
+
+/* At open: the events after meta "case_events.upto" are not in the index yet. */
+static int pend_rebuild(MDB_txn *txn, store_t *st)
+{
+    uint64_t upto;
+    int rc = read_u64(txn, st->meta, "case_events.upto", &upto);
+    if (rc || upto >= st->seq_event)
+        return rc;
+    char from[STORE_ID_MAX];
+    util_fmt(from, sizeof from, "ev-%012llu", (unsigned long long)(upto + 1));
+    MDB_cursor *cur;
+    MDB_val k = val_str(from), v;
+    if ((rc = mdb_cursor_open(txn, st->dbi[STORE_DB_EVENTS], &cur)))
+        return rc;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        msgpack_unpacked u;
+        msgpack_unpacked_init(&u);
+        char case_id[STORE_ID_MAX] = "", ev[STORE_ID_MAX];
+        const char *s;
+        size_t n;
+        uint64_t seq = 0;
+        if (msgpack_unpack_next(&u, v.mv_data, v.mv_size, NULL) == MSGPACK_UNPACK_SUCCESS &&
+            frame_str(frame_map_get(&u.data, "case"), &s, &n) && n < sizeof case_id) {
+            memcpy(case_id, s, n);
+            case_id[n] = '\0';
+        }
+        msgpack_unpacked_destroy(&u);
+        if (!case_id[0] || k.mv_size >= sizeof ev || k.mv_size <= 3) {
+            rc = MDB_CORRUPTED;
+            break;
+        }
+        memcpy(ev, k.mv_data, k.mv_size);
+        ev[k.mv_size] = '\0';
+        for (const char *c = ev + 3; *c; c++)
+            seq = seq * 10 + (uint64_t)(*c - '0');
+        pend_add(st, seq, case_id, ev);
+    }
+    mdb_cursor_close(cur);
+    if (rc == MDB_NOTFOUND)
+        rc = 0;
+    if (!rc && st->pend_n)
+        log_info("store: %zu recent events to add to the case index", st->pend_n);
+    return rc;
+}
+
+/* Write the pending index entries inside this write transaction when they are
+ * old or many enough; they leave memory only once the transaction commits. */
+static int pend_flush(store_txn_t *t, int force)
+{
+    store_t *st = t->st;
+    if (st->pend_n == 0 || t->pend_flushed)
+        return 0;
+    if (!force && st->pend_n < CASE_INDEX_MAX_PENDING &&
+        util_mono_ms() - st->pend_oldest < CASE_INDEX_LAG_MS)
+        return 0;
+    for (size_t i = 0; i < st->pend_n; i++) {
+        MDB_val cs = val_str(st->pend[i].case_id), ev = val_str(st->pend[i].event_id);
+        int rc = mdb_put(t->txn, st->dbi[STORE_DB_CASE_EVENTS], &cs, &ev, MDB_NODUPDATA);
+        if (rc && rc != MDB_KEYEXIST)
+            return rc;
+    }
+    int rc = write_u64(t->txn, st->meta, "case_events.upto", st->pend[st->pend_n - 1].seq);
+    if (rc == 0)
+        t->pend_flushed = st->pend_n;
+    return rc;
+}
+
 store_t *store_open(const char *dir, uint64_t map_size, uint64_t map_max, char *err, size_t errlen)
 {
     store_t *st = xcalloc(1, sizeof *st);
@@ -197,7 +295,8 @@ store_t *store_open(const char *dir, uint64_t map_size, uint64_t map_max, char *
     }
     if ((rc = last_seq(txn, st->dbi[STORE_DB_EVENTS], "ev-", &st->seq_event)) ||
         (rc = last_seq(txn, st->dbi[STORE_DB_CASES], "case-", &st->seq_case)) ||
-        (rc = last_seq(txn, st->dbi[STORE_DB_ASSIGNMENTS], "as-", &st->seq_assign)))
+        (rc = last_seq(txn, st->dbi[STORE_DB_ASSIGNMENTS], "as-", &st->seq_assign)) ||
+        (rc = pend_rebuild(txn, st)))
         goto lmdb_fail;
     if ((rc = mdb_txn_commit(txn))) {
         txn = NULL;
@@ -225,8 +324,11 @@ void store_close(store_t **pst)
     if (!pst || !*pst)
         return;
     store_t *st = *pst;
+    if (st->env && st->pend_n)
+        (void)store_flush_index(st); /* else rebuilt from the events at the next open */
     if (st->env)
         mdb_env_close(st->env);
+    free(st->pend);
     free(st->dir);
     free(st);
     *pst = NULL;
@@ -453,9 +555,7 @@ static int put_batch(store_txn_t *t, void *ud)
         util_fmt(it->event_id, STORE_ID_MAX, "ev-%012llu", (unsigned long long)++t->seq_event);
         if ((rc = join_case(txn, st, it, &t->seq_case)) || (rc = put_event(txn, st, it)))
             return rc;
-        MDB_val ev = val_str(it->event_id), cs = val_str(it->case_id);
-        if ((rc = mdb_put(txn, st->dbi[STORE_DB_CASE_EVENTS], &cs, &ev, MDB_NODUPDATA)))
-            return rc;
+        pend_add(st, t->seq_event, it->case_id, it->event_id); /* kept only if this commits */
         msgpack_sbuffer sb;
         msgpack_packer pk;
         msgpack_sbuffer_init(&sb);
@@ -505,31 +605,69 @@ static store_rc_t write_failed(store_t *st, int rc)
 store_rc_t store_write(store_t *st, store_fn fn, void *ud)
 {
     for (;;) {
-        store_txn_t t = {st, NULL, st->seq_event, st->seq_case, st->seq_assign};
+        store_txn_t t = {st, NULL, st->seq_event, st->seq_case, st->seq_assign, st->pend_n, 0};
         int rc = mdb_txn_begin(st->env, NULL, 0, &t.txn);
         if (rc)
             return write_failed(st, rc);
-        rc = fn(&t, ud);
+        rc = pend_flush(&t, 0);
+        if (rc == 0)
+            rc = fn(&t, ud);
         if (rc == 0) {
             rc = mdb_txn_commit(t.txn); /* frees the transaction either way */
             if (rc == 0) {
                 st->seq_event = t.seq_event;
                 st->seq_case = t.seq_case;
                 st->seq_assign = t.seq_assign;
+                if (t.pend_flushed) { /* written: keep only what came after */
+                    memmove(st->pend, st->pend + t.pend_flushed,
+                            (st->pend_n - t.pend_flushed) * sizeof *st->pend);
+                    st->pend_n -= t.pend_flushed;
+                    st->pend_oldest = util_mono_ms();
+                }
                 return STORE_OK;
             }
         } else {
             mdb_txn_abort(t.txn);
         }
+        st->pend_n = t.pend_before; /* the events of the aborted transaction do not exist */
         if (rc == MDB_MAP_FULL && grow(st) == 0)
             continue;
         return write_failed(st, rc);
     }
 }
 
+static int flush_fn(store_txn_t *t, void *ud)
+{
+    (void)ud;
+    return pend_flush(t, 1);
+}
+
+store_rc_t store_flush_index(store_t *st)
+{
+    return store_write(st, flush_fn, NULL);
+}
+
+int store_each_case_event(store_txn_t *t, const char *case_id, store_each_fn fn, void *ud)
+{
+    size_t cl = strlen(case_id);
+    int rc = store_each(t, STORE_DB_CASE_EVENTS, case_id, cl, 1, fn, ud);
+    if (rc)
+        return rc;
+    /* Then the entries not written yet (those written in this transaction were seen above). */
+    store_t *st = t->st;
+    for (size_t i = t->pend_flushed; i < st->pend_n; i++) {
+        if (strcmp(st->pend[i].case_id, case_id) != 0)
+            continue;
+        int r = fn(ud, case_id, cl, st->pend[i].event_id, strlen(st->pend[i].event_id));
+        if (r)
+            return r > 0 ? 0 : r;
+    }
+    return 0;
+}
+
 store_rc_t store_read(store_t *st, store_fn fn, void *ud)
 {
-    store_txn_t t = {st, NULL, st->seq_event, st->seq_case, st->seq_assign};
+    store_txn_t t = {st, NULL, st->seq_event, st->seq_case, st->seq_assign, st->pend_n, 0};
     int rc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &t.txn);
     if (rc) {
         log_error("store: read failed: %s", mdb_strerror(rc));
@@ -639,63 +777,80 @@ store_rc_t store_get_event(store_t *st, const char *event_id, char **out, size_t
     return get_copy(st, st->dbi[STORE_DB_EVENTS], event_id, out, len);
 }
 
-store_rc_t store_get_case(store_t *st, const char *case_id, char **out, size_t *len)
+typedef struct {
+    const char *case_id;
+    char **out;
+    size_t *len;
+    size_t count;               /* events of the case */
+    char last[STORE_ID_MAX];    /* the newest of them */
+} get_case_t;
+
+static int count_event(void *ud, const void *k, size_t kl, const void *v, size_t vl)
 {
-    MDB_txn *txn;
-    MDB_cursor *cur = NULL;
-    int rc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn);
-    if (rc) {
-        log_error("store: read failed: %s", mdb_strerror(rc));
-        return STORE_IO;
+    (void)k;
+    (void)kl;
+    get_case_t *g = ud;
+    g->count++;
+    if (vl < sizeof g->last) {
+        memcpy(g->last, v, vl);
+        g->last[vl] = '\0';
     }
-    store_rc_t r = STORE_IO;
-    MDB_val k = val_str(case_id), v, ev;
+    return 0;
+}
+
+static int get_case_txn(store_txn_t *t, void *ud)
+{
+    get_case_t *g = ud;
+    store_t *st = t->st;
+    MDB_val k = val_str(g->case_id), v, last;
+    int rc = key_ok(st, &k) ? mdb_get(t->txn, st->dbi[STORE_DB_CASES], &k, &v) : MDB_NOTFOUND;
+    if (rc)
+        return rc;
+    char *rec = xmalloc(v.mv_size); /* copied: the walk below reads other records */
+    size_t rlen = v.mv_size;
+    memcpy(rec, v.mv_data, rlen);
+    if ((rc = store_each_case_event(t, g->case_id, count_event, g))) {
+        free(rec);
+        return rc;
+    }
+    /* "updated": when the newest event was received. */
+    int64_t updated = 0;
+    MDB_val lk = val_str(g->last);
     msgpack_unpacked u;
     msgpack_unpacked_init(&u);
-    rc = key_ok(st, &k) ? mdb_get(txn, st->dbi[STORE_DB_CASES], &k, &v) : MDB_NOTFOUND;
-    if (rc == MDB_NOTFOUND) {
-        r = STORE_NOTFOUND;
-        goto done;
-    }
-    if (rc || msgpack_unpack_next(&u, v.mv_data, v.mv_size, NULL) != MSGPACK_UNPACK_SUCCESS ||
-        u.data.type != MSGPACK_OBJECT_MAP)
-        goto done;
-    /* The record plus what case_events knows: "events", how many events joined
-     * the case, and "updated", when the last of them was received. */
-    size_t count = 0;
-    int64_t updated = 0;
-    if (mdb_cursor_open(txn, st->dbi[STORE_DB_CASE_EVENTS], &cur) == 0 &&
-        mdb_cursor_get(cur, &k, &ev, MDB_SET) == 0) {
-        (void)mdb_cursor_count(cur, &count); /* cannot fail on a positioned cursor */
-        MDB_val last;
-        msgpack_unpacked eu;
-        msgpack_unpacked_init(&eu);
-        if (mdb_cursor_get(cur, &k, &ev, MDB_LAST_DUP) == 0 &&
-            mdb_get(txn, st->dbi[STORE_DB_EVENTS], &ev, &last) == 0 &&
-            msgpack_unpack_next(&eu, last.mv_data, last.mv_size, NULL) == MSGPACK_UNPACK_SUCCESS)
-            (void)frame_int(frame_map_get(&eu.data, "received"), &updated);
-        msgpack_unpacked_destroy(&eu);
-    }
-    msgpack_sbuffer sb;
-    msgpack_packer pk;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, u.data.via.map.size + 2);
-    for (uint32_t i = 0; i < u.data.via.map.size; i++) {
-        msgpack_pack_object(&pk, u.data.via.map.ptr[i].key);
-        msgpack_pack_object(&pk, u.data.via.map.ptr[i].val);
-    }
-    frame_pack_cstr(&pk, "events");
-    msgpack_pack_uint64(&pk, count);
-    frame_pack_cstr(&pk, "updated");
-    msgpack_pack_int64(&pk, updated);
-    *len = sb.size;
-    *out = msgpack_sbuffer_release(&sb);
-    r = STORE_OK;
-done:
+    if (g->last[0] && mdb_get(t->txn, st->dbi[STORE_DB_EVENTS], &lk, &last) == 0 &&
+        msgpack_unpack_next(&u, last.mv_data, last.mv_size, NULL) == MSGPACK_UNPACK_SUCCESS)
+        (void)frame_int(frame_map_get(&u.data, "received"), &updated);
     msgpack_unpacked_destroy(&u);
-    if (cur)
-        mdb_cursor_close(cur);
-    mdb_txn_abort(txn);
-    return r;
+    /* The record plus "events" (how many joined) and "updated". */
+    msgpack_unpacked_init(&u);
+    rc = MDB_CORRUPTED;
+    if (msgpack_unpack_next(&u, rec, rlen, NULL) == MSGPACK_UNPACK_SUCCESS &&
+        u.data.type == MSGPACK_OBJECT_MAP) {
+        msgpack_sbuffer sb;
+        msgpack_packer pk;
+        msgpack_sbuffer_init(&sb);
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        msgpack_pack_map(&pk, u.data.via.map.size + 2);
+        for (uint32_t i = 0; i < u.data.via.map.size; i++) {
+            msgpack_pack_object(&pk, u.data.via.map.ptr[i].key);
+            msgpack_pack_object(&pk, u.data.via.map.ptr[i].val);
+        }
+        frame_pack_cstr(&pk, "events");
+        msgpack_pack_uint64(&pk, g->count);
+        frame_pack_cstr(&pk, "updated");
+        msgpack_pack_int64(&pk, updated);
+        *g->len = sb.size;
+        *g->out = msgpack_sbuffer_release(&sb);
+        rc = 0;
+    }
+    msgpack_unpacked_destroy(&u);
+    free(rec);
+    return rc;
+}
+
+store_rc_t store_get_case(store_t *st, const char *case_id, char **out, size_t *len)
+{
+    get_case_t g = {case_id, out, len, 0, ""};
+    return store_read(st, get_case_txn, &g);
 }

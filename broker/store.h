@@ -37,7 +37,7 @@ typedef enum {
     STORE_DB_EVENTS = 0,
     STORE_DB_IDEM,
     STORE_DB_CASES,
-    STORE_DB_CASE_EVENTS,  /* dupsort */
+    STORE_DB_CASE_EVENTS,  /* dupsort; lags: read it with store_each_case_event() */
     STORE_DB_OPEN_CASES,
     STORE_DB_ASSIGNMENTS,
     STORE_DB_CASE_ASSIGN,  /* dupsort */
@@ -144,6 +144,14 @@ int store_del(store_txn_t *t, store_db_t db, const void *k, size_t kl, const voi
 typedef int (*store_each_fn)(void *ud, const void *k, size_t kl, const void *v, size_t vl);
 int store_each(store_txn_t *t, store_db_t db, const void *from, size_t fl, int only_key,
                store_each_fn fn, void *ud);
+
+/* Visit the event ids of a case, oldest first (fn gets k = case id, v = event
+ * id). The case_events index is written in bulk, up to a second behind the
+ * events; this merges what is not written yet. */
+int store_each_case_event(store_txn_t *t, const char *case_id, store_each_fn fn, void *ud);
+
+/* Write the case index now (at close; tests). */
+store_rc_t store_flush_index(store_t *st);
 
 /* The next id of a kind, made inside the transaction (rolled back with it). */
 typedef enum { STORE_SEQ_ASSIGNMENT = 0 } store_seq_t;

@@ -6,6 +6,8 @@
  * removes it afterwards. Records are read back with store_get_event() /
  * store_get_case() and decoded with msgpack-c, as the broker's readers will.
  */
+#include <sys/wait.h>
+#include <unistd.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -580,6 +582,42 @@ static void test_inputs_copied(void **state)
     free(keep.data);
 }
 
+/* The case index lags the events: a process killed before writing it loses
+ * nothing, because the next open rebuilds the missing entries from the events. */
+static void test_case_index_rebuilt_after_crash(void **state)
+{
+    fx_t *fx = *state;
+    body_t b = make_body("c", 1, 0);
+    char case_id[STORE_ID_MAX] = "";
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) { /* the "broker": store events of one case, then die without closing */
+        store_t *st = open_store(fx, 1 << 20, 1 << 24);
+        for (int i = 0; i < 5; i++) {
+            char ref[16];
+            snprintf(ref, sizeof ref, "k-%d", i);
+            store_event_t e = ev("s", ref, "absence", "child-k", 1, &b);
+            if (put1(st, &e) != STORE_OK || e.status != STORE_ITEM_STORED)
+                _exit(2);
+        }
+        _exit(0); /* no store_close: the index entries were never written */
+    }
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    fx->st = open_store(fx, 1 << 20, 1 << 24);
+    store_event_t j = ev("s", "k-5", "absence", "child-k", 1, &b);
+    assert_int_equal(put1(fx->st, &j), STORE_OK);
+    memcpy(case_id, j.case_id, sizeof case_id);
+    assert_case(fx->st, case_id, "normal", 6); /* 5 rebuilt + 1 new */
+    /* written now, and still 6 after another reopen */
+    assert_int_equal(store_flush_index(fx->st), STORE_OK);
+    store_close(&fx->st);
+    fx->st = open_store(fx, 1 << 20, 1 << 24);
+    assert_case(fx->st, case_id, "normal", 6);
+    free(b.data);
+}
+
 static void test_persistence(void **state)
 {
     fx_t *fx = *state;
@@ -883,6 +921,7 @@ int main(void)
         T(test_case_record),
         T(test_get_impossible_id_notfound),
         T(test_refuse),
+        T(test_case_index_rebuilt_after_crash),
         T(test_get_event),
         T(test_inputs_copied),
         T(test_persistence),
