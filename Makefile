@@ -18,7 +18,7 @@ CMOCKA_LIBS := $(shell pkg-config --libs cmocka 2>/dev/null)
 
 WARN := -Wall -Wextra -Werror -Wshadow -Wpointer-arith -Wstrict-prototypes -Wmissing-prototypes \
         -Wformat=2 -Wno-format-nonliteral
-BASE_CFLAGS := -std=c11 -D_DEFAULT_SOURCE -D_POSIX_C_SOURCE=200809L -Ibroker -Iinclude $(WARN) $(PKG_CFLAGS) \
+BASE_CFLAGS := -std=c11 -D_DEFAULT_SOURCE -D_POSIX_C_SOURCE=200809L -Ibroker -Iinclude -Iagents/lib $(WARN) $(PKG_CFLAGS) \
         -DCAREHUB_SCHEMAS_DIR='"$(CURDIR)/schemas"' -DCAREHUB_SOURCE_DIR='"$(CURDIR)"'
 
 ifeq ($(SAN),1)
@@ -39,14 +39,20 @@ BROKER_OBJ  := $(BROKER_SRC:%.c=$(OUT)/%.o)
 LIB_OBJ     := $(filter-out $(OUT)/broker/main.o,$(BROKER_OBJ))
 UNIT_SRC    := $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BIN    := $(UNIT_SRC:tests/unit/%.c=$(OUT)/tests/%)
+# libcarehub: the agent library (agents/lib) plus the broker's msgpack guard and helpers.
+AGENT_LIB_SRC  := $(sort $(wildcard agents/lib/*.c))
+AGENT_LIB_OBJ  := $(AGENT_LIB_SRC:%.c=$(OUT)/%.o) $(OUT)/broker/frame.o $(OUT)/broker/util.o
+AGENT_LIB      := $(OUT)/libcarehub.a
+AGENT_PROG_SRC := $(sort $(wildcard agents/carehub-*.c))
+AGENT_PROGS    := $(AGENT_PROG_SRC:agents/%.c=$(BIN)/%)
 BENCH_SRC   := $(sort $(wildcard bench/*.c))
 BENCH_BIN   := $(BENCH_SRC:bench/%.c=$(BIN)/%)
 
 PY := /usr/bin/python3
 CONFIG ?= config/carehub.yaml
 
-.PHONY: all deps run check unit e2e bench clean san-build
-all: $(BIN)/carehubd
+.PHONY: all deps run check unit e2e bench clean san-build demo
+all: $(BIN)/carehubd $(AGENT_PROGS)
 
 # V=1 shows the full compiler command lines.
 ifeq ($(V),1)
@@ -67,6 +73,16 @@ $(BIN)/carehubd: $(BROKER_OBJ)
 	$(say) "  LD [$(VARIANT)]  $@"
 	$(Q)$(CC) $(LDFLAGS_ALL) -o $@ $^ $(PKG_LIBS)
 
+$(AGENT_LIB): $(AGENT_LIB_OBJ)
+	@mkdir -p $(dir $@)
+	$(say) "  AR [$(VARIANT)]  $@"
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(BIN)/carehub-%: $(OUT)/agents/carehub-%.o $(AGENT_LIB)
+	@mkdir -p $(dir $@)
+	$(say) "  LD [$(VARIANT)]  $@"
+	$(Q)$(CC) $(LDFLAGS_ALL) -o $@ $^ $(PKG_LIBS)
+
 $(OUT)/tests/%: $(OUT)/tests/unit/%.o $(LIB_OBJ)
 	@mkdir -p $(dir $@)
 	$(say) "  LD [$(VARIANT)]  $@"
@@ -77,7 +93,8 @@ $(BIN)/%: $(OUT)/bench/%.o
 	$(say) "  LD [$(VARIANT)]  $@"
 	$(Q)$(CC) $(LDFLAGS_ALL) -o $@ $^ $(PKG_LIBS) -lm
 
--include $(BROKER_OBJ:.o=.d) $(UNIT_SRC:%.c=$(OUT)/%.d) $(BENCH_SRC:%.c=$(OUT)/%.d)
+-include $(BROKER_OBJ:.o=.d) $(UNIT_SRC:%.c=$(OUT)/%.d) $(BENCH_SRC:%.c=$(OUT)/%.d) \
+         $(AGENT_LIB_SRC:%.c=$(OUT)/%.d) $(AGENT_PROG_SRC:%.c=$(OUT)/%.d)
 
 deps:
 	@sh scripts/deps.sh
@@ -88,13 +105,15 @@ run: deps
 
 # The sanitized build used by the test suite.
 san-build:
-	@$(MAKE) --no-print-directory SAN=1 build/san/bin/carehubd $(patsubst build/rel/%,build/san/%,$(UNIT_BIN:$(OUT)/%=build/san/%))
+	@$(MAKE) --no-print-directory SAN=1 build/san/bin/carehubd $(AGENT_PROG_SRC:agents/%.c=build/san/bin/%) \
+		$(patsubst build/rel/%,build/san/%,$(UNIT_BIN:$(OUT)/%=build/san/%))
 
 unit: san-build
 	@sh scripts/run-unit.sh build/san/tests
 
 e2e: san-build
-	CAREHUB_BIN=$(CURDIR)/build/san/bin/carehubd $(PY) -m pytest -q tests/e2e
+	CAREHUB_BIN=$(CURDIR)/build/san/bin/carehubd CAREHUB_BIN_DIR=$(CURDIR)/build/san/bin \
+		$(PY) -m pytest -q tests/e2e
 
 check: deps
 	@$(MAKE) --no-print-directory unit

@@ -424,6 +424,31 @@ def test_no_answer_within_timeout_is_retried(make_clock_broker, tmp_path, receiv
     s.verify_all()
 
 
+def test_never_answering_receiver_fails_at_max_age_and_fallback_is_told(make_clock_broker, tmp_path,
+                                                                        receiver, connect):
+    """Issue acceptance: a receiver that never answers gets a recorded failure at
+    max_age, and the channel's fallback is told. Each attempt waits for the
+    channel's `timeout` (real time); max_age is on the test clock."""
+    s = hook_setup(make_clock_broker, tmp_path, receiver, connect, [Reply(hang=True)],
+                   timeout="1s", max_age="10s")
+    _, _, case = s.report()
+    first = receiver.wait("/hook", 1, timeout=PROMPT)[0]
+    time.sleep(1.3)                                 # attempt 1 times out (real time)
+    assert not receiver.at("/ops"), "not failed before max_age"
+    s.advance(60_000)                               # far past max_age: one last attempt, then give up
+    told = receiver.wait("/ops", 1, timeout=5.0)
+    body = check_webhook(told[0], s.secret["/ops"], type="webhook.failed")
+    assert body["data"].get("case") == case
+    assert body["data"].get("webhook_id") == first.webhook_id, body
+    assert "timeout" in body["data"].get("error", "").lower() or \
+        "timed out" in body["data"].get("error", "").lower(), body["data"]
+    n = len(receiver.at("/hook"))
+    s.advance(3_600_000)
+    time.sleep(0.5)
+    assert len(receiver.at("/hook")) == n, "given up: no attempt after the failure"
+    assert {r.webhook_id for r in receiver.at("/hook")} == {first.webhook_id}
+
+
 # ---------------------------------------------------------------- crash safety
 
 def escalation_setup(make_clock_broker, tmp_path, receiver, connect, ack_within="2s"):

@@ -1,0 +1,165 @@
+/*
+ * carehub.h — libcarehub, the agent side of carehub: the integrator's manual.
+ *
+ * An agent (a school's attendance system, a mandated reporter's tool, an
+ * online-monitoring feed, an agency's case desk) talks to the carehub broker
+ * over ZeroMQ (shared/PROTOCOL.md). This library does the parts every agent
+ * must get right:
+ *
+ *  - Store-and-forward. carehub_submit() writes the event to a durable local
+ *    outbox (an LMDB environment in the spool directory) before it returns; it
+ *    leaves the outbox only when the broker acknowledges it (`ack`, also with
+ *    duplicate:true) or refuses it for good (a `nack` other than
+ *    `unavailable`/`hello_required`). A report typed in a village is not lost
+ *    because the link was down at that moment, nor when the agent is killed.
+ *  - Resending. Unacknowledged events are resent with exponential backoff
+ *    (Lazy Pirate: the DEALER socket is closed and reopened after a timeout),
+ *    always with the same id, so the broker stores each exactly once.
+ *  - Session. hello on every (re)connect and after `hello_required`;
+ *    answering the broker's `ping`; noticing a silent broker.
+ *  - Pushes. `case` messages (agencies) and `outcome` messages (reporters) are
+ *    handed to callbacks; outcomes are confirmed with `received` after the
+ *    callback returns.
+ *
+ * Threads: a carehub_t is not thread-safe; use it from one thread (all calls,
+ * and the callbacks, which run inside carehub_poll()). Different carehub_t
+ * objects may be used from different threads. carehub_strerror() and
+ * carehub_version() are thread-safe.
+ *
+ * Errors: functions returning int give CAREHUB_OK (0) or a negative
+ * carehub_err_t; carehub_last_error(c) is a sentence saying what went wrong.
+ *
+ * Link: -lcarehub plus pkg-config --libs libzmq lmdb msgpack jansson libsodium.
+ */
+#ifndef CAREHUB_H
+#define CAREHUB_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct carehub carehub_t;
+
+typedef enum {
+    CAREHUB_OK = 0,
+    CAREHUB_EINVAL = -1,     /* a bad argument (e.g. an id not of 1–64 [A-Za-z0-9._:-]) */
+    CAREHUB_ESPOOL = -2,     /* the spool (outbox) cannot be opened or written */
+    CAREHUB_ENET = -3,       /* ZeroMQ failed (bad endpoint, bad key) */
+    CAREHUB_ETIMEOUT = -4,   /* carehub_flush(): time ran out with events still unacknowledged */
+    CAREHUB_EREFUSED = -5,   /* the broker refused (hello unauthorized; see last_error) */
+    CAREHUB_EJSON = -6,      /* a body is not a JSON object */
+} carehub_err_t;
+
+const char *carehub_strerror(int err);
+const char *carehub_version(void);
+
+/* ---- configuration --------------------------------------------------------- */
+
+typedef struct {
+    const char *endpoint;     /* e.g. "tcp://127.0.0.1:5570" (required) */
+    const char *agent;        /* the agent id, as configured on the broker (required) */
+    const char *spool_dir;    /* the outbox directory, created 0700 if missing (required) */
+    const char *software;     /* sent in hello; default "libcarehub/<version>" */
+    /* CURVE (broker.security: curve); all three or none: */
+    const char *secret_key;   /* the agent's secret key, 40 Z85 chars */
+    const char *public_key;   /* the agent's public key, 40 Z85 chars */
+    const char *server_key;   /* the broker's public key, 40 Z85 chars */
+    int request_timeout_ms;   /* resend after this long without an answer; default 3000 */
+    int max_backoff_ms;       /* longest wait between resends; default 30000 */
+} carehub_opts_t;
+
+/* Read a key file (CONFIG.md: 40 Z85 chars on the first line) into out[41]. */
+int carehub_read_key(const char *path, char out[41]);
+
+/* ---- callbacks --------------------------------------------------------------- */
+
+/* The broker acknowledged an event: `ref` is your event id, `event` and `case`
+ * the broker's ids; duplicate is 1 when it had it already. */
+typedef void (*carehub_ack_fn)(void *ud, const char *ref, const char *event, const char *case_id,
+                               int duplicate);
+
+/* The broker refused a message for good. The event (if it was one) has left
+ * the outbox. `field` may be NULL. */
+typedef void (*carehub_nack_fn)(void *ud, const char *ref, const char *code, const char *error,
+                                const char *field);
+
+/* A push: the whole message as a JSON object text (`case` or `outcome`,
+ * PROTOCOL §5–6). Outcomes are confirmed with `received` after this returns. */
+typedef void (*carehub_push_fn)(void *ud, const char *op, const char *json);
+
+/* A reply to carehub_request(): the broker's answer as JSON text. */
+typedef void (*carehub_reply_fn)(void *ud, const char *id, const char *json);
+
+typedef struct {
+    carehub_ack_fn on_ack;
+    carehub_nack_fn on_nack;
+    carehub_push_fn on_push;
+    carehub_reply_fn on_reply;
+    void *ud;
+} carehub_callbacks_t;
+
+/* ---- life cycle ---------------------------------------------------------------- */
+
+/* Open the spool and connect (connecting never blocks: the broker may be
+ * down). NULL with *err set on failure; `errbuf` gets a sentence. */
+carehub_t *carehub_new(const carehub_opts_t *opts, const carehub_callbacks_t *cb, int *err,
+                       char *errbuf, size_t errlen);
+
+/* Close the socket and the spool; what is still unacknowledged stays in the
+ * spool for the next run. Nulls *c; safe on NULL and twice. */
+void carehub_destroy(carehub_t **c);
+
+const char *carehub_last_error(const carehub_t *c);
+
+/* ---- sending ------------------------------------------------------------------- */
+
+/*
+ * Submit an event: `type` ("absence", …), `at` (ms since the epoch; 0 = now),
+ * `body_json` (a JSON object text, validated by the broker). `id` is the
+ * idempotency key: pass your own to make retries across runs safe (e.g.
+ * school + student + date), or NULL to get a random one in id_out (65 bytes).
+ * The event is on disk (committed to the spool) when this returns CAREHUB_OK.
+ * Submitting an id that is already in the spool is not an error (nothing is
+ * added).
+ */
+int carehub_submit(carehub_t *c, const char *type, int64_t at, const char *body_json,
+                   const char *id, char id_out[65]);
+
+/*
+ * Send a request that is not an event (case_ack, case_update, or any op the
+ * broker adds), given as a JSON object text without v/id: e.g.
+ * {"op":"case_ack","assignment":"as-…","by":"王警官"}. Not spooled: it is
+ * resent while unanswered until carehub_destroy(). The answer reaches on_reply
+ * (ack) or on_nack. id_out (65 bytes) gets the message id.
+ */
+int carehub_request(carehub_t *c, const char *json, char id_out[65]);
+
+/* Events in the spool not yet acknowledged (plus requests in flight). */
+size_t carehub_pending(const carehub_t *c);
+
+/* 1 once the broker answered this connection's hello with welcome. */
+int carehub_connected(const carehub_t *c);
+
+/* ---- driving it --------------------------------------------------------------- */
+
+/* Do the work that is due and wait up to timeout_ms (0 = do not wait, -1 =
+ * until something happens) for replies and pushes; callbacks run here.
+ * Returns CAREHUB_OK or an error (CAREHUB_EREFUSED when hello was refused). */
+int carehub_poll(carehub_t *c, int timeout_ms);
+
+/* Poll until nothing is pending or timeout_ms passed: CAREHUB_OK or CAREHUB_ETIMEOUT. */
+int carehub_flush(carehub_t *c, int timeout_ms);
+
+/* The ZeroMQ socket's file descriptor (ZMQ_FD) for an outside event loop, and
+ * how long that loop may sleep before calling carehub_poll(c, 0). */
+int carehub_fd(const carehub_t *c);
+int carehub_next_timeout_ms(const carehub_t *c);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
