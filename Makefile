@@ -124,5 +124,10 @@ bench: deps
 	@sh bench/run.sh
 	@$(PY) bench/escalation.py
 
+# A day at the hub, narrated (scripts/demo.py): under a minute; data left in var/demo.
+demo: deps
+	@$(MAKE) --no-print-directory all
+	@$(PY) scripts/demo.py
+
 clean:
 	rm -rf build bin
