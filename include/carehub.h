@@ -87,7 +87,10 @@ typedef void (*carehub_nack_fn)(void *ud, const char *ref, const char *code, con
                                 const char *field);
 
 /* A push: the whole message as a JSON object text (`case` or `outcome`,
- * PROTOCOL §5–6). Outcomes are confirmed with `received` after this returns. */
+ * PROTOCOL §5–6). Outcomes are confirmed with `received` after this returns;
+ * with no on_push they are not confirmed (the broker keeps them for an agent
+ * that shows them). Pushes may repeat (after each hello): treat the same id as
+ * the same message. */
 typedef void (*carehub_push_fn)(void *ud, const char *op, const char *json);
 
 /* A reply to carehub_request(): the broker's answer as JSON text. */
@@ -129,6 +132,21 @@ int carehub_submit(carehub_t *c, const char *type, int64_t at, const char *body_
                    const char *id, char id_out[65]);
 
 /*
+ * Extension: as carehub_submit(), and store `tag` (any NUL-terminated text,
+ * e.g. where the event came from; NULL for none) with the event in the spool.
+ * While on_ack or on_nack runs for that event — in this run or a later one —
+ * carehub_event_tag() returns it. (carehub-send keeps FILE:LINE and the input
+ * line there, to report a refusal that arrives after a restart.)
+ */
+int carehub_submit_tagged(carehub_t *c, const char *type, int64_t at, const char *body_json,
+                          const char *id, const char *tag, char id_out[65]);
+
+/* Extension: inside on_ack/on_nack for an event, the tag it was submitted with;
+ * NULL when it has none or outside such a callback. Valid until the callback
+ * returns. */
+const char *carehub_event_tag(const carehub_t *c);
+
+/*
  * Send a request that is not an event (case_ack, case_update, or any op the
  * broker adds), given as a JSON object text without v/id: e.g.
  * {"op":"case_ack","assignment":"as-…","by":"王警官"}. Not spooled: it is
@@ -150,11 +168,17 @@ int carehub_connected(const carehub_t *c);
  * Returns CAREHUB_OK or an error (CAREHUB_EREFUSED when hello was refused). */
 int carehub_poll(carehub_t *c, int timeout_ms);
 
-/* Poll until nothing is pending or timeout_ms passed: CAREHUB_OK or CAREHUB_ETIMEOUT. */
+/* Poll until nothing is pending or timeout_ms passed: CAREHUB_OK or CAREHUB_ETIMEOUT
+ * (or at once what carehub_poll() gave: CAREHUB_EREFUSED, CAREHUB_ESPOOL). */
 int carehub_flush(carehub_t *c, int timeout_ms);
 
 /* The ZeroMQ socket's file descriptor (ZMQ_FD) for an outside event loop, and
- * how long that loop may sleep before calling carehub_poll(c, 0). */
+ * how long that loop may sleep before calling carehub_poll(c, 0).
+ * The fd changes when the library reopens its socket (a broker that does not
+ * answer, Lazy Pirate): read carehub_fd() again after every carehub_poll().
+ * ZMQ_FD is edge-triggered: after it turns readable, call carehub_poll(c, 0),
+ * which reads everything waiting. carehub_next_timeout_ms() is -1 when no
+ * timer is due (wait for the fd only). */
 int carehub_fd(const carehub_t *c);
 int carehub_next_timeout_ms(const carehub_t *c);
 

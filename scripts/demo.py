@@ -96,9 +96,12 @@ def start_receiver():
 
 # ---- helpers ------------------------------------------------------------------------
 
+def spool(agent):
+    return os.path.join(DEMO, "spool", agent)
+
+
 def run(prog, *args, check=True):
-    p = subprocess.run([os.path.join(BIN, prog), *args], capture_output=True, text=True,
-                       timeout=60, env=dict(os.environ, CAREHUB_SPOOL_DIR=os.path.join(DEMO, "spool")))
+    p = subprocess.run([os.path.join(BIN, prog), *args], capture_output=True, text=True, timeout=60)
     if check and p.returncode != 0:
         sys.exit(f"demo: {prog} {' '.join(args)} failed ({p.returncode}):\n{p.stderr}")
     return p
@@ -111,9 +114,8 @@ class Desk:
         self.agent = agent
         self.cases = []
         self.p = subprocess.Popen([os.path.join(BIN, "carehub-agency"), "-b", EP, "-a", agent,
-                                   "run", "--json"], stdout=subprocess.PIPE, text=True,
-                                  stderr=subprocess.DEVNULL,
-                                  env=dict(os.environ, CAREHUB_SPOOL_DIR=os.path.join(DEMO, "spool")))
+                                   "--spool", spool(agent), "run", "--json"],
+                                  stdout=subprocess.PIPE, text=True, stderr=subprocess.DEVNULL)
         procs.append(self.p)
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -210,7 +212,7 @@ def main():
     time.sleep(0.5)
 
     say("08:10 A teacher files a mandatory report: a child in immediate danger (强制报告)")
-    r = run("carehub-report", "-b", EP, "-a", "reporter-01", "--json",
+    r = run("carehub-report", "-b", EP, "-a", "reporter-01", "--spool", spool("reporter-01"), "--json",
             "--organisation", "滨海新区新河街第一小学", "--role", "班主任", "--reporter-name", "张老师",
             "--harm", "physical_abuse", "--immediate-danger=yes", "--severity", "critical",
             "--description", "学生身上有多处新伤，称放学后不敢回家。",
@@ -230,14 +232,14 @@ def main():
                 "stu-0107,王芳,2025-03-03,absent,unexplained,3,no\n"
                 "stu-0108,李强,2025-03-03,present,,,\n"
                 "stu-0110,赵磊,2025-03-03,absent,sick,1,yes\n")
-    run("carehub-school", "-b", EP, "-a", "school-0042", "--school", "滨海新区新河街第一小学", csv)
+    run("carehub-school", "-b", EP, "-a", "school-0042", "--spool", spool("school-0042"), "--school", "滨海新区新河街第一小学", csv)
     note("two absent pupils sent (3 unexplained days brings in the education bureau)")
     feed = os.path.join(DEMO, "patrol.jsonl")
     with open(feed, "w", encoding="utf-8") as f:
         f.write(json.dumps({"id": "det-88121", "risk": "self_harm", "platform": "短视频平台",
                             "description": "疑似未成年人发布自伤内容", "severity": "critical"},
                            ensure_ascii=False) + "\n")
-    run("carehub-monitor", "-a", "monitor-01", "-b", EP, feed)
+    run("carehub-monitor", "-a", "monitor-01", "-b", EP, "--spool", spool("monitor-01"), feed)
     note("a self-harm signal online goes to police and health with the shortest deadline")
 
     say("08:13 Police accept the report at once")
@@ -269,7 +271,8 @@ def main():
     note(f"every assignment of {case} is final and resolved: the case is resolved")
 
     say("The teacher's tool shows the outcome (处理结果告知)")
-    r = run("carehub-report", "-b", EP, "-a", "reporter-01", "outcomes", "--wait", "2")
+    r = run("carehub-report", "-b", EP, "-a", "reporter-01", "--spool", spool("reporter-01"),
+            "outcomes", "--wait", "2")
     print("   " + r.stdout.strip().replace("\n", "\n   "), flush=True)
 
     say(f"Done: {len(notices)} signed notices received; the data stays in var/demo/data")

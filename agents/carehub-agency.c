@@ -1,0 +1,894 @@
+/*
+ * carehub-agency — an agency's case desk (PROTOCOL §5).
+ *
+ *   carehub-agency -b EP -a DESK [run] [--json] [--exec CMD] [--show-names]
+ *   carehub-agency -b EP -a DESK ack ASSIGNMENT --by NAME
+ *   carehub-agency -b EP -a DESK update ASSIGNMENT STATUS [--note TEXT] [--to AGENCY]
+ *   carehub-agency -b EP -a DESK list [--json]
+ *
+ * `run` stays connected and shows each assignment the broker delivers, once
+ * per run (a repeat of the same assignment id is not shown again; when a new
+ * event has joined the case since, a short update line is). The broker
+ * re-delivers every unacknowledged assignment after each hello, so a desk
+ * restarted mid-day sees again everything still waiting for it.
+ *
+ * Privacy (DOMAIN.md: personal data kept out of logs): the readable output
+ * never shows the child's name or id, the guardian, or the free texts that
+ * may name the child (description, note, location, url, account, evidence)
+ * unless --show-names is given. --json prints the whole `case` message: that
+ * is the desk's own data feed, meant for a program, not a log.
+ *
+ * `--exec CMD` runs `/bin/sh -c CMD` for each new assignment, the `case`
+ * message as JSON on its standard input and CAREHUB_* variables in its
+ * environment. Commands run beside the loop (fork, reaped as they finish),
+ * at most MAX_CHILDREN at a time (more wait in a queue) and are stopped after
+ * --exec-timeout.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "carehub.h"
+#include "cli.h"
+#include "util.h"
+
+#define SOFTWARE "carehub-agency/1.0"
+#define DEFAULT_REQUEST_WAIT_MS 10000   /* ack, update: wait this long for the answer */
+#define DEFAULT_LIST_QUIET_MS 3000      /* list: stop after this long without a new assignment */
+#define DEFAULT_EXEC_TIMEOUT_MS 60000
+#define MAX_CHILDREN 8                  /* --exec commands running at once */
+#define KILL_GRACE_MS 5000              /* SIGTERM, then SIGKILL after this */
+
+extern char **environ;
+
+static const char *const STATUSES[] = {"in_progress", "resolved", "referred", "declined", NULL};
+
+/* ---- --exec -------------------------------------------------------------------------- */
+
+typedef struct job {
+    struct job *next;
+    char *json;             /* the case message */
+    char assignment[65], case_id[65], agency[65], severity[16];
+    int64_t ack_by;
+} job_t;
+
+typedef struct {
+    pid_t pid;              /* 0 = free slot */
+    char assignment[65];
+    int64_t started;        /* mono ms */
+    int64_t term_at;        /* when SIGTERM was sent, 0 = not yet */
+} child_t;
+
+typedef struct {
+    const char *cmd;        /* --exec */
+    int timeout_ms;         /* --exec-timeout */
+    int stdout_to_stderr;   /* with --json, keep stdout for the JSON lines */
+    child_t kids[MAX_CHILDREN];
+    job_t *head, *tail;     /* waiting for a free slot */
+} execer_t;
+
+/* ---- state ------------------------------------------------------------------------------ */
+
+typedef struct {
+    int json;               /* --json */
+    int show_names;         /* --show-names */
+    int printing;           /* run/list: case pushes are shown */
+    int out_failed;         /* standard output cannot be written (a closed pipe) */
+    cli_map_t *seen;        /* assignment id -> events_total shown */
+    execer_t ex;
+    /* ack/update: the one request of this run */
+    char req_id[65];
+    int answered;           /* 1 reply, -1 nack */
+    char *reply;            /* the reply (JSON) */
+    char code[64], error[1024], field[256];
+} desk_t;
+
+/* ---- printing ------------------------------------------------------------------------------ */
+
+static void fmt_span(int64_t ms, char *buf, size_t len)
+{
+    int64_t s = (ms < 0 ? -ms : ms) / 1000;
+    if (s >= 86400)
+        util_fmt(buf, len, "%lldd %lldh", (long long)(s / 86400), (long long)(s % 86400 / 3600));
+    else if (s >= 3600)
+        util_fmt(buf, len, "%lldh %lldm", (long long)(s / 3600), (long long)(s % 3600 / 60));
+    else if (s >= 60)
+        util_fmt(buf, len, "%lldm %llds", (long long)(s / 60), (long long)(s % 60));
+    else
+        util_fmt(buf, len, "%llds", (long long)s);
+}
+
+/* " key=value" for a member of o that is a string, number or boolean. */
+static void put_field(FILE *f, const json_t *o, const char *key, const char *label)
+{
+    json_t *v = json_object_get(o, key);
+    if (!v)
+        return;
+    fprintf(f, " %s=", label ? label : key);
+    if (json_is_string(v))
+        cli_put_safe(f, json_string_value(v));
+    else if (json_is_integer(v))
+        fprintf(f, "%lld", (long long)json_integer_value(v));
+    else if (json_is_boolean(v))
+        fputs(json_is_true(v) ? "yes" : "no", f);
+    else
+        fputs("…", f);
+}
+
+static void put_time_field(FILE *f, const json_t *o, const char *key)
+{
+    json_t *v = json_object_get(o, key);
+    if (!json_is_integer(v))
+        return;
+    char t[64];
+    cli_format_time(json_integer_value(v), t, sizeof t);
+    fprintf(f, " %s=%s", key, t);
+}
+
+/* The key fields of an event's body; personal ones only with show_names. */
+static void put_event(FILE *f, const json_t *ev, int show_names)
+{
+    const char *type = cli_json_str(ev, "type", "?");
+    const json_t *body = json_object_get(ev, "body");
+    const json_t *child = json_object_get(body, "child");
+    char t[64];
+    json_t *at = json_object_get(ev, "at");
+
+    fputs("  latest: ", f);
+    cli_put_safe(f, type);
+    if (json_is_integer(at)) {
+        cli_format_time(json_integer_value(at), t, sizeof t);
+        fprintf(f, " at %s", t);
+    }
+    fputs(" (event ", f);
+    cli_put_safe(f, cli_json_str(ev, "event", "?"));
+    fputs(")\n   ", f);
+    put_field(f, body, "severity", NULL);
+    if (!strcmp(type, "absence")) {
+        put_field(f, body, "school", NULL);
+        put_field(f, body, "date", NULL);
+        put_field(f, body, "reason", NULL);
+        put_field(f, body, "consecutive_days", NULL);
+        put_field(f, body, "period", NULL);
+        put_field(f, body, "guardian_contacted", NULL);
+    } else if (!strcmp(type, "mandatory_report")) {
+        put_field(f, body, "harm", NULL);
+        put_field(f, body, "suspected", NULL);
+        put_field(f, body, "immediate_danger", NULL);
+        put_time_field(f, body, "occurred_at");
+        const json_t *rep = json_object_get(body, "reporter");
+        put_field(f, rep, "organisation", "reporter");
+        put_field(f, rep, "role", "reporter_role");
+        put_field(f, rep, "phone", "reporter_phone");
+    } else if (!strcmp(type, "online_risk")) {
+        put_field(f, body, "risk", NULL);
+        put_field(f, body, "platform", NULL);
+    }
+    if (child) {
+        json_t *cat = json_object_get(child, "category");
+        if (json_is_array(cat) && json_array_size(cat)) {
+            size_t i;
+            json_t *x;
+            fputs(" category=", f);
+            json_array_foreach(cat, i, x) {
+                if (i)
+                    fputc(',', f);
+                cli_put_safe(f, json_is_string(x) ? json_string_value(x) : "?");
+            }
+        }
+        put_field(f, child, "jurisdiction", NULL);
+    }
+    fputc('\n', f);
+    if (!show_names) {
+        fputs("   (child's name and id, guardian and free texts hidden: --show-names or --json)\n",
+              f);
+        return;
+    }
+    if (child) {
+        fputs("   child:", f);
+        put_field(f, child, "name", NULL);
+        put_field(f, child, "id", NULL);
+        put_field(f, child, "gender", NULL);
+        put_field(f, child, "birth_date", NULL);
+        const json_t *g = json_object_get(child, "guardian");
+        put_field(f, g, "name", "guardian");
+        put_field(f, g, "relation", "guardian_relation");
+        put_field(f, g, "phone", "guardian_phone");
+        fputc('\n', f);
+    }
+    static const char *const texts[] = {"location", "url", "account", "evidence", "description",
+                                        "note", NULL};
+    for (int i = 0; texts[i]; i++) {
+        const char *v = cli_json_str(body, texts[i], NULL);
+        if (!v)
+            continue;
+        fprintf(f, "   %s: ", texts[i]);
+        cli_put_safe(f, v);
+        fputc('\n', f);
+    }
+}
+
+static void print_case_to(const desk_t *d, const json_t *m, const char *json, int update);
+
+/* Show an assignment; a desk whose output is gone (the reader of a pipe died)
+ * stops instead of showing cases to no one. */
+static void print_case(desk_t *d, const json_t *m, const char *json, int update)
+{
+    print_case_to(d, m, json, update);
+    if (ferror(stdout) && !d->out_failed) {
+        cli_err("cannot write to standard output (%s): stopping; the assignments not yet "
+                "acknowledged are delivered again at the next start", strerror(errno));
+        d->out_failed = 1;
+        cli_stop = 1;
+    }
+}
+
+static void print_case_to(const desk_t *d, const json_t *m, const char *json, int update)
+{
+    if (d->json) {
+        printf("%s\n", json);
+        fflush(stdout);
+        return;
+    }
+    FILE *f = stdout;
+    json_t *events = json_object_get(m, "events");
+    size_t nev = json_array_size(events);
+    json_t *total = json_object_get(m, "events_total");
+    long long ntotal = json_is_integer(total) ? json_integer_value(total) : (long long)nev;
+
+    fputs(update ? "assignment " : "NEW assignment ", f);
+    cli_put_safe(f, cli_json_str(m, "id", "?"));
+    if (update)
+        fprintf(f, ": a new event joined the case (%lld events)", ntotal);
+    fputs("\n  case ", f);
+    cli_put_safe(f, cli_json_str(m, "case", "?"));
+    fputs("  agency ", f);
+    cli_put_safe(f, cli_json_str(m, "agency", "?"));
+    fputs("  type ", f);
+    cli_put_safe(f, cli_json_str(m, "type", "?"));
+    fputs("  severity ", f);
+    cli_put_safe(f, cli_json_str(m, "severity", "?"));
+    if (!update)
+        fprintf(f, "  events %lld", ntotal);
+    fputc('\n', f);
+    json_t *ack_by = json_object_get(m, "ack_by");
+    if (json_is_integer(ack_by)) {
+        char t[64], span[32];
+        int64_t left = json_integer_value(ack_by) - util_now_ms();
+        cli_format_time(json_integer_value(ack_by), t, sizeof t);
+        fmt_span(left, span, sizeof span);
+        fprintf(f, "  acknowledge by %s (%s %s)\n", t, left >= 0 ? "in" : "overdue by", span);
+    }
+    if (nev)
+        put_event(f, json_array_get(events, nev - 1), d->show_names);
+    fflush(f);
+}
+
+/* ---- --exec ------------------------------------------------------------------------------ */
+
+static void job_free(job_t *j)
+{
+    free(j->json);
+    free(j);
+}
+
+/* The environment of a command: ours plus the CAREHUB_* variables of the job. */
+static char **job_env(const job_t *j)
+{
+    size_t n = 0;
+    while (environ && environ[n])
+        n++;
+    char **env = xcalloc(n + 6, sizeof *env);
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (strncmp(environ[i], "CAREHUB_ASSIGNMENT=", 19) && strncmp(environ[i], "CAREHUB_CASE=", 13) &&
+            strncmp(environ[i], "CAREHUB_AGENCY=", 15) && strncmp(environ[i], "CAREHUB_SEVERITY=", 17) &&
+            strncmp(environ[i], "CAREHUB_ACK_BY=", 15))
+            env[k++] = xstrdup(environ[i]);
+    char buf[128];
+    util_fmt(buf, sizeof buf, "CAREHUB_ASSIGNMENT=%s", j->assignment);
+    env[k++] = xstrdup(buf);
+    util_fmt(buf, sizeof buf, "CAREHUB_CASE=%s", j->case_id);
+    env[k++] = xstrdup(buf);
+    util_fmt(buf, sizeof buf, "CAREHUB_AGENCY=%s", j->agency);
+    env[k++] = xstrdup(buf);
+    util_fmt(buf, sizeof buf, "CAREHUB_SEVERITY=%s", j->severity);
+    env[k++] = xstrdup(buf);
+    util_fmt(buf, sizeof buf, "CAREHUB_ACK_BY=%lld", (long long)j->ack_by);
+    env[k++] = xstrdup(buf);
+    env[k] = NULL;
+    return env;
+}
+
+static void env_free(char **env)
+{
+    for (size_t i = 0; env && env[i]; i++)
+        free(env[i]);
+    free(env);
+}
+
+/* Start the job in slot k: 0, or -1 (message printed; the job is dropped). */
+static int job_start(execer_t *ex, child_t *slot, const job_t *j)
+{
+    /* The message goes through an unlinked temporary file, not a pipe: a
+     * command that does not read its input can never block the loop. */
+    FILE *tmp = tmpfile();
+    if (!tmp) {
+        cli_err("--exec: no temporary file for assignment %s: %s", j->assignment, strerror(errno));
+        return -1;
+    }
+    if (fputs(j->json, tmp) < 0 || fputc('\n', tmp) < 0 || fflush(tmp) != 0 ||
+        lseek(fileno(tmp), 0, SEEK_SET) < 0) {
+        cli_err("--exec: cannot write the temporary file for assignment %s: %s", j->assignment,
+                strerror(errno));
+        fclose(tmp);
+        return -1;
+    }
+    char **env = job_env(j);
+    char *const argv[] = {"sh", "-c", (char *)ex->cmd, NULL};
+    int tfd = fileno(tmp);
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid == 0) {
+        /* only async-signal-safe calls from here to execve */
+        signal(SIGPIPE, SIG_DFL);
+        signal(SIGINT, SIG_DFL);
+        signal(SIGTERM, SIG_DFL);
+        setpgid(0, 0);   /* its own group: a timeout stops the whole pipeline */
+        if (dup2(tfd, STDIN_FILENO) < 0)
+            _exit(126);
+        if (ex->stdout_to_stderr && dup2(STDERR_FILENO, STDOUT_FILENO) < 0)
+            _exit(126);
+        execve("/bin/sh", argv, env);
+        _exit(127);
+    }
+    int e = errno;
+    fclose(tmp);
+    env_free(env);
+    if (pid < 0) {
+        cli_err("--exec: cannot start a process for assignment %s: %s", j->assignment, strerror(e));
+        return -1;
+    }
+    (void)setpgid(pid, pid);   /* also from here, whoever runs first; EACCES after exec is fine */
+    slot->pid = pid;
+    slot->started = util_mono_ms();
+    slot->term_at = 0;
+    util_fmt(slot->assignment, sizeof slot->assignment, "%s", j->assignment);
+    return 0;
+}
+
+/* Start queued jobs in free slots. */
+static void exec_pump(execer_t *ex)
+{
+    for (int k = 0; k < MAX_CHILDREN && ex->head; k++) {
+        if (ex->kids[k].pid)
+            continue;
+        job_t *j = ex->head;
+        ex->head = j->next;
+        if (!ex->head)
+            ex->tail = NULL;
+        (void)job_start(ex, &ex->kids[k], j);
+        job_free(j);
+    }
+}
+
+/* Reap finished commands, stop the ones over time. */
+static void exec_reap(execer_t *ex)
+{
+    int st;
+    pid_t pid;
+    while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
+        for (int k = 0; k < MAX_CHILDREN; k++) {
+            child_t *ch = &ex->kids[k];
+            if (ch->pid != pid)
+                continue;
+            if (WIFEXITED(st) && WEXITSTATUS(st) != 0)
+                cli_err("--exec for assignment %s exited with status %d", ch->assignment,
+                        WEXITSTATUS(st));
+            else if (WIFSIGNALED(st))
+                cli_err("--exec for assignment %s was ended by signal %d%s", ch->assignment,
+                        WTERMSIG(st), ch->term_at ? " (over --exec-timeout)" : "");
+            ch->pid = 0;
+        }
+    }
+    int64_t now = util_mono_ms();
+    for (int k = 0; k < MAX_CHILDREN; k++) {
+        child_t *ch = &ex->kids[k];
+        if (!ch->pid)
+            continue;
+        if (!ch->term_at && now - ch->started >= ex->timeout_ms) {
+            cli_err("--exec for assignment %s has run %d s: stopping it", ch->assignment,
+                    ex->timeout_ms / 1000);
+            (void)kill(-ch->pid, SIGTERM);
+            (void)kill(ch->pid, SIGTERM);
+            ch->term_at = now;
+        } else if (ch->term_at && now - ch->term_at >= KILL_GRACE_MS) {
+            (void)kill(-ch->pid, SIGKILL);
+            (void)kill(ch->pid, SIGKILL);
+        }
+    }
+    exec_pump(ex);
+}
+
+static int exec_running(const execer_t *ex)
+{
+    int n = 0;
+    for (int k = 0; k < MAX_CHILDREN; k++)
+        n += ex->kids[k].pid != 0;
+    return n;
+}
+
+static void exec_queue(execer_t *ex, const json_t *m, const char *json)
+{
+    job_t *j = xcalloc(1, sizeof *j);
+    j->json = xstrdup(json);
+    util_fmt(j->assignment, sizeof j->assignment, "%s", cli_json_str(m, "id", ""));
+    util_fmt(j->case_id, sizeof j->case_id, "%s", cli_json_str(m, "case", ""));
+    util_fmt(j->agency, sizeof j->agency, "%s", cli_json_str(m, "agency", ""));
+    util_fmt(j->severity, sizeof j->severity, "%s", cli_json_str(m, "severity", ""));
+    json_t *ab = json_object_get(m, "ack_by");
+    j->ack_by = json_is_integer(ab) ? json_integer_value(ab) : 0;
+    if (ex->tail)
+        ex->tail->next = j;
+    else
+        ex->head = j;
+    ex->tail = j;
+    exec_pump(ex);
+}
+
+/* ---- callbacks ------------------------------------------------------------------------------ */
+
+static void on_push(void *ud, const char *op, const char *json)
+{
+    desk_t *d = ud;
+    if (strcmp(op, "case") != 0 || !d->printing)
+        return;
+    json_t *m = json_loads(json, 0, NULL);
+    const char *id = cli_json_str(m, "id", NULL);
+    if (!id) {
+        json_decref(m);
+        return;
+    }
+    json_t *tot = json_object_get(m, "events_total");
+    long total = json_is_integer(tot) ? (long)json_integer_value(tot)
+                                      : (long)json_array_size(json_object_get(m, "events"));
+    long before;
+    if (!cli_map_get(d->seen, id, &before)) {
+        cli_map_put(d->seen, id, total);
+        print_case(d, m, json, 0);
+        if (d->ex.cmd)
+            exec_queue(&d->ex, m, json);
+    } else if (total > before) {
+        cli_map_put(d->seen, id, total);
+        print_case(d, m, json, 1);
+    }
+    json_decref(m);
+}
+
+static void on_reply(void *ud, const char *id, const char *json)
+{
+    desk_t *d = ud;
+    if (d->answered || strcmp(id, d->req_id) != 0)
+        return;
+    d->answered = 1;
+    d->reply = xstrdup(json);
+}
+
+static void on_nack(void *ud, const char *ref, const char *code, const char *error,
+                    const char *field)
+{
+    desk_t *d = ud;
+    if (d->answered || !ref || strcmp(ref, d->req_id) != 0)
+        return;
+    d->answered = -1;
+    util_fmt(d->code, sizeof d->code, "%s", code ? code : "?");
+    util_fmt(d->error, sizeof d->error, "%s", error ? error : "");
+    util_fmt(d->field, sizeof d->field, "%s", field ? field : "");
+}
+
+/* ---- the commands ------------------------------------------------------------------------------ */
+
+static int cmd_run(desk_t *d, carehub_t *c, const cli_common_t *co)
+{
+    int was = -1, rc = CLI_EX_OK;
+    int64_t since = util_mono_ms();
+    int warned = 0;
+
+    fprintf(stderr, "%s: desk %s, broker %s; Ctrl-C stops\n", cli_prog(), co->agent, co->endpoint);
+    while (!cli_stop) {
+        int k = carehub_poll(c, 200);
+        if (k == CAREHUB_EREFUSED) {
+            cli_err("%s", carehub_last_error(c));
+            rc = CLI_EX_NOPERM;
+            break;
+        }
+        if (k != CAREHUB_OK && k != CAREHUB_ENET) {
+            cli_err("%s", carehub_last_error(c));
+            rc = cli_exit_for(k);
+            break;
+        }
+        int now = carehub_connected(c);
+        if (now != was) {
+            if (now)
+                fprintf(stderr, "%s: connected; assignments not yet acknowledged are delivered "
+                                "again now\n", cli_prog());
+            else if (was == 1)
+                fprintf(stderr, "%s: the connection was lost; reconnecting\n", cli_prog());
+            was = now;
+            since = util_mono_ms();
+            warned = 0;
+        } else if (!now && !warned && util_mono_ms() - since > 10000) {
+            fprintf(stderr, "%s: no answer from %s yet; still trying\n", cli_prog(), co->endpoint);
+            warned = 1;
+        }
+        exec_reap(&d->ex);
+    }
+    if (d->out_failed)
+        rc = CLI_EX_IO;
+    /* let running commands finish for a moment; they are not killed */
+    int64_t until = util_mono_ms() + 2000;
+    while (exec_running(&d->ex) && util_mono_ms() < until) {
+        exec_reap(&d->ex);
+        if (exec_running(&d->ex))
+            usleep(50000);
+    }
+    return rc;
+}
+
+static int cmd_list(desk_t *d, carehub_t *c, int quiet_ms)
+{
+    int rc = cli_wait_connected(c, quiet_ms > 5000 ? quiet_ms : 5000);
+    if (rc == CLI_EX_UNREACHABLE)
+        cli_err("the broker did not answer");
+    if (rc)
+        return rc;
+    size_t seen = cli_map_size(d->seen);
+    int64_t quiet_until = util_mono_ms() + quiet_ms;
+    while (!cli_stop) {
+        int64_t left = quiet_until - util_mono_ms();
+        if (left <= 0)
+            break;
+        int k = carehub_poll(c, (int)(left < 200 ? left : 200));
+        if (k != CAREHUB_OK) {
+            cli_err("%s", carehub_last_error(c));
+            return cli_exit_for(k);
+        }
+        if (cli_map_size(d->seen) != seen) {
+            seen = cli_map_size(d->seen);
+            quiet_until = util_mono_ms() + quiet_ms;
+        }
+    }
+    if (!d->json)
+        fprintf(stderr, "%zu assignment(s) awaiting acknowledgement\n", seen);
+    return d->out_failed ? CLI_EX_IO : CLI_EX_OK;
+}
+
+/* Send one request (case_ack or case_update) and print the answer. */
+static int cmd_request(desk_t *d, carehub_t *c, const cli_common_t *co, json_t *req,
+                       int wait_ms)
+{
+    char *text = json_dumps(req, JSON_COMPACT);
+    int err = text ? carehub_request(c, text, d->req_id) : CAREHUB_EJSON;
+    free(text);
+    if (err != CAREHUB_OK) {
+        cli_err("%s", carehub_last_error(c));
+        return cli_exit_for(err);
+    }
+    int64_t deadline = util_mono_ms() + wait_ms;
+    while (!d->answered && !cli_stop) {
+        int64_t left = deadline - util_mono_ms();
+        if (left <= 0)
+            break;
+        int k = carehub_poll(c, (int)(left < 200 ? left : 200));
+        if (k != CAREHUB_OK && k != CAREHUB_ENET) {
+            cli_err("%s", carehub_last_error(c));
+            return cli_exit_for(k);
+        }
+    }
+    const char *op = cli_json_str(req, "op", "");
+    const char *as = cli_json_str(req, "assignment", "?");
+    if (d->answered > 0) {
+        json_t *r = json_loads(d->reply, 0, NULL);
+        if (d->json) {
+            printf("%s\n", d->reply);
+        } else if (!strcmp(op, "case_ack")) {
+            printf("assignment %s acknowledged by %s (case %s)\n", as,
+                   cli_json_str(req, "by", "?"), cli_json_str(r, "case", "?"));
+        } else {
+            printf("assignment %s: %s", as, cli_json_str(req, "status", "?"));
+            if (json_object_get(req, "to"))
+                printf(" to %s", cli_json_str(req, "to", "?"));
+            printf(" (case %s)\n", cli_json_str(r, "case", "?"));
+        }
+        json_decref(r);
+        return CLI_EX_OK;
+    }
+    if (d->answered < 0) {
+        if (d->json) {
+            json_t *n = json_pack("{s:i, s:s, s:s, s:s, s:s}", "v", 1, "op", "nack", "id",
+                                  d->req_id, "code", d->code, "error", d->error);
+            if (n && d->field[0])
+                json_object_set_new(n, "field", json_string(d->field));
+            char *t = n ? json_dumps(n, JSON_COMPACT) : NULL;
+            if (t)
+                printf("%s\n", t);
+            free(t);
+            json_decref(n);
+        }
+        cli_err("the broker refused: %s: %s%s%s", d->code, d->error, d->field[0] ? " at " : "",
+                d->field);
+        return !strcmp(d->code, "unavailable") ? CLI_EX_UNREACHABLE : CLI_EX_DATA;
+    }
+    cli_err("no answer from the broker at %s within %d s (%s); run the command again: "
+            "acknowledging or sending the same final status twice is not an error",
+            co->endpoint, wait_ms / 1000,
+            carehub_connected(c) ? "connected, no answer" : "no connection");
+    return CLI_EX_UNREACHABLE;
+}
+
+/* ---- main ------------------------------------------------------------------------------------- */
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: %s [-b ENDPOINT] -a DESK [run] [--json] [--exec CMD] [--show-names]\n"
+            "       %s [-b ENDPOINT] -a DESK ack ASSIGNMENT --by NAME\n"
+            "       %s [-b ENDPOINT] -a DESK update ASSIGNMENT STATUS [--note TEXT] [--to AGENCY]\n"
+            "       %s [-b ENDPOINT] -a DESK list [--json] [--show-names]\n"
+            "\n"
+            "An agency's case desk. `run` (the default) stays connected and shows each\n"
+            "assignment once; `list` shows the assignments still waiting for acknowledgement\n"
+            "and exits after --wait seconds (default %d) without a new one; `ack` accepts\n"
+            "responsibility; `update` reports progress: STATUS is in_progress, resolved,\n"
+            "referred (with --to AGENCY) or declined.\n"
+            "\n"
+            "Options:\n%s"
+            "      --json             run/list: one JSON line per `case` message (everything,\n"
+            "                         the child's name included); ack/update: the broker's answer\n"
+            "      --show-names       readable output: also the child's name and id, the guardian\n"
+            "                         and free texts (description, note, location, ...)\n"
+            "      --exec CMD         run: `/bin/sh -c CMD` per new assignment, the case JSON on\n"
+            "                         stdin, CAREHUB_ASSIGNMENT, CAREHUB_CASE, CAREHUB_AGENCY,\n"
+            "                         CAREHUB_SEVERITY, CAREHUB_ACK_BY (ms) in the environment\n"
+            "      --exec-timeout S   stop a command after S seconds (default %d)\n"
+            "      --by NAME          ack: the officer who accepts the case (required)\n"
+            "      --note TEXT        update: what was done (at most 4096 bytes)\n"
+            "      --to AGENCY        update referred: the agency that takes the case over\n"
+            "\n"
+            "ack, update and list use a temporary spool unless --spool is given, so they work\n"
+            "beside a running desk.\n"
+            "\n"
+            "Exit: 0 done (ack/update: the broker acknowledged); 64 usage; 65 the broker refused\n"
+            "the request (conflict, not_found, forbidden, invalid...); 74 the spool cannot be\n"
+            "opened, or standard output is gone; 75 no answer from the broker within --wait\n"
+            "(ack/update: default %d s); 77 the broker refused this desk (not configured).\n",
+            cli_prog(), cli_prog(), cli_prog(), cli_prog(), DEFAULT_LIST_QUIET_MS / 1000,
+            cli_common_help, DEFAULT_EXEC_TIMEOUT_MS / 1000, DEFAULT_REQUEST_WAIT_MS / 1000);
+}
+
+/* A private spool for the short commands (removed at exit). */
+static int temp_spool(char *buf, size_t len)
+{
+    const char *tmp = getenv("TMPDIR");
+    util_fmt(buf, len, "%s/carehub-agency-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    return mkdtemp(buf) ? 0 : -1;
+}
+
+static void remove_dir(const char *dir)
+{
+    /* the spool's own files (LMDB data and lock files, the spool lock) */
+    static const char *const names[] = {"data.mdb", "lock.mdb", "lock", CLI_OUTCOMES_FILE, NULL};
+    char p[4200];
+    for (int i = 0; names[i]; i++) {
+        util_fmt(p, sizeof p, "%s/%s", dir, names[i]);
+        (void)unlink(p);
+    }
+    if (rmdir(dir) != 0)
+        cli_err("note: cannot remove the temporary spool %s: %s", dir, strerror(errno));
+}
+
+enum {
+    OPT_JSON = CLI_OPT_FIRST_PROGRAM,
+    OPT_EXEC,
+    OPT_EXEC_TIMEOUT,
+    OPT_SHOW_NAMES,
+    OPT_BY,
+    OPT_NOTE,
+    OPT_TO
+};
+
+int main(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        CLI_COMMON_LONGOPTS,
+        {"json", no_argument, NULL, OPT_JSON},
+        {"exec", required_argument, NULL, OPT_EXEC},
+        {"exec-timeout", required_argument, NULL, OPT_EXEC_TIMEOUT},
+        {"show-names", no_argument, NULL, OPT_SHOW_NAMES},
+        {"by", required_argument, NULL, OPT_BY},
+        {"note", required_argument, NULL, OPT_NOTE},
+        {"to", required_argument, NULL, OPT_TO},
+        {NULL, 0, NULL, 0},
+    };
+    cli_common_t co;
+    desk_t d;
+    const char *by = NULL, *note = NULL, *to = NULL;
+    int opt, rc;
+
+    cli_init(argv[0]);
+    cli_common_init(&co);
+    memset(&d, 0, sizeof d);
+    d.ex.timeout_ms = DEFAULT_EXEC_TIMEOUT_MS;
+    while ((opt = getopt_long(argc, argv, CLI_COMMON_SHORTOPTS, longopts, NULL)) != -1) {
+        int k = cli_common_opt(&co, opt, optarg);
+        if (k < 0)
+            return CLI_EX_USAGE;
+        if (k > 0)
+            continue;
+        switch (opt) {
+        case OPT_JSON:
+            d.json = 1;
+            break;
+        case OPT_EXEC:
+            d.ex.cmd = optarg;
+            break;
+        case OPT_EXEC_TIMEOUT:
+            if (cli_parse_duration_ms(optarg, &d.ex.timeout_ms) < 0 || d.ex.timeout_ms <= 0) {
+                cli_err("--exec-timeout %s: give seconds (e.g. 60, 500ms, 5m)", optarg);
+                return CLI_EX_USAGE;
+            }
+            break;
+        case OPT_SHOW_NAMES:
+            d.show_names = 1;
+            break;
+        case OPT_BY:
+            by = optarg;
+            break;
+        case OPT_NOTE:
+            note = optarg;
+            break;
+        case OPT_TO:
+            to = optarg;
+            break;
+        default:
+            fprintf(stderr, "Try '%s --help'.\n", cli_prog());
+            return CLI_EX_USAGE;
+        }
+    }
+    if (co.help) {
+        usage(stdout);
+        return CLI_EX_OK;
+    }
+    const char *cmd = optind < argc ? argv[optind++] : "run";
+    int nargs = argc - optind;
+    char **args = argv + optind;
+    json_t *req = NULL;
+
+    if (!strcmp(cmd, "run") || !strcmp(cmd, "list")) {
+        if (nargs) {
+            cli_err("%s takes no arguments ('%s'?)", cmd, args[0]);
+            return CLI_EX_USAGE;
+        }
+        if (by || note || to) {
+            cli_err("--by, --note and --to go with ack and update");
+            return CLI_EX_USAGE;
+        }
+        if (d.ex.cmd && strcmp(cmd, "run") != 0) {
+            cli_err("--exec goes with run");
+            return CLI_EX_USAGE;
+        }
+    } else if (!strcmp(cmd, "ack")) {
+        if (nargs != 1) {
+            cli_err("usage: ack ASSIGNMENT --by NAME");
+            return CLI_EX_USAGE;
+        }
+        if (!by || !*by || strlen(by) > 128 || !cli_utf8_valid(by)) {
+            cli_err("ack needs --by NAME: the officer who accepts the case (at most 128 bytes)");
+            return CLI_EX_USAGE;
+        }
+        if (note || to) {
+            cli_err("--note and --to go with update");
+            return CLI_EX_USAGE;
+        }
+        req = json_pack("{s:s, s:s, s:s}", "op", "case_ack", "assignment", args[0], "by", by);
+    } else if (!strcmp(cmd, "update")) {
+        char list[128];
+        cli_enum_list(STATUSES, "|", list, sizeof list);
+        if (nargs != 2) {
+            cli_err("usage: update ASSIGNMENT STATUS (%s) [--note TEXT] [--to AGENCY]", list);
+            return CLI_EX_USAGE;
+        }
+        if (cli_enum_index(args[1], STATUSES) < 0) {
+            cli_err("status '%s' is not one of %s", args[1], list);
+            return CLI_EX_USAGE;
+        }
+        int referred = !strcmp(args[1], "referred");
+        if (referred && (!to || !*to)) {
+            cli_err("referred needs --to AGENCY: the agency that takes the case over");
+            return CLI_EX_USAGE;
+        }
+        if (!referred && to) {
+            cli_err("--to goes with the status referred only");
+            return CLI_EX_USAGE;
+        }
+        if (by) {
+            cli_err("--by goes with ack");
+            return CLI_EX_USAGE;
+        }
+        if (note && (strlen(note) > 4096 || !cli_utf8_valid(note))) {
+            cli_err("--note: at most 4096 bytes of UTF-8");
+            return CLI_EX_USAGE;
+        }
+        req = json_pack("{s:s, s:s, s:s, s:s}", "op", "case_update", "assignment", args[0],
+                        "status", args[1], "note", note ? note : "");
+        if (req && referred)
+            json_object_set_new(req, "to", json_string(to));
+    } else {
+        cli_err("unknown command '%s': run, list, ack or update", cmd);
+        return CLI_EX_USAGE;
+    }
+    if ((!strcmp(cmd, "ack") || !strcmp(cmd, "update"))) {
+        if (!util_valid_id(args[0], strlen(args[0]))) {
+            json_decref(req);
+            cli_err("'%s' is not an assignment id (1-64 characters of A-Z a-z 0-9 . _ : -)",
+                    args[0]);
+            return CLI_EX_USAGE;
+        }
+        if (!req) {
+            cli_err("cannot build the request (is the text UTF-8?)");
+            return CLI_EX_USAGE;
+        }
+    }
+
+    int temp = 0;
+    if (strcmp(cmd, "run") != 0 && !co.spool_dir) {
+        if (temp_spool(co.spool_buf, sizeof co.spool_buf) < 0) {
+            cli_err("cannot create a temporary spool directory: %s", strerror(errno));
+            json_decref(req);
+            return CLI_EX_IO;
+        }
+        co.spool_dir = co.spool_buf;
+        temp = 1;
+    }
+    if ((rc = cli_common_check(&co, 1)) != 0) {
+        json_decref(req);
+        if (temp)
+            remove_dir(co.spool_dir);
+        return rc;
+    }
+
+    cli_catch_signals();
+    d.seen = cli_map_new();
+    d.printing = !strcmp(cmd, "run") || !strcmp(cmd, "list");
+    d.ex.stdout_to_stderr = d.json;
+    carehub_callbacks_t cb = {NULL, on_nack, on_push, on_reply, &d};
+    carehub_t *c = cli_open(&co, SOFTWARE, &cb, &rc);
+    if (c) {
+        if (!strcmp(cmd, "run"))
+            rc = cmd_run(&d, c, &co);
+        else if (!strcmp(cmd, "list"))
+            rc = cmd_list(&d, c, cli_wait(&co, DEFAULT_LIST_QUIET_MS));
+        else
+            rc = cmd_request(&d, c, &co, req, cli_wait(&co, DEFAULT_REQUEST_WAIT_MS));
+    }
+    carehub_destroy(&c);
+    if (temp)
+        remove_dir(co.spool_dir);
+    json_decref(req);
+    free(d.reply);
+    cli_map_destroy(&d.seen);
+    while (d.ex.head) {
+        job_t *j = d.ex.head;
+        d.ex.head = j->next;
+        job_free(j);
+    }
+    return rc;
+}

@@ -1,0 +1,871 @@
+/*
+ * carehub-report — the mandated reporter's tool (强制报告).
+ *
+ *   carehub-report -b EP -a AGENT --organisation ORG --harm HARM --description TEXT
+ *                  --child-name NAME [more fields]      submit a mandatory_report
+ *   carehub-report -b EP -a AGENT [--interactive]      the same as a terminal form
+ *   carehub-report -b EP -a AGENT outcomes [--local]   what became of the reports
+ *   carehub-report -b EP -a AGENT flush                send what the spool still holds
+ *
+ * A report is written to libcarehub's spool before anything is sent, so it
+ * survives a broken link or a killed process; the program then waits for the
+ * broker's ack and prints the case id. The broker tells the reporter the
+ * outcome when the case is resolved (PROTOCOL §6): every outcome this program
+ * receives, in any mode, is first written to SPOOL/outcomes.jsonl (then
+ * libcarehub confirms it with `received`), so `outcomes --local` can show it
+ * again without a connection.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "carehub.h"
+#include "cli.h"
+#include "util.h"
+
+#define SOFTWARE "carehub-report/1.0"
+#define DEFAULT_WAIT_MS 10000          /* for the ack of a report */
+#define DEFAULT_QUIET_MS 3000          /* outcomes: stop after this long without one */
+#define MAX_ANSWER 16384               /* bytes of one answer in the form */
+
+/* ---- the fields of a mandatory_report (PROTOCOL §8, schemas/mandatory_report.json) ---- */
+
+typedef enum { K_TEXT, K_ENUM, K_BOOL, K_DATE, K_TIME, K_LIST } kind_t;
+
+static const char *const HARMS[] = {"physical_abuse", "sexual_abuse", "neglect", "abandonment",
+                                    "guardian_absent", "domestic_violence", "trafficking",
+                                    "self_harm", "bullying", "other", NULL};
+static const char *const GENDERS[] = {"male", "female", "unknown", NULL};
+static const char *const CATEGORIES[] = {"left_behind", "in_difficulty", "orphan", "unattended",
+                                         "disabled", "other", NULL};
+static const char *const SEVERITIES[] = {"critical", "high", "normal", "low", NULL};
+
+enum {
+    F_ORGANISATION,
+    F_REPORTER_NAME,
+    F_ROLE,
+    F_PHONE,
+    F_HARM,
+    F_DESCRIPTION,
+    F_SUSPECTED,
+    F_IMMEDIATE_DANGER,
+    F_LOCATION,
+    F_OCCURRED_AT,
+    F_CHILD_NAME,
+    F_CHILD_ID,
+    F_GENDER,
+    F_BIRTH_DATE,
+    F_CATEGORY,
+    F_JURISDICTION,
+    F_GUARDIAN_NAME,
+    F_GUARDIAN_RELATION,
+    F_GUARDIAN_PHONE,
+    F_SEVERITY,
+    F_NOTE,
+    NFIELDS
+};
+
+typedef struct {
+    const char *flag;            /* the long option */
+    const char *label;           /* the question in the form */
+    kind_t kind;
+    const char *const *values;   /* K_ENUM, K_LIST */
+    size_t max;                  /* K_TEXT: characters */
+    int required;
+} field_t;
+
+static const field_t FIELDS[NFIELDS] = {
+    [F_ORGANISATION] = {"organisation", "Your organisation (school, hospital, committee)", K_TEXT,
+                        NULL, 200, 1},
+    [F_REPORTER_NAME] = {"reporter-name", "Your name", K_TEXT, NULL, 200, 0},
+    [F_ROLE] = {"role", "Your role (teacher, doctor, child director...)", K_TEXT, NULL, 100, 0},
+    [F_PHONE] = {"phone", "Your phone, for the agency to call back", K_TEXT, NULL, 32, 0},
+    [F_HARM] = {"harm", "What harm", K_ENUM, HARMS, 0, 1},
+    [F_DESCRIPTION] = {"description", "What was seen or heard, by whom, when", K_TEXT, NULL, 4000, 1},
+    [F_SUSPECTED] = {"suspected", "Only suspected, not established? (yes/no)", K_BOOL, NULL, 0, 0},
+    [F_IMMEDIATE_DANGER] = {"immediate-danger", "Is the child in danger now? (yes/no)", K_BOOL,
+                            NULL, 0, 0},
+    [F_LOCATION] = {"location", "Where the child is, or where it happened", K_TEXT, NULL, 500, 0},
+    [F_OCCURRED_AT] = {"occurred-at", "When it happened (YYYY-MM-DD HH:MM, local time)", K_TIME,
+                       NULL, 0, 0},
+    [F_CHILD_NAME] = {"child-name", "The child's full name", K_TEXT, NULL, 200, 1},
+    [F_CHILD_ID] = {"child-id", "The child's id number (student or civil-affairs number)", K_TEXT,
+                    NULL, 64, 0},
+    [F_GENDER] = {"gender", "The child's gender", K_ENUM, GENDERS, 0, 0},
+    [F_BIRTH_DATE] = {"birth-date", "The child's birth date (YYYY-MM-DD)", K_DATE, NULL, 0, 0},
+    [F_CATEGORY] = {"category", "The child's categories (several: separate with commas)", K_LIST,
+                    CATEGORIES, 0, 0},
+    [F_JURISDICTION] = {"jurisdiction", "The child's street or town (街镇)", K_TEXT, NULL, 200, 0},
+    [F_GUARDIAN_NAME] = {"guardian-name", "The guardian's name", K_TEXT, NULL, 200, 0},
+    [F_GUARDIAN_RELATION] = {"guardian-relation", "The guardian's relation to the child", K_TEXT,
+                             NULL, 100, 0},
+    [F_GUARDIAN_PHONE] = {"guardian-phone", "The guardian's phone", K_TEXT, NULL, 32, 0},
+    [F_SEVERITY] = {"severity", "How urgent", K_ENUM, SEVERITIES, 0, 0},
+    [F_NOTE] = {"note", "A note for the agency", K_TEXT, NULL, 4000, 0},
+};
+
+/* ---- state --------------------------------------------------------------------------- */
+
+typedef struct {
+    char *val[NFIELDS];        /* normalised values; NULL = not given */
+    int json;                  /* --json output */
+    cli_outcomes_t *outcomes;  /* the local outcome log */
+    cli_map_t *shown;          /* outcome ids printed in this run */
+    /* the report submitted in this run */
+    char ref[65];
+    int answered;              /* 1 ack, -1 nack */
+    char event[65], case_id[65];
+    int duplicate;
+    char code[64], error[1024], field[256];
+    long earlier;              /* acks of earlier spooled events */
+    long refused_earlier;
+} report_t;
+
+/* ---- values ----------------------------------------------------------------------------- */
+
+/*
+ * Check `in` for field f and store its normalised form; for K_LIST with
+ * append, add to what is there (a repeated --category). 0, or -1 with why.
+ */
+static int set_field(report_t *r, int f, const char *in, int append, char *why, size_t whylen)
+{
+    const field_t *fd = &FIELDS[f];
+    char list[256];
+    char *v = cli_trim(xstrdup(in));
+    char *out = NULL;
+
+    if (!cli_utf8_valid(v)) {
+        util_fmt(why, whylen, "not valid UTF-8");
+        goto bad;
+    }
+    switch (fd->kind) {
+    case K_TEXT:
+        if (!*v && fd->required) {
+            util_fmt(why, whylen, "required; it cannot be empty");
+            goto bad;
+        }
+        if (cli_utf8_len(v) > fd->max) {
+            util_fmt(why, whylen, "at most %zu characters (this has %zu)", fd->max, cli_utf8_len(v));
+            goto bad;
+        }
+        out = xstrdup(v);
+        break;
+    case K_ENUM:
+        if (cli_enum_index(v, fd->values) < 0) {
+            cli_enum_list(fd->values, "|", list, sizeof list);
+            util_fmt(why, whylen, "'%s' is not one of %s", cli_show(v), list);
+            goto bad;
+        }
+        out = xstrdup(v);
+        break;
+    case K_BOOL: {
+        int b;
+        if (cli_parse_bool(v, &b) < 0) {
+            util_fmt(why, whylen, "'%s' is not yes or no", cli_show(v));
+            goto bad;
+        }
+        out = xstrdup(b ? "true" : "false");
+        break;
+    }
+    case K_DATE:
+        if (!cli_valid_date(v)) {
+            util_fmt(why, whylen, "'%s' is not a date written YYYY-MM-DD", cli_show(v));
+            goto bad;
+        }
+        out = xstrdup(v);
+        break;
+    case K_TIME: {
+        int64_t ms;
+        if (cli_parse_time(v, &ms) < 0) {
+            util_fmt(why, whylen, "'%s' is not a time: give YYYY-MM-DD, YYYY-MM-DD HH:MM "
+                     "(local time), an ISO 8601 time with Z or +08:00, or ms since 1970", cli_show(v));
+            goto bad;
+        }
+        char buf[32];
+        util_fmt(buf, sizeof buf, "%lld", (long long)ms);
+        out = xstrdup(buf);
+        break;
+    }
+    case K_LIST: {
+        int seen[8] = {0};
+        char joined[256] = "";
+        size_t used = 0;
+        char *prev = append && r->val[f] ? xstrdup(r->val[f]) : xstrdup("");
+        char *all = xmalloc(strlen(prev) + strlen(v) + 2);
+        sprintf(all, "%s,%s", prev, v);
+        free(prev);
+        for (char *save = NULL, *tok = strtok_r(all, ",;| ", &save); tok;
+             tok = strtok_r(NULL, ",;| ", &save)) {
+            int k = cli_enum_index(tok, fd->values);
+            if (k < 0) {
+                cli_enum_list(fd->values, ", ", list, sizeof list);
+                util_fmt(why, whylen, "'%s' is not one of %s", cli_show(tok), list);
+                free(all);
+                goto bad;
+            }
+            if (seen[k]++)
+                continue;
+            int n = snprintf(joined + used, sizeof joined - used, "%s%s", used ? "," : "", tok);
+            if (n > 0 && (size_t)n < sizeof joined - used)
+                used += (size_t)n;
+        }
+        free(all);
+        out = xstrdup(joined);
+        break;
+    }
+    }
+    free(r->val[f]);
+    if (!*out && !fd->required) {   /* an empty optional value: not given */
+        free(out);
+        out = NULL;
+    }
+    r->val[f] = out;
+    free(v);
+    return 0;
+bad:
+    free(v);
+    return -1;
+}
+
+/* The body of the mandatory_report from the fields (all checked). */
+static char *build_body(const report_t *r)
+{
+    json_t *body = json_object(), *rep = json_object(), *child = json_object(),
+           *guardian = json_object();
+    const char *const *v = (const char *const *)r->val;
+
+    json_object_set_new(rep, "organisation", json_string(v[F_ORGANISATION]));
+    if (v[F_REPORTER_NAME])
+        json_object_set_new(rep, "name", json_string(v[F_REPORTER_NAME]));
+    if (v[F_ROLE])
+        json_object_set_new(rep, "role", json_string(v[F_ROLE]));
+    if (v[F_PHONE])
+        json_object_set_new(rep, "phone", json_string(v[F_PHONE]));
+    json_object_set_new(body, "reporter", rep);
+    json_object_set_new(body, "harm", json_string(v[F_HARM]));
+    json_object_set_new(body, "description", json_string(v[F_DESCRIPTION]));
+    if (v[F_SUSPECTED])
+        json_object_set_new(body, "suspected", json_boolean(!strcmp(v[F_SUSPECTED], "true")));
+    if (v[F_IMMEDIATE_DANGER])
+        json_object_set_new(body, "immediate_danger",
+                            json_boolean(!strcmp(v[F_IMMEDIATE_DANGER], "true")));
+    if (v[F_LOCATION])
+        json_object_set_new(body, "location", json_string(v[F_LOCATION]));
+    if (v[F_OCCURRED_AT])
+        json_object_set_new(body, "occurred_at", json_integer(strtoll(v[F_OCCURRED_AT], NULL, 10)));
+    if (v[F_SEVERITY])
+        json_object_set_new(body, "severity", json_string(v[F_SEVERITY]));
+    if (v[F_NOTE])
+        json_object_set_new(body, "note", json_string(v[F_NOTE]));
+
+    if (v[F_CHILD_ID])
+        json_object_set_new(child, "id", json_string(v[F_CHILD_ID]));
+    json_object_set_new(child, "name", json_string(v[F_CHILD_NAME]));
+    if (v[F_GENDER])
+        json_object_set_new(child, "gender", json_string(v[F_GENDER]));
+    if (v[F_BIRTH_DATE])
+        json_object_set_new(child, "birth_date", json_string(v[F_BIRTH_DATE]));
+    if (v[F_CATEGORY]) {
+        json_t *arr = json_array();
+        char *all = xstrdup(v[F_CATEGORY]);
+        for (char *save = NULL, *tok = strtok_r(all, ",", &save); tok;
+             tok = strtok_r(NULL, ",", &save))
+            json_array_append_new(arr, json_string(tok));
+        free(all);
+        json_object_set_new(child, "category", arr);
+    }
+    if (v[F_JURISDICTION])
+        json_object_set_new(child, "jurisdiction", json_string(v[F_JURISDICTION]));
+    if (v[F_GUARDIAN_NAME])
+        json_object_set_new(guardian, "name", json_string(v[F_GUARDIAN_NAME]));
+    if (v[F_GUARDIAN_RELATION])
+        json_object_set_new(guardian, "relation", json_string(v[F_GUARDIAN_RELATION]));
+    if (v[F_GUARDIAN_PHONE])
+        json_object_set_new(guardian, "phone", json_string(v[F_GUARDIAN_PHONE]));
+    if (json_object_size(guardian))
+        json_object_set(child, "guardian", guardian);
+    json_decref(guardian);
+    json_object_set_new(body, "child", child);
+
+    char *text = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    return text;
+}
+
+/* The required fields not given, as "--a, --b" into buf; 0 when none. */
+static int missing_required(const report_t *r, char *buf, size_t len)
+{
+    size_t used = 0;
+    int n = 0;
+    buf[0] = '\0';
+    for (int f = 0; f < NFIELDS; f++) {
+        if (!FIELDS[f].required || r->val[f])
+            continue;
+        int k = snprintf(buf + used, len - used, "%s--%s", n ? ", " : "", FIELDS[f].flag);
+        if (k > 0 && (size_t)k < len - used)
+            used += (size_t)k;
+        n++;
+    }
+    return n;
+}
+
+/* ---- the terminal form -------------------------------------------------------------------- */
+
+/* One line from stdin without its newline, at most MAX_ANSWER bytes: 0, or -1
+ * at the end of input. */
+static int read_answer(char **line, size_t *cap)
+{
+    ssize_t n = getline(line, cap, stdin);
+    if (n < 0)
+        return -1;
+    if ((size_t)n > MAX_ANSWER) {
+        (*line)[0] = '\0';
+        fprintf(stderr, "  (that answer is longer than %d bytes; it was not taken)\n", MAX_ANSWER);
+        return 0;
+    }
+    while (n > 0 && ((*line)[n - 1] == '\n' || (*line)[n - 1] == '\r'))
+        (*line)[--n] = '\0';
+    return 0;
+}
+
+static void show_value(const report_t *r, int f, char *buf, size_t len)
+{
+    if (!r->val[f]) {
+        buf[0] = '\0';
+        return;
+    }
+    if (FIELDS[f].kind == K_BOOL) {
+        util_fmt(buf, len, "%s", strcmp(r->val[f], "true") ? "no" : "yes");
+    } else if (FIELDS[f].kind == K_TIME) {
+        char t[64];
+        cli_format_time(strtoll(r->val[f], NULL, 10), t, sizeof t);
+        util_fmt(buf, len, "%s", t);
+    } else {
+        util_fmt(buf, len, "%s", cli_show(r->val[f]));
+    }
+}
+
+/* Ask every field on the terminal (prompts on stderr). 0, or CLI_EX_USAGE when
+ * the input ended or the reporter did not confirm. */
+static int interactive_form(report_t *r)
+{
+    char *line = NULL, shown[300], why[512];
+    size_t cap = 0;
+    int rc = 0;
+
+    fprintf(stderr,
+            "Mandatory report (强制报告) to carehub. Fields marked * are required.\n"
+            "Enter keeps the value in [brackets]; '-' clears an optional one. A list of\n"
+            "values may be answered by number.\n\n");
+    for (int f = 0; f < NFIELDS; f++) {
+        const field_t *fd = &FIELDS[f];
+        for (;;) {
+            show_value(r, f, shown, sizeof shown);
+            fprintf(stderr, "%s %s", fd->required ? "*" : " ", fd->label);
+            if (fd->values) {
+                fprintf(stderr, ":\n");
+                for (int i = 0; fd->values[i]; i++)
+                    fprintf(stderr, "      %d. %s\n", i + 1, fd->values[i]);
+                fprintf(stderr, "   ");
+            }
+            fprintf(stderr, "%s%s%s: ", shown[0] ? " [" : "", shown, shown[0] ? "]" : "");
+            fflush(stderr);
+            if (read_answer(&line, &cap) < 0) {
+                fprintf(stderr, "\n");
+                cli_err("the form was not finished; nothing was sent");
+                rc = CLI_EX_USAGE;
+                goto out;
+            }
+            char *ans = cli_trim(line);
+            if (!*ans) {
+                if (r->val[f] || !fd->required)
+                    break;
+                fprintf(stderr, "  (required)\n");
+                continue;
+            }
+            if (!strcmp(ans, "-") && !fd->required) {
+                free(r->val[f]);
+                r->val[f] = NULL;
+                break;
+            }
+            /* numbers for list values: "2" or "1,3" */
+            char mapped[256];
+            if (fd->values && strspn(ans, "0123456789, ") == strlen(ans)) {
+                size_t used = 0;
+                int ok = 1, count = 0;
+                mapped[0] = '\0';
+                while (fd->values[count])
+                    count++;
+                for (char *save = NULL, *tok = strtok_r(ans, ", ", &save); tok;
+                     tok = strtok_r(NULL, ", ", &save)) {
+                    long k = strtol(tok, NULL, 10);
+                    if (k < 1 || k > count) {
+                        ok = 0;
+                        break;
+                    }
+                    int n = snprintf(mapped + used, sizeof mapped - used, "%s%s", used ? "," : "",
+                                     fd->values[k - 1]);
+                    if (n > 0 && (size_t)n < sizeof mapped - used)
+                        used += (size_t)n;
+                }
+                if (!ok) {
+                    fprintf(stderr, "  (answer with the value or its number, 1 to %d)\n", count);
+                    continue;
+                }
+                ans = mapped;
+            }
+            if (set_field(r, f, ans, 0, why, sizeof why) == 0)
+                break;
+            fprintf(stderr, "  (%s)\n", why);
+        }
+    }
+    fprintf(stderr, "\nThe report:\n");
+    for (int f = 0; f < NFIELDS; f++) {
+        if (!r->val[f])
+            continue;
+        show_value(r, f, shown, sizeof shown);
+        fprintf(stderr, "  %-18s ", FIELDS[f].flag);
+        cli_put_safe(stderr, shown);
+        fputc('\n', stderr);
+    }
+    fprintf(stderr, "\nSend this report now? [y/N]: ");
+    fflush(stderr);
+    int yes = 0;
+    if (read_answer(&line, &cap) < 0 || cli_parse_bool(line, &yes) < 0 || !yes) {
+        cli_err("not sent");
+        rc = CLI_EX_USAGE;
+    }
+out:
+    free(line);
+    return rc;
+}
+
+/* ---- callbacks ----------------------------------------------------------------------------- */
+
+static void print_outcome(const report_t *r, json_t *o, int local)
+{
+    if (r->json) {
+        char *text = json_dumps(o, JSON_COMPACT);
+        if (text)
+            printf("%s\n", text);
+        free(text);
+    } else {
+        const char *note = cli_json_str(o, "note", "");
+        fputs("case ", stdout);
+        cli_put_safe(stdout, cli_json_str(o, "case", "?"));
+        fputs(": ", stdout);
+        cli_put_safe(stdout, cli_json_str(o, "status", "?"));
+        if (*note) {
+            fputs(" - ", stdout);
+            cli_put_safe(stdout, note);
+        }
+        fputs("  (your report ", stdout);
+        cli_put_safe(stdout, cli_json_str(o, "ref", "?"));
+        fputs(", event ", stdout);
+        cli_put_safe(stdout, cli_json_str(o, "event", "?"));
+        fputs(")", stdout);
+        json_t *at = json_object_get(o, "received_at");
+        if (local && json_is_integer(at)) {
+            char t[64];
+            cli_format_time(json_integer_value(at), t, sizeof t);
+            printf("  received %s", t);
+        }
+        printf("\n");
+    }
+    fflush(stdout);
+}
+
+static void on_push(void *ud, const char *op, const char *json)
+{
+    report_t *r = ud;
+    if (strcmp(op, "outcome") != 0)
+        return;
+    (void)cli_outcomes_add(r->outcomes, json);   /* before libcarehub confirms it */
+    json_t *o = json_loads(json, 0, NULL);
+    const char *id = cli_json_str(o, "id", NULL);
+    if (id && r->shown && cli_map_put(r->shown, id, 1))
+        print_outcome(r, o, 0);
+    else if (id && !r->shown)
+        fprintf(stderr, "%s: the outcome of case %s arrived (%s); see `%s outcomes --local`\n",
+                cli_prog(), cli_json_str(o, "case", "?"), cli_json_str(o, "status", "?"),
+                cli_prog());
+    json_decref(o);
+}
+
+static void on_ack(void *ud, const char *ref, const char *event, const char *case_id, int dup)
+{
+    report_t *r = ud;
+    if (r->ref[0] && !strcmp(ref, r->ref)) {
+        r->answered = 1;
+        util_fmt(r->event, sizeof r->event, "%s", event);
+        util_fmt(r->case_id, sizeof r->case_id, "%s", case_id);
+        r->duplicate = dup;
+        return;
+    }
+    r->earlier++;
+    fprintf(stderr, "%s: an earlier report %s was acknowledged: case %s, event %s\n", cli_prog(),
+            ref, case_id, event);
+}
+
+static void on_nack(void *ud, const char *ref, const char *code, const char *error,
+                    const char *field)
+{
+    report_t *r = ud;
+    if (r->ref[0] && ref && !strcmp(ref, r->ref)) {
+        r->answered = -1;
+        util_fmt(r->code, sizeof r->code, "%s", code ? code : "?");
+        util_fmt(r->error, sizeof r->error, "%s", error ? error : "");
+        util_fmt(r->field, sizeof r->field, "%s", field ? field : "");
+        return;
+    }
+    r->refused_earlier++;
+    fprintf(stderr, "%s: the broker refused an earlier report %s: %s: %s%s%s\n", cli_prog(),
+            ref ? ref : "?", code ? code : "?", error ? error : "", field ? " at " : "",
+            field ? field : "");
+}
+
+/* ---- the modes -------------------------------------------------------------------------------- */
+
+static int outcomes_local(const report_t *r, const char *spool_dir)
+{
+    char path[4200];
+    util_fmt(path, sizeof path, "%s/%s", spool_dir, CLI_OUTCOMES_FILE);
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        if (errno == ENOENT) {
+            fprintf(stderr, "%s: no outcome received yet (%s does not exist)\n", cli_prog(), path);
+            return CLI_EX_OK;
+        }
+        cli_err("cannot read %s: %s", path, strerror(errno));
+        return CLI_EX_IO;
+    }
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    long count = 0;
+    while ((n = getline(&line, &cap, f)) > 0) {
+        json_t *o = json_loadb(line, (size_t)n, 0, NULL);
+        if (json_is_object(o)) {
+            print_outcome(r, o, 1);
+            count++;
+        }
+        json_decref(o);
+    }
+    free(line);
+    fclose(f);
+    if (!r->json)
+        fprintf(stderr, "%ld outcome(s) in %s\n", count, path);
+    return CLI_EX_OK;
+}
+
+/* Connected: print the outcomes the broker pushes until quiet_ms without one. */
+static int outcomes_online(report_t *r, carehub_t *c, int quiet_ms)
+{
+    int rc = cli_wait_connected(c, quiet_ms > 5000 ? quiet_ms : 5000);
+    if (rc == CLI_EX_UNREACHABLE) {
+        cli_err("the broker did not answer; `%s outcomes --local` shows the outcomes received "
+                "before", cli_prog());
+        return rc;
+    }
+    if (rc)
+        return rc;
+    size_t seen = cli_map_size(r->shown);
+    int64_t quiet_until = util_mono_ms() + quiet_ms;
+    while (!cli_stop) {
+        int64_t left = quiet_until - util_mono_ms();
+        if (left <= 0)
+            break;
+        int k = carehub_poll(c, (int)(left < 200 ? left : 200));
+        if (k != CAREHUB_OK) {
+            cli_err("%s", carehub_last_error(c));
+            return cli_exit_for(k);
+        }
+        if (cli_map_size(r->shown) != seen) {
+            seen = cli_map_size(r->shown);
+            quiet_until = util_mono_ms() + quiet_ms;
+        }
+    }
+    (void)carehub_poll(c, 0);   /* the last `received` goes out */
+    if (!r->json)
+        fprintf(stderr, "%zu outcome(s) received\n", seen);
+    return CLI_EX_OK;
+}
+
+/* Send what the spool holds and wait for the answers. */
+static int flush_spool(report_t *r, carehub_t *c, int wait_ms)
+{
+    int64_t deadline = util_mono_ms() + wait_ms;
+    while (carehub_pending(c) > 0 && !cli_stop) {
+        int64_t left = deadline - util_mono_ms();
+        if (left <= 0)
+            break;
+        int k = carehub_poll(c, (int)(left < 200 ? left : 200));
+        if (k != CAREHUB_OK) {
+            cli_err("%s", carehub_last_error(c));
+            return cli_exit_for(k);
+        }
+    }
+    size_t pending = carehub_pending(c);
+    fprintf(stderr, "%ld report(s) acknowledged, %ld refused, %zu still in the spool\n",
+            r->earlier, r->refused_earlier, pending);
+    if (r->refused_earlier)
+        return CLI_EX_DATA;
+    return pending ? CLI_EX_UNREACHABLE : CLI_EX_OK;
+}
+
+static int submit_report(report_t *r, carehub_t *c, const cli_common_t *co, const char *own_id,
+                         int wait_ms)
+{
+    char *body = build_body(r);
+    if (!body) {
+        cli_err("cannot build the report (out of memory?)");
+        return CLI_EX_DATA;
+    }
+    int err = carehub_submit(c, "mandatory_report", 0, body, own_id, r->ref);
+    free(body);
+    if (err != CAREHUB_OK) {
+        cli_err("the report cannot be put in the spool: %s", carehub_last_error(c));
+        return cli_exit_for(err);
+    }
+    int64_t deadline = util_mono_ms() + wait_ms;
+    while (!r->answered && !cli_stop) {
+        int64_t left = deadline - util_mono_ms();
+        if (left <= 0)
+            break;
+        int k = carehub_poll(c, (int)(left < 200 ? left : 200));
+        if (k != CAREHUB_OK) {
+            cli_err("%s", carehub_last_error(c));
+            if (k == CAREHUB_EREFUSED)
+                cli_err("the report stays in the spool %s (id %s)", co->spool_dir, r->ref);
+            return cli_exit_for(k);
+        }
+    }
+    (void)carehub_poll(c, 0);
+    if (r->answered > 0) {
+        if (r->json) {
+            json_t *o = json_pack("{s:s, s:s, s:s, s:b}", "id", r->ref, "event", r->event, "case",
+                                  r->case_id, "duplicate", r->duplicate);
+            char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+            if (text)
+                printf("%s\n", text);
+            free(text);
+            json_decref(o);
+        } else {
+            printf("case %s\nevent %s\n", r->case_id, r->event);
+            if (r->duplicate)
+                fprintf(stderr, "%s: the broker had this report already (id %s)\n", cli_prog(),
+                        r->ref);
+            fprintf(stderr, "%s: report %s acknowledged; the outcome will be told to %s "
+                            "(`%s outcomes`)\n", cli_prog(), r->ref, co->agent, cli_prog());
+        }
+        return CLI_EX_OK;
+    }
+    if (r->answered < 0) {
+        cli_err("the broker refused the report: %s: %s%s%s", r->code, r->error,
+                r->field[0] ? " at " : "", r->field);
+        return CLI_EX_DATA;
+    }
+    cli_err("the broker at %s has not acknowledged the report within %d s (%s). It is safe in "
+            "the spool %s (id %s) and is sent by the next run with this spool, e.g. `%s flush`.",
+            co->endpoint, wait_ms / 1000,
+            carehub_connected(c) ? "connected, no answer yet" : "no connection",
+            co->spool_dir, r->ref, cli_prog());
+    return CLI_EX_UNREACHABLE;
+}
+
+/* ---- main --------------------------------------------------------------------------------------- */
+
+static void usage(FILE *f)
+{
+    char list[256];
+    fprintf(f,
+            "usage: %s [-b ENDPOINT] -a AGENT --organisation ORG --harm HARM --description TEXT\n"
+            "                      --child-name NAME [field options] [--json]\n"
+            "       %s [-b ENDPOINT] -a AGENT --interactive     (a terminal form)\n"
+            "       %s [-b ENDPOINT] -a AGENT outcomes [--json]\n"
+            "       %s -a AGENT outcomes --local [--json]\n"
+            "       %s [-b ENDPOINT] -a AGENT flush\n"
+            "\n"
+            "Submit a mandatory report (强制报告) about a child harmed, suspected harmed or in\n"
+            "danger; print the case id once the broker has stored it. Without field options on\n"
+            "a terminal, the form asks for each field.\n"
+            "\n"
+            "Options:\n%s"
+            "      --interactive      ask each field on the terminal (flags given are defaults)\n"
+            "      --id ID            the report's idempotency key (default: a random one);\n"
+            "                         sending the same ID again never makes a second report\n"
+            "      --json             print JSON (the ack; outcomes one per line)\n"
+            "      --local            outcomes: show the ones received before, offline\n"
+            "\n"
+            "Fields (* required):\n",
+            cli_prog(), cli_prog(), cli_prog(), cli_prog(), cli_prog(), cli_common_help);
+    for (int i = 0; i < NFIELDS; i++) {
+        const field_t *fd = &FIELDS[i];
+        char opt[64];
+        util_fmt(opt, sizeof opt, "--%s%s", fd->flag,
+                 fd->kind == K_BOOL ? "[=yes|no]" : "");
+        fprintf(f, "  %s %-28s %s", fd->required ? "*" : " ", opt, fd->label);
+        if (fd->values) {
+            cli_enum_list(fd->values, "|", list, sizeof list);
+            fprintf(f, ":\n        %s%s", list, fd->kind == K_LIST ? " (repeatable)" : "");
+        }
+        if (fd->kind == K_TEXT)
+            fprintf(f, " (max %zu)", fd->max);
+        fprintf(f, "\n");
+    }
+    fprintf(f,
+            "\n"
+            "Outcomes: `outcomes` connects, prints each outcome the broker delivers and stops\n"
+            "after --wait seconds (default %d) without one. Every outcome received, in any mode,\n"
+            "is kept in SPOOL/outcomes.jsonl, which `outcomes --local` prints.\n"
+            "\n"
+            "Exit: 0 acknowledged; 64 usage (bad or missing field, form not finished); 65 the\n"
+            "broker refused the report; 74 the spool cannot be written; 75 no acknowledgement\n"
+            "within --wait (default %d s): the report stays in the spool; 77 the broker refused\n"
+            "this agent (not configured): the report stays in the spool.\n",
+            DEFAULT_QUIET_MS / 1000, DEFAULT_WAIT_MS / 1000);
+}
+
+enum { OPT_INTERACTIVE = CLI_OPT_FIRST_PROGRAM, OPT_JSON, OPT_LOCAL, OPT_ID, OPT_FIELD = 0x300 };
+
+int main(int argc, char **argv)
+{
+    struct option longopts[7 + 4 + NFIELDS + 1];
+    static const struct option common[] = {CLI_COMMON_LONGOPTS};
+    size_t nl = 0;
+    for (size_t i = 0; i < UTIL_ARRAY_LEN(common); i++)
+        longopts[nl++] = common[i];
+    longopts[nl++] = (struct option){"interactive", no_argument, NULL, OPT_INTERACTIVE};
+    longopts[nl++] = (struct option){"json", no_argument, NULL, OPT_JSON};
+    longopts[nl++] = (struct option){"local", no_argument, NULL, OPT_LOCAL};
+    longopts[nl++] = (struct option){"id", required_argument, NULL, OPT_ID};
+    for (int i = 0; i < NFIELDS; i++)
+        longopts[nl++] = (struct option){FIELDS[i].flag,
+                                         FIELDS[i].kind == K_BOOL ? optional_argument
+                                                                  : required_argument,
+                                         NULL, OPT_FIELD + i};
+    longopts[nl] = (struct option){NULL, 0, NULL, 0};
+
+    cli_common_t co;
+    report_t r;
+    int interactive = 0, local = 0, nfields = 0, opt, rc;
+    const char *own_id = NULL;
+    char why[512];
+
+    cli_init(argv[0]);
+    cli_common_init(&co);
+    memset(&r, 0, sizeof r);
+    while ((opt = getopt_long(argc, argv, CLI_COMMON_SHORTOPTS, longopts, NULL)) != -1) {
+        int k = cli_common_opt(&co, opt, optarg);
+        if (k < 0) {
+            rc = CLI_EX_USAGE;
+            goto out_fields;
+        }
+        if (k > 0)
+            continue;
+        if (opt >= OPT_FIELD && opt < OPT_FIELD + NFIELDS) {
+            int f = opt - OPT_FIELD;
+            const char *v = optarg ? optarg : (FIELDS[f].kind == K_BOOL ? "yes" : "");
+            if (set_field(&r, f, v, 1, why, sizeof why) < 0) {
+                cli_err("--%s: %s", FIELDS[f].flag, why);
+                rc = CLI_EX_USAGE;
+                goto out_fields;
+            }
+            nfields++;
+            continue;
+        }
+        switch (opt) {
+        case OPT_INTERACTIVE:
+            interactive = 1;
+            break;
+        case OPT_JSON:
+            r.json = 1;
+            break;
+        case OPT_LOCAL:
+            local = 1;
+            break;
+        case OPT_ID:
+            if (!util_valid_id(optarg, strlen(optarg))) {
+                cli_err("--id %s: an id is 1-64 characters of A-Z a-z 0-9 . _ : -", optarg);
+                rc = CLI_EX_USAGE;
+                goto out_fields;
+            }
+            own_id = optarg;
+            break;
+        default:
+            fprintf(stderr, "Try '%s --help'.\n", cli_prog());
+            rc = CLI_EX_USAGE;
+            goto out_fields;
+        }
+    }
+    if (co.help) {
+        usage(stdout);
+        rc = CLI_EX_OK;
+        goto out_fields;
+    }
+    const char *cmd = optind < argc ? argv[optind] : "send";
+    if (optind + 1 < argc || (strcmp(cmd, "send") && strcmp(cmd, "outcomes") &&
+                              strcmp(cmd, "flush"))) {
+        cli_err("unexpected '%s': the commands are outcomes and flush (or none, to send a "
+                "report)", optind + 1 < argc ? argv[optind + 1] : cmd);
+        rc = CLI_EX_USAGE;
+        goto out_fields;
+    }
+    int sending = !strcmp(cmd, "send");
+    if (!sending && (nfields || interactive || own_id)) {
+        cli_err("%s takes no report fields", cmd);
+        rc = CLI_EX_USAGE;
+        goto out_fields;
+    }
+    if (local && strcmp(cmd, "outcomes") != 0) {
+        cli_err("--local goes with outcomes");
+        rc = CLI_EX_USAGE;
+        goto out_fields;
+    }
+    if (sending && !interactive && nfields == 0 && isatty(STDIN_FILENO))
+        interactive = 1;
+    if (sending && !interactive) {
+        char list[256];
+        if (missing_required(&r, list, sizeof list)) {
+            cli_err("missing %s (or use --interactive for a form)", list);
+            rc = CLI_EX_USAGE;
+            goto out_fields;
+        }
+    }
+    int local_only = !strcmp(cmd, "outcomes") && local;
+    if ((rc = cli_common_check(&co, !local_only)) != 0)
+        goto out_fields;
+    if (local_only) {
+        rc = outcomes_local(&r, co.spool_dir);
+        goto out_fields;
+    }
+
+    if (interactive && (rc = interactive_form(&r)) != 0)
+        goto out_fields;
+
+    cli_catch_signals();
+    r.outcomes = cli_outcomes_open(co.spool_dir);
+    if (!strcmp(cmd, "outcomes"))
+        r.shown = cli_map_new();
+    carehub_callbacks_t cb = {on_ack, on_nack, on_push, NULL, &r};
+    carehub_t *c = cli_open(&co, SOFTWARE, &cb, &rc);
+    if (c) {
+        if (sending)
+            rc = submit_report(&r, c, &co, own_id, cli_wait(&co, DEFAULT_WAIT_MS));
+        else if (!strcmp(cmd, "outcomes"))
+            rc = outcomes_online(&r, c, cli_wait(&co, DEFAULT_QUIET_MS));
+        else
+            rc = flush_spool(&r, c, cli_wait(&co, DEFAULT_WAIT_MS));
+    }
+    carehub_destroy(&c);
+    cli_outcomes_close(&r.outcomes);
+    cli_map_destroy(&r.shown);
+out_fields:
+    for (int i = 0; i < NFIELDS; i++)
+        free(r.val[i]);
+    return rc;
+}

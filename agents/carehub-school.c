@@ -1,0 +1,892 @@
+/*
+ * carehub-school — send a school's daily attendance export to carehub.
+ *
+ *   carehub-school -b ENDPOINT -a AGENT --school NAME [options] FILE.csv…
+ *
+ * Every row whose status is `absent` becomes one `absence` event (PROTOCOL
+ * §8); present and late rows are counted and skipped. The event's id (the
+ * idempotency key) is derived from school + student + date, so sending the
+ * same export twice, or a later export that repeats a day, never makes a
+ * second event: the broker answers the repeats with duplicate:true.
+ *
+ * Events go through libcarehub's spool: each is on disk before the program
+ * waits for the broker, and what the broker has not acknowledged within
+ * --wait stays there for the next run (exit 75).
+ *
+ * The CSV format (header names, values) is documented in docs/agents.md and
+ * in --help. A bad row is reported as FILE:LINE and skipped; the good rows
+ * are still sent, and the exit code is 65.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <sodium.h>
+
+#include "carehub.h"
+#include "cli.h"
+#include "csv.h"
+#include "util.h"
+
+#define SOFTWARE "carehub-school/1.0"
+#define DEFAULT_WAIT_MS 30000
+
+/* ---- the columns -------------------------------------------------------------- */
+
+typedef enum {
+    COL_STUDENT_ID,
+    COL_NAME,
+    COL_DATE,
+    COL_STATUS,
+    COL_REASON,
+    COL_CONSECUTIVE_DAYS,
+    COL_GENDER,
+    COL_BIRTH_DATE,
+    COL_GUARDIAN_CONTACTED,
+    COL_PERIOD,
+    COL_GUARDIAN_NAME,
+    COL_GUARDIAN_RELATION,
+    COL_GUARDIAN_PHONE,
+    COL_CATEGORY,
+    COL_JURISDICTION,
+    COL_SEVERITY,
+    COL_NOTE,
+    NCOLS
+} col_t;
+
+static const struct {
+    const char *name;
+    int required;   /* the header must have it */
+} COLS[NCOLS] = {
+    [COL_STUDENT_ID] = {"student_id", 1},
+    [COL_NAME] = {"name", 1},
+    [COL_DATE] = {"date", 1},
+    [COL_STATUS] = {"status", 1},
+    [COL_REASON] = {"reason", 1},
+    [COL_CONSECUTIVE_DAYS] = {"consecutive_days", 1},
+    [COL_GENDER] = {"gender", 0},
+    [COL_BIRTH_DATE] = {"birth_date", 0},
+    [COL_GUARDIAN_CONTACTED] = {"guardian_contacted", 0},
+    [COL_PERIOD] = {"period", 0},
+    [COL_GUARDIAN_NAME] = {"guardian_name", 0},
+    [COL_GUARDIAN_RELATION] = {"guardian_relation", 0},
+    [COL_GUARDIAN_PHONE] = {"guardian_phone", 0},
+    [COL_CATEGORY] = {"category", 0},
+    [COL_JURISDICTION] = {"jurisdiction", 0},
+    [COL_SEVERITY] = {"severity", 0},
+    [COL_NOTE] = {"note", 0},
+};
+
+static const char *const STATUS_SKIP[] = {"present", "late", NULL};
+static const char *const REASONS[] = {"unexplained", "sick", "leave", "family", "unknown", NULL};
+static const char *const GENDERS[] = {"male", "female", "unknown", NULL};
+static const char *const PERIODS[] = {"full_day", "morning", "afternoon", NULL};
+static const char *const CATEGORIES[] = {"left_behind", "in_difficulty", "orphan",
+                                         "unattended", "disabled", "other", NULL};
+static const char *const SEVERITIES[] = {"critical", "high", "normal", "low", NULL};
+
+#define MAX_CONSECUTIVE_DAYS 10000
+
+/* ---- the run --------------------------------------------------------------------- */
+
+/* One absence submitted in this run. */
+typedef struct {
+    const char *file;   /* the file it came from (argv) */
+    long line;          /* the line its record started on */
+    char key[65];       /* its event id (idempotency key) */
+    char student[257];  /* student_id (at most 64 characters of UTF-8) */
+    char date[11];      /* the day of the absence */
+    int done;           /* acknowledged or refused */
+} row_t;
+
+typedef struct {
+    row_t *rows;
+    size_t nrows, cap;
+    cli_map_t *by_key;   /* key -> index in rows */
+    int json;            /* --json: one JSON line per result */
+    const char *school;
+    cli_outcomes_t *outcomes; /* outcomes pushed after hello are logged here */
+    carehub_t *c;             /* for carehub_event_tag() in the callbacks */
+    row_t earlier_row;        /* a row of an earlier run, from its spool tag */
+    char earlier_file[1024];
+    long bad;            /* rows refused here */
+    long refused;        /* events refused by the broker */
+    long acked_new, acked_dup, earlier;
+    long absent, skipped;
+} school_t;
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: %s [-b ENDPOINT] -a AGENT --school NAME [options] FILE.csv...\n"
+            "       %s --check --school NAME [--separator C] FILE.csv...\n"
+            "\n"
+            "Send the absent rows of a school's attendance export (CSV, UTF-8) to carehub as\n"
+            "`absence` events, one per pupil and day. Running it again on the same file sends\n"
+            "nothing twice (the event id comes from school + student + date).\n"
+            "\n"
+            "Options:\n"
+            "%s"
+            "      --school NAME      the school's name or code, sent in every event (required)\n"
+            "      --json             print one JSON line per acknowledged or refused event\n"
+            "      --check            only check the file(s): report bad rows, send nothing\n"
+            "      --separator C      the field separator: , (default) ; or tab\n"
+            "      --allow-extra-columns  ignore columns this program does not know\n"
+            "\n"
+            "The first line names the columns (any order; case, spaces and '-' are ignored).\n"
+            "Required: student_id, name, date (YYYY-MM-DD), status (present|late|absent),\n"
+            "reason (unexplained|sick|leave|family|unknown; empty means unknown),\n"
+            "consecutive_days (school days absent in a row, this day included; required on\n"
+            "absent rows). Optional: gender (male|female|unknown), birth_date, guardian_contacted\n"
+            "(yes|no|true|false), period (full_day|morning|afternoon), guardian_name,\n"
+            "guardian_relation, guardian_phone, category (left_behind, in_difficulty, orphan,\n"
+            "unattended, disabled, other; several separated by ';'), jurisdiction, severity\n"
+            "(critical|high|normal|low), note. Empty optional cells are left out.\n"
+            "\n"
+            "Exit: 0 all sent and acknowledged; 64 usage; 65 a bad row or a refused event (the\n"
+            "good rows are still sent); 66 a file cannot be opened (nothing is sent); 74 the\n"
+            "spool cannot be written, or a read error; 75 the broker stayed silent for --wait\n"
+            "(default %ds) with events unacknowledged: they stay in the spool and go out on\n"
+            "the next run; 77 the broker refused this agent (not configured).\n",
+            cli_prog(), cli_prog(), cli_common_help, DEFAULT_WAIT_MS / 1000);
+}
+
+/* student + date -> "abs:" + 60 hex digits of BLAKE2b(school \0 student \0 date). */
+static void absence_key(const char *school, const char *student, const char *date, char out[65])
+{
+    crypto_generichash_state st;
+    unsigned char h[30];
+    static const unsigned char nul = 0;
+    crypto_generichash_init(&st, NULL, 0, sizeof h);
+    crypto_generichash_update(&st, (const unsigned char *)school, strlen(school));
+    crypto_generichash_update(&st, &nul, 1);
+    crypto_generichash_update(&st, (const unsigned char *)student, strlen(student));
+    crypto_generichash_update(&st, &nul, 1);
+    crypto_generichash_update(&st, (const unsigned char *)date, strlen(date));
+    crypto_generichash_final(&st, h, sizeof h);
+    memcpy(out, "abs:", 4);
+    sodium_bin2hex(out + 4, 61, h, sizeof h);
+}
+
+/* Header cell -> column: lower case, blanks and '-' as '_'. -1 when unknown. */
+static int column_of(const char *cell)
+{
+    char norm[64];
+    size_t n = 0;
+    const char *s = cell;
+    while (*s == ' ' || *s == '\t')
+        s++;
+    for (; *s && n + 1 < sizeof norm; s++) {
+        char c = *s;
+        if (c >= 'A' && c <= 'Z')
+            c = (char)(c - 'A' + 'a');
+        else if (c == ' ' || c == '-')
+            c = '_';
+        norm[n++] = c;
+    }
+    if (*s)
+        return -1;
+    while (n > 0 && norm[n - 1] == '_')
+        n--;   /* trailing blanks became '_' */
+    norm[n] = '\0';
+    for (int i = 0; i < NCOLS; i++)
+        if (!strcmp(norm, COLS[i].name))
+            return i;
+    return -1;
+}
+
+/* ---- a row ------------------------------------------------------------------------ */
+
+/* The cells of one record, trimmed copies by column ("" when absent). */
+typedef struct {
+    char *v[NCOLS];
+} cells_t;
+
+static void cells_free(cells_t *c)
+{
+    for (int i = 0; i < NCOLS; i++)
+        free(c->v[i]);
+}
+
+static void lower_ascii(char *s)
+{
+    for (; *s; s++)
+        if (*s >= 'A' && *s <= 'Z')
+            *s = (char)(*s - 'A' + 'a');
+}
+
+/* Problems with a row go into why[]; the first one is reported. */
+#define ROW_BAD(...)                           \
+    do {                                       \
+        util_fmt(why, whylen, __VA_ARGS__);    \
+        goto bad;                              \
+    } while (0)
+
+static int set_str(json_t *o, const char *k, const char *v)
+{
+    return json_object_set_new(o, k, json_string(v));
+}
+
+/*
+ * Check one absent row and build its body. NULL with why[] on a bad row.
+ */
+static json_t *absence_body(const school_t *s, cells_t *c, char *why, size_t whylen)
+{
+    char list[128];
+    json_t *body = json_object();
+    json_t *child = json_object();
+    json_t *guardian = json_object();
+
+    const char *sid = c->v[COL_STUDENT_ID];
+    if (!*sid)
+        ROW_BAD("student_id is empty");
+    if (cli_utf8_len(sid) > 64)
+        ROW_BAD("student_id is longer than 64 characters");
+    const char *name = c->v[COL_NAME];
+    if (!*name)
+        ROW_BAD("name is empty (the broker needs the pupil's name)");
+    if (cli_utf8_len(name) > 200)
+        ROW_BAD("name is longer than 200 characters");
+    const char *date = c->v[COL_DATE];
+    if (!cli_valid_date(date))
+        ROW_BAD("date '%s' is not a day written YYYY-MM-DD", cli_show(date));
+
+    lower_ascii(c->v[COL_REASON]);
+    const char *reason = *c->v[COL_REASON] ? c->v[COL_REASON] : "unknown";
+    if (cli_enum_index(reason, REASONS) < 0) {
+        cli_enum_list(REASONS, "|", list, sizeof list);
+        ROW_BAD("reason '%s' is not one of %s", cli_show(reason), list);
+    }
+    const char *days = c->v[COL_CONSECUTIVE_DAYS];
+    if (!*days)
+        ROW_BAD("consecutive_days is empty (school days absent in a row, this day included)");
+    char *end = NULL;
+    errno = 0;
+    long nd = strtol(days, &end, 10);
+    if (errno || *end || end == days || nd < 1 || nd > MAX_CONSECUTIVE_DAYS)
+        ROW_BAD("consecutive_days '%s' is not a whole number from 1 to %d", cli_show(days),
+                MAX_CONSECUTIVE_DAYS);
+
+    set_str(body, "school", s->school);
+    set_str(body, "date", date);
+    set_str(body, "reason", reason);
+    json_object_set_new(body, "consecutive_days", json_integer(nd));
+
+    char *period = c->v[COL_PERIOD];
+    lower_ascii(period);
+    if (*period) {
+        if (cli_enum_index(period, PERIODS) < 0) {
+            cli_enum_list(PERIODS, "|", list, sizeof list);
+            ROW_BAD("period '%s' is not one of %s", cli_show(period), list);
+        }
+        set_str(body, "period", period);
+    }
+    const char *gc = c->v[COL_GUARDIAN_CONTACTED];
+    if (*gc) {
+        int yes;
+        if (cli_parse_bool(gc, &yes) < 0)
+            ROW_BAD("guardian_contacted '%s' is not yes, no, true or false", cli_show(gc));
+        json_object_set_new(body, "guardian_contacted", json_boolean(yes));
+    }
+    char *sev = c->v[COL_SEVERITY];
+    lower_ascii(sev);
+    if (*sev) {
+        if (cli_enum_index(sev, SEVERITIES) < 0) {
+            cli_enum_list(SEVERITIES, "|", list, sizeof list);
+            ROW_BAD("severity '%s' is not one of %s", cli_show(sev), list);
+        }
+        set_str(body, "severity", sev);
+    }
+    const char *note = c->v[COL_NOTE];
+    if (*note) {
+        if (cli_utf8_len(note) > 4000)
+            ROW_BAD("note is longer than 4000 characters");
+        set_str(body, "note", note);
+    }
+
+    set_str(child, "id", sid);
+    set_str(child, "name", name);
+    char *gender = c->v[COL_GENDER];
+    lower_ascii(gender);
+    if (*gender) {
+        if (cli_enum_index(gender, GENDERS) < 0)
+            ROW_BAD("gender '%s' is not male, female or unknown", cli_show(gender));
+        set_str(child, "gender", gender);
+    }
+    const char *bd = c->v[COL_BIRTH_DATE];
+    if (*bd) {
+        if (!cli_valid_date(bd))
+            ROW_BAD("birth_date '%s' is not a day written YYYY-MM-DD", cli_show(bd));
+        set_str(child, "birth_date", bd);
+    }
+    char *cat = c->v[COL_CATEGORY];
+    if (*cat) {
+        json_t *arr = json_array();
+        int seen[8] = {0};
+        json_object_set_new(child, "category", arr);
+        for (char *save = NULL, *tok = strtok_r(cat, ";|,", &save); tok;
+             tok = strtok_r(NULL, ";|,", &save)) {
+            cli_trim(tok);
+            lower_ascii(tok);
+            if (!*tok)
+                continue;
+            int k = cli_enum_index(tok, CATEGORIES);
+            if (k < 0) {
+                cli_enum_list(CATEGORIES, ", ", list, sizeof list);
+                ROW_BAD("category '%s' is not one of %s", cli_show(tok), list);
+            }
+            if (!seen[k]++)
+                json_array_append_new(arr, json_string(tok));
+        }
+    }
+    const char *jur = c->v[COL_JURISDICTION];
+    if (*jur) {
+        if (cli_utf8_len(jur) > 200)
+            ROW_BAD("jurisdiction is longer than 200 characters");
+        set_str(child, "jurisdiction", jur);
+    }
+    static const struct {
+        col_t col;
+        const char *key;
+        size_t max;
+    } G[] = {{COL_GUARDIAN_NAME, "name", 200},
+             {COL_GUARDIAN_RELATION, "relation", 100},
+             {COL_GUARDIAN_PHONE, "phone", 32}};
+    for (size_t i = 0; i < UTIL_ARRAY_LEN(G); i++) {
+        const char *v = c->v[G[i].col];
+        if (!*v)
+            continue;
+        if (cli_utf8_len(v) > G[i].max)
+            ROW_BAD("%s is longer than %zu characters", COLS[G[i].col].name, G[i].max);
+        set_str(guardian, G[i].key, v);
+    }
+    if (json_object_size(guardian) > 0)
+        json_object_set(child, "guardian", guardian);
+    json_decref(guardian);
+    json_object_set_new(body, "child", child);
+    return body;
+bad:
+    json_decref(guardian);
+    json_decref(child);
+    json_decref(body);
+    return NULL;
+}
+
+/* ---- callbacks --------------------------------------------------------------------- */
+
+static void print_result(school_t *s, const row_t *r, int earlier, const char *ref,
+                         const char *event,
+                         const char *case_id, int duplicate, const char *code, const char *error,
+                         const char *field)
+{
+    if (s->json) {
+        json_t *o = json_object();
+        if (r) {
+            set_str(o, "file", r->file);
+            json_object_set_new(o, "line", json_integer(r->line));
+            set_str(o, "student_id", r->student);
+            set_str(o, "date", r->date);
+        }
+        if (earlier || !r)
+            json_object_set_new(o, "earlier_run", json_true());
+        set_str(o, "id", ref);
+        if (code) {
+            set_str(o, "status", "refused");
+            set_str(o, "code", code);
+            set_str(o, "error", error ? error : "");
+            if (field)
+                set_str(o, "field", field);
+        } else {
+            set_str(o, "status", "acknowledged");
+            set_str(o, "event", event);
+            set_str(o, "case", case_id);
+            json_object_set_new(o, "duplicate", json_boolean(duplicate));
+        }
+        char *text = json_dumps(o, JSON_COMPACT);
+        if (text)
+            printf("%s\n", text);
+        free(text);
+        json_decref(o);
+        fflush(stdout);
+        return;
+    }
+    if (code) {
+        if (r)
+            fprintf(stderr, "%s:%ld: the broker refused the absence of %s on %s%s: %s: %s%s%s\n",
+                    r->file, r->line, r->student, r->date, earlier ? " (an earlier run)" : "",
+                    code, error ? error : "", field ? " at " : "", field ? field : "");
+        else
+            fprintf(stderr, "%s: the broker refused event %s (from an earlier run): %s: %s\n",
+                    cli_prog(), ref, code, error ? error : "");
+        return;
+    }
+    if (r)
+        printf("%s:%ld  %s  %s  case %s  event %s  %s%s\n", r->file, r->line, r->student,
+               r->date, case_id, event, duplicate ? "already sent" : "new",
+               earlier ? " (spooled by an earlier run)" : "");
+    else
+        printf("earlier run  %s  case %s  event %s  %s\n", ref, case_id, event,
+               duplicate ? "already sent" : "new");
+    fflush(stdout);
+}
+
+/* The spool tag of an event: where it came from, "LINE\tSTUDENT\tDATE\tFILE". */
+static void row_tag(const char *file, long line, const char *student, const char *date,
+                    char *buf, size_t len)
+{
+    util_fmt(buf, len, "%ld\t%s\t%s\t%s", line, student, date, file);
+}
+
+/* The row an answer is about: one of this run, or one of an earlier run
+ * rebuilt from the event's spool tag (*earlier = 1), or NULL. */
+static row_t *row_of(school_t *s, const char *ref, int *earlier)
+{
+    long i;
+    *earlier = 0;
+    if (ref && cli_map_get(s->by_key, ref, &i))
+        return &s->rows[i];
+    const char *tag = s->c ? carehub_event_tag(s->c) : NULL;
+    if (!tag || !ref)
+        return NULL;
+    row_t *r = &s->earlier_row;
+    memset(r, 0, sizeof *r);
+    char *end = NULL;
+    r->line = strtol(tag, &end, 10);
+    if (*end != '\t')
+        return NULL;
+    const char *st = end + 1, *dt = strchr(st, '\t');
+    const char *fl = dt ? strchr(dt + 1, '\t') : NULL;
+    if (!dt || !fl || (size_t)(dt - st) >= sizeof r->student || (size_t)(fl - dt - 1) >= sizeof r->date)
+        return NULL;
+    memcpy(r->student, st, (size_t)(dt - st));
+    memcpy(r->date, dt + 1, (size_t)(fl - dt - 1));
+    util_fmt(s->earlier_file, sizeof s->earlier_file, "%s", fl + 1);
+    r->file = s->earlier_file;
+    util_fmt(r->key, sizeof r->key, "%s", ref);
+    *earlier = 1;
+    return r;
+}
+
+static void on_ack(void *ud, const char *ref, const char *event, const char *case_id, int duplicate)
+{
+    school_t *s = ud;
+    int earlier;
+    row_t *r = row_of(s, ref, &earlier);
+    if (r && !earlier) {
+        if (r->done)
+            return;
+        r->done = 1;
+    } else {
+        s->earlier++;
+    }
+    if (duplicate)
+        s->acked_dup++;
+    else
+        s->acked_new++;
+    print_result(s, r, earlier, ref, event, case_id, duplicate, NULL, NULL, NULL);
+}
+
+static void on_nack(void *ud, const char *ref, const char *code, const char *error,
+                    const char *field)
+{
+    school_t *s = ud;
+    int earlier;
+    row_t *r = row_of(s, ref, &earlier);
+    if (r && !earlier) {
+        if (r->done)
+            return;
+        r->done = 1;
+    }
+    s->refused++;
+    print_result(s, r, earlier, ref ? ref : "", NULL, NULL, 0, code ? code : "?", error, field);
+}
+
+/* A case the school reported on was resolved: keep the outcome (libcarehub
+ * confirms it with `received` when this returns). */
+static void on_push(void *ud, const char *op, const char *json)
+{
+    school_t *s = ud;
+    if (strcmp(op, "outcome") != 0 || !s->outcomes)
+        return;
+    if (cli_outcomes_add(s->outcomes, json) == 1) {
+        json_t *j = json_loads(json, 0, NULL);
+        fprintf(stderr, "%s: outcome of case %s (event %s): %s; kept in %s\n", cli_prog(),
+                cli_json_str(j, "case", "?"), cli_json_str(j, "ref", "?"),
+                cli_json_str(j, "status", "?"), CLI_OUTCOMES_FILE);
+        json_decref(j);
+    }
+}
+
+/* ---- reading a file ----------------------------------------------------------------- */
+
+static void bad_row(school_t *s, const char *file, long line, const char *why)
+{
+    s->bad++;
+    fprintf(stderr, "%s:%ld: %s; row skipped\n", file, line, why);
+}
+
+/*
+ * Read one export and submit its absent rows (c is NULL with --check).
+ * 0, or CLI_EX_IO / CLI_EX_DATA for a failure that stops this file (the
+ * message is printed).
+ */
+static int read_file(school_t *s, carehub_t *c, const char *path, FILE *f, char sep,
+                     int allow_extra)
+{
+    csv_limits_t lim = {sep, 16384, 64, 262144};
+    csv_reader_t *r = csv_new(f, &lim);
+    int colpos[NCOLS];
+    size_t ncells = 0;
+    int rc = 0;
+    char why[512];
+
+    for (int i = 0; i < NCOLS; i++)
+        colpos[i] = -1;
+
+    /* the header */
+    for (;;) {
+        int k = csv_next(r);
+        if (k == CSV_EOF) {
+            fprintf(stderr, "%s: the file is empty (the first line must name the columns)\n", path);
+            rc = CLI_EX_DATA;
+            goto out;
+        }
+        if (k == CSV_IOERR) {
+            fprintf(stderr, "%s: cannot read: %s\n", path, strerror(errno));
+            rc = CLI_EX_IO;
+            goto out;
+        }
+        if (k == CSV_BAD) {
+            fprintf(stderr, "%s:%ld: the header line is not valid CSV: %s\n", path, csv_line(r),
+                    csv_error(r));
+            rc = CLI_EX_DATA;
+            goto out;
+        }
+        break;
+    }
+    ncells = csv_count(r);
+    for (size_t i = 0; i < ncells; i++) {
+        const char *h = csv_field(r, i);
+        int col = column_of(h);
+        if (col < 0) {
+            if (allow_extra)
+                continue;
+            fprintf(stderr, "%s:%ld: unknown column '%s' (misspelt? known: student_id, name, "
+                            "date, status, reason, consecutive_days, gender, birth_date, "
+                            "guardian_contacted, period, guardian_name, guardian_relation, "
+                            "guardian_phone, category, jurisdiction, severity, note; "
+                            "--allow-extra-columns ignores others)\n",
+                    path, csv_line(r), cli_show(h));
+            rc = CLI_EX_DATA;
+            goto out;
+        }
+        if (colpos[col] >= 0) {
+            fprintf(stderr, "%s:%ld: column %s appears twice\n", path, csv_line(r),
+                    COLS[col].name);
+            rc = CLI_EX_DATA;
+            goto out;
+        }
+        colpos[col] = (int)i;
+    }
+    for (int i = 0; i < NCOLS; i++) {
+        if (COLS[i].required && colpos[i] < 0) {
+            fprintf(stderr, "%s:%ld: the header has no %s column (required: student_id, name, "
+                            "date, status, reason, consecutive_days)\n",
+                    path, csv_line(r), COLS[i].name);
+            rc = CLI_EX_DATA;
+            goto out;
+        }
+    }
+
+    /* the rows */
+    for (;;) {
+        int k = csv_next(r);
+        if (k == CSV_EOF)
+            break;
+        if (k == CSV_IOERR) {
+            fprintf(stderr, "%s: cannot read: %s\n", path, strerror(errno));
+            rc = CLI_EX_IO;
+            goto out;
+        }
+        long line = csv_line(r);
+        if (k == CSV_BAD) {
+            bad_row(s, path, line, csv_error(r));
+            continue;
+        }
+        size_t n = csv_count(r);
+        int blank = 1;
+        for (size_t i = 0; i < n && blank; i++) {
+            const char *v = csv_field(r, i);
+            blank = v[strspn(v, " \t")] == '\0';
+        }
+        if (blank)
+            continue;
+        if (n != ncells) {
+            util_fmt(why, sizeof why, "the row has %zu fields, the header %zu", n, ncells);
+            bad_row(s, path, line, why);
+            continue;
+        }
+        int utf8 = 1;
+        for (size_t i = 0; i < n && utf8; i++)
+            utf8 = csv_utf8_valid(csv_field(r, i), csv_field_len(r, i));
+        if (!utf8) {
+            bad_row(s, path, line, "the row is not valid UTF-8 (convert the export, e.g. "
+                                   "iconv -f GBK -t UTF-8)");
+            continue;
+        }
+        cells_t cells;
+        for (int i = 0; i < NCOLS; i++)
+            cells.v[i] = cli_trim(xstrdup(colpos[i] >= 0 ? csv_field(r, (size_t)colpos[i]) : ""));
+
+        char *status = cells.v[COL_STATUS];
+        lower_ascii(status);
+        if (cli_enum_index(status, STATUS_SKIP) >= 0) {
+            s->skipped++;
+            cells_free(&cells);
+            continue;
+        }
+        if (strcmp(status, "absent") != 0) {
+            util_fmt(why, sizeof why, "status '%s' is not present, late or absent", cli_show(status));
+            bad_row(s, path, line, why);
+            cells_free(&cells);
+            continue;
+        }
+        json_t *body = absence_body(s, &cells, why, sizeof why);
+        if (!body) {
+            bad_row(s, path, line, why);
+            cells_free(&cells);
+            continue;
+        }
+        char key[65];
+        absence_key(s->school, cells.v[COL_STUDENT_ID], cells.v[COL_DATE], key);
+        long prev;
+        if (cli_map_get(s->by_key, key, &prev)) {
+            util_fmt(why, sizeof why, "student %s is already absent on %s at %s:%ld (one "
+                     "absence per pupil and day)", cli_show(cells.v[COL_STUDENT_ID]), cells.v[COL_DATE],
+                     s->rows[prev].file, s->rows[prev].line);
+            bad_row(s, path, line, why);
+            json_decref(body);
+            cells_free(&cells);
+            continue;
+        }
+        if (s->nrows == s->cap) {
+            s->cap = s->cap ? s->cap * 2 : 64;
+            s->rows = xrealloc(s->rows, s->cap * sizeof *s->rows);
+        }
+        row_t *row = &s->rows[s->nrows];
+        memset(row, 0, sizeof *row);
+        row->file = path;
+        row->line = line;
+        memcpy(row->key, key, sizeof row->key);
+        util_fmt(row->student, sizeof row->student, "%s", cells.v[COL_STUDENT_ID]);
+        util_fmt(row->date, sizeof row->date, "%s", cells.v[COL_DATE]);
+        cli_map_put(s->by_key, key, (long)s->nrows);
+        s->nrows++;
+        s->absent++;
+        cells_free(&cells);
+
+        if (c) {
+            char *text = json_dumps(body, JSON_COMPACT);
+            char tag[1400];
+            row_tag(path, line, row->student, row->date, tag, sizeof tag);
+            int err = text ? carehub_submit_tagged(c, "absence", 0, text, key, tag, NULL)
+                           : CAREHUB_EJSON;
+            free(text);
+            if (err != CAREHUB_OK) {
+                fprintf(stderr, "%s:%ld: cannot put the event in the spool: %s\n", path, line,
+                        carehub_last_error(c));
+                json_decref(body);
+                rc = cli_exit_for(err) == CLI_EX_IO ? CLI_EX_IO : CLI_EX_DATA;
+                goto out;
+            }
+            if (s->nrows % 64 == 0)
+                (void)carehub_poll(c, 0);   /* let acks in; errors show in the wait below */
+        }
+        json_decref(body);
+    }
+out:
+    csv_destroy(&r);
+    return rc;
+}
+
+/* ---- main ------------------------------------------------------------------------------ */
+
+enum { OPT_SCHOOL = CLI_OPT_FIRST_PROGRAM, OPT_JSON, OPT_CHECK, OPT_SEPARATOR, OPT_EXTRA };
+
+int main(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        CLI_COMMON_LONGOPTS,
+        {"school", required_argument, NULL, OPT_SCHOOL},
+        {"json", no_argument, NULL, OPT_JSON},
+        {"check", no_argument, NULL, OPT_CHECK},
+        {"separator", required_argument, NULL, OPT_SEPARATOR},
+        {"allow-extra-columns", no_argument, NULL, OPT_EXTRA},
+        {NULL, 0, NULL, 0},
+    };
+    cli_common_t co;
+    school_t s;
+    int check = 0, allow_extra = 0, opt, rc;
+    char sep = ',';
+
+    cli_init(argv[0]);
+    cli_common_init(&co);
+    memset(&s, 0, sizeof s);
+    while ((opt = getopt_long(argc, argv, CLI_COMMON_SHORTOPTS, longopts, NULL)) != -1) {
+        int k = cli_common_opt(&co, opt, optarg);
+        if (k < 0)
+            return CLI_EX_USAGE;
+        if (k > 0)
+            continue;
+        switch (opt) {
+        case OPT_SCHOOL:
+            s.school = optarg;
+            break;
+        case OPT_JSON:
+            s.json = 1;
+            break;
+        case OPT_CHECK:
+            check = 1;
+            break;
+        case OPT_SEPARATOR:
+            if (!strcmp(optarg, "tab") || !strcmp(optarg, "\\t"))
+                sep = '\t';
+            else if (strlen(optarg) == 1 && optarg[0] != '"' && optarg[0] != '\n' &&
+                     optarg[0] != '\r')
+                sep = optarg[0];
+            else {
+                cli_err("--separator %s: give one character, e.g. , or ; or tab", optarg);
+                return CLI_EX_USAGE;
+            }
+            break;
+        case OPT_EXTRA:
+            allow_extra = 1;
+            break;
+        default:
+            fprintf(stderr, "Try '%s --help'.\n", cli_prog());
+            return CLI_EX_USAGE;
+        }
+    }
+    if (co.help) {
+        usage(stdout);
+        return CLI_EX_OK;
+    }
+    if (!s.school || !*s.school) {
+        cli_err("--school NAME is required: the school's name or code, as the events carry it");
+        return CLI_EX_USAGE;
+    }
+    if (cli_utf8_len(s.school) > 200 || !csv_utf8_valid(s.school, strlen(s.school))) {
+        cli_err("--school: at most 200 characters of UTF-8");
+        return CLI_EX_USAGE;
+    }
+    if (optind >= argc) {
+        cli_err("no file: give the attendance export(s) to send (- for standard input)");
+        return CLI_EX_USAGE;
+    }
+    if (!check && (rc = cli_common_check(&co, 1)) != 0)
+        return rc;
+    if (sodium_init() < 0) {
+        cli_err("libsodium cannot start");
+        return CLI_EX_IO;
+    }
+
+    /* Open every file first: nothing is sent when one cannot be read. */
+    int nfiles = argc - optind;
+    FILE **files = xcalloc((size_t)nfiles, sizeof *files);
+    int stdin_used = 0;
+    rc = CLI_EX_OK;
+    for (int i = 0; i < nfiles; i++) {
+        const char *path = argv[optind + i];
+        if (!strcmp(path, "-")) {
+            if (stdin_used++) {
+                cli_err("- (standard input) given twice");
+                rc = CLI_EX_USAGE;
+                break;
+            }
+            files[i] = stdin;
+        } else if (!(files[i] = fopen(path, "rb"))) {
+            cli_err("cannot open %s: %s", path, strerror(errno));
+            rc = CLI_EX_NOINPUT;
+            break;
+        }
+    }
+
+    carehub_t *c = NULL;
+    s.by_key = cli_map_new();
+    if (rc == CLI_EX_OK && !check) {
+        carehub_callbacks_t cb = {on_ack, on_nack, on_push, NULL, &s};
+        s.outcomes = cli_outcomes_open(co.spool_dir);
+        c = cli_open(&co, SOFTWARE, &cb, &rc);
+        s.c = c;
+    }
+    cli_catch_signals();
+    int file_rc = 0;
+    for (int i = 0; rc == CLI_EX_OK && i < nfiles && !cli_stop; i++) {
+        int k = read_file(&s, c, argv[optind + i], files[i], sep, allow_extra);
+        if (k == CLI_EX_IO) {
+            rc = CLI_EX_IO;   /* the spool or the file broke: stop */
+        } else if (k && !file_rc) {
+            file_rc = k;
+        }
+    }
+
+    if (rc == CLI_EX_OK && c) {
+        /* --wait is how long the broker may stay silent: each answer restarts it,
+         * so a long export is not cut short while acks keep coming. */
+        int wait_ms = cli_wait(&co, DEFAULT_WAIT_MS);
+        int64_t deadline = util_mono_ms() + wait_ms;
+        long answers = s.acked_new + s.acked_dup + s.refused;
+        while (carehub_pending(c) > 0 && !cli_stop) {
+            int64_t left = deadline - util_mono_ms();
+            if (left <= 0)
+                break;
+            int k = carehub_poll(c, (int)(left < 200 ? left : 200));
+            if (k != CAREHUB_OK) {
+                cli_err("%s", carehub_last_error(c));
+                rc = cli_exit_for(k);
+                break;
+            }
+            if (s.acked_new + s.acked_dup + s.refused != answers) {
+                answers = s.acked_new + s.acked_dup + s.refused;
+                deadline = util_mono_ms() + wait_ms;
+            }
+        }
+        size_t pending = carehub_pending(c);
+        if (rc == CLI_EX_OK && pending > 0) {
+            cli_err("%zu event(s) not acknowledged (no answer for %d s; %s): they stay in the "
+                    "spool %s and go out on the next run",
+                    pending, wait_ms / 1000,
+                    carehub_connected(c) ? "the broker is slow" : "the broker did not answer",
+                    co.spool_dir);
+            rc = CLI_EX_UNREACHABLE;
+        }
+    }
+
+    FILE *sum = s.json ? stderr : stdout;
+    if (rc != CLI_EX_USAGE) {
+        fprintf(sum, "%ld absent row(s) read, %ld present or late, %ld bad", s.absent, s.skipped,
+                s.bad);
+        if (check)
+            fprintf(sum, " (checked only; nothing sent)\n");
+        else
+            fprintf(sum, "; acknowledged: %ld new, %ld already sent; refused: %ld\n", s.acked_new,
+                    s.acked_dup, s.refused);
+    }
+    if (rc == CLI_EX_OK || rc == CLI_EX_UNREACHABLE) {
+        if (s.bad || s.refused || file_rc)
+            rc = CLI_EX_DATA;
+    }
+
+    carehub_destroy(&c);
+    for (int i = 0; i < nfiles; i++)
+        if (files[i] && files[i] != stdin)
+            fclose(files[i]);
+    free(files);
+    free(s.rows);
+    cli_map_destroy(&s.by_key);
+    cli_outcomes_close(&s.outcomes);
+    return rc;
+}

@@ -1,0 +1,713 @@
+/* cli.c — the command-line agents' shared helpers; see cli.h. */
+#include "cli.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <fcntl.h>
+#include <jansson.h>
+#include <zmq.h>
+
+#include "csv.h"
+#include "util.h"
+
+static char prog_name[64] = "carehub";
+volatile sig_atomic_t cli_stop = 0;
+
+const char cli_common_help[] =
+    "  -b, --broker ENDPOINT  the broker ($CAREHUB_ENDPOINT, default tcp://127.0.0.1:5570)\n"
+    "  -a, --agent ID         this agent's id as configured on the broker ($CAREHUB_AGENT)\n"
+    "  -s, --spool DIR        the outbox ($CAREHUB_SPOOL, default ./carehub-spool-ID);\n"
+    "                         one process per spool at a time\n"
+    "      --key-file FILE    CURVE: this agent's secret key (first line: 40 Z85 characters);\n"
+    "                         its public key is derived from it\n"
+    "      --server-key KEY   CURVE: the broker's public key, 40 Z85 characters, or @FILE\n"
+    "  -w, --wait SECONDS     how long to wait for the broker (also 500ms, 2m)\n"
+    "  -h, --help             this help\n";
+
+/* ---- exit codes and messages -------------------------------------------------- */
+
+int cli_exit_for(int err)
+{
+    switch (err) {
+    case CAREHUB_OK:
+        return CLI_EX_OK;
+    case CAREHUB_EINVAL:
+    case CAREHUB_EJSON:
+        return CLI_EX_USAGE;
+    case CAREHUB_ESPOOL:
+        return CLI_EX_IO;
+    case CAREHUB_EREFUSED:
+        return CLI_EX_NOPERM;
+    case CAREHUB_ENET:
+    case CAREHUB_ETIMEOUT:
+    default:
+        return CLI_EX_UNREACHABLE;
+    }
+}
+
+void cli_init(const char *argv0)
+{
+    const char *base = argv0 ? strrchr(argv0, '/') : NULL;
+    base = base ? base + 1 : (argv0 ? argv0 : "carehub");
+    util_fmt(prog_name, sizeof prog_name, "%s", base);
+}
+
+const char *cli_prog(void)
+{
+    return prog_name;
+}
+
+void cli_err(const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "%s: ", prog_name);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+}
+
+/* ---- common options -------------------------------------------------------------- */
+
+void cli_common_init(cli_common_t *c)
+{
+    memset(c, 0, sizeof *c);
+    c->wait_ms = -1;
+}
+
+int cli_common_opt(cli_common_t *c, int opt, const char *arg)
+{
+    switch (opt) {
+    case 'b':
+        c->endpoint = arg;
+        return 1;
+    case 'a':
+        c->agent = arg;
+        return 1;
+    case 'h':
+        c->help = 1;
+        return 1;
+    case 's':
+        c->spool_dir = arg;
+        return 1;
+    case CLI_OPT_KEY_FILE:
+        c->key_file = arg;
+        return 1;
+    case CLI_OPT_SERVER_KEY:
+        c->server_key = arg;
+        return 1;
+    case 'w':
+        if (cli_parse_duration_ms(arg, &c->wait_ms) < 0) {
+            cli_err("--wait %s: give seconds (e.g. 10, 2.5, 500ms, 2m; at most a day)", arg);
+            return -1;
+        }
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+static int is_z85_key(const char *s)
+{
+    static const char z85[] = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                              ".-:+=^!/*?&<>()[]{}@%$#";
+    if (strlen(s) != 40)
+        return 0;
+    for (const char *p = s; *p; p++)
+        if (!strchr(z85, *p))
+            return 0;
+    return 1;
+}
+
+static int load_keys(cli_common_t *c)
+{
+    if (!c->key_file && !c->server_key)
+        return 0;
+    if (!c->key_file || !c->server_key) {
+        cli_err("CURVE needs both --key-file (this agent's secret key) and --server-key "
+                "(the broker's public key)");
+        return CLI_EX_USAGE;
+    }
+    errno = 0;
+    int rc = carehub_read_key(c->key_file, c->secret);
+    if (rc != CAREHUB_OK) {
+        cli_err("--key-file %s: %s", c->key_file,
+                errno == EINVAL || errno == 0 ? "the first line is not 40 Z85 characters"
+                                              : strerror(errno));
+        return errno == EINVAL || errno == 0 ? CLI_EX_USAGE : CLI_EX_NOINPUT;
+    }
+    if (zmq_curve_public(c->public_key, c->secret) != 0) {
+        cli_err("--key-file %s: not a CURVE secret key: %s", c->key_file, zmq_strerror(errno));
+        return CLI_EX_USAGE;
+    }
+    if (c->server_key[0] != '@' && is_z85_key(c->server_key)) {
+        memcpy(c->server, c->server_key, 41);
+    } else {
+        const char *path = c->server_key[0] == '@' ? c->server_key + 1 : c->server_key;
+        errno = 0;
+        rc = carehub_read_key(path, c->server);
+        if (rc != CAREHUB_OK) {
+            int bad_key = errno == EINVAL || errno == 0;
+            cli_err("--server-key %s: %s", c->server_key,
+                    bad_key ? "give 40 Z85 characters, or @FILE with them on its first line"
+                            : strerror(errno));
+            return bad_key ? CLI_EX_USAGE : CLI_EX_NOINPUT;
+        }
+    }
+    c->curve = 1;
+    return 0;
+}
+
+int cli_common_check(cli_common_t *c, int need_agent)
+{
+    if (!c->endpoint || !*c->endpoint)
+        c->endpoint = getenv("CAREHUB_ENDPOINT");
+    if (!c->endpoint || !*c->endpoint)
+        c->endpoint = CLI_DEFAULT_ENDPOINT;
+    if (!c->agent || !*c->agent)
+        c->agent = getenv("CAREHUB_AGENT");
+    if ((need_agent || !c->spool_dir) && (!c->agent || !*c->agent)) {
+        cli_err("no agent id: give -a ID (as configured under `agents` on the broker) or set "
+                "CAREHUB_AGENT");
+        return CLI_EX_USAGE;
+    }
+    if (c->agent && !util_valid_id(c->agent, strlen(c->agent))) {
+        cli_err("-a %s: an agent id is 1-64 characters of A-Z a-z 0-9 . _ : -", c->agent);
+        return CLI_EX_USAGE;
+    }
+    if (!c->spool_dir) {
+        if (cli_default_spool(c->agent, c->spool_buf, sizeof c->spool_buf) < 0) {
+            cli_err("the default spool directory is too long; give --spool DIR");
+            return CLI_EX_USAGE;
+        }
+        c->spool_dir = c->spool_buf;
+    }
+    return load_keys(c);
+}
+
+int cli_wait(const cli_common_t *c, int def_ms)
+{
+    return c->wait_ms >= 0 ? c->wait_ms : def_ms;
+}
+
+int cli_default_spool(const char *agent, char *buf, size_t len)
+{
+    const char *env = getenv("CAREHUB_SPOOL");
+    int n = env && *env ? snprintf(buf, len, "%s", env)
+                        : snprintf(buf, len, "carehub-spool-%s", agent);
+    return (n < 0 || (size_t)n >= len) ? -1 : 0;
+}
+
+carehub_t *cli_open(const cli_common_t *c, const char *software, const carehub_callbacks_t *cb,
+                    int *exit_code)
+{
+    carehub_opts_t o;
+    memset(&o, 0, sizeof o);
+    o.endpoint = c->endpoint;
+    o.agent = c->agent;
+    o.spool_dir = c->spool_dir;
+    o.software = software;
+    if (c->curve) {
+        o.secret_key = c->secret;
+        o.public_key = c->public_key;
+        o.server_key = c->server;
+    }
+    int err = 0;
+    char msg[512] = "";
+    carehub_t *h = carehub_new(&o, cb, &err, msg, sizeof msg);
+    if (!h) {
+        if (err == CAREHUB_ENET) {
+            cli_err("cannot connect to %s: %s", c->endpoint, msg[0] ? msg : carehub_strerror(err));
+            *exit_code = CLI_EX_USAGE;   /* a bad endpoint or key: fix the command line */
+        } else {
+            cli_err("%s", msg[0] ? msg : carehub_strerror(err));
+            *exit_code = cli_exit_for(err);
+        }
+        return NULL;
+    }
+    *exit_code = 0;
+    return h;
+}
+
+int cli_wait_connected(carehub_t *c, int timeout_ms)
+{
+    int64_t deadline = util_mono_ms() + timeout_ms;
+    while (!carehub_connected(c)) {
+        if (cli_stop)
+            return CLI_EX_UNREACHABLE;
+        int64_t left = timeout_ms < 0 ? 200 : deadline - util_mono_ms();
+        if (left <= 0)
+            return CLI_EX_UNREACHABLE;
+        int rc = carehub_poll(c, (int)(left < 200 ? left : 200));
+        if (rc != CAREHUB_OK) {
+            cli_err("%s", carehub_last_error(c));
+            return cli_exit_for(rc);
+        }
+    }
+    return 0;
+}
+
+/* ---- signals ------------------------------------------------------------------ */
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    cli_stop = 1;
+}
+
+void cli_catch_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+}
+
+/* ---- values ------------------------------------------------------------------- */
+
+int cli_utf8_valid(const char *s)
+{
+    return csv_utf8_valid(s, strlen(s));
+}
+
+size_t cli_utf8_len(const char *s)
+{
+    size_t n = 0;
+    for (; *s; s++)
+        if (((unsigned char)*s & 0xC0) != 0x80)
+            n++;
+    return n;
+}
+
+const char *cli_json_str(const json_t *o, const char *key, const char *def)
+{
+    const char *v = json_string_value(json_object_get(o, key));
+    return v ? v : def;
+}
+
+const char *cli_show(const char *s)
+{
+    static char ring[8][200];
+    static unsigned next;
+    char *out = ring[next++ % 8];
+    size_t o = 0, chars = 0;
+    const unsigned char *p = (const unsigned char *)s;
+    while (*p && chars < 40) {
+        size_t n = *p < 0x80 ? 1 : (*p >= 0xC2 && *p <= 0xDF) ? 2 : (*p >= 0xE0 && *p <= 0xEF) ? 3
+                 : (*p >= 0xF0 && *p <= 0xF4) ? 4 : 0;
+        size_t have = strnlen((const char *)p, n ? n : 1);
+        if (n == 0 || have < n || !csv_utf8_valid((const char *)p, n)) {
+            out[o++] = '?';
+            p++;
+        } else if (n == 1 && (*p < 0x20 || *p == 0x7f)) {
+            out[o++] = '?';
+            p++;
+        } else {
+            memcpy(out + o, p, n);
+            o += n;
+            p += n;
+        }
+        chars++;
+    }
+    if (*p) {
+        memcpy(out + o, "...", 3);
+        o += 3;
+    }
+    out[o] = '\0';
+    return out;
+}
+
+void cli_put_safe(FILE *f, const char *s)
+{
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        fputc(ch < 0x20 || ch == 0x7f ? '?' : ch, f);
+    }
+}
+
+char *cli_trim(char *s)
+{
+    size_t n = strlen(s);
+    while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\r' || s[n - 1] == '\n'))
+        s[--n] = '\0';
+    size_t i = 0;
+    while (s[i] == ' ' || s[i] == '\t' || s[i] == '\r' || s[i] == '\n')
+        i++;
+    if (i)
+        memmove(s, s + i, n - i + 1);
+    return s;
+}
+
+int cli_parse_bool(const char *s, int *out)
+{
+    static const char *const yes[] = {"yes", "y", "true", "t", "1", "on", NULL};
+    static const char *const no[] = {"no", "n", "false", "f", "0", "off", NULL};
+    char w[16];
+    size_t n = strlen(s);
+    if (n >= sizeof w)
+        return -1;   /* longer than any accepted word, blanks included */
+    memcpy(w, s, n + 1);
+    cli_trim(w);
+    for (char *p = w; *p; p++)
+        *p = (char)tolower((unsigned char)*p);
+    for (int i = 0; yes[i]; i++)
+        if (!strcmp(w, yes[i])) {
+            *out = 1;
+            return 0;
+        }
+    for (int i = 0; no[i]; i++)
+        if (!strcmp(w, no[i])) {
+            *out = 0;
+            return 0;
+        }
+    return -1;
+}
+
+int cli_enum_index(const char *s, const char *const *vals)
+{
+    for (int i = 0; vals[i]; i++)
+        if (!strcmp(s, vals[i]))
+            return i;
+    return -1;
+}
+
+void cli_enum_list(const char *const *vals, const char *sep, char *buf, size_t len)
+{
+    size_t used = 0;
+    if (len == 0)
+        return;
+    buf[0] = '\0';
+    for (int i = 0; vals[i]; i++) {
+        int n = snprintf(buf + used, len - used, "%s%s", i ? sep : "", vals[i]);
+        if (n < 0 || (size_t)n >= len - used)
+            return;
+        used += (size_t)n;
+    }
+}
+
+static int days_in_month(int y, int m)
+{
+    static const int d[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    if (m == 2 && ((y % 4 == 0 && y % 100 != 0) || y % 400 == 0))
+        return 29;
+    return d[m - 1];
+}
+
+/* Digits s[0..n) into *out; -1 when one is not a digit. */
+static int digits(const char *s, int n, int *out)
+{
+    int v = 0;
+    for (int i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return -1;
+        v = v * 10 + (s[i] - '0');
+    }
+    *out = v;
+    return 0;
+}
+
+static int parse_date(const char *s, int *y, int *m, int *d)
+{
+    if (strlen(s) < 10 || s[4] != '-' || s[7] != '-')
+        return -1;
+    if (digits(s, 4, y) || digits(s + 5, 2, m) || digits(s + 8, 2, d))
+        return -1;
+    if (*y < 1 || *m < 1 || *m > 12 || *d < 1 || *d > days_in_month(*y, *m))
+        return -1;
+    return 0;
+}
+
+int cli_valid_date(const char *s)
+{
+    int y, m, d;
+    return strlen(s) == 10 && parse_date(s, &y, &m, &d) == 0;
+}
+
+int cli_parse_time(const char *s, int64_t *out_ms)
+{
+    size_t n = strlen(s);
+    if (n == 0)
+        return -1;
+    if (!strcmp(s, "now")) {
+        *out_ms = util_now_ms();
+        return 0;
+    }
+    if (strspn(s, "0123456789") == n) {
+        if (n > 15)
+            return -1;   /* beyond year 33658 */
+        *out_ms = strtoll(s, NULL, 10);
+        return 0;
+    }
+    int y, mo, d, hh = 0, mi = 0, ss = 0, frac_ms = 0;
+    if (parse_date(s, &y, &mo, &d) < 0)
+        return -1;
+    const char *p = s + 10;
+    if (*p == 'T' || *p == 't' || *p == ' ') {
+        p++;
+        if (strlen(p) < 5 || p[2] != ':' || digits(p, 2, &hh) || digits(p + 3, 2, &mi))
+            return -1;
+        p += 5;
+        if (*p == ':') {
+            if (digits(p + 1, 2, &ss))
+                return -1;
+            p += 3;
+            if (*p == '.' || *p == ',') {   /* a fraction of a second */
+                p++;
+                if (*p < '0' || *p > '9')
+                    return -1;
+                for (int k = 0; *p >= '0' && *p <= '9'; k++, p++)
+                    if (k < 3)
+                        frac_ms += (*p - '0') * (k == 0 ? 100 : k == 1 ? 10 : 1);
+            }
+        }
+        if (hh > 23 || mi > 59 || ss > 60)
+            return -1;
+    }
+    struct tm tm;
+    memset(&tm, 0, sizeof tm);
+    tm.tm_year = y - 1900;
+    tm.tm_mon = mo - 1;
+    tm.tm_mday = d;
+    tm.tm_hour = hh;
+    tm.tm_min = mi;
+    tm.tm_sec = ss;
+    time_t t;
+    if (*p == '\0') {
+        tm.tm_isdst = -1;
+        t = mktime(&tm);
+    } else {
+        int off = 0;
+        if ((*p == 'Z' || *p == 'z') && p[1] == '\0') {
+            off = 0;
+        } else if ((*p == '+' || *p == '-') && strlen(p) == 6 && p[3] == ':') {
+            int oh, om;
+            if (digits(p + 1, 2, &oh) || digits(p + 4, 2, &om) || oh > 23 || om > 59)
+                return -1;
+            off = (oh * 60 + om) * 60 * (*p == '-' ? -1 : 1);
+        } else {
+            return -1;
+        }
+        t = timegm(&tm);
+        if (t != (time_t)-1)
+            t -= off;
+    }
+    if (t == (time_t)-1 || t < 0)
+        return -1;
+    *out_ms = (int64_t)t * 1000 + frac_ms;
+    return 0;
+}
+
+int cli_parse_duration_ms(const char *s, int *out_ms)
+{
+    char *end = NULL;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (end == s || errno || !(v >= 0))
+        return -1;
+    double mult = 1000;
+    if (!strcmp(end, "") || !strcmp(end, "s"))
+        mult = 1000;
+    else if (!strcmp(end, "ms"))
+        mult = 1;
+    else if (!strcmp(end, "m"))
+        mult = 60000;
+    else if (!strcmp(end, "h"))
+        mult = 3600000;
+    else
+        return -1;
+    double ms = v * mult;
+    if (ms > 86400000.0)
+        return -1;
+    *out_ms = (int)(ms + 0.5);
+    return 0;
+}
+
+void cli_format_time(int64_t ms, char *buf, size_t len)
+{
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+    if (len == 0)
+        return;
+    if (!localtime_r(&t, &tm) || strftime(buf, len, "%Y-%m-%d %H:%M:%S %Z", &tm) == 0)
+        util_fmt(buf, len, "%lld ms", (long long)ms);
+}
+
+/* ---- string map: open addressing, FNV-1a, grown at half full ---------------------- */
+
+struct cli_map {
+    char **keys;     /* NULL = empty slot */
+    long *vals;
+    size_t cap;      /* a power of two */
+    size_t n;
+};
+
+cli_map_t *cli_map_new(void)
+{
+    cli_map_t *m = xcalloc(1, sizeof *m);
+    m->cap = 64;
+    m->keys = xcalloc(m->cap, sizeof *m->keys);
+    m->vals = xcalloc(m->cap, sizeof *m->vals);
+    return m;
+}
+
+void cli_map_destroy(cli_map_t **mp)
+{
+    if (!mp || !*mp)
+        return;
+    cli_map_t *m = *mp;
+    for (size_t i = 0; i < m->cap; i++)
+        free(m->keys[i]);
+    free(m->keys);
+    free(m->vals);
+    free(m);
+    *mp = NULL;
+}
+
+static uint64_t fnv1a(const char *s)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (; *s; s++) {
+        h ^= (unsigned char)*s;
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
+static size_t map_slot(const cli_map_t *m, const char *key)
+{
+    size_t i = (size_t)fnv1a(key) & (m->cap - 1);
+    while (m->keys[i] && strcmp(m->keys[i], key) != 0)
+        i = (i + 1) & (m->cap - 1);
+    return i;
+}
+
+static void map_grow(cli_map_t *m)
+{
+    cli_map_t bigger = {NULL, NULL, m->cap * 2, 0};
+    bigger.keys = xcalloc(bigger.cap, sizeof *bigger.keys);
+    bigger.vals = xcalloc(bigger.cap, sizeof *bigger.vals);
+    for (size_t i = 0; i < m->cap; i++) {
+        if (!m->keys[i])
+            continue;
+        size_t j = map_slot(&bigger, m->keys[i]);
+        bigger.keys[j] = m->keys[i];
+        bigger.vals[j] = m->vals[i];
+        bigger.n++;
+    }
+    free(m->keys);
+    free(m->vals);
+    *m = bigger;
+}
+
+int cli_map_put(cli_map_t *m, const char *key, long value)
+{
+    if ((m->n + 1) * 2 > m->cap)
+        map_grow(m);
+    size_t i = map_slot(m, key);
+    if (m->keys[i]) {
+        m->vals[i] = value;
+        return 0;
+    }
+    m->keys[i] = xstrdup(key);
+    m->vals[i] = value;
+    m->n++;
+    return 1;
+}
+
+int cli_map_get(const cli_map_t *m, const char *key, long *value)
+{
+    size_t i = map_slot(m, key);
+    if (!m->keys[i])
+        return 0;
+    if (value)
+        *value = m->vals[i];
+    return 1;
+}
+
+size_t cli_map_size(const cli_map_t *m)
+{
+    return m->n;
+}
+
+/* ---- outcome log ---------------------------------------------------------------- */
+
+struct cli_outcomes {
+    char path[4200];
+    cli_map_t *seen;   /* outcome ids in the file */
+};
+
+cli_outcomes_t *cli_outcomes_open(const char *spool_dir)
+{
+    cli_outcomes_t *o = xcalloc(1, sizeof *o);
+    util_fmt(o->path, sizeof o->path, "%s/%s", spool_dir, CLI_OUTCOMES_FILE);
+    o->seen = cli_map_new();
+    FILE *f = fopen(o->path, "r");
+    if (!f)
+        return o;
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    while ((n = getline(&line, &cap, f)) > 0) {
+        json_t *j = json_loadb(line, (size_t)n, 0, NULL);
+        const char *id = json_string_value(json_object_get(j, "id"));
+        if (id)
+            cli_map_put(o->seen, id, 1);
+        json_decref(j);
+    }
+    free(line);
+    fclose(f);
+    return o;
+}
+
+void cli_outcomes_close(cli_outcomes_t **op)
+{
+    if (!op || !*op)
+        return;
+    cli_map_destroy(&(*op)->seen);
+    free(*op);
+    *op = NULL;
+}
+
+int cli_outcomes_add(cli_outcomes_t *o, const char *json)
+{
+    json_t *j = json_loads(json, 0, NULL);
+    const char *id = json_string_value(json_object_get(j, "id"));
+    if (!json_is_object(j) || !id) {
+        json_decref(j);
+        return -1;
+    }
+    if (cli_map_get(o->seen, id, NULL)) {
+        json_decref(j);
+        return 0;
+    }
+    json_object_set_new(j, "received_at", json_integer(util_now_ms()));
+    char *text = json_dumps(j, JSON_COMPACT);
+    int rc = -1;
+    int fd = open(o->path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (fd >= 0 && text) {
+        size_t len = strlen(text);
+        text[len] = '\n';   /* json_dumps leaves room: its NUL */
+        ssize_t w = write(fd, text, len + 1);
+        if (w == (ssize_t)(len + 1) && fsync(fd) == 0) {
+            rc = 1;
+            cli_map_put(o->seen, id, 1);
+        }
+    }
+    if (rc < 0)
+        cli_err("cannot write the outcome %s to %s: %s", id, o->path, strerror(errno));
+    if (fd >= 0)
+        close(fd);
+    free(text);
+    json_decref(j);
+    return rc;
+}

@@ -1,0 +1,215 @@
+/*
+ * cli.h — what the carehub command-line agents (carehub-school,
+ * carehub-report, carehub-agency) share: the common options, key loading,
+ * the default spool directory, exit codes, and small parsers for values
+ * people type (booleans, dates, times, durations, enums).
+ *
+ * Every program prints its errors as "PROGRAM: sentence" on stderr
+ * (cli_err) and exits with one of the codes below (sysexits(3) numbers, so
+ * shell scripts and cron can tell the failures apart).
+ */
+#ifndef CAREHUB_CLI_H
+#define CAREHUB_CLI_H
+
+#include <getopt.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include <jansson.h>
+
+#include "carehub.h"
+
+/* ---- exit codes ------------------------------------------------------------ */
+
+enum {
+    CLI_EX_OK = 0,           /* done; everything acknowledged */
+    CLI_EX_USAGE = 64,       /* bad command line: unknown option, missing or bad value */
+    CLI_EX_DATA = 65,        /* bad input data, or the broker refused a message (nack) */
+    CLI_EX_NOINPUT = 66,     /* an input or key file cannot be read */
+    CLI_EX_IO = 74,          /* the spool (outbox) or a local file cannot be written */
+    CLI_EX_UNREACHABLE = 75, /* the broker did not answer in time; spooled events are kept */
+    CLI_EX_NOPERM = 77,      /* the broker refused this agent (hello: unauthorized) */
+};
+
+/* The same defaults as carehub-send and carehub-monitor (agents/lib/feed.h). */
+#define CLI_DEFAULT_ENDPOINT "tcp://127.0.0.1:5570"
+
+/* The exit code for a libcarehub error (CAREHUB_E*). */
+int cli_exit_for(int carehub_err);
+
+/* ---- messages -------------------------------------------------------------- */
+
+/* Set the program name used in messages (basename of argv[0]). */
+void cli_init(const char *argv0);
+const char *cli_prog(void);
+
+/* "PROGRAM: message" on stderr, with a newline. */
+void cli_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* ---- the common options ---------------------------------------------------- */
+
+/* getopt_long values of the common long options without a short form. */
+enum {
+    CLI_OPT_KEY_FILE = 0x100,
+    CLI_OPT_SERVER_KEY,
+    CLI_OPT_FIRST_PROGRAM = 0x200 /* programs number their own options from here */
+};
+
+/* Short options of the common set, to put in front of a program's own. */
+#define CLI_COMMON_SHORTOPTS "b:a:s:w:h"
+
+/* The common long options, to put at the start of a program's table. */
+#define CLI_COMMON_LONGOPTS                                                   \
+    {"broker", required_argument, NULL, 'b'},                                 \
+    {"agent", required_argument, NULL, 'a'},                                  \
+    {"spool", required_argument, NULL, 's'},                                  \
+    {"key-file", required_argument, NULL, CLI_OPT_KEY_FILE},                  \
+    {"server-key", required_argument, NULL, CLI_OPT_SERVER_KEY},              \
+    {"wait", required_argument, NULL, 'w'},                                   \
+    {"help", no_argument, NULL, 'h'}
+
+/* The help text of the common options (for a program's --help). */
+extern const char cli_common_help[];
+
+typedef struct {
+    const char *endpoint;    /* -b; else $CAREHUB_ENDPOINT, else CLI_DEFAULT_ENDPOINT */
+    const char *agent;       /* -a; else $CAREHUB_AGENT */
+    const char *spool_dir;   /* -s/--spool; else cli_default_spool() (filled by cli_common_check) */
+    const char *key_file;    /* --key-file: the agent's secret key file (CURVE) */
+    const char *server_key;  /* --server-key: the broker's public key, Z85 or @FILE */
+    int wait_ms;             /* --wait, in ms; -1 = not given */
+    int help;                /* -h/--help given */
+    /* filled by cli_common_check(): */
+    char spool_buf[4096];
+    char secret[41];
+    char public_key[41];
+    char server[41];
+    int curve;               /* 1 when the three keys are loaded */
+} cli_common_t;
+
+/* Start with no options given. */
+void cli_common_init(cli_common_t *c);
+
+/* Handle one getopt_long result if it is a common option: 1 handled, 0 not a
+ * common option, -1 a bad value (the message is printed). */
+int cli_common_opt(cli_common_t *c, int opt, const char *arg);
+
+/* After parsing: fill defaults from the environment, check that there is an
+ * agent id (need_agent; without it only when --spool is given), compute the
+ * spool directory, load the CURVE keys. 0 or an exit code (the message is
+ * printed). */
+int cli_common_check(cli_common_t *c, int need_agent);
+
+/* The wait in ms: --wait if given, else def_ms. */
+int cli_wait(const cli_common_t *c, int def_ms);
+
+/*
+ * The default spool directory of an agent, into buf: $CAREHUB_SPOOL if set,
+ * else ./carehub-spool-AGENT (as carehub-send). 0, or -1 when it does not fit.
+ */
+int cli_default_spool(const char *agent, char *buf, size_t len);
+
+/* Open libcarehub with the common options. NULL on failure, with the message
+ * printed and *exit_code set. */
+carehub_t *cli_open(const cli_common_t *c, const char *software, const carehub_callbacks_t *cb,
+                    int *exit_code);
+
+/* Poll until the broker has welcomed this connection or timeout_ms passed
+ * (-1 forever, until cli_stop). 0 connected, CLI_EX_UNREACHABLE, or the exit
+ * code of a poll error (message printed). */
+int cli_wait_connected(carehub_t *c, int timeout_ms);
+
+/* ---- stopping --------------------------------------------------------------- */
+
+/* Set to 1 by SIGINT/SIGTERM once cli_catch_signals() was called. */
+extern volatile sig_atomic_t cli_stop;
+void cli_catch_signals(void);
+
+/* ---- values people type ------------------------------------------------------ */
+
+/* yes/no/true/false/y/n/1/0 (any case, blanks around ignored) into *out. 0 or -1. */
+int cli_parse_bool(const char *s, int *out);
+
+/* Index of s in the NULL-terminated list vals (exact match), or -1. */
+int cli_enum_index(const char *s, const char *const *vals);
+
+/* "a|b|c" of a NULL-terminated list into buf. */
+void cli_enum_list(const char *const *vals, const char *sep, char *buf, size_t len);
+
+/* 1 when s is a calendar date YYYY-MM-DD that exists. */
+int cli_valid_date(const char *s);
+
+/*
+ * A point in time into ms since the epoch: all digits (already ms), "now",
+ * YYYY-MM-DD (local midnight), YYYY-MM-DD[T ]HH:MM[:SS[.fff]] (local time),
+ * the latter followed by Z or ±HH:MM (that offset instead). 0 or -1.
+ */
+int cli_parse_time(const char *s, int64_t *out_ms);
+
+/* A duration: a number (seconds, may have a fraction) with an optional
+ * suffix ms, s, m or h; at most one day. 0 or -1. */
+int cli_parse_duration_ms(const char *s, int *out_ms);
+
+/* ms since the epoch as local time "YYYY-MM-DD HH:MM:SS ZONE". */
+void cli_format_time(int64_t ms, char *buf, size_t len);
+
+/* 1 when s is well-formed UTF-8. */
+int cli_utf8_valid(const char *s);
+
+/* Characters (code points) of a UTF-8 string: JSON Schema's maxLength counts these. */
+size_t cli_utf8_len(const char *s);
+
+/* The string member `key` of object o, or def when missing or not a string. */
+const char *cli_json_str(const json_t *o, const char *key, const char *def);
+
+/* A short printable copy of s for messages: at most 40 characters, invalid
+ * UTF-8 and control characters as '?', "..." when cut. The result lives in a
+ * static ring of 8 buffers (valid until the 8th next call; one thread). */
+const char *cli_show(const char *s);
+
+/* Write s with control characters (terminal escapes, newlines) shown as '?':
+ * for text from the network in readable output. */
+void cli_put_safe(FILE *f, const char *s);
+
+/* Strip blanks (space, tab, CR, LF) at both ends in place; returns s. */
+char *cli_trim(char *s);
+
+/* ---- a string map ------------------------------------------------------------ */
+
+/* Strings (copied) to long values: ids seen in this run, rows by event id. */
+typedef struct cli_map cli_map_t;
+cli_map_t *cli_map_new(void);
+void cli_map_destroy(cli_map_t **m);
+/* Set key to value: 1 when the key is new, 0 when it was there (now updated). */
+int cli_map_put(cli_map_t *m, const char *key, long value);
+/* 1 and *value when the key is there, else 0. value may be NULL. */
+int cli_map_get(const cli_map_t *m, const char *key, long *value);
+size_t cli_map_size(const cli_map_t *m);
+
+/* ---- the local log of outcomes (SPOOL/outcomes.jsonl) ------------------------- */
+
+/*
+ * Every program that sends events may receive `outcome` pushes (PROTOCOL §6)
+ * right after its hello; libcarehub confirms them with `received` when the
+ * push callback returns, so they are written here first: one JSON object
+ * per line, the outcome message plus "received_at" (ms), appended and
+ * fsync'ed, each outcome id once. `carehub-report outcomes --local` reads it.
+ */
+#define CLI_OUTCOMES_FILE "outcomes.jsonl"
+
+typedef struct cli_outcomes cli_outcomes_t;
+
+/* Open the log in spool_dir (created on the first outcome) and read the ids
+ * already in it. Never NULL. */
+cli_outcomes_t *cli_outcomes_open(const char *spool_dir);
+void cli_outcomes_close(cli_outcomes_t **o);
+
+/* Record an outcome message (JSON text). 1 when new and written, 0 when its
+ * id is logged already, -1 when it cannot be written (message printed) or is
+ * not an outcome object. */
+int cli_outcomes_add(cli_outcomes_t *o, const char *json);
+
+
+#endif
