@@ -12,6 +12,7 @@
 
 #include "log.h"
 #include "route.h"
+#include "trail.h"
 #include "util.h"
 
 /* Bounds of what one assignment record carries from its workflow step. */
@@ -210,6 +211,12 @@ static int as_put(store_txn_t *t, const as_t *a)
             frame_pack_cstr(&pk, a->steps[i].notify[j]);
     }
     int rc = store_put(t, STORE_DB_ASSIGNMENTS, a->id, strlen(a->id), sb.data, sb.size, 0);
+    if (rc == 0) {
+        char kind[48];
+        util_fmt(kind, sizeof kind, "assignment_%s", assign_state_name(a->state));
+        rc = trail_append(t, a->case_id, kind, a->state == AS_OPEN ? "broker" : a->agency,
+                          STORE_DB_ASSIGNMENTS, a->id, sb.data, sb.size, a->by[0] ? a->by : NULL);
+    }
     msgpack_sbuffer_destroy(&sb);
     return rc;
 }
@@ -322,6 +329,8 @@ static int outbox_put(store_txn_t *t, const config_channel_t *ch, const char *ca
     int rc = store_put(t, STORE_DB_OUTBOX, wid, strlen(wid), sb.data, sb.size, 1);
     msgpack_sbuffer_destroy(&sb);
     free(body);
+    if (rc == 0)
+        rc = trail_append(t, case_id, "notice_queued", "broker", -1, NULL, NULL, 0, wid);
     if (rc == 0) {
         fx_webhook(fx, wid);
         log_info("assign: %s queued for channel %s (%s, case %s)", wid, ch->id, type, case_id);
@@ -616,6 +625,8 @@ static int outcome_for_event(void *ud, const void *k, size_t kl, const void *v, 
                    o.sb.size, 0);
     frame_out_end(&o);
     if (rc == 0)
+        rc = trail_append(c->t, c->case_id, "outcome_stored", "broker", -1, NULL, NULL, 0, agent);
+    if (rc == 0)
         fx_outcome(c->fx, agent);
     return rc;
 }
@@ -658,6 +669,12 @@ static int case_set_status(store_txn_t *t, const char *case_id, const char *stat
     frame_pack_cstr(&pk, status); /* "resolved": <ms> / "closed": <ms> */
     msgpack_pack_int64(&pk, now);
     rc = store_put(t, STORE_DB_CASES, case_id, strlen(case_id), sb.data, sb.size, 0);
+    if (rc == 0) {
+        char kind[48];
+        util_fmt(kind, sizeof kind, "case_%s", status);
+        rc = trail_append(t, case_id, kind, "broker", STORE_DB_CASES, case_id, sb.data, sb.size,
+                          NULL);
+    }
     msgpack_sbuffer_destroy(&sb);
     if (!rc && join && join->type == MSGPACK_OBJECT_BIN && join->via.bin.size > 0) {
         /* Only if the child's open case is still this one. */
@@ -1126,8 +1143,23 @@ int assign_each_outcome(store_txn_t *t, const char *agent,
 
 int assign_outcome_received(store_txn_t *t, const char *agent, const char *outcome_id)
 {
-    char key[2 * ID_LEN + 2];
-    return store_del(t, STORE_DB_OUTCOMES, key, pending_key(key, sizeof key, agent, outcome_id), NULL, 0);
+    char key[2 * ID_LEN + 2], case_id[STORE_ID_MAX] = "";
+    size_t kl = pending_key(key, sizeof key, agent, outcome_id);
+    const void *v;
+    size_t vl;
+    int rc = store_get(t, STORE_DB_OUTCOMES, key, kl, &v, &vl);
+    if (rc == MDB_NOTFOUND)
+        return 0; /* unknown or already confirmed */
+    if (rc)
+        return rc;
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    if (msgpack_unpack_next(&u, v, vl, NULL) == MSGPACK_UNPACK_SUCCESS)
+        copy_str(case_id, sizeof case_id, frame_map_get(&u.data, "case"));
+    msgpack_unpacked_destroy(&u);
+    if ((rc = store_del(t, STORE_DB_OUTCOMES, key, kl, NULL, 0)))
+        return rc;
+    return trail_append(t, case_id, "outcome_received", agent, -1, NULL, NULL, 0, outcome_id);
 }
 
 /* ---- outbox ----------------------------------------------------------------------- */
@@ -1198,7 +1230,9 @@ int assign_outbox_done(const config_t *cfg, store_txn_t *t, const char *webhook_
         copy_str(case_id, sizeof case_id, frame_map_get(&u.data, "case"));
     }
     msgpack_unpacked_destroy(&u);
-    if ((rc = store_del(t, STORE_DB_OUTBOX, webhook_id, strlen(webhook_id), NULL, 0)))
+    if ((rc = store_del(t, STORE_DB_OUTBOX, webhook_id, strlen(webhook_id), NULL, 0)) ||
+        (rc = trail_append(t, case_id, delivered ? "notice_delivered" : "notice_failed", channel,
+                           -1, NULL, NULL, 0, webhook_id)))
         return rc;
     if (delivered || !case_id[0])
         return 0;

@@ -11,6 +11,7 @@
 
 #include "frame.h"
 #include "log.h"
+#include "trail.h"
 #include "util.h"
 
 #define STORE_FORMAT 1u
@@ -60,6 +61,8 @@ static const struct {
     [STORE_DB_OUTCOMES] = {"outcomes", 0},
     [STORE_DB_CASE_LOG] = {"case_log", MDB_DUPSORT},
     [STORE_DB_QUIET] = {"quiet", 0},
+    [STORE_DB_TRAIL] = {"trail", 0},
+    [STORE_DB_TRAIL_HEAD] = {"trail_head", 0},
 };
 
 struct store_txn {
@@ -259,7 +262,7 @@ store_t *store_open(const char *dir, uint64_t map_size, uint64_t map_max, char *
         util_fmt(err, errlen, "mdb_env_create: %s", mdb_strerror(rc));
         goto fail;
     }
-    (void)mdb_env_set_maxdbs(st->env, 16); /* cannot fail before open */
+    (void)mdb_env_set_maxdbs(st->env, 32); /* cannot fail before open */
     if ((rc = mdb_env_set_mapsize(st->env, map_size))) {
         util_fmt(err, errlen, "mdb_env_set_mapsize: %s", mdb_strerror(rc));
         goto fail;
@@ -313,6 +316,44 @@ store_t *store_open(const char *dir, uint64_t map_size, uint64_t map_max, char *
 lmdb_fail:
     util_fmt(err, errlen, "cannot initialise store in %s: %s", dir, mdb_strerror(rc));
 fail:
+    if (txn)
+        mdb_txn_abort(txn);
+    store_close(&st);
+    return NULL;
+}
+
+const char *store_db_name(store_db_t db)
+{
+    return db < STORE_DB_COUNT ? DBS[db].name : "?";
+}
+
+store_t *store_open_readonly(const char *dir, char *err, size_t errlen)
+{
+    store_t *st = xcalloc(1, sizeof *st);
+    MDB_txn *txn = NULL;
+    int rc;
+    st->dir = xstrdup(dir);
+    if ((rc = mdb_env_create(&st->env)))
+        goto fail;
+    (void)mdb_env_set_maxdbs(st->env, 32);
+    if ((rc = mdb_env_open(st->env, dir, MDB_NOTLS | MDB_RDONLY, 0600)))
+        goto fail;
+    if ((rc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn)))
+        goto fail;
+    if ((rc = mdb_dbi_open(txn, "meta", 0, &st->meta)))
+        goto fail;
+    for (int i = 0; i < STORE_DB_COUNT; i++) {
+        rc = mdb_dbi_open(txn, DBS[i].name, DBS[i].flags, &st->dbi[i]);
+        if (rc) /* MDB_NOTFOUND: written by an older carehubd; open it with carehubd once */
+            goto fail;
+    }
+    rc = mdb_txn_commit(txn); /* committed, the handles stay valid for later transactions */
+    txn = NULL;
+    if (rc)
+        goto fail;
+    return st;
+fail:
+    util_fmt(err, errlen, "cannot open the store in %s read-only: %s", dir, mdb_strerror(rc));
     if (txn)
         mdb_txn_abort(txn);
     store_close(&st);
@@ -453,18 +494,21 @@ static int get_case_fields(MDB_txn *txn, store_t *st, const char *case_id, int64
 }
 
 /* Join the event to its child's open case of the same type, or open one. */
-static int join_case(MDB_txn *txn, store_t *st, store_event_t *it, uint64_t *seq_case)
+static int join_case(store_txn_t *t, store_event_t *it)
 {
+    MDB_txn *txn = t->txn;
+    store_t *st = t->st;
+    uint64_t *seq_case = &t->seq_case;
     char jkey[512];
     size_t jlen = 0;
     int rc;
     if (it->child_id) {
-        size_t t = strlen(it->type), c = strlen(it->child_id);
-        if (t + 1 + c <= sizeof jkey) {
-            memcpy(jkey, it->type, t);
-            jkey[t] = '\0';
-            memcpy(jkey + t + 1, it->child_id, c);
-            jlen = t + 1 + c;
+        size_t tl = strlen(it->type), c = strlen(it->child_id);
+        if (tl + 1 + c <= sizeof jkey) {
+            memcpy(jkey, it->type, tl);
+            jkey[tl] = '\0';
+            memcpy(jkey + tl + 1, it->child_id, c);
+            jlen = tl + 1 + c;
         }
     }
     if (jlen) {
@@ -479,7 +523,10 @@ static int join_case(MDB_txn *txn, store_t *st, store_event_t *it, uint64_t *seq
                 return rc;
             if (it->severity <= sev)
                 return 0;
-            return put_case(txn, st, it->case_id, it->type, opened, it->severity, jkey, jlen);
+            if ((rc = put_case(txn, st, it->case_id, it->type, opened, it->severity, jkey, jlen)))
+                return rc;
+            return trail_append_stored(t, it->case_id, "case_severity", "broker", STORE_DB_CASES,
+                                       it->case_id, NULL);
         }
         if (rc && rc != MDB_NOTFOUND)
             return rc;
@@ -490,7 +537,10 @@ static int join_case(MDB_txn *txn, store_t *st, store_event_t *it, uint64_t *seq
         if ((rc = mdb_put(txn, st->dbi[STORE_DB_OPEN_CASES], &k, &v, 0)))
             return rc;
     }
-    return put_case(txn, st, it->case_id, it->type, it->received, it->severity, jkey, jlen);
+    if ((rc = put_case(txn, st, it->case_id, it->type, it->received, it->severity, jkey, jlen)))
+        return rc;
+    return trail_append_stored(t, it->case_id, "case_opened", "broker", STORE_DB_CASES, it->case_id,
+                               NULL);
 }
 
 static int put_event(MDB_txn *txn, store_t *st, const store_event_t *it)
@@ -553,7 +603,9 @@ static int put_batch(store_txn_t *t, void *ud)
             continue;
         }
         util_fmt(it->event_id, STORE_ID_MAX, "ev-%012llu", (unsigned long long)++t->seq_event);
-        if ((rc = join_case(txn, st, it, &t->seq_case)) || (rc = put_event(txn, st, it)))
+        if ((rc = join_case(t, it)) || (rc = put_event(txn, st, it)) ||
+            (rc = trail_append_stored(t, it->case_id, "event", it->agent, STORE_DB_EVENTS,
+                                      it->event_id, it->ref)))
             return rc;
         pend_add(st, t->seq_event, it->case_id, it->event_id); /* kept only if this commits */
         msgpack_sbuffer sb;

@@ -47,6 +47,8 @@ typedef enum {
     STORE_DB_OUTCOMES,
     STORE_DB_CASE_LOG,     /* dupsort */
     STORE_DB_QUIET,        /* case id → when it closes quietly (8 bytes big-endian ms) */
+    STORE_DB_TRAIL,        /* 8-byte big-endian sequence → trail record (trail.h) */
+    STORE_DB_TRAIL_HEAD,   /* "head" → 8-byte sequence + 32-byte hash of the last record */
     STORE_DB_COUNT
 } store_db_t;
 
@@ -163,6 +165,13 @@ store_rc_t store_get_event(store_t *st, const char *event_id, char **out, size_t
 
 /* Copy out a case record (msgpack map). *out is the caller's to free(). */
 store_rc_t store_get_case(store_t *st, const char *case_id, char **out, size_t *len);
+
+/* Open an existing store read-only (verification of a stopped broker's data or
+ * of an mdb_copy). NULL with a message in err. */
+store_t *store_open_readonly(const char *dir, char *err, size_t errlen);
+
+/* Name of a named database ("events", …). */
+const char *store_db_name(store_db_t db);
 
 /* Current map size in bytes (for logs and tests). */
 uint64_t store_map_size(const store_t *st);

@@ -1,0 +1,288 @@
+/* trail.c — the hash-chained trail and its verification; see trail.h. */
+#include "trail.h"
+
+#include <lmdb.h>
+#include <msgpack.h>
+#include <sodium.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clock.h"
+#include "frame.h"
+#include "util.h"
+
+#define HASH_LEN crypto_generichash_BYTES /* 32: BLAKE2b-256 */
+
+static void be64(unsigned char *b, uint64_t x)
+{
+    for (int i = 7; i >= 0; i--, x >>= 8)
+        b[i] = (unsigned char)(x & 0xff);
+}
+
+static uint64_t get_be64(const unsigned char *b)
+{
+    uint64_t x = 0;
+    for (int i = 0; i < 8; i++)
+        x = (x << 8) | b[i];
+    return x;
+}
+
+static void hash(unsigned char out[HASH_LEN], const void *data, size_t len)
+{
+    crypto_generichash(out, HASH_LEN, data, len, NULL, 0);
+}
+
+static void pack_str(msgpack_packer *pk, const char *key, const char *val)
+{
+    frame_pack_cstr(pk, key);
+    frame_pack_cstr(pk, val ? val : "");
+}
+
+int trail_append(store_txn_t *t, const char *case_id, const char *kind, const char *actor, int db,
+                 const char *obj_id, const void *obj, size_t objlen, const char *ref)
+{
+    /* The head: the last record's number and hash (none yet: 0 and zeros). */
+    unsigned char prev[HASH_LEN] = {0};
+    uint64_t seq = 0;
+    const void *hv;
+    size_t hl;
+    int rc = store_get(t, STORE_DB_TRAIL_HEAD, "head", 4, &hv, &hl);
+    if (rc == 0 && hl == 8 + HASH_LEN) {
+        seq = get_be64(hv);
+        memcpy(prev, (const unsigned char *)hv + 8, HASH_LEN);
+    } else if (rc == 0 || rc != MDB_NOTFOUND) {
+        return rc ? rc : MDB_CORRUPTED;
+    }
+    seq++;
+    unsigned char oh[HASH_LEN];
+    if (obj)
+        hash(oh, obj, objlen);
+
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 10);
+    frame_pack_cstr(&pk, "seq");
+    msgpack_pack_uint64(&pk, seq);
+    frame_pack_cstr(&pk, "at");
+    msgpack_pack_int64(&pk, clock_now_ms());
+    pack_str(&pk, "case", case_id);
+    pack_str(&pk, "kind", kind);
+    pack_str(&pk, "actor", actor);
+    pack_str(&pk, "db", db >= 0 ? store_db_name((store_db_t)db) : "");
+    pack_str(&pk, "obj", obj_id);
+    frame_pack_cstr(&pk, "hash");
+    msgpack_pack_bin(&pk, obj ? HASH_LEN : 0);
+    msgpack_pack_bin_body(&pk, oh, obj ? HASH_LEN : 0);
+    pack_str(&pk, "ref", ref);
+    frame_pack_cstr(&pk, "prev");
+    msgpack_pack_bin(&pk, HASH_LEN);
+    msgpack_pack_bin_body(&pk, prev, HASH_LEN);
+
+    unsigned char key[8], head[8 + HASH_LEN];
+    be64(key, seq);
+    rc = store_put(t, STORE_DB_TRAIL, key, 8, sb.data, sb.size, 1);
+    if (rc == 0) {
+        be64(head, seq);
+        hash(head + 8, sb.data, sb.size);
+        rc = store_put(t, STORE_DB_TRAIL_HEAD, "head", 4, head, sizeof head, 0);
+    }
+    msgpack_sbuffer_destroy(&sb);
+    return rc;
+}
+
+int trail_append_stored(store_txn_t *t, const char *case_id, const char *kind, const char *actor,
+                        store_db_t db, const char *obj_id, const char *ref)
+{
+    const void *v;
+    size_t vl;
+    int rc = store_get(t, db, obj_id, strlen(obj_id), &v, &vl);
+    if (rc)
+        return rc;
+    return trail_append(t, case_id, kind, actor, (int)db, obj_id, v, vl, ref);
+}
+
+/* ---- verification ------------------------------------------------------------ */
+
+/* The last hash the trail recorded for each object, "db\0id" → hash. A sorted
+ * array built while walking (objects are few compared to memory). */
+typedef struct {
+    char key[96];
+    unsigned char hash[HASH_LEN];
+    unsigned long long seq;
+} seen_t;
+
+typedef struct {
+    trail_report_t *r;
+    seen_t *seen;
+    size_t n, cap;
+    unsigned long long expect;      /* next sequence number */
+    unsigned char prev[HASH_LEN];   /* hash of the previous record */
+    store_db_t db;                  /* the object database being checked */
+} verify_t;
+
+static int seen_cmp(const void *a, const void *b)
+{
+    return strcmp(((const seen_t *)a)->key, ((const seen_t *)b)->key);
+}
+
+static void problem(verify_t *v, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void problem(verify_t *v, const char *fmt, ...)
+{
+    if (v->r->problem[0])
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    (void)vsnprintf(v->r->problem, sizeof v->r->problem, fmt, ap);
+    va_end(ap);
+}
+
+static int walk_record(void *ud, const void *k, size_t kl, const void *val, size_t vl)
+{
+    verify_t *v = ud;
+    if (kl != 8) {
+        problem(v, "trail: a key of %zu bytes is not a record number", kl);
+        return 1;
+    }
+    uint64_t seq = get_be64(k);
+    v->r->records++;
+    if (seq != v->expect) {
+        problem(v, "trail record %llu: expected record %llu here (records missing or inserted)",
+                (unsigned long long)seq, v->expect);
+        return 1;
+    }
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    int ok = msgpack_unpack_next(&u, val, vl, NULL) == MSGPACK_UNPACK_SUCCESS &&
+             u.data.type == MSGPACK_OBJECT_MAP;
+    const msgpack_object *prev = ok ? frame_map_get(&u.data, "prev") : NULL;
+    int64_t rseq = 0;
+    if (!ok || !prev || prev->type != MSGPACK_OBJECT_BIN || prev->via.bin.size != HASH_LEN ||
+        !frame_int(frame_map_get(&u.data, "seq"), &rseq) || (uint64_t)rseq != seq) {
+        problem(v, "trail record %llu: not a well-formed record (changed?)", (unsigned long long)seq);
+        msgpack_unpacked_destroy(&u);
+        return 1;
+    }
+    if (memcmp(prev->via.bin.ptr, v->prev, HASH_LEN) != 0) {
+        problem(v, "trail record %llu: does not follow record %llu (one of the two was changed)",
+                (unsigned long long)seq, (unsigned long long)seq - 1);
+        msgpack_unpacked_destroy(&u);
+        return 1;
+    }
+    /* Remember the object's last recorded hash. */
+    const char *db, *id;
+    size_t dbn, idn;
+    const msgpack_object *h = frame_map_get(&u.data, "hash");
+    if (frame_str(frame_map_get(&u.data, "db"), &db, &dbn) && dbn &&
+        frame_str(frame_map_get(&u.data, "obj"), &id, &idn) && idn && h &&
+        h->type == MSGPACK_OBJECT_BIN && h->via.bin.size == HASH_LEN && dbn + idn + 2 < 96) {
+        if (v->n == v->cap) {
+            v->cap = v->cap ? v->cap * 2 : 1024;
+            v->seen = xrealloc(v->seen, v->cap * sizeof *v->seen);
+        }
+        seen_t *s = &v->seen[v->n++];
+        memset(s->key, 0, sizeof s->key);
+        memcpy(s->key, db, dbn);
+        s->key[dbn] = '/';
+        memcpy(s->key + dbn + 1, id, idn);
+        memcpy(s->hash, h->via.bin.ptr, HASH_LEN);
+        s->seq = seq;
+    }
+    msgpack_unpacked_destroy(&u);
+    hash(v->prev, val, vl);
+    v->expect++;
+    return 0;
+}
+
+/* Keep only the last entry per object (the array is in trail order). */
+static void keep_last(verify_t *v)
+{
+    qsort(v->seen, v->n, sizeof *v->seen, seen_cmp);
+    size_t w = 0;
+    for (size_t i = 0; i < v->n; i++) {
+        if (w && strcmp(v->seen[w - 1].key, v->seen[i].key) == 0) {
+            if (v->seen[i].seq > v->seen[w - 1].seq)
+                v->seen[w - 1] = v->seen[i];
+            continue;
+        }
+        v->seen[w++] = v->seen[i];
+    }
+    v->n = w;
+}
+
+static int check_object(void *ud, const void *k, size_t kl, const void *val, size_t vl)
+{
+    verify_t *v = ud;
+    seen_t probe;
+    const char *dbname = store_db_name(v->db);
+    if (strlen(dbname) + kl + 2 >= sizeof probe.key) {
+        problem(v, "%s: a key of %zu bytes is not an id", dbname, kl);
+        return 1;
+    }
+    memset(probe.key, 0, sizeof probe.key);
+    util_fmt(probe.key, sizeof probe.key, "%s/", dbname);
+    memcpy(probe.key + strlen(dbname) + 1, k, kl);
+    v->r->objects++;
+    seen_t *s = bsearch(&probe, v->seen, v->n, sizeof *v->seen, seen_cmp);
+    if (!s) {
+        problem(v, "%s: record not in the trail (added outside carehubd?)", probe.key);
+        return 1;
+    }
+    unsigned char h[HASH_LEN];
+    hash(h, val, vl);
+    if (memcmp(h, s->hash, HASH_LEN) != 0) {
+        problem(v, "%s: does not match its trail record %llu (changed)", probe.key, s->seq);
+        return 1;
+    }
+    s->seq = 0; /* found: marks it present */
+    return 0;
+}
+
+static int verify_txn(store_txn_t *t, void *ud)
+{
+    trail_report_t *r = ud;
+    verify_t v = {.r = r, .expect = 1};
+    int rc = store_each(t, STORE_DB_TRAIL, NULL, 0, 0, walk_record, &v);
+    if (rc == 0 && !r->problem[0]) {
+        const void *hv;
+        size_t hl;
+        int g = store_get(t, STORE_DB_TRAIL_HEAD, "head", 4, &hv, &hl);
+        if (g == MDB_NOTFOUND) {
+            if (v.expect != 1)
+                problem(&v, "trail: the head record is missing");
+        } else if (g) {
+            rc = g;
+        } else if (hl != 8 + HASH_LEN || get_be64(hv) != v.expect - 1 ||
+                   memcmp((const unsigned char *)hv + 8, v.prev, HASH_LEN) != 0) {
+            problem(&v, "trail: ends at record %llu but its head says record %llu (truncated, "
+                        "or the last record changed)",
+                    v.expect - 1, hl == 8 + HASH_LEN ? (unsigned long long)get_be64(hv) : 0ull);
+        }
+    }
+    if (rc == 0 && !r->problem[0]) {
+        keep_last(&v);
+        static const store_db_t objs[] = {STORE_DB_EVENTS, STORE_DB_CASES, STORE_DB_ASSIGNMENTS};
+        for (size_t i = 0; rc == 0 && !r->problem[0] && i < UTIL_ARRAY_LEN(objs); i++) {
+            v.db = objs[i];
+            rc = store_each(t, objs[i], NULL, 0, 0, check_object, &v);
+        }
+        for (size_t i = 0; rc == 0 && !r->problem[0] && i < v.n; i++)
+            if (v.seen[i].seq)
+                problem(&v, "%s: in the trail (record %llu) but not in the store (deleted)",
+                        v.seen[i].key, v.seen[i].seq);
+    }
+    free(v.seen);
+    return rc;
+}
+
+int trail_verify(store_t *st, trail_report_t *r)
+{
+    memset(r, 0, sizeof *r);
+    store_rc_t rc = store_read(st, verify_txn, r);
+    if (rc != STORE_OK)
+        return rc == STORE_NOTFOUND ? 0 : MDB_PANIC;
+    return r->problem[0] ? 1 : 0;
+}

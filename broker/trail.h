@@ -1,0 +1,49 @@
+/*
+ * trail.h — the tamper-evident trail (issue 5, first part).
+ *
+ * Every change to a case — an event joined, a case record written, an
+ * assignment made or changed, a notice queued, delivered or given up, an
+ * outcome stored or received — appends one record to the named database
+ * `trail`, in the same transaction as the change. Records are numbered (key:
+ * 8-byte big-endian sequence) and each carries the BLAKE2b-256 hash of the
+ * record before it; the head (last sequence number and its hash) is kept in
+ * `trail_head`. A record that names a stored object (an event, case or
+ * assignment) also carries the hash of the object's bytes as written.
+ *
+ * trail_verify() walks the chain and then every event, case and assignment:
+ * a changed byte in a trail record breaks the chain at the next record; a
+ * deleted record leaves a gap; a truncated trail no longer ends at the head;
+ * a changed object no longer matches the hash of its last trail record. The
+ * first problem is named.
+ *
+ * Records hold ids and hashes, never names or free text (the trail is for
+ * supervisors and is kept longer than the data).
+ */
+#ifndef CAREHUB_TRAIL_H
+#define CAREHUB_TRAIL_H
+
+#include <stddef.h>
+
+#include "store.h"
+
+/* Append a record. `db`/`obj_id`/`obj` name the object written (db < 0 and
+ * obj NULL when none); `ref` is an extra id (a webhook id, an agent) or NULL.
+ * Returns 0 or an LMDB code. */
+int trail_append(store_txn_t *t, const char *case_id, const char *kind, const char *actor, int db,
+                 const char *obj_id, const void *obj, size_t objlen, const char *ref);
+
+/* Same, reading the object's current bytes from `db` inside the transaction. */
+int trail_append_stored(store_txn_t *t, const char *case_id, const char *kind, const char *actor,
+                        store_db_t db, const char *obj_id, const char *ref);
+
+typedef struct {
+    unsigned long long records;   /* trail records walked */
+    unsigned long long objects;   /* events, cases and assignments checked */
+    char problem[512];            /* the first problem found, "" when intact */
+} trail_report_t;
+
+/* Verify the whole store (read transaction). 0 when intact; 1 with
+ * r->problem naming the first broken record or object; an LMDB code on a read failure. */
+int trail_verify(store_t *st, trail_report_t *r);
+
+#endif
