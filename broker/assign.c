@@ -997,16 +997,21 @@ static int pack_event(store_txn_t *t, const char *ev, msgpack_packer *pk)
     msgpack_unpacked_init(&u);
     rc = MDB_CORRUPTED;
     if (msgpack_unpack_next(&u, rec, rl, NULL) == MSGPACK_UNPACK_SUCCESS) {
-        const msgpack_object *type = frame_map_get(&u.data, "type"), *at = frame_map_get(&u.data, "at"),
-                             *body = frame_map_get(&u.data, "body");
-        if (type && at && body) {
+        const msgpack_object *type = frame_map_get(&u.data, "type"), *at = frame_map_get(&u.data, "at");
+        msgpack_sbuffer body;
+        msgpack_sbuffer_init(&body);
+        if (type && at && store_txn_event_body(t, ev, &u.data, &body) == 0) {
             msgpack_pack_map(pk, 4);
             frame_pack_cstr(pk, "event"); frame_pack_cstr(pk, ev);
             frame_pack_cstr(pk, "type");  msgpack_pack_object(pk, *type);
             frame_pack_cstr(pk, "at");    msgpack_pack_object(pk, *at);
-            frame_pack_cstr(pk, "body");  msgpack_pack_object(pk, *body);
+            frame_pack_cstr(pk, "body");
+            pk->callback(pk->data, body.data, body.size); /* already msgpack */
             rc = 0;
         }
+        if (body.data)
+            sodium_memzero(body.data, body.alloc);
+        msgpack_sbuffer_destroy(&body);
     }
     msgpack_unpacked_destroy(&u);
     return rc;

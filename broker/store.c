@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sodium.h>
 #include <sys/stat.h>
 
 #include "frame.h"
@@ -38,6 +39,12 @@ struct store {
     } *pend;
     size_t pend_n, pend_cap;
     int64_t pend_oldest;              /* monotonic ms of pend[0] */
+    /* privacy.key_file: event bodies sealed with XChaCha20-Poly1305 (AD: the
+     * event id); the child-id join key is a keyed BLAKE2b hash. Both keys are
+     * derived from the configured one (crypto_kdf). */
+    int privacy;
+    unsigned char body_key[crypto_aead_xchacha20poly1305_ietf_KEYBYTES];
+    unsigned char join_key[crypto_generichash_KEYBYTES];
 };
 
 #define CASE_INDEX_LAG_MS 1000
@@ -322,6 +329,45 @@ fail:
     return NULL;
 }
 
+void store_set_privacy_key(store_t *st, const uint8_t key[32])
+{
+    crypto_kdf_derive_from_key(st->body_key, sizeof st->body_key, 1, "carehub_", key);
+    crypto_kdf_derive_from_key(st->join_key, sizeof st->join_key, 2, "carehub_", key);
+    st->privacy = 1;
+}
+
+int store_txn_event_body(store_txn_t *t, const char *event_id, const msgpack_object *rec,
+                         msgpack_sbuffer *out)
+{
+    const msgpack_object *plain = frame_map_get(rec, "body"), *sealed = frame_map_get(rec, "body_enc");
+    if (plain) {
+        msgpack_packer pk;
+        msgpack_packer_init(&pk, out, msgpack_sbuffer_write);
+        msgpack_pack_object(&pk, *plain);
+        return 0;
+    }
+    const size_t nb = crypto_aead_xchacha20poly1305_ietf_NPUBBYTES,
+                 ab = crypto_aead_xchacha20poly1305_ietf_ABYTES;
+    if (!sealed || sealed->type != MSGPACK_OBJECT_BIN || sealed->via.bin.size < nb + ab ||
+        !t->st->privacy)
+        return MDB_CORRUPTED;
+    const unsigned char *n = (const unsigned char *)sealed->via.bin.ptr;
+    size_t clen = sealed->via.bin.size - nb;
+    unsigned char *m = xmalloc(clen);
+    unsigned long long mlen;
+    int rc = crypto_aead_xchacha20poly1305_ietf_decrypt(m, &mlen, NULL, n + nb, clen,
+                                                        (const unsigned char *)event_id,
+                                                        strlen(event_id), n, t->st->body_key);
+    if (rc == 0)
+        msgpack_sbuffer_write(out, (const char *)m, (size_t)mlen);
+    else
+        log_error("store: the body of %s does not open with this privacy key (another key, or "
+                  "changed)", event_id);
+    sodium_memzero(m, clen);
+    free(m);
+    return rc == 0 ? 0 : MDB_CORRUPTED;
+}
+
 const char *store_db_name(store_db_t db)
 {
     return db < STORE_DB_COUNT ? DBS[db].name : "?";
@@ -503,11 +549,20 @@ static int join_case(store_txn_t *t, store_event_t *it)
     size_t jlen = 0;
     int rc;
     if (it->child_id) {
-        size_t tl = strlen(it->type), c = strlen(it->child_id);
+        const char *cid = it->child_id;
+        char hashed[2 * 16 + 1];
+        if (st->privacy) { /* the child id is not stored: its keyed hash joins */
+            unsigned char h[16];
+            crypto_generichash(h, sizeof h, (const unsigned char *)cid, strlen(cid), st->join_key,
+                               sizeof st->join_key);
+            sodium_bin2hex(hashed, sizeof hashed, h, sizeof h);
+            cid = hashed;
+        }
+        size_t tl = strlen(it->type), c = strlen(cid);
         if (tl + 1 + c <= sizeof jkey) {
             memcpy(jkey, it->type, tl);
             jkey[tl] = '\0';
-            memcpy(jkey + tl + 1, it->child_id, c);
+            memcpy(jkey + tl + 1, cid, c);
             jlen = tl + 1 + c;
         }
     }
@@ -558,8 +613,23 @@ static int put_event(MDB_txn *txn, store_t *st, const store_event_t *it)
     frame_pack_cstr(&pk, "received"); msgpack_pack_int64(&pk, it->received);
     frame_pack_cstr(&pk, "case");     frame_pack_cstr(&pk, it->case_id);
     frame_pack_cstr(&pk, "severity"); frame_pack_cstr(&pk, store_severity_name(it->severity));
-    frame_pack_cstr(&pk, "body");
-    msgpack_sbuffer_write(&sb, it->body, it->body_len); /* already msgpack */
+    if (st->privacy) { /* "body_enc": nonce + sealed body; the event id is the associated data */
+        const size_t nb = crypto_aead_xchacha20poly1305_ietf_NPUBBYTES,
+                     ab = crypto_aead_xchacha20poly1305_ietf_ABYTES;
+        unsigned char *box = xmalloc(nb + it->body_len + ab);
+        unsigned long long clen;
+        randombytes_buf(box, nb);
+        crypto_aead_xchacha20poly1305_ietf_encrypt(box + nb, &clen, (const unsigned char *)it->body,
+                                                   it->body_len, (const unsigned char *)it->event_id,
+                                                   strlen(it->event_id), NULL, box, st->body_key);
+        frame_pack_cstr(&pk, "body_enc");
+        msgpack_pack_bin(&pk, nb + (size_t)clen);
+        msgpack_pack_bin_body(&pk, box, nb + (size_t)clen);
+        free(box);
+    } else {
+        frame_pack_cstr(&pk, "body");
+        msgpack_sbuffer_write(&sb, it->body, it->body_len); /* already msgpack */
+    }
     int rc = put_packed(txn, st->dbi[STORE_DB_EVENTS], it->event_id, strlen(it->event_id), &sb, MDB_NOOVERWRITE);
     msgpack_sbuffer_destroy(&sb);
     return rc;

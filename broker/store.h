@@ -24,6 +24,7 @@
 #ifndef CAREHUB_STORE_H
 #define CAREHUB_STORE_H
 
+#include <msgpack.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -165,6 +166,17 @@ store_rc_t store_get_event(store_t *st, const char *event_id, char **out, size_t
 
 /* Copy out a case record (msgpack map). *out is the caller's to free(). */
 store_rc_t store_get_case(store_t *st, const char *case_id, char **out, size_t *len);
+
+/* privacy.key_file: from now on, event bodies are sealed at rest
+ * (XChaCha20-Poly1305, the event id as associated data) and the child-id join
+ * uses a keyed BLAKE2b hash, with keys derived from this one. */
+void store_set_privacy_key(store_t *st, const uint8_t key[32]);
+
+/* Append the (opened) msgpack body of the event record `rec` (a decoded
+ * events value) to out. 0, or MDB_CORRUPTED when it cannot be opened (another
+ * key, or changed bytes). */
+int store_txn_event_body(store_txn_t *t, const char *event_id, const msgpack_object *rec,
+                         msgpack_sbuffer *out);
 
 /* Open an existing store read-only (verification of a stopped broker's data or
  * of an mdb_copy). NULL with a message in err. */
