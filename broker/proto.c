@@ -11,6 +11,7 @@
 #include "carehub_wire.h"
 #include "clock.h"
 #include "frame.h"
+#include "query.h"
 #include "log.h"
 #include "util.h"
 
@@ -409,6 +410,24 @@ static void op_received(proto_t *p, msg_t *m)
                  m->id, m->s->agent->id);
 }
 
+/* query {what: case|cases|trail, …}: read cases under least privilege (query.h). */
+static void op_query(proto_t *p, msg_t *m)
+{
+    frame_out_t o;
+    char why[512];
+    const char *field;
+    static const char *codes[] = {
+        [QUERY_FORBIDDEN] = CAREHUB_E_FORBIDDEN, [QUERY_NOT_FOUND] = CAREHUB_E_NOT_FOUND,
+        [QUERY_INVALID] = CAREHUB_E_INVALID, [QUERY_UNAVAILABLE] = CAREHUB_E_UNAVAILABLE,
+    };
+    query_result_t r = query_handle(p->cfg, p->store, m->s->agent, m->id, m->map, &o, why,
+                                    sizeof why, &field);
+    if (r == QUERY_OK)
+        send_out(p, m->s->rid, m->s->rid_len, &o);
+    else
+        NACK(p, m, codes[r], field, "%s", why);
+}
+
 /* test_clock {set?: ms, advance?: ms} → {op:"clock", now}: moves the virtual
  * clock. Exists only in a broker started with --test-clock (docs/protocol.md). */
 static void op_test_clock(proto_t *p, msg_t *m)
@@ -442,6 +461,7 @@ static const struct op_def {
     {"case_ack", op_case_ack, 1, 0},
     {"case_update", op_case_update, 1, 0},
     {"received", op_received, 1, 0},
+    {"query", op_query, 1, 0},
     {"test_clock", op_test_clock, 1, 1},
 };
 
@@ -512,7 +532,7 @@ size_t proto_on_message(proto_t *p, session_t *s, const void *frame, size_t len,
             (!OPS[i].test_only || clock_is_test()))
             op = &OPS[i];
     if (!op) {
-        NACK(p, &m, CAREHUB_E_UNKNOWN_OP, "/op", "unknown op; this broker knows: hello, ping, pong, event, case_ack, case_update, received");
+        NACK(p, &m, CAREHUB_E_UNKNOWN_OP, "/op", "unknown op; this broker knows: hello, ping, pong, event, case_ack, case_update, received, query");
         goto done;
     }
     if (op->needs_hello && !s->agent) {

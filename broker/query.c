@@ -1,0 +1,527 @@
+/* query.c — the `query` op: case files, case lists and trails under least privilege; see query.h. */
+#include "query.h"
+
+#include <lmdb.h>
+#include <sodium.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "assign.h"
+#include "clock.h"
+#include "trail.h"
+#include "util.h"
+
+#define LIST_DEFAULT 100
+#define LIST_MAX 1000
+
+typedef struct {
+    const config_t *cfg;
+    const config_agent_t *agent;
+    const char *id;
+    const msgpack_object *map;
+    frame_out_t *out;
+    char *why;
+    size_t whysize;
+    const char **field;
+    query_result_t result;
+    char what[16];
+    char case_id[STORE_ID_MAX];
+} q_t;
+
+/* ---- who may read what ------------------------------------------------------------ */
+
+typedef struct {
+    store_txn_t *t;
+    const char *agency;
+    int holds;
+} holds_t;
+
+static int holds_visit(void *ud, const void *k, size_t kl, const void *v, size_t vl)
+{
+    (void)k;
+    (void)kl;
+    holds_t *h = ud;
+    char id[STORE_ID_MAX], agency[STORE_ID_MAX];
+    if (vl >= sizeof id)
+        return MDB_CORRUPTED;
+    memcpy(id, v, vl);
+    id[vl] = '\0';
+    int rc = assign_agency(h->t, id, agency);
+    if (rc)
+        return rc;
+    if (strcmp(agency, h->agency) == 0) {
+        h->holds = 1;
+        return 1;
+    }
+    return 0;
+}
+
+/* 1 when the agent may read this case: a supervisor always, an agency when it
+ * holds an assignment in it, nobody else. */
+static int may_read(store_txn_t *t, const config_agent_t *a, const char *case_id, int *rc)
+{
+    *rc = 0;
+    if (a->role == ROLE_SUPERVISOR)
+        return 1;
+    if (a->role != ROLE_AGENCY || !a->agency)
+        return 0;
+    holds_t h = {t, a->agency, 0};
+    *rc = store_each(t, STORE_DB_CASE_ASSIGN, case_id, strlen(case_id), 1, holds_visit, &h);
+    return h.holds;
+}
+
+static void refuse(q_t *q, query_result_t r, const char *field, const char *fmt, const char *arg)
+{
+    q->result = r;
+    util_fmt(q->why, q->whysize, fmt, arg);
+    *q->field = field;
+}
+
+/* ---- what:"case" -------------------------------------------------------------------- */
+
+typedef struct {
+    store_txn_t *t;
+    msgpack_packer *pk;
+    size_t n;
+    int count_only;
+    int rc;
+} pack_list_t;
+
+static int pack_event_visit(void *ud, const void *k, size_t kl, const void *v, size_t vl)
+{
+    (void)k;
+    (void)kl;
+    pack_list_t *l = ud;
+    if (l->count_only) {
+        l->n++;
+        return 0;
+    }
+    char ev[STORE_ID_MAX];
+    if (vl >= sizeof ev)
+        return MDB_CORRUPTED;
+    memcpy(ev, v, vl);
+    ev[vl] = '\0';
+    const void *rec;
+    size_t rl;
+    int rc = store_get(l->t, STORE_DB_EVENTS, ev, vl, &rec, &rl);
+    if (rc)
+        return rc;
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    rc = MDB_CORRUPTED;
+    if (msgpack_unpack_next(&u, rec, rl, NULL) == MSGPACK_UNPACK_SUCCESS &&
+        u.data.type == MSGPACK_OBJECT_MAP) {
+        msgpack_sbuffer body;
+        msgpack_sbuffer_init(&body);
+        int opened = store_txn_event_body(l->t, ev, &u.data, &body) == 0;
+        uint32_t n = 0;
+        for (uint32_t i = 0; i < u.data.via.map.size; i++) {
+            const char *ks;
+            size_t kn;
+            if (!(frame_str(&u.data.via.map.ptr[i].key, &ks, &kn) && kn >= 4 &&
+                  memcmp(ks, "body", 4) == 0))
+                n++;
+        }
+        msgpack_pack_map(l->pk, n + 1);
+        for (uint32_t i = 0; i < u.data.via.map.size; i++) {
+            const char *ks;
+            size_t kn;
+            if (frame_str(&u.data.via.map.ptr[i].key, &ks, &kn) && kn >= 4 && memcmp(ks, "body", 4) == 0)
+                continue;
+            msgpack_pack_object(l->pk, u.data.via.map.ptr[i].key);
+            msgpack_pack_object(l->pk, u.data.via.map.ptr[i].val);
+        }
+        frame_pack_cstr(l->pk, "body");
+        if (opened)
+            l->pk->callback(l->pk->data, body.data, body.size);
+        else
+            msgpack_pack_nil(l->pk); /* sealed with another key: shown as missing */
+        if (body.data)
+            sodium_memzero(body.data, body.alloc);
+        msgpack_sbuffer_destroy(&body);
+        rc = 0;
+    }
+    msgpack_unpacked_destroy(&u);
+    return rc;
+}
+
+static int pack_assignment_visit(void *ud, const void *k, size_t kl, const void *v, size_t vl)
+{
+    (void)k;
+    (void)kl;
+    pack_list_t *l = ud;
+    if (l->count_only) {
+        l->n++;
+        return 0;
+    }
+    const void *rec;
+    size_t rl;
+    int rc = store_get(l->t, STORE_DB_ASSIGNMENTS, v, vl, &rec, &rl);
+    if (rc)
+        return rc;
+    l->pk->callback(l->pk->data, rec, rl); /* the record is a msgpack map */
+    return 0;
+}
+
+/* Pack a list: count first (msgpack arrays need their length), then the items. */
+static int pack_list(store_txn_t *t, msgpack_packer *pk, int events, const char *case_id)
+{
+    pack_list_t l = {t, pk, 0, 1, 0};
+    store_each_fn fn = events ? pack_event_visit : pack_assignment_visit;
+    int rc = events ? store_each_case_event(t, case_id, fn, &l)
+                    : store_each(t, STORE_DB_CASE_ASSIGN, case_id, strlen(case_id), 1, fn, &l);
+    if (rc)
+        return rc;
+    msgpack_pack_array(pk, l.n);
+    l.count_only = 0;
+    return events ? store_each_case_event(t, case_id, fn, &l)
+                  : store_each(t, STORE_DB_CASE_ASSIGN, case_id, strlen(case_id), 1, fn, &l);
+}
+
+static int case_file(q_t *q, store_txn_t *t)
+{
+    const void *rec;
+    size_t rl;
+    int rc = store_get(t, STORE_DB_CASES, q->case_id, strlen(q->case_id), &rec, &rl);
+    if (rc == MDB_NOTFOUND) {
+        refuse(q, QUERY_NOT_FOUND, "/case", "no case %s exists", q->case_id);
+        return 0;
+    }
+    if (rc)
+        return rc;
+    frame_out_message(q->out, "result", q->id, 4);
+    frame_out_str(q->out, "what", "case");
+    frame_out_key(q->out, "case");
+    q->out->pk.callback(q->out->pk.data, rec, rl);
+    frame_out_key(q->out, "events");
+    if ((rc = pack_list(t, &q->out->pk, 1, q->case_id)))
+        return rc;
+    frame_out_key(q->out, "assignments");
+    return pack_list(t, &q->out->pk, 0, q->case_id);
+}
+
+/* ---- what:"trail" -------------------------------------------------------------------- */
+
+typedef struct {
+    const char *case_id;
+    msgpack_packer *pk;
+    size_t n;
+    int count_only;
+} trail_list_t;
+
+static int trail_visit(void *ud, const void *k, size_t kl, const void *v, size_t vl)
+{
+    (void)k;
+    (void)kl;
+    trail_list_t *l = ud;
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    int rc = 0;
+    if (msgpack_unpack_next(&u, v, vl, NULL) == MSGPACK_UNPACK_SUCCESS) {
+        const char *c;
+        size_t cn;
+        if (frame_str(frame_map_get(&u.data, "case"), &c, &cn) && cn == strlen(l->case_id) &&
+            memcmp(c, l->case_id, cn) == 0) {
+            if (l->count_only)
+                l->n++;
+            else
+                l->pk->callback(l->pk->data, v, vl);
+        }
+    } else {
+        rc = MDB_CORRUPTED;
+    }
+    msgpack_unpacked_destroy(&u);
+    return rc;
+}
+
+static int case_trail(q_t *q, store_txn_t *t)
+{
+    const void *rec;
+    size_t rl;
+    int rc = store_get(t, STORE_DB_CASES, q->case_id, strlen(q->case_id), &rec, &rl);
+    if (rc == MDB_NOTFOUND) {
+        refuse(q, QUERY_NOT_FOUND, "/case", "no case %s exists", q->case_id);
+        return 0;
+    }
+    if (rc)
+        return rc;
+    /* The whole trail is walked: a per-case index of trail records is still to come. */
+    trail_list_t l = {q->case_id, &q->out->pk, 0, 1};
+    if ((rc = store_each(t, STORE_DB_TRAIL, NULL, 0, 0, trail_visit, &l)))
+        return rc;
+    frame_out_message(q->out, "result", q->id, 3);
+    frame_out_str(q->out, "what", "trail");
+    frame_out_str(q->out, "case", q->case_id);
+    frame_out_key(q->out, "records");
+    msgpack_pack_array(&q->out->pk, l.n);
+    l.count_only = 0;
+    return store_each(t, STORE_DB_TRAIL, NULL, 0, 0, trail_visit, &l);
+}
+
+/* ---- what:"cases" -------------------------------------------------------------------- */
+
+typedef struct {
+    q_t *q;
+    store_txn_t *t;
+    char status[32], type[65], agency[65], after[STORE_ID_MAX];
+    int64_t since;
+    int overdue;
+    size_t limit;
+    /* results */
+    msgpack_sbuffer items;
+    msgpack_packer pk;
+    size_t n;
+    char last[STORE_ID_MAX];
+    int more;
+} list_t;
+
+typedef struct {
+    list_t *l;
+    store_txn_t *t;
+    int agency_ok, overdue_ok;
+    size_t n;
+    msgpack_packer *pk; /* NULL: only check */
+} alist_t;
+
+static int alist_visit(void *ud, const void *k, size_t kl, const void *v, size_t vl)
+{
+    (void)k;
+    (void)kl;
+    alist_t *a = ud;
+    const void *rec;
+    size_t rl;
+    int rc = store_get(a->t, STORE_DB_ASSIGNMENTS, v, vl, &rec, &rl);
+    if (rc)
+        return rc;
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    if (msgpack_unpack_next(&u, rec, rl, NULL) == MSGPACK_UNPACK_SUCCESS) {
+        const char *ag, *st;
+        size_t agn, stn;
+        int64_t ack_by = 0;
+        (void)frame_int(frame_map_get(&u.data, "ack_by"), &ack_by);
+        if (frame_str(frame_map_get(&u.data, "agency"), &ag, &agn) &&
+            frame_str(frame_map_get(&u.data, "state"), &st, &stn)) {
+            if (a->l->agency[0] && agn == strlen(a->l->agency) && memcmp(ag, a->l->agency, agn) == 0)
+                a->agency_ok = 1;
+            if (stn == 4 && memcmp(st, "open", 4) == 0 && ack_by < clock_now_ms())
+                a->overdue_ok = 1;
+            if (a->pk) {
+                msgpack_pack_map(a->pk, 4);
+                frame_pack_cstr(a->pk, "id");     msgpack_pack_object(a->pk, *frame_map_get(&u.data, "id"));
+                frame_pack_cstr(a->pk, "agency"); msgpack_pack_str(a->pk, agn); msgpack_pack_str_body(a->pk, ag, agn);
+                frame_pack_cstr(a->pk, "state");  msgpack_pack_str(a->pk, stn); msgpack_pack_str_body(a->pk, st, stn);
+                frame_pack_cstr(a->pk, "ack_by"); msgpack_pack_int64(a->pk, ack_by);
+            }
+            a->n++;
+        }
+    }
+    msgpack_unpacked_destroy(&u);
+    return 0;
+}
+
+static int list_visit(void *ud, const void *k, size_t kl, const void *v, size_t vl)
+{
+    list_t *l = ud;
+    if (kl >= STORE_ID_MAX)
+        return MDB_CORRUPTED;
+    char id[STORE_ID_MAX];
+    memcpy(id, k, kl);
+    id[kl] = '\0';
+    if (l->after[0] && strcmp(id, l->after) <= 0)
+        return 0;
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    int rc = 0, keep = 0;
+    if (msgpack_unpack_next(&u, v, vl, NULL) == MSGPACK_UNPACK_SUCCESS) {
+        const char *s;
+        size_t n;
+        int64_t opened = 0;
+        (void)frame_int(frame_map_get(&u.data, "opened"), &opened);
+        keep = opened >= l->since;
+        if (keep && l->status[0])
+            keep = frame_str(frame_map_get(&u.data, "status"), &s, &n) && n == strlen(l->status) &&
+                   memcmp(s, l->status, n) == 0;
+        if (keep && l->type[0])
+            keep = frame_str(frame_map_get(&u.data, "type"), &s, &n) && n == strlen(l->type) &&
+                   memcmp(s, l->type, n) == 0;
+        if (keep && (l->agency[0] || l->overdue)) {
+            alist_t a = {l, l->t, 0, 0, 0, NULL};
+            rc = store_each(l->t, STORE_DB_CASE_ASSIGN, id, kl, 1, alist_visit, &a);
+            keep = !rc && (!l->agency[0] || a.agency_ok) && (!l->overdue || a.overdue_ok);
+        }
+        if (keep && !rc) {
+            if (l->n == l->limit) {
+                l->more = 1;
+                msgpack_unpacked_destroy(&u);
+                return 1;
+            }
+            /* {id, type, status, opened, severity, assignments: [...]} */
+            msgpack_pack_map(&l->pk, 6);
+            static const char *keys[] = {"id", "type", "status", "opened", "severity"};
+            for (size_t i = 0; i < 5; i++) {
+                const msgpack_object *o = frame_map_get(&u.data, keys[i]);
+                frame_pack_cstr(&l->pk, keys[i]);
+                if (o)
+                    msgpack_pack_object(&l->pk, *o);
+                else
+                    msgpack_pack_nil(&l->pk);
+            }
+            frame_pack_cstr(&l->pk, "assignments");
+            alist_t cnt = {l, l->t, 0, 0, 0, NULL};
+            rc = store_each(l->t, STORE_DB_CASE_ASSIGN, id, kl, 1, alist_visit, &cnt);
+            msgpack_pack_array(&l->pk, cnt.n);
+            alist_t a = {l, l->t, 0, 0, 0, &l->pk};
+            if (!rc)
+                rc = store_each(l->t, STORE_DB_CASE_ASSIGN, id, kl, 1, alist_visit, &a);
+            l->n++;
+            memcpy(l->last, id, kl + 1);
+        }
+    } else {
+        rc = MDB_CORRUPTED;
+    }
+    msgpack_unpacked_destroy(&u);
+    return rc;
+}
+
+static int opt_str(q_t *q, const char *key, char *out, size_t size)
+{
+    const msgpack_object *o = frame_map_get(q->map, key);
+    const char *s;
+    size_t n;
+    out[0] = '\0';
+    if (!o || o->type == MSGPACK_OBJECT_NIL)
+        return 0;
+    if (!frame_str(o, &s, &n) || n >= size || memchr(s, '\0', n))
+        return -1;
+    memcpy(out, s, n);
+    out[n] = '\0';
+    return 0;
+}
+
+static int case_list(q_t *q, store_txn_t *t)
+{
+    list_t l;
+    memset(&l, 0, sizeof l);
+    l.q = q;
+    l.t = t;
+    int64_t v;
+    static char field[32];
+    const char *bad = NULL;
+    if (opt_str(q, "status", l.status, sizeof l.status) < 0)
+        bad = "status";
+    else if (opt_str(q, "type", l.type, sizeof l.type) < 0)
+        bad = "type";
+    else if (opt_str(q, "agency", l.agency, sizeof l.agency) < 0)
+        bad = "agency";
+    else if (opt_str(q, "after", l.after, sizeof l.after) < 0)
+        bad = "after";
+    if (bad) {
+        util_fmt(field, sizeof field, "/%s", bad);
+        refuse(q, QUERY_INVALID, field, "`%s` must be a string", bad);
+        return 0;
+    }
+    const msgpack_object *o = frame_map_get(q->map, "since");
+    if (o && !(frame_int(o, &v) && v >= 0)) {
+        refuse(q, QUERY_INVALID, "/since", "`since` must be a time in ms since the epoch%s", "");
+        return 0;
+    }
+    l.since = o ? v : 0;
+    o = frame_map_get(q->map, "overdue");
+    l.overdue = o && o->type == MSGPACK_OBJECT_BOOLEAN && o->via.boolean;
+    o = frame_map_get(q->map, "limit");
+    l.limit = LIST_DEFAULT;
+    if (o) {
+        if (!frame_int(o, &v) || v < 1 || v > LIST_MAX) {
+            refuse(q, QUERY_INVALID, "/limit", "`limit` must be 1 to %s", "1000");
+            return 0;
+        }
+        l.limit = (size_t)v;
+    }
+    /* An agency sees its own cases only, whatever it asks. */
+    if (q->agent->role == ROLE_AGENCY)
+        util_fmt(l.agency, sizeof l.agency, "%s", q->agent->agency);
+    msgpack_sbuffer_init(&l.items);
+    msgpack_packer_init(&l.pk, &l.items, msgpack_sbuffer_write);
+    int rc = store_each(t, STORE_DB_CASES, l.after, strlen(l.after), 0, list_visit, &l);
+    if (!rc) {
+        frame_out_message(q->out, "result", q->id, 3);
+        frame_out_str(q->out, "what", "cases");
+        frame_out_key(q->out, "cases");
+        msgpack_pack_array(&q->out->pk, l.n);
+        q->out->pk.callback(q->out->pk.data, l.items.data, l.items.size);
+        frame_out_key(q->out, "next"); /* pass as `after` for the next page */
+        if (l.more)
+            frame_pack_cstr(&q->out->pk, l.last);
+        else
+            msgpack_pack_nil(&q->out->pk);
+    }
+    msgpack_sbuffer_destroy(&l.items);
+    return rc;
+}
+
+/* ---- the op ------------------------------------------------------------------------------ */
+
+static int query_txn(store_txn_t *t, void *ud)
+{
+    q_t *q = ud;
+    if (q->out->sb.data) { /* run again after the map grew: start the reply afresh */
+        frame_out_end(q->out);
+        memset(q->out, 0, sizeof *q->out);
+    }
+    q->result = QUERY_OK;
+    q->why[0] = '\0';
+    if (q->agent->role != ROLE_SUPERVISOR && q->agent->role != ROLE_AGENCY) {
+        refuse(q, QUERY_FORBIDDEN, NULL, "agents of role %s read no case file", config_role_name(q->agent->role));
+        return trail_append(t, q->case_id, "read_refused", q->agent->id, -1, NULL, NULL, 0, q->what);
+    }
+    if (strcmp(q->what, "cases") == 0)
+        return case_list(q, t);
+    int rc;
+    if (!may_read(t, q->agent, q->case_id, &rc)) {
+        if (rc)
+            return rc;
+        refuse(q, QUERY_FORBIDDEN, "/case", "your agency holds no assignment in case %s", q->case_id);
+        return trail_append(t, q->case_id, "read_refused", q->agent->id, -1, NULL, NULL, 0, q->what);
+    }
+    rc = strcmp(q->what, "case") == 0 ? case_file(q, t) : case_trail(q, t);
+    if (rc || q->result != QUERY_OK)
+        return rc;
+    /* the read itself is part of the record */
+    return trail_append(t, q->case_id, "read", q->agent->id, -1, NULL, NULL, 0, q->what);
+}
+
+query_result_t query_handle(const config_t *cfg, store_t *st, const config_agent_t *agent,
+                            const char *id, const msgpack_object *map, frame_out_t *out,
+                            char *why, size_t whysize, const char **field)
+{
+    q_t q = {cfg, agent, id, map, out, why, whysize, field, QUERY_OK, "", ""};
+    *field = NULL;
+    if (opt_str(&q, "what", q.what, sizeof q.what) < 0 ||
+        (strcmp(q.what, "case") != 0 && strcmp(q.what, "cases") != 0 && strcmp(q.what, "trail") != 0)) {
+        util_fmt(why, whysize, "`what` is required: case, cases or trail");
+        *field = "/what";
+        return QUERY_INVALID;
+    }
+    if (strcmp(q.what, "cases") != 0 &&
+        (opt_str(&q, "case", q.case_id, sizeof q.case_id) < 0 || !q.case_id[0] ||
+         !util_valid_id(q.case_id, strlen(q.case_id)))) {
+        util_fmt(why, whysize, "`case` is required: the case id, e.g. case-0000000001");
+        *field = "/case";
+        return QUERY_INVALID;
+    }
+    /* One write transaction: the read is recorded in the trail with it. */
+    memset(out, 0, sizeof *out);
+    store_rc_t rc = store_write(st, query_txn, &q);
+    int begun = out->sb.data != NULL;
+    if (rc != STORE_OK) {
+        if (begun)
+            frame_out_end(out);
+        util_fmt(why, whysize, "the broker cannot read or record this now (%s); retry later",
+                 store_strerror(rc));
+        return QUERY_UNAVAILABLE;
+    }
+    if (q.result != QUERY_OK && begun)
+        frame_out_end(out);
+    return q.result;
+}
