@@ -460,6 +460,109 @@ static int case_list(q_t *q, store_txn_t *t)
     return rc;
 }
 
+/* ---- what:"assignments" (figures per agency) and what:"verify" ------------------------- */
+
+typedef struct {
+    const char *agency;     /* only this agency's, or NULL */
+    char after[STORE_ID_MAX];
+    size_t limit, n;
+    int more;
+    char last[STORE_ID_MAX];
+    msgpack_packer pk;
+    msgpack_sbuffer sb;
+} as_list_t2;
+
+static int as_visit(void *ud, const void *k, size_t kl, const void *v, size_t vl)
+{
+    as_list_t2 *l = ud;
+    if (kl >= STORE_ID_MAX)
+        return MDB_CORRUPTED;
+    char id[STORE_ID_MAX];
+    memcpy(id, k, kl);
+    id[kl] = '\0';
+    if (l->after[0] && strcmp(id, l->after) <= 0)
+        return 0;
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    int rc = MDB_CORRUPTED;
+    if (msgpack_unpack_next(&u, v, vl, NULL) == MSGPACK_UNPACK_SUCCESS &&
+        u.data.type == MSGPACK_OBJECT_MAP) {
+        rc = 0;
+        const char *ag;
+        size_t an;
+        int mine = !l->agency || (frame_str(frame_map_get(&u.data, "agency"), &ag, &an) &&
+                                  an == strlen(l->agency) && memcmp(ag, l->agency, an) == 0);
+        if (mine && l->n == l->limit) {
+            l->more = 1;
+            rc = 1;
+        } else if (mine) {
+            /* the record without free text (`note`) or the plan */
+            uint32_t n = 0;
+            for (uint32_t i = 0; i < u.data.via.map.size; i++) {
+                const char *ks;
+                size_t kn;
+                if (!(frame_str(&u.data.via.map.ptr[i].key, &ks, &kn) &&
+                      ((kn == 4 && (!memcmp(ks, "note", 4) || !memcmp(ks, "plan", 4))))))
+                    n++;
+            }
+            msgpack_pack_map(&l->pk, n);
+            for (uint32_t i = 0; i < u.data.via.map.size; i++) {
+                const char *ks;
+                size_t kn;
+                if (frame_str(&u.data.via.map.ptr[i].key, &ks, &kn) &&
+                    kn == 4 && (!memcmp(ks, "note", 4) || !memcmp(ks, "plan", 4)))
+                    continue;
+                msgpack_pack_object(&l->pk, u.data.via.map.ptr[i].key);
+                msgpack_pack_object(&l->pk, u.data.via.map.ptr[i].val);
+            }
+            l->n++;
+            memcpy(l->last, id, kl + 1);
+        }
+    }
+    msgpack_unpacked_destroy(&u);
+    return rc;
+}
+
+static int assignment_list(q_t *q, store_txn_t *t)
+{
+    as_list_t2 l;
+    memset(&l, 0, sizeof l);
+    int64_t v;
+    if (opt_str(q, "after", l.after, sizeof l.after) < 0) {
+        refuse(q, QUERY_INVALID, "/after", "`after` must be an assignment id%s", "");
+        return 0;
+    }
+    const msgpack_object *o = frame_map_get(q->map, "limit");
+    l.limit = LIST_MAX;
+    if (o) {
+        if (!frame_int(o, &v) || v < 1 || v > LIST_MAX) {
+            refuse(q, QUERY_INVALID, "/limit", "`limit` must be 1 to %s", "1000");
+            return 0;
+        }
+        l.limit = (size_t)v;
+    }
+    if (q->agent->role == ROLE_AGENCY)
+        l.agency = q->agent->agency;
+    msgpack_sbuffer_init(&l.sb);
+    msgpack_packer_init(&l.pk, &l.sb, msgpack_sbuffer_write);
+    int rc = store_each(t, STORE_DB_ASSIGNMENTS, l.after, strlen(l.after), 0, as_visit, &l);
+    if (!rc) {
+        frame_out_message(q->out, "result", q->id, 4);
+        frame_out_str(q->out, "what", "assignments");
+        frame_out_int(q->out, "now", clock_now_ms());
+        frame_out_key(q->out, "assignments");
+        msgpack_pack_array(&q->out->pk, l.n);
+        q->out->pk.callback(q->out->pk.data, l.sb.data, l.sb.size);
+        frame_out_key(q->out, "next");
+        if (l.more)
+            frame_pack_cstr(&q->out->pk, l.last);
+        else
+            msgpack_pack_nil(&q->out->pk);
+    }
+    msgpack_sbuffer_destroy(&l.sb);
+    return rc;
+}
+
 /* ---- the op ------------------------------------------------------------------------------ */
 
 static int query_txn(store_txn_t *t, void *ud)
@@ -477,6 +580,8 @@ static int query_txn(store_txn_t *t, void *ud)
     }
     if (strcmp(q->what, "cases") == 0)
         return case_list(q, t);
+    if (strcmp(q->what, "assignments") == 0)
+        return assignment_list(q, t);
     int rc;
     if (!may_read(t, q->agent, q->case_id, &rc)) {
         if (rc)
@@ -498,12 +603,32 @@ query_result_t query_handle(const config_t *cfg, store_t *st, const config_agent
     q_t q = {cfg, agent, id, map, out, why, whysize, field, QUERY_OK, "", ""};
     *field = NULL;
     if (opt_str(&q, "what", q.what, sizeof q.what) < 0 ||
-        (strcmp(q.what, "case") != 0 && strcmp(q.what, "cases") != 0 && strcmp(q.what, "trail") != 0)) {
-        util_fmt(why, whysize, "`what` is required: case, cases or trail");
+        (strcmp(q.what, "case") != 0 && strcmp(q.what, "cases") != 0 && strcmp(q.what, "trail") != 0 &&
+         strcmp(q.what, "assignments") != 0 && strcmp(q.what, "verify") != 0)) {
+        util_fmt(why, whysize, "`what` is required: case, cases, trail, assignments or verify");
         *field = "/what";
         return QUERY_INVALID;
     }
-    if (strcmp(q.what, "cases") != 0 &&
+    if (strcmp(q.what, "verify") == 0) { /* supervisors: walk every chain now */
+        if (agent->role != ROLE_SUPERVISOR) {
+            util_fmt(why, whysize, "only supervisors verify the trail");
+            return QUERY_FORBIDDEN;
+        }
+        trail_report_t r;
+        int vrc = trail_verify(st, &r);
+        if (vrc != 0 && vrc != 1) {
+            util_fmt(why, whysize, "the store could not be read; retry later");
+            return QUERY_UNAVAILABLE;
+        }
+        frame_out_message(out, "result", id, 5);
+        frame_out_str(out, "what", "verify");
+        frame_out_bool(out, "intact", vrc == 0);
+        frame_out_int(out, "records", (int64_t)r.records);
+        frame_out_int(out, "objects", (int64_t)r.objects);
+        frame_out_str(out, "problem", r.problem);
+        return QUERY_OK;
+    }
+    if (strcmp(q.what, "cases") != 0 && strcmp(q.what, "assignments") != 0 &&
         (opt_str(&q, "case", q.case_id, sizeof q.case_id) < 0 || !q.case_id[0] ||
          !util_valid_id(q.case_id, strlen(q.case_id)))) {
         util_fmt(why, whysize, "`case` is required: the case id, e.g. case-0000000001");

@@ -109,3 +109,17 @@ def test_bad_queries(make_broker, tmp_path, connect):
     h.assert_nack(q(sup, what="everything"), "invalid", field="/what")
     h.assert_nack(q(sup, what="case"), "invalid", field="/case")
     h.assert_nack(q(sup, what="cases", limit=0), "invalid", field="/limit")
+
+
+def test_assignments_and_online_verify(make_broker, tmp_path, connect):
+    b = start(make_broker, tmp_path)
+    _, case = report(b, connect, "王五")
+    sup = connect(b, login="supervisor-01")
+    r = q(sup, what="assignments")
+    assert r.get("op") == "result" and len(r["assignments"]) == 1, r
+    a = r["assignments"][0]
+    assert a["case"] == case and a["agency"] == "police" and "note" not in a and "plan" not in a
+    v = q(sup, what="verify")
+    assert v.get("intact") is True and v["records"] > 0 and v["problem"] == "", v
+    h.assert_nack(q(connect(b, login="police-desk"), what="verify"), "forbidden")
+    h.assert_nack(q(connect(b, login="school-0042"), what="assignments"), "forbidden")
