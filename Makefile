@@ -43,7 +43,7 @@ UNIT_BIN    := $(UNIT_SRC:tests/unit/%.c=$(OUT)/tests/%)
 AGENT_LIB_SRC  := $(sort $(wildcard agents/lib/*.c))
 AGENT_LIB_OBJ  := $(AGENT_LIB_SRC:%.c=$(OUT)/%.o) $(OUT)/broker/frame.o $(OUT)/broker/util.o
 AGENT_LIB      := $(OUT)/libcarehub.a
-AGENT_PROG_SRC := $(sort $(wildcard agents/carehub-*.c))
+AGENT_PROG_SRC := $(sort $(wildcard agents/carehub-*.c agents/carehub.c))
 AGENT_PROGS    := $(AGENT_PROG_SRC:agents/%.c=$(BIN)/%)
 BENCH_SRC   := $(sort $(wildcard bench/*.c))
 BENCH_BIN   := $(BENCH_SRC:bench/%.c=$(BIN)/%)
@@ -81,7 +81,12 @@ $(AGENT_LIB): $(AGENT_LIB_OBJ)
 $(BIN)/carehub-%: $(OUT)/agents/carehub-%.o $(AGENT_LIB)
 	@mkdir -p $(dir $@)
 	$(say) "  LD [$(VARIANT)]  $@"
-	$(Q)$(CC) $(LDFLAGS_ALL) -o $@ $^ $(PKG_LIBS)
+	$(Q)$(CC) $(LDFLAGS_ALL) -o $@ $^ $(PKG_LIBS) -lm
+
+$(BIN)/carehub: $(OUT)/agents/carehub.o $(AGENT_LIB)
+	@mkdir -p $(dir $@)
+	$(say) "  LD [$(VARIANT)]  $@"
+	$(Q)$(CC) $(LDFLAGS_ALL) -o $@ $^ $(PKG_LIBS) -lm
 
 $(OUT)/tests/%: $(OUT)/tests/unit/%.o $(LIB_OBJ)
 	@mkdir -p $(dir $@)
