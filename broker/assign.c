@@ -132,7 +132,7 @@ static int64_t get_int(const msgpack_object *map, const char *key)
     return v;
 }
 
-static int as_decode(const void *data, size_t len, as_t *a)
+static int as_decode(store_txn_t *t, const void *data, size_t len, as_t *a)
 {
     msgpack_unpacked u;
     msgpack_unpacked_init(&u);
@@ -148,6 +148,19 @@ static int as_decode(const void *data, size_t len, as_t *a)
         copy_str(a->by, sizeof a->by, frame_map_get(m, "by"));
         copy_str(a->to, sizeof a->to, frame_map_get(m, "to"));
         copy_str(a->note, sizeof a->note, frame_map_get(m, "note"));
+        const msgpack_object *ne = frame_map_get(m, "note_enc");
+        if (ne && ne->type == MSGPACK_OBJECT_BIN) { /* sealed note: open it */
+            msgpack_sbuffer nb;
+            msgpack_sbuffer_init(&nb);
+            if (store_txn_open(t, a->id, ne->via.bin.ptr, ne->via.bin.size, &nb) == 0 && nb.size &&
+                nb.size < sizeof a->note) {
+                memcpy(a->note, nb.data, nb.size);
+                a->note[nb.size] = '\0';
+            }
+            if (nb.data)
+                sodium_memzero(nb.data, nb.alloc);
+            msgpack_sbuffer_destroy(&nb);
+        }
         char st[32];
         copy_str(st, sizeof st, frame_map_get(m, "state"));
         int s = assign_state_parse(st, strlen(st));
@@ -199,7 +212,19 @@ static int as_put(store_txn_t *t, const as_t *a)
     frame_pack_cstr(&pk, "next_due"); msgpack_pack_int64(&pk, a->next_due);
     frame_pack_cstr(&pk, "by");       frame_pack_cstr(&pk, a->by);
     frame_pack_cstr(&pk, "to");       frame_pack_cstr(&pk, a->to);
-    frame_pack_cstr(&pk, "note");     frame_pack_cstr(&pk, a->note);
+    msgpack_sbuffer sealed;
+    msgpack_sbuffer_init(&sealed);
+    if (a->note[0])
+        (void)store_txn_seal(t, a->id, a->note, strlen(a->note), &sealed); /* cannot fail */
+    if (sealed.size && sealed.data[0] == 0) { /* sealed: the agency's free text is not kept in the clear */
+        frame_pack_cstr(&pk, "note_enc");
+        msgpack_pack_bin(&pk, sealed.size);
+        msgpack_pack_bin_body(&pk, sealed.data, sealed.size);
+    } else {
+        frame_pack_cstr(&pk, "note");
+        frame_pack_cstr(&pk, a->note);
+    }
+    msgpack_sbuffer_destroy(&sealed);
     frame_pack_cstr(&pk, "level");    msgpack_pack_int(&pk, a->level);
     frame_pack_cstr(&pk, "plan");
     msgpack_pack_array(&pk, a->n_steps);
@@ -226,7 +251,7 @@ static int as_get(store_txn_t *t, const char *id, as_t *a)
     const void *v;
     size_t vl;
     int rc = store_get(t, STORE_DB_ASSIGNMENTS, id, strlen(id), &v, &vl);
-    return rc ? rc : as_decode(v, vl, a);
+    return rc ? rc : as_decode(t, v, vl, a);
 }
 
 /* Deadline index key: due (8 bytes big-endian) + assignment id. */
@@ -621,8 +646,12 @@ static int outcome_for_event(void *ud, const void *k, size_t kl, const void *v, 
     frame_out_str(&o, "status", "resolved");
     frame_out_str(&o, "note", c->note ? c->note : "");
     char key[2 * ID_LEN + 2];
-    rc = store_put(c->t, STORE_DB_OUTCOMES, key, pending_key(key, sizeof key, agent, oid), o.sb.data,
-                   o.sb.size, 0);
+    msgpack_sbuffer sealed;
+    msgpack_sbuffer_init(&sealed);
+    (void)store_txn_seal(c->t, oid, o.sb.data, o.sb.size, &sealed); /* the note is free text */
+    rc = store_put(c->t, STORE_DB_OUTCOMES, key, pending_key(key, sizeof key, agent, oid),
+                   sealed.data, sealed.size, 0);
+    msgpack_sbuffer_destroy(&sealed);
     frame_out_end(&o);
     if (rc == 0)
         rc = trail_append(c->t, c->case_id, "outcome_stored", "broker", -1, NULL, NULL, 0, agent);
@@ -1085,6 +1114,34 @@ int assign_case_message(store_txn_t *t, const char *assignment, size_t max_bytes
     return rc;
 }
 
+int assign_pack_record(store_txn_t *t, const char *assignment, msgpack_packer *pk, int with_note)
+{
+    as_t a;
+    int rc = as_get(t, assignment, &a);
+    if (rc)
+        return rc;
+    msgpack_pack_map(pk, 13 + (with_note ? 1 : 0));
+    frame_pack_cstr(pk, "id");       frame_pack_cstr(pk, a.id);
+    frame_pack_cstr(pk, "case");     frame_pack_cstr(pk, a.case_id);
+    frame_pack_cstr(pk, "agency");   frame_pack_cstr(pk, a.agency);
+    frame_pack_cstr(pk, "type");     frame_pack_cstr(pk, a.type);
+    frame_pack_cstr(pk, "state");    frame_pack_cstr(pk, assign_state_name(a.state));
+    frame_pack_cstr(pk, "severity"); frame_pack_cstr(pk, store_severity_name(a.severity));
+    frame_pack_cstr(pk, "created");  msgpack_pack_int64(pk, a.created);
+    frame_pack_cstr(pk, "ack_by");   msgpack_pack_int64(pk, a.ack_by);
+    frame_pack_cstr(pk, "acked_at"); msgpack_pack_int64(pk, a.acked_at);
+    frame_pack_cstr(pk, "by");       frame_pack_cstr(pk, a.by);
+    frame_pack_cstr(pk, "to");       frame_pack_cstr(pk, a.to);
+    frame_pack_cstr(pk, "level");    msgpack_pack_int(pk, a.level);
+    frame_pack_cstr(pk, "steps");    msgpack_pack_uint64(pk, a.n_steps);
+    if (with_note) {
+        frame_pack_cstr(pk, "note");
+        frame_pack_cstr(pk, a.note);
+    }
+    sodium_memzero(a.note, sizeof a.note);
+    return 0;
+}
+
 int assign_agency(store_txn_t *t, const char *assignment, char *agency)
 {
     as_t a;
@@ -1100,7 +1157,16 @@ typedef struct {
     int (*fn)(void *, const char *);
     int (*fn_msg)(void *, const void *, size_t);
     void *ud;
+    store_txn_t *t;
 } prefix_ctx_t;
+
+/* The outcome id from an outcomes key (agent NUL id). */
+static void outcome_key_id(const prefix_ctx_t *c, const void *k, size_t kl, char *oid, size_t size)
+{
+    size_t n = kl - c->plen < size - 1 ? kl - c->plen : size - 1;
+    memcpy(oid, (const char *)k + c->plen, n);
+    oid[n] = '\0';
+}
 
 static int visit_pending(void *ud, const void *k, size_t kl, const void *v, size_t vl)
 {
@@ -1124,7 +1190,7 @@ int assign_each_pending(store_txn_t *t, const char *agency,
     char prefix[ID_LEN + 1];
     util_fmt(prefix, sizeof prefix, "%s", agency);
     size_t plen = strlen(prefix) + 1; /* with the NUL */
-    prefix_ctx_t c = {prefix, plen, fn, NULL, ud};
+    prefix_ctx_t c = {prefix, plen, fn, NULL, ud, t};
     return store_each(t, STORE_DB_PENDING, prefix, plen, 0, visit_pending, &c);
 }
 
@@ -1133,7 +1199,19 @@ static int visit_outcome(void *ud, const void *k, size_t kl, const void *v, size
     prefix_ctx_t *c = ud;
     if (kl <= c->plen || memcmp(k, c->prefix, c->plen) != 0)
         return 1;
-    return c->fn_msg(c->ud, v, vl) < 0 ? -1 : 0;
+    char oid[ID_LEN];
+    outcome_key_id(c, k, kl, oid, sizeof oid);
+    msgpack_sbuffer m;
+    msgpack_sbuffer_init(&m);
+    int rc = store_txn_open(c->t, oid, v, vl, &m);
+    if (rc == 0)
+        rc = c->fn_msg(c->ud, m.data, m.size) < 0 ? -1 : 0;
+    else
+        rc = 0; /* sealed with another key: skipped (the store refuses such a key at start) */
+    if (m.data)
+        sodium_memzero(m.data, m.alloc);
+    msgpack_sbuffer_destroy(&m);
+    return rc;
 }
 
 int assign_each_outcome(store_txn_t *t, const char *agent,
@@ -1142,7 +1220,7 @@ int assign_each_outcome(store_txn_t *t, const char *agent,
     char prefix[ID_LEN + 1];
     util_fmt(prefix, sizeof prefix, "%s", agent);
     size_t plen = strlen(prefix) + 1;
-    prefix_ctx_t c = {prefix, plen, NULL, fn, ud};
+    prefix_ctx_t c = {prefix, plen, NULL, fn, ud, t};
     return store_each(t, STORE_DB_OUTCOMES, prefix, plen, 0, visit_outcome, &c);
 }
 
@@ -1157,11 +1235,15 @@ int assign_outcome_received(store_txn_t *t, const char *agent, const char *outco
         return 0; /* unknown or already confirmed */
     if (rc)
         return rc;
+    msgpack_sbuffer m;
+    msgpack_sbuffer_init(&m);
     msgpack_unpacked u;
     msgpack_unpacked_init(&u);
-    if (msgpack_unpack_next(&u, v, vl, NULL) == MSGPACK_UNPACK_SUCCESS)
+    if (store_txn_open(t, outcome_id, v, vl, &m) == 0 &&
+        msgpack_unpack_next(&u, m.data, m.size, NULL) == MSGPACK_UNPACK_SUCCESS)
         copy_str(case_id, sizeof case_id, frame_map_get(&u.data, "case"));
     msgpack_unpacked_destroy(&u);
+    msgpack_sbuffer_destroy(&m);
     if ((rc = store_del(t, STORE_DB_OUTCOMES, key, kl, NULL, 0)))
         return rc;
     return trail_append(t, case_id, "outcome_received", agent, -1, NULL, NULL, 0, outcome_id);

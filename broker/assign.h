@@ -118,6 +118,10 @@ int assign_next_due(store_txn_t *t, int64_t *due);
 int assign_case_message(store_txn_t *t, const char *assignment, size_t max_bytes, frame_out_t *o,
                         char *agency, int *open_);
 
+/* Pack an assignment record as a msgpack map for readers: the agency's note
+ * opened (with_note) or left out, never the escalation plan. 0 or an LMDB code. */
+int assign_pack_record(store_txn_t *t, const char *assignment, msgpack_packer *pk, int with_note);
+
 /* The agency (STORE_ID_MAX) of an assignment. 0, MDB_NOTFOUND or an LMDB code. */
 int assign_agency(store_txn_t *t, const char *assignment, char *agency);
 

@@ -83,8 +83,8 @@ broker_t *broker_new(const config_t *cfg, const char *schemas_dir, char *err, si
     b->store = store_open(cfg->data_dir, cfg->map_size, cfg->map_max, err, errlen);
     if (!b->store)
         goto fail;
-    if (!cfg->privacy_off)
-        store_set_privacy_key(b->store, cfg->privacy_key);
+    if (store_set_privacy(b->store, cfg->privacy_off ? NULL : cfg->privacy_key, err, errlen) < 0)
+        goto fail;
     b->sessions = session_table_new();
     b->proto = proto_new(cfg, b->schemas, b->store, router_send, b);
     b->deliver = deliver_new(cfg, b->store, b->sessions, router_send, b);

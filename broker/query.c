@@ -154,13 +154,12 @@ static int pack_assignment_visit(void *ud, const void *k, size_t kl, const void 
         l->n++;
         return 0;
     }
-    const void *rec;
-    size_t rl;
-    int rc = store_get(l->t, STORE_DB_ASSIGNMENTS, v, vl, &rec, &rl);
-    if (rc)
-        return rc;
-    l->pk->callback(l->pk->data, rec, rl); /* the record is a msgpack map */
-    return 0;
+    char id[STORE_ID_MAX];
+    if (vl >= sizeof id)
+        return MDB_CORRUPTED;
+    memcpy(id, v, vl);
+    id[vl] = '\0';
+    return assign_pack_record(l->t, id, l->pk, 1); /* the note opened for the reader */
 }
 
 /* Pack a list: count first (msgpack arrays need their length), then the items. */
@@ -463,6 +462,7 @@ static int case_list(q_t *q, store_txn_t *t)
 /* ---- what:"assignments" (figures per agency) and what:"verify" ------------------------- */
 
 typedef struct {
+    store_txn_t *t;
     const char *agency;     /* only this agency's, or NULL */
     char after[STORE_ID_MAX];
     size_t limit, n;
@@ -474,53 +474,30 @@ typedef struct {
 
 static int as_visit(void *ud, const void *k, size_t kl, const void *v, size_t vl)
 {
+    (void)v;
+    (void)vl;
     as_list_t2 *l = ud;
     if (kl >= STORE_ID_MAX)
         return MDB_CORRUPTED;
-    char id[STORE_ID_MAX];
+    char id[STORE_ID_MAX], agency[STORE_ID_MAX];
     memcpy(id, k, kl);
     id[kl] = '\0';
     if (l->after[0] && strcmp(id, l->after) <= 0)
         return 0;
-    msgpack_unpacked u;
-    msgpack_unpacked_init(&u);
-    int rc = MDB_CORRUPTED;
-    if (msgpack_unpack_next(&u, v, vl, NULL) == MSGPACK_UNPACK_SUCCESS &&
-        u.data.type == MSGPACK_OBJECT_MAP) {
-        rc = 0;
-        const char *ag;
-        size_t an;
-        int mine = !l->agency || (frame_str(frame_map_get(&u.data, "agency"), &ag, &an) &&
-                                  an == strlen(l->agency) && memcmp(ag, l->agency, an) == 0);
-        if (mine && l->n == l->limit) {
-            l->more = 1;
-            rc = 1;
-        } else if (mine) {
-            /* the record without free text (`note`) or the plan */
-            uint32_t n = 0;
-            for (uint32_t i = 0; i < u.data.via.map.size; i++) {
-                const char *ks;
-                size_t kn;
-                if (!(frame_str(&u.data.via.map.ptr[i].key, &ks, &kn) &&
-                      ((kn == 4 && (!memcmp(ks, "note", 4) || !memcmp(ks, "plan", 4))))))
-                    n++;
-            }
-            msgpack_pack_map(&l->pk, n);
-            for (uint32_t i = 0; i < u.data.via.map.size; i++) {
-                const char *ks;
-                size_t kn;
-                if (frame_str(&u.data.via.map.ptr[i].key, &ks, &kn) &&
-                    kn == 4 && (!memcmp(ks, "note", 4) || !memcmp(ks, "plan", 4)))
-                    continue;
-                msgpack_pack_object(&l->pk, u.data.via.map.ptr[i].key);
-                msgpack_pack_object(&l->pk, u.data.via.map.ptr[i].val);
-            }
-            l->n++;
-            memcpy(l->last, id, kl + 1);
-        }
+    int rc = assign_agency(l->t, id, agency);
+    if (rc)
+        return rc;
+    if (l->agency && strcmp(agency, l->agency) != 0)
+        return 0;
+    if (l->n == l->limit) {
+        l->more = 1;
+        return 1;
     }
-    msgpack_unpacked_destroy(&u);
-    return rc;
+    if ((rc = assign_pack_record(l->t, id, &l->pk, 0))) /* no free text in the figures */
+        return rc;
+    l->n++;
+    memcpy(l->last, id, kl + 1);
+    return 0;
 }
 
 static int assignment_list(q_t *q, store_txn_t *t)
@@ -543,6 +520,7 @@ static int assignment_list(q_t *q, store_txn_t *t)
     }
     if (q->agent->role == ROLE_AGENCY)
         l.agency = q->agent->agency;
+    l.t = t;
     msgpack_sbuffer_init(&l.sb);
     msgpack_packer_init(&l.pk, &l.sb, msgpack_sbuffer_write);
     int rc = store_each(t, STORE_DB_ASSIGNMENTS, l.after, strlen(l.after), 0, as_visit, &l);

@@ -329,11 +329,93 @@ fail:
     return NULL;
 }
 
-void store_set_privacy_key(store_t *st, const uint8_t key[32])
+int store_set_privacy(store_t *st, const uint8_t *key, char *err, size_t errlen)
 {
-    crypto_kdf_derive_from_key(st->body_key, sizeof st->body_key, 1, "carehub_", key);
-    crypto_kdf_derive_from_key(st->join_key, sizeof st->join_key, 2, "carehub_", key);
-    st->privacy = 1;
+    unsigned char check[32] = {0};
+    if (key) {
+        unsigned char ck[crypto_generichash_KEYBYTES];
+        crypto_kdf_derive_from_key(st->body_key, sizeof st->body_key, 1, "carehub_", key);
+        crypto_kdf_derive_from_key(st->join_key, sizeof st->join_key, 2, "carehub_", key);
+        crypto_kdf_derive_from_key(ck, sizeof ck, 3, "carehub_", key);
+        crypto_generichash(check, sizeof check, (const unsigned char *)"carehub key check", 17, ck,
+                           sizeof ck);
+        sodium_memzero(ck, sizeof ck);
+    }
+    /* The store remembers which key sealed it: another key, or none, would
+     * leave cases unreadable and a child's events split over two cases. */
+    MDB_txn *txn;
+    MDB_val k = val_str("privacy.check"), v;
+    int rc = mdb_txn_begin(st->env, NULL, 0, &txn);
+    if (rc) {
+        util_fmt(err, errlen, "cannot read the store: %s", mdb_strerror(rc));
+        return -1;
+    }
+    rc = mdb_get(txn, st->meta, &k, &v);
+    if (rc == 0 && (!key || v.mv_size != sizeof check || memcmp(v.mv_data, check, sizeof check))) {
+        mdb_txn_abort(txn);
+        util_fmt(err, errlen, key ? "the data directory %s was sealed with another privacy key; "
+                                    "configure the key it was written with (privacy.key_file)"
+                                  : "the data directory %s holds sealed children's data; "
+                                    "configure its privacy.key_file (privacy: off cannot read it)",
+                 st->dir);
+        return -1;
+    }
+    if (rc == MDB_NOTFOUND && key) {
+        MDB_val nv = {sizeof check, check};
+        rc = mdb_put(txn, st->meta, &k, &nv, 0);
+    } else if (rc == MDB_NOTFOUND) {
+        rc = 0;
+    }
+    if (rc || (rc = mdb_txn_commit(txn))) {
+        if (rc && txn)
+            util_fmt(err, errlen, "cannot write the store: %s", mdb_strerror(rc));
+        return -1;
+    }
+    st->privacy = key != NULL;
+    return 0;
+}
+
+int store_txn_seal(store_txn_t *t, const char *ad, const void *m, size_t mlen, msgpack_sbuffer *out)
+{
+    if (!t->st->privacy) {
+        msgpack_sbuffer_write(out, m, mlen);
+        return 0;
+    }
+    const size_t nb = crypto_aead_xchacha20poly1305_ietf_NPUBBYTES,
+                 ab = crypto_aead_xchacha20poly1305_ietf_ABYTES;
+    unsigned char *box = xmalloc(1 + nb + mlen + ab);
+    unsigned long long clen;
+    box[0] = 0; /* marker: never the first byte of a msgpack map */
+    randombytes_buf(box + 1, nb);
+    crypto_aead_xchacha20poly1305_ietf_encrypt(box + 1 + nb, &clen, m, mlen,
+                                               (const unsigned char *)ad, strlen(ad), NULL, box + 1,
+                                               t->st->body_key);
+    msgpack_sbuffer_write(out, (const char *)box, 1 + nb + (size_t)clen);
+    free(box);
+    return 0;
+}
+
+int store_txn_open(store_txn_t *t, const char *ad, const void *v, size_t vl, msgpack_sbuffer *out)
+{
+    const unsigned char *b = v;
+    if (vl == 0 || b[0] != 0) { /* not sealed */
+        msgpack_sbuffer_write(out, v, vl);
+        return 0;
+    }
+    const size_t nb = crypto_aead_xchacha20poly1305_ietf_NPUBBYTES,
+                 ab = crypto_aead_xchacha20poly1305_ietf_ABYTES;
+    if (vl < 1 + nb + ab || !t->st->privacy)
+        return MDB_CORRUPTED;
+    unsigned char *m = xmalloc(vl);
+    unsigned long long mlen;
+    int rc = crypto_aead_xchacha20poly1305_ietf_decrypt(m, &mlen, NULL, b + 1 + nb, vl - 1 - nb,
+                                                        (const unsigned char *)ad, strlen(ad),
+                                                        b + 1, t->st->body_key);
+    if (rc == 0)
+        msgpack_sbuffer_write(out, (const char *)m, (size_t)mlen);
+    sodium_memzero(m, vl);
+    free(m);
+    return rc == 0 ? 0 : MDB_CORRUPTED;
 }
 
 int store_txn_event_body(store_txn_t *t, const char *event_id, const msgpack_object *rec,

@@ -167,10 +167,20 @@ store_rc_t store_get_event(store_t *st, const char *event_id, char **out, size_t
 /* Copy out a case record (msgpack map). *out is the caller's to free(). */
 store_rc_t store_get_case(store_t *st, const char *case_id, char **out, size_t *len);
 
-/* privacy.key_file: from now on, event bodies are sealed at rest
- * (XChaCha20-Poly1305, the event id as associated data) and the child-id join
- * uses a keyed BLAKE2b hash, with keys derived from this one. */
-void store_set_privacy_key(store_t *st, const uint8_t key[32]);
+/* privacy.key_file (key, 32 bytes) or privacy: off (NULL). With a key, event
+ * bodies and agencies' notes are sealed at rest (XChaCha20-Poly1305, the
+ * record's id as associated data) and the child-id join uses a keyed BLAKE2b
+ * hash, with keys derived from this one. The store remembers a check value of
+ * the key: -1 with a message in err when the store was sealed with another
+ * key, or sealed and now opened without one. */
+int store_set_privacy(store_t *st, const uint8_t *key, char *err, size_t errlen);
+
+/* Seal m (associated data ad) into out when privacy is on; else copy it. A
+ * sealed value starts with a 0 byte, which no msgpack map does. */
+int store_txn_seal(store_txn_t *t, const char *ad, const void *m, size_t mlen, msgpack_sbuffer *out);
+/* Open what store_txn_seal wrote (plain values pass through). MDB_CORRUPTED
+ * when it does not open with this key. */
+int store_txn_open(store_txn_t *t, const char *ad, const void *v, size_t vl, msgpack_sbuffer *out);
 
 /* Append the (opened) msgpack body of the event record `rec` (a decoded
  * events value) to out. 0, or MDB_CORRUPTED when it cannot be opened (another
