@@ -727,6 +727,16 @@ static int resolve_case(const config_t *cfg, store_txn_t *t, const char *case_id
     if (rc)
         return rc;
     log_info("assign: case %s resolved", case_id);
+    /* privacy.retention: the case's data is purged this long after resolution */
+    if (!cfg->privacy_off && cfg->retention_ms > 0) {
+        unsigned char k[8 + STORE_ID_MAX + 8];
+        char pid[STORE_ID_MAX + 8];
+        util_fmt(pid, sizeof pid, "purge:%s", case_id);
+        if ((rc = store_put(t, STORE_DB_DEADLINES, k, deadline_key(k, now + cfg->retention_ms, pid),
+                            "", 0, 0)))
+            return rc;
+        fx->deadlines_changed = 1;
+    }
     outcome_ctx_t c = {t, case_id, note, fx, 0};
     if ((rc = store_each_case_event(t, case_id, outcome_for_event, &c)))
         return rc;
@@ -905,6 +915,82 @@ static int fire(const config_t *cfg, store_txn_t *t, as_t *a, int64_t now, assig
     return as_put(t, a);
 }
 
+/* ---- retention ---------------------------------------------------------------------- */
+
+typedef struct {
+    store_txn_t *t;
+    const char *case_id;
+    int rc;
+} purge_ctx_t;
+
+static int purge_event(void *ud, const void *k, size_t kl, const void *v, size_t vl)
+{
+    (void)k;
+    (void)kl;
+    purge_ctx_t *c = ud;
+    char ev[STORE_ID_MAX];
+    if (vl >= sizeof ev)
+        return MDB_CORRUPTED;
+    memcpy(ev, v, vl);
+    ev[vl] = '\0';
+    int rc = store_del(c->t, STORE_DB_EVENTS, ev, vl, NULL, 0);
+    return rc ? rc : trail_append(c->t, c->case_id, "purged", "broker", STORE_DB_EVENTS, ev, "", 0, NULL);
+}
+
+static int purge_assignment(void *ud, const void *k, size_t kl, const void *v, size_t vl)
+{
+    (void)k;
+    (void)kl;
+    purge_ctx_t *c = ud;
+    char id[STORE_ID_MAX], agency[STORE_ID_MAX], pk[2 * ID_LEN + 2];
+    if (vl >= sizeof id)
+        return MDB_CORRUPTED;
+    memcpy(id, v, vl);
+    id[vl] = '\0';
+    int rc = assign_agency(c->t, id, agency);
+    if (rc == MDB_NOTFOUND)
+        return 0;
+    if (rc || (rc = store_del(c->t, STORE_DB_PENDING, pk, pending_key(pk, sizeof pk, agency, id), NULL, 0)) ||
+        (rc = store_del(c->t, STORE_DB_ASSIGNMENTS, id, vl, NULL, 0)))
+        return rc;
+    return trail_append(c->t, c->case_id, "purged", "broker", STORE_DB_ASSIGNMENTS, id, "", 0, NULL);
+}
+
+/* privacy.retention passed since the case was resolved: its events (the
+ * children's data), assignments and log go; the trail keeps a stub for each
+ * (that it existed, when, that it was purged). Idempotency entries stay, so
+ * a late retry still gets its old answer. */
+static int purge_case(store_txn_t *t, const char *case_id, int64_t due, int64_t now,
+                      assign_effects_t *fx)
+{
+    (void)now;
+    unsigned char k[8 + STORE_ID_MAX + 8];
+    char pid[STORE_ID_MAX + 8];
+    util_fmt(pid, sizeof pid, "purge:%s", case_id);
+    int rc = store_del(t, STORE_DB_DEADLINES, k, deadline_key(k, due, pid), NULL, 0);
+    fx->deadlines_changed = 1;
+    if (rc)
+        return rc;
+    const void *v;
+    size_t vl;
+    rc = store_get(t, STORE_DB_CASES, case_id, strlen(case_id), &v, &vl);
+    if (rc == MDB_NOTFOUND)
+        return 0; /* purged already */
+    if (rc)
+        return rc;
+    purge_ctx_t c = {t, case_id, 0};
+    size_t cl = strlen(case_id);
+    if ((rc = store_each_case_event(t, case_id, purge_event, &c)) ||
+        (rc = store_each(t, STORE_DB_CASE_ASSIGN, case_id, cl, 1, purge_assignment, &c)) ||
+        (rc = store_del(t, STORE_DB_CASE_EVENTS, case_id, cl, NULL, 0)) ||
+        (rc = store_del(t, STORE_DB_CASE_ASSIGN, case_id, cl, NULL, 0)) ||
+        (rc = store_del(t, STORE_DB_CASE_LOG, case_id, cl, NULL, 0)) ||
+        (rc = store_del(t, STORE_DB_CASES, case_id, cl, NULL, 0)))
+        return rc;
+    log_info("assign: case %s purged (privacy.retention passed since it was resolved)", case_id);
+    return trail_append(t, case_id, "purged", "broker", STORE_DB_CASES, case_id, "", 0, NULL);
+}
+
 /* A quiet-close entry fell due: close the case if it still has no assignment. */
 static int quiet_close(store_txn_t *t, const char *case_id, int64_t due, int64_t now,
                        assign_effects_t *fx)
@@ -938,6 +1024,12 @@ int assign_fire_due(const config_t *cfg, store_txn_t *t, int64_t now, size_t max
                    xcalloc(max ? max : 1, sizeof(int64_t)), 0};
     int rc = store_each(t, STORE_DB_DEADLINES, NULL, 0, 0, collect_due, &c);
     for (size_t i = 0; !rc && i < c.n; i++) {
+        if (strncmp(c.ids[i], "purge:", 6) == 0) {
+            rc = purge_case(t, c.ids[i] + 6, c.dues[i], now, fx);
+            if (!rc)
+                (*fired)++;
+            continue;
+        }
         if (strncmp(c.ids[i], "case-", 5) == 0) {
             rc = quiet_close(t, c.ids[i], c.dues[i], now, fx);
             if (!rc)

@@ -113,6 +113,7 @@ typedef struct {
     char key[96];
     unsigned char hash[HASH_LEN];
     unsigned long long seq;
+    int purged;   /* the last record says it was purged (retention): it must be absent */
 } seen_t;
 
 typedef struct {
@@ -176,9 +177,14 @@ static int walk_record(void *ud, const void *k, size_t kl, const void *val, size
     const char *db, *id;
     size_t dbn, idn;
     const msgpack_object *h = frame_map_get(&u.data, "hash");
+    const char *kind;
+    size_t kn;
+    int purged = frame_str(frame_map_get(&u.data, "kind"), &kind, &kn) && kn == 6 &&
+                 memcmp(kind, "purged", 6) == 0;
     if (frame_str(frame_map_get(&u.data, "db"), &db, &dbn) && dbn &&
         frame_str(frame_map_get(&u.data, "obj"), &id, &idn) && idn && h &&
-        h->type == MSGPACK_OBJECT_BIN && h->via.bin.size == HASH_LEN && dbn + idn + 2 < 96) {
+        h->type == MSGPACK_OBJECT_BIN && (h->via.bin.size == HASH_LEN || purged) &&
+        dbn + idn + 2 < 96) {
         if (v->n == v->cap) {
             v->cap = v->cap ? v->cap * 2 : 1024;
             v->seen = xrealloc(v->seen, v->cap * sizeof *v->seen);
@@ -188,8 +194,11 @@ static int walk_record(void *ud, const void *k, size_t kl, const void *val, size
         memcpy(s->key, db, dbn);
         s->key[dbn] = '/';
         memcpy(s->key + dbn + 1, id, idn);
-        memcpy(s->hash, h->via.bin.ptr, HASH_LEN);
+        memset(s->hash, 0, HASH_LEN);
+        if (!purged)
+            memcpy(s->hash, h->via.bin.ptr, HASH_LEN);
         s->seq = seq;
+        s->purged = purged;
     }
     msgpack_unpacked_destroy(&u);
     hash(v->prev, val, vl);
@@ -231,6 +240,11 @@ static int check_object(void *ud, const void *k, size_t kl, const void *val, siz
         problem(v, "%s: record not in the trail (added outside carehubd?)", probe.key);
         return 1;
     }
+    if (s->purged) {
+        problem(v, "%s: purged by trail record %llu, yet still in the store (restored?)", probe.key,
+                s->seq);
+        return 1;
+    }
     unsigned char h[HASH_LEN];
     hash(h, val, vl);
     if (memcmp(h, s->hash, HASH_LEN) != 0) {
@@ -270,7 +284,7 @@ static int verify_txn(store_txn_t *t, void *ud)
             rc = store_each(t, objs[i], NULL, 0, 0, check_object, &v);
         }
         for (size_t i = 0; rc == 0 && !r->problem[0] && i < v.n; i++)
-            if (v.seen[i].seq)
+            if (v.seen[i].seq && !v.seen[i].purged)
                 problem(&v, "%s: in the trail (record %llu) but not in the store (deleted)",
                         v.seen[i].key, v.seen[i].seq);
     }
