@@ -11,7 +11,7 @@
 
 SAN ?= 0
 CC  ?= gcc
-PKGS := libzmq lmdb msgpack libcurl yaml-0.1 jansson libsodium
+PKGS := libzmq lmdb msgpack libcurl yaml-0.1 jansson libsodium libmicrohttpd
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 CMOCKA_LIBS := $(shell pkg-config --libs cmocka 2>/dev/null)

@@ -78,6 +78,7 @@ void assign_effects_clear(assign_effects_t *e)
 {
     e->n_deliver = e->n_outcome_to = e->n_webhooks = 0;
     e->deadlines_changed = 0;
+    e->escalations = 0;
 }
 
 void assign_effects_free(assign_effects_t *e)
@@ -909,6 +910,7 @@ static int fire(const config_t *cfg, store_txn_t *t, as_t *a, int64_t now, assig
     if (rc)
         return rc;
     log_info("assign: %s overdue: escalation step %d fired", a->id, level);
+    fx->escalations++;
     a->level++;
     if ((rc = schedule(t, a, fx)))
         return rc;
@@ -1057,6 +1059,41 @@ int assign_fire_due(const config_t *cfg, store_txn_t *t, int64_t now, size_t max
     }
     free(c.ids);
     free(c.dues);
+    return rc;
+}
+
+typedef struct {
+    int64_t now;
+    uint64_t open, overdue;
+} gauge_ctx_t;
+
+static int gauge_visit(void *ud, const void *k, size_t kl, const void *v, size_t vl)
+{
+    (void)k;
+    (void)kl;
+    gauge_ctx_t *g = ud;
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    if (msgpack_unpack_next(&u, v, vl, NULL) == MSGPACK_UNPACK_SUCCESS) {
+        char st[32];
+        copy_str(st, sizeof st, frame_map_get(&u.data, "state"));
+        int s = assign_state_parse(st, strlen(st));
+        if (s >= 0 && !is_final((assign_state_t)s)) {
+            g->open++;
+            if (s == AS_OPEN && get_int(&u.data, "ack_by") < g->now)
+                g->overdue++;
+        }
+    }
+    msgpack_unpacked_destroy(&u);
+    return 0;
+}
+
+int assign_gauges(store_txn_t *t, int64_t now, uint64_t *open_, uint64_t *overdue)
+{
+    gauge_ctx_t g = {now, 0, 0};
+    int rc = store_each(t, STORE_DB_ASSIGNMENTS, NULL, 0, 0, gauge_visit, &g);
+    *open_ = g.open;
+    *overdue = g.overdue;
     return rc;
 }
 

@@ -60,6 +60,7 @@ typedef struct {
     char (*webhooks)[65];          /* outbox entries to hand to the webhook engine */
     size_t n_webhooks, cap_webhooks;
     int deadlines_changed;         /* the deadline index changed: recompute the next wake-up */
+    unsigned escalations;          /* escalation steps fired (for metrics) */
 } assign_effects_t;
 
 void assign_effects_clear(assign_effects_t *e);
@@ -107,6 +108,9 @@ int assign_request(const config_t *cfg, store_txn_t *t, assign_request_t *r, ass
  * returns how many fired in *fired). */
 int assign_fire_due(const config_t *cfg, store_txn_t *t, int64_t now, size_t max, size_t *fired,
                     assign_effects_t *fx);
+
+/* Metrics: assignments not final, and of those the unacknowledged past ack_by (a scan). */
+int assign_gauges(store_txn_t *t, int64_t now, uint64_t *open_, uint64_t *overdue);
 
 /* The earliest due time in the deadline index, or INT64_MAX when none. */
 int assign_next_due(store_txn_t *t, int64_t *due);

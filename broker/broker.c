@@ -11,9 +11,11 @@
 #include <zmq.h>
 
 #include "clock.h"
+#include "assign.h"
 #include "deliver.h"
 #include "hook.h"
 #include "log.h"
+#include "metrics.h"
 #include "proto.h"
 #include "schema.h"
 #include "session.h"
@@ -35,6 +37,7 @@ struct broker {
     proto_t *proto;
     deliver_t *deliver;
     hook_t *hook;
+    metrics_t *metrics;      /* broker.metrics; NULL when not configured */
     char **endpoints;        /* as bound (ports resolved) */
     size_t n_endpoints;
     int64_t next_heartbeat;  /* monotonic ms */
@@ -67,6 +70,30 @@ static int router_send(void *ud, const unsigned char *rid, size_t rid_len, const
     return 0;
 }
 
+typedef struct {
+    metrics_gauges_t *g;
+} gauge_txn_t;
+
+static int gauges_txn(store_txn_t *t, void *ud)
+{
+    gauge_txn_t *c = ud;
+    c->g->pending_notices = store_txn_entries(t, STORE_DB_OUTBOX);
+    return assign_gauges(t, clock_now_ms(), &c->g->open_assignments, &c->g->overdue_assignments);
+}
+
+/* metrics: the gauges, computed at scrape time. */
+static int broker_gauges(void *ud, metrics_gauges_t *g)
+{
+    broker_t *b = ud;
+    gauge_txn_t c = {g};
+    if (store_read(b->store, gauges_txn, &c) != STORE_OK)
+        return -1;
+    g->map_used_bytes = store_map_used(b->store);
+    g->map_size_bytes = store_map_size(b->store);
+    g->map_max_bytes = b->cfg->map_max;
+    return 0;
+}
+
 static int set_int(void *s, int opt, int v)
 {
     return zmq_setsockopt(s, opt, &v, sizeof v);
@@ -95,6 +122,16 @@ broker_t *broker_new(const config_t *cfg, const char *schemas_dir, char *err, si
     }
     deliver_set_hook(b->deliver, b->hook);
     proto_set_deliver(b->proto, b->deliver);
+    if (cfg->metrics) {
+        if (!(b->metrics = metrics_new(cfg->metrics, err, errlen)))
+            goto fail;
+        metrics_set_gauge_fn(b->metrics, broker_gauges, b);
+        proto_set_metrics(b->proto, b->metrics);
+        deliver_set_metrics(b->deliver, b->metrics);
+        const char *colon = strrchr(cfg->metrics, ':');
+        log_info("broker: metrics on http://%.*s:%d/metrics", (int)(colon - cfg->metrics),
+                 cfg->metrics, metrics_port(b->metrics));
+    }
 
     b->ctx = zmq_ctx_new();
     if (!b->ctx) {
@@ -252,6 +289,9 @@ static long poll_timeout(broker_t *b)
     long h = hook_timeout_ms(b->hook);
     if (h >= 0 && h < t)
         t = h;
+    long mt = metrics_timeout_ms(b->metrics);
+    if (mt >= 0 && mt < t)
+        t = mt;
     return t < 0 ? 0 : (long)t;
 }
 
@@ -273,6 +313,7 @@ int broker_run(broker_t *b)
         items[n_items++] = (zmq_pollitem_t){NULL, wake_pipe[0], ZMQ_POLLIN, 0};
         if (b->zap)
             items[n_items++] = (zmq_pollitem_t){b->zap, 0, ZMQ_POLLIN, 0};
+        n_items += metrics_pollitems(b->metrics, items + n_items, MAX_POLL - n_items);
         n_items += hook_pollitems(b->hook, items + n_items, MAX_POLL - n_items);
         int rc = zmq_poll(items, n_items, poll_timeout(b));
         if (rc < 0) {
@@ -289,6 +330,7 @@ int broker_run(broker_t *b)
                 ; /* drained; stop_requested says why */
         }
         hook_perform(b->hook); /* libcurl finds its own ready sockets */
+        metrics_perform(b->metrics);
         int64_t now;
         if (items[0].revents & ZMQ_POLLIN) {
             /* Drain what has arrived, up to one batch, then commit it at once. */
@@ -332,6 +374,7 @@ void broker_destroy(broker_t **pb)
         zmq_close(b->zap);
     if (b->ctx)
         zmq_ctx_term(b->ctx);
+    metrics_destroy(&b->metrics); /* before the store: its gauges read it */
     hook_destroy(&b->hook);
     deliver_destroy(&b->deliver);
     proto_destroy(&b->proto);

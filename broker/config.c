@@ -20,6 +20,7 @@
  * agents, workflows; then the cross-references among channels.
  */
 #include "config.h"
+#include "metrics.h"
 
 #include "util.h"
 
@@ -1057,6 +1058,7 @@ static void parse_broker(loader_t *ld, yaml_node_t *node)
         {"heartbeat", 0, 0}, {"max_message_bytes", 0, 0}, {"fallback_agency", 0, 0},
         {"default_ack_within", 0, 0}, {"redeliver_every", 0, 0}, {"quiet_close", 0, 0},
         {"webhook_allow", 0, 0}, {"schemas", 0, 0}, {"map_size", 0, 0}, {"map_max", 0, 0},
+        {"metrics", 0, 0},
     };
     ld->broker_node = node;
     if (node && !is_null(node) && !GET_FIELDS(ld, node, "broker"))
@@ -1098,6 +1100,16 @@ static void parse_broker(loader_t *ld, yaml_node_t *node)
         cfg->data_dir = abs_path(ld, "var/carehub");
     if ((v = FV("schemas")) != NULL && (s = scalar(ld, v, "broker.schemas")) != NULL)
         cfg->schemas_dir = abs_path(ld, s);
+
+    /* metrics (extension): "HOST:PORT" of the Prometheus endpoint; loopback by default */
+    if ((v = FV("metrics")) != NULL && (s = scalar(ld, v, "broker.metrics")) != NULL) {
+        char why[256];
+        if (metrics_check_address(s, why, sizeof why) < 0)
+            err_at(ld, v, "broker.metrics %s: %s (e.g. 127.0.0.1:9570; port 0: any free one)",
+                   qv(ld, s), why);
+        else
+            cfg->metrics = xstrdup(s);
+    }
 
     /* security */
     if ((v = FV("security")) != NULL && (s = scalar(ld, v, "broker.security")) != NULL) {
@@ -2430,6 +2442,7 @@ void config_destroy(config_t **pcfg)
     free_strs(cfg->listen, cfg->n_listen);
     free(cfg->data_dir);
     free(cfg->schemas_dir);
+    free(cfg->metrics);
     free_secret(cfg->secret_key);
     free(cfg->secret_key_file);
     free(cfg->fallback_agency);

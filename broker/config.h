@@ -125,6 +125,7 @@ typedef struct {
     size_t n_listen;
     char *data_dir;        /* absolute; default var/carehub relative to the config file */
     char *schemas_dir;     /* extension broker.schemas; NULL = the broker's built-in default */
+    char *metrics;         /* extension broker.metrics: "HOST:PORT" of /metrics; NULL = none */
     config_security_t security;
     char *secret_key;      /* curve: the broker's secret key, 40 Z85 chars read from secret_key_file */
     char *secret_key_file; /* absolute */

@@ -18,6 +18,7 @@ struct deliver {
     store_t *store;
     session_table_t *sessions;
     hook_t *hook;
+    metrics_t *metrics;    /* NULL: not counted */
     deliver_send_fn send;
     void *send_ud;
     int64_t next_due;      /* cached first key of the deadline index */
@@ -44,6 +45,11 @@ void deliver_destroy(deliver_t **pd)
     assign_effects_free(&(*pd)->fx);
     free(*pd);
     *pd = NULL;
+}
+
+void deliver_set_metrics(deliver_t *d, metrics_t *m)
+{
+    d->metrics = m;
 }
 
 void deliver_set_hook(deliver_t *d, hook_t *hook)
@@ -278,6 +284,8 @@ void deliver_effects(deliver_t *d, const assign_effects_t *fx)
         submit_webhook(d, fx->webhooks[i]);
     if (fx->deadlines_changed)
         d->next_due_known = 0;
+    for (unsigned i = 0; i < fx->escalations; i++)
+        metrics_escalation(d->metrics);
 }
 
 typedef struct {
@@ -394,6 +402,8 @@ void deliver_webhook_done(void *ud, const char *webhook_id, hook_outcome_t outco
 {
     deliver_t *d = ud;
     done_ctx_t c = {d, webhook_id, outcome == HOOK_DELIVERED, attempts, last_error};
+    if (outcome == HOOK_FAILED)
+        metrics_webhook_failed(d->metrics);
     if (store_write(d->store, done_txn, &c) != STORE_OK) {
         log_error("deliver: could not record the end of %s; it stays in the outbox", webhook_id);
         return;
@@ -404,7 +414,8 @@ void deliver_webhook_done(void *ud, const char *webhook_id, hook_outcome_t outco
 void deliver_webhook_attempt(void *ud, const char *webhook_id, int attempt, long http_status,
                              const char *error)
 {
-    (void)ud;
+    deliver_t *d = ud;
+    metrics_webhook_attempt(d->metrics, http_status >= 200 && http_status < 300);
     log_debug("deliver: %s attempt %d: %s%s%ld", webhook_id, attempt, error && *error ? error : "",
              error && *error ? ", HTTP " : "HTTP ", http_status);
 }

@@ -16,6 +16,7 @@
 #include "assign.h"
 #include "config.h"
 #include "hook.h"
+#include "metrics.h"
 #include "session.h"
 #include "store.h"
 
@@ -28,6 +29,9 @@ typedef struct deliver deliver_t;
 deliver_t *deliver_new(const config_t *cfg, store_t *store, session_table_t *sessions,
                        deliver_send_fn send, void *send_ud);
 void deliver_destroy(deliver_t **d);
+
+/* Where to count escalations and webhook attempts (may stay NULL). */
+void deliver_set_metrics(deliver_t *d, metrics_t *m);
 
 /* The webhook engine (may stay NULL: notices then wait in the outbox). */
 void deliver_set_hook(deliver_t *d, hook_t *hook);

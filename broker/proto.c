@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 #include <string.h>
 
 #include "assign.h"
@@ -34,6 +35,7 @@ struct proto {
     const schema_set_t *schemas;
     store_t *store;
     deliver_t *deliver;    /* pushes and notices after commits; may be NULL (unit tests) */
+    metrics_t *metrics;    /* counters; may be NULL */
     assign_effects_t fx;   /* effects of the transaction in hand */
     proto_send_fn send;
     void *send_ud;
@@ -81,6 +83,7 @@ static void nack_to(proto_t *p, const unsigned char *rid, size_t rid_len, const 
         frame_text_clean(fbuf);
         field = fbuf;
     }
+    metrics_nack(p->metrics, code);
     frame_out_t o;
     frame_out_message(&o, "nack", id, 2 + (field != NULL));
     frame_out_str(&o, "code", code);
@@ -564,6 +567,7 @@ static int route_stored(store_txn_t *t, store_event_t *item, void *ud)
 {
     proto_t *p = ud;
     staged_t *st = &p->batch[item - p->items];
+    metrics_event(p->metrics, item->type); /* counted again if the map grows: rare, and only then */
     return assign_on_event(p->cfg, t, item, st->json, item->received, &p->fx);
 }
 
@@ -575,7 +579,12 @@ void proto_flush(proto_t *p)
     for (size_t i = 0; i < p->n_batch; i++)
         items[i] = p->batch[i].item;
     assign_effects_clear(&p->fx); /* the callback may run again if the map grows */
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     store_rc_t rc = store_put_events(p->store, items, p->n_batch, route_stored, p);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    if (rc == STORE_OK)
+        metrics_commit(p->metrics, (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9);
     size_t stored = 0, dup = 0, refused = 0;
     for (size_t i = 0; i < p->n_batch; i++) {
         staged_t *st = &p->batch[i];
@@ -609,6 +618,11 @@ void proto_flush(proto_t *p)
     log_debug("proto: batch of %zu: %zu stored, %zu duplicate, %zu invalid%s", p->n_batch, stored,
               dup, refused, rc == STORE_OK ? "" : " (store failed: all refused as unavailable)");
     p->n_batch = 0;
+}
+
+void proto_set_metrics(proto_t *p, metrics_t *m)
+{
+    p->metrics = m;
 }
 
 void proto_set_deliver(proto_t *p, deliver_t *d)

@@ -48,6 +48,9 @@ void proto_destroy(proto_t **p);
 size_t proto_on_message(proto_t *p, session_t *s, const void *frame, size_t len, int frames,
                         const char *user_id, int64_t now_ms);
 
+/* Where nacks, events and commit times are counted (NULL: not counted). */
+void proto_set_metrics(proto_t *p, metrics_t *m);
+
 /* Where pushes and notices go after commits (NULL: nowhere, as in unit tests). */
 void proto_set_deliver(proto_t *p, deliver_t *d);
 

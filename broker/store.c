@@ -508,6 +508,21 @@ uint64_t store_map_size(const store_t *st)
     return st->map_size;
 }
 
+uint64_t store_map_used(const store_t *st)
+{
+    MDB_envinfo info;
+    MDB_stat stat;
+    if (mdb_env_info(st->env, &info) || mdb_env_stat(st->env, &stat))
+        return 0;
+    return (uint64_t)(info.me_last_pgno + 1) * stat.ms_psize;
+}
+
+uint64_t store_txn_entries(store_txn_t *t, store_db_t db)
+{
+    MDB_stat stat;
+    return mdb_stat(t->txn, t->st->dbi[db], &stat) == 0 ? stat.ms_entries : 0;
+}
+
 /* Double the map, up to map_max. Returns 0 when it grew. Only with no txn open. */
 static int grow(store_t *st)
 {

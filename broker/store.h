@@ -197,6 +197,10 @@ const char *store_db_name(store_db_t db);
 
 /* Current map size in bytes (for logs and tests). */
 uint64_t store_map_size(const store_t *st);
+/* Bytes of the map in use (pages × page size), for metrics. */
+uint64_t store_map_used(const store_t *st);
+/* Entries in a named database. */
+uint64_t store_txn_entries(store_txn_t *t, store_db_t db);
 
 /* Severity names, index 0..3: low, normal, high, critical. -1 when unknown. */
 int store_severity_parse(const char *s, size_t n);
