@@ -1271,6 +1271,24 @@ int assign_pack_record(store_txn_t *t, const char *assignment, msgpack_packer *p
     return 0;
 }
 
+int assign_case_of(store_txn_t *t, const char *assignment, char *case_id)
+{
+    const void *v;
+    size_t vl;
+    int rc = store_get(t, STORE_DB_ASSIGNMENTS, assignment, strlen(assignment), &v, &vl);
+    if (rc)
+        return rc;
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    rc = MDB_CORRUPTED;
+    if (msgpack_unpack_next(&u, v, vl, NULL) == MSGPACK_UNPACK_SUCCESS) {
+        copy_str(case_id, STORE_ID_MAX, frame_map_get(&u.data, "case"));
+        rc = case_id[0] ? 0 : MDB_CORRUPTED;
+    }
+    msgpack_unpacked_destroy(&u);
+    return rc;
+}
+
 int assign_agency(store_txn_t *t, const char *assignment, char *agency)
 {
     as_t a;

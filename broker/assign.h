@@ -126,6 +126,9 @@ int assign_case_message(store_txn_t *t, const char *assignment, size_t max_bytes
  * opened (with_note) or left out, never the escalation plan. 0 or an LMDB code. */
 int assign_pack_record(store_txn_t *t, const char *assignment, msgpack_packer *pk, int with_note);
 
+/* The case (STORE_ID_MAX) of an assignment. 0, MDB_NOTFOUND or an LMDB code. */
+int assign_case_of(store_txn_t *t, const char *assignment, char *case_id);
+
 /* The agency (STORE_ID_MAX) of an assignment. 0, MDB_NOTFOUND or an LMDB code. */
 int assign_agency(store_txn_t *t, const char *assignment, char *agency);
 

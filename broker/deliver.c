@@ -8,6 +8,7 @@
 #include "clock.h"
 #include "frame.h"
 #include "log.h"
+#include "trail.h"
 #include "util.h"
 
 /* Escalation steps fired per transaction: bounds one turn of the loop. */
@@ -65,6 +66,8 @@ static int connected(const deliver_t *d, const session_t *s)
 
 /* ---- case pushes ---------------------------------------------------------------- */
 
+#define MAX_RECIPIENTS 32
+
 typedef struct {
     deliver_t *d;
     const char *agency;   /* push to agents of this agency… */
@@ -72,6 +75,7 @@ typedef struct {
     const void *data;
     size_t len;
     int sent;
+    const char *to[MAX_RECIPIENTS]; /* agent ids it went to (config strings) */
 } push_ctx_t;
 
 static void push_visit(session_t *s, void *ud)
@@ -80,8 +84,9 @@ static void push_visit(session_t *s, void *ud)
     if (!connected(c->d, s) || s->agent->role != ROLE_AGENCY || !s->agent->agency ||
         strcmp(s->agent->agency, c->agency) != 0 || (c->only && c->only != s))
         return;
-    if (c->d->send(c->d->send_ud, s->rid, s->rid_len, c->data, c->len) == 0)
-        c->sent++;
+    if (c->d->send(c->d->send_ud, s->rid, s->rid_len, c->data, c->len) == 0 &&
+        c->sent < MAX_RECIPIENTS)
+        c->to[c->sent++] = s->agent->id;
 }
 
 typedef struct {
@@ -93,6 +98,8 @@ typedef struct {
     deliver_t *d;
     const char *assignment;
     const session_t *only;
+    const char *to[MAX_RECIPIENTS]; /* who received it */
+    int sent;
 } build_ctx_t;
 
 static int build_and_push(store_txn_t *t, void *ud)
@@ -105,10 +112,12 @@ static int build_and_push(store_txn_t *t, void *ud)
     if (rc)
         return rc;
     if (open_) {
-        push_ctx_t c = {b->d, agency, b->only, o.sb.data, o.sb.size, 0};
+        push_ctx_t c = {b->d, agency, b->only, o.sb.data, o.sb.size, 0, {0}};
         session_each(b->d->sessions, push_visit, &c);
         if (c.sent)
             log_debug("deliver: %s pushed to %d agent(s) of %s", b->assignment, c.sent, agency);
+        memcpy(b->to, c.to, sizeof b->to);
+        b->sent = c.sent;
     }
     frame_out_end(&o);
     return 0;
@@ -136,6 +145,36 @@ static int agency_of_txn(store_txn_t *t, void *ud)
     return assign_agency(t, out[0], out[1]);
 }
 
+/* The first delivery of an assignment to each agent is a read of the child's
+ * data: it goes into the trail once (re-deliveries are not recorded again). */
+static int record_delivered(store_txn_t *t, void *ud)
+{
+    build_ctx_t *b = ud;
+    char case_id[STORE_ID_MAX];
+    int rc = assign_case_of(t, b->assignment, case_id);
+    if (rc)
+        return rc == MDB_NOTFOUND ? 0 : rc;
+    for (int i = 0; i < b->sent; i++) {
+        char key[2 * STORE_ID_MAX + 70];
+        size_t al = strlen(b->to[i]), il = strlen(b->assignment);
+        if (al + 1 + il > sizeof key)
+            continue;
+        memcpy(key, b->to[i], al);
+        key[al] = '\0';
+        memcpy(key + al + 1, b->assignment, il);
+        const void *v;
+        size_t vl;
+        rc = store_get(t, STORE_DB_DELIVERED, key, al + 1 + il, &v, &vl);
+        if (rc == 0)
+            continue;
+        if (rc != MDB_NOTFOUND ||
+            (rc = store_put(t, STORE_DB_DELIVERED, key, al + 1 + il, "", 0, 0)) ||
+            (rc = trail_append(t, case_id, "delivered", b->to[i], -1, NULL, NULL, 0, b->assignment)))
+            return rc;
+    }
+    return 0;
+}
+
 static int push_assignment(void *ud, const char *assignment)
 {
     case_push_t *cp = ud;
@@ -148,8 +187,12 @@ static int push_assignment(void *ud, const char *assignment)
     session_each(cp->d->sessions, any_visit, &any);
     if (!any.any)
         return 0;
-    build_ctx_t b = {cp->d, assignment, cp->only};
-    return store_read(cp->d->store, build_and_push, &b) == STORE_IO ? -1 : 0;
+    build_ctx_t b = {cp->d, assignment, cp->only, {0}, 0};
+    if (store_read(cp->d->store, build_and_push, &b) == STORE_IO)
+        return -1;
+    if (b.sent)
+        (void)store_write(cp->d->store, record_delivered, &b); /* failure is logged there */
+    return 0;
 }
 
 /* ---- outcome pushes --------------------------------------------------------------- */

@@ -70,6 +70,7 @@ static const struct {
     [STORE_DB_QUIET] = {"quiet", 0},
     [STORE_DB_TRAIL] = {"trail", 0},
     [STORE_DB_TRAIL_HEAD] = {"trail_head", 0},
+    [STORE_DB_DELIVERED] = {"delivered", 0},
 };
 
 struct store_txn {

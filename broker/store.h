@@ -50,6 +50,7 @@ typedef enum {
     STORE_DB_QUIET,        /* case id → when it closes quietly (8 bytes big-endian ms) */
     STORE_DB_TRAIL,        /* 8-byte big-endian sequence → trail record (trail.h) */
     STORE_DB_TRAIL_HEAD,   /* "head" → 8-byte sequence + 32-byte hash of the last record */
+    STORE_DB_DELIVERED,    /* agent NUL assignment id → "": first delivery recorded in the trail */
     STORE_DB_COUNT
 } store_db_t;
 

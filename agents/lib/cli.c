@@ -147,7 +147,8 @@ static int load_keys(cli_common_t *c)
         cli_err("--key-file %s: not a CURVE secret key: %s", c->key_file, zmq_strerror(errno));
         return CLI_EX_USAGE;
     }
-    if (c->server_key[0] != '@' && is_z85_key(c->server_key)) {
+    /* A key is 40 Z85 characters, and '@' is one of them: a valid key is a key. */
+    if (is_z85_key(c->server_key)) {
         memcpy(c->server, c->server_key, 41);
     } else {
         const char *path = c->server_key[0] == '@' ? c->server_key + 1 : c->server_key;

@@ -7,7 +7,7 @@ import os
 
 import carehub_harness as h
 from carehub_harness import assert_ack, uid
-from routing_harness import routing_config, send_event
+from routing_harness import routing_config, send_event, wait_push
 
 WORKFLOWS = [{"name": "reports", "match": {"type": "mandatory_report"},
               "assign": [{"agency": "police", "ack_within": "1h"}]}]
@@ -123,3 +123,16 @@ def test_assignments_and_online_verify(make_broker, tmp_path, connect):
     assert v.get("intact") is True and v["records"] > 0 and v["problem"] == "", v
     h.assert_nack(q(connect(b, login="police-desk"), what="verify"), "forbidden")
     h.assert_nack(q(connect(b, login="school-0042"), what="assignments"), "forbidden")
+
+
+def test_delivery_to_a_desk_is_in_the_trail_once(make_broker, tmp_path, connect):
+    b = start(make_broker, tmp_path)
+    police = connect(b, login="police-desk")
+    _, case = report(b, connect, "赵六")
+    a = wait_push(police, pred=lambda m: m["case"] == case)
+    again = connect(b, login="police-desk")       # a second hello: the case is pushed again
+    wait_push(again, pred=lambda m: m["case"] == case)
+    sup = connect(b, login="supervisor-01")
+    t = q(sup, what="trail", case=case)
+    delivered = kinds(t, "delivered")
+    assert [(r["actor"], r["ref"]) for r in delivered] == [("police-desk", a["id"])], delivered
