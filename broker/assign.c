@@ -459,10 +459,8 @@ static int collect_assignment(void *ud, const void *k, size_t kl, const void *v,
     as_list_t *l = ud;
     (void)l; /* filled by the caller from the ids */
     char id[STORE_ID_MAX];
-    if (vl >= sizeof id)
+    if (store_copy_id(v, vl, id, sizeof id))
         return MDB_CORRUPTED;
-    memcpy(id, v, vl);
-    id[vl] = '\0';
     if (l->n == l->cap) {
         l->cap = l->cap ? l->cap * 2 : 8;
         l->list = xrealloc(l->list, l->cap * sizeof *l->list);
@@ -620,10 +618,8 @@ static int outcome_for_event(void *ud, const void *k, size_t kl, const void *v, 
     const void *rec;
     size_t rl;
     char ev[STORE_ID_MAX];
-    if (vl >= sizeof ev)
+    if (store_copy_id(v, vl, ev, sizeof ev))
         return MDB_CORRUPTED;
-    memcpy(ev, v, vl);
-    ev[vl] = '\0';
     int rc = store_get(c->t, STORE_DB_EVENTS, ev, vl, &rec, &rl);
     if (rc)
         return rc;
@@ -931,10 +927,8 @@ static int purge_event(void *ud, const void *k, size_t kl, const void *v, size_t
     (void)kl;
     purge_ctx_t *c = ud;
     char ev[STORE_ID_MAX];
-    if (vl >= sizeof ev)
+    if (store_copy_id(v, vl, ev, sizeof ev))
         return MDB_CORRUPTED;
-    memcpy(ev, v, vl);
-    ev[vl] = '\0';
     int rc = store_del(c->t, STORE_DB_EVENTS, ev, vl, NULL, 0);
     return rc ? rc : trail_append(c->t, c->case_id, "purged", "broker", STORE_DB_EVENTS, ev, "", 0, NULL);
 }
@@ -945,10 +939,8 @@ static int purge_assignment(void *ud, const void *k, size_t kl, const void *v, s
     (void)kl;
     purge_ctx_t *c = ud;
     char id[STORE_ID_MAX], agency[STORE_ID_MAX], pk[2 * ID_LEN + 2];
-    if (vl >= sizeof id)
+    if (store_copy_id(v, vl, id, sizeof id))
         return MDB_CORRUPTED;
-    memcpy(id, v, vl);
-    id[vl] = '\0';
     int rc = assign_agency(c->t, id, agency);
     if (rc == MDB_NOTFOUND)
         return 0;
@@ -1433,10 +1425,8 @@ static int visit_outbox(void *ud, const void *k, size_t kl, const void *v, size_
     (void)vl;
     outbox_each_t *c = ud;
     char id[ID_LEN];
-    if (kl >= sizeof id)
+    if (store_copy_id(k, kl, id, sizeof id))
         return MDB_CORRUPTED;
-    memcpy(id, k, kl);
-    id[kl] = '\0';
     return c->fn(c->ud, id) < 0 ? -1 : 0;
 }
 

@@ -42,10 +42,8 @@ static int holds_visit(void *ud, const void *k, size_t kl, const void *v, size_t
     (void)kl;
     holds_t *h = ud;
     char id[STORE_ID_MAX], agency[STORE_ID_MAX];
-    if (vl >= sizeof id)
+    if (store_copy_id(v, vl, id, sizeof id))
         return MDB_CORRUPTED;
-    memcpy(id, v, vl);
-    id[vl] = '\0';
     int rc = assign_agency(h->t, id, agency);
     if (rc)
         return rc;
@@ -97,10 +95,8 @@ static int pack_event_visit(void *ud, const void *k, size_t kl, const void *v, s
         return 0;
     }
     char ev[STORE_ID_MAX];
-    if (vl >= sizeof ev)
+    if (store_copy_id(v, vl, ev, sizeof ev))
         return MDB_CORRUPTED;
-    memcpy(ev, v, vl);
-    ev[vl] = '\0';
     const void *rec;
     size_t rl;
     int rc = store_get(l->t, STORE_DB_EVENTS, ev, vl, &rec, &rl);
@@ -155,10 +151,8 @@ static int pack_assignment_visit(void *ud, const void *k, size_t kl, const void 
         return 0;
     }
     char id[STORE_ID_MAX];
-    if (vl >= sizeof id)
+    if (store_copy_id(v, vl, id, sizeof id))
         return MDB_CORRUPTED;
-    memcpy(id, v, vl);
-    id[vl] = '\0';
     return assign_pack_record(l->t, id, l->pk, 1); /* the note opened for the reader */
 }
 

@@ -954,6 +954,15 @@ int store_each(store_txn_t *t, store_db_t db, const void *from, size_t fl, int o
     return rc == MDB_NOTFOUND ? 0 : rc;
 }
 
+int store_copy_id(const void *v, size_t vl, char *out, size_t size)
+{
+    if (vl >= size)
+        return -1;
+    memcpy(out, v, vl);
+    out[vl] = '\0';
+    return 0;
+}
+
 void store_next_id(store_txn_t *t, store_seq_t seq, char *out)
 {
     switch (seq) {

@@ -157,6 +157,10 @@ int store_each_case_event(store_txn_t *t, const char *case_id, store_each_fn fn,
 /* Write the case index now (at close; tests). */
 store_rc_t store_flush_index(store_t *st);
 
+/* Copy an id read from the store (v, vl: not NUL-terminated) into out as a C
+ * string. 0, or -1 when it does not fit (a corrupted record). */
+int store_copy_id(const void *v, size_t vl, char *out, size_t size);
+
 /* The next id of a kind, made inside the transaction (rolled back with it). */
 typedef enum { STORE_SEQ_ASSIGNMENT = 0 } store_seq_t;
 void store_next_id(store_txn_t *t, store_seq_t seq, char *out /* STORE_ID_MAX */);
