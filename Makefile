@@ -51,7 +51,7 @@ BENCH_BIN   := $(BENCH_SRC:bench/%.c=$(BIN)/%)
 PY := /usr/bin/python3
 CONFIG ?= config/carehub.yaml
 
-.PHONY: all deps run check unit e2e bench clean san-build demo
+.PHONY: all deps run check unit e2e bench clean san-build demo fuzz memcheck
 all: $(BIN)/carehubd $(AGENT_PROGS)
 
 # V=1 shows the full compiler command lines.
@@ -128,6 +128,18 @@ bench: deps
 	@$(MAKE) --no-print-directory all $(BENCH_BIN)
 	@sh bench/run.sh
 	@$(PY) bench/escalation.py
+
+# libFuzzer targets for every reader of outside input (tests/fuzz; FUZZ_SECONDS each).
+fuzz: deps
+	@sh tests/fuzz/run.sh
+
+# The end-to-end suite against the release carehubd under valgrind: a memory error or a
+# leak definitely lost makes the broker exit 1, which fails the test that stopped it.
+memcheck: deps
+	@$(MAKE) --no-print-directory all
+	CAREHUB_BIN=$(CURDIR)/scripts/valgrind-carehubd CAREHUB_BIN_DIR=$(CURDIR)/bin \
+	CAREHUB_E2E_READY_TIMEOUT=60 CAREHUB_E2E_REPLY_TIMEOUT=20 CAREHUB_E2E_STOP_TIMEOUT=60 \
+		$(PY) -m pytest -q tests/e2e
 
 # A day at the hub, narrated (scripts/demo.py): under a minute; data left in var/demo.
 demo: deps

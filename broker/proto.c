@@ -437,12 +437,16 @@ static void op_test_clock(proto_t *p, msg_t *m)
 {
     int64_t v;
     const msgpack_object *set = frame_map_get(m->map, "set"), *adv = frame_map_get(m->map, "advance");
+    proto_flush(p); /* what came before the clock moved is committed before it moved */
     if ((set && (!frame_int(set, &v) || clock_set_ms(v) < 0)) ||
         (adv && (!frame_int(adv, &v) || clock_advance_ms(v) < 0))) {
         NACK(p, m, CAREHUB_E_INVALID, set ? "/set" : "/advance",
              "`set` takes a time in ms not before the clock's current time; `advance` takes ms >= 0");
         return;
     }
+    /* What fell due fires now, before any later message is handled. */
+    if (p->deliver)
+        deliver_fire_due(p->deliver, clock_now_ms());
     frame_out_t o;
     frame_out_message(&o, "clock", m->id, 1);
     frame_out_int(&o, "now", clock_now_ms());

@@ -209,6 +209,8 @@ static int walk_record(void *ud, const void *k, size_t kl, const void *val, size
 /* Keep only the last entry per object (the array is in trail order). */
 static void keep_last(verify_t *v)
 {
+    if (v->n == 0)
+        return; /* an empty trail: nothing to sort (qsort must not get NULL) */
     qsort(v->seen, v->n, sizeof *v->seen, seen_cmp);
     size_t w = 0;
     for (size_t i = 0; i < v->n; i++) {

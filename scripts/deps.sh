@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 PKGS="gcc make pkg-config libzmq3-dev liblmdb-dev lmdb-utils libmsgpack-dev libcurl4-openssl-dev
 libyaml-dev libjansson-dev libsodium-dev libcmocka-dev
 python3 python3-zmq python3-msgpack python3-pytest python3-jsonschema python3-lmdb
-chromium libmicrohttpd-dev prometheus"
+chromium libmicrohttpd-dev prometheus valgrind clang"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -175,6 +175,11 @@ jsonl_rc_t jsonl_next(jsonl_t *r, const char **line, size_t *len, long *lineno)
                 return JSONL_TOOLONG;
             }
             r->start = r->end = 0;
+        } else if (nl && (size_t)(nl - (r->buf + r->start)) > JSONL_MAX_LINE) {
+            /* the rest of a long line arrived with its newline: still too long */
+            r->start = (size_t)(nl - r->buf) + 1;
+            *lineno = ++r->lineno;
+            return JSONL_TOOLONG;
         } else if (nl) {
             size_t n = (size_t)(nl - (r->buf + r->start));
             *line = r->buf + r->start;
@@ -205,6 +210,11 @@ jsonl_rc_t jsonl_next(jsonl_t *r, const char **line, size_t *len, long *lineno)
         if (r->skipping) {
             r->skipping = 0;
             *lineno = r->lineno;
+            return JSONL_TOOLONG;
+        }
+        if (r->end - r->start > JSONL_MAX_LINE) { /* a last line, unterminated and too long */
+            r->start = r->end;
+            *lineno = ++r->lineno;
             return JSONL_TOOLONG;
         }
         if (r->end > r->start) {
