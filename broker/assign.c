@@ -418,6 +418,7 @@ static int tell_assigned(const config_t *cfg, store_txn_t *t, const as_t *a, int
 /* What routing and resolution need of the other assignments of a case. */
 typedef struct {
     char id[STORE_ID_MAX];
+    char case_id[STORE_ID_MAX];
     char agency[ID_LEN];
     assign_state_t state;
 } as_brief_t;
@@ -440,6 +441,7 @@ static int as_get_brief(store_txn_t *t, const char *id, as_brief_t *b)
     if (msgpack_unpack_next(&u, v, vl, NULL) == MSGPACK_UNPACK_SUCCESS) {
         char st[32];
         copy_str(b->id, sizeof b->id, frame_map_get(&u.data, "id"));
+        copy_str(b->case_id, sizeof b->case_id, frame_map_get(&u.data, "case"));
         copy_str(b->agency, sizeof b->agency, frame_map_get(&u.data, "agency"));
         copy_str(st, sizeof st, frame_map_get(&u.data, "state"));
         int s = assign_state_parse(st, strlen(st));
@@ -538,6 +540,7 @@ static int make_assignment(const config_t *cfg, store_txn_t *t, const char *case
     }
     as_brief_t *b = &existing->list[existing->n++];
     memcpy(b->id, a.id, sizeof b->id);
+    memcpy(b->case_id, a.case_id, sizeof b->case_id);
     memcpy(b->agency, a.agency, sizeof b->agency);
     b->state = a.state;
     fx_deliver(fx, a.id);
@@ -1263,30 +1266,22 @@ int assign_pack_record(store_txn_t *t, const char *assignment, msgpack_packer *p
     return 0;
 }
 
+/* Both read only the brief view: no sealed note is opened to learn an id. */
 int assign_case_of(store_txn_t *t, const char *assignment, char *case_id)
 {
-    const void *v;
-    size_t vl;
-    int rc = store_get(t, STORE_DB_ASSIGNMENTS, assignment, strlen(assignment), &v, &vl);
-    if (rc)
-        return rc;
-    msgpack_unpacked u;
-    msgpack_unpacked_init(&u);
-    rc = MDB_CORRUPTED;
-    if (msgpack_unpack_next(&u, v, vl, NULL) == MSGPACK_UNPACK_SUCCESS) {
-        copy_str(case_id, STORE_ID_MAX, frame_map_get(&u.data, "case"));
-        rc = case_id[0] ? 0 : MDB_CORRUPTED;
-    }
-    msgpack_unpacked_destroy(&u);
+    as_brief_t b;
+    int rc = as_get_brief(t, assignment, &b);
+    if (rc == 0)
+        util_fmt(case_id, STORE_ID_MAX, "%s", b.case_id);
     return rc;
 }
 
 int assign_agency(store_txn_t *t, const char *assignment, char *agency)
 {
-    as_t a;
-    int rc = as_get(t, assignment, &a);
+    as_brief_t b;
+    int rc = as_get_brief(t, assignment, &b);
     if (rc == 0)
-        util_fmt(agency, STORE_ID_MAX, "%s", a.agency);
+        util_fmt(agency, STORE_ID_MAX, "%s", b.agency);
     return rc;
 }
 
