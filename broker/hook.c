@@ -56,6 +56,7 @@
 #define HOOK_RETRY_AFTER_MAX_MS (30LL * 24 * 3600 * 1000) /* a longer Retry-After is read as this */
 #define HOOK_NOFD_POLL_MS 100            /* curl busy without a socket to watch (curl's advice) */
 #define HOOK_POLL_FALLBACK_MS 10         /* a socket curl_multi_fdset() cannot report */
+#define HOOK_LATE_MS 1000                /* an attempt due by max_age still starts this late */
 #define HOOK_ERR_LEN 200
 #define HOOK_BUCKETS_MIN 64
 
@@ -747,7 +748,13 @@ static int start_due(hook_t *h)
             finish(h, m, HOOK_FAILED);
             continue;
         }
-        if (now > m->deadline_ms) {
+        /* The last retry is due right at max_age (attempt_ended), and the loop
+         * wakes at its due time or a little after: an attempt due by max_age
+         * still starts when reached within HOOK_LATE_MS (else it would be skipped
+         * whenever the wake-up is a millisecond late). Past that, or due after
+         * max_age (resubmitted after a restart), it has failed. */
+        if (now > m->deadline_ms &&
+            (m->due_ms > m->deadline_ms || now - m->due_ms > HOOK_LATE_MS)) {
             if (!m->error[0])
                 util_fmt(m->error, sizeof m->error, "max_age passed before an attempt");
             finish(h, m, HOOK_FAILED);
