@@ -51,7 +51,7 @@ BENCH_BIN   := $(BENCH_SRC:bench/%.c=$(BIN)/%)
 PY := /usr/bin/python3
 CONFIG ?= config/carehub.yaml
 
-.PHONY: all deps run check unit e2e bench clean san-build demo fuzz memcheck
+.PHONY: all deps run check unit e2e bench clean san-build demo fuzz memcheck soak
 all: $(BIN)/carehubd $(AGENT_PROGS)
 
 # V=1 shows the full compiler command lines.
@@ -135,11 +135,23 @@ fuzz: deps
 
 # The end-to-end suite against the release carehubd under valgrind: a memory error or a
 # leak definitely lost makes the broker exit 1, which fails the test that stopped it.
+# Under valgrind the crash loop runs fewer cycles and the flood is smaller (the same
+# code paths; `make check` runs the full counts against the sanitized build).
 memcheck: deps
 	@$(MAKE) --no-print-directory all
 	CAREHUB_BIN=$(CURDIR)/scripts/valgrind-carehubd CAREHUB_BIN_DIR=$(CURDIR)/bin \
 	CAREHUB_E2E_READY_TIMEOUT=60 CAREHUB_E2E_REPLY_TIMEOUT=20 CAREHUB_E2E_STOP_TIMEOUT=60 \
+	CAREHUB_CRASH_CYCLES=$${CAREHUB_CRASH_CYCLES:-5} CAREHUB_FLOOD_EVENTS=$${CAREHUB_FLOOD_EVENTS:-20000} \
 		$(PY) -m pytest -q tests/e2e
+
+# Long runs, not in check: SOAK_MINUTES (default 30) of load at half the measured
+# maximum rate with escalations and webhooks, then the crash loop for 200 cycles.
+soak: deps
+	@$(MAKE) --no-print-directory all $(BENCH_BIN) san-build
+	@$(PY) bench/soak.py
+	CAREHUB_BIN=$(CURDIR)/build/san/bin/carehubd CAREHUB_BIN_DIR=$(CURDIR)/build/san/bin \
+	CAREHUB_CRASH_CYCLES=$${CAREHUB_CRASH_CYCLES:-200} \
+		$(PY) -m pytest -q -s tests/e2e/test_crash_loop.py
 
 # A day at the hub, narrated (scripts/demo.py): under a minute; data left in var/demo.
 demo: deps

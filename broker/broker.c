@@ -26,6 +26,7 @@
 /* Sessions not heard from for this long are forgotten (they say hello again). */
 #define SESSION_IDLE_DROP_MS (24LL * 3600 * 1000)
 
+
 struct broker {
     const config_t *cfg;
     void *ctx;
@@ -151,6 +152,9 @@ broker_t *broker_new(const config_t *cfg, const char *schemas_dir, char *err, si
      * those in between are read and answered too_large. */
     int64_t maxmsg = (int64_t)cfg->max_message_bytes * 4;
     if (set_int(b->router, ZMQ_ROUTER_MANDATORY, 1) < 0 || /* no silent drops */
+        /* broker.peer_queue (default four turns of replies): a peer that reads never
+         * loses a reply, even when the I/O thread falls a whole turn behind */
+        set_int(b->router, ZMQ_SNDHWM, cfg->peer_queue) < 0 ||
         set_int(b->router, ZMQ_ROUTER_HANDOVER, 1) < 0 ||
         set_int(b->router, ZMQ_LINGER, 2000) < 0 ||        /* flush acks at shutdown */
         zmq_setsockopt(b->router, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg) < 0) {
@@ -351,6 +355,7 @@ int broker_run(broker_t *b)
         if (now >= b->next_heartbeat) {
             hb_ctx_t h = {b, now};
             session_table_sweep(b->sessions, now, SESSION_IDLE_DROP_MS, heartbeat_visit, &h);
+            metrics_stale_readers(b->metrics, store_reader_check(b->store));
             b->next_heartbeat = now + hb;
         }
         if (now >= b->next_redeliver) {

@@ -1058,6 +1058,7 @@ static void parse_broker(loader_t *ld, yaml_node_t *node)
         {"heartbeat", 0, 0}, {"max_message_bytes", 0, 0}, {"fallback_agency", 0, 0},
         {"default_ack_within", 0, 0}, {"redeliver_every", 0, 0}, {"quiet_close", 0, 0},
         {"webhook_allow", 0, 0}, {"schemas", 0, 0}, {"map_size", 0, 0}, {"map_max", 0, 0},
+        {"peer_queue", 0, 0},
         {"metrics", 0, 0},
     };
     ld->broker_node = node;
@@ -1155,6 +1156,18 @@ static void parse_broker(loader_t *ld, yaml_node_t *node)
                    qv(ld, s));
         else
             cfg->max_message_bytes = (size_t)sz;
+    }
+    if ((v = FV("peer_queue")) != NULL && (s = scalar(ld, v, "broker.peer_queue")) != NULL) {
+        char *end;
+        errno = 0;
+        long q = strtol(s, &end, 10);
+        if (errno || end == s || *end || q < 16 || q > 1000000)
+            err_at(ld, v,
+                   "broker.peer_queue %s must be a number of messages from 16 to 1000000 (the "
+                   "messages queued towards one agent before it counts as not reading), e.g. 4096",
+                   qv(ld, s));
+        else
+            cfg->peer_queue = (int)q;
     }
     int map_ok = 1;
     if ((v = FV("map_size")) != NULL && (s = scalar(ld, v, "broker.map_size")) != NULL) {
@@ -2307,6 +2320,7 @@ static config_t *config_new_defaults(void)
     cfg->quiet_close_ms = (int64_t)14 * 86400 * 1000;
     cfg->map_size = (uint64_t)64 << 20;
     cfg->map_max = (uint64_t)64 << 30;
+    cfg->peer_queue = 4096;
     cfg->retention_ms = (int64_t)730 * 86400 * 1000;
     return cfg;
 }

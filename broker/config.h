@@ -140,6 +140,8 @@ typedef struct {
     size_t n_webhook_allow;
     uint64_t map_size;     /* extension broker.map_size: initial LMDB map, bytes; default 64 MiB */
     uint64_t map_max;      /* extension broker.map_max: the map never grows past this; default 64 GiB */
+    int peer_queue;        /* extension broker.peer_queue: messages queued towards one agent
+                            * (ZMQ_SNDHWM) before a send to it fails; default 4096 */
 
     /* privacy: */
     int privacy_off;       /* `privacy: off` / `privacy: false` */

@@ -1,6 +1,8 @@
 /* deliver.c — pushes, notices and timers after commits; see deliver.h. */
 #include "deliver.h"
 
+#include <errno.h>
+#include <inttypes.h>
 #include <lmdb.h>
 #include <stdlib.h>
 #include <string.h>
@@ -78,14 +80,39 @@ typedef struct {
     const char *to[MAX_RECIPIENTS]; /* agent ids it went to (config strings) */
 } push_ctx_t;
 
+/* One push to one session, never blocking. A peer whose queue is full (it
+ * stopped reading: ZeroMQ's high-water mark, refused because the ROUTER is
+ * ROUTER_MANDATORY) is not dropped silently: the push is counted, the first
+ * refusal of a run is logged, and the item stays pending for the next
+ * re-delivery round or hello. 0 when sent. */
+static int push_to(deliver_t *d, session_t *s, const void *data, size_t len)
+{
+    if (d->send(d->send_ud, s->rid, s->rid_len, data, len) == 0) {
+        if (s->pushes_deferred) {
+            log_info("deliver: agent %s takes pushes again (%" PRIu64 " were deferred; they are "
+                     "re-sent at the next re-delivery)",
+                     s->agent ? s->agent->id : "?", s->pushes_deferred);
+            s->pushes_deferred = 0;
+        }
+        return 0;
+    }
+    if (errno == EAGAIN) {
+        if (s->pushes_deferred++ == 0)
+            log_warn("deliver: agent %s is not reading (its queue is full): pushes wait as pending "
+                     "until it reads; re-sent every broker.redeliver_every and at its next hello",
+                     s->agent ? s->agent->id : "?");
+        metrics_push_deferred(d->metrics);
+    }
+    return -1;
+}
+
 static void push_visit(session_t *s, void *ud)
 {
     push_ctx_t *c = ud;
     if (!connected(c->d, s) || s->agent->role != ROLE_AGENCY || !s->agent->agency ||
         strcmp(s->agent->agency, c->agency) != 0 || (c->only && c->only != s))
         return;
-    if (c->d->send(c->d->send_ud, s->rid, s->rid_len, c->data, c->len) == 0 &&
-        c->sent < MAX_RECIPIENTS)
+    if (push_to(c->d, s, c->data, c->len) == 0 && c->sent < MAX_RECIPIENTS)
         c->to[c->sent++] = s->agent->id;
 }
 
@@ -216,7 +243,7 @@ static void outcome_visit(session_t *s, void *ud)
     outcome_push_t *c = ud;
     if (!connected(c->d, s) || strcmp(s->agent->id, c->agent) != 0 || (c->only && c->only != s))
         return;
-    (void)c->d->send(c->d->send_ud, s->rid, s->rid_len, c->data, c->len); /* re-sent after hello */
+    (void)push_to(c->d, s, c->data, c->len); /* re-sent after hello */
 }
 
 static int push_one_outcome(void *ud, const void *msg, size_t len)
@@ -367,10 +394,18 @@ void deliver_on_hello(deliver_t *d, session_t *s)
     push_outcomes(d, s->agent->id, s);
 }
 
+static void redeliver_outcomes(session_t *s, void *ud)
+{
+    deliver_t *d = ud;
+    if (connected(d, s))
+        push_outcomes(d, s->agent->id, s);
+}
+
 void deliver_redeliver_all(deliver_t *d)
 {
     for (size_t i = 0; i < d->cfg->n_agencies; i++)
         push_pending(d, d->cfg->agencies[i].id, NULL);
+    session_each(d->sessions, redeliver_outcomes, d); /* outcomes not yet `received` */
 }
 
 /* ---- deadlines ---------------------------------------------------------------------------- */

@@ -43,7 +43,8 @@ void deliver_effects(deliver_t *d, const assign_effects_t *fx);
  * assignments, its outcomes). */
 void deliver_on_hello(deliver_t *d, session_t *s);
 
-/* Re-send every unacknowledged assignment to its agency's connected agents. */
+/* Re-send every unacknowledged assignment to its agency's connected agents, and
+ * every outcome not yet `received` to its connected reporter. */
 void deliver_redeliver_all(deliver_t *d);
 
 /* Earliest escalation due time (clock_now_ms scale), INT64_MAX when none. */

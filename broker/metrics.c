@@ -66,6 +66,9 @@ struct metrics {
     uint64_t attempts_ok;                /* carehub_webhook_attempts_total{result="ok"} */
     uint64_t attempts_error;             /* …{result="error"} */
     uint64_t webhook_failures;           /* carehub_webhook_failures_total */
+    uint64_t pushes_deferred;            /* carehub_pushes_deferred_total */
+    uint64_t replies_dropped;            /* carehub_replies_dropped_total */
+    uint64_t stale_readers;              /* carehub_lmdb_stale_readers_cleared_total */
     uint64_t commit_counts[N_COMMIT_BUCKETS + 1]; /* per bucket, NOT cumulative; last = +Inf */
     uint64_t commit_count;
     double commit_sum;
@@ -118,6 +121,24 @@ void metrics_webhook_failed(metrics_t *m)
 {
     if (m)
         m->webhook_failures++;
+}
+
+void metrics_push_deferred(metrics_t *m)
+{
+    if (m)
+        m->pushes_deferred++;
+}
+
+void metrics_reply_dropped(metrics_t *m)
+{
+    if (m)
+        m->replies_dropped++;
+}
+
+void metrics_stale_readers(metrics_t *m, int n)
+{
+    if (m && n > 0)
+        m->stale_readers += (uint64_t)n;
 }
 
 void metrics_commit(metrics_t *m, double seconds)
@@ -196,6 +217,20 @@ static void render_counters(const metrics_t *m, sbuf_t *b)
     family(b, "carehub_webhook_failures_total", "counter",
            "Notices given up for good (max_age passed or 410 Gone).");
     sb_printf(b, "carehub_webhook_failures_total %" PRIu64 "\n", m->webhook_failures);
+
+    family(b, "carehub_pushes_deferred_total", "counter",
+           "Pushes to agents whose queue was full (high-water mark); they stay pending and are "
+           "re-delivered.");
+    sb_printf(b, "carehub_pushes_deferred_total %" PRIu64 "\n", m->pushes_deferred);
+
+    family(b, "carehub_replies_dropped_total", "counter",
+           "Replies (ack, nack) to agents that send without reading, dropped at their full queue; "
+           "they re-send and are told duplicate:true.");
+    sb_printf(b, "carehub_replies_dropped_total %" PRIu64 "\n", m->replies_dropped);
+
+    family(b, "carehub_lmdb_stale_readers_cleared_total", "counter",
+           "LMDB reader slots of dead processes cleared (mdb_reader_check).");
+    sb_printf(b, "carehub_lmdb_stale_readers_cleared_total %" PRIu64 "\n", m->stale_readers);
 }
 
 /* The shortest of %.15g/%.16g/%.17g that reads back as `v` (3.0048, not

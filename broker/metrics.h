@@ -92,6 +92,13 @@ void metrics_webhook_attempt(metrics_t *m, int ok);
 
 /* One notice given up for good (max_age passed, or 410): carehub_webhook_failures_total. */
 void metrics_webhook_failed(metrics_t *m);
+/* A push (case, outcome) a peer's queue was too full to take (its high-water mark):
+ * it stays pending and goes again at the next re-delivery or hello. */
+void metrics_push_deferred(metrics_t *m);
+/* A reply to a peer whose queue was full (it sends but does not read): dropped. */
+void metrics_reply_dropped(metrics_t *m);
+/* Stale LMDB reader slots (left by killed processes) cleared. */
+void metrics_stale_readers(metrics_t *m, int n);
 
 /* One LMDB write transaction committed, `seconds` from its begin to
  * mdb_txn_commit()'s return: the carehub_commit_seconds histogram. Negative

@@ -1,6 +1,7 @@
 /* proto.c — envelope checks, the op table and event intake; see proto.h. */
 #include "proto.h"
 
+#include <errno.h>
 #include <msgpack.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -36,6 +37,7 @@ struct proto {
     store_t *store;
     deliver_t *deliver;    /* pushes and notices after commits; may be NULL (unit tests) */
     metrics_t *metrics;    /* counters; may be NULL */
+    int64_t dropped_logged; /* monotonic ms of the last "reply dropped" warning */
     assign_effects_t fx;   /* effects of the transaction in hand */
     proto_send_fn send;
     void *send_ud;
@@ -56,10 +58,26 @@ typedef struct {
 
 /* ---- replies ---------------------------------------------------------------- */
 
+/* A reply that cannot be sent is lost only to a peer that is gone, or one that
+ * stopped reading while it kept sending (its queue, broker.peer_queue, is full): it
+ * re-sends what was not answered and is told duplicate:true. Counted and logged,
+ * never silent. */
 static void send_out(proto_t *p, const unsigned char *rid, size_t rid_len, frame_out_t *o)
 {
-    if (p->send(p->send_ud, rid, rid_len, o->sb.data, o->sb.size) < 0)
-        log_debug("proto: reply not delivered (peer gone or not reading)");
+    if (p->send(p->send_ud, rid, rid_len, o->sb.data, o->sb.size) < 0) {
+        if (errno == EAGAIN) {
+            metrics_reply_dropped(p->metrics);
+            int64_t now = util_mono_ms();
+            if (p->dropped_logged == 0 || now - p->dropped_logged >= 10000) {
+                log_warn("proto: a peer is not reading its replies (its queue is full): reply "
+                         "dropped; the agent re-sends unanswered messages and gets "
+                         "duplicate:true (logged at most every 10 s)");
+                p->dropped_logged = now;
+            }
+        } else {
+            log_debug("proto: reply not delivered (peer gone)");
+        }
+    }
     frame_out_end(o);
 }
 

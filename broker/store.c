@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sodium.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 
 #include "frame.h"
 #include "log.h"
@@ -280,8 +281,7 @@ store_t *store_open(const char *dir, uint64_t map_size, uint64_t map_max, char *
         util_fmt(err, errlen, "cannot open LMDB environment in %s: %s", dir, mdb_strerror(rc));
         goto fail;
     }
-    int dead = 0;
-    (void)mdb_reader_check(st->env, &dead); /* clear readers left by a killed process */
+    (void)store_reader_check(st); /* clear readers left by a killed process */
     MDB_envinfo info;
     mdb_env_info(st->env, &info);
     st->map_size = info.me_mapsize > map_size ? info.me_mapsize : map_size;
@@ -315,10 +315,9 @@ store_t *store_open(const char *dir, uint64_t map_size, uint64_t map_max, char *
     }
     (void)chmod(dir, 0700); /* the directory holds children's data */
     char s1[32], s2[32];
-    log_info("store: opened %s (map %s, max %s, %llu events, %llu cases%s)", dir,
+    log_info("store: opened %s (map %s, max %s, %llu events, %llu cases)", dir,
              size_text(st->map_size, s1, sizeof s1), size_text(map_max, s2, sizeof s2),
-             (unsigned long long)st->seq_event, (unsigned long long)st->seq_case,
-             dead ? ", cleared stale readers" : "");
+             (unsigned long long)st->seq_event, (unsigned long long)st->seq_case);
     return st;
 
 lmdb_fail:
@@ -805,6 +804,9 @@ store_rc_t store_put_events(store_t *st, store_event_t *items, size_t n, store_s
     return rc;
 }
 
+/* Free space below which a failed write counts as a full disk. */
+#define STORE_DISK_FULL_BELOW (1u << 20)
+
 /* Classify a failed write; log it. */
 static store_rc_t write_failed(store_t *st, int rc)
 {
@@ -814,12 +816,31 @@ static store_rc_t write_failed(store_t *st, int rc)
                   "freed or broker.map_max is raised", size_text(st->map_max, s1, sizeof s1));
         return STORE_FULL;
     }
-    if (rc == ENOSPC) {
-        log_error("store: disk full writing %s", st->dir);
+    /* A disk that fills mid-write shows as ENOSPC, or as EIO when LMDB's pwrite
+     * came back short; tell them apart by the space left. */
+    struct statvfs vfs;
+    if (rc == ENOSPC ||
+        (rc == EIO && statvfs(st->dir, &vfs) == 0 &&
+         (uint64_t)vfs.f_bavail * vfs.f_frsize < STORE_DISK_FULL_BELOW)) {
+        log_error("store: disk full writing %s; refusing writes until space is freed", st->dir);
         return STORE_FULL;
     }
     log_error("store: write failed: %s", mdb_strerror(rc));
     return STORE_IO;
+}
+
+int store_reader_check(store_t *st)
+{
+    int dead = 0;
+    int rc = mdb_reader_check(st->env, &dead);
+    if (rc) {
+        log_error("store: checking for stale readers: %s", mdb_strerror(rc));
+        return -1;
+    }
+    if (dead > 0)
+        log_warn("store: cleared %d stale reader slot%s (a process holding a read transaction "
+                 "died)", dead, dead == 1 ? "" : "s");
+    return dead;
 }
 
 store_rc_t store_write(store_t *st, store_fn fn, void *ud)

@@ -76,6 +76,12 @@ store_t *store_open(const char *dir, uint64_t map_size, uint64_t map_max, char *
 /* Close and null the pointer; safe on NULL and twice. */
 void store_close(store_t **st);
 
+/* Clear the reader slots of processes that died holding a read transaction
+ * (mdb_reader_check): a stale slot pins old pages, so the file only grows.
+ * Done by store_open and every broker.heartbeat by the loop. Returns the number
+ * cleared (logged when > 0), -1 on error (logged). */
+int store_reader_check(store_t *st);
+
 /* What happened to one event of a batch. */
 typedef enum {
     STORE_ITEM_PENDING = 0, /* input: not yet processed */

@@ -354,6 +354,7 @@ static void test_defaults(void **state)
     assert_int_equal(cfg->n_webhook_allow, 0);
     assert_int_equal(cfg->map_size, 64ULL << 20);
     assert_int_equal(cfg->map_max, 64ULL << 30);
+    assert_int_equal(cfg->peer_queue, 4096);
     assert_true(cfg->privacy_off);
     assert_null(cfg->privacy_key_file);
     assert_int_equal(cfg->retention_ms, 730LL * 86400000);
@@ -908,6 +909,13 @@ static void test_error_sizes(void **state)
     cfg = expect_ok(MIN "broker: {map_size: 65536, map_max: 1MiB}\n");
     assert_int_equal(cfg->map_size, 65536);
     assert_int_equal(cfg->map_max, 1 << 20);
+    config_destroy(&cfg);
+
+    expect_one_error(MIN "broker: {peer_queue: 15}\n", 2, 22, "broker.peer_queue \"15\" must be a number of messages from 16 to 1000000");
+    expect_one_error(MIN "broker: {peer_queue: 1000001}\n", 2, 22, "from 16 to 1000000");
+    expect_one_error(MIN "broker: {peer_queue: 4k}\n", 2, 22, "must be a number of messages");
+    cfg = expect_ok(MIN "broker: {peer_queue: 64}\n");
+    assert_int_equal(cfg->peer_queue, 64);
     config_destroy(&cfg);
 }
 
