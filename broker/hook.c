@@ -694,6 +694,13 @@ static void attempt_done(hook_t *h, hook_msg_t *m, CURLcode res)
     int64_t retry_after = -1;
     if (curl_easy_getinfo(m->easy, CURLINFO_RESPONSE_CODE, &status) != CURLE_OK)
         status = 0;
+    /* curl 7.88 takes any integer after "HTTP/2 " ("HTTP/2 -5", "HTTP/2 0", "HTTP/2 88"),
+     * even over HTTP/1.1, and ends such a transfer with CURLE_OK: a code outside
+     * 100..999 is no answer (status 0), and the error says why rather than "No error". */
+    long bad_status = status;
+    int bad = (status != 0 && (status < 100 || status > 999)) || (status == 0 && res == CURLE_OK);
+    if (bad)
+        status = 0;
     if (status > 0) {
         struct curl_header *hd = NULL;
         if (curl_easy_header(m->easy, "Retry-After", 0, CURLH_HEADER, -1, &hd) == CURLHE_OK &&
@@ -709,6 +716,8 @@ static void attempt_done(hook_t *h, hook_msg_t *m, CURLcode res)
         util_fmt(m->error, sizeof m->error, "HTTP %ld", status);
     else if (m->refused[0])
         util_fmt(m->error, sizeof m->error, "address %s not in webhook_allow", m->refused);
+    else if (bad)
+        util_fmt(m->error, sizeof m->error, "invalid HTTP status %ld", bad_status);
     else if (res == CURLE_OPERATION_TIMEDOUT)
         util_fmt(m->error, sizeof m->error, "timeout");
     else

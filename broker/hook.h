@@ -49,7 +49,9 @@ typedef enum {
 typedef void (*hook_done_fn)(void *ud, const char *webhook_id, hook_outcome_t outcome,
                              int attempts, const char *last_error);
 
-/* Told after every attempt (for the trail and metrics). http_status 0 = no answer. */
+/* Told after every attempt (for the trail and metrics). http_status is 0 (no answer, or
+ * a status line whose code is outside 100..999: error says "invalid HTTP status N") or
+ * the receiver's 100..999; error is "" after a 2xx and never "" otherwise. */
 typedef void (*hook_attempt_fn)(void *ud, const char *webhook_id, int attempt, long http_status,
                                 const char *error);
 

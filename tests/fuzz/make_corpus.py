@@ -205,3 +205,99 @@ for name, text in JSONL.items():
 for k in range(4):
     write("fuzz_jsonl", "long-run-%d.jsonl" % k, bytes([0x07 | (k << 3)]) + b'\n{"after":1}\n')
 write("fuzz_jsonl", "long-run-no-newline.jsonl", b"\x0f" + b"tail")
+
+# ---- hook: what a webhook receiver answers; byte 0 control bits, byte 1 split point ------
+# (fuzz_hook.c: 0x01 close with RST, 0x02 max_age 10 minutes, 0x04 write in two parts split
+# at byte 1, 0x08 append 70000 bytes past the 64 KiB response cap, 0x10 answer a retry 200)
+CRLF = "\r\n"
+
+
+def http(status_line, headers=(), body=""):
+    return status_line + CRLF + "".join(h + CRLF for h in headers) + CRLF + body
+
+
+HOOK = {
+    # delivered
+    "200-json": (0, 0, http("HTTP/1.1 200 OK", ["Content-Type: application/json",
+                                                  "Content-Length: 11"], '{"ok":true}')),
+    "204-no-content": (0, 0, http("HTTP/1.1 204 No Content")),
+    "201-close-no-length": (0, 0, http("HTTP/1.1 201 Created", ["Connection: close"],
+                                       "read until the server closes")),
+    "202-chunked": (0, 0, http("HTTP/1.1 202 Accepted", ["Transfer-Encoding: chunked"],
+                               "5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n")),
+    "299-odd": (0, 0, http("HTTP/1.1 299 Odd", ["Content-Length: 0"])),
+    "200-http10": (0, 0, "HTTP/1.0 200 OK\r\n\r\nold server, no length"),
+    "200-lf-only": (0, 0, "HTTP/1.1 200 OK\nContent-Length: 2\n\nok"),
+    "200-rst": (0x01, 0, http("HTTP/1.1 200 OK", ["Content-Length: 2"], "ok")),
+    "200-split-status-line": (0x04, 7, http("HTTP/1.1 200 OK", ["Content-Length: 0"])),
+    "200-past-cap": (0x08, 0, http("HTTP/1.1 200 OK", ["Content-Length: 70000"])),
+    "100-then-200": (0, 0, http("HTTP/1.1 100 Continue") + http("HTTP/1.1 200 OK",
+                                                                 ["Content-Length: 0"])),
+    # retried (0x10: the retry is answered 200)
+    "500-retry-after-5": (0x10, 0, http("HTTP/1.1 500 Internal Server Error",
+                                        ["Retry-After: 5", "Content-Length: 0"])),
+    "503-retry-after-date": (0x10, 0, http("HTTP/1.1 503 Service Unavailable",
+                                           ["Retry-After: Wed, 21 Oct 2099 07:28:00 GMT",
+                                            "Content-Length: 0"])),
+    "503-retry-after-past-date": (0x10, 0, http("HTTP/1.1 503 Service Unavailable",
+                                                ["Retry-After: Thu, 01 Jan 1970 00:00:00 GMT"])),
+    "503-retry-after-blanks": (0x12, 0, http("HTTP/1.1 503 Busy", ["Retry-After: \t 120 \t",
+                                                                  "Content-Length: 0"])),
+    "503-retry-after-garbage": (0x10, 0, http("HTTP/1.1 503 Busy",
+                                              ["Retry-After: soon, -5, 1e3, 5 s"])),
+    "503-retry-after-huge": (0, 0, http("HTTP/1.1 503 Busy",
+                                        ["Retry-After: 99999999999999999999999999"])),
+    "429-retry-after-beyond-max-age": (0x02, 0, http("HTTP/1.1 429 Too Many Requests",
+                                                     ["Retry-After: 7200", "Content-Length: 0"])),
+    "503-retry-after-twice": (0x12, 0, http("HTTP/1.1 503 Busy",
+                                            ["Retry-After: 1", "retry-after: 3600",
+                                             "Content-Length: 0"])),
+    "503-retry-after-folded": (0x10, 0, "HTTP/1.1 503 Busy\r\nRetry-After:\r\n 10\r\n"
+                                        "Content-Length: 0\r\n\r\n"),
+    "503-retry-after-trailer": (0x10, 0, http("HTTP/1.1 503 Busy", ["Transfer-Encoding: chunked"],
+                                              "0\r\nRetry-After: 60\r\n\r\n")),
+    "500-rst": (0x11, 0, http("HTTP/1.1 500 Oops", ["Content-Length: 5"], "oops!")),
+    "500-keepalive-then-extra": (0x10, 0, http("HTTP/1.1 500 Oops", ["Content-Length: 0"]) +
+                                 http("HTTP/1.1 200 OK", ["Content-Length: 0"])),
+    "500-past-cap": (0x18, 0, http("HTTP/1.1 500 Oops")),
+    "400": (0, 0, http("HTTP/1.1 400 Bad Request", ["Content-Length: 3"], "bad")),
+    "404": (0, 0, http("HTTP/1.1 404 Not Found", ["Content-Length: 0"])),
+    "301-location": (0x10, 0, http("HTTP/1.1 301 Moved Permanently",
+                                   ["Location: http://10.0.0.1/elsewhere", "Content-Length: 0"])),
+    "302-location-file": (0, 0, http("HTTP/1.1 302 Found", ["Location: file:///etc/passwd"])),
+    "307-location-relative": (0, 0, http("HTTP/1.1 307 Temporary Redirect",
+                                         ["Location: /hook2", "Content-Length: 0"])),
+    "101-switching": (0, 0, http("HTTP/1.1 101 Switching Protocols",
+                                 ["Upgrade: websocket", "Connection: Upgrade"])),
+    # given up at once
+    "410-gone": (0, 0, http("HTTP/1.1 410 Gone", ["Content-Length: 0"])),
+    # framing lies and damage
+    "chunked-bad-size": (0, 0, http("HTTP/1.1 200 OK", ["Transfer-Encoding: chunked"],
+                                    "zz\r\nhello\r\n")),
+    "chunked-huge-size": (0x10, 0, http("HTTP/1.1 503 Busy", ["Transfer-Encoding: chunked"],
+                                        "FFFFFFFFFFFFFFFFFFFF\r\nx\r\n")),
+    "content-length-short": (0, 0, http("HTTP/1.1 200 OK", ["Content-Length: 100"], "short")),
+    "content-length-bad": (0x10, 0, http("HTTP/1.1 500 Oops", ["Content-Length: -1",
+                                                               "Content-Length: 18446744073709551616"])),
+    "content-length-twice": (0, 0, http("HTTP/1.1 200 OK", ["Content-Length: 2",
+                                                            "Content-Length: 3"], "ok")),
+    "truncated-status-line": (0, 0, "HTTP/1.1 20"),
+    "status-line-only": (0, 0, "HTTP/1.1 503 Busy\r\n"),
+    "status-4-digits": (0x10, 0, http("HTTP/1.1 2000 Too Many", ["Content-Length: 0"])),
+    "status-099": (0x10, 0, http("HTTP/1.1 099 Low", ["Content-Length: 0"])),
+    "http2-status-line": (0x10, 0, http("HTTP/2 200", ["content-length: 0"])),
+    "http2-status-negative": (0x10, 0, "HTTP/2 -5\r\n\r\n"),  # curl 7.88 reads any integer
+    "http2-status-88": (0x10, 0, "HTTP/288r \xf2\r\n\r\n\n"),  # crashes/fuzz_hook-http2-status-88
+    "huge-header-line": (0x10, 0, http("HTTP/1.1 500 Oops", ["X-Big: " + "a" * 12000,
+                                                             "Content-Length: 0"])),
+    "nul-in-header": (0, 0, http("HTTP/1.1 200 OK", ["X-A: a\x00b", "Content-Length: 0"])),
+    "nul-in-status": (0x10, 0, "HTTP/1.1 5\x000 Oops\r\n\r\n"),
+    "header-without-colon": (0x10, 0, http("HTTP/1.1 503 Busy", ["Retry-After 5", "junk"])),
+    "garbage-ssh": (0x10, 0, "SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n"),
+    "garbage-html": (0x10, 0, "<html><body>502 Bad Gateway</body></html>\n"),
+    "garbage-binary": (0x15, 3, "\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03\xff\xfe"),
+    "empty": (0x10, 0, ""),
+    "empty-rst": (0x11, 0, ""),
+}
+for name, (ctl, split, text) in HOOK.items():
+    write("fuzz_hook", name + ".http", bytes([ctl, split]) + text.encode("latin-1"))

@@ -43,7 +43,7 @@ static char g_secret[] = SPEC_SECRET;
 
 /* ---- a scripted HTTP server in a thread --------------------------------- */
 
-typedef enum { ACT_STATUS = 0, ACT_HANG, ACT_RESET } act_kind_t;
+typedef enum { ACT_STATUS = 0, ACT_HANG, ACT_RESET, ACT_RAW } act_kind_t;
 
 typedef struct {
     act_kind_t kind;
@@ -51,6 +51,7 @@ typedef struct {
     int delay_ms;        /* wait this long before answering */
     char extra[256];     /* extra header lines, each ending in \r\n */
     size_t body_bytes;   /* response body of this many 'x' */
+    const char *raw;     /* ACT_RAW: these bytes as the whole response, then close */
 } action_t;
 
 typedef struct {
@@ -160,6 +161,11 @@ static void srv_handle(server_t *s, int c)
     if (a.kind == ACT_RESET) {
         struct linger lg = {1, 0};
         setsockopt(c, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+        close(c);
+        return;
+    }
+    if (a.kind == ACT_RAW) {
+        (void)send_all(c, a.raw, strlen(a.raw));
         close(c);
         return;
     }
@@ -709,6 +715,51 @@ static void test_410_stops(void **state)
     srv_stop(&s);
 }
 
+/* curl 7.88 reads any integer after "HTTP/2 " and ends the transfer with CURLE_OK; such
+ * a code is no answer, reported as status 0 with a reason (found by fuzz_hook:
+ * tests/fuzz/crashes/fuzz_hook-http2-status-88.http). */
+static void test_invalid_status_codes(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *raw;
+        const char *err;
+    } cases[] = {
+        {"HTTP/2 -5\r\n\r\n", "invalid HTTP status -5"},
+        {"HTTP/2 88\r\nContent-Length: 0\r\n\r\n", "invalid HTTP status 88"},
+        {"HTTP/2 0\r\n\r\n", "invalid HTTP status 0"},
+        {"HTTP/2 1000\r\nRetry-After: 3600\r\n\r\n", "invalid HTTP status 1000"},
+    };
+    server_t *s = srv_start();
+    for (size_t i = 0; i < UTIL_ARRAY_LEN(cases); i++) {
+        action_t a = act(ACT_RAW);
+        a.raw = cases[i].raw;
+        srv_push(s, a);
+    }
+    srv_push(s, status(200));
+    chan_t c;
+    make_chan(&c, "police-hook", s, 3000, 3600000);
+    rec_t r;
+    hook_t *h = new_hook(&g_cfg, &r);
+    assert_int_equal(hook_submit(h, &c.ch, "wh-badcode", "{}", clock_now_ms()), 0);
+    size_t n = UTIL_ARRAY_LEN(cases);
+    for (size_t i = 0; i < n; i++) {
+        drive(h, &r, 0, (int)i + 1, 0, 5000);
+        assert_int_equal(r.att[i].status, 0);
+        assert_string_equal(r.att[i].err, cases[i].err);
+        assert_int_equal(hook_pending(h), 1);
+        /* no Retry-After is read from an invalid answer: the plain backoff */
+        long t = hook_timeout_ms(h);
+        assert_true(t >= (750L << i) && t <= (1250L << i));
+        assert_int_equal(clock_advance_ms(t), 0);
+    }
+    drive(h, &r, 1, (int)n + 1, 0, 5000);
+    assert_int_equal(r.done[0].outcome, HOOK_DELIVERED);
+    assert_int_equal(r.done[0].attempts, (int)n + 1);
+    hook_destroy(&h);
+    srv_stop(&s);
+}
+
 static void test_timeout_until_max_age(void **state)
 {
     (void)state;
@@ -1130,6 +1181,7 @@ int main(void)
         cmocka_unit_test(test_deliver_200),
         cmocka_unit_test(test_retry_500_500_200),
         cmocka_unit_test(test_410_stops),
+        cmocka_unit_test(test_invalid_status_codes),
         cmocka_unit_test(test_timeout_until_max_age),
         cmocka_unit_test(test_redirect_not_followed),
         cmocka_unit_test(test_retry_after),
