@@ -85,6 +85,20 @@ $(printf '%-12s %12s %8s' "$t" "-" "BUILD-FAILED")"
         cp -p "tests/fuzz/corpus/$t"/* "$corpus"/ 2>/dev/null
     fi
     log="$OUT/$t.log"
+    # every crash found so far (tests/fuzz/crashes/<target>-*) must pass, run once each
+    regress=$(ls tests/fuzz/crashes/"$t"-* 2>/dev/null)
+    if [ -n "$regress" ]; then
+        echo "  REPLAY     $t: $(echo "$regress" | wc -l | tr -d ' ') regression input(s)"
+        # shellcheck disable=SC2086
+        if ! CAREHUB_SCHEMAS="${CAREHUB_SCHEMAS:-$TOP/schemas}" "$OUT/$t" $regress \
+                >"$OUT/$t-regress.log" 2>&1; then
+            summary="$summary
+$(printf '%-12s %12s %8s' "$t" "-" "REGRESSED")"
+            status=1
+            echo "fuzz: $t fails a regression input again; see $OUT/$t-regress.log" >&2
+            continue
+        fi
+    fi
     echo "  FUZZ       $t for ${SECONDS_PER}s (log $log)"
     # libFuzzer writes artifacts as <prefix>crash-<sha1>; keep them per target
     # shellcheck disable=SC2086
