@@ -19,6 +19,7 @@ Afterwards, with a last kill -9 and restart:
     no other overdue notice exists. A notice whose delivery was in flight at a
     kill may be delivered again under its same webhook-id (at-least-once with an
     idempotency key, Standard Webhooks); those repeats are counted and reported;
+  - the case index lists each acked event of a case once (a sample of 40 cases);
   - `carehubd verify --data` on the killed store: the trail is intact.
 
 CAREHUB_CRASH_SEED replays a run. The figures are printed (pytest -s) and
@@ -132,8 +133,23 @@ def test_crash_loop(make_clock_broker, receiver, connect, tmp_path):  # noqa: F8
     problems = check_cases(streams)
     assert not problems, f"[seed {seed}] events stored twice or cases split:\n" + "\n".join(problems[:20])
 
-    # Escalations: wait until every step has fallen due, then each fired exactly once.
+    # The case index (case_events, written in bulk behind the events) lists every acked
+    # event of a case exactly once after the kills.
     sup = connect(b, login=CLOCK_AGENT)
+    by_case = {}
+    for s in streams:
+        for ev, case in s.acked.values():
+            by_case.setdefault(case, []).append(ev)
+    sample = rng.sample(sorted(by_case), min(40, len(by_case)))
+    for case in sample:
+        r = sup.request({"v": 1, "op": "query", "id": uid("q"), "what": "case", "case": case}, timeout=30)
+        assert r.get("op") == "result", f"[seed {seed}] query case {case}: {h.summarize(r)}"
+        listed = [e["id"] for e in r["events"]]
+        assert len(listed) == len(set(listed)), f"[seed {seed}] {case} lists an event twice: {listed}"
+        assert set(listed) == set(by_case[case]), \
+            f"[seed {seed}] {case} lists {sorted(listed)}, acked {sorted(by_case[case])}"
+
+    # Escalations: wait until every step has fallen due, then each fired exactly once.
     assignments, now = query_all_assignments(sup)
     police = {a["id"]: a for a in assignments if a["agency"] == "police"}
     reports = sum(1 for s in streams for m in (s.messages[mid] for mid in s.acked)

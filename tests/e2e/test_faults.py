@@ -242,12 +242,15 @@ def test_agency_desk_that_stops_reading_keeps_its_assignments_pending(make_clock
                                   "software": "e2e"}))
         sup = connect(b, login=CLOCK_AGENT)
         r = sup.request({"v": 1, "op": "query", "id": uid("q"), "what": "assignments", "limit": 1000})
-        ids = {a["id"] for a in r["assignments"]}
+        states = {a["id"]: a["state"] for a in r["assignments"]}
         while r.get("next"):
             r = sup.request({"v": 1, "op": "query", "id": uid("q"), "what": "assignments",
                              "limit": 1000, "after": r["next"]})
-            ids |= {a["id"] for a in r["assignments"]}
+            states.update({a["id"]: a["state"] for a in r["assignments"]})
+        ids = set(states)
         assert len(ids) == n
+        assert set(states.values()) == {"open"}, \
+            f"unacknowledged assignments must stay open (pending): {sorted(set(states.values()))}"
         missing = ids - seen
         assert not missing, f"{len(missing)} of {n} assignments never reached the desk: {sorted(missing)[:5]}"
         print(f"\ndesk not reading: {int(metric(b, 'carehub_pushes_deferred_total'))} pushes deferred; "
