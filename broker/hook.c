@@ -650,6 +650,10 @@ static int attempt_setup(hook_t *h, hook_msg_t *m)
     SET(CURLOPT_USERAGENT, "carehubd");
     SET(CURLOPT_TIMEOUT_MS, m->timeout_ms);
     SET(CURLOPT_CONNECTTIMEOUT_MS, m->timeout_ms);
+    /* A retry never rides on a kept-alive connection: the one that failed may hold
+     * what a broken receiver sent after its answer (found by fuzz_hook: a 503 with
+     * bytes past its Content-Length made the retry read them as its answer). */
+    SET(CURLOPT_FRESH_CONNECT, m->attempts > 1 ? 1L : 0L); /* counted before setup */
     SET(CURLOPT_OPENSOCKETFUNCTION, open_socket);
     SET(CURLOPT_OPENSOCKETDATA, (void *)m);
     SET(CURLOPT_CLOSESOCKETFUNCTION, close_socket);

@@ -13,7 +13,8 @@
  * retry within 2 s, then doubling with jitter, capped at 10 minutes, honouring
  * Retry-After (seconds or HTTP date) when larger; until the message is older
  * than the channel's `max_age`, then it has failed for good. A 410 Gone stops
- * at once (failed). Redirects are not followed; only http and https.
+ * at once (failed). Redirects are not followed; only http and https. First
+ * attempts may reuse a kept-alive connection; a retry always opens a new one.
  *
  * SSRF guard: every connection's resolved address must lie inside
  * broker.webhook_allow (checked in CURLOPT_OPENSOCKETFUNCTION, so DNS

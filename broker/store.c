@@ -18,6 +18,11 @@
 
 #define STORE_FORMAT 1u
 
+#define CASE_INDEX_LAG_MS 1000
+#define CASE_INDEX_SLICES 8
+#define CASE_INDEX_SMALL 256 /* pending entries written at once without slicing */
+#define CASE_INDEX_MAX_PENDING 65536 /* a bound on memory (about 6 MB) */
+
 struct store {
     MDB_env *env;
     MDB_dbi meta;
@@ -28,18 +33,25 @@ struct store {
     uint64_t map_size;
     uint64_t map_max;
     char *dir;
-    /* The case_events index lags the events by up to CASE_INDEX_LAG_MS: joining an
+    /* The case_events index lags the events by about CASE_INDEX_LAG_MS: joining an
      * event to one of many cases dirties one random page per event, so entries
-     * are written in bulk (many events of a case share a page). Events are the
-     * log; meta "case_events.upto" says how far the index is written, and at
-     * open the entries after it are rebuilt from the events. Reads merge. */
+     * wait in memory and are written in bulk (many events of a case share a
+     * page). A sweep writes them one slice of the case-number range at a time
+     * (CASE_INDEX_SLICES per CASE_INDEX_LAG_MS), so that no one commit writes a
+     * page per active case. Events are the log; meta "case_events.upto" is the
+     * event number below which every entry is written, and at open the entries
+     * after it that are missing are rebuilt from the events. Reads merge. */
     struct pend_entry {
         uint64_t seq;                 /* the event's number */
+        uint64_t case_no;             /* the case's number (its id's digits) */
+        int flushed;                  /* written by the write transaction in progress */
         char case_id[STORE_ID_MAX];
         char event_id[STORE_ID_MAX];
     } *pend;
     size_t pend_n, pend_cap;
-    int64_t pend_oldest;              /* monotonic ms of pend[0] */
+    int64_t sweep_next;               /* monotonic ms: the next slice is due */
+    int sweep_slice;                  /* 0 .. CASE_INDEX_SLICES - 1 */
+    uint64_t sweep_bound[CASE_INDEX_SLICES];          /* slice k: case numbers from bound[k] to bound[k+1] */
     /* privacy.key_file: event bodies sealed with XChaCha20-Poly1305 (AD: the
      * event id); the child-id join key is a keyed BLAKE2b hash. Both keys are
      * derived from the configured one (crypto_kdf). */
@@ -48,8 +60,6 @@ struct store {
     unsigned char join_key[crypto_generichash_KEYBYTES];
 };
 
-#define CASE_INDEX_LAG_MS 1000
-#define CASE_INDEX_MAX_PENDING 16384
 
 /* The named databases (docs/data-model.md), in store_db_t order. */
 static const struct {
@@ -79,7 +89,7 @@ struct store_txn {
     MDB_txn *txn;
     uint64_t seq_event, seq_case, seq_assign; /* counters as this transaction moves them */
     size_t pend_before;  /* st->pend_n when the transaction began (rolled back to on abort) */
-    size_t pend_flushed; /* the first pend_flushed entries were written to case_events here */
+    size_t pend_flushed; /* entries written to case_events here (marked `flushed`) */
 };
 
 static const char *sev_names[] = {"low", "normal", "high", "critical"};
@@ -181,10 +191,13 @@ static void pend_add(store_t *st, uint64_t seq, const char *case_id, const char 
         st->pend_cap = st->pend_cap ? st->pend_cap * 2 : 1024;
         st->pend = xrealloc(st->pend, st->pend_cap * sizeof *st->pend);
     }
-    if (st->pend_n == 0)
-        st->pend_oldest = util_mono_ms();
     struct pend_entry *e = &st->pend[st->pend_n++];
     e->seq = seq;
+    e->case_no = 0;
+    for (const char *c = case_id; *c; c++)
+        if (*c >= '0' && *c <= '9')
+            e->case_no = e->case_no * 10 + (uint64_t)(*c - '0');
+    e->flushed = 0;
     util_fmt(e->case_id, sizeof e->case_id, "%s", case_id);
     util_fmt(e->event_id, sizeof e->event_id, "%s", event_id);
 }
@@ -198,10 +211,14 @@ static int pend_rebuild(MDB_txn *txn, store_t *st)
         return rc;
     char from[STORE_ID_MAX];
     util_fmt(from, sizeof from, "ev-%012llu", (unsigned long long)(upto + 1));
-    MDB_cursor *cur;
+    MDB_cursor *cur, *idx;
     MDB_val k = val_str(from), v;
     if ((rc = mdb_cursor_open(txn, st->dbi[STORE_DB_EVENTS], &cur)))
         return rc;
+    if ((rc = mdb_cursor_open(txn, st->dbi[STORE_DB_CASE_EVENTS], &idx))) {
+        mdb_cursor_close(cur);
+        return rc;
+    }
     for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0;
          rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
         msgpack_unpacked u;
@@ -224,8 +241,18 @@ static int pend_rebuild(MDB_txn *txn, store_t *st)
         ev[k.mv_size] = '\0';
         for (const char *c = ev + 3; *c; c++)
             seq = seq * 10 + (uint64_t)(*c - '0');
+        /* the sweep writes out of event order: some entries after upto are there */
+        MDB_val ck = val_str(case_id), cv = val_str(ev);
+        int have = mdb_cursor_get(idx, &ck, &cv, MDB_GET_BOTH);
+        if (have == 0)
+            continue;
+        if (have != MDB_NOTFOUND) {
+            rc = have;
+            break;
+        }
         pend_add(st, seq, case_id, ev);
     }
+    mdb_cursor_close(idx);
     mdb_cursor_close(cur);
     if (rc == MDB_NOTFOUND)
         rc = 0;
@@ -234,26 +261,104 @@ static int pend_rebuild(MDB_txn *txn, store_t *st)
     return rc;
 }
 
-/* Write the pending index entries inside this write transaction when they are
- * old or many enough; they leave memory only once the transaction commits. */
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* A round's slices: as many distinct pending cases in each (about as many pages). */
+static void sweep_bounds(store_t *st)
+{
+    uint64_t *no = xmalloc(st->pend_n * sizeof *no);
+    for (size_t i = 0; i < st->pend_n; i++)
+        no[i] = st->pend[i].case_no;
+    qsort(no, st->pend_n, sizeof *no, cmp_u64);
+    size_t m = 0;
+    for (size_t i = 0; i < st->pend_n; i++)
+        if (m == 0 || no[m - 1] != no[i])
+            no[m++] = no[i];
+    st->sweep_bound[0] = 0;
+    for (int k = 1; k < CASE_INDEX_SLICES; k++)
+        st->sweep_bound[k] = no[m * (size_t)k / CASE_INDEX_SLICES];
+    free(no);
+}
+
+/* Write pending index entries inside this write transaction (at its start):
+ * all of them when forced, too many or few, else, when the sweep's next slice is
+ * due, the entries of that slice of the case-number range. The first slice of a
+ * round cuts the range at the octiles of the distinct case numbers pending (as
+ * many cases, so about as many pages, per slice); the first slice also takes
+ * what lies below, the last what lies above. So each
+ * page is written about once a round, and an entry waits at most about two
+ * rounds (one that arrived just after its slice passed waits for the next).
+ * Entries leave memory only once the transaction commits (store_write). */
 static int pend_flush(store_txn_t *t, int force)
 {
     store_t *st = t->st;
-    if (st->pend_n == 0 || t->pend_flushed)
+    if (st->pend_n == 0)
         return 0;
-    if (!force && st->pend_n < CASE_INDEX_MAX_PENDING &&
-        util_mono_ms() - st->pend_oldest < CASE_INDEX_LAG_MS)
-        return 0;
+    int all = force || st->pend_n >= CASE_INDEX_MAX_PENDING;
+    uint64_t from = 0, below = UINT64_MAX; /* this slice: case numbers from .. below */
+    if (!all) {
+        int64_t now = util_mono_ms();
+        if (t->pend_flushed || now < st->sweep_next)
+            return 0;
+        if (st->pend_n <= CASE_INDEX_SMALL) {
+            all = 1; /* a few pages: no need to slice */
+            st->sweep_slice = 0;
+            st->sweep_next = now + CASE_INDEX_LAG_MS / CASE_INDEX_SLICES;
+        }
+    }
+    if (!all) {
+        int64_t now = util_mono_ms();
+        if (st->sweep_slice == 0)
+            sweep_bounds(st);
+        from = st->sweep_bound[st->sweep_slice];
+        if (st->sweep_slice < CASE_INDEX_SLICES - 1)
+            below = st->sweep_bound[st->sweep_slice + 1];
+        st->sweep_slice = (st->sweep_slice + 1) % CASE_INDEX_SLICES;
+        st->sweep_next = now + CASE_INDEX_LAG_MS / CASE_INDEX_SLICES;
+    }
+    size_t n = 0;
+    uint64_t upto = t->seq_event; /* every event so far, unless one stays pending */
     for (size_t i = 0; i < st->pend_n; i++) {
-        MDB_val cs = val_str(st->pend[i].case_id), ev = val_str(st->pend[i].event_id);
+        struct pend_entry *e = &st->pend[i];
+        if (e->flushed)
+            continue; /* by an earlier call in this transaction */
+        if (!all && (e->case_no < from || e->case_no >= below)) {
+            if (e->seq - 1 < upto)
+                upto = e->seq - 1;
+            continue;
+        }
+        MDB_val cs = val_str(e->case_id), ev = val_str(e->event_id);
         int rc = mdb_put(t->txn, st->dbi[STORE_DB_CASE_EVENTS], &cs, &ev, MDB_NODUPDATA);
         if (rc && rc != MDB_KEYEXIST)
-            return rc;
+            return rc; /* (MAP_FULL) the flags set so far are cleared on abort */
+        e->flushed = 1;
+        t->pend_flushed++; /* counted at once: pend_settle must see every flag */
+        n++;
     }
-    int rc = write_u64(t->txn, st->meta, "case_events.upto", st->pend[st->pend_n - 1].seq);
-    if (rc == 0)
-        t->pend_flushed = st->pend_n;
-    return rc;
+    if (n == 0)
+        return 0;
+    return write_u64(t->txn, st->meta, "case_events.upto", upto);
+}
+
+/* After a transaction: drop what it wrote (committed) or unmark it (aborted). */
+static void pend_settle(store_t *st, size_t n_flushed, int committed)
+{
+    if (!n_flushed)
+        return;
+    size_t w = 0;
+    for (size_t i = 0; i < st->pend_n; i++) {
+        if (st->pend[i].flushed && committed)
+            continue;
+        st->pend[i].flushed = 0;
+        if (w != i)
+            st->pend[w] = st->pend[i];
+        w++;
+    }
+    st->pend_n = w;
 }
 
 store_t *store_open(const char *dir, uint64_t map_size, uint64_t map_max, char *err, size_t errlen)
@@ -859,18 +964,14 @@ store_rc_t store_write(store_t *st, store_fn fn, void *ud)
                 st->seq_event = t.seq_event;
                 st->seq_case = t.seq_case;
                 st->seq_assign = t.seq_assign;
-                if (t.pend_flushed) { /* written: keep only what came after */
-                    memmove(st->pend, st->pend + t.pend_flushed,
-                            (st->pend_n - t.pend_flushed) * sizeof *st->pend);
-                    st->pend_n -= t.pend_flushed;
-                    st->pend_oldest = util_mono_ms();
-                }
+                pend_settle(st, t.pend_flushed, 1); /* written: out of memory */
                 return STORE_OK;
             }
         } else {
             mdb_txn_abort(t.txn);
         }
         st->pend_n = t.pend_before; /* the events of the aborted transaction do not exist */
+        pend_settle(st, t.pend_flushed, 0);
         if (rc == MDB_MAP_FULL && grow(st) == 0)
             continue;
         return write_failed(st, rc);
@@ -896,8 +997,8 @@ int store_each_case_event(store_txn_t *t, const char *case_id, store_each_fn fn,
         return rc;
     /* Then the entries not written yet (those written in this transaction were seen above). */
     store_t *st = t->st;
-    for (size_t i = t->pend_flushed; i < st->pend_n; i++) {
-        if (strcmp(st->pend[i].case_id, case_id) != 0)
+    for (size_t i = 0; i < st->pend_n; i++) {
+        if (st->pend[i].flushed || strcmp(st->pend[i].case_id, case_id) != 0)
             continue;
         int r = fn(ud, case_id, cl, st->pend[i].event_id, strlen(st->pend[i].event_id));
         if (r)

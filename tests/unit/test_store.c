@@ -7,6 +7,7 @@
  * store_get_case() and decoded with msgpack-c, as the broker's readers will.
  */
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -618,6 +619,62 @@ static void test_case_index_rebuilt_after_crash(void **state)
     free(b.data);
 }
 
+/* The sweep writes the index one slice of cases at a time, so the index holds
+ * entries past meta "case_events.upto" when the process dies: the next open
+ * must rebuild only the missing ones (a case listing an event twice is wrong). */
+static void test_case_index_swept_out_of_order_then_crash(void **state)
+{
+    fx_t *fx = *state;
+    body_t b = make_body("c", 1, 0);
+    enum { CHILDREN = 40, ROUNDS = 10 };
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        store_t *st = open_store(fx, 1 << 22, 1 << 26);
+        /* round-robin over the children: each case's events spread over all numbers */
+        for (int r = 0; r < ROUNDS; r++)
+            for (int c = 0; c < CHILDREN; c++) {
+                char ref[32], child[32];
+                snprintf(ref, sizeof ref, "r-%d-%d", r, c);
+                snprintf(child, sizeof child, "child-%02d", c);
+                store_event_t e = ev("s", ref, "absence", child, 1, &b);
+                if (put1(st, &e) != STORE_OK || e.status != STORE_ITEM_STORED)
+                    _exit(2);
+            }
+        /* two slices fall due (the sweep's timer is real time, 1/8 s per slice) */
+        for (int i = 0; i < 2; i++) {
+            struct timespec ts = {0, 140 * 1000 * 1000};
+            nanosleep(&ts, NULL);
+            char ref[32];
+            snprintf(ref, sizeof ref, "late-%d", i);
+            store_event_t e = ev("s", ref, "absence", "child-00", 1, &b);
+            if (put1(st, &e) != STORE_OK)
+                _exit(3);
+        }
+        _exit(0); /* no store_close: the rest of the index was never written */
+    }
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    fx->st = open_store(fx, 1 << 22, 1 << 26);
+    for (int c = 0; c < CHILDREN; c++) {
+        char ref[32], child[32];
+        snprintf(ref, sizeof ref, "again-%d", c);
+        snprintf(child, sizeof child, "child-%02d", c);
+        store_event_t e = ev("s", ref, "absence", child, 1, &b);
+        assert_int_equal(put1(fx->st, &e), STORE_OK);
+        assert_int_equal(e.status, STORE_ITEM_STORED);
+        assert_case(fx->st, e.case_id, "normal", ROUNDS + 1 + (c == 0 ? 2 : 0));
+    }
+    assert_int_equal(store_flush_index(fx->st), STORE_OK);
+    store_close(&fx->st);
+    fx->st = open_store(fx, 1 << 22, 1 << 26);
+    store_event_t e = ev("s", "final", "absence", "child-07", 1, &b);
+    assert_int_equal(put1(fx->st, &e), STORE_OK);
+    assert_case(fx->st, e.case_id, "normal", ROUNDS + 2);
+    free(b.data);
+}
+
 static void test_persistence(void **state)
 {
     fx_t *fx = *state;
@@ -922,6 +979,7 @@ int main(void)
         T(test_get_impossible_id_notfound),
         T(test_refuse),
         T(test_case_index_rebuilt_after_crash),
+        T(test_case_index_swept_out_of_order_then_crash),
         T(test_get_event),
         T(test_inputs_copied),
         T(test_persistence),
