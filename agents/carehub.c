@@ -41,6 +41,7 @@
 #include <zmq.h>
 
 #include "cli.h"
+#include "frame.h"
 #include "util.h"
 
 #define SOFTWARE "carehub/1.0"
@@ -51,51 +52,6 @@
 #define EX_UNAVAILABLE 69         /* verify --data: carehubd not found */
 
 /* ---- msgpack <-> JSON ----------------------------------------------------------------- */
-
-static void pack_json(msgpack_packer *pk, json_t *j)
-{
-    switch (json_typeof(j)) {
-    case JSON_OBJECT: {
-        const char *k;
-        json_t *v;
-        msgpack_pack_map(pk, json_object_size(j));
-        json_object_foreach(j, k, v) {
-            size_t n = strlen(k);
-            msgpack_pack_str(pk, n);
-            msgpack_pack_str_body(pk, k, n);
-            pack_json(pk, v);
-        }
-        break;
-    }
-    case JSON_ARRAY: {
-        size_t i;
-        json_t *v;
-        msgpack_pack_array(pk, json_array_size(j));
-        json_array_foreach(j, i, v)
-            pack_json(pk, v);
-        break;
-    }
-    case JSON_STRING:
-        msgpack_pack_str(pk, json_string_length(j));
-        msgpack_pack_str_body(pk, json_string_value(j), json_string_length(j));
-        break;
-    case JSON_INTEGER:
-        msgpack_pack_int64(pk, json_integer_value(j));
-        break;
-    case JSON_REAL:
-        msgpack_pack_double(pk, json_real_value(j));
-        break;
-    case JSON_TRUE:
-        msgpack_pack_true(pk);
-        break;
-    case JSON_FALSE:
-        msgpack_pack_false(pk);
-        break;
-    default:
-        msgpack_pack_nil(pk);
-        break;
-    }
-}
 
 /* A msgpack value as JSON: bin as lowercase hex text, ext as null, text that
  * is not UTF-8 as "?". Never NULL. */
@@ -168,39 +124,24 @@ static void new_id(char out[33])
 /* Send {v:1, op, id, ...fields}. 0 or -1. */
 static int sess_send(sess_t *s, const char *op, const char *id, json_t *fields)
 {
-    msgpack_sbuffer sb;
-    msgpack_packer pk;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    size_t extra = 0;
+    uint32_t extra = 0;
     const char *k;
     json_t *v;
     if (fields)
         json_object_foreach(fields, k, v)
             if (strcmp(k, "v") && strcmp(k, "op") && strcmp(k, "id"))
                 extra++;
-    msgpack_pack_map(&pk, 3 + extra);
-    msgpack_pack_str(&pk, 1);
-    msgpack_pack_str_body(&pk, "v", 1);
-    msgpack_pack_int(&pk, 1);
-    msgpack_pack_str(&pk, 2);
-    msgpack_pack_str_body(&pk, "op", 2);
-    msgpack_pack_str(&pk, strlen(op));
-    msgpack_pack_str_body(&pk, op, strlen(op));
-    msgpack_pack_str(&pk, 2);
-    msgpack_pack_str_body(&pk, "id", 2);
-    msgpack_pack_str(&pk, strlen(id));
-    msgpack_pack_str_body(&pk, id, strlen(id));
+    frame_out_t o;
+    frame_out_message(&o, op, id, extra);
     if (fields)
         json_object_foreach(fields, k, v) {
             if (!strcmp(k, "v") || !strcmp(k, "op") || !strcmp(k, "id"))
                 continue;
-            msgpack_pack_str(&pk, strlen(k));
-            msgpack_pack_str_body(&pk, k, strlen(k));
-            pack_json(&pk, v);
+            frame_out_key(&o, k);
+            frame_pack_json(&o.pk, v);
         }
-    int rc = zmq_send(s->sock, sb.data, sb.size, 0) < 0 ? -1 : 0;
-    msgpack_sbuffer_destroy(&sb);
+    int rc = zmq_send(s->sock, o.sb.data, o.sb.size, 0) < 0 ? -1 : 0;
+    frame_out_end(&o);
     return rc;
 }
 

@@ -26,7 +26,6 @@
 /* Sessions not heard from for this long are forgotten (they say hello again). */
 #define SESSION_IDLE_DROP_MS (24LL * 3600 * 1000)
 
-
 struct broker {
     const config_t *cfg;
     void *ctx;

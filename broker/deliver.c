@@ -183,19 +183,16 @@ static int record_delivered(store_txn_t *t, void *ud)
         return rc == MDB_NOTFOUND ? 0 : rc;
     for (int i = 0; i < b->sent; i++) {
         char key[2 * STORE_ID_MAX + 70];
-        size_t al = strlen(b->to[i]), il = strlen(b->assignment);
-        if (al + 1 + il > sizeof key)
+        size_t kl = store_pair_key(key, sizeof key, b->to[i], b->assignment);
+        if (kl == 0)
             continue;
-        memcpy(key, b->to[i], al);
-        key[al] = '\0';
-        memcpy(key + al + 1, b->assignment, il);
         const void *v;
         size_t vl;
-        rc = store_get(t, STORE_DB_DELIVERED, key, al + 1 + il, &v, &vl);
+        rc = store_get(t, STORE_DB_DELIVERED, key, kl, &v, &vl);
         if (rc == 0)
             continue;
         if (rc != MDB_NOTFOUND ||
-            (rc = store_put(t, STORE_DB_DELIVERED, key, al + 1 + il, "", 0, 0)) ||
+            (rc = store_put(t, STORE_DB_DELIVERED, key, kl, "", 0, 0)) ||
             (rc = trail_append(t, case_id, "delivered", b->to[i], -1, NULL, NULL, 0, b->assignment)))
             return rc;
     }

@@ -197,9 +197,8 @@ static int case_file(q_t *q, store_txn_t *t)
 
 typedef struct {
     const char *case_id;
-    msgpack_packer *pk;
+    msgpack_sbuffer items; /* the case's records, packed, counted in n */
     size_t n;
-    int count_only;
 } trail_list_t;
 
 static int trail_visit(void *ud, const void *k, size_t kl, const void *v, size_t vl)
@@ -215,10 +214,8 @@ static int trail_visit(void *ud, const void *k, size_t kl, const void *v, size_t
         size_t cn;
         if (frame_str(frame_map_get(&u.data, "case"), &c, &cn) && cn == strlen(l->case_id) &&
             memcmp(c, l->case_id, cn) == 0) {
-            if (l->count_only)
-                l->n++;
-            else
-                l->pk->callback(l->pk->data, v, vl);
+            msgpack_sbuffer_write(&l->items, v, vl);
+            l->n++;
         }
     } else {
         rc = MDB_CORRUPTED;
@@ -239,16 +236,19 @@ static int case_trail(q_t *q, store_txn_t *t)
     if (rc)
         return rc;
     /* The whole trail is walked: a per-case index of trail records is still to come. */
-    trail_list_t l = {q->case_id, &q->out->pk, 0, 1};
-    if ((rc = store_each(t, STORE_DB_TRAIL, NULL, 0, 0, trail_visit, &l)))
-        return rc;
-    frame_out_message(q->out, "result", q->id, 3);
-    frame_out_str(q->out, "what", "trail");
-    frame_out_str(q->out, "case", q->case_id);
-    frame_out_key(q->out, "records");
-    msgpack_pack_array(&q->out->pk, l.n);
-    l.count_only = 0;
-    return store_each(t, STORE_DB_TRAIL, NULL, 0, 0, trail_visit, &l);
+    trail_list_t l = {q->case_id, {0}, 0};
+    msgpack_sbuffer_init(&l.items);
+    rc = store_each(t, STORE_DB_TRAIL, NULL, 0, 0, trail_visit, &l);
+    if (!rc) {
+        frame_out_message(q->out, "result", q->id, 3);
+        frame_out_str(q->out, "what", "trail");
+        frame_out_str(q->out, "case", q->case_id);
+        frame_out_key(q->out, "records");
+        msgpack_pack_array(&q->out->pk, l.n);
+        q->out->pk.callback(q->out->pk.data, l.items.data, l.items.size);
+    }
+    msgpack_sbuffer_destroy(&l.items);
+    return rc;
 }
 
 /* ---- what:"cases" -------------------------------------------------------------------- */

@@ -185,6 +185,16 @@ static const char *size_text(uint64_t bytes, char *buf, size_t size)
     return buf;
 }
 
+/* The number in an id ("case-0000000042" -> 42): its digits, read in order. */
+static uint64_t id_number(const char *id)
+{
+    uint64_t n = 0;
+    for (const char *c = id; *c; c++)
+        if (*c >= '0' && *c <= '9')
+            n = n * 10 + (uint64_t)(*c - '0');
+    return n;
+}
+
 static void pend_add(store_t *st, uint64_t seq, const char *case_id, const char *event_id)
 {
     if (st->pend_n == st->pend_cap) {
@@ -193,10 +203,7 @@ static void pend_add(store_t *st, uint64_t seq, const char *case_id, const char 
     }
     struct pend_entry *e = &st->pend[st->pend_n++];
     e->seq = seq;
-    e->case_no = 0;
-    for (const char *c = case_id; *c; c++)
-        if (*c >= '0' && *c <= '9')
-            e->case_no = e->case_no * 10 + (uint64_t)(*c - '0');
+    e->case_no = id_number(case_id);
     e->flushed = 0;
     util_fmt(e->case_id, sizeof e->case_id, "%s", case_id);
     util_fmt(e->event_id, sizeof e->event_id, "%s", event_id);
@@ -226,7 +233,6 @@ static int pend_rebuild(MDB_txn *txn, store_t *st)
         char case_id[STORE_ID_MAX] = "", ev[STORE_ID_MAX];
         const char *s;
         size_t n;
-        uint64_t seq = 0;
         if (msgpack_unpack_next(&u, v.mv_data, v.mv_size, NULL) == MSGPACK_UNPACK_SUCCESS &&
             frame_str(frame_map_get(&u.data, "case"), &s, &n) && n < sizeof case_id) {
             memcpy(case_id, s, n);
@@ -239,8 +245,6 @@ static int pend_rebuild(MDB_txn *txn, store_t *st)
         }
         memcpy(ev, k.mv_data, k.mv_size);
         ev[k.mv_size] = '\0';
-        for (const char *c = ev + 3; *c; c++)
-            seq = seq * 10 + (uint64_t)(*c - '0');
         /* the sweep writes out of event order: some entries after upto are there */
         MDB_val ck = val_str(case_id), cv = val_str(ev);
         int have = mdb_cursor_get(idx, &ck, &cv, MDB_GET_BOTH);
@@ -250,7 +254,7 @@ static int pend_rebuild(MDB_txn *txn, store_t *st)
             rc = have;
             break;
         }
-        pend_add(st, seq, case_id, ev);
+        pend_add(st, id_number(ev), case_id, ev);
     }
     mdb_cursor_close(idx);
     mdb_cursor_close(cur);
@@ -304,21 +308,18 @@ static int pend_flush(store_txn_t *t, int force)
         int64_t now = util_mono_ms();
         if (t->pend_flushed || now < st->sweep_next)
             return 0;
+        st->sweep_next = now + CASE_INDEX_LAG_MS / CASE_INDEX_SLICES;
         if (st->pend_n <= CASE_INDEX_SMALL) {
             all = 1; /* a few pages: no need to slice */
             st->sweep_slice = 0;
-            st->sweep_next = now + CASE_INDEX_LAG_MS / CASE_INDEX_SLICES;
+        } else {
+            if (st->sweep_slice == 0)
+                sweep_bounds(st);
+            from = st->sweep_bound[st->sweep_slice];
+            if (st->sweep_slice < CASE_INDEX_SLICES - 1)
+                below = st->sweep_bound[st->sweep_slice + 1];
+            st->sweep_slice = (st->sweep_slice + 1) % CASE_INDEX_SLICES;
         }
-    }
-    if (!all) {
-        int64_t now = util_mono_ms();
-        if (st->sweep_slice == 0)
-            sweep_bounds(st);
-        from = st->sweep_bound[st->sweep_slice];
-        if (st->sweep_slice < CASE_INDEX_SLICES - 1)
-            below = st->sweep_bound[st->sweep_slice + 1];
-        st->sweep_slice = (st->sweep_slice + 1) % CASE_INDEX_SLICES;
-        st->sweep_next = now + CASE_INDEX_LAG_MS / CASE_INDEX_SLICES;
     }
     size_t n = 0;
     uint64_t upto = t->seq_event; /* every event so far, unless one stays pending */
@@ -649,16 +650,15 @@ static int grow(store_t *st)
     return 0;
 }
 
-/* The idempotency key: agent, NUL, message id. */
-static size_t idem_key(char *buf, size_t size, const char *agent, const char *ref)
+size_t store_pair_key(char *buf, size_t size, const char *a, const char *b)
 {
-    size_t a = strlen(agent), r = strlen(ref);
-    if (a + 1 + r > size)
+    size_t al = strlen(a), bl = strlen(b);
+    if (al + 1 + bl > size)
         return 0;
-    memcpy(buf, agent, a);
-    buf[a] = '\0';
-    memcpy(buf + a + 1, ref, r);
-    return a + 1 + r;
+    memcpy(buf, a, al);
+    buf[al] = '\0';
+    memcpy(buf + al + 1, b, bl);
+    return al + 1 + bl;
 }
 
 /* Decode a msgpack [event id, case id] idempotency value. */
@@ -857,7 +857,7 @@ static int put_batch(store_txn_t *t, void *ud)
     for (size_t i = 0; i < b->n; i++) {
         store_event_t *it = &b->items[i];
         char key[512];
-        size_t klen = idem_key(key, sizeof key, it->agent, it->ref);
+        size_t klen = store_pair_key(key, sizeof key, it->agent, it->ref);
         if (!klen)
             return EINVAL; /* ids are at most 64 bytes: cannot happen */
         MDB_val k = {klen, key}, v;

@@ -167,6 +167,10 @@ store_rc_t store_flush_index(store_t *st);
  * string. 0, or -1 when it does not fit (a corrupted record). */
 int store_copy_id(const void *v, size_t vl, char *out, size_t size);
 
+/* A two-part key "a NUL b" (idem: agent, message id; delivered: agent,
+ * assignment) into buf; its length, 0 when it does not fit. */
+size_t store_pair_key(char *buf, size_t size, const char *a, const char *b);
+
 /* The next id of a kind, made inside the transaction (rolled back with it). */
 typedef enum { STORE_SEQ_ASSIGNMENT = 0 } store_seq_t;
 void store_next_id(store_txn_t *t, store_seq_t seq, char *out /* STORE_ID_MAX */);

@@ -24,15 +24,17 @@
 #include <stdint.h>
 #include <stdio.h>
 
-/* sysexits.h values, spelled out so the meaning is on the page. */
+#include "cli.h"
+
+/* The agent programs' exit codes (cli.h), as these programs use them. */
 enum {
-    FEED_EX_OK = 0,
-    FEED_EX_USAGE = 64,     /* bad command line, key or endpoint */
-    FEED_EX_DATAERR = 65,   /* at least one line was refused (by the broker or locally) */
-    FEED_EX_NOINPUT = 66,   /* an input or key file cannot be read */
-    FEED_EX_IOERR = 74,     /* the spool or the rejected file cannot be written */
-    FEED_EX_TEMPFAIL = 75,  /* the broker did not answer within --wait: events stay spooled */
-    FEED_EX_NOPERM = 77,    /* the broker refused this agent (hello unauthorized) */
+    FEED_EX_OK = CLI_EX_OK,
+    FEED_EX_USAGE = CLI_EX_USAGE,         /* bad command line, key or endpoint */
+    FEED_EX_DATAERR = CLI_EX_DATA,        /* at least one line was refused (by the broker or locally) */
+    FEED_EX_NOINPUT = CLI_EX_NOINPUT,     /* an input or key file cannot be read */
+    FEED_EX_IOERR = CLI_EX_IO,            /* the spool or the rejected file cannot be written */
+    FEED_EX_TEMPFAIL = CLI_EX_UNREACHABLE, /* the broker did not answer within --wait: events stay spooled */
+    FEED_EX_NOPERM = CLI_EX_NOPERM,       /* the broker refused this agent (hello unauthorized) */
 };
 
 typedef enum { FEED_EVENTS, FEED_DETECTION } feed_mode_t;

@@ -28,8 +28,10 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -358,6 +360,29 @@ class Broker:
     def all_logs(self):
         return "".join(self.log(i + 1) for i in range(len(self.stderr_paths)))
 
+    # -- metrics (broker.metrics "127.0.0.1:0": the port is in the log) ----
+    def metrics_url(self, timeout=READY_TIMEOUT):
+        deadline = time.monotonic() + timeout
+        while True:
+            m = re.search(r"metrics on (http://127\.0\.0\.1:\d+/metrics)", self.log())
+            if m:
+                return m.group(1)
+            if time.monotonic() > deadline:
+                raise BrokerError(f"{self.name} does not log where its metrics are\n{self.log_tail()}")
+            time.sleep(0.05)
+
+    def metrics_text(self):
+        with NO_PROXY.open(self.metrics_url(), timeout=10) as r:
+            return r.read().decode()
+
+    def metric(self, name):
+        """The value of an unlabelled sample `name` on /metrics."""
+        text = self.metrics_text()
+        m = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
+        if not m:
+            raise AssertionError(f"{name} not in /metrics:\n{text[:2000]}")
+        return float(m.group(1))
+
     def log_tail(self, n=6000):
         t = self.log()
         return t if len(t) <= n else "…" + t[-n:]
@@ -370,6 +395,19 @@ class Broker:
                 idx = min(text.find(m) for m in SANITIZER_MARKERS if m in text)
                 out.append(f"[run {i + 1}] " + text[max(0, idx - 200):idx + 4000])
         return "\n".join(out)
+
+
+# Straight to 127.0.0.1, whatever http_proxy says.
+NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that nothing listens on (bound, then closed)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
 
 
 def kill_all_brokers():

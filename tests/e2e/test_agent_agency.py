@@ -21,7 +21,6 @@ import json
 import os
 import queue
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -277,14 +276,6 @@ def test_restarted_desk_receives_every_unacknowledged(make_broker, connect, desk
     assert desk2.stop() == 0
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def test_ack_and_update(make_broker, connect, tmp_path):
     b = routed_broker(make_broker, tmp_path)
     reporter = connect(b, login="reporter-01")
@@ -339,7 +330,7 @@ def test_ack_and_update(make_broker, connect, tmp_path):
     assert m["agency"] == "civil_affairs"
 
     # no broker
-    ep = f"tcp://127.0.0.1:{free_port()}"
+    ep = f"tcp://127.0.0.1:{h.free_port()}"
     p = run("carehub-agency", "-b", ep, "-a", "police-desk", "ack", a2, "--by", "x", "--wait", "1")
     assert p.returncode == 75, p.stderr
 

@@ -17,7 +17,6 @@ Programs: $CAREHUB_BIN_DIR (make e2e: build/san/bin) or <repo>/bin.
 import json
 import os
 import re
-import socket
 import subprocess
 from pathlib import Path
 
@@ -211,16 +210,8 @@ def test_interactive_form(routed, connect, tmp_path):
     assert p.returncode == 64 and "not sent" in p.stderr
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def test_broker_down_report_kept_then_flushed(make_broker, tmp_path):
-    ep = f"tcp://127.0.0.1:{free_port()}"
+    ep = f"tcp://127.0.0.1:{h.free_port()}"
     args = ["--organisation", "村委会", "--harm", "abandonment", "--description", "Left alone.",
             "--child-name", "孙七", "--id", "rep-offline-1"]
     p = report(ep, tmp_path / "spool", *args, "--wait", "1")

@@ -21,7 +21,6 @@ Programs: $CAREHUB_BIN_DIR (make e2e: build/san/bin) or <repo>/bin.
 import hashlib
 import json
 import os
-import socket
 import subprocess
 from pathlib import Path
 
@@ -276,16 +275,8 @@ def test_header_problems(make_broker, tmp_path):
     assert p.returncode == 65 and "empty" in p.stderr
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def test_broker_down_events_stay_in_spool(make_broker, tmp_path):
-    port = free_port()
+    port = h.free_port()
     ep = f"tcp://127.0.0.1:{port}"
     csv = write_csv(tmp_path / "a.csv", GOOD_ROWS)
     p = school(ep, tmp_path / "spool", "--school", SCHOOL, "--json", "--wait", "1", csv)

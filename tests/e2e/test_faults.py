@@ -42,32 +42,6 @@ from routing_harness import (CLOCK_AGENT, make_clock_broker, new_secret, receive
 FLOOD_EVENTS = int(os.environ.get("CAREHUB_FLOOD_EVENTS", "100000"))
 
 
-def metric(b, name):
-    """A counter's value from the broker's Prometheus endpoint."""
-    import urllib.request
-    port = b.metrics_port
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
-        text = r.read().decode()
-    m = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
-    assert m, f"{name} not in /metrics:\n{text[:2000]}"
-    return float(m.group(1))
-
-
-def with_metrics(cfg):
-    """Add broker.metrics on a free port; returns the port."""
-    import socket
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    cfg["broker"]["metrics"] = f"127.0.0.1:{port}"
-    return port
-
-
-def log_text(b):
-    return "".join(p.read_text(errors="replace") for p in b.stderr_paths if p.exists())
-
-
 def wait_for(pred, timeout, what):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -120,7 +94,7 @@ def test_disk_full_nacks_unavailable_and_recovers_when_space_returns(make_clock_
         break
     assert refused is not None, "2000 events of 3 KB were acked on a 2 MiB disk"
     assert acked, "the first event was refused: the disk should hold some"
-    assert "disk full" in log_text(b), "the log should say the disk is full"
+    assert "disk full" in b.all_logs(), "the log should say the disk is full"
     # still up, still full, everything acked still known
     assert a.ping().get("op") == "pong"
     assert_nack(a.request(refused), "unavailable", id=refused["id"])
@@ -173,7 +147,7 @@ def test_disk_full_escalations_wait_and_fire_once_when_space_returns(make_clock_
         os.close(fd)
     time.sleep(3.0)                                  # the deadline passes on a full disk
     assert b.running() and rep.ping().get("op") == "pong"
-    deferred = "escalations could not be recorded" in log_text(b)
+    deferred = "escalations could not be recorded" in b.all_logs()
     during = len(receiver.at("/duty"))
     filler.unlink()
     got = receiver.wait("/duty", 1, timeout=10.0)
@@ -194,10 +168,9 @@ def test_agency_desk_that_stops_reading_keeps_its_assignments_pending(make_clock
     """broker.peer_queue 64 (the default is 4096) and a desk with a 4 KiB socket buffer:
     a few hundred assignments overflow it."""
     wf = [{"name": "r", "match": {"type": "mandatory_report"}, "assign": [{"agency": "police"}]}]
-    cfg = routing_config(tmp_path / "b", workflows=wf, broker={"redeliver_every": "1s", "peer_queue": 64})
-    port = with_metrics(cfg)
+    cfg = routing_config(tmp_path / "b", workflows=wf, broker={"redeliver_every": "1s", "peer_queue": 64,
+                                                             "metrics": "127.0.0.1:0"})
     b = make_clock_broker(config=cfg, name="b", test_clock=False)
-    b.metrics_port = port
 
     desk = h.context().socket(zmq.DEALER)
     desk.setsockopt(zmq.LINGER, 0)
@@ -218,9 +191,9 @@ def test_agency_desk_that_stops_reading_keeps_its_assignments_pending(make_clock
             for _ in batch:
                 r = rep.recv_reply(timeout=30)
                 assert r and r.get("op") == "ack", r
-        wait_for(lambda: metric(b, "carehub_pushes_deferred_total") > 0, 10,
+        wait_for(lambda: b.metric("carehub_pushes_deferred_total") > 0, 10,
                  "a push refused by the desk's full queue")
-        assert "police-desk is not reading" in log_text(b)
+        assert "police-desk is not reading" in b.all_logs()
         assert b.running() and rep.ping().get("op") == "pong", "the broker must not block on the desk"
 
         # the desk reads again: every assignment reaches it (queued or re-delivered)
@@ -253,7 +226,7 @@ def test_agency_desk_that_stops_reading_keeps_its_assignments_pending(make_clock
             f"unacknowledged assignments must stay open (pending): {sorted(set(states.values()))}"
         missing = ids - seen
         assert not missing, f"{len(missing)} of {n} assignments never reached the desk: {sorted(missing)[:5]}"
-        print(f"\ndesk not reading: {int(metric(b, 'carehub_pushes_deferred_total'))} pushes deferred; "
+        print(f"\ndesk not reading: {int(b.metric('carehub_pushes_deferred_total'))} pushes deferred; "
               f"all {n} assignments reached it afterwards")
     finally:
         desk.close(0)
@@ -397,15 +370,13 @@ def stale_reader(data_dir):
 
 def test_stale_readers_are_cleared_at_start_and_while_running(make_clock_broker, tmp_path):
     pytest.importorskip("lmdb")
-    cfg = routing_config(tmp_path / "b", broker={"heartbeat": "1s"})
-    port = with_metrics(cfg)
+    cfg = routing_config(tmp_path / "b", broker={"heartbeat": "1s", "metrics": "127.0.0.1:0"})
     b = make_clock_broker(config=cfg, name="b", test_clock=False)
-    b.metrics_port = port
     data = cfg["broker"]["data_dir"]
     stale_reader(data)                               # while the broker runs
-    wait_for(lambda: metric(b, "carehub_lmdb_stale_readers_cleared_total") >= 1, 10,
+    wait_for(lambda: b.metric("carehub_lmdb_stale_readers_cleared_total") >= 1, 10,
              "the periodic reader check")
-    assert re.search(r"cleared 1 stale reader slot", log_text(b)), log_text(b)[-2000:]
+    assert re.search(r"cleared 1 stale reader slot", b.all_logs()), b.all_logs()[-2000:]
     b.stop()
     # While it is stopped: a dead reader's slot, and a live process that keeps the
     # environment open (else LMDB resets the reader table itself on first open).

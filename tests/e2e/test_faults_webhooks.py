@@ -41,7 +41,6 @@ import socket
 import struct
 import threading
 import time
-import urllib.request
 
 import pytest
 
@@ -263,15 +262,6 @@ def faults():
     s.stop()
 
 
-def free_port():
-    """A port nothing listens on: bound, then closed."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 # ----------------------------------------------------------------------------
 # A broker whose police assignments notify the channels under test
 
@@ -299,15 +289,7 @@ class Setup:
         self.clk = connect(self.b, login=CLOCK_AGENT)        # a supervisor: also reads the trail
         self.rep = connect(self.b, login="reporter-01")
         self.mon = connect(self.b, login="monitor-01")      # sends the intake-check events
-        m = None
-        deadline = time.monotonic() + WAIT
-        while m is None and time.monotonic() < deadline:
-            m = re.search(r"metrics on http://127\.0\.0\.1:(\d+)/metrics", self.b.log())
-            if m is None:
-                time.sleep(0.05)
-        assert m, f"the broker does not log where its metrics are:\n{self.b.log_tail()}"
-        self.metrics_url = f"http://127.0.0.1:{m.group(1)}/metrics"
-        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        self.metrics_url = self.b.metrics_url(timeout=WAIT)
         self.t0 = None
 
     # -- clock
@@ -339,7 +321,7 @@ class Setup:
 
     # -- attempts, from the metrics endpoint
     def counts(self):
-        with self._opener.open(self.metrics_url, timeout=WAIT) as resp:
+        with h.NO_PROXY.open(self.metrics_url, timeout=WAIT) as resp:
             text = resp.read().decode()
         got = {}
         for res in ("ok", "error"):
@@ -458,7 +440,7 @@ def check_attempts(reqs, secret, statuses=None):
 
 def test_refused_connection_retried_until_max_age_then_delivered_once_up(
         make_clock_broker, tmp_path, receiver, connect):
-    down, later = free_port(), free_port()
+    down, later = h.free_port(), h.free_port()
     s = Setup(make_clock_broker, tmp_path, receiver, connect, channels=[
         {"id": "down", "url": f"http://127.0.0.1:{down}/hook", "max_age": MAX_AGE_4S},
         {"id": "later", "url": f"http://127.0.0.1:{later}/hook"},
