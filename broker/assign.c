@@ -302,7 +302,7 @@ static int set_state(store_txn_t *t, as_t *a, assign_state_t to, int64_t now, as
     int rc;
     if (from == to)
         return 0;
-    log_info("assign: %s (%s, %s) %s -> %s", a->id, a->case_id, a->agency, assign_state_name(from),
+    log_debug("assign: %s (%s, %s) %s -> %s", a->id, a->case_id, a->agency, assign_state_name(from),
              assign_state_name(to));
     a->state = to;
     if (from == AS_OPEN) {
@@ -359,7 +359,7 @@ static int outbox_put(store_txn_t *t, const config_channel_t *ch, const char *ca
         rc = trail_append(t, case_id, "notice_queued", "broker", -1, NULL, NULL, 0, wid);
     if (rc == 0) {
         fx_webhook(fx, wid);
-        log_info("assign: %s queued for channel %s (%s, case %s)", wid, ch->id, type, case_id);
+        log_debug("assign: %s queued for channel %s (%s, case %s)", wid, ch->id, type, case_id);
     }
     return rc;
 }
@@ -533,7 +533,7 @@ static int make_assignment(const config_t *cfg, store_txn_t *t, const char *case
         (rc = store_put(t, STORE_DB_PENDING, pk, pending_key(pk, sizeof pk, agency, a.id), "", 0, 0)) ||
         (rc = tell_assigned(cfg, t, &a, now, fx)))
         return rc;
-    log_info("assign: %s made: case %s to %s, ack by %lld", a.id, case_id, agency, (long long)a.ack_by);
+    log_debug("assign: %s made: case %s to %s, ack by %lld", a.id, case_id, agency, (long long)a.ack_by);
     if (existing->n == existing->cap) {
         existing->cap = existing->cap ? existing->cap * 2 : 8;
         existing->list = xrealloc(existing->list, existing->cap * sizeof *existing->list);
@@ -908,7 +908,7 @@ static int fire(const config_t *cfg, store_txn_t *t, as_t *a, int64_t now, assig
     json_decref(data);
     if (rc)
         return rc;
-    log_info("assign: %s overdue: escalation step %d fired", a->id, level);
+    log_debug("assign: %s overdue: escalation step %d fired", a->id, level);
     fx->escalations++;
     a->level++;
     if ((rc = schedule(t, a, fx)))

@@ -20,6 +20,7 @@
 #include "schema.h"
 #include "session.h"
 #include "store.h"
+#include "turn.h"
 #include "util.h"
 #include "zap.h"
 
@@ -33,6 +34,7 @@ struct broker {
     void *zap;               /* CURVE only */
     schema_set_t *schemas;
     store_t *store;
+    turn_t *turn;            /* the turn's one write transaction (turn.h) */
     session_table_t *sessions;
     proto_t *proto;
     deliver_t *deliver;
@@ -94,6 +96,12 @@ static int broker_gauges(void *ud, metrics_gauges_t *g)
     return 0;
 }
 
+/* After a turn's commit: pushes, notices, the next wake-up. */
+static void turn_effects(void *ud, const assign_effects_t *fx)
+{
+    deliver_effects(ud, fx);
+}
+
 static int set_int(void *s, int opt, int v)
 {
     return zmq_setsockopt(s, opt, &v, sizeof v);
@@ -113,8 +121,10 @@ broker_t *broker_new(const config_t *cfg, const char *schemas_dir, char *err, si
     if (store_set_privacy(b->store, cfg->privacy_off ? NULL : cfg->privacy_key, err, errlen) < 0)
         goto fail;
     b->sessions = session_table_new();
-    b->proto = proto_new(cfg, b->schemas, b->store, router_send, b);
-    b->deliver = deliver_new(cfg, b->store, b->sessions, router_send, b);
+    b->turn = turn_new(b->store);
+    b->proto = proto_new(cfg, b->schemas, b->store, b->turn, router_send, b);
+    b->deliver = deliver_new(cfg, b->store, b->turn, b->sessions, router_send, b);
+    turn_set_effects(b->turn, turn_effects, b->deliver);
     b->hook = hook_new(cfg, deliver_webhook_done, deliver_webhook_attempt, b->deliver);
     if (!b->hook) {
         util_fmt(err, errlen, "cannot start the webhook engine (libcurl)");
@@ -127,6 +137,7 @@ broker_t *broker_new(const config_t *cfg, const char *schemas_dir, char *err, si
             goto fail;
         metrics_set_gauge_fn(b->metrics, broker_gauges, b);
         proto_set_metrics(b->proto, b->metrics);
+        turn_set_metrics(b->turn, b->metrics);
         deliver_set_metrics(b->deliver, b->metrics);
         const char *colon = strrchr(cfg->metrics, ':');
         log_info("broker: metrics on http://%.*s:%d/metrics", (int)(colon - cfg->metrics),
@@ -282,6 +293,8 @@ static void heartbeat_visit(session_t *s, void *ud)
  * escalation and what libcurl asks for. */
 static long poll_timeout(broker_t *b)
 {
+    if (turn_pending(b->turn))
+        return 0; /* ops queued by the last commit's effects: the next turn at once */
     int64_t now = util_mono_ms();
     int64_t t = b->next_heartbeat - now;
     if (b->next_redeliver - now < t)
@@ -298,31 +311,41 @@ static long poll_timeout(broker_t *b)
     return t < 0 ? 0 : (long)t;
 }
 
-#define MAX_POLL 64
+/* Poll items besides libcurl's sockets: router, wake pipe, ZAP, the metrics listener. */
+#define FIXED_POLL 64
 
 int broker_run(broker_t *b)
 {
-    zmq_pollitem_t items[MAX_POLL];
+    size_t cap = FIXED_POLL;
+    zmq_pollitem_t *items = xcalloc(cap, sizeof *items);
     int64_t hb = b->cfg->heartbeat_ms;
     b->next_heartbeat = util_mono_ms() + hb;
     b->next_redeliver = util_mono_ms() + b->cfg->redeliver_every_ms;
     /* What was pending when the broker stopped: notices, then escalations that fell due. */
     deliver_resubmit_outbox(b->deliver);
-    deliver_fire_due(b->deliver, clock_now_ms());
+    deliver_fire_due(b->deliver, clock_now_ms(), 0);
+    (void)turn_commit(b->turn);
     log_info("broker: ready (%zu agents configured)", b->cfg->n_agents);
     while (!stop_requested) {
+        size_t need = FIXED_POLL + hook_socket_count(b->hook);
+        if (need > cap) { /* as many items as libcurl has sockets: no ceiling */
+            cap = need * 2;
+            items = xrealloc(items, cap * sizeof *items);
+        }
         int n_items = 0;
         items[n_items++] = (zmq_pollitem_t){b->router, 0, ZMQ_POLLIN, 0};
         items[n_items++] = (zmq_pollitem_t){NULL, wake_pipe[0], ZMQ_POLLIN, 0};
         if (b->zap)
             items[n_items++] = (zmq_pollitem_t){b->zap, 0, ZMQ_POLLIN, 0};
-        n_items += metrics_pollitems(b->metrics, items + n_items, MAX_POLL - n_items);
-        n_items += hook_pollitems(b->hook, items + n_items, MAX_POLL - n_items);
+        n_items += metrics_pollitems(b->metrics, items + n_items, FIXED_POLL - n_items);
+        int hook_first = n_items;
+        n_items += hook_pollitems(b->hook, items + n_items, (int)cap - n_items);
         int rc = zmq_poll(items, n_items, poll_timeout(b));
         if (rc < 0) {
             if (errno == EINTR)
                 continue;
             log_error("broker: zmq_poll: %s", zmq_strerror(errno));
+            free(items);
             return -1;
         }
         if (b->zap && (items[2].revents & ZMQ_POLLIN))
@@ -332,7 +355,8 @@ int broker_run(broker_t *b)
             while (read(wake_pipe[0], buf, sizeof buf) > 0)
                 ; /* drained; stop_requested says why */
         }
-        hook_perform(b->hook); /* libcurl finds its own ready sockets */
+        /* libcurl's ready sockets; the ends of deliveries are queued in the turn */
+        hook_perform_items(b->hook, items + hook_first, n_items - hook_first);
         metrics_perform(b->metrics);
         int64_t now;
         if (items[0].revents & ZMQ_POLLIN) {
@@ -349,7 +373,9 @@ int broker_run(broker_t *b)
             }
             proto_flush(b->proto);
         }
-        deliver_fire_due(b->deliver, clock_now_ms());
+        deliver_fire_due(b->deliver, clock_now_ms(), 0);
+        /* The turn's one write transaction: everything above, then replies and effects. */
+        (void)turn_commit(b->turn);
         now = util_mono_ms();
         if (now >= b->next_heartbeat) {
             hb_ctx_t h = {b, now};
@@ -362,7 +388,10 @@ int broker_run(broker_t *b)
             b->next_redeliver = now + b->cfg->redeliver_every_ms;
         }
     }
-    proto_flush(b->proto); /* nothing is staged between turns; kept for safety */
+    /* What the last turn's effects queued (first deliveries): written before we go. */
+    proto_flush(b->proto);
+    (void)turn_commit(b->turn);
+    free(items);
     log_info("broker: stopping");
     return 0;
 }
@@ -372,6 +401,7 @@ void broker_destroy(broker_t **pb)
     if (!pb || !*pb)
         return;
     broker_t *b = *pb;
+    turn_destroy(&b->turn); /* empty after broker_run; else its ops are told STORE_IO */
     if (b->router)
         zmq_close(b->router);
     if (b->zap)

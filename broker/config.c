@@ -1436,12 +1436,14 @@ static void parse_channel(loader_t *ld, yaml_node_t *node, size_t idx, yaml_node
     field_t f[] = {
         {"id", 0, 0}, {"kind", 0, 0}, {"url", 0, 0}, {"secret", 0, 0}, {"secret_file", 0, 0},
         {"timeout", 0, 0}, {"max_age", 0, 0}, {"to", 0, 0}, {"fallback", 0, 0},
+        {"concurrency", 0, 0},
     };
     if (!GET_FIELDS(ld, node, where))
         return;
     config_channel_t *ch = &cfg->channels[cfg->n_channels++];
     memset(ch, 0, sizeof *ch);
     ch->line = node_line(node);
+    ch->concurrency = CONFIG_CHANNEL_CONCURRENCY;
     ch->timeout_ms = 5000;
     ch->max_age_ms = 24 * 3600 * 1000;
     char w[WHERE_SIZE];
@@ -1513,6 +1515,22 @@ static void parse_channel(loader_t *ld, yaml_node_t *node, size_t idx, yaml_node
     ch->timeout_ms = duration(ld, FV("timeout"), w, ch->timeout_ms, 0);
     util_fmt(w, sizeof w, "%s.max_age", where);
     ch->max_age_ms = duration(ld, FV("max_age"), w, ch->max_age_ms, 1);
+    if ((v = FV("concurrency")) != NULL) {
+        util_fmt(w, sizeof w, "%s.concurrency", where);
+        if ((s = scalar(ld, v, w)) != NULL) {
+            char *end;
+            errno = 0;
+            long c = strtol(s, &end, 10);
+            if (errno || end == s || *end || c < 1 || c > CONFIG_CHANNEL_CONCURRENCY_MAX)
+                err_at(ld, v,
+                       "%s %s must be a number of deliveries in flight at once from 1 to %d "
+                       "(default %d), e.g. concurrency: 16 for a receiver that wants few "
+                       "connections",
+                       w, qv(ld, s), CONFIG_CHANNEL_CONCURRENCY_MAX, CONFIG_CHANNEL_CONCURRENCY);
+            else
+                ch->concurrency = (int)c;
+        }
+    }
 
     v = FV("to");
     if (ch->kind == CHANNEL_WEBHOOK && v) {

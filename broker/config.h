@@ -68,8 +68,13 @@ typedef struct {
     char **to;             /* sms: recipients (at least one); webhook: none */
     size_t n_to;
     char *fallback;        /* extension: channel told when a delivery fails for good; or NULL */
+    int concurrency;       /* extension: deliveries in flight at once (connections kept alive) */
     int line;
 } config_channel_t;
+
+/* channels[].concurrency: the default and the most allowed. */
+#define CONFIG_CHANNEL_CONCURRENCY 64
+#define CONFIG_CHANNEL_CONCURRENCY_MAX 1024
 
 /* One `match` condition: key is "type", "severity" or "body.<dotted.path>". */
 typedef enum {

@@ -13,12 +13,16 @@
 #include "trail.h"
 #include "util.h"
 
-/* Escalation steps fired per transaction: bounds one turn of the loop. */
-#define FIRE_BATCH 256
+/* Escalation steps fired per turn: bounds one turn of the loop (a storm is
+ * taken in slices of this many, one per turn, never holding intake longer). */
+#define FIRE_BATCH 1024
+/* With the test clock moved, "all" that fell due: up to this many in one turn. */
+#define FIRE_ALL_MAX 65536
 
 struct deliver {
     const config_t *cfg;
     store_t *store;
+    turn_t *turn;          /* the loop's write transaction: every write goes there */
     session_table_t *sessions;
     hook_t *hook;
     metrics_t *metrics;    /* NULL: not counted */
@@ -26,15 +30,16 @@ struct deliver {
     void *send_ud;
     int64_t next_due;      /* cached first key of the deadline index */
     int next_due_known;
-    assign_effects_t fx;   /* scratch for transactions started here */
+    int fire_queued;       /* a firing op is in this turn: do not queue another */
 };
 
-deliver_t *deliver_new(const config_t *cfg, store_t *store, session_table_t *sessions,
-                       deliver_send_fn send, void *send_ud)
+deliver_t *deliver_new(const config_t *cfg, store_t *store, turn_t *turn,
+                       session_table_t *sessions, deliver_send_fn send, void *send_ud)
 {
     deliver_t *d = xcalloc(1, sizeof *d);
     d->cfg = cfg;
     d->store = store;
+    d->turn = turn;
     d->sessions = sessions;
     d->send = send;
     d->send_ud = send_ud;
@@ -45,7 +50,6 @@ void deliver_destroy(deliver_t **pd)
 {
     if (!pd || !*pd)
         return;
-    assign_effects_free(&(*pd)->fx);
     free(*pd);
     *pd = NULL;
 }
@@ -173,10 +177,18 @@ static int agency_of_txn(store_txn_t *t, void *ud)
 }
 
 /* The first delivery of an assignment to each agent is a read of the child's
- * data: it goes into the trail once (re-deliveries are not recorded again). */
-static int record_delivered(store_txn_t *t, void *ud)
+ * data: it goes into the trail once (re-deliveries are not recorded again). An
+ * op of the next turn: the push has left already (it carries no promise). */
+typedef struct {
+    char assignment[STORE_ID_MAX];
+    const char *to[MAX_RECIPIENTS]; /* agent ids (config strings) */
+    int sent;
+} delivered_op_t;
+
+static int record_delivered(store_txn_t *t, assign_effects_t *fx, void *ud)
 {
-    build_ctx_t *b = ud;
+    (void)fx;
+    delivered_op_t *b = ud;
     char case_id[STORE_ID_MAX];
     int rc = assign_case_of(t, b->assignment, case_id);
     if (rc)
@@ -199,6 +211,15 @@ static int record_delivered(store_txn_t *t, void *ud)
     return 0;
 }
 
+static void delivered_done(void *ud, store_rc_t rc)
+{
+    delivered_op_t *b = ud;
+    if (rc != STORE_OK)
+        log_error("deliver: the first delivery of %s could not be recorded in the trail (%s)",
+                  b->assignment, store_strerror(rc));
+    free(b);
+}
+
 static int push_assignment(void *ud, const char *assignment)
 {
     case_push_t *cp = ud;
@@ -214,8 +235,13 @@ static int push_assignment(void *ud, const char *assignment)
     build_ctx_t b = {cp->d, assignment, cp->only, {0}, 0};
     if (store_read(cp->d->store, build_and_push, &b) == STORE_IO)
         return -1;
-    if (b.sent)
-        (void)store_write(cp->d->store, record_delivered, &b); /* failure is logged there */
+    if (b.sent) {
+        delivered_op_t *op = xcalloc(1, sizeof *op);
+        util_fmt(op->assignment, sizeof op->assignment, "%s", assignment);
+        memcpy(op->to, b.to, sizeof op->to);
+        op->sent = b.sent;
+        turn_add(cp->d->turn, record_delivered, delivered_done, op);
+    }
     return 0;
 }
 
@@ -391,6 +417,13 @@ void deliver_on_hello(deliver_t *d, session_t *s)
     push_outcomes(d, s->agent->id, s);
 }
 
+void deliver_on_hello_of(deliver_t *d, const unsigned char *rid, size_t rid_len)
+{
+    session_t *s = session_find(d->sessions, rid, rid_len);
+    if (s)
+        deliver_on_hello(d, s);
+}
+
 static void redeliver_outcomes(session_t *s, void *ud)
 {
     deliver_t *d = ud;
@@ -429,61 +462,92 @@ int64_t deliver_next_due(deliver_t *d)
 typedef struct {
     deliver_t *d;
     int64_t now;
+    size_t max;   /* steps to fire in this turn at most */
     size_t fired;
-} fire_ctx_t;
+} fire_op_t;
 
-static int fire_txn(store_txn_t *t, void *ud)
+static int fire_fn(store_txn_t *t, assign_effects_t *fx, void *ud)
 {
-    fire_ctx_t *c = ud;
-    assign_effects_clear(&c->d->fx);
-    return assign_fire_due(c->d->cfg, t, c->now, FIRE_BATCH, &c->fired, &c->d->fx);
+    fire_op_t *c = ud;
+    c->fired = 0;
+    return assign_fire_due(c->d->cfg, t, c->now, c->max, &c->fired, fx);
 }
 
-void deliver_fire_due(deliver_t *d, int64_t now)
+static void fire_done(void *ud, store_rc_t rc)
 {
-    for (int round = 0; round < 64 && deliver_next_due(d) <= now; round++) {
-        fire_ctx_t c = {d, now, 0};
-        if (store_write(d->store, fire_txn, &c) != STORE_OK) {
-            log_error("deliver: escalations could not be recorded; retrying in a second");
-            d->next_due = now + 1000;
-            return;
-        }
-        deliver_effects(d, &d->fx);
-        d->next_due_known = 0;
-        if (c.fired == 0)
-            break;
+    fire_op_t *c = ud;
+    deliver_t *d = c->d;
+    d->fire_queued = 0;
+    d->next_due_known = 0;
+    if (rc != STORE_OK) {
+        log_error("deliver: escalations could not be recorded (%s); retrying in a second",
+                  store_strerror(rc));
+        d->next_due = c->now + 1000;
+        d->next_due_known = 1;
+    } else if (c->fired) { /* one line a turn, not one a step (each is in the trail) */
+        log_info("deliver: %zu deadline step%s fired (escalations, quiet closes, purges)",
+                 c->fired, c->fired == 1 ? "" : "s");
     }
+    free(c);
+}
+
+void deliver_fire_due(deliver_t *d, int64_t now, int all)
+{
+    if (deliver_next_due(d) > now || (d->fire_queued && !all))
+        return;
+    fire_op_t *c = xcalloc(1, sizeof *c);
+    c->d = d;
+    c->now = now;
+    c->max = all ? FIRE_ALL_MAX : FIRE_BATCH;
+    d->fire_queued = 1;
+    turn_add(d->turn, fire_fn, fire_done, c);
+}
+
+int deliver_fire_pending(const deliver_t *d)
+{
+    return d->fire_queued;
 }
 
 /* ---- webhook engine callbacks -------------------------------------------------------------- */
 
 typedef struct {
     deliver_t *d;
-    const char *id;
+    char id[65];
     int delivered, attempts;
-    const char *error;
-} done_ctx_t;
+    char *error;
+} done_op_t;
 
-static int done_txn(store_txn_t *t, void *ud)
+static int done_fn(store_txn_t *t, assign_effects_t *fx, void *ud)
 {
-    done_ctx_t *c = ud;
-    assign_effects_clear(&c->d->fx);
+    done_op_t *c = ud;
     return assign_outbox_done(c->d->cfg, t, c->id, c->delivered, c->attempts, c->error,
-                              clock_now_ms(), &c->d->fx);
+                              clock_now_ms(), fx);
 }
 
+static void done_done(void *ud, store_rc_t rc)
+{
+    done_op_t *c = ud;
+    if (rc != STORE_OK)
+        log_error("deliver: could not record the end of %s (%s); it stays in the outbox", c->id,
+                  store_strerror(rc));
+    free(c->error);
+    free(c);
+}
+
+/* The engine is done with a notice: its end is written in this turn. */
 void deliver_webhook_done(void *ud, const char *webhook_id, hook_outcome_t outcome, int attempts,
                           const char *last_error)
 {
     deliver_t *d = ud;
-    done_ctx_t c = {d, webhook_id, outcome == HOOK_DELIVERED, attempts, last_error};
     if (outcome == HOOK_FAILED)
         metrics_webhook_failed(d->metrics);
-    if (store_write(d->store, done_txn, &c) != STORE_OK) {
-        log_error("deliver: could not record the end of %s; it stays in the outbox", webhook_id);
-        return;
-    }
-    deliver_effects(d, &d->fx);
+    done_op_t *c = xcalloc(1, sizeof *c);
+    c->d = d;
+    util_fmt(c->id, sizeof c->id, "%s", webhook_id);
+    c->delivered = outcome == HOOK_DELIVERED;
+    c->attempts = attempts;
+    c->error = last_error ? xstrdup(last_error) : NULL;
+    turn_add(d->turn, done_fn, done_done, c);
 }
 
 void deliver_webhook_attempt(void *ud, const char *webhook_id, int attempt, long http_status,

@@ -18,11 +18,14 @@
  * only queues: the new message starts at a later hook_perform() step) but
  * not hook_destroy().
  *
- * Poll integration uses curl_multi_fdset() (curl 7.88 has no
- * curl_multi_waitfds()). curl_multi_fdset() silently leaves out descriptors
- * >= FD_SETSIZE, so sockets we open are counted here and, while any of them is
- * that high, hook_timeout_ms() caps the sleep at HOOK_POLL_FALLBACK_MS: slower
- * to notice their events, never stuck until curl's timeout.
+ * Poll integration is libcurl's socket interface: CURLMOPT_SOCKETFUNCTION
+ * tells which sockets to watch for what (kept in h->socks), and
+ * CURLMOPT_TIMERFUNCTION when to call curl_multi_socket_action() with
+ * CURL_SOCKET_TIMEOUT. The loop polls those sockets (zmq_poll uses poll(): no
+ * FD_SETSIZE ceiling) and hands back what became ready; only those transfers
+ * run. Connections are kept alive in the multi handle's cache and reused by the
+ * next first attempt to the same receiver; a channel has up to its
+ * `concurrency` transfers (so connections) at once.
  */
 #include "hook.h"
 
@@ -34,7 +37,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/select.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -46,16 +48,15 @@
 #define HOOK_SIG_LEN 48                  /* "v1," + 44 base64 chars + NUL */
 #define HOOK_KEY_MIN 16                  /* bytes of HMAC key; as config.c's valid_secret() */
 #define HOOK_SECRET_B64_MAX 4096         /* base64 characters after "whsec_" */
-#define HOOK_MAX_IN_FLIGHT 32            /* transfers at once: bounds sockets; fits broker.c's poll array */
-#define HOOK_MAX_PER_CHANNEL 8           /* one stuck receiver cannot take every slot */
+#define HOOK_MAX_IN_FLIGHT 4096          /* transfers at once, all channels: bounds sockets */
+#define HOOK_LOG_EVERY_MS 10000          /* retries and deliveries: one summary line per this */
 #define HOOK_RESPONSE_CAP (64 * 1024)    /* response bytes read (and dropped) before hanging up */
 #define HOOK_DEFAULT_TIMEOUT_MS 5000     /* config.c's defaults, for hand-built channels */
 #define HOOK_DEFAULT_MAX_AGE_MS (24LL * 3600 * 1000)
 #define HOOK_BACKOFF_FIRST_MS 1000       /* first retry: 750..1250 ms */
 #define HOOK_BACKOFF_CAP_MS 600000       /* 10 minutes */
 #define HOOK_RETRY_AFTER_MAX_MS (30LL * 24 * 3600 * 1000) /* a longer Retry-After is read as this */
-#define HOOK_NOFD_POLL_MS 100            /* curl busy without a socket to watch (curl's advice) */
-#define HOOK_POLL_FALLBACK_MS 10         /* a socket curl_multi_fdset() cannot report */
+#define HOOK_POLL_FALLBACK_MS 10         /* sockets the loop had no room to poll: checked this often */
 #define HOOK_LATE_MS 1000                /* an attempt due by max_age still starts this late */
 #define HOOK_ERR_LEN 200
 #define HOOK_BUCKETS_MIN 64
@@ -71,8 +72,21 @@ typedef struct hook_chan {
     struct hook_chan *next;
     char *id;
     int in_flight;
+    int limit;                  /* the channel's `concurrency` (transfers in flight at most) */
     hook_msg_t *blocked_head, *blocked_tail; /* BLOCKED messages, oldest first */
+    /* quiet logs at volume: counted, then summed up once per HOOK_LOG_EVERY_MS */
+    int64_t log_next;           /* monotonic ms: the next summary (0: none pending) */
+    uint64_t delivered;         /* delivered since the last summary */
+    uint64_t retried;           /* attempts that failed and will be retried, since then (not shown) */
+    int retry_shown;            /* the window's first retry was logged on its own */
+    char last_retry[HOOK_ERR_LEN]; /* what the last of those said */
 } hook_chan_t;
+
+/* A socket curl wants watched (CURLMOPT_SOCKETFUNCTION). */
+typedef struct {
+    curl_socket_t fd;
+    short events;               /* ZMQ_POLLIN | ZMQ_POLLOUT */
+} hook_sock_t;
 
 struct hook_msg {
     hook_t *h;
@@ -122,9 +136,11 @@ struct hook {
     hook_chan_t *chans;
     int in_flight;
     uint64_t seq;
-    int high_fds;               /* our open sockets >= FD_SETSIZE (curl_multi_fdset skips them) */
-    int warned_high_fd;
-    int poll_truncated;         /* the last hook_pollitems() had more fds than room */
+    hook_sock_t *socks;         /* what curl wants watched */
+    size_t n_socks, cap_socks;
+    int64_t timer_due;          /* monotonic ms for CURL_SOCKET_TIMEOUT; -1: none */
+    int poll_truncated;         /* the last hook_pollitems() had more sockets than room */
+    int warned_truncated;
 };
 
 /* ---- small helpers ----------------------------------------------------- */
@@ -377,13 +393,18 @@ static hook_msg_t *heap_pop(hook_t *h)
 
 /* ---- channels ----------------------------------------------------------- */
 
-static hook_chan_t *chan_get(hook_t *h, const char *id)
+static hook_chan_t *chan_get(hook_t *h, const char *id, int limit)
 {
+    if (limit <= 0)
+        limit = CONFIG_CHANNEL_CONCURRENCY;
     for (hook_chan_t *c = h->chans; c; c = c->next)
-        if (strcmp(c->id, id) == 0)
+        if (strcmp(c->id, id) == 0) {
+            c->limit = limit; /* the configuration of the newest message */
             return c;
+        }
     hook_chan_t *c = xcalloc(1, sizeof *c);
     c->id = xstrdup(id);
+    c->limit = limit;
     c->next = h->chans;
     h->chans = c;
     return c;
@@ -444,15 +465,44 @@ static void attempt_release(hook_t *h, hook_msg_t *m)
     m->headers = NULL;
 }
 
+/* Open the channel's summary window if none is open. */
+static void chan_log_window(hook_chan_t *c)
+{
+    if (c->log_next == 0)
+        c->log_next = util_mono_ms() + HOOK_LOG_EVERY_MS;
+}
+
+/* One line per channel and window: what was delivered and retried meanwhile. */
+static void chan_log_summaries(hook_t *h)
+{
+    int64_t now = util_mono_ms();
+    for (hook_chan_t *c = h->chans; c; c = c->next) {
+        if (c->log_next == 0 || now < c->log_next)
+            continue;
+        if (c->retried)
+            log_info("hook: channel %s: %" PRIu64 " delivered, %" PRIu64 " more attempts failed "
+                     "and will be retried in the last %d s (the last: %s)",
+                     c->id, c->delivered, c->retried, HOOK_LOG_EVERY_MS / 1000, c->last_retry);
+        else if (c->delivered)
+            log_info("hook: channel %s: %" PRIu64 " delivered in the last %d s", c->id,
+                     c->delivered, HOOK_LOG_EVERY_MS / 1000);
+        c->log_next = c->delivered || c->retried ? now + HOOK_LOG_EVERY_MS : 0;
+        c->delivered = c->retried = 0;
+        c->retry_shown = 0;
+    }
+}
+
 /* Delivered or given up: leave the hash, tell the caller, free. */
 static void finish(hook_t *h, hook_msg_t *m, hook_outcome_t outcome)
 {
     hash_remove(h, m);
     set_state(m, MSG_FINISHED);
-    if (outcome == HOOK_DELIVERED)
-        log_info("hook: %s channel %s delivered after %d attempt%s", m->id, m->chan->id,
-                 m->attempts, m->attempts == 1 ? "" : "s");
-    else
+    if (outcome == HOOK_DELIVERED) { /* counted (metrics, the channel's summary), not a line each */
+        log_debug("hook: %s channel %s delivered after %d attempt%s", m->id, m->chan->id,
+                  m->attempts, m->attempts == 1 ? "" : "s");
+        m->chan->delivered++;
+        chan_log_window(m->chan);
+    } else
         log_warn("hook: %s channel %s failed for good after %d attempt%s: %s", m->id,
                  m->chan->id, m->attempts, m->attempts == 1 ? "" : "s", m->error);
     if (h->done)
@@ -497,8 +547,14 @@ static void attempt_ended(hook_t *h, hook_msg_t *m, long status, int64_t retry_a
         delay = m->deadline_ms - now; /* one last attempt right at max_age */
     }
     m->due_ms = now + delay;
-    log_info("hook: %s channel %s attempt %d: %s; retry in %" PRId64 " ms", m->id, m->chan->id,
-             m->attempts, m->error, delay);
+    hook_chan_t *c = m->chan;
+    if (!c->retry_shown++) /* the first of a window: at once */
+        log_info("hook: %s channel %s attempt %d: %s; retry in %" PRId64 " ms", m->id, c->id,
+                 m->attempts, m->error, delay);
+    else /* the rest: in the channel's summary */
+        c->retried++;
+    util_fmt(c->last_retry, sizeof c->last_retry, "%s", m->error);
+    chan_log_window(c);
     heap_push(h, m);
 }
 
@@ -546,27 +602,49 @@ static curl_socket_t open_socket(void *clientp, curlsocktype purpose, struct cur
     type |= SOCK_CLOEXEC;
 #endif
     int fd = socket(a->family, type, a->protocol);
-    if (fd < 0)
-        return CURL_SOCKET_BAD;
-    if (fd >= FD_SETSIZE) {
-        h->high_fds++;
-        if (!h->warned_high_fd) {
-            h->warned_high_fd = 1;
-            log_warn("hook: socket %d is past FD_SETSIZE (%d): webhooks fall back to polling "
-                     "every %d ms while such sockets are open",
-                     fd, FD_SETSIZE, HOOK_POLL_FALLBACK_MS);
-        }
-    }
-    return fd;
+    return fd < 0 ? CURL_SOCKET_BAD : fd;
 }
 
 /* Connections outlive transfers (curl's connection cache), so clientp is the hook. */
 static int close_socket(void *clientp, curl_socket_t fd)
 {
-    hook_t *h = clientp;
-    if (fd >= FD_SETSIZE && h->high_fds > 0)
-        h->high_fds--;
+    (void)clientp;
     return close(fd);
+}
+
+/* CURLMOPT_SOCKETFUNCTION: what to watch on a socket, or stop watching it. */
+static int socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
+{
+    (void)easy;
+    (void)socketp;
+    hook_t *h = userp;
+    size_t i = 0;
+    while (i < h->n_socks && h->socks[i].fd != fd)
+        i++;
+    if (what == CURL_POLL_REMOVE) {
+        if (i < h->n_socks)
+            h->socks[i] = h->socks[--h->n_socks];
+        return 0;
+    }
+    if (i == h->n_socks) {
+        if (h->n_socks == h->cap_socks) {
+            h->cap_socks = h->cap_socks ? h->cap_socks * 2 : 64;
+            h->socks = xrealloc(h->socks, h->cap_socks * sizeof *h->socks);
+        }
+        h->socks[h->n_socks++].fd = fd;
+    }
+    h->socks[i].events = (short)((what & CURL_POLL_IN ? ZMQ_POLLIN : 0) |
+                                 (what & CURL_POLL_OUT ? ZMQ_POLLOUT : 0));
+    return 0;
+}
+
+/* CURLMOPT_TIMERFUNCTION: when curl wants CURL_SOCKET_TIMEOUT (-1: never). */
+static int timer_cb(CURLM *multi, long timeout_ms, void *userp)
+{
+    (void)multi;
+    hook_t *h = userp;
+    h->timer_due = timeout_ms < 0 ? -1 : util_mono_ms() + timeout_ms;
+    return 0;
 }
 
 /* The response body is not used: count it and hang up past the cap. */
@@ -773,7 +851,7 @@ static int start_due(hook_t *h)
             finish(h, m, HOOK_FAILED);
             continue;
         }
-        if (m->chan->in_flight >= HOOK_MAX_PER_CHANNEL) {
+        if (m->chan->in_flight >= m->chan->limit) {
             chan_block(m->chan, m);
             continue;
         }
@@ -806,6 +884,17 @@ hook_t *hook_new(const config_t *cfg, hook_done_fn done, hook_attempt_fn attempt
     h->multi = curl_multi_init();
     if (!h->multi) {
         log_error("hook: curl_multi_init failed");
+        free(h);
+        curl_global_cleanup();
+        return NULL;
+    }
+    h->timer_due = -1;
+    if (curl_multi_setopt(h->multi, CURLMOPT_SOCKETFUNCTION, socket_cb) != CURLM_OK ||
+        curl_multi_setopt(h->multi, CURLMOPT_SOCKETDATA, (void *)h) != CURLM_OK ||
+        curl_multi_setopt(h->multi, CURLMOPT_TIMERFUNCTION, timer_cb) != CURLM_OK ||
+        curl_multi_setopt(h->multi, CURLMOPT_TIMERDATA, (void *)h) != CURLM_OK) {
+        log_error("hook: cannot set libcurl's socket callbacks");
+        curl_multi_cleanup(h->multi);
         free(h);
         curl_global_cleanup();
         return NULL;
@@ -848,6 +937,7 @@ void hook_destroy(hook_t **ph)
     }
     free(h->buckets);
     free(h->heap);
+    free(h->socks);
     sodium_memzero(h->hkey, sizeof h->hkey);
     free(h);
     *ph = NULL;
@@ -876,7 +966,7 @@ int hook_submit(hook_t *h, const config_channel_t *channel, const char *webhook_
     const char *chan_id = channel->id ? channel->id : "?";
     hook_msg_t *m = xcalloc(1, sizeof *m);
     m->h = h;
-    m->chan = chan_get(h, chan_id);
+    m->chan = chan_get(h, chan_id, channel->concurrency);
     memcpy(m->id, webhook_id, id_len + 1);
     m->body_len = strlen(json_body);
     m->body = xstrndup(json_body, m->body_len);
@@ -911,48 +1001,30 @@ size_t hook_pending(const hook_t *h)
     return h ? h->count : 0;
 }
 
-/* curl's descriptors into the three sets; the highest fd, or -1 when none. */
-static int curl_fds(hook_t *h, fd_set *r, fd_set *w, fd_set *x)
+size_t hook_socket_count(const hook_t *h)
 {
-    int max_fd = -1;
-    FD_ZERO(r);
-    FD_ZERO(w);
-    FD_ZERO(x);
-    CURLMcode mc = curl_multi_fdset(h->multi, r, w, x, &max_fd);
-    if (mc != CURLM_OK) {
-        log_error("hook: curl_multi_fdset: %s", curl_multi_strerror(mc));
-        return -1;
-    }
-    return max_fd;
+    return h ? h->n_socks : 0;
 }
 
 int hook_pollitems(hook_t *h, zmq_pollitem_t *items, int max)
 {
     if (!h || !items || max <= 0)
         return 0;
-    h->poll_truncated = 0;
-    if (h->in_flight == 0)
-        return 0;
-    fd_set r, w, x;
-    int max_fd = curl_fds(h, &r, &w, &x);
     int n = 0;
-    for (int fd = 0; fd <= max_fd; fd++) {
-        short ev = 0;
-        if (FD_ISSET(fd, &r))
-            ev |= ZMQ_POLLIN;
-        if (FD_ISSET(fd, &w))
-            ev |= ZMQ_POLLOUT;
-        if (FD_ISSET(fd, &x))
-            ev |= ZMQ_POLLERR;
-        if (!ev)
+    h->poll_truncated = 0;
+    for (size_t i = 0; i < h->n_socks; i++) {
+        if (!h->socks[i].events)
             continue;
         if (n == max) {
             h->poll_truncated = 1; /* hook_timeout_ms() then polls instead */
+            if (!h->warned_truncated++)
+                log_warn("hook: more sockets than the poll has room for; the rest are checked "
+                         "every %d ms", HOOK_POLL_FALLBACK_MS);
             break;
         }
         items[n].socket = NULL;
-        items[n].fd = fd;
-        items[n].events = ev;
+        items[n].fd = h->socks[i].fd;
+        items[n].events = h->socks[i].events;
         items[n].revents = 0;
         n++;
     }
@@ -964,20 +1036,12 @@ long hook_timeout_ms(hook_t *h)
     if (!h)
         return -1;
     long t = -1;
-    if (h->in_flight > 0) {
-        long ct = -1;
-        CURLMcode mc = curl_multi_timeout(h->multi, &ct);
-        if (mc != CURLM_OK) {
-            log_error("hook: curl_multi_timeout: %s", curl_multi_strerror(mc));
-            ct = HOOK_NOFD_POLL_MS;
-        }
-        t = ct;
-        fd_set r, w, x;
-        if (curl_fds(h, &r, &w, &x) < 0)
-            t = tmin(t, HOOK_NOFD_POLL_MS); /* curl is busy with nothing we can watch */
-        if (h->high_fds > 0 || h->poll_truncated)
-            t = tmin(t, HOOK_POLL_FALLBACK_MS);
+    if (h->timer_due >= 0) {
+        int64_t d = h->timer_due - util_mono_ms();
+        t = d < 0 ? 0 : d > 3600000 ? 3600000 : (long)d;
     }
+    if (h->poll_truncated)
+        t = tmin(t, HOOK_POLL_FALLBACK_MS);
     if (h->heap_len > 0 && h->in_flight < HOOK_MAX_IN_FLIGHT) {
         int64_t d = h->heap[0]->due_ms - clock_now_ms();
         if (d < 0)
@@ -986,24 +1050,67 @@ long hook_timeout_ms(hook_t *h)
             d = HOOK_BACKOFF_CAP_MS;
         t = tmin(t, (long)d);
     }
+    /* (summary lines wait for the next wake-up of the loop: heartbeats come often enough) */
     return t;
+}
+
+/* Tell curl about one socket (mask 0: curl checks it itself). */
+static void socket_action(hook_t *h, curl_socket_t fd, int mask)
+{
+    int running = 0;
+    CURLMcode mc = curl_multi_socket_action(h->multi, fd, mask, &running);
+    if (mc != CURLM_OK)
+        log_error("hook: curl_multi_socket_action: %s", curl_multi_strerror(mc));
+}
+
+/* curl's timer, if it fell due; then finished transfers, then new attempts (whose
+ * connect starts at once: adding a handle sets the timer to 0). */
+static void perform_rest(hook_t *h)
+{
+    for (int round = 0; round < 2; round++) {
+        if (h->timer_due >= 0 && util_mono_ms() >= h->timer_due) {
+            h->timer_due = -1;
+            socket_action(h, CURL_SOCKET_TIMEOUT, 0);
+        }
+        reap(h);
+        if (start_due(h) == 0)
+            break;
+    }
+    chan_log_summaries(h);
+}
+
+void hook_perform_items(hook_t *h, const zmq_pollitem_t *items, int n)
+{
+    if (!h)
+        return;
+    for (int i = 0; i < n; i++) {
+        short r = items[i].revents;
+        if (!r)
+            continue;
+        int mask = (r & ZMQ_POLLIN ? CURL_CSELECT_IN : 0) | (r & ZMQ_POLLOUT ? CURL_CSELECT_OUT : 0) |
+                   (r & ZMQ_POLLERR ? CURL_CSELECT_ERR : 0);
+        socket_action(h, items[i].fd, mask);
+    }
+    if (h->poll_truncated) /* the sockets left out of the poll: curl checks them */
+        for (size_t i = 0; i < h->n_socks; i++)
+            socket_action(h, h->socks[i].fd, 0);
+    perform_rest(h);
 }
 
 void hook_perform(hook_t *h)
 {
     if (!h)
         return;
-    for (int round = 0; round < 2; round++) {
-        int running = 0;
-        if (h->in_flight > 0) {
-            CURLMcode mc = curl_multi_perform(h->multi, &running);
-            if (mc != CURLM_OK)
-                log_error("hook: curl_multi_perform: %s", curl_multi_strerror(mc));
-            reap(h);
-        }
-        /* New transfers get their first curl_multi_perform() (connect) now
-         * rather than one loop turn later. */
-        if (start_due(h) == 0)
-            break;
+    /* No poll results: curl checks every socket it watches itself. Copy the
+     * list first: an action may change it. */
+    size_t n = h->n_socks;
+    if (n) {
+        curl_socket_t *fds = xmalloc(n * sizeof *fds);
+        for (size_t i = 0; i < n; i++)
+            fds[i] = h->socks[i].fd;
+        for (size_t i = 0; i < n; i++)
+            socket_action(h, fds[i], 0);
+        free(fds);
     }
+    perform_rest(h);
 }

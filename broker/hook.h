@@ -15,6 +15,8 @@
  * than the channel's `max_age`, then it has failed for good. A 410 Gone stops
  * at once (failed). Redirects are not followed; only http and https. First
  * attempts may reuse a kept-alive connection; a retry always opens a new one.
+ * A channel has at most its `concurrency` (default 64) deliveries in flight;
+ * the rest wait their turn in order.
  *
  * SSRF guard: every connection's resolved address must lie inside
  * broker.webhook_allow (checked in CURLOPT_OPENSOCKETFUNCTION, so DNS
@@ -74,15 +76,26 @@ int hook_submit(hook_t *h, const config_channel_t *channel, const char *webhook_
 size_t hook_pending(const hook_t *h);
 
 /*
- * Poll integration. hook_pollitems() fills up to `max` zmq_pollitem_t with
- * libcurl's sockets (fd-based items; from curl_multi_fdset) and returns how
- * many; hook_timeout_ms() is how long the loop may sleep before
- * hook_perform() must run (the earliest of curl's timeout and the next
- * retry), or -1 for no limit. hook_perform() drives transfers, starts due
- * attempts, and reports results through the callbacks.
+ * Poll integration (libcurl's socket interface; no FD_SETSIZE limit).
+ * hook_socket_count() is how many sockets curl watches now: give
+ * hook_pollitems() that much room. hook_pollitems() fills up to `max`
+ * zmq_pollitem_t with them (fd-based items) and returns how many (sockets it
+ * had no room for are checked every 10 ms instead); hook_timeout_ms() is how
+ * long the loop may sleep before a hook_perform must run (the earliest of
+ * curl's timer and the next attempt), or -1 for no limit. After the poll, hook_perform_items() with the same items drives the
+ * transfers whose sockets are ready, curl's timer, finished transfers (the
+ * callbacks) and due attempts. hook_perform() does the same without poll
+ * results: curl checks every socket itself (tests).
+ *
+ * Logging at volume: a delivered notice is not logged on its own (metrics
+ * count it); each channel's deliveries and retries are summed up in one line
+ * per 10 s or so (written at the first wake-up after the 10 s), the first retry
+ * of such a window logged at once; a notice given up is always logged.
  */
+size_t hook_socket_count(const hook_t *h);
 int hook_pollitems(hook_t *h, zmq_pollitem_t *items, int max);
 long hook_timeout_ms(hook_t *h);
+void hook_perform_items(hook_t *h, const zmq_pollitem_t *items, int n);
 void hook_perform(hook_t *h);
 
 /*

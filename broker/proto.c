@@ -31,25 +31,40 @@ typedef struct {
     schema_error_t verr;   /* why the body is invalid (item.refuse) */
 } staged_t;
 
+/* One batch of staged events, queued as an op of the loop's turn (turn.h) by
+ * proto_flush() and answered by its `done` after the turn's commit. Batches
+ * are reused (a free list): at most a few exist at once. */
+typedef struct batch {
+    proto_t *p;
+    assign_effects_t *fx;  /* the turn's effects, while its transaction runs */
+    size_t n;
+    struct batch *next_free;
+    staged_t staged[PROTO_BATCH_MAX];
+    store_event_t items[PROTO_BATCH_MAX]; /* the store's view of the batch */
+} batch_t;
+
 struct proto {
     const config_t *cfg;
     const schema_set_t *schemas;
     store_t *store;
+    turn_t *turn;          /* this turn's write transaction: every write goes there */
     deliver_t *deliver;    /* pushes and notices after commits; may be NULL (unit tests) */
     metrics_t *metrics;    /* counters; may be NULL */
     int64_t dropped_logged; /* monotonic ms of the last "reply dropped" warning */
-    assign_effects_t fx;   /* effects of the transaction in hand */
     proto_send_fn send;
     void *send_ud;
-    staged_t *batch;       /* PROTO_BATCH_MAX staged events */
-    store_event_t *items;  /* PROTO_BATCH_MAX: the store's view of the batch */
-    size_t n_batch;
+    batch_t *cur;          /* events staged in this turn and not yet queued; NULL: none */
+    batch_t *free_batches; /* answered batches, for reuse */
     uint64_t ping_seq;     /* ids of broker-originated pings */
 };
+
+static batch_t *batch_get(proto_t *p);
 
 /* A decoded message on its way through the handlers. */
 typedef struct {
     session_t *s;
+    const void *frame;   /* the raw frame (checked by frame_check) */
+    size_t len;
     const msgpack_object *map;
     char id[65];
     const char *user_id;
@@ -118,6 +133,20 @@ static void nack_to(proto_t *p, const unsigned char *rid, size_t rid_len, const 
 
 /* ---- handlers --------------------------------------------------------------- */
 
+typedef struct {
+    proto_t *p;
+    unsigned char rid[SESSION_ROUTING_MAX];
+    size_t rid_len;
+} hello_op_t;
+
+static void hello_done(void *ud, store_rc_t rc)
+{
+    (void)rc; /* pushes read what is committed, whatever this turn did */
+    hello_op_t *c = ud;
+    deliver_on_hello_of(c->p->deliver, c->rid, c->rid_len);
+    free(c);
+}
+
 static void op_hello(proto_t *p, msg_t *m)
 {
     const config_agent_t *agent;
@@ -157,8 +186,14 @@ static void op_hello(proto_t *p, msg_t *m)
     frame_out_int(&o, "heartbeat_ms", p->cfg->heartbeat_ms);
     frame_out_int(&o, "max_message_bytes", (int64_t)p->cfg->max_message_bytes);
     send_out(p, m->s->rid, m->s->rid_len, &o);
-    if (p->deliver)
-        deliver_on_hello(p->deliver, m->s); /* what waited for this agent, after the welcome */
+    if (p->deliver) { /* what waited for this agent: after the welcome, and after this turn's
+                       * commit, so that a `received` sent just before is not pushed again */
+        hello_op_t *c = xcalloc(1, sizeof *c);
+        c->p = p;
+        memcpy(c->rid, m->s->rid, m->s->rid_len);
+        c->rid_len = m->s->rid_len;
+        turn_add(p->turn, NULL, hello_done, c);
+    }
 }
 
 static void op_ping(proto_t *p, msg_t *m)
@@ -233,9 +268,11 @@ static void op_event(proto_t *p, msg_t *m)
              "schema (see docs/schemas.md)", type);
         return;
     }
-    if (p->n_batch == PROTO_BATCH_MAX)
+    if (p->cur && p->cur->n == PROTO_BATCH_MAX)
         proto_flush(p); /* the loop flushes first; this keeps the bound whatever calls us */
-    staged_t *st = &p->batch[p->n_batch];
+    if (!p->cur)
+        p->cur = batch_get(p);
+    staged_t *st = &p->cur->staged[p->cur->n];
     memset(st, 0, sizeof *st);
     /* A body that fails here is still staged, marked refuse: if (agent, id) was
      * acknowledged before, the retry gets that ack; otherwise it is `invalid`. */
@@ -286,21 +323,63 @@ static void op_event(proto_t *p, msg_t *m)
     st->item.child_id = st->child_id;
     st->item.body = st->body;
     st->item.body_len = st->body_len;
-    p->n_batch++;
+    p->cur->n++;
 }
 
 /* ---- agencies: case_ack and case_update (PROTOCOL §5) ---- */
 
+/* One agency request, queued in the turn and answered after its commit. */
 typedef struct {
     proto_t *p;
-    assign_request_t *r;
-} request_ctx_t;
+    unsigned char rid[SESSION_ROUTING_MAX];
+    size_t rid_len;
+    char id[65];
+    char assignment[65], by[129], status[32], note[4097], to[65];
+    assign_request_t r;
+} request_op_t;
 
-static int request_txn(store_txn_t *t, void *ud)
+static int request_fn(store_txn_t *t, assign_effects_t *fx, void *ud)
 {
-    request_ctx_t *c = ud;
-    assign_effects_clear(&c->p->fx);
-    return assign_request(c->p->cfg, t, c->r, &c->p->fx);
+    request_op_t *c = ud;
+    return assign_request(c->p->cfg, t, &c->r, fx);
+}
+
+static void request_done(void *ud, store_rc_t rc)
+{
+    request_op_t *c = ud;
+    proto_t *p = c->p;
+    assign_result_t res = rc == STORE_OK ? c->r.result : ASSIGN_STORE;
+    switch (res) {
+    case ASSIGN_OK: {
+        frame_out_t o;
+        frame_out_message(&o, "ack", c->id, 2);
+        frame_out_str(&o, "assignment", c->assignment);
+        frame_out_str(&o, "case", c->r.case_id);
+        send_out(p, c->rid, c->rid_len, &o);
+        break;
+    }
+    case ASSIGN_NOT_FOUND:
+        nack_to(p, c->rid, c->rid_len, c->id, CAREHUB_E_NOT_FOUND, "/assignment",
+                "no assignment %s exists", c->assignment);
+        break;
+    case ASSIGN_FORBIDDEN:
+        nack_to(p, c->rid, c->rid_len, c->id, CAREHUB_E_FORBIDDEN, "/assignment",
+                "%s; your agency is %s", c->r.detail, c->r.agency);
+        break;
+    case ASSIGN_CONFLICT:
+        nack_to(p, c->rid, c->rid_len, c->id, CAREHUB_E_CONFLICT, "/status", "%s", c->r.detail);
+        break;
+    case ASSIGN_BAD_TARGET:
+        nack_to(p, c->rid, c->rid_len, c->id, CAREHUB_E_INVALID, "/to", "%s (got \"%s\")",
+                c->r.detail, c->to);
+        break;
+    case ASSIGN_STORE:
+        nack_to(p, c->rid, c->rid_len, c->id, CAREHUB_E_UNAVAILABLE, NULL,
+                "the broker cannot record this right now (%s); retry later",
+                store_strerror(rc == STORE_OK ? STORE_IO : rc));
+        break;
+    }
+    free(c);
 }
 
 /* Copy a string field (at most size-1 bytes) or leave it empty. 0 when absent, 1 when
@@ -322,83 +401,57 @@ static int str_field(const msgpack_object *map, const char *key, char *out, size
 
 static void assignment_op(proto_t *p, msg_t *m, int is_update)
 {
-    char assignment[65], by[129], status[32], note[4097], to[65];
     if (m->s->agent->role != ROLE_AGENCY || !m->s->agent->agency) {
         NACK(p, m, CAREHUB_E_FORBIDDEN, NULL, "only agency agents acknowledge or update assignments; "
              "agent %s has role %s", m->s->agent->id, config_role_name(m->s->agent->role));
         return;
     }
-    if (str_field(m->map, "assignment", assignment, sizeof assignment) != 1 ||
-        !util_valid_id(assignment, strlen(assignment))) {
+    request_op_t *c = xcalloc(1, sizeof *c);
+    if (str_field(m->map, "assignment", c->assignment, sizeof c->assignment) != 1 ||
+        !util_valid_id(c->assignment, strlen(c->assignment))) {
         NACK(p, m, CAREHUB_E_INVALID, "/assignment",
              "`assignment` is required: the id of the assignment, as in the `case` message's id");
-        return;
+        goto refused;
     }
-    assign_request_t r = {.agency = m->s->agent->agency, .assignment = assignment,
-                          .now = clock_now_ms()};
+    c->r = (assign_request_t){.agency = m->s->agent->agency, .assignment = c->assignment,
+                              .now = clock_now_ms()};
     if (!is_update) {
-        if (str_field(m->map, "by", by, sizeof by) < 0) {
+        if (str_field(m->map, "by", c->by, sizeof c->by) < 0) {
             NACK(p, m, CAREHUB_E_INVALID, "/by", "`by` must be a string of at most 128 bytes: the officer");
-            return;
+            goto refused;
         }
-        r.by = by[0] ? by : NULL;
+        c->r.by = c->by[0] ? c->by : NULL;
     } else {
-        int st = str_field(m->map, "status", status, sizeof status);
+        const char *status = c->status;
+        int st = str_field(m->map, "status", c->status, sizeof c->status);
         int s_ok = st == 1 && (strcmp(status, "in_progress") == 0 || strcmp(status, "resolved") == 0 ||
                                strcmp(status, "referred") == 0 || strcmp(status, "declined") == 0);
         if (!s_ok) {
             NACK(p, m, CAREHUB_E_INVALID, "/status",
                  "`status` is required: one of in_progress, resolved, referred, declined");
-            return;
+            goto refused;
         }
-        if (str_field(m->map, "note", note, sizeof note) < 0) {
+        if (str_field(m->map, "note", c->note, sizeof c->note) < 0) {
             NACK(p, m, CAREHUB_E_INVALID, "/note", "`note` must be a string of at most 4096 bytes");
-            return;
+            goto refused;
         }
-        int has_to = str_field(m->map, "to", to, sizeof to);
+        int has_to = str_field(m->map, "to", c->to, sizeof c->to);
         if (strcmp(status, "referred") == 0 && has_to != 1) {
             NACK(p, m, CAREHUB_E_INVALID, "/to", "`referred` needs `to`: the agency the case goes to");
-            return;
+            goto refused;
         }
-        r.status = status;
-        r.note = note[0] ? note : NULL;
-        r.to = has_to == 1 ? to : NULL;
+        c->r.status = status;
+        c->r.note = c->note[0] ? c->note : NULL;
+        c->r.to = has_to == 1 ? c->to : NULL;
     }
-    request_ctx_t c = {p, &r};
-    store_rc_t rc = store_write(p->store, request_txn, &c);
-    if (rc != STORE_OK) {
-        NACK(p, m, CAREHUB_E_UNAVAILABLE, NULL, "the broker cannot record this right now (%s); retry later",
-             store_strerror(rc));
-        return;
-    }
-    switch (r.result) {
-    case ASSIGN_OK: {
-        frame_out_t o;
-        frame_out_message(&o, "ack", m->id, 2);
-        frame_out_str(&o, "assignment", assignment);
-        frame_out_str(&o, "case", r.case_id);
-        send_out(p, m->s->rid, m->s->rid_len, &o);
-        if (p->deliver)
-            deliver_effects(p->deliver, &p->fx);
-        return;
-    }
-    case ASSIGN_NOT_FOUND:
-        NACK(p, m, CAREHUB_E_NOT_FOUND, "/assignment", "no assignment %s exists", assignment);
-        return;
-    case ASSIGN_FORBIDDEN:
-        NACK(p, m, CAREHUB_E_FORBIDDEN, "/assignment", "%s; your agency is %s", r.detail,
-             m->s->agent->agency);
-        return;
-    case ASSIGN_CONFLICT:
-        NACK(p, m, CAREHUB_E_CONFLICT, "/status", "%s", r.detail);
-        return;
-    case ASSIGN_BAD_TARGET:
-        NACK(p, m, CAREHUB_E_INVALID, "/to", "%s (got \"%s\")", r.detail, to);
-        return;
-    case ASSIGN_STORE:
-        break;
-    }
-    NACK(p, m, CAREHUB_E_UNAVAILABLE, NULL, "the broker cannot record this right now; retry later");
+    c->p = p;
+    memcpy(c->rid, m->s->rid, m->s->rid_len);
+    c->rid_len = m->s->rid_len;
+    memcpy(c->id, m->id, sizeof c->id);
+    turn_add(p->turn, request_fn, request_done, c); /* answered after the turn's commit */
+    return;
+refused:
+    free(c);
 }
 
 static void op_case_ack(proto_t *p, msg_t *m)
@@ -412,63 +465,163 @@ static void op_case_update(proto_t *p, msg_t *m)
 }
 
 typedef struct {
-    const char *agent;
-    const char *id;
-} received_ctx_t;
+    const char *agent; /* the config's string */
+    char id[65];
+} received_op_t;
 
-static int received_txn(store_txn_t *t, void *ud)
+static int received_fn(store_txn_t *t, assign_effects_t *fx, void *ud)
 {
-    received_ctx_t *c = ud;
+    (void)fx;
+    received_op_t *c = ud;
     return assign_outcome_received(t, c->agent, c->id);
+}
+
+static void received_done(void *ud, store_rc_t rc)
+{
+    received_op_t *c = ud;
+    if (rc != STORE_OK)
+        log_warn("proto: could not record `received` %s from %s; the outcome will be sent again",
+                 c->id, c->agent);
+    free(c);
 }
 
 /* received {id}: the agent has the outcome with this id. No reply. */
 static void op_received(proto_t *p, msg_t *m)
 {
-    received_ctx_t c = {m->s->agent->id, m->id};
-    if (store_write(p->store, received_txn, &c) != STORE_OK)
-        log_warn("proto: could not record `received` %s from %s; the outcome will be sent again",
-                 m->id, m->s->agent->id);
+    received_op_t *c = xcalloc(1, sizeof *c);
+    c->agent = m->s->agent->id;
+    memcpy(c->id, m->id, sizeof c->id);
+    turn_add(p->turn, received_fn, received_done, c);
 }
 
-/* query {what: case|cases|trail, …}: read cases under least privilege (query.h). */
+/* One query waiting for the turn's commit: it owns a copy of the request,
+ * whose fields the query reads inside the transaction. */
+typedef struct {
+    proto_t *p;
+    unsigned char rid[SESSION_ROUTING_MAX];
+    size_t rid_len;
+    char id[65];
+    char *frame;
+    msgpack_unpacked u;
+    query_t *q;
+} query_op_t;
+
+static const char *const QUERY_CODES[] = {
+    [QUERY_FORBIDDEN] = CAREHUB_E_FORBIDDEN, [QUERY_NOT_FOUND] = CAREHUB_E_NOT_FOUND,
+    [QUERY_INVALID] = CAREHUB_E_INVALID, [QUERY_UNAVAILABLE] = CAREHUB_E_UNAVAILABLE,
+};
+
+static void query_op_free(query_op_t *c)
+{
+    query_free(&c->q);
+    msgpack_unpacked_destroy(&c->u);
+    free(c->frame);
+    free(c);
+}
+
+static int query_fn(store_txn_t *t, assign_effects_t *fx, void *ud)
+{
+    (void)fx;
+    query_op_t *c = ud;
+    return query_run(t, c->q);
+}
+
+static void query_done(void *ud, store_rc_t rc)
+{
+    query_op_t *c = ud;
+    frame_out_t o;
+    char why[512];
+    const char *field;
+    query_result_t r = query_end(c->q, rc, &o, why, sizeof why, &field);
+    if (r == QUERY_OK)
+        send_out(c->p, c->rid, c->rid_len, &o);
+    else
+        nack_to(c->p, c->rid, c->rid_len, c->id, QUERY_CODES[r], field, "%s", why);
+    query_op_free(c);
+}
+
+/* query {what: case|cases|trail|assignments|verify, …}: read cases under least
+ * privilege (query.h); answered after the turn's commit, which holds the read's
+ * trail record. */
 static void op_query(proto_t *p, msg_t *m)
 {
     frame_out_t o;
     char why[512];
     const char *field;
-    static const char *codes[] = {
-        [QUERY_FORBIDDEN] = CAREHUB_E_FORBIDDEN, [QUERY_NOT_FOUND] = CAREHUB_E_NOT_FOUND,
-        [QUERY_INVALID] = CAREHUB_E_INVALID, [QUERY_UNAVAILABLE] = CAREHUB_E_UNAVAILABLE,
-    };
-    query_result_t r = query_handle(p->cfg, p->store, m->s->agent, m->id, m->map, &o, why,
-                                    sizeof why, &field);
+    query_op_t *c = xcalloc(1, sizeof *c);
+    c->p = p;
+    memcpy(c->rid, m->s->rid, m->s->rid_len);
+    c->rid_len = m->s->rid_len;
+    memcpy(c->id, m->id, sizeof c->id);
+    /* the frame was checked and decoded once already (proto_on_message) */
+    c->frame = xmalloc(m->len ? m->len : 1);
+    memcpy(c->frame, m->frame, m->len);
+    msgpack_unpacked_init(&c->u);
+    query_result_t r = QUERY_UNAVAILABLE;
+    util_fmt(why, sizeof why, "the query could not be read again; retry");
+    field = NULL;
+    if (msgpack_unpack_next(&c->u, c->frame, m->len, NULL) == MSGPACK_UNPACK_SUCCESS)
+        r = query_begin(p->cfg, p->store, m->s->agent, c->id, &c->u.data, &o, why, sizeof why,
+                        &field, &c->q);
+    if (r == QUERY_OK && c->q) {
+        turn_add(p->turn, query_fn, query_done, c);
+        return;
+    }
     if (r == QUERY_OK)
         send_out(p, m->s->rid, m->s->rid_len, &o);
     else
-        NACK(p, m, codes[r], field, "%s", why);
+        NACK(p, m, QUERY_CODES[r], field, "%s", why);
+    query_op_free(c);
 }
 
 /* test_clock {set?: ms, advance?: ms} → {op:"clock", now}: moves the virtual
  * clock. Exists only in a broker started with --test-clock (docs/protocol.md). */
+/* The `clock` reply: after the turn's commit, like every reply. */
+typedef struct {
+    proto_t *p;
+    unsigned char rid[SESSION_ROUTING_MAX];
+    size_t rid_len;
+    char id[65];
+    int64_t now;
+} clock_op_t;
+
+static void clock_done(void *ud, store_rc_t rc)
+{
+    clock_op_t *c = ud;
+    if (rc == STORE_OK) {
+        frame_out_t o;
+        frame_out_message(&o, "clock", c->id, 1);
+        frame_out_int(&o, "now", c->now);
+        send_out(c->p, c->rid, c->rid_len, &o);
+    } else {
+        nack_to(c->p, c->rid, c->rid_len, c->id, CAREHUB_E_UNAVAILABLE, NULL,
+                "the clock moved, but what fell due could not be recorded (%s); it fires when it "
+                "can", store_strerror(rc));
+    }
+    free(c);
+}
+
 static void op_test_clock(proto_t *p, msg_t *m)
 {
     int64_t v;
     const msgpack_object *set = frame_map_get(m->map, "set"), *adv = frame_map_get(m->map, "advance");
-    proto_flush(p); /* what came before the clock moved is committed before it moved */
+    proto_flush(p); /* what came before the clock moved is written before what it makes due */
     if ((set && (!frame_int(set, &v) || clock_set_ms(v) < 0)) ||
         (adv && (!frame_int(adv, &v) || clock_advance_ms(v) < 0))) {
         NACK(p, m, CAREHUB_E_INVALID, set ? "/set" : "/advance",
              "`set` takes a time in ms not before the clock's current time; `advance` takes ms >= 0");
         return;
     }
-    /* What fell due fires now, before any later message is handled. */
+    /* Everything that fell due fires in this turn, before any later message is handled. */
     if (p->deliver)
-        deliver_fire_due(p->deliver, clock_now_ms());
-    frame_out_t o;
-    frame_out_message(&o, "clock", m->id, 1);
-    frame_out_int(&o, "now", clock_now_ms());
-    send_out(p, m->s->rid, m->s->rid_len, &o);
+        deliver_fire_due(p->deliver, clock_now_ms(), 1);
+    clock_op_t *c = xcalloc(1, sizeof *c);
+    c->p = p;
+    memcpy(c->rid, m->s->rid, m->s->rid_len);
+    c->rid_len = m->s->rid_len;
+    memcpy(c->id, m->id, sizeof c->id);
+    c->now = clock_now_ms();
+    turn_add(p->turn, NULL, clock_done, c);
 }
 
 /* The op table: every op the broker accepts, checked in one place. */
@@ -504,19 +657,19 @@ size_t proto_on_message(proto_t *p, session_t *s, const void *frame, size_t len,
         nack_to(p, s->rid, s->rid_len, pid, CAREHUB_E_MALFORMED, NULL,
                 "a message is exactly one frame holding one msgpack map; this one had %d frames",
                 frames);
-        return p->n_batch;
+        return proto_pending(p);
     }
     if (len > p->cfg->max_message_bytes) {
         nack_to(p, s->rid, s->rid_len, pid, CAREHUB_E_TOO_LARGE, NULL,
                 "the message is %zu bytes; this broker takes at most %zu (broker.max_message_bytes)",
                 len, p->cfg->max_message_bytes);
-        return p->n_batch;
+        return proto_pending(p);
     }
     frame_rc_t frc = frame_check(frame, len);
     if (frc != FRAME_OK) {
         nack_to(p, s->rid, s->rid_len, frc == FRAME_TRAILING || frc == FRAME_KEY_TYPE ? pid : NULL,
                 CAREHUB_E_MALFORMED, NULL, "%s", frame_strerror(frc));
-        return p->n_batch;
+        return proto_pending(p);
     }
 
     msgpack_unpacked u;
@@ -525,7 +678,7 @@ size_t proto_on_message(proto_t *p, session_t *s, const void *frame, size_t len,
         nack_to(p, s->rid, s->rid_len, NULL, CAREHUB_E_MALFORMED, NULL, "the frame is not valid msgpack");
         goto done;
     }
-    msg_t m = {.s = s, .map = &u.data, .user_id = user_id, .now = now_ms};
+    msg_t m = {.s = s, .frame = frame, .len = len, .map = &u.data, .user_id = user_id, .now = now_ms};
     const char *str;
     size_t n;
     if (!frame_str(frame_map_get(m.map, "id"), &str, &n) || !util_valid_id(str, n)) {
@@ -569,7 +722,7 @@ size_t proto_on_message(proto_t *p, session_t *s, const void *frame, size_t len,
     op->handler(p, &m);
 done:
     msgpack_unpacked_destroy(&u);
-    return p->n_batch;
+    return proto_pending(p);
 }
 
 /* ---- batch commit ----------------------------------------------------------- */
@@ -584,33 +737,33 @@ static void staged_free(staged_t *st)
     st->json = NULL;
 }
 
-/* Inside the batch transaction: route each new event to its agencies. */
+/* Inside the turn's transaction: route each new event to its agencies. */
 static int route_stored(store_txn_t *t, store_event_t *item, void *ud)
 {
-    proto_t *p = ud;
-    staged_t *st = &p->batch[item - p->items];
-    metrics_event(p->metrics, item->type); /* counted again if the map grows: rare, and only then */
-    return assign_on_event(p->cfg, t, item, st->json, item->received, &p->fx);
+    batch_t *b = ud;
+    staged_t *st = &b->staged[item - b->items];
+    metrics_event(b->p->metrics, item->type); /* counted again if the map grows: rare, and only then */
+    return assign_on_event(b->p->cfg, t, item, st->json, item->received, b->fx);
 }
 
-void proto_flush(proto_t *p)
+static int batch_fn(store_txn_t *t, assign_effects_t *fx, void *ud)
 {
-    if (p->n_batch == 0)
-        return;
-    store_event_t *items = p->items;
-    for (size_t i = 0; i < p->n_batch; i++)
-        items[i] = p->batch[i].item;
-    assign_effects_clear(&p->fx); /* the callback may run again if the map grows */
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    store_rc_t rc = store_put_events(p->store, items, p->n_batch, route_stored, p);
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    if (rc == STORE_OK)
-        metrics_commit(p->metrics, (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9);
+    batch_t *b = ud;
+    for (size_t i = 0; i < b->n; i++)
+        b->items[i] = b->staged[i].item; /* afresh on every run */
+    b->fx = fx;
+    return store_txn_put_events(t, b->items, b->n, route_stored, b);
+}
+
+/* After the turn's commit: answer every event of the batch. */
+static void batch_done(void *ud, store_rc_t rc)
+{
+    batch_t *b = ud;
+    proto_t *p = b->p;
     size_t stored = 0, dup = 0, refused = 0;
-    for (size_t i = 0; i < p->n_batch; i++) {
-        staged_t *st = &p->batch[i];
-        store_event_t *it = &items[i];
+    for (size_t i = 0; i < b->n; i++) {
+        staged_t *st = &b->staged[i];
+        store_event_t *it = &b->items[i];
         if (rc != STORE_OK) {
             nack_to(p, st->rid, st->rid_len, st->ref, CAREHUB_E_UNAVAILABLE, NULL,
                     "the broker cannot store events right now (%s); nothing was stored, retry later",
@@ -635,11 +788,32 @@ void proto_flush(proto_t *p)
         }
         staged_free(st);
     }
-    if (rc == STORE_OK && p->deliver)
-        deliver_effects(p->deliver, &p->fx);
-    log_debug("proto: batch of %zu: %zu stored, %zu duplicate, %zu invalid%s", p->n_batch, stored,
-              dup, refused, rc == STORE_OK ? "" : " (store failed: all refused as unavailable)");
-    p->n_batch = 0;
+    log_debug("proto: batch of %zu: %zu stored, %zu duplicate, %zu invalid%s", b->n, stored, dup,
+              refused, rc == STORE_OK ? "" : " (store failed: all refused as unavailable)");
+    b->n = 0;
+    b->next_free = p->free_batches;
+    p->free_batches = b;
+}
+
+static batch_t *batch_get(proto_t *p)
+{
+    batch_t *b = p->free_batches;
+    if (b)
+        p->free_batches = b->next_free;
+    else
+        b = xcalloc(1, sizeof *b);
+    b->p = p;
+    b->n = 0;
+    b->next_free = NULL;
+    return b;
+}
+
+void proto_flush(proto_t *p)
+{
+    if (!p->cur || p->cur->n == 0)
+        return;
+    turn_add(p->turn, batch_fn, batch_done, p->cur);
+    p->cur = NULL;
 }
 
 void proto_set_metrics(proto_t *p, metrics_t *m)
@@ -654,7 +828,7 @@ void proto_set_deliver(proto_t *p, deliver_t *d)
 
 size_t proto_pending(const proto_t *p)
 {
-    return p->n_batch;
+    return p->cur ? p->cur->n : 0;
 }
 
 int proto_ping(proto_t *p, session_t *s)
@@ -669,17 +843,16 @@ int proto_ping(proto_t *p, session_t *s)
 }
 
 proto_t *proto_new(const config_t *cfg, const schema_set_t *schemas, store_t *store,
-                   proto_send_fn send, void *send_ud)
+                   turn_t *turn, proto_send_fn send, void *send_ud)
 {
     proto_t *p = xcalloc(1, sizeof *p);
     p->deliver = NULL;
     p->cfg = cfg;
     p->schemas = schemas;
     p->store = store;
+    p->turn = turn;
     p->send = send;
     p->send_ud = send_ud;
-    p->batch = xcalloc(PROTO_BATCH_MAX, sizeof *p->batch);
-    p->items = xcalloc(PROTO_BATCH_MAX, sizeof *p->items);
     return p;
 }
 
@@ -688,11 +861,16 @@ void proto_destroy(proto_t **pp)
     if (!pp || !*pp)
         return;
     proto_t *p = *pp;
-    for (size_t i = 0; i < p->n_batch; i++)
-        staged_free(&p->batch[i]);
-    free(p->batch);
-    free(p->items);
-    assign_effects_free(&p->fx);
+    if (p->cur) {
+        for (size_t i = 0; i < p->cur->n; i++)
+            staged_free(&p->cur->staged[i]);
+        free(p->cur);
+    }
+    while (p->free_batches) {
+        batch_t *b = p->free_batches;
+        p->free_batches = b->next_free;
+        free(b);
+    }
     free(p);
     *pp = NULL;
 }

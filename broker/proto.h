@@ -7,8 +7,12 @@
  *     size limit → frame_check() (msgpack guard) → decode → envelope (id, v, op)
  *     → op table: hello needed? → handler.
  *   The `event` handler validates and *stages* the event; nothing is answered
- *   yet. broker.c calls proto_flush() once per drained batch: one LMDB write
- *   transaction for every staged event, commit, then every ack/nack.
+ *   yet. broker.c calls proto_flush() once per drained batch, which queues the
+ *   batch in the loop's turn (turn.h); so do case_ack, case_update, received
+ *   and query with their own ops. The turn writes them all in one LMDB write
+ *   transaction; after its commit every ack, nack and result is sent.
+ *   Messages refused before they reach the store (malformed, forbidden, …) are
+ *   answered at once.
  *
  * Replies leave through the `send` callback given at creation, so this module
  * never touches a socket and can be unit-tested alone.
@@ -24,6 +28,7 @@
 #include "schema.h"
 #include "session.h"
 #include "store.h"
+#include "turn.h"
 
 /* Send one reply frame to the connection with this routing id. Returns 0 when
  * queued, -1 when the peer is gone (the session may then be dropped). */
@@ -35,8 +40,9 @@ typedef struct proto proto_t;
 /* Most events staged before the batch is committed, whatever is still queued. */
 #define PROTO_BATCH_MAX 1024
 
+/* `turn`: where every write of an op goes (the broker's; outlives proto). */
 proto_t *proto_new(const config_t *cfg, const schema_set_t *schemas, store_t *store,
-                   proto_send_fn send, void *send_ud);
+                   turn_t *turn, proto_send_fn send, void *send_ud);
 void proto_destroy(proto_t **p);
 
 /*
@@ -54,7 +60,8 @@ void proto_set_metrics(proto_t *p, metrics_t *m);
 /* Where pushes and notices go after commits (NULL: nowhere, as in unit tests). */
 void proto_set_deliver(proto_t *p, deliver_t *d);
 
-/* Commit the staged events in one transaction and answer each. */
+/* Queue the staged events as one op of the turn; each is answered after the
+ * turn's commit (turn_commit). */
 void proto_flush(proto_t *p);
 
 /* Number of staged events. */

@@ -568,12 +568,20 @@ static int query_txn(store_txn_t *t, void *ud)
     return trail_append(t, q->case_id, "read", q->agent->id, -1, NULL, NULL, 0, q->what);
 }
 
-query_result_t query_handle(const config_t *cfg, store_t *st, const config_agent_t *agent,
-                            const char *id, const msgpack_object *map, frame_out_t *out,
-                            char *why, size_t whysize, const char **field)
+struct query {
+    q_t q;
+    frame_out_t out;
+    char why[512];
+    const char *field;
+};
+
+query_result_t query_begin(const config_t *cfg, store_t *st, const config_agent_t *agent,
+                           const char *id, const msgpack_object *map, frame_out_t *out,
+                           char *why, size_t whysize, const char **field, query_t **qp)
 {
     q_t q = {cfg, agent, id, map, out, why, whysize, field, QUERY_OK, "", ""};
     *field = NULL;
+    *qp = NULL;
     if (opt_str(&q, "what", q.what, sizeof q.what) < 0 ||
         (strcmp(q.what, "case") != 0 && strcmp(q.what, "cases") != 0 && strcmp(q.what, "trail") != 0 &&
          strcmp(q.what, "assignments") != 0 && strcmp(q.what, "verify") != 0)) {
@@ -607,18 +615,54 @@ query_result_t query_handle(const config_t *cfg, store_t *st, const config_agent
         *field = "/case";
         return QUERY_INVALID;
     }
-    /* One write transaction: the read is recorded in the trail with it. */
-    memset(out, 0, sizeof *out);
-    store_rc_t rc = store_write(st, query_txn, &q);
-    int begun = out->sb.data != NULL;
+    /* The rest runs in the turn's write transaction: the read is recorded in
+     * the trail with it, and the answer leaves after its commit. */
+    query_t *qq = xcalloc(1, sizeof *qq);
+    qq->q = q;
+    qq->q.id = id;
+    qq->q.out = &qq->out;
+    qq->q.why = qq->why;
+    qq->q.whysize = sizeof qq->why;
+    qq->q.field = &qq->field;
+    *qp = qq;
+    return QUERY_OK;
+}
+
+int query_run(store_txn_t *t, query_t *q)
+{
+    return query_txn(t, &q->q);
+}
+
+query_result_t query_end(query_t *q, store_rc_t rc, frame_out_t *out, char *why, size_t whysize,
+                         const char **field)
+{
+    int begun = q->out.sb.data != NULL;
+    *field = NULL;
     if (rc != STORE_OK) {
         if (begun)
-            frame_out_end(out);
+            frame_out_end(&q->out);
         util_fmt(why, whysize, "the broker cannot read or record this now (%s); retry later",
                  store_strerror(rc));
         return QUERY_UNAVAILABLE;
     }
-    if (q.result != QUERY_OK && begun)
-        frame_out_end(out);
-    return q.result;
+    if (q->q.result != QUERY_OK) {
+        if (begun)
+            frame_out_end(&q->out);
+        util_fmt(why, whysize, "%s", q->why);
+        *field = q->field;
+        return q->q.result;
+    }
+    *out = q->out; /* the caller sends it and calls frame_out_end */
+    memset(&q->out, 0, sizeof q->out);
+    return QUERY_OK;
+}
+
+void query_free(query_t **pq)
+{
+    if (!pq || !*pq)
+        return;
+    if ((*pq)->out.sb.data)
+        frame_out_end(&(*pq)->out);
+    free(*pq);
+    *pq = NULL;
 }

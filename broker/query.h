@@ -28,14 +28,33 @@ typedef enum {
     QUERY_UNAVAILABLE,
 } query_result_t;
 
+typedef struct query query_t;
+
 /*
- * Answer one query from `agent` (its `map` is the decoded request). On
- * QUERY_OK the reply {v, op:"result", id, what, …} is in `out` (the caller
- * sends it and calls frame_out_end); otherwise `why` (and `field`) say what
- * to put in the nack.
+ * Check one query from `agent` (`map`: the decoded request). Three outcomes:
+ *  - QUERY_OK and *qp set: it reads the store and records the read in the trail,
+ *    so it runs in the loop's write transaction: query_run() inside it, then
+ *    query_end() after its commit gives the answer. `map` and `id` must stay
+ *    valid until then (query_run reads the request's fields).
+ *  - QUERY_OK and *qp NULL: answered now (what:"verify" reads only); the reply
+ *    {v, op:"result", id, what, …} is in `out` (the caller sends it and calls
+ *    frame_out_end).
+ *  - otherwise a refusal: `why` (and `field`) say what to put in the nack.
  */
-query_result_t query_handle(const config_t *cfg, store_t *st, const config_agent_t *agent,
-                            const char *id, const msgpack_object *map, frame_out_t *out,
-                            char *why, size_t whysize, const char **field);
+query_result_t query_begin(const config_t *cfg, store_t *st, const config_agent_t *agent,
+                           const char *id, const msgpack_object *map, frame_out_t *out,
+                           char *why, size_t whysize, const char **field, query_t **qp);
+
+/* Inside the write transaction: 0 or an LMDB code (re-runnable). */
+int query_run(store_txn_t *t, query_t *q);
+
+/* After the commit (rc: the transaction's result): QUERY_OK with the reply in
+ * `out` (the caller sends it and calls frame_out_end), or a refusal in
+ * `why`/`field` (unavailable when rc is not STORE_OK). */
+query_result_t query_end(query_t *q, store_rc_t rc, frame_out_t *out, char *why, size_t whysize,
+                         const char **field);
+
+/* Free a query (and a reply never taken); nulls the pointer. */
+void query_free(query_t **q);
 
 #endif

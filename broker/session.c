@@ -76,14 +76,24 @@ static void evict_oldest(session_table_t *t)
     }
 }
 
-session_t *session_get(session_table_t *t, const void *rid, size_t len, int64_t now)
+session_t *session_find(session_table_t *t, const void *rid, size_t len)
 {
     if (len > SESSION_ROUTING_MAX)
         len = SESSION_ROUTING_MAX; /* ZeroMQ routing ids are at most 255 bytes */
-    size_t b = slot(t, rid, len);
-    for (session_t *s = t->bucket[b]; s; s = s->next)
+    for (session_t *s = t->bucket[slot(t, rid, len)]; s; s = s->next)
         if (s->rid_len == len && memcmp(s->rid, rid, len) == 0)
             return s;
+    return NULL;
+}
+
+session_t *session_get(session_table_t *t, const void *rid, size_t len, int64_t now)
+{
+    session_t *found = session_find(t, rid, len);
+    if (found)
+        return found;
+    if (len > SESSION_ROUTING_MAX)
+        len = SESSION_ROUTING_MAX;
+    size_t b = slot(t, rid, len);
     if (t->count >= SESSION_MAX)
         evict_oldest(t);
     session_t *s = xcalloc(1, sizeof *s);

@@ -41,6 +41,10 @@ void session_table_destroy(session_table_t **t);
 /* The session of a routing id, created (without agent) when absent. */
 session_t *session_get(session_table_t *t, const void *rid, size_t len, int64_t now);
 
+/* The session of a routing id, or NULL (a pointer kept across a turn may
+ * dangle: a new connection can evict the oldest session; look it up again). */
+session_t *session_find(session_table_t *t, const void *rid, size_t len);
+
 /* Number of sessions. */
 size_t session_count(const session_table_t *t);
 

@@ -837,25 +837,16 @@ static int put_event(MDB_txn *txn, store_t *st, const store_event_t *it)
     return rc;
 }
 
-/* What store_put_events() hands to store_write(). */
-typedef struct {
-    store_event_t *items;
-    size_t n;
-    store_stored_fn on_stored;
-    void *ud;
-} put_batch_t;
-
-/* The whole batch inside one write transaction (re-run after the map grows). */
-static int put_batch(store_txn_t *t, void *ud)
+int store_txn_put_events(store_txn_t *t, store_event_t *items, size_t n, store_stored_fn on_stored,
+                         void *ud)
 {
-    put_batch_t *b = ud;
     store_t *st = t->st;
     MDB_txn *txn = t->txn;
     int rc;
-    for (size_t i = 0; i < b->n; i++)
-        b->items[i].status = STORE_ITEM_PENDING;
-    for (size_t i = 0; i < b->n; i++) {
-        store_event_t *it = &b->items[i];
+    for (size_t i = 0; i < n; i++)
+        items[i].status = STORE_ITEM_PENDING;
+    for (size_t i = 0; i < n; i++) {
+        store_event_t *it = &items[i];
         char key[512];
         size_t klen = store_pair_key(key, sizeof key, it->agent, it->ref);
         if (!klen)
@@ -892,10 +883,24 @@ static int put_batch(store_txn_t *t, void *ud)
         if (rc)
             return rc;
         it->status = STORE_ITEM_STORED;
-        if (b->on_stored && (rc = b->on_stored(t, it, b->ud)))
+        if (on_stored && (rc = on_stored(t, it, ud)))
             return rc;
     }
     return 0;
+}
+
+/* What store_put_events() hands to store_write(). */
+typedef struct {
+    store_event_t *items;
+    size_t n;
+    store_stored_fn on_stored;
+    void *ud;
+} put_batch_t;
+
+static int put_batch(store_txn_t *t, void *ud)
+{
+    put_batch_t *b = ud;
+    return store_txn_put_events(t, b->items, b->n, b->on_stored, b->ud);
 }
 
 store_rc_t store_put_events(store_t *st, store_event_t *items, size_t n, store_stored_fn on_stored,

@@ -125,6 +125,12 @@ typedef int (*store_stored_fn)(store_txn_t *t, store_event_t *item, void *ud);
 store_rc_t store_put_events(store_t *st, store_event_t *items, size_t n, store_stored_fn on_stored,
                             void *ud);
 
+/* The same inside a write transaction the caller runs (the loop's turn,
+ * turn.h): 0 or an LMDB code, which must abort the transaction (every item is
+ * then to be treated as PENDING). Re-runnable like every store_fn. */
+int store_txn_put_events(store_txn_t *t, store_event_t *items, size_t n, store_stored_fn on_stored,
+                         void *ud);
+
 /* ---- transactions for other modules ---------------------------------------
  *
  * store_write() runs fn inside one write transaction and commits it when fn

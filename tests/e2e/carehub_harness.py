@@ -225,6 +225,7 @@ class Broker:
         self.stderr_paths = []
         self.returncode = None
         self.expect_clean_exit = True   # the fixture checks SIGTERM exit code at teardown
+        self.env = {}                   # extra environment (e.g. CAREHUB_LOG=debug)
         _ALL_BROKERS.append(self)
 
     # -- lifecycle --------------------------------------------------------
@@ -244,7 +245,7 @@ class Broker:
             self.proc = subprocess.Popen(
                 [broker_bin(), "-c", str(self.config_path), "--ready-file", str(self.ready_path)],
                 stdin=subprocess.DEVNULL, stdout=err, stderr=subprocess.STDOUT,
-                cwd=str(self.workdir))
+                cwd=str(self.workdir), env={**os.environ, **self.env} if self.env else None)
         self.returncode = None
         if self not in CURRENT_BROKERS:
             CURRENT_BROKERS.append(self)

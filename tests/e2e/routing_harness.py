@@ -141,7 +141,7 @@ class ClockBroker(h.Broker):
                 [h.broker_bin(), "-c", str(self.config_path), "--ready-file", str(self.ready_path)]
                 + self.extra_args,
                 stdin=subprocess.DEVNULL, stdout=err, stderr=subprocess.STDOUT,
-                cwd=str(self.workdir))
+                cwd=str(self.workdir), env={**os.environ, **self.env} if self.env else None)
         self.returncode = None
         if self not in h.CURRENT_BROKERS:
             h.CURRENT_BROKERS.append(self)

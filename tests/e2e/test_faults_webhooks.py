@@ -285,7 +285,9 @@ class Setup:
         cfg = routing_config(tmp_path / "b", workflows=WORKFLOWS, channels=chans,
                              agencies=[{"id": "police", "channels": [c["id"] for c in channels]}],
                              broker={"metrics": "127.0.0.1:0"})
-        self.b = make_clock_broker(config=cfg, name="b")
+        self.b = make_clock_broker(config=cfg, name="b", start=False)
+        self.b.env = {"CAREHUB_LOG": "debug"}  # queued_id() reads the per-notice debug line
+        self.b.start()
         self.clk = connect(self.b, login=CLOCK_AGENT)        # a supervisor: also reads the trail
         self.rep = connect(self.b, login="reporter-01")
         self.mon = connect(self.b, login="monitor-01")      # sends the intake-check events

@@ -61,6 +61,7 @@ static schema_set_t *schemas;
 static store_t *store;
 static session_table_t *sessions;
 static proto_t *proto;
+static turn_t *turn;
 static session_t *sess[N_AGENTS];
 static msgpack_sbuffer hellos[N_AGENTS];
 
@@ -85,6 +86,7 @@ static void rm_rf(const char *path)
 
 static void cleanup(void)
 {
+    turn_destroy(&turn);
     proto_destroy(&proto);
     session_table_destroy(&sessions);
     store_close(&store);
@@ -160,7 +162,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         exit(2);
     }
     sessions = session_table_new();
-    proto = proto_new(&cfg, schemas, store, drop_send, NULL);
+    turn = turn_new(store);
+    proto = proto_new(&cfg, schemas, store, turn, drop_send, NULL);
     if (!proto)
         exit(2);
 
@@ -205,6 +208,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         proto_on_message(proto, sess[i], frame, size, 1, NULL, NOW_MS);
     }
     proto_flush(proto);
+    (void)turn_commit(turn);
     if (proto_pending(proto) != 0)
         abort();
     free(frame);

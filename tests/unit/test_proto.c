@@ -136,6 +136,7 @@ typedef struct {
     store_t *store;
     session_table_t *sessions;
     proto_t *p;
+    turn_t *turn;
     sink_t sink;
     int64_t now;
 } fx_t;
@@ -198,7 +199,8 @@ static int setup_with_map(void **state, uint64_t map_size, uint64_t map_max)
     if (!fx->store)
         fail_msg("store_open: %s", err);
     fx->sessions = session_table_new();
-    fx->p = proto_new(&fx->cfg, fx->schemas, fx->store, fake_send, &fx->sink);
+    fx->turn = turn_new(fx->store);
+    fx->p = proto_new(&fx->cfg, fx->schemas, fx->store, fx->turn, fake_send, &fx->sink);
     assert_non_null(fx->p);
     fx->now = 100000;
     *state = fx;
@@ -211,6 +213,7 @@ static int setup_tiny(void **state) { return setup_with_map(state, 256u << 10, 2
 static int teardown(void **state)
 {
     fx_t *fx = *state;
+    turn_destroy(&fx->turn);
     proto_destroy(&fx->p);
     proto_destroy(&fx->p); /* twice is safe */
     session_table_destroy(&fx->sessions);
@@ -221,6 +224,14 @@ static int teardown(void **state)
     rm_rf(fx->base);
     free(fx);
     return 0;
+}
+
+/* The end of a loop turn: the staged batch is queued, the turn committed,
+ * replies sent. */
+static void flush(fx_t *fx)
+{
+    proto_flush(fx->p);
+    (void)turn_commit(fx->turn);
 }
 
 static session_t *conn(fx_t *fx, const char *name)
@@ -607,6 +618,8 @@ static void test_test_clock_op(void **state)
     clock_enable_test();
     int64_t t0 = clock_now_ms();
     msg(fx, s, "{'v': 1, 'op': 'test_clock', 'id': 'c-2', 'advance': 3600000}");
+    assert_int_equal(fx->sink.n, 0); /* a reply, too, waits for the turn's commit */
+    flush(fx);
     const reply_t *r = only_reply(fx);
     assert_string_equal(rstr(r, "op"), "clock");
     assert_string_equal(rstr(r, "id"), "c-2");
@@ -927,7 +940,7 @@ static void test_event_role_table(void **state)
         }
     }
     assert_int_equal(proto_pending(fx->p), 4);
-    proto_flush(fx->p);
+    flush(fx);
     assert_int_equal(fx->sink.n, 4);
     assert_ack(reply_for(fx, "school-1.absence"), "school-1.absence", 0, NULL, NULL);
     assert_ack(reply_for(fx, "school-1.mandatory_report"), "school-1.mandatory_report", 0, NULL, NULL);
@@ -1058,7 +1071,7 @@ static void test_event_unconvertible_body(void **state)
     event_with_raw_body(&sb, "u-3", "absence", body_with_bad_utf8);
     raw(fx, s, sb.data, sb.size);
     msgpack_sbuffer_destroy(&sb);
-    proto_flush(fx->p);
+    flush(fx);
     assert_int_equal(fx->sink.n, 3);
     assert_nack(reply_for(fx, "u-1"), CAREHUB_E_INVALID, "u-1", "/body/child/name");
     assert_nack(reply_for(fx, "u-2"), CAREHUB_E_INVALID, "u-2", "/body/school");
@@ -1066,7 +1079,7 @@ static void test_event_unconvertible_body(void **state)
     sink_clear(&fx->sink);
     /* nothing stored: the next event is the first */
     event(fx, s, "ok-1", "absence", ABSENCE);
-    proto_flush(fx->p);
+    flush(fx);
     char ev[STORE_ID_MAX];
     assert_ack(only_reply(fx), "ok-1", 0, ev, NULL);
     assert_string_equal(ev, "ev-000000000001");
@@ -1100,7 +1113,7 @@ static void test_event_invalid_body(void **state)
     /* invalid ones are answered with the batch too, never before the commit */
     assert_int_equal(fx->sink.n, 0);
     event(fx, s, "ok-1", "absence", ABSENCE);
-    proto_flush(fx->p);
+    flush(fx);
     assert_int_equal(fx->sink.n, sizeof bad / sizeof bad[0] + 1);
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         const reply_t *r = reply_for(fx, bad[i].id);
@@ -1113,7 +1126,7 @@ static void test_event_invalid_body(void **state)
     sink_clear(&fx->sink);
     /* the refused ids were not remembered: a corrected resend is stored */
     event(fx, s, "i-1", "absence", ABSENCE);
-    proto_flush(fx->p);
+    flush(fx);
     assert_ack(only_reply(fx), "i-1", 0, ev, NULL);
     assert_string_equal(ev, "ev-000000000002");
     sink_clear(&fx->sink);
@@ -1139,7 +1152,7 @@ static void test_event_ack_after_commit(void **state)
     size_t len = 0;
     assert_int_equal(store_get_event(fx->store, "ev-000000000001", &data, &len), STORE_NOTFOUND);
 
-    proto_flush(fx->p);
+    flush(fx);
     assert_int_equal(proto_pending(fx->p), 0);
     assert_int_equal(fx->sink.n, 3);
     char ev[3][STORE_ID_MAX], cs[3][STORE_ID_MAX];
@@ -1156,7 +1169,7 @@ static void test_event_ack_after_commit(void **state)
     assert_string_equal(cs[0], cs[2]);
     assert_string_not_equal(cs[0], cs[1]);
     sink_clear(&fx->sink);
-    proto_flush(fx->p); /* nothing staged: nothing sent */
+    flush(fx); /* nothing staged: nothing sent */
     assert_int_equal(fx->sink.n, 0);
     /* the case joined both absences */
     char buf[64];
@@ -1176,7 +1189,7 @@ static void test_event_stored_record(void **state)
           "{'school': 'S', 'date': '2026-11-28', 'reason': 'sick',"
           " 'consecutive_days': 1, 'severity': 'critical',"
           " 'child': {'id': 'child-1', 'name': 'Li Ming'}}");
-    proto_flush(fx->p);
+    flush(fx);
     assert_int_equal(fx->sink.n, 2);
     char ev[3][STORE_ID_MAX], cs[3][STORE_ID_MAX];
     assert_ack(&fx->sink.r[0], "e-1", 0, ev[0], cs[0]);
@@ -1214,7 +1227,7 @@ static void test_event_retry_duplicate(void **state)
     event(fx, s, "e-1", "absence", ABSENCE);
     event(fx, s, "e-1", "absence", ABSENCE);
     assert_int_equal(fx->sink.n, 0);
-    proto_flush(fx->p);
+    flush(fx);
     assert_int_equal(fx->sink.n, 2);
     char ev[2][STORE_ID_MAX], cs[2][STORE_ID_MAX];
     assert_ack(&fx->sink.r[0], "e-1", 0, ev[0], cs[0]);
@@ -1226,7 +1239,7 @@ static void test_event_retry_duplicate(void **state)
     session_t *s2 = conn(fx, "conn-1b");
     hello(fx, s2, "school-1");
     event(fx, s2, "e-1", "absence", ABSENCE);
-    proto_flush(fx->p);
+    flush(fx);
     char ev2[STORE_ID_MAX], cs2[STORE_ID_MAX];
     assert_ack(only_reply(fx), "e-1", 1, ev2, cs2);
     assert_memory_equal(fx->sink.r[0].rid, "conn-1b", 7);
@@ -1237,7 +1250,7 @@ static void test_event_retry_duplicate(void **state)
     session_t *o = conn(fx, "conn-2");
     hello(fx, o, "school-2");
     event(fx, o, "e-1", "absence", ABSENCE);
-    proto_flush(fx->p);
+    flush(fx);
     assert_ack(only_reply(fx), "e-1", 0, ev2, cs2);
     assert_string_not_equal(ev2, ev[0]);
     assert_string_equal(cs2, cs[0]); /* same type, same child: joins the case */
@@ -1256,14 +1269,14 @@ static void test_event_invalid_retry_is_duplicate(void **state)
     session_t *s = conn(fx, "conn-1");
     hello(fx, s, "school-1");
     event(fx, s, "e-1", "absence", ABSENCE);
-    proto_flush(fx->p);
+    flush(fx);
     char ev[STORE_ID_MAX], cs[STORE_ID_MAX];
     assert_ack(only_reply(fx), "e-1", 0, ev, cs);
     sink_clear(&fx->sink);
     event(fx, s, "e-1", "absence",
           "{'school': 'S', 'date': 'yesterday', 'reason': 'unexplained', 'consecutive_days': 0,"
           " 'child': {'id': 'child-1', 'name': 'Li Ming'}}");
-    proto_flush(fx->p);
+    flush(fx);
     char ev2[STORE_ID_MAX], cs2[STORE_ID_MAX];
     assert_ack(only_reply(fx), "e-1", 1, ev2, cs2);
     assert_string_equal(ev2, ev);
@@ -1272,7 +1285,7 @@ static void test_event_invalid_retry_is_duplicate(void **state)
     /* in the same batch as the original, too */
     event(fx, s, "e-2", "absence", ABSENCE);
     event(fx, s, "e-2", "absence", "{'nonsense': true}");
-    proto_flush(fx->p);
+    flush(fx);
     assert_int_equal(fx->sink.n, 2);
     assert_ack(&fx->sink.r[0], "e-2", 0, ev, NULL);
     assert_ack(&fx->sink.r[1], "e-2", 1, ev2, NULL);
@@ -1289,7 +1302,7 @@ static void test_event_unconvertible_retry_is_duplicate(void **state)
     session_t *s = conn(fx, "conn-1");
     hello(fx, s, "school-1");
     event(fx, s, "u-1", "absence", ABSENCE);
-    proto_flush(fx->p);
+    flush(fx);
     char ev[STORE_ID_MAX], cs[STORE_ID_MAX];
     assert_ack(only_reply(fx), "u-1", 0, ev, cs);
     sink_clear(&fx->sink);
@@ -1297,7 +1310,7 @@ static void test_event_unconvertible_retry_is_duplicate(void **state)
     event_with_raw_body(&sb, "u-1", "absence", body_with_bin);
     raw(fx, s, sb.data, sb.size);
     msgpack_sbuffer_destroy(&sb);
-    proto_flush(fx->p);
+    flush(fx);
     char ev2[STORE_ID_MAX], cs2[STORE_ID_MAX];
     assert_ack(only_reply(fx), "u-1", 1, ev2, cs2);
     assert_string_equal(ev2, ev);
@@ -1318,7 +1331,7 @@ static void test_event_batch_max(void **state)
         assert_true(n >= 1 && n <= PROTO_BATCH_MAX);
         assert_true(proto_pending(fx->p) <= PROTO_BATCH_MAX);
     }
-    proto_flush(fx->p);
+    flush(fx);
     assert_int_equal(proto_pending(fx->p), 0);
     assert_int_equal(fx->sink.n, total);
     /* each event answered exactly once, with an ack and a distinct event id */
@@ -1358,7 +1371,7 @@ static void test_event_reply_routing(void **state)
     /* the sessions are forgotten (idle sweep) before the batch commits */
     session_table_sweep(fx->sessions, fx->now + 1000000, 1, NULL, NULL);
     assert_int_equal(session_count(fx->sessions), 0);
-    proto_flush(fx->p);
+    flush(fx);
     assert_int_equal(fx->sink.n, 3);
     const reply_t *ra1 = reply_for(fx, "a-1"), *rb1 = reply_for(fx, "b-1"),
                   *ra2 = reply_for(fx, "a-2");
@@ -1381,11 +1394,11 @@ static void test_event_send_failure(void **state)
     hello(fx, s, "school-1");
     event(fx, s, "e-1", "absence", ABSENCE);
     fx->sink.fail = 1;
-    proto_flush(fx->p);
+    flush(fx);
     fx->sink.fail = 0;
     sink_clear(&fx->sink);
     event(fx, s, "e-1", "absence", ABSENCE);
-    proto_flush(fx->p);
+    flush(fx);
     assert_ack(only_reply(fx), "e-1", 1, NULL, NULL);
     sink_clear(&fx->sink);
 }
@@ -1411,7 +1424,7 @@ static void test_event_store_full(void **state)
             snprintf(id, sizeof id, "f-%d-%d", batch, i);
             event(fx, s, id, "absence", body);
         }
-        proto_flush(fx->p);
+        flush(fx);
         assert_int_equal(fx->sink.n, 10);
         for (size_t i = 0; i < 10; i++) {
             const reply_t *r = &fx->sink.r[i];
