@@ -4,7 +4,8 @@
 #   make run        install missing Debian packages, build, start carehubd on config/carehub.yaml
 #   make check      the whole test suite: unit tests (cmocka) and end-to-end tests (pytest),
 #                   everything built with AddressSanitizer + UndefinedBehaviorSanitizer
-#   make bench      load generator against carehubd and against a minimal baseline server
+#   make bench      intake against a minimal baseline server; escalation timing; intake ->
+#                   webhook against Alertmanager; an escalation storm; agency replies (docs/bench.md)
 #   make deps       install missing Debian packages (as root) or print the apt-get command
 #
 # Objects go under build/<variant>/, programs under bin/ (release) or build/san/bin (sanitized).
@@ -18,7 +19,7 @@ CMOCKA_LIBS := $(shell pkg-config --libs cmocka 2>/dev/null)
 
 WARN := -Wall -Wextra -Werror -Wshadow -Wpointer-arith -Wstrict-prototypes -Wmissing-prototypes \
         -Wformat=2 -Wno-format-nonliteral
-BASE_CFLAGS := -std=c11 -D_DEFAULT_SOURCE -D_POSIX_C_SOURCE=200809L -Ibroker -Iinclude -Iagents/lib $(WARN) $(PKG_CFLAGS) \
+BASE_CFLAGS := -std=c11 -pthread -D_DEFAULT_SOURCE -D_POSIX_C_SOURCE=200809L -Ibroker -Iinclude -Iagents/lib $(WARN) $(PKG_CFLAGS) \
         -DCAREHUB_SCHEMAS_DIR='"$(CURDIR)/schemas"' -DCAREHUB_SOURCE_DIR='"$(CURDIR)"'
 
 ifeq ($(SAN),1)
@@ -32,7 +33,7 @@ else
 endif
 OUT := build/$(VARIANT)
 CFLAGS_ALL := $(BASE_CFLAGS) $(OPT) $(CFLAGS)
-LDFLAGS_ALL := $(OPT) $(LDFLAGS)
+LDFLAGS_ALL := $(OPT) -pthread $(LDFLAGS)
 
 BROKER_SRC  := $(sort $(wildcard broker/*.c))
 BROKER_OBJ  := $(BROKER_SRC:%.c=$(OUT)/%.o)
@@ -128,6 +129,9 @@ bench: deps
 	@$(MAKE) --no-print-directory all $(BENCH_BIN)
 	@sh bench/run.sh
 	@$(PY) bench/escalation.py
+	@$(PY) bench/egress.py
+	@$(PY) bench/storm.py
+	@$(PY) bench/desks.py
 
 # libFuzzer targets for every reader of outside input (tests/fuzz; FUZZ_SECONDS each).
 fuzz: deps

@@ -14,12 +14,14 @@
 #include "assign.h"
 #include "deliver.h"
 #include "hook.h"
+#include "job.h"
 #include "log.h"
 #include "metrics.h"
 #include "proto.h"
 #include "schema.h"
 #include "session.h"
 #include "store.h"
+#include "trail.h"
 #include "turn.h"
 #include "util.h"
 #include "zap.h"
@@ -35,6 +37,7 @@ struct broker {
     schema_set_t *schemas;
     store_t *store;
     turn_t *turn;            /* the turn's one write transaction (turn.h) */
+    job_set_t *jobs;         /* long reads off the loop (job.h) */
     session_table_t *sessions;
     proto_t *proto;
     deliver_t *deliver;
@@ -44,6 +47,7 @@ struct broker {
     size_t n_endpoints;
     int64_t next_heartbeat;  /* monotonic ms */
     int64_t next_redeliver;  /* monotonic ms */
+    int drained;             /* this turn's messages are read: the next read follows its commit */
 };
 
 static volatile sig_atomic_t stop_requested;
@@ -120,9 +124,18 @@ broker_t *broker_new(const config_t *cfg, const char *schemas_dir, char *err, si
         goto fail;
     if (store_set_privacy(b->store, cfg->privacy_off ? NULL : cfg->privacy_key, err, errlen) < 0)
         goto fail;
+    if (trail_index_rebuild(b->store) < 0) {
+        util_fmt(err, errlen, "cannot build the per-case trail index in %s (see the log)",
+                 cfg->data_dir);
+        goto fail;
+    }
     b->sessions = session_table_new();
     b->turn = turn_new(b->store);
+    if (turn_start_syncer(b->turn) < 0)
+        log_warn("broker: turns sync in the loop (no sync thread)");
     b->proto = proto_new(cfg, b->schemas, b->store, b->turn, router_send, b);
+    if ((b->jobs = job_set_new()) != NULL)
+        proto_set_jobs(b->proto, b->jobs);
     b->deliver = deliver_new(cfg, b->store, b->turn, b->sessions, router_send, b);
     turn_set_effects(b->turn, turn_effects, b->deliver);
     b->hook = hook_new(cfg, deliver_webhook_done, deliver_webhook_attempt, b->deliver);
@@ -293,8 +306,8 @@ static void heartbeat_visit(session_t *s, void *ud)
  * escalation and what libcurl asks for. */
 static long poll_timeout(broker_t *b)
 {
-    if (turn_pending(b->turn))
-        return 0; /* ops queued by the last commit's effects: the next turn at once */
+    if (turn_pending(b->turn) && !turn_unsynced(b->turn))
+        return 0; /* ops queued (by the last turn's effects): the next turn at once */
     int64_t now = util_mono_ms();
     int64_t t = b->next_heartbeat - now;
     if (b->next_redeliver - now < t)
@@ -324,7 +337,7 @@ int broker_run(broker_t *b)
     /* What was pending when the broker stopped: notices, then escalations that fell due. */
     deliver_resubmit_outbox(b->deliver);
     deliver_fire_due(b->deliver, clock_now_ms(), 0);
-    (void)turn_commit(b->turn);
+    turn_flush(b->turn);
     log_info("broker: ready (%zu agents configured)", b->cfg->n_agents);
     while (!stop_requested) {
         size_t need = FIXED_POLL + hook_socket_count(b->hook);
@@ -333,8 +346,22 @@ int broker_run(broker_t *b)
             items = xrealloc(items, cap * sizeof *items);
         }
         int n_items = 0;
-        items[n_items++] = (zmq_pollitem_t){b->router, 0, ZMQ_POLLIN, 0};
+        /* One drain per turn: while the last turn's sync runs, this turn's batch is read
+         * and validated, and then the router waits for the commit (bounded, fair turns). */
+        int can_read = !b->drained;
+        items[n_items++] = (zmq_pollitem_t){b->router, 0, can_read ? ZMQ_POLLIN : 0, 0};
         items[n_items++] = (zmq_pollitem_t){NULL, wake_pipe[0], ZMQ_POLLIN, 0};
+        int synced_item = -1;
+        if (turn_fd(b->turn) >= 0) {
+            synced_item = n_items;
+            items[n_items++] = (zmq_pollitem_t){NULL, turn_fd(b->turn), ZMQ_POLLIN, 0};
+        }
+        int jobs_item = -1;
+        if (job_fd(b->jobs) >= 0) {
+            jobs_item = n_items;
+            items[n_items++] = (zmq_pollitem_t){NULL, job_fd(b->jobs), ZMQ_POLLIN, 0};
+        }
+        int zap_item = n_items;
         if (b->zap)
             items[n_items++] = (zmq_pollitem_t){b->zap, 0, ZMQ_POLLIN, 0};
         n_items += metrics_pollitems(b->metrics, items + n_items, FIXED_POLL - n_items);
@@ -348,7 +375,11 @@ int broker_run(broker_t *b)
             free(items);
             return -1;
         }
-        if (b->zap && (items[2].revents & ZMQ_POLLIN))
+        if (synced_item >= 0 && (items[synced_item].revents & ZMQ_POLLIN))
+            turn_on_synced(b->turn); /* the last turn is durable: its replies and effects */
+        if (jobs_item >= 0 && (items[jobs_item].revents & ZMQ_POLLIN))
+            job_collect(b->jobs); /* a verify finished: its answer */
+        if (b->zap && (items[zap_item].revents & ZMQ_POLLIN))
             zap_handle(b->zap, b->cfg);
         if (items[1].revents & ZMQ_POLLIN) {
             char buf[64];
@@ -359,7 +390,8 @@ int broker_run(broker_t *b)
         hook_perform_items(b->hook, items + hook_first, n_items - hook_first);
         metrics_perform(b->metrics);
         int64_t now;
-        if (items[0].revents & ZMQ_POLLIN) {
+        if (can_read && (items[0].revents & ZMQ_POLLIN)) {
+            b->drained = 1;
             /* Drain what has arrived, up to one batch, then commit it at once. */
             now = util_mono_ms();
             for (int i = 0; i < PROTO_BATCH_MAX && proto_pending(b->proto) < PROTO_BATCH_MAX; i++) {
@@ -374,8 +406,13 @@ int broker_run(broker_t *b)
             proto_flush(b->proto);
         }
         deliver_fire_due(b->deliver, clock_now_ms(), 0);
-        /* The turn's one write transaction: everything above, then replies and effects. */
-        (void)turn_commit(b->turn);
+        /* The turn's one write transaction: everything above. Its replies and effects
+         * follow its sync (turn_on_synced); the next commit waits for that sync, so at
+         * most one turn is committed and not yet durable. */
+        if (!turn_unsynced(b->turn)) {
+            (void)turn_commit(b->turn);
+            b->drained = 0;
+        }
         now = util_mono_ms();
         if (now >= b->next_heartbeat) {
             hb_ctx_t h = {b, now};
@@ -388,9 +425,10 @@ int broker_run(broker_t *b)
             b->next_redeliver = now + b->cfg->redeliver_every_ms;
         }
     }
-    /* What the last turn's effects queued (first deliveries): written before we go. */
+    /* What the last turns left: written, synced and answered before we go. */
     proto_flush(b->proto);
-    (void)turn_commit(b->turn);
+    turn_flush(b->turn);
+    turn_flush(b->turn); /* what those answers' effects queued (first deliveries) */
     free(items);
     log_info("broker: stopping");
     return 0;
@@ -401,6 +439,7 @@ void broker_destroy(broker_t **pb)
     if (!pb || !*pb)
         return;
     broker_t *b = *pb;
+    job_set_destroy(&b->jobs); /* waits for a verify still reading */
     turn_destroy(&b->turn); /* empty after broker_run; else its ops are told STORE_IO */
     if (b->router)
         zmq_close(b->router);

@@ -404,7 +404,8 @@ static void push_pending(deliver_t *d, const char *agency, const session_t *only
     (void)store_read(d->store, collect_pending_txn, &l);
     case_push_t cp = {d, only};
     for (size_t i = 0; i < l.ids.n; i++)
-        (void)push_assignment(&cp, l.ids.ids[i]);
+        if (!turn_unsynced(d->turn) || !turn_delivery_waits(d->turn, l.ids.ids[i]))
+            (void)push_assignment(&cp, l.ids.ids[i]); /* else its turn's effects push it */
     free(l.ids.ids);
 }
 

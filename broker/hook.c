@@ -828,6 +828,15 @@ static void reap(hook_t *h)
     }
 }
 
+/* A message that took a free slot of its channel is given up without an
+ * attempt: the slot goes to the next one waiting (it would wait for a transfer
+ * to end, and none may be in flight). */
+static void pass_turn_on(hook_t *h, hook_chan_t *c)
+{
+    if (c->in_flight < c->limit)
+        chan_unblock_one(h, c);
+}
+
 /* Start every due attempt there is room for. */
 static int start_due(hook_t *h)
 {
@@ -836,6 +845,7 @@ static int start_due(hook_t *h)
     while (h->heap_len > 0 && h->in_flight < HOOK_MAX_IN_FLIGHT && h->heap[0]->due_ms <= now) {
         hook_msg_t *m = heap_pop(h);
         if (m->config_error) {
+            pass_turn_on(h, m->chan);
             finish(h, m, HOOK_FAILED);
             continue;
         }
@@ -848,6 +858,7 @@ static int start_due(hook_t *h)
             (m->due_ms > m->deadline_ms || now - m->due_ms > HOOK_LATE_MS)) {
             if (!m->error[0])
                 util_fmt(m->error, sizeof m->error, "max_age passed before an attempt");
+            pass_turn_on(h, m->chan);
             finish(h, m, HOOK_FAILED);
             continue;
         }

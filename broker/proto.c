@@ -13,6 +13,7 @@
 #include "carehub_wire.h"
 #include "clock.h"
 #include "frame.h"
+#include "job.h"
 #include "query.h"
 #include "log.h"
 #include "util.h"
@@ -48,6 +49,7 @@ struct proto {
     const schema_set_t *schemas;
     store_t *store;
     turn_t *turn;          /* this turn's write transaction: every write goes there */
+    job_set_t *jobs;       /* long reads off the loop (verify); NULL: done in the loop */
     deliver_t *deliver;    /* pushes and notices after commits; may be NULL (unit tests) */
     metrics_t *metrics;    /* counters; may be NULL */
     int64_t dropped_logged; /* monotonic ms of the last "reply dropped" warning */
@@ -540,6 +542,55 @@ static void query_done(void *ud, store_rc_t rc)
     query_op_free(c);
 }
 
+/* A verify runs in a job's thread; its answer is sent from the loop. */
+typedef struct {
+    proto_t *p;
+    unsigned char rid[SESSION_ROUTING_MAX];
+    size_t rid_len;
+    char id[65];
+    query_verify_t *v;
+} verify_op_t;
+
+static void verify_done(void *ud)
+{
+    verify_op_t *c = ud;
+    frame_out_t o;
+    char why[256];
+    if (query_verify_answer(c->v, &o, why, sizeof why) == QUERY_OK)
+        send_out(c->p, c->rid, c->rid_len, &o);
+    else
+        nack_to(c->p, c->rid, c->rid_len, c->id, CAREHUB_E_UNAVAILABLE, NULL, "%s", why);
+    query_verify_free(&c->v);
+    free(c);
+}
+
+static void verify_work(void *ud) /* in the job's thread */
+{
+    verify_op_t *c = ud;
+    query_verify_work(c->v);
+}
+
+static void verify_start(proto_t *p, msg_t *m)
+{
+    verify_op_t *c = xcalloc(1, sizeof *c);
+    c->p = p;
+    memcpy(c->rid, m->s->rid, m->s->rid_len);
+    c->rid_len = m->s->rid_len;
+    memcpy(c->id, m->id, sizeof c->id);
+    c->v = query_verify_new(p->store, m->id);
+    if (!p->jobs) { /* no job threads (unit tests): read here */
+        query_verify_work(c->v);
+        verify_done(c);
+        return;
+    }
+    if (job_start(p->jobs, verify_work, verify_done, c) < 0) {
+        query_verify_free(&c->v);
+        free(c);
+        NACK(p, m, CAREHUB_E_UNAVAILABLE, NULL,
+             "%d verifies are running already; retry when one has answered", JOB_MAX);
+    }
+}
+
 /* query {what: case|cases|trail|assignments|verify, …}: read cases under least
  * privilege (query.h); answered after the turn's commit, which holds the read's
  * trail record. */
@@ -567,11 +618,12 @@ static void op_query(proto_t *p, msg_t *m)
         turn_add(p->turn, query_fn, query_done, c);
         return;
     }
-    if (r == QUERY_OK)
-        send_out(p, m->s->rid, m->s->rid_len, &o);
-    else
-        NACK(p, m, QUERY_CODES[r], field, "%s", why);
     query_op_free(c);
+    if (r == QUERY_VERIFY) {
+        verify_start(p, m);
+        return;
+    }
+    NACK(p, m, QUERY_CODES[r], field, "%s", why);
 }
 
 /* test_clock {set?: ms, advance?: ms} → {op:"clock", now}: moves the virtual
@@ -819,6 +871,11 @@ void proto_flush(proto_t *p)
 void proto_set_metrics(proto_t *p, metrics_t *m)
 {
     p->metrics = m;
+}
+
+void proto_set_jobs(proto_t *p, job_set_t *jobs)
+{
+    p->jobs = jobs;
 }
 
 void proto_set_deliver(proto_t *p, deliver_t *d)

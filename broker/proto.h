@@ -57,6 +57,10 @@ size_t proto_on_message(proto_t *p, session_t *s, const void *frame, size_t len,
 /* Where nacks, events and commit times are counted (NULL: not counted). */
 void proto_set_metrics(proto_t *p, metrics_t *m);
 
+/* Where long reads run (a supervisor's verify); NULL: in the loop (unit tests). */
+typedef struct job_set job_set_t;
+void proto_set_jobs(proto_t *p, job_set_t *jobs);
+
 /* Where pushes and notices go after commits (NULL: nowhere, as in unit tests). */
 void proto_set_deliver(proto_t *p, deliver_t *d);
 

@@ -201,27 +201,12 @@ typedef struct {
     size_t n;
 } trail_list_t;
 
-static int trail_visit(void *ud, const void *k, size_t kl, const void *v, size_t vl)
+static int trail_visit(void *ud, const void *rec, size_t len)
 {
-    (void)k;
-    (void)kl;
     trail_list_t *l = ud;
-    msgpack_unpacked u;
-    msgpack_unpacked_init(&u);
-    int rc = 0;
-    if (msgpack_unpack_next(&u, v, vl, NULL) == MSGPACK_UNPACK_SUCCESS) {
-        const char *c;
-        size_t cn;
-        if (frame_str(frame_map_get(&u.data, "case"), &c, &cn) && cn == strlen(l->case_id) &&
-            memcmp(c, l->case_id, cn) == 0) {
-            msgpack_sbuffer_write(&l->items, v, vl);
-            l->n++;
-        }
-    } else {
-        rc = MDB_CORRUPTED;
-    }
-    msgpack_unpacked_destroy(&u);
-    return rc;
+    msgpack_sbuffer_write(&l->items, rec, len);
+    l->n++;
+    return 0;
 }
 
 static int case_trail(q_t *q, store_txn_t *t)
@@ -235,10 +220,10 @@ static int case_trail(q_t *q, store_txn_t *t)
     }
     if (rc)
         return rc;
-    /* The whole trail is walked: a per-case index of trail records is still to come. */
+    /* The case's records through the per-case index, not a walk of the trail. */
     trail_list_t l = {q->case_id, {0}, 0};
     msgpack_sbuffer_init(&l.items);
-    rc = store_each(t, STORE_DB_TRAIL, NULL, 0, 0, trail_visit, &l);
+    rc = trail_each_of_case(t, q->case_id, trail_visit, &l);
     if (!rc) {
         frame_out_message(q->out, "result", q->id, 3);
         frame_out_str(q->out, "what", "trail");
@@ -568,6 +553,50 @@ static int query_txn(store_txn_t *t, void *ud)
     return trail_append(t, q->case_id, "read", q->agent->id, -1, NULL, NULL, 0, q->what);
 }
 
+struct query_verify {
+    store_t *st;
+    char id[65];
+    trail_report_t r;
+    int rc; /* trail_verify's */
+};
+
+query_verify_t *query_verify_new(store_t *st, const char *id)
+{
+    query_verify_t *v = xcalloc(1, sizeof *v);
+    v->st = st;
+    util_fmt(v->id, sizeof v->id, "%s", id);
+    return v;
+}
+
+void query_verify_work(void *ud)
+{
+    query_verify_t *v = ud;
+    v->rc = trail_verify(v->st, &v->r); /* read transactions only */
+}
+
+query_result_t query_verify_answer(query_verify_t *v, frame_out_t *out, char *why, size_t whysize)
+{
+    if (v->rc != 0 && v->rc != 1) {
+        util_fmt(why, whysize, "the store could not be read; retry later");
+        return QUERY_UNAVAILABLE;
+    }
+    frame_out_message(out, "result", v->id, 5);
+    frame_out_str(out, "what", "verify");
+    frame_out_bool(out, "intact", v->rc == 0);
+    frame_out_int(out, "records", (int64_t)v->r.records);
+    frame_out_int(out, "objects", (int64_t)v->r.objects);
+    frame_out_str(out, "problem", v->r.problem);
+    return QUERY_OK;
+}
+
+void query_verify_free(query_verify_t **pv)
+{
+    if (!pv || !*pv)
+        return;
+    free(*pv);
+    *pv = NULL;
+}
+
 struct query {
     q_t q;
     frame_out_t out;
@@ -589,24 +618,13 @@ query_result_t query_begin(const config_t *cfg, store_t *st, const config_agent_
         *field = "/what";
         return QUERY_INVALID;
     }
-    if (strcmp(q.what, "verify") == 0) { /* supervisors: walk every chain now */
+    if (strcmp(q.what, "verify") == 0) { /* supervisors: every chain, off the loop */
         if (agent->role != ROLE_SUPERVISOR) {
             util_fmt(why, whysize, "only supervisors verify the trail");
             return QUERY_FORBIDDEN;
         }
-        trail_report_t r;
-        int vrc = trail_verify(st, &r);
-        if (vrc != 0 && vrc != 1) {
-            util_fmt(why, whysize, "the store could not be read; retry later");
-            return QUERY_UNAVAILABLE;
-        }
-        frame_out_message(out, "result", id, 5);
-        frame_out_str(out, "what", "verify");
-        frame_out_bool(out, "intact", vrc == 0);
-        frame_out_int(out, "records", (int64_t)r.records);
-        frame_out_int(out, "objects", (int64_t)r.objects);
-        frame_out_str(out, "problem", r.problem);
-        return QUERY_OK;
+        (void)st;
+        return QUERY_VERIFY;
     }
     if (strcmp(q.what, "cases") != 0 && strcmp(q.what, "assignments") != 0 &&
         (opt_str(&q, "case", q.case_id, sizeof q.case_id) < 0 || !q.case_id[0] ||

@@ -26,6 +26,7 @@ typedef enum {
     QUERY_NOT_FOUND,
     QUERY_INVALID,
     QUERY_UNAVAILABLE,
+    QUERY_VERIFY,       /* query_begin: a supervisor's verify, to run off the loop (below) */
 } query_result_t;
 
 typedef struct query query_t;
@@ -36,9 +37,9 @@ typedef struct query query_t;
  *    so it runs in the loop's write transaction: query_run() inside it, then
  *    query_end() after its commit gives the answer. `map` and `id` must stay
  *    valid until then (query_run reads the request's fields).
- *  - QUERY_OK and *qp NULL: answered now (what:"verify" reads only); the reply
- *    {v, op:"result", id, what, …} is in `out` (the caller sends it and calls
- *    frame_out_end).
+ *  - QUERY_VERIFY: a supervisor's what:"verify": it reads the whole store, so
+ *    it runs in a job's thread (job.h): query_verify_new(), query_verify_work()
+ *    in the thread, query_verify_answer() back in the loop.
  *  - otherwise a refusal: `why` (and `field`) say what to put in the nack.
  */
 query_result_t query_begin(const config_t *cfg, store_t *st, const config_agent_t *agent,
@@ -56,5 +57,14 @@ query_result_t query_end(query_t *q, store_rc_t rc, frame_out_t *out, char *why,
 
 /* Free a query (and a reply never taken); nulls the pointer. */
 void query_free(query_t **q);
+
+/* what:"verify" off the loop: `work` only reads the store (trail_verify). */
+typedef struct query_verify query_verify_t;
+query_verify_t *query_verify_new(store_t *st, const char *id);
+void query_verify_work(void *ud);
+/* QUERY_OK with the result in `out` (send it, then frame_out_end), or
+ * QUERY_UNAVAILABLE with `why`. */
+query_result_t query_verify_answer(query_verify_t *v, frame_out_t *out, char *why, size_t whysize);
+void query_verify_free(query_verify_t **v);
 
 #endif

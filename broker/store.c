@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <lmdb.h>
+#include <pthread.h>
 #include <msgpack.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,6 +59,12 @@ struct store {
     int privacy;
     unsigned char body_key[crypto_aead_xchacha20poly1305_ietf_KEYBYTES];
     unsigned char join_key[crypto_generichash_KEYBYTES];
+    int readonly;                     /* store_open_readonly */
+    /* Read transactions open now, in any thread (job.c runs long reads off the
+     * loop): the map may not be resized while one is (mdb_env_set_mapsize). */
+    pthread_mutex_t readers_mu;
+    int readers;
+    int opened;                       /* mdb_env_open succeeded */
 };
 
 
@@ -82,6 +89,8 @@ static const struct {
     [STORE_DB_TRAIL] = {"trail", 0},
     [STORE_DB_TRAIL_HEAD] = {"trail_head", 0},
     [STORE_DB_DELIVERED] = {"delivered", 0},
+    [STORE_DB_TRAIL_LAST] = {"trail_last", 0},
+    [STORE_DB_TRAIL_PREV] = {"trail_prev", 0},
 };
 
 struct store_txn {
@@ -365,6 +374,7 @@ static void pend_settle(store_t *st, size_t n_flushed, int committed)
 store_t *store_open(const char *dir, uint64_t map_size, uint64_t map_max, char *err, size_t errlen)
 {
     store_t *st = xcalloc(1, sizeof *st);
+    pthread_mutex_init(&st->readers_mu, NULL);
     MDB_txn *txn = NULL;
     int rc;
     st->dir = xstrdup(dir);
@@ -382,11 +392,18 @@ store_t *store_open(const char *dir, uint64_t map_size, uint64_t map_max, char *
         util_fmt(err, errlen, "mdb_env_set_mapsize: %s", mdb_strerror(rc));
         goto fail;
     }
-    /* MDB_NOTLS: one thread uses the env; durable flags only. */
-    if ((rc = mdb_env_open(st->env, dir, MDB_NOTLS, 0600))) {
+    /* MDB_NOTLS: one thread writes and reads (another only syncs).
+     * MDB_NOMETASYNC: a commit syncs the data pages and writes the meta page
+     * without syncing it, which keeps the store consistent after any crash
+     * (LMDB's ACI) but not yet durable: the meta page is synced by the next
+     * commit or by store_sync(), which the loop's turn runs in a thread of its
+     * own while the next turn is written, and nothing is acknowledged before it
+     * returned (turn.c). store_write() syncs before it returns. */
+    if ((rc = mdb_env_open(st->env, dir, MDB_NOTLS | MDB_NOMETASYNC, 0600))) {
         util_fmt(err, errlen, "cannot open LMDB environment in %s: %s", dir, mdb_strerror(rc));
         goto fail;
     }
+    st->opened = 1;
     (void)store_reader_check(st); /* clear readers left by a killed process */
     MDB_envinfo info;
     mdb_env_info(st->env, &info);
@@ -564,12 +581,14 @@ const char *store_db_name(store_db_t db)
 store_t *store_open_readonly(const char *dir, char *err, size_t errlen)
 {
     store_t *st = xcalloc(1, sizeof *st);
+    pthread_mutex_init(&st->readers_mu, NULL);
     MDB_txn *txn = NULL;
     int rc;
     st->dir = xstrdup(dir);
     if ((rc = mdb_env_create(&st->env)))
         goto fail;
     (void)mdb_env_set_maxdbs(st->env, 32);
+    st->readonly = 1;
     if ((rc = mdb_env_open(st->env, dir, MDB_NOTLS | MDB_RDONLY, 0600)))
         goto fail;
     if ((rc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn)))
@@ -601,10 +620,13 @@ void store_close(store_t **pst)
     store_t *st = *pst;
     if (st->env && st->pend_n)
         (void)store_flush_index(st); /* else rebuilt from the events at the next open */
+    if (st->env && st->opened && !st->readonly)
+        (void)store_sync(st); /* the last commit's meta page */
     if (st->env)
         mdb_env_close(st->env);
     free(st->pend);
     free(st->dir);
+    pthread_mutex_destroy(&st->readers_mu);
     free(st);
     *pst = NULL;
 }
@@ -629,11 +651,27 @@ uint64_t store_txn_entries(store_txn_t *t, store_db_t db)
     return mdb_stat(t->txn, t->st->dbi[db], &stat) == 0 ? stat.ms_entries : 0;
 }
 
-/* Double the map, up to map_max. Returns 0 when it grew. Only with no txn open. */
+static int grow_locked(store_t *st);
+
+/* Double the map, up to map_max. Returns 0 when it grew, -1 at map_max or on
+ * error, -2 while a read transaction is open (a long read in a job thread):
+ * LMDB resizes only with no transaction open in the process. */
 static int grow(store_t *st)
 {
     if (st->map_size >= st->map_max)
         return -1;
+    pthread_mutex_lock(&st->readers_mu);
+    if (st->readers > 0) {
+        pthread_mutex_unlock(&st->readers_mu);
+        return -2;
+    }
+    int r = grow_locked(st);
+    pthread_mutex_unlock(&st->readers_mu);
+    return r;
+}
+
+static int grow_locked(store_t *st)
+{
     uint64_t next = st->map_size * 2;
     if (next > st->map_max)
         next = st->map_max;
@@ -953,8 +991,30 @@ int store_reader_check(store_t *st)
     return dead;
 }
 
+int store_sync(store_t *st)
+{
+    int rc = mdb_env_sync(st->env, 1);
+    if (rc) {
+        log_error("store: sync failed: %s", mdb_strerror(rc));
+        return -1;
+    }
+    return 0;
+}
+
 store_rc_t store_write(store_t *st, store_fn fn, void *ud)
 {
+    store_rc_t rc = store_write_nosync(st, fn, ud);
+    if (rc == STORE_OK && store_sync(st) != 0)
+        return STORE_IO;
+    return rc;
+}
+
+store_rc_t store_write_nosync(store_t *st, store_fn fn, void *ud)
+{
+    /* Grow ahead of need, at three quarters: a map that fills while a long read
+     * (job.c) holds a transaction cannot grow until that read ends. */
+    if (st->map_size < st->map_max && store_map_used(st) > st->map_size / 4 * 3)
+        (void)grow(st);
     for (;;) {
         store_txn_t t = {st, NULL, st->seq_event, st->seq_case, st->seq_assign, st->pend_n, 0};
         int rc = mdb_txn_begin(st->env, NULL, 0, &t.txn);
@@ -977,8 +1037,14 @@ store_rc_t store_write(store_t *st, store_fn fn, void *ud)
         }
         st->pend_n = t.pend_before; /* the events of the aborted transaction do not exist */
         pend_settle(st, t.pend_flushed, 0);
-        if (rc == MDB_MAP_FULL && grow(st) == 0)
+        int g = rc == MDB_MAP_FULL ? grow(st) : -1;
+        if (g == 0)
             continue;
+        if (g == -2) {
+            log_warn("store: the map is full and cannot grow while a long read (a verify) has "
+                     "the store open; writes are refused until it ends");
+            return STORE_FULL;
+        }
         return write_failed(st, rc);
     }
 }
@@ -1014,14 +1080,24 @@ int store_each_case_event(store_txn_t *t, const char *case_id, store_each_fn fn,
 
 store_rc_t store_read(store_t *st, store_fn fn, void *ud)
 {
-    store_txn_t t = {st, NULL, st->seq_event, st->seq_case, st->seq_assign, st->pend_n, 0};
+    /* Nothing of the loop's state is read here: jobs call this from their thread. */
+    store_txn_t t = {st, NULL, 0, 0, 0, 0, 0};
+    pthread_mutex_lock(&st->readers_mu);
+    st->readers++;
+    pthread_mutex_unlock(&st->readers_mu);
     int rc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &t.txn);
     if (rc) {
+        pthread_mutex_lock(&st->readers_mu);
+        st->readers--;
+        pthread_mutex_unlock(&st->readers_mu);
         log_error("store: read failed: %s", mdb_strerror(rc));
         return STORE_IO;
     }
     rc = fn(&t, ud);
     mdb_txn_abort(t.txn);
+    pthread_mutex_lock(&st->readers_mu);
+    st->readers--;
+    pthread_mutex_unlock(&st->readers_mu);
     if (rc && rc != MDB_NOTFOUND) {
         log_error("store: read failed: %s", mdb_strerror(rc));
         return STORE_IO;

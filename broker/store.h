@@ -13,10 +13,15 @@
  *   assignments, case_assign, pending, deadlines, outbox, outcomes, case_log:
  *                routing and escalation (assign.c; see docs/data-model.md)
  *
- * Durability: the environment is opened without MDB_NOSYNC, MDB_NOMETASYNC or
- * MDB_WRITEMAP, so mdb_txn_commit() returning 0 means the batch is on disk.
- * Group commit: store_put_events() writes a whole batch in one write
- * transaction. The caller acknowledges only after it returns STORE_OK.
+ * Durability: the environment is opened with MDB_NOMETASYNC (not MDB_NOSYNC,
+ * not MDB_WRITEMAP): a commit syncs its data pages and writes the meta page
+ * that makes them current without syncing it. The store stays consistent
+ * after any crash; a commit is durable once the next commit or store_sync()
+ * returned. store_write() (and store_put_events()) sync before returning, so
+ * STORE_OK means on disk; the loop's turn (turn.c) uses store_write_nosync()
+ * and runs store_sync() in a thread of its own while it writes the next turn,
+ * acknowledging only after that sync. Group commit: a whole batch (a whole
+ * turn) in one write transaction.
  *
  * Errors: every function returns a store_rc_t; store_strerror() names it.
  * The store is single-threaded (the broker loop owns it).
@@ -51,6 +56,8 @@ typedef enum {
     STORE_DB_TRAIL,        /* 8-byte big-endian sequence → trail record (trail.h) */
     STORE_DB_TRAIL_HEAD,   /* "head" → 8-byte sequence + 32-byte hash of the last record */
     STORE_DB_DELIVERED,    /* agent NUL assignment id → "": first delivery recorded in the trail */
+    STORE_DB_TRAIL_LAST,   /* case id → 8-byte sequence of the case's newest trail record */
+    STORE_DB_TRAIL_PREV,   /* 8-byte sequence → 8-byte sequence of the same case's record before it */
     STORE_DB_COUNT
 } store_db_t;
 
@@ -146,6 +153,15 @@ int store_txn_put_events(store_txn_t *t, store_event_t *items, size_t n, store_s
 typedef int (*store_fn)(store_txn_t *t, void *ud);
 store_rc_t store_write(store_t *st, store_fn fn, void *ud);
 store_rc_t store_read(store_t *st, store_fn fn, void *ud);
+
+/* store_write() without the sync: committed and consistent, durable only once
+ * store_sync() (or another commit) returned. */
+store_rc_t store_write_nosync(store_t *st, store_fn fn, void *ud);
+
+/* Make every commit so far durable (mdb_env_sync: fdatasync of the data
+ * file). Safe to call from another thread while the loop writes: it touches
+ * nothing of the store_t but the LMDB environment's file. 0, or -1 (logged). */
+int store_sync(store_t *st);
 
 int store_get(store_txn_t *t, store_db_t db, const void *k, size_t kl, const void **v, size_t *vl);
 /* only_new: refuse (MDB_KEYEXIST) to overwrite a key, or to add a duplicate value. */

@@ -11,6 +11,7 @@
 
 #include "clock.h"
 #include "frame.h"
+#include "log.h"
 #include "util.h"
 
 #define HASH_LEN crypto_generichash_BYTES /* 32: BLAKE2b-256 */
@@ -38,6 +39,124 @@ static void pack_str(msgpack_packer *pk, const char *key, const char *val)
 {
     frame_pack_cstr(pk, key);
     frame_pack_cstr(pk, val ? val : "");
+}
+
+/* The per-case index: the case's newest record (trail_last) and, for each
+ * record, the case's record before it (trail_prev). One entry per case is
+ * rewritten and one appended per record: no page per case per record. */
+static int index_record(store_txn_t *t, const char *case_id, uint64_t seq)
+{
+    if (!case_id || !*case_id)
+        return 0;
+    size_t cl = strlen(case_id);
+    const void *v;
+    size_t vl;
+    int rc = store_get(t, STORE_DB_TRAIL_LAST, case_id, cl, &v, &vl);
+    if (rc && rc != MDB_NOTFOUND)
+        return rc;
+    unsigned char k[8], p[8];
+    be64(k, seq);
+    if (rc == 0) {
+        if (vl != 8)
+            return MDB_CORRUPTED;
+        memcpy(p, v, 8);
+        if ((rc = store_put(t, STORE_DB_TRAIL_PREV, k, 8, p, 8, 0)))
+            return rc;
+    }
+    return store_put(t, STORE_DB_TRAIL_LAST, case_id, cl, k, 8, 0);
+}
+
+int trail_each_of_case(store_txn_t *t, const char *case_id,
+                       int (*fn)(void *ud, const void *rec, size_t len), void *ud)
+{
+    size_t cl = strlen(case_id), n = 0, cap = 0;
+    uint64_t *seqs = NULL;
+    const void *v;
+    size_t vl;
+    int rc = store_get(t, STORE_DB_TRAIL_LAST, case_id, cl, &v, &vl);
+    if (rc == MDB_NOTFOUND)
+        return 0;
+    while (rc == 0) { /* newest to oldest along the chain */
+        if (vl != 8) {
+            rc = MDB_CORRUPTED;
+            break;
+        }
+        uint64_t s = get_be64(v);
+        if (n && s >= seqs[n - 1]) { /* a chain must go back in time */
+            rc = MDB_CORRUPTED;
+            break;
+        }
+        if (n == cap) {
+            cap = cap ? cap * 2 : 64;
+            seqs = xrealloc(seqs, cap * sizeof *seqs);
+        }
+        seqs[n++] = s;
+        unsigned char k[8];
+        be64(k, s);
+        rc = store_get(t, STORE_DB_TRAIL_PREV, k, 8, &v, &vl);
+    }
+    if (rc == MDB_NOTFOUND)
+        rc = 0;
+    for (size_t i = n; !rc && i > 0; i--) { /* oldest first */
+        unsigned char k[8];
+        be64(k, seqs[i - 1]);
+        rc = store_get(t, STORE_DB_TRAIL, k, 8, &v, &vl);
+        if (rc == 0)
+            rc = fn(ud, v, vl);
+        else if (rc == MDB_NOTFOUND)
+            rc = MDB_CORRUPTED; /* the index names a record that is not there */
+    }
+    free(seqs);
+    return rc;
+}
+
+typedef struct {
+    store_txn_t *t;
+    int rc;
+} rebuild_t;
+
+static int rebuild_visit(void *ud, const void *k, size_t kl, const void *v, size_t vl)
+{
+    rebuild_t *r = ud;
+    if (kl != 8)
+        return MDB_CORRUPTED;
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    int rc = MDB_CORRUPTED;
+    const char *c;
+    size_t cn;
+    char case_id[STORE_ID_MAX];
+    if (msgpack_unpack_next(&u, v, vl, NULL) == MSGPACK_UNPACK_SUCCESS &&
+        frame_str(frame_map_get(&u.data, "case"), &c, &cn) && cn < sizeof case_id) {
+        memcpy(case_id, c, cn);
+        case_id[cn] = '\0';
+        rc = index_record(r->t, case_id, get_be64(k));
+    }
+    msgpack_unpacked_destroy(&u);
+    return rc;
+}
+
+static int rebuild_txn(store_txn_t *t, void *ud)
+{
+    size_t *n = ud;
+    *n = store_txn_entries(t, STORE_DB_TRAIL);
+    if (*n == 0 || store_txn_entries(t, STORE_DB_TRAIL_LAST) > 0) {
+        *n = 0;
+        return 0; /* nothing to index, or indexed already */
+    }
+    rebuild_t r = {t, 0};
+    return store_each(t, STORE_DB_TRAIL, NULL, 0, 0, rebuild_visit, &r);
+}
+
+int trail_index_rebuild(store_t *st)
+{
+    size_t n = 0;
+    store_rc_t rc = store_write(st, rebuild_txn, &n);
+    if (rc != STORE_OK)
+        return -1;
+    if (n)
+        log_info("trail: per-case index built for %zu trail records (a store from before it)", n);
+    return 0;
 }
 
 int trail_append(store_txn_t *t, const char *case_id, const char *kind, const char *actor, int db,
@@ -90,6 +209,8 @@ int trail_append(store_txn_t *t, const char *case_id, const char *kind, const ch
         hash(head + 8, sb.data, sb.size);
         rc = store_put(t, STORE_DB_TRAIL_HEAD, "head", 4, head, sizeof head, 0);
     }
+    if (rc == 0)
+        rc = index_record(t, case_id, seq);
     msgpack_sbuffer_destroy(&sb);
     return rc;
 }

@@ -36,6 +36,18 @@ int trail_append(store_txn_t *t, const char *case_id, const char *kind, const ch
 int trail_append_stored(store_txn_t *t, const char *case_id, const char *kind, const char *actor,
                         store_db_t db, const char *obj_id, const char *ref);
 
+/* Visit the trail records of one case, oldest first, through the per-case
+ * index (trail_last, trail_prev): as many reads as the case has records, not
+ * a walk of the whole trail. fn gets each packed record; it returns 0 to go
+ * on, else that code stops the walk. 0, MDB_CORRUPTED (a broken chain), or an
+ * LMDB code. */
+int trail_each_of_case(store_txn_t *t, const char *case_id,
+                       int (*fn)(void *ud, const void *rec, size_t len), void *ud);
+
+/* A store written before the per-case index: build it from the trail (one
+ * write transaction, at start; nothing to do when the index is there). 0 or -1. */
+int trail_index_rebuild(store_t *st);
+
 typedef struct {
     unsigned long long records;   /* trail records walked */
     unsigned long long objects;   /* events, cases and assignments checked */

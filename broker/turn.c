@@ -2,10 +2,13 @@
 #include "turn.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <lmdb.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "util.h"
@@ -21,6 +24,15 @@ typedef struct {
     int rc; /* an error of this op's own: it is set aside (not run again) */
 } op_t;
 
+/* A committed turn waiting for the sync that makes it durable. */
+typedef struct committed {
+    struct committed *next;
+    uint64_t no;           /* turn number (1, 2, …) */
+    op_t *ops;
+    size_t n;
+    assign_effects_t fx;   /* what its ops collected */
+} committed_t;
+
 struct turn {
     store_t *st;
     metrics_t *metrics;
@@ -29,6 +41,19 @@ struct turn {
     op_t *ops;
     size_t n, cap;
     assign_effects_t fx;
+    /* committed, not yet synced: oldest first */
+    committed_t *wait_head, *wait_tail;
+    uint64_t committed_no;  /* the last committed turn's number */
+    /* the syncer thread (turn_start_syncer); without it, turn_commit syncs inline */
+    int threaded;
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    uint64_t sync_want;     /* under mu: sync every turn up to this number */
+    uint64_t sync_done;     /* under mu: every turn up to this number is durable … */
+    uint64_t failed_upto;   /* under mu: … unless its sync failed (turns up to this) */
+    int stopping;           /* under mu */
+    int pipe[2];            /* the thread writes a byte after each sync; the loop polls [0] */
 };
 
 /* What one run of the transaction sees and leaves. */
@@ -44,7 +69,134 @@ turn_t *turn_new(store_t *st)
 {
     turn_t *t = xcalloc(1, sizeof *t);
     t->st = st;
+    t->pipe[0] = t->pipe[1] = -1;
     return t;
+}
+
+static void *syncer_main(void *arg)
+{
+    turn_t *t = arg;
+    pthread_mutex_lock(&t->mu);
+    for (;;) {
+        while (!t->stopping && t->sync_want == t->sync_done)
+            pthread_cond_wait(&t->cv, &t->mu);
+        if (t->sync_want == t->sync_done) /* stopping, nothing left */
+            break;
+        uint64_t target = t->sync_want;
+        pthread_mutex_unlock(&t->mu);
+        int rc = store_sync(t->st); /* fdatasync: the loop writes the next turn meanwhile */
+        pthread_mutex_lock(&t->mu);
+        t->sync_done = target;
+        if (rc != 0 && target > t->failed_upto)
+            t->failed_upto = target;
+        ssize_t w = write(t->pipe[1], "s", 1); /* a full pipe already wakes the loop */
+        (void)w;
+    }
+    pthread_mutex_unlock(&t->mu);
+    return NULL;
+}
+
+int turn_start_syncer(turn_t *t)
+{
+    if (t->threaded)
+        return 0;
+    if (pipe(t->pipe) < 0) {
+        log_error("turn: pipe: %s", strerror(errno));
+        return -1;
+    }
+    for (int i = 0; i < 2; i++)
+        (void)fcntl(t->pipe[i], F_SETFL, fcntl(t->pipe[i], F_GETFL) | O_NONBLOCK);
+    pthread_mutex_init(&t->mu, NULL);
+    pthread_cond_init(&t->cv, NULL);
+    int rc = pthread_create(&t->thread, NULL, syncer_main, t);
+    if (rc != 0) {
+        log_error("turn: cannot start the sync thread: %s", strerror(rc));
+        pthread_cond_destroy(&t->cv);
+        pthread_mutex_destroy(&t->mu);
+        close(t->pipe[0]);
+        close(t->pipe[1]);
+        t->pipe[0] = t->pipe[1] = -1;
+        return -1;
+    }
+    t->threaded = 1;
+    return 0;
+}
+
+int turn_fd(const turn_t *t)
+{
+    return t->threaded ? t->pipe[0] : -1;
+}
+
+int turn_delivery_waits(const turn_t *t, const char *assignment)
+{
+    for (const committed_t *c = t->wait_head; c; c = c->next)
+        for (size_t i = 0; i < c->fx.n_deliver; i++)
+            if (strcmp(c->fx.deliver[i], assignment) == 0)
+                return 1;
+    return 0;
+}
+
+size_t turn_unsynced(const turn_t *t)
+{
+    size_t n = 0;
+    for (const committed_t *c = t->wait_head; c; c = c->next)
+        n++;
+    return n;
+}
+
+/* The dones and effects of one turn whose fate is known. */
+static void complete(turn_t *t, op_t *ops, size_t n, assign_effects_t *fx, store_rc_t rc)
+{
+    for (size_t i = 0; i < n; i++) {
+        op_t *o = &ops[i];
+        store_rc_t orc = rc != STORE_OK ? rc : o->rc ? STORE_IO : STORE_OK;
+        if (o->done)
+            o->done(o->ud, orc);
+    }
+    free(ops);
+    if (fx && t->effects) /* also after a failed sync: what is committed is in the store */
+        t->effects(t->effects_ud, fx);
+}
+
+/* Complete the waiting turns up to `upto` (those up to `failed` with STORE_IO). */
+static void complete_upto(turn_t *t, uint64_t upto, uint64_t failed)
+{
+    while (t->wait_head && t->wait_head->no <= upto) {
+        committed_t *c = t->wait_head;
+        t->wait_head = c->next;
+        if (!t->wait_head)
+            t->wait_tail = NULL;
+        if (c->no <= failed)
+            log_error("turn: turn %llu is committed but its sync failed: its operations are "
+                      "answered unavailable (a retry finds what was stored)",
+                      (unsigned long long)c->no);
+        complete(t, c->ops, c->n, &c->fx, c->no <= failed ? STORE_IO : STORE_OK);
+        assign_effects_free(&c->fx);
+        free(c);
+    }
+}
+
+void turn_on_synced(turn_t *t)
+{
+    if (!t->threaded)
+        return;
+    char buf[64];
+    while (read(t->pipe[0], buf, sizeof buf) > 0)
+        ;
+    pthread_mutex_lock(&t->mu);
+    uint64_t done = t->sync_done, failed = t->failed_upto;
+    pthread_mutex_unlock(&t->mu);
+    complete_upto(t, done, failed);
+}
+
+void turn_flush(turn_t *t)
+{
+    (void)turn_commit(t);
+    if (!t->wait_head)
+        return;
+    /* Sync here (the thread may be syncing too: harmless) and complete them all. */
+    uint64_t upto = t->committed_no;
+    complete_upto(t, upto, store_sync(t->st) == 0 ? 0 : upto);
 }
 
 void turn_set_effects(turn_t *t, turn_effects_fn fn, void *ud)
@@ -112,7 +264,7 @@ store_rc_t turn_commit(turn_t *t)
     clock_gettime(CLOCK_MONOTONIC, &t0);
     store_rc_t rc;
     for (int rerun = 0;; rerun++) {
-        rc = store_write(t->st, run_ops, &r);
+        rc = store_write_nosync(t->st, run_ops, &r);
         if (rc == STORE_OK || r.failed < 0 || turn_wide(r.failed_rc) || rerun >= TURN_MAX_RERUNS)
             break;
         /* One op's own error: set it aside and write the others. */
@@ -126,16 +278,31 @@ store_rc_t turn_commit(turn_t *t)
         metrics_commit(t->metrics,
                        (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
 
-    for (size_t i = 0; i < r.n; i++) {
-        op_t *o = &r.ops[i];
-        store_rc_t orc = rc != STORE_OK ? rc : o->rc ? STORE_IO : STORE_OK;
-        if (o->done)
-            o->done(o->ud, orc);
+    if (rc != STORE_OK) { /* nothing of this turn exists: answer at once */
+        complete(t, r.ops, r.n, NULL, rc);
+        assign_effects_clear(&t->fx);
+        return rc;
     }
-    free(r.ops);
-    if (rc == STORE_OK && t->effects)
-        t->effects(t->effects_ud, &t->fx);
-    assign_effects_clear(&t->fx);
+    /* Committed, consistent, not yet durable: the ops wait for a sync. */
+    committed_t *c = xcalloc(1, sizeof *c);
+    c->no = ++t->committed_no;
+    c->ops = r.ops;
+    c->n = r.n;
+    c->fx = t->fx; /* moved */
+    memset(&t->fx, 0, sizeof t->fx);
+    if (t->wait_tail)
+        t->wait_tail->next = c;
+    else
+        t->wait_head = c;
+    t->wait_tail = c;
+    if (!t->threaded) { /* inline: sync now, then answer */
+        complete_upto(t, c->no, store_sync(t->st) == 0 ? 0 : c->no);
+        return rc;
+    }
+    pthread_mutex_lock(&t->mu);
+    t->sync_want = c->no;
+    pthread_cond_signal(&t->cv);
+    pthread_mutex_unlock(&t->mu);
     return rc;
 }
 
@@ -144,6 +311,20 @@ void turn_destroy(turn_t **pt)
     if (!pt || !*pt)
         return;
     turn_t *t = *pt;
+    if (t->threaded) {
+        pthread_mutex_lock(&t->mu);
+        t->stopping = 1;
+        pthread_cond_signal(&t->cv);
+        pthread_mutex_unlock(&t->mu);
+        pthread_join(t->thread, NULL);
+        pthread_cond_destroy(&t->cv);
+        pthread_mutex_destroy(&t->mu);
+        close(t->pipe[0]);
+        close(t->pipe[1]);
+    }
+    /* committed ones: durable once synced; queued ones: never written */
+    if (t->wait_head)
+        complete_upto(t, t->committed_no, store_sync(t->st) == 0 ? 0 : t->committed_no);
     for (size_t i = 0; i < t->n; i++)
         if (t->ops[i].done)
             t->ops[i].done(t->ops[i].ud, STORE_IO);

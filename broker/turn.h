@@ -24,10 +24,22 @@
  * transaction is rolled back, the map grown, and every op run again; when one
  * op fails with an error of its own (a corrupted record, say), the transaction
  * is rolled back and run again without that op, which alone is told the
- * error. Effects are collected afresh on every run.
+ * error (up to 16 such ops a turn; past that every op of the turn is told
+ * STORE_IO). Effects are collected afresh on every run.
  *
  * Ops queued while the turn commits (by `done` or the effects callback) belong
  * to the next turn; turn_pending() tells the loop not to sleep before it.
+ *
+ * Durability and the overlap. The store commits without syncing its meta page
+ * (store.h, MDB_NOMETASYNC): a committed turn is consistent but durable only
+ * after store_sync(). With turn_start_syncer(), a thread of its own runs that
+ * sync while the loop reads, validates and writes the next turn; the
+ * committed turn's `done`s and effects run in the loop when the loop sees the
+ * sync finished (turn_fd() readable → turn_on_synced()). Without the thread
+ * (unit tests), turn_commit() syncs inline and answers before it returns. A
+ * failed sync answers the turn's ops STORE_IO (a retry finds what was
+ * stored: idempotency); its effects still run, since what is committed is in
+ * the store.
  */
 #ifndef CAREHUB_TURN_H
 #define CAREHUB_TURN_H
@@ -53,7 +65,8 @@ typedef void (*turn_done_fn)(void *ud, store_rc_t rc);
 typedef void (*turn_effects_fn)(void *ud, const assign_effects_t *fx);
 
 turn_t *turn_new(store_t *st);
-/* Runs the `done` of every op still queued with STORE_IO (nothing is written). */
+/* Stops the sync thread; answers committed turns after a last sync, and runs
+ * the `done` of every op still queued with STORE_IO (nothing is written). */
 void turn_destroy(turn_t **t);
 
 void turn_set_effects(turn_t *t, turn_effects_fn fn, void *ud);
@@ -68,9 +81,31 @@ void turn_add(turn_t *t, turn_fn fn, turn_done_fn done, void *ud);
 /* Ops queued and not yet committed. */
 size_t turn_pending(const turn_t *t);
 
-/* Write every queued op in one transaction, commit, then run the `done`s and
- * the effects. Returns the turn's result: STORE_OK (also when single ops were
- * set aside with errors of their own), or the error every op was told. */
+/* Write every queued op in one transaction and commit. Inline (no syncer):
+ * sync, then run the `done`s and the effects. With the syncer: hand the sync
+ * to it; the `done`s run from turn_on_synced(). A failed commit answers its
+ * ops at once. Returns STORE_OK (also when single ops were set aside with
+ * errors of their own), or the error every op was told. */
 store_rc_t turn_commit(turn_t *t);
+
+/* Start the sync thread (the broker does; tests need not). 0, or -1 (logged:
+ * the turn then syncs inline). */
+int turn_start_syncer(turn_t *t);
+
+/* The descriptor the loop polls for finished syncs (-1 without the thread),
+ * and what to call when it is readable: answers every turn now durable. */
+int turn_fd(const turn_t *t);
+void turn_on_synced(turn_t *t);
+
+/* 1 when a committed turn waiting for its sync will push this assignment
+ * (its effects): a hello or a re-delivery round leaves it to that push, so that
+ * a desk does not get the same assignment twice, the second time older. */
+int turn_delivery_waits(const turn_t *t, const char *assignment);
+
+/* Committed turns still waiting for their sync. */
+size_t turn_unsynced(const turn_t *t);
+
+/* Commit what is queued, sync in this thread and answer everything (shutdown). */
+void turn_flush(turn_t *t);
 
 #endif

@@ -4,6 +4,7 @@ reads only the cases it holds; a supervisor reads every case file, with the chil
 opened, and each read is in the trail."""
 
 import os
+import time
 
 import carehub_harness as h
 from carehub_harness import assert_ack, uid
@@ -136,3 +137,47 @@ def test_delivery_to_a_desk_is_in_the_trail_once(make_broker, tmp_path, connect)
     t = q(sup, what="trail", case=case)
     delivered = kinds(t, "delivered")
     assert [(r["actor"], r["ref"]) for r in delivered] == [("police-desk", a["id"])], delivered
+
+
+def test_verify_runs_beside_intake(make_broker, tmp_path, connect):
+    """Issue 10, item 5: a supervisor's verify reads the whole store in a thread of its
+    own, so intake goes on while it runs: events sent after the verify are acked before
+    the verify answers. Precondition asserted: the verify took long enough (a store of
+    thousands of records under ASan) that events could be acked meanwhile."""
+    b = start(make_broker, tmp_path)
+    school = connect(b, login="school-0042")
+    n_fill, window = 6000, 256
+    sent = acked = 0
+    while acked < n_fill:                       # fill the store, `window` in flight
+        while sent < n_fill and sent - acked < window:
+            school.send(h.event_msg("absence", h.absence_body(uid("child")), f"fill-{sent}"))
+            sent += 1
+        r = school.recv_reply(timeout=30)
+        assert r is not None and r.get("op") == "ack", r
+        acked += 1
+    sup = connect(b, login="supervisor-01")
+    vid = "verify-1"
+    t0 = time.monotonic()
+    sup.send({"v": 1, "op": "query", "id": vid, "what": "verify"})
+    acks_before = 0
+    verify = None
+    i = 0
+    while verify is None:                       # one event at a time while the verify runs
+        mid = f"during-{i}"
+        school.send(h.event_msg("absence", h.absence_body(uid("child")), mid))
+        i += 1
+        r = school.recv_reply(timeout=30)
+        assert r is not None and r.get("op") == "ack" and r.get("id") == mid, r
+        m = sup.recv_reply(timeout=0.001)
+        if m is not None:
+            verify = m
+        else:
+            acks_before += 1
+        assert time.monotonic() - t0 < 120, "the verify never answered"
+    took = time.monotonic() - t0
+    assert verify.get("op") == "result" and verify.get("id") == vid, verify
+    assert verify["intact"] is True and verify["records"] >= n_fill, verify
+    assert acks_before >= 3, (f"only {acks_before} events were acked during a verify of "
+                              f"{took:.2f} s: does the verify hold up the loop?")
+    print(f"verify of {verify['records']} records took {took:.2f} s; {acks_before} events "
+          f"acked meanwhile")

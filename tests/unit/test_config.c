@@ -789,6 +789,59 @@ static void test_secret_file(void **state)
                      4, 52, "must hold the secret on one line");
 }
 
+/* channels[].concurrency (extension): 64 when absent, 1..1024 taken as
+ * written, anything else one error at the value naming channel x.concurrency. */
+static void test_channel_concurrency(void **state)
+{
+    (void)state;
+#define CC(extra) MIN ALLOW "channels:\n  - id: x\n    url: http://127.0.0.1/x\n" \
+    "    secret: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n" extra
+    config_t *cfg = expect_ok(CC(""));
+    assert_int_equal(config_find_channel(cfg, "x")->concurrency, 64);
+    assert_int_equal(CONFIG_CHANNEL_CONCURRENCY, 64);
+    config_destroy(&cfg);
+
+    static const struct {
+        const char *text;
+        int want;
+    } ok[] = {{"    concurrency: 3\n", 3},
+              {"    concurrency: 1\n", 1},
+              {"    concurrency: 1024\n", 1024},
+              {"    concurrency: \"7\"\n", 7}};
+    char text[1024];
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+        snprintf(text, sizeof text, CC("%s"), ok[i].text);
+        cfg = expect_ok(text);
+        assert_int_equal(config_find_channel(cfg, "x")->concurrency, ok[i].want);
+        config_destroy(&cfg);
+    }
+    /* each channel its own; the flow style too */
+    cfg = expect_ok(MIN ALLOW "channels:\n"
+                    "  - {id: a, url: \"http://127.0.0.1/a\", secret: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw, concurrency: 2}\n"
+                    "  - {id: b, url: \"http://127.0.0.1/b\", secret: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw}\n");
+    assert_int_equal(config_find_channel(cfg, "a")->concurrency, 2);
+    assert_int_equal(config_find_channel(cfg, "b")->concurrency, 64);
+    config_destroy(&cfg);
+
+    /* line 7 (privacy, broker, channels, id, url, secret, concurrency), column 18 */
+    static const char *const bad[] = {"0", "1025", "x", "-1", "3.5", "\"\"", "99999999999999999999"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        snprintf(text, sizeof text, CC("    concurrency: %s\n"), bad[i]);
+        expect_one_error(text, 7, 18, "channel x.concurrency");
+        expect_one_error(text, 7, 18, "must be a number of deliveries in flight at once from 1 to 1024");
+    }
+    /* the value is quoted back */
+    expect_one_error(CC("    concurrency: 1025\n"), 7, 18, "channel x.concurrency \"1025\" must be");
+    expect_one_error(CC("    concurrency: x\n"), 7, 18, "channel x.concurrency \"x\" must be");
+    /* not a scalar */
+    config_diag_t d = {0};
+    assert_null(load_text(CC("    concurrency: [3]\n"), &d));
+    assert_int_equal(d.n, 1);
+    assert_int_equal(count_at(&d, 7, "channel x.concurrency"), 1);
+    config_diag_free(&d);
+#undef CC
+}
+
 static void test_error_match(void **state)
 {
     (void)state;
@@ -1287,6 +1340,7 @@ int main(void)
         cmocka_unit_test(test_addr_allowed),
         cmocka_unit_test(test_error_channels),
         cmocka_unit_test(test_secret_file),
+        cmocka_unit_test(test_channel_concurrency),
         cmocka_unit_test(test_error_match),
         cmocka_unit_test(test_match_forms),
         cmocka_unit_test(test_error_sizes),

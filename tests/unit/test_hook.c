@@ -63,8 +63,18 @@ typedef struct {
 
 #define MAX_SCRIPT 16
 #define MAX_REQS 128
+#define MAX_CONN_THREADS 64
 
+typedef struct server server_t;
+
+/* A connection handled by a thread of its own (server.concurrent). */
 typedef struct {
+    server_t *s;
+    int fd;
+    request_t req;
+} conn_t;
+
+struct server {
     int lfd;
     int port;
     pthread_t thread;
@@ -77,7 +87,13 @@ typedef struct {
     int accepted;        /* connections accepted */
     int stop;
     request_t scratch;   /* the server thread's own: the request being read */
-} server_t;
+    /* concurrent: each connection in a thread of its own (srv_start_concurrent) */
+    int concurrent;
+    pthread_t conn_threads[MAX_CONN_THREADS];
+    int n_conn_threads;
+    int answering;       /* requests read and not yet answered, now */
+    int max_answering;   /* the most at once */
+};
 
 static int srv_stopping(server_t *s)
 {
@@ -113,9 +129,21 @@ static size_t content_length(const char *head)
     return 0;
 }
 
-static void srv_handle(server_t *s, int c)
+/* A request was read, or is about to be answered (-1): the count of those
+ * waiting for their answer, and its peak. Taken down before the answer's first
+ * byte is sent, so a client that starts its next request only after an answer
+ * can never be counted twice. */
+static void srv_count(server_t *s, int d)
 {
-    request_t *req = &s->scratch; /* one connection at a time per server */
+    pthread_mutex_lock(&s->mu);
+    s->answering += d;
+    if (s->answering > s->max_answering)
+        s->max_answering = s->answering;
+    pthread_mutex_unlock(&s->mu);
+}
+
+static void srv_handle(server_t *s, int c, request_t *req)
+{
     char buf[sizeof req->head + sizeof req->body];
     size_t len = 0, head_len = 0, need = 0;
     int64_t until = util_mono_ms() + 3000;
@@ -157,7 +185,10 @@ static void srv_handle(server_t *s, int c)
     if (s->n_reqs < MAX_REQS)
         s->reqs[s->n_reqs++] = *req;
     pthread_mutex_unlock(&s->mu);
+    srv_count(s, 1);
 
+    if (a.kind != ACT_STATUS)
+        srv_count(s, -1);
     if (a.kind == ACT_RESET) {
         struct linger lg = {1, 0};
         setsockopt(c, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
@@ -183,6 +214,7 @@ static void srv_handle(server_t *s, int c)
     }
     for (int waited = 0; waited < a.delay_ms && !srv_stopping(s); waited += 10)
         sleep_ms(10);
+    srv_count(s, -1);
     char head[512];
     int hn = snprintf(head, sizeof head,
                       "HTTP/1.1 %d Scripted\r\nContent-Length: %zu\r\nConnection: close\r\n%s\r\n",
@@ -200,6 +232,14 @@ static void srv_handle(server_t *s, int c)
     close(c);
 }
 
+static void *conn_main(void *arg)
+{
+    conn_t *k = arg;
+    srv_handle(k->s, k->fd, &k->req);
+    free(k);
+    return NULL;
+}
+
 static void *srv_main(void *arg)
 {
     server_t *s = arg;
@@ -214,13 +254,36 @@ static void *srv_main(void *arg)
         setsockopt(c, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
         pthread_mutex_lock(&s->mu);
         s->accepted++;
+        int spawn = s->concurrent && s->n_conn_threads < MAX_CONN_THREADS;
         pthread_mutex_unlock(&s->mu);
-        srv_handle(s, c);
+        if (!spawn) {
+            srv_handle(s, c, &s->scratch); /* one connection at a time */
+            continue;
+        }
+        conn_t *k = calloc(1, sizeof *k);
+        if (!k) {
+            close(c);
+            continue;
+        }
+        k->s = s;
+        k->fd = c;
+        pthread_t th;
+        if (pthread_create(&th, NULL, conn_main, k) != 0) {
+            free(k);
+            close(c);
+            continue;
+        }
+        pthread_mutex_lock(&s->mu);
+        s->conn_threads[s->n_conn_threads++] = th;
+        pthread_mutex_unlock(&s->mu);
     }
+    /* the connection threads see stop too */
+    for (int i = 0; i < s->n_conn_threads; i++)
+        pthread_join(s->conn_threads[i], NULL);
     return NULL;
 }
 
-static server_t *srv_start(void)
+static server_t *srv_start_mode(int concurrent)
 {
     server_t *s = calloc(1, sizeof *s);
     assert_non_null(s);
@@ -240,9 +303,23 @@ static server_t *srv_start(void)
     s->port = ntohs(sa.sin_port);
     s->dflt.kind = ACT_STATUS;
     s->dflt.status = 200;
+    s->concurrent = concurrent;
     pthread_mutex_init(&s->mu, NULL);
     assert_int_equal(pthread_create(&s->thread, NULL, srv_main, s), 0);
     return s;
+}
+
+/* A server that answers one connection at a time (the scripts stay in order). */
+static server_t *srv_start(void)
+{
+    return srv_start_mode(0);
+}
+
+/* A server that reads and answers every connection in a thread of its own, so
+ * that it can have many requests waiting for their answers at once. */
+static server_t *srv_start_concurrent(void)
+{
+    return srv_start_mode(1);
 }
 
 static void srv_stop(server_t **ps)
@@ -301,6 +378,15 @@ static int srv_accepted(server_t *s)
 {
     pthread_mutex_lock(&s->mu);
     int n = s->accepted;
+    pthread_mutex_unlock(&s->mu);
+    return n;
+}
+
+/* The most requests that were waiting for their answers at once. */
+static int srv_max_answering(server_t *s)
+{
+    pthread_mutex_lock(&s->mu);
+    int n = s->max_answering;
     pthread_mutex_unlock(&s->mu);
     return n;
 }
@@ -1125,6 +1211,168 @@ static void test_many_messages(void **state)
     srv_stop(&s);
 }
 
+/* The broker's own loop: hook_socket_count() items, hook_pollitems(), poll,
+ * hook_perform_items() with the poll results. Until `want_done` are done. */
+static void drive_items(hook_t *h, rec_t *r, int want_done, int64_t limit_ms)
+{
+    int64_t end = util_mono_ms() + limit_ms;
+    while (r->n_done < want_done && util_mono_ms() < end) {
+        zmq_pollitem_t items[128];
+        size_t want = hook_socket_count(h);
+        assert_true(want <= 128);
+        int n = hook_pollitems(h, items, 128);
+        assert_true(n >= 0 && (size_t)n <= want);
+        long t = hook_timeout_ms(h);
+        if (t < 0 || t > 50)
+            t = 50;
+        assert_true(zmq_poll(items, n, t) >= 0);
+        hook_perform_items(h, items, n);
+    }
+    assert_int_equal(r->n_done, want_done);
+}
+
+/* Submit n messages "wh-cc-<i>" to a channel of `limit` (0: unset) whose
+ * receiver answers each after delay_ms; return the most requests the receiver
+ * had waiting at once. Every message delivered once, on its first attempt;
+ * and in order: the i-th request to arrive is at most message i + limit - 1
+ * (a message starts only when one of those before it has ended). */
+static int deliver_with_limit(int limit, int n, int delay_ms)
+{
+    server_t *s = srv_start_concurrent();
+    action_t a = status(200);
+    a.delay_ms = delay_ms;
+    srv_default(s, a);
+    chan_t c;
+    make_chan(&c, "police-hook", s, 5000, 3600000);
+    c.ch.concurrency = limit;
+    rec_t r;
+    hook_t *h = new_hook(&g_cfg, &r);
+    for (int i = 0; i < n; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "wh-cc-%02d", i);
+        assert_int_equal(hook_submit(h, &c.ch, id, "{\"n\":1}", clock_now_ms()), 0);
+    }
+    drive_items(h, &r, n, 5000);
+    assert_int_equal(hook_pending(h), 0);
+    assert_int_equal(r.n_att, n);
+    int seen[64];
+    assert_true(n <= 64);
+    memset(seen, 0, sizeof seen);
+    for (int i = 0; i < n; i++) {
+        assert_int_equal(r.done[i].outcome, HOOK_DELIVERED);
+        assert_int_equal(r.done[i].attempts, 1);
+    }
+    sleep_ms(20); /* the server's threads record before they answer; nothing more comes */
+    assert_int_equal(srv_nreqs(s), n);
+    assert_int_equal(srv_accepted(s), n);
+    int eff = limit > 0 ? limit : CONFIG_CHANNEL_CONCURRENCY;
+    for (int i = 0; i < n; i++) {
+        char id[80];
+        assert_int_equal(req_header(srv_req(s, i), "webhook-id", id, sizeof id), 0);
+        int k = atoi(id + 6);
+        assert_true(k >= 0 && k < n);
+        seen[k]++;
+        if (k > i + eff - 1)
+            fail_msg("request %d to arrive was message %d: past %d in flight", i, k, eff);
+    }
+    for (int i = 0; i < n; i++)
+        assert_int_equal(seen[i], 1);
+    int max = srv_max_answering(s);
+    hook_destroy(&h);
+    srv_stop(&s);
+    return max;
+}
+
+/* channels[].concurrency bounds the requests a receiver has in flight: with 2,
+ * never more than 2 of 10 at once (and 2 are), with 5 it reaches 5: the limit,
+ * not the receiver or the loop, is what bounds it. */
+static void test_channel_concurrency_limit(void **state)
+{
+    (void)state;
+    int max2 = deliver_with_limit(2, 10, 120);
+    if (max2 != 2)
+        fail_msg("concurrency 2: the receiver had %d requests in flight at once", max2);
+    int max5 = deliver_with_limit(5, 10, 250);
+    if (max5 != 5)
+        fail_msg("concurrency 5: the receiver had %d requests in flight at once", max5);
+}
+
+/* A channel without `concurrency` (hand-built: 0) gets the default, 64: ten
+ * messages are all in flight at once. */
+static void test_channel_concurrency_default(void **state)
+{
+    (void)state;
+    int max = deliver_with_limit(0, 10, 250);
+    if (max != 10)
+        fail_msg("default concurrency: the receiver had %d requests in flight at once", max);
+}
+
+/* A channel full (concurrency 1): B and C wait for A's slot. While A is in
+ * flight B's max_age passes, so when A ends and B gets the slot, B fails
+ * without an attempt; the slot is still free, and C must go next rather than
+ * wait for traffic that may never come on this channel. */
+static void test_concurrency_expired_waiter_frees_its_turn(void **state)
+{
+    (void)state;
+    server_t *s = srv_start();
+    action_t slow = status(200);
+    slow.delay_ms = 300;
+    srv_push(s, slow); /* A's answer takes a while; the rest at once */
+    chan_t c;
+    make_chan(&c, "police-hook", s, 5000, 3600000);
+    c.ch.concurrency = 1;
+    rec_t r;
+    hook_t *h = new_hook(&g_cfg, &r);
+    int64_t now = clock_now_ms();
+    assert_int_equal(hook_submit(h, &c.ch, "wh-a", "{}", now), 0);
+    assert_int_equal(hook_submit(h, &c.ch, "wh-b", "{}", now - 3600000 + 100), 0); /* 100 ms left */
+    assert_int_equal(hook_submit(h, &c.ch, "wh-c", "{}", now), 0);
+    /* A starts; B and C wait for the one slot */
+    int64_t end = util_mono_ms() + 2000;
+    while (srv_nreqs(s) < 1 && util_mono_ms() < end) {
+        zmq_pollitem_t items[8];
+        int n = hook_pollitems(h, items, 8);
+        assert_true(zmq_poll(items, n, 10) >= 0);
+        hook_perform_items(h, items, n);
+    }
+    assert_int_equal(srv_nreqs(s), 1);
+    assert_int_equal(r.n_done, 0);
+    assert_int_equal(hook_pending(h), 3);
+    /* B's max_age passes (and more than the grace of a late wake-up) */
+    assert_int_equal(clock_advance_ms(5000), 0);
+
+    drive_items(h, &r, 2, 2000); /* A delivered, B given up */
+    assert_string_equal(r.done[0].id, "wh-a");
+    assert_int_equal(r.done[0].outcome, HOOK_DELIVERED);
+    assert_string_equal(r.done[1].id, "wh-b");
+    assert_int_equal(r.done[1].outcome, HOOK_FAILED);
+    assert_int_equal(r.done[1].attempts, 0);
+    /* C: delivered soon, with no other message on the channel to wake it */
+    end = util_mono_ms() + 1500;
+    while (r.n_done < 3 && util_mono_ms() < end) {
+        zmq_pollitem_t items[8];
+        int n = hook_pollitems(h, items, 8);
+        long t = hook_timeout_ms(h);
+        assert_true(zmq_poll(items, n, t < 0 || t > 50 ? 50 : t) >= 0);
+        hook_perform_items(h, items, n);
+    }
+    if (r.n_done < 3) {
+        size_t pending = hook_pending(h);
+        long t = hook_timeout_ms(h);
+        int nreqs = srv_nreqs(s);
+        hook_destroy(&h);
+        srv_stop(&s);
+        fail_msg("wh-c was never attempted: %zu pending, hook_timeout_ms %ld, %d request(s) at "
+                 "the receiver (stranded behind a waiter whose max_age passed)",
+                 pending, t, nreqs);
+    }
+    assert_string_equal(r.done[2].id, "wh-c");
+    assert_int_equal(r.done[2].outcome, HOOK_DELIVERED);
+    assert_int_equal(srv_nreqs(s), 2);
+    hook_destroy(&h);
+    srv_stop(&s);
+}
+
 static void test_destroy_in_flight(void **state)
 {
     (void)state;
@@ -1192,6 +1440,9 @@ int main(void)
         cmocka_unit_test(test_reset_and_big_responses),
         cmocka_unit_test(test_done_may_submit),
         cmocka_unit_test(test_many_messages),
+        cmocka_unit_test(test_channel_concurrency_limit),
+        cmocka_unit_test(test_channel_concurrency_default),
+        cmocka_unit_test(test_concurrency_expired_waiter_frees_its_turn),
         cmocka_unit_test(test_destroy_in_flight),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
