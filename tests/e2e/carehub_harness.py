@@ -619,6 +619,23 @@ def assert_ack(reply, id, duplicate=False):
 # --------------------------------------------------------------------------
 # Event bodies (PROTOCOL §8)
 
+
+def refused_again(agent, refused, make_next, acked, tries=50):
+    """After a store refused `refused` as unavailable for lack of room (map or disk full):
+    send it again until the store refuses again, and return what it refused. LMDB may
+    still fit a retry in pages the turns before it freed (the meta page is synced after
+    the commit, so a turn's freed pages come back a turn later): a retry that fits is
+    stored once (duplicate:false, never half-stored), appended to `acked`, and a new event
+    `make_next(n)` is tried instead."""
+    for _ in range(tries):
+        r = agent.request(refused)
+        if r.get("op") != "ack":
+            assert_nack(r, "unavailable", id=refused["id"])
+            return refused
+        acked.append((refused, assert_ack(r, refused["id"], duplicate=False)))
+        refused = make_next(len(acked))
+    raise AssertionError(f"a full store kept taking retried events ({tries} of them)")
+
 def absence_body(child_id=None, **kw):
     body = {
         "school": "滨海新区第一小学",

@@ -97,7 +97,8 @@ def test_disk_full_nacks_unavailable_and_recovers_when_space_returns(make_clock_
     assert "disk full" in b.all_logs(), "the log should say the disk is full"
     # still up, still full, everything acked still known
     assert a.ping().get("op") == "pong"
-    assert_nack(a.request(refused), "unavailable", id=refused["id"])
+    refused = h.refused_again(a, refused, lambda n: h.event_msg(
+        "absence", h.absence_body(uid("child"), note="x" * 3000), f"fill-more-{n}"), acked)
     for msg, evc in acked[-5:]:
         assert assert_ack(a.request(msg), msg["id"], duplicate=True) == evc
 
