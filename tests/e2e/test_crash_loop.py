@@ -87,6 +87,28 @@ def overdue_notices(rx, secret):
     return got
 
 
+
+def kill_and_restart(b, streams, rng, kills):
+    """SIGKILL the broker, note how many events were acked then, restart it on its data."""
+    b.kill9()
+    kills.append(sum(s.n_acked() for s in streams))
+    time.sleep(rng.uniform(0.0, 0.3))
+    b.restart(same_endpoints=True)
+
+
+def finish_streams(streams, seed):
+    """After the last restart: the streams make progress, stop generating, and every
+    event they sent is acked within 30 s."""
+    before = sum(s.n_acked() for s in streams)
+    assert wait_progress(streams, before, 20, timeout=20), f"[seed {seed}] no progress after the last restart"
+    for s in streams:
+        s.generate = False
+    deadline = time.monotonic() + 30
+    for s in streams:
+        s.join(max(0.1, deadline - time.monotonic()))
+    stuck = {s.agent: sorted(s.pending)[:5] for s in streams if s.is_alive()}
+    assert not stuck, f"[seed {seed}] events never acked after the last restart: {stuck}"
+
 def test_crash_loop(make_clock_broker, receiver, connect, tmp_path):  # noqa: F811
     seed = int(os.environ.get("CAREHUB_CRASH_SEED", random.randrange(2 ** 32)))
     rng = random.Random(seed)
@@ -106,19 +128,8 @@ def test_crash_loop(make_clock_broker, receiver, connect, tmp_path):  # noqa: F8
                 (f"[seed {seed}] no progress before kill {cycle + 1}: "
                  f"{[s.errors[:3] for s in streams]}\n{b.log_tail()}")
             time.sleep(rng.uniform(0.0, 0.5))
-            b.kill9()
-            kills.append(sum(s.n_acked() for s in streams))
-            time.sleep(rng.uniform(0.0, 0.3))
-            b.restart(same_endpoints=True)
-        before = sum(s.n_acked() for s in streams)
-        assert wait_progress(streams, before, 20, timeout=20), f"[seed {seed}] no progress after the last restart"
-        for s in streams:
-            s.generate = False
-        deadline = time.monotonic() + 30
-        for s in streams:
-            s.join(max(0.1, deadline - time.monotonic()))
-        stuck = {s.agent: sorted(s.pending)[:5] for s in streams if s.is_alive()}
-        assert not stuck, f"[seed {seed}] events never acked after the last restart: {stuck}"
+            kill_and_restart(b, streams, rng, kills)
+        finish_streams(streams, seed)
     finally:
         for s in streams:
             s.halt = True
@@ -343,19 +354,8 @@ def test_crash_loop_storm_with_desks(make_clock_broker, receiver, connect, tmp_p
                 time.sleep(rng.uniform(0.0, 0.5))
             mid_storm += last_notice_age() < 0.1
             desk_ops_in_flight += sum(d.in_flight() for d in desks)
-            b.kill9()
-            kills.append(sum(s.n_acked() for s in streams))
-            time.sleep(rng.uniform(0.0, 0.3))
-            b.restart(same_endpoints=True)
-        before = sum(s.n_acked() for s in streams)
-        assert wait_progress(streams, before, 20, timeout=20), f"[seed {seed}] no progress after the last restart"
-        for s in streams:
-            s.generate = False
-        deadline = time.monotonic() + 30
-        for s in streams:
-            s.join(max(0.1, deadline - time.monotonic()))
-        stuck = {s.agent: sorted(s.pending)[:5] for s in streams if s.is_alive()}
-        assert not stuck, f"[seed {seed}] events never acked after the last restart: {stuck}"
+            kill_and_restart(b, streams, rng, kills)
+        finish_streams(streams, seed)
         # the desks get the last pushes and finish what they started, then take up nothing new
         time.sleep(0.5)
         for d in desks:
