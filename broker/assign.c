@@ -275,6 +275,48 @@ static size_t pending_key(char *k, size_t size, const char *agency, const char *
     return a + 1 + strlen(k + a + 1);
 }
 
+/* ---- figures kept as they change (metrics read them without a scan) -------------- */
+
+#define OPEN_COUNTER "assignments.open"
+
+/* ack_due key: ack_by (8 bytes big-endian) + the assignment id. */
+static size_t ack_due_key(unsigned char *k, size_t size, int64_t ack_by, const char *id)
+{
+    size_t il = strlen(id);
+    if (8 + il > size)
+        return 0;
+    uint64_t x = (uint64_t)(ack_by < 0 ? 0 : ack_by);
+    for (int i = 7; i >= 0; i--, x >>= 8)
+        k[i] = (unsigned char)(x & 0xff);
+    memcpy(k + 8, id, il);
+    return 8 + il;
+}
+
+static int ack_due_put(store_txn_t *t, const as_t *a, int del)
+{
+    unsigned char k[8 + ID_LEN];
+    size_t kl = ack_due_key(k, sizeof k, a->ack_by, a->id);
+    if (!kl)
+        return MDB_BAD_VALSIZE;
+    return del ? store_del(t, STORE_DB_ACK_DUE, k, kl, NULL, 0)
+               : store_put(t, STORE_DB_ACK_DUE, k, kl, "", 0, 0);
+}
+
+/* Add d (+1, -1) to the count of assignments not final. */
+static int open_count_add(store_txn_t *t, int d)
+{
+    const void *v;
+    size_t vl;
+    uint64_t n = 0;
+    int rc = store_get(t, STORE_DB_COUNTERS, OPEN_COUNTER, strlen(OPEN_COUNTER), &v, &vl);
+    if (rc == 0 && vl == sizeof n)
+        memcpy(&n, v, sizeof n);
+    else if (rc == 0 || rc != MDB_NOTFOUND)
+        return rc ? rc : MDB_CORRUPTED;
+    n = d < 0 && n == 0 ? 0 : n + (uint64_t)(int64_t)d;
+    return store_put(t, STORE_DB_COUNTERS, OPEN_COUNTER, strlen(OPEN_COUNTER), &n, sizeof n, 0);
+}
+
 /* Schedule the next escalation step (or none) and keep the index in step. */
 static int schedule(store_txn_t *t, as_t *a, assign_effects_t *fx)
 {
@@ -305,10 +347,13 @@ static int set_state(store_txn_t *t, as_t *a, assign_state_t to, int64_t now, as
     log_debug("assign: %s (%s, %s) %s -> %s", a->id, a->case_id, a->agency, assign_state_name(from),
              assign_state_name(to));
     a->state = to;
+    if (!is_final(from) && is_final(to) && (rc = open_count_add(t, -1)))
+        return rc;
     if (from == AS_OPEN) {
         char k[2 * ID_LEN + 2];
         a->acked_at = now;
-        if ((rc = store_del(t, STORE_DB_PENDING, k, pending_key(k, sizeof k, a->agency, a->id), NULL, 0)))
+        if ((rc = store_del(t, STORE_DB_PENDING, k, pending_key(k, sizeof k, a->agency, a->id), NULL, 0)) ||
+            (rc = ack_due_put(t, a, 1)))
             return rc;
         if ((rc = schedule(t, a, fx))) /* acknowledged: escalation stops */
             return rc;
@@ -531,6 +576,7 @@ static int make_assignment(const config_t *cfg, store_txn_t *t, const char *case
     if ((rc = schedule(t, &a, fx)) || (rc = as_put(t, &a)) ||
         (rc = store_put(t, STORE_DB_CASE_ASSIGN, case_id, strlen(case_id), a.id, strlen(a.id), 1)) ||
         (rc = store_put(t, STORE_DB_PENDING, pk, pending_key(pk, sizeof pk, agency, a.id), "", 0, 0)) ||
+        (rc = ack_due_put(t, &a, 0)) || (rc = open_count_add(t, +1)) ||
         (rc = tell_assigned(cfg, t, &a, now, fx)))
         return rc;
     log_debug("assign: %s made: case %s to %s, ack by %lld", a.id, case_id, agency, (long long)a.ack_by);
@@ -1059,37 +1105,88 @@ int assign_fire_due(const config_t *cfg, store_txn_t *t, int64_t now, size_t max
 
 typedef struct {
     int64_t now;
-    uint64_t open, overdue;
+    uint64_t overdue;
 } gauge_ctx_t;
 
-static int gauge_visit(void *ud, const void *k, size_t kl, const void *v, size_t vl)
+static int overdue_visit(void *ud, const void *k, size_t kl, const void *v, size_t vl)
 {
-    (void)k;
-    (void)kl;
+    (void)v;
+    (void)vl;
     gauge_ctx_t *g = ud;
-    msgpack_unpacked u;
-    msgpack_unpacked_init(&u);
-    if (msgpack_unpack_next(&u, v, vl, NULL) == MSGPACK_UNPACK_SUCCESS) {
-        char st[32];
-        copy_str(st, sizeof st, frame_map_get(&u.data, "state"));
-        int s = assign_state_parse(st, strlen(st));
-        if (s >= 0 && !is_final((assign_state_t)s)) {
-            g->open++;
-            if (s == AS_OPEN && get_int(&u.data, "ack_by") < g->now)
-                g->overdue++;
-        }
-    }
-    msgpack_unpacked_destroy(&u);
+    if (kl < 8)
+        return MDB_CORRUPTED;
+    const unsigned char *b = k;
+    uint64_t due = 0;
+    for (int i = 0; i < 8; i++)
+        due = (due << 8) | b[i];
+    if ((int64_t)due >= g->now)
+        return 1; /* the rest fall due later */
+    g->overdue++;
     return 0;
 }
 
 int assign_gauges(store_txn_t *t, int64_t now, uint64_t *open_, uint64_t *overdue)
 {
-    gauge_ctx_t g = {now, 0, 0};
-    int rc = store_each(t, STORE_DB_ASSIGNMENTS, NULL, 0, 0, gauge_visit, &g);
-    *open_ = g.open;
+    const void *v;
+    size_t vl;
+    *open_ = 0;
+    int rc = store_get(t, STORE_DB_COUNTERS, OPEN_COUNTER, strlen(OPEN_COUNTER), &v, &vl);
+    if (rc == 0 && vl == sizeof *open_)
+        memcpy(open_, v, sizeof *open_);
+    else if (rc && rc != MDB_NOTFOUND)
+        return rc;
+    gauge_ctx_t g = {now, 0};
+    rc = store_each(t, STORE_DB_ACK_DUE, NULL, 0, 0, overdue_visit, &g); /* the overdue only */
     *overdue = g.overdue;
     return rc;
+}
+
+/* ---- the figures for a store written before them ---------------------------------- */
+
+typedef struct {
+    store_txn_t *t;
+    uint64_t open;
+} figures_ctx_t;
+
+static int figures_visit(void *ud, const void *k, size_t kl, const void *v, size_t vl)
+{
+    (void)k;
+    (void)kl;
+    figures_ctx_t *c = ud;
+    as_t a;
+    int rc = as_decode(c->t, v, vl, &a);
+    if (rc)
+        return rc;
+    if (!is_final(a.state))
+        c->open++;
+    return a.state == AS_OPEN ? ack_due_put(c->t, &a, 0) : 0;
+}
+
+static int figures_txn(store_txn_t *t, void *ud)
+{
+    int *built = ud;
+    const void *v;
+    size_t vl;
+    int rc = store_get(t, STORE_DB_COUNTERS, OPEN_COUNTER, strlen(OPEN_COUNTER), &v, &vl);
+    if (rc != MDB_NOTFOUND)
+        return rc; /* there (or unreadable) */
+    figures_ctx_t c = {t, 0};
+    if ((rc = store_each(t, STORE_DB_ASSIGNMENTS, NULL, 0, 0, figures_visit, &c)))
+        return rc;
+    *built = 1;
+    return store_put(t, STORE_DB_COUNTERS, OPEN_COUNTER, strlen(OPEN_COUNTER), &c.open,
+                     sizeof c.open, 0);
+}
+
+int assign_figures_rebuild(store_t *st)
+{
+    int built = 0;
+    if (store_write(st, figures_txn, &built) != STORE_OK)
+        return -1;
+    if (built)
+        log_info("assign: open and overdue figures built from the assignments (a store from "
+                 "before them)");
+    return 0;
 }
 
 static int first_due(void *ud, const void *k, size_t kl, const void *v, size_t vl)

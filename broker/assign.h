@@ -109,8 +109,15 @@ int assign_request(const config_t *cfg, store_txn_t *t, assign_request_t *r, ass
 int assign_fire_due(const config_t *cfg, store_txn_t *t, int64_t now, size_t max, size_t *fired,
                     assign_effects_t *fx);
 
-/* Metrics: assignments not final, and of those the unacknowledged past ack_by (a scan). */
+/* Metrics: assignments not final (a counter kept as states change), and the
+ * unacknowledged past ack_by (the ack_due index, read only up to now: as many
+ * reads as there are overdue, not a scan of every assignment). */
 int assign_gauges(store_txn_t *t, int64_t now, uint64_t *open_, uint64_t *overdue);
+
+/* A store written before those figures: build the counter and the ack_due index
+ * from the assignments (one write transaction, at start; nothing to do when
+ * the counter is there). 0 or -1. */
+int assign_figures_rebuild(store_t *st);
 
 /* The earliest due time in the deadline index, or INT64_MAX when none. */
 int assign_next_due(store_txn_t *t, int64_t *due);

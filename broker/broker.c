@@ -129,6 +129,11 @@ broker_t *broker_new(const config_t *cfg, const char *schemas_dir, char *err, si
         goto fail;
     if (store_set_privacy(b->store, cfg->privacy_off ? NULL : cfg->privacy_key, err, errlen) < 0)
         goto fail;
+    if (assign_figures_rebuild(b->store) < 0) {
+        util_fmt(err, errlen, "cannot build the assignment figures in %s (see the log)",
+                 cfg->data_dir);
+        goto fail;
+    }
     if (trail_index_rebuild(b->store) < 0) {
         util_fmt(err, errlen, "cannot build the per-case trail index in %s (see the log)",
                  cfg->data_dir);

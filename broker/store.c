@@ -91,6 +91,8 @@ static const struct {
     [STORE_DB_DELIVERED] = {"delivered", 0},
     [STORE_DB_TRAIL_LAST] = {"trail_last", 0},
     [STORE_DB_TRAIL_PREV] = {"trail_prev", 0},
+    [STORE_DB_ACK_DUE] = {"ack_due", 0},
+    [STORE_DB_COUNTERS] = {"counters", 0},
 };
 
 struct store_txn {

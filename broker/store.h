@@ -58,6 +58,8 @@ typedef enum {
     STORE_DB_DELIVERED,    /* agent NUL assignment id → "": first delivery recorded in the trail */
     STORE_DB_TRAIL_LAST,   /* case id → 8-byte sequence of the case's newest trail record */
     STORE_DB_TRAIL_PREV,   /* 8-byte sequence → 8-byte sequence of the same case's record before it */
+    STORE_DB_ACK_DUE,      /* ack_by (8 bytes big-endian ms) + assignment id → "": unacknowledged */
+    STORE_DB_COUNTERS,     /* name → u64 (host order): "assignments.open" (not final) */
     STORE_DB_COUNT
 } store_db_t;
 
