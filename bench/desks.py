@@ -50,26 +50,20 @@ Environment: CAREHUBD (default bin/carehubd), DESK (default bin/desk), BENCH_TMP
 """
 
 import argparse
-import ctypes
 import json
 import os
-import re
 import resource
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-import urllib.request
-from pathlib import Path
 
 import msgpack
 import zmq
 
-ROOT = Path(__file__).resolve().parent.parent
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+import benchlib
+from benchlib import Fail, die_with_parent, finite, log_tail, msum, pack, proc_cpu
+
 REPORTER = "bench-reporter"
 DESK_PREFIX = "bench-desk-"
 TARGET_ACKS_PER_S = 10000.0
@@ -79,52 +73,14 @@ STOP_TIMEOUT_S = 30.0
 REHELLO_WAIT_S = 1.0
 
 
-def say(msg):
-    print(f"desks: {msg}", file=sys.stderr, flush=True)
-
-
-class Fail(Exception):
-    """The run itself went wrong (not a measured figure)."""
-
-
-def _die_with_parent():
-    """preexec_fn: the child gets SIGTERM when this script dies (PR_SET_PDEATHSIG)."""
-    try:
-        ctypes.CDLL(None).prctl(1, signal.SIGTERM, 0, 0, 0)
-    except Exception:
-        pass
-
-
-def log_tail(path, n=20):
-    try:
-        lines = Path(path).read_text(errors="replace").splitlines()[-n:]
-    except OSError:
-        return ""
-    return "\n".join("    " + ln for ln in lines)
-
-
-def proc_cpu(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
-    except (OSError, ValueError, IndexError):
-        return float("nan")
+say = benchlib.sayer("desks")
 
 
 def config_text(args, data_dir):
     desks = "\n".join(f"  - {{id: {DESK_PREFIX}{i}, role: agency, agency: police}}" for i in range(args.desks))
-    pq = f"  peer_queue: {args.peer_queue}\n" if args.peer_queue else ""
-    return f"""# written by bench/desks.py
-broker:
-  listen: ["tcp://127.0.0.1:*"]
-  data_dir: "{data_dir}"
-  security: none
-  heartbeat: 60s
-  redeliver_every: 1h
-  fallback_agency: civil_affairs
-  metrics: 127.0.0.1:0
-{pq}privacy: off
+    pq = f"  peer_queue: {args.peer_queue}\n" if args.peer_queue else ""  # in broker:
+    return benchlib.broker_yaml("desks.py", data_dir, webhook_allow=False,
+                                extra=["metrics: 127.0.0.1:0"]) + f"""{pq}privacy: off
 agents:
   - {{id: {REPORTER}, role: reporter}}
 {desks}
@@ -140,79 +96,11 @@ workflows:
 """
 
 
-class Broker:
+class Broker(benchlib.Broker):
+    """carehubd (benchlib.Broker), stopped within STOP_TIMEOUT_S of SIGTERM."""
+
     def __init__(self, carehubd, workdir):
-        self.carehubd, self.workdir = carehubd, workdir
-        self.log_path = workdir / "carehubd.log"
-        self.proc = None
-
-    def start(self, conf):
-        ready = self.workdir / "carehubd.ready"
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen([str(self.carehubd), "-c", str(conf), "--ready-file", str(ready)],
-                                         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                         cwd=str(self.workdir), preexec_fn=_die_with_parent)
-        limit = time.monotonic() + 15
-        while True:
-            if self.proc.poll() is not None:
-                raise Fail(f"carehubd exited with status {self.proc.returncode} before it was ready\n"
-                           + log_tail(self.log_path))
-            if ready.exists():
-                text = ready.read_text()
-                if text.endswith("\n") and text.strip():
-                    self.endpoint = text.splitlines()[0].strip()
-                    break
-            if time.monotonic() > limit:
-                raise Fail("carehubd not ready after 15 s\n" + log_tail(self.log_path))
-            time.sleep(0.02)
-        m = re.search(r"metrics on (http://127\.0\.0\.1:\d+/metrics)", self.log_path.read_text(errors="replace"))
-        if not m:
-            raise Fail("carehubd did not log its metrics address\n" + log_tail(self.log_path))
-        self.metrics_url = m.group(1)
-        self.pid = self.proc.pid
-
-    def alive(self, phase):
-        if self.proc.poll() is not None:
-            raise Fail(f"carehubd died during {phase} (status {self.proc.returncode})\n" + log_tail(self.log_path))
-
-    def metrics(self):
-        with urllib.request.urlopen(self.metrics_url, timeout=10) as r:
-            text = r.read().decode()
-        out = {}
-        for line in text.splitlines():
-            if line and not line.startswith("#"):
-                try:
-                    k, v = line.rsplit(" ", 1)
-                    out[k] = float(v)
-                except ValueError:
-                    pass
-        return out
-
-    def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            rc = self.proc.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            raise Fail(f"carehubd did not exit within {STOP_TIMEOUT_S:.0f} s of SIGTERM\n" + log_tail(self.log_path))
-        if rc != 0:
-            raise Fail(f"carehubd exited with status {rc} after SIGTERM\n" + log_tail(self.log_path))
-
-    def kill(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
-def msum(m, prefix):
-    return sum(v for k, v in m.items() if k == prefix or k.startswith(prefix + "{"))
-
-
-def pack(m):
-    return msgpack.packb(m, use_bin_type=True)
+        super().__init__(carehubd, workdir, stop_timeout=STOP_TIMEOUT_S)
 
 
 def hello(sock, agent, hid):
@@ -230,13 +118,10 @@ def hello(sock, agent, hid):
 
 def intake(endpoint, n, nonce):
     """n mandatory_report events, closed loop; returns ({event id: case}, seconds)."""
-    ctx = zmq.Context.instance()
-    sock = ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(endpoint)
+    sock = benchlib.dealer(endpoint)
     try:
         hello(sock, REPORTER, "hello-1")
-        cases, sent, inflight = {}, 0, 0
+        cases, nacks, sent, inflight = {}, [], 0, 0
         t0 = time.monotonic()
         while len(cases) < n:
             if time.monotonic() - t0 > INTAKE_TIMEOUT_S:
@@ -251,21 +136,9 @@ def intake(endpoint, n, nonce):
                 inflight += 1
             if not sock.poll(200):
                 continue
-            while True:
-                try:
-                    m = msgpack.unpackb(sock.recv(zmq.NOBLOCK), raw=False)
-                except zmq.Again:
-                    break
-                op = m.get("op")
-                if op == "ack":
-                    if m.get("duplicate"):
-                        raise Fail(f"ack with duplicate:true for fresh event {m.get('id')}")
-                    cases[m.get("id")] = m.get("case")
-                    inflight -= 1
-                elif op == "nack":
-                    raise Fail(f"intake: event refused: {m}")
-                elif op == "ping":
-                    sock.send(pack({"v": 1, "op": "pong", "id": m.get("id")}))
+            inflight -= benchlib.take_replies(sock, cases, nacks)[0]
+            if nacks:
+                raise Fail(f"intake: event refused: {nacks[0]}")
         return cases, time.monotonic() - t0
     finally:
         sock.close()
@@ -273,10 +146,7 @@ def intake(endpoint, n, nonce):
 
 def rehello(endpoint):
     """A fresh hello of bench-desk-0: the `case` pushes that follow within REHELLO_WAIT_S."""
-    ctx = zmq.Context.instance()
-    sock = ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(endpoint)
+    sock = benchlib.dealer(endpoint)
     try:
         sock.send(pack({"v": 1, "op": "hello", "id": "rehello", "agent": f"{DESK_PREFIX}0",
                         "software": "carehub-bench-desks/1"}))
@@ -299,16 +169,6 @@ def rehello(endpoint):
         return pushes
     finally:
         sock.close()
-
-
-def finite(x):
-    if isinstance(x, float) and (x != x or x in (float("inf"), float("-inf"))):
-        return None
-    if isinstance(x, dict):
-        return {k: finite(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [finite(v) for v in x]
-    return x
 
 
 class NullBroker(threading.Thread):
@@ -377,7 +237,7 @@ def calibrate(args, tmp):
                "-w", str(args.inflight), "--prefix", DESK_PREFIX, "--timeout", "60", "--after", "0.2", "--json"]
         with open(tmp / "calibrate.err", "wb") as err:
             r = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err, timeout=90,
-                               preexec_fn=_die_with_parent)
+                               preexec_fn=die_with_parent)
         lines = [ln for ln in r.stdout.decode(errors="replace").splitlines() if ln.startswith("{")]
         if r.returncode != 0 or not lines:
             raise Fail(f"the calibration run of bin/desk failed (exit {r.returncode}):\n"
@@ -389,13 +249,8 @@ def calibrate(args, tmp):
 
 
 def run(args):
-    for b in (args.carehubd, args.desk):
-        if not os.access(b, os.X_OK):
-            raise Fail(f"{b} is missing: build it first (make all bin/desk)")
-    tmp = Path(tempfile.mkdtemp(prefix="carehub-desks.", dir=os.environ.get("BENCH_TMPDIR", "/var/tmp")))
-    fstype = subprocess.run(["stat", "-f", "-c", "%T", str(tmp)], capture_output=True, text=True).stdout.strip()
-    if fstype in ("tmpfs", "ramfs"):
-        say(f"warning: {tmp} is on {fstype}: commits cost no disk sync; set BENCH_TMPDIR to a disk")
+    benchlib.need_binaries((args.carehubd, args.desk), "make all bin/desk")
+    tmp, fstype = benchlib.run_tmp("carehub-desks.", say)
     broker = desk_proc = None
     try:
         cal = None
@@ -438,7 +293,7 @@ def run(args):
         t0 = time.monotonic()
         with open(err_file, "wb") as err:
             desk_proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
-                                         preexec_fn=_die_with_parent)
+                                         preexec_fn=die_with_parent)
             try:
                 out, _ = desk_proc.communicate(timeout=args.timeout + 15)
             except subprocess.TimeoutExpired:
@@ -581,10 +436,7 @@ def run(args):
             desk_proc.wait()
         if broker is not None:
             broker.kill()
-        if args.keep:
-            say(f"kept {tmp} (config, data, carehubd.log, desk.out)")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        benchlib.drop_tmp(tmp, args.keep, say, " (config, data, carehubd.log, desk.out)")
 
 
 def main():
@@ -613,25 +465,9 @@ def main():
         args.peer_queue = min(1000000, 2 * args.n + 1024)
     if args.peer_queue and not 16 <= args.peer_queue <= 1000000:
         p.error("--peer-queue must be 0 or 16..1000000")
-    args.carehubd = Path(os.environ.get("CAREHUBD", "bin/carehubd"))
-    if not args.carehubd.is_absolute():
-        args.carehubd = ROOT / args.carehubd
-    args.desk = Path(os.environ.get("DESK", "bin/desk"))
-    if not args.desk.is_absolute():
-        args.desk = ROOT / args.desk
-
-    def on_signal(signum, frame):
-        raise SystemExit(128 + signum)
-    signal.signal(signal.SIGTERM, on_signal)
-    try:
-        return run(args)
-    except Fail as e:
-        say(f"FAIL: {e}")
-        print(json.dumps({"bench": "desks", "pass": False, "problems": [str(e).splitlines()[0]]}))
-        return 1
-    except KeyboardInterrupt:
-        say("interrupted")
-        return 130
+    args.carehubd = benchlib.binary("CAREHUBD", "bin/carehubd")
+    args.desk = benchlib.binary("DESK", "bin/desk")
+    return benchlib.run_main(run, args, say, "desks")
 
 
 if __name__ == "__main__":

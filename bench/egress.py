@@ -62,27 +62,22 @@ progress on stderr. Exit 0 ok, 1 correctness failure, 2 usage, 3 target missed (
 """
 
 import argparse
-import base64
-import hashlib
-import hmac
 import http.client
 import json
 import multiprocessing
 import os
 import select
-import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+import benchlib
+from benchlib import Fail, binary, free_port, proc_cpu
+
 AM_DEFAULT = "/usr/bin/prometheus-alertmanager"
 APT_CMDS = [["apt-get", "update"],
             ["apt-get", "install", "-y", "--no-install-recommends", "prometheus-alertmanager"]]
@@ -96,53 +91,20 @@ SETTLE_S = 1.0             # after the N-th notice: late duplicates
 POLL_S = 0.02              # receiver /stats polling while waiting for the notices
 
 
-def say(msg):
-    print(f"egress: {msg}", file=sys.stderr, flush=True)
-
-
-class Fail(Exception):
-    """The run went wrong: not a figure, a correctness failure."""
+say = benchlib.sayer("egress")
 
 
 # ---------------------------------------------------------------------------
 # Small helpers
 
-def binary(env, default):
-    p = Path(os.environ.get(env, default))
-    return p if p.is_absolute() else ROOT / p
-
-
 def proc_mem(pid):
     """VmHWM, VmRSS, RssAnon in bytes (0 when unreadable)."""
     out = {"VmHWM": 0, "VmRSS": 0, "RssAnon": 0}
     try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                k, _, v = line.partition(":")
-                if k in out:
-                    out[k] = int(v.split()[0]) * 1024
+        benchlib.proc_status_bytes(pid, tuple(out), out)
     except (OSError, ValueError, IndexError):
         pass
     return out
-
-
-def proc_cpu(pid):
-    """utime+stime of the process (all threads), seconds."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
-    except (OSError, ValueError, IndexError):
-        return float("nan")
-
-
-def free_port():
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-    finally:
-        s.close()
 
 
 def http_get(port, path, timeout=2.0):
@@ -156,27 +118,15 @@ def http_get(port, path, timeout=2.0):
 
 
 def log_tail(path, n=15):
-    try:
-        lines = Path(path).read_text(errors="replace").splitlines()[-n:]
-    except OSError:
-        return ""
-    return "\n".join("    " + ln for ln in lines)
+    return benchlib.log_tail(path, n)
 
 
 def stop_process(proc, name, timeout=STOP_TIMEOUT_S):
     """SIGTERM, wait; SIGKILL after timeout. Returns the exit status (None if killed)."""
     if proc is None:
         return None
-    if proc.poll() is not None:
-        return proc.returncode
-    proc.send_signal(signal.SIGTERM)
-    try:
-        return proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        say(f"{name} did not exit within {timeout:.0f} s of SIGTERM: killed")
-        proc.kill()
-        proc.wait()
-        return None
+    return benchlib.terminate(proc, timeout,
+                              lambda: say(f"{name} did not exit within {timeout:.0f} s of SIGTERM: killed"))
 
 
 class Sampler:
@@ -284,7 +234,6 @@ def wait_notices(receiver, n, server, server_name, timeout_s):
 # Clients (forked processes; the parent never touches ZeroMQ)
 
 def carehub_client(idx, endpoint, n, inflight, nonce, conn, go, wait_s):
-    import msgpack
     import zmq
     res = {"client": idx, "acked": 0, "nacks": 0, "first_nacks": [], "dups": 0, "cases": [],
            "first": None, "last": None, "error": None, "unanswered": 0}
@@ -295,13 +244,9 @@ def carehub_client(idx, endpoint, n, inflight, nonce, conn, go, wait_s):
     try:
         sock.connect(endpoint)
         agent = f"bench-school-{idx}"
-        sock.send(msgpack.packb({"v": 1, "op": "hello", "id": f"hello-{idx}", "agent": agent,
-                                 "software": "carehub-bench-egress/1"}, use_bin_type=True))
-        if not sock.poll(5000):
-            raise RuntimeError(f"{agent}: no welcome within 5 s")
-        w = msgpack.unpackb(sock.recv(), raw=False)
-        if w.get("op") != "welcome":
-            raise RuntimeError(f"{agent}: hello refused: {w}")
+        benchlib.hello(sock, {"v": 1, "op": "hello", "id": f"hello-{idx}", "agent": agent,
+                              "software": "carehub-bench-egress/1"},
+                       f"{agent}: no welcome within 5 s", f"{agent}: hello refused: ", RuntimeError)
         at = int(time.time() * 1000)
         msgs = []
         for i in range(n):
@@ -311,16 +256,32 @@ def carehub_client(idx, endpoint, n, inflight, nonce, conn, go, wait_s):
                 "description": "Egress benchmark: a mandatory report about a new child.",
                 "child": {"id": f"eg-{nonce}-{idx}-{i}", "name": "Bench Child"},
             }
-            msgs.append(msgpack.packb({"v": 1, "op": "event", "id": f"{nonce}-{idx}-{i}",
-                                       "type": "mandatory_report", "at": at, "body": body},
-                                      use_bin_type=True))
+            msgs.append(benchlib.pack({"v": 1, "op": "event", "id": f"{nonce}-{idx}-{i}",
+                                       "type": "mandatory_report", "at": at, "body": body}))
         conn.send("ready")
         readied = True
         if not go.wait(60):
             raise RuntimeError("no go within 60 s")
-        unpack = msgpack.unpackb
         sent = done = in_flight = 0
         cases = res["cases"]
+
+        def on_ack(m):
+            nonlocal done, in_flight
+            done += 1
+            in_flight -= 1
+            if m.get("duplicate"):
+                res["dups"] += 1
+            else:
+                res["acked"] += 1
+                cases.append(m.get("case"))
+
+        def on_nack(m):
+            nonlocal done, in_flight
+            done += 1
+            in_flight -= 1
+            res["nacks"] += 1
+            if len(res["first_nacks"]) < 3:
+                res["first_nacks"].append({k: m.get(k) for k in ("id", "code", "error")})
         res["first"] = time.time()
         limit = time.monotonic() + wait_s
         while done < n:
@@ -333,30 +294,7 @@ def carehub_client(idx, endpoint, n, inflight, nonce, conn, go, wait_s):
                     res["unanswered"] = n - done
                     break
                 continue
-            while True:
-                try:
-                    raw = sock.recv(zmq.NOBLOCK)
-                except zmq.Again:
-                    break
-                m = unpack(raw, raw=False)
-                op = m.get("op")
-                if op == "ack":
-                    done += 1
-                    in_flight -= 1
-                    if m.get("duplicate"):
-                        res["dups"] += 1
-                    else:
-                        res["acked"] += 1
-                        cases.append(m.get("case"))
-                elif op == "nack":
-                    done += 1
-                    in_flight -= 1
-                    res["nacks"] += 1
-                    if len(res["first_nacks"]) < 3:
-                        res["first_nacks"].append({k: m.get(k) for k in ("id", "code", "error")})
-                elif op == "ping":
-                    sock.send(msgpack.packb({"v": 1, "op": "pong", "id": m.get("id")},
-                                            use_bin_type=True))
+            benchlib.drain_replies(sock, on_ack, on_nack)
         res["last"] = time.time()
     except Exception as e:  # reported to the parent, which fails the round
         res["error"] = f"{type(e).__name__}: {e}"
@@ -470,15 +408,10 @@ class Clients:
 # Signatures (Standard Webhooks, as docs/webhooks.md)
 
 def verify(secret, wid, ts, sig, body):
-    if not (wid and ts and sig) or "-" in (wid, ts, sig):
+    """benchlib.verify; the receiver writes '-' for a header that was missing."""
+    if "-" in (wid, ts, sig):
         return False
-    key = base64.b64decode(secret[len("whsec_"):])
-    mac = base64.b64encode(hmac.new(key, f"{wid}.{ts}.".encode() + body, hashlib.sha256).digest()).decode()
-    for s in sig.split():
-        version, _, value = s.partition(",")
-        if version == "v1" and hmac.compare_digest(value, mac):
-            return True
-    return False
+    return benchlib.verify(benchlib.secret_key(secret), wid, ts, sig, body)
 
 
 # ---------------------------------------------------------------------------
@@ -505,16 +438,7 @@ receivers:
 
 def carehub_config(data_dir, url, secret):
     agents = "\n".join(f"  - id: bench-school-{i}\n    role: school" for i in range(CLIENTS))
-    return f"""# written by bench/egress.py
-broker:
-  listen: ["tcp://127.0.0.1:*"]
-  data_dir: "{data_dir}"
-  security: none
-  heartbeat: 60s
-  redeliver_every: 1h
-  fallback_agency: civil_affairs
-  webhook_allow: [127.0.0.0/8]
-privacy: off
+    return benchlib.broker_yaml("egress.py", data_dir) + f"""privacy: off
 agents:
 {agents}
   - id: bench-police-desk
@@ -572,9 +496,20 @@ def final_stats(res, receiver):
     return st
 
 
+def end_round(args, tmp, clients, server, server_name, receiver, kept):
+    """The end of a round, whatever happened: the clients, the server and the receiver
+    stopped, the temporary directory removed (kept with --keep: 'kept <tmp><kept>')."""
+    if clients is not None:
+        clients.close()
+    stop_process(server, server_name)
+    if receiver is not None:
+        receiver.close()
+    benchlib.drop_tmp(tmp, args.keep, say, kept)
+
+
 def round_alertmanager(args, k, tools):
     n = args.n
-    tmp = Path(tempfile.mkdtemp(prefix="carehub-egress-am.", dir=os.environ.get("BENCH_TMPDIR", "/var/tmp")))
+    tmp = benchlib.bench_tmp("carehub-egress-am.")
     receiver = am = clients = None
     log_path = tmp / "alertmanager.log"
     try:
@@ -662,46 +597,22 @@ def round_alertmanager(args, k, tools):
         res["problems"] = problems
         return res
     finally:
-        if clients is not None:
-            clients.close()
-        stop_process(am, "Alertmanager")
-        if receiver is not None:
-            receiver.close()
-        if args.keep:
-            say(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        end_round(args, tmp, clients, am, "Alertmanager", receiver, "")
 
 
 def round_carehubd(args, k, tools):
     n = args.n
-    tmp = Path(tempfile.mkdtemp(prefix="carehub-egress.", dir=os.environ.get("BENCH_TMPDIR", "/var/tmp")))
+    tmp = benchlib.bench_tmp("carehub-egress.")
     receiver = broker = clients = None
     log_path = tmp / "carehubd.log"
     try:
         receiver = Receiver(tools["receiver"], tmp, n, every=args.sample_every)
-        secret = "whsec_" + base64.b64encode(os.urandom(24)).decode()
+        secret = benchlib.new_secret()
         conf = tmp / "carehub.yaml"
         conf.write_text(carehub_config(tmp / "data", f"http://127.0.0.1:{receiver.port}/assigned", secret))
         ready = tmp / "carehubd.ready"
-        with open(log_path, "wb") as log:
-            broker = subprocess.Popen([str(tools["carehubd"]), "-c", str(conf), "--ready-file", str(ready)],
-                                      stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                      cwd=str(tmp))
-        endpoint = None
-        limit = time.monotonic() + READY_TIMEOUT_S
-        while endpoint is None:
-            if broker.poll() is not None:
-                raise Fail(f"carehubd exited with status {broker.returncode} before it was ready\n"
-                           + log_tail(log_path))
-            if ready.exists():
-                text = ready.read_text()
-                if text.endswith("\n") and text.strip():
-                    endpoint = text.splitlines()[0].strip()
-                    break
-            if time.monotonic() > limit:
-                raise Fail(f"carehubd not ready after {READY_TIMEOUT_S:.0f} s\n" + log_tail(log_path))
-            time.sleep(0.02)
+        broker = benchlib.spawn_carehubd(tools["carehubd"], conf, tmp, log_path, ready, preexec_fn=None)
+        endpoint = benchlib.wait_ready(broker, ready, log_path, READY_TIMEOUT_S, tail=15)
         say(f"round {k}: carehubd ready on {endpoint} (pid {broker.pid}); receiver on 127.0.0.1:{receiver.port}")
 
         nonce = f"{int(time.time())}-{os.getpid()}-{k}"
@@ -777,15 +688,7 @@ def round_carehubd(args, k, tools):
         res["problems"] = problems
         return res
     finally:
-        if clients is not None:
-            clients.close()
-        stop_process(broker, "carehubd")
-        if receiver is not None:
-            receiver.close()
-        if args.keep:
-            say(f"kept {tmp} (configs, data, logs, receiver files)")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        end_round(args, tmp, clients, broker, "carehubd", receiver, " (configs, data, logs, receiver files)")
 
 
 # ---------------------------------------------------------------------------
@@ -913,10 +816,7 @@ def main():
     if args.wait is None:
         args.wait = 60.0 + args.n / 100.0
     args.sample_every = max(1, args.n // 200)
-
-    def on_signal(signum, frame):
-        raise SystemExit(128 + signum)
-    signal.signal(signal.SIGTERM, on_signal)
+    benchlib.exit_on(signal.SIGTERM)
 
     tools = {"carehubd": binary("CAREHUBD", "bin/carehubd"), "receiver": binary("RECEIVER", "bin/receiver"),
              "alertmanager": Path(os.environ.get("ALERTMANAGER", AM_DEFAULT))}

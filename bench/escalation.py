@@ -40,28 +40,18 @@ Environment: CAREHUBD (default bin/carehubd), BENCH_TMPDIR (default /var/tmp).
 """
 
 import argparse
-import base64
 import calendar
-import hashlib
-import hmac
 import http.server
 import json
 import os
 import re
-import shutil
-import signal
-import subprocess
 import sys
-import tempfile
 import threading
 import time
-from pathlib import Path
 
-import msgpack
-import zmq
+import benchlib
+from benchlib import Fail
 
-ROOT = Path(__file__).resolve().parent.parent
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 REPORTER = "bench-reporter"
 CHANNEL = "bench-overdue"
 SETTLE_S = 1.0          # after the last ack, before the quiet window starts
@@ -71,12 +61,7 @@ GIVE_UP_S = 10.0        # after the last possible deadline (+ max lateness): sto
 ACK_WAIT_S = 15.0       # after the last send: events still unanswered fail the intake
 
 
-def say(msg):
-    print(f"escalation: {msg}", file=sys.stderr, flush=True)
-
-
-class Fail(Exception):
-    """The run itself went wrong (not a measured figure)."""
+say = benchlib.sayer("escalation")
 
 
 # ---------------------------------------------------------------------------
@@ -125,9 +110,7 @@ class Receiver:
 def cpu_sample(pid):
     """(utime+stime seconds, on-CPU ns from schedstat or None, context switches or None),
     summed over the broker's threads."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    ticks = int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+    cpu = benchlib.cpu_seconds(pid)
     ns, switches = 0, 0
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
@@ -142,7 +125,7 @@ def cpu_sample(pid):
                         switches += int(line.split()[1])
         except (OSError, ValueError):
             pass
-    return ticks / CLK_TCK, ns, switches
+    return cpu, ns, switches
 
 
 class Window:
@@ -183,14 +166,6 @@ def pct(sorted_vals, p):
     return sorted_vals[int(k) - 1]
 
 
-def verify(secret, wid, ts, sig, body):
-    if not (wid and ts and sig):
-        return False
-    key = base64.b64decode(secret[len("whsec_"):])
-    mac = base64.b64encode(hmac.new(key, f"{wid}.{ts}.".encode() + body, hashlib.sha256).digest()).decode()
-    return any(s == "v1," + mac for s in sig.split())
-
-
 LOG_FIRED = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)\.(\d{3})Z INFO +assign: (\S+) overdue: "
                        r"escalation step 1 fired")
 
@@ -211,16 +186,7 @@ def fired_times(log_path):
 
 
 def yaml_config(data_dir, url, secret, ack_within_ms):
-    return f"""# written by bench/escalation.py
-broker:
-  listen: ["tcp://127.0.0.1:*"]
-  data_dir: "{data_dir}"
-  security: none
-  heartbeat: 60s
-  redeliver_every: 1h
-  fallback_agency: civil_affairs
-  webhook_allow: [127.0.0.0/8]
-privacy: off
+    return benchlib.broker_yaml("escalation.py", data_dir) + f"""privacy: off
 agents:
   - id: {REPORTER}
     role: reporter
@@ -251,32 +217,16 @@ workflows:
 """
 
 
-def log_tail(path, n=20):
-    try:
-        lines = Path(path).read_text(errors="replace").splitlines()[-n:]
-    except OSError:
-        return ""
-    return "\n".join("    " + ln for ln in lines)
-
-
 # ---------------------------------------------------------------------------
 # The run
 
 def intake(endpoint, n, spread, nonce):
     """Send n events paced over `spread` seconds; return (first send wall s, last ack wall s,
     {event id: case}, nacks)."""
-    ctx = zmq.Context.instance()
-    sock = ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(endpoint)
+    sock = benchlib.dealer(endpoint)
     try:
-        sock.send(msgpack.packb({"v": 1, "op": "hello", "id": "hello-1", "agent": REPORTER,
-                                 "software": "carehub-bench-escalation/1"}, use_bin_type=True))
-        if not sock.poll(5000):
-            raise Fail("no welcome within 5 s")
-        w = msgpack.unpackb(sock.recv(), raw=False)
-        if w.get("op") != "welcome":
-            raise Fail(f"hello refused: {w}")
+        benchlib.hello(sock, {"v": 1, "op": "hello", "id": "hello-1", "agent": REPORTER,
+                              "software": "carehub-bench-escalation/1"}, "no welcome within 5 s", "hello refused: ")
 
         cases, nacks = {}, []
         interval = spread / n
@@ -294,8 +244,8 @@ def intake(endpoint, n, spread, nonce):
                     "description": "Escalation benchmark: the police do not acknowledge this report.",
                     "child": {"id": f"esc-{nonce}-{sent}", "name": "bench child"},
                 }
-                sock.send(msgpack.packb({"v": 1, "op": "event", "id": eid, "type": "mandatory_report",
-                                         "at": int(time.time() * 1000), "body": body}, use_bin_type=True))
+                sock.send(benchlib.pack({"v": 1, "op": "event", "id": eid, "type": "mandatory_report",
+                                         "at": int(time.time() * 1000), "body": body}))
                 if first_send is None:
                     first_send = time.time()
                 sent += 1
@@ -307,23 +257,7 @@ def intake(endpoint, n, spread, nonce):
                                "after the last was sent")
                 wait_ms = 100
             if sock.poll(wait_ms):
-                while True:
-                    try:
-                        raw = sock.recv(zmq.NOBLOCK)
-                    except zmq.Again:
-                        break
-                    m = msgpack.unpackb(raw, raw=False)
-                    op = m.get("op")
-                    if op == "ack":
-                        if m.get("duplicate"):
-                            raise Fail(f"ack with duplicate:true for fresh event {m.get('id')}")
-                        cases[m.get("id")] = m.get("case")
-                        last_ack = time.time()
-                    elif op == "nack":
-                        nacks.append(m)
-                    elif op == "ping":
-                        sock.send(msgpack.packb({"v": 1, "op": "pong", "id": m.get("id")},
-                                                use_bin_type=True))
+                last_ack = benchlib.take_replies(sock, cases, nacks)[1] or last_ack
         return first_send, last_ack, cases, nacks, sock
     except BaseException:
         sock.close()
@@ -331,49 +265,24 @@ def intake(endpoint, n, spread, nonce):
 
 
 def run(args):
-    carehubd = Path(os.environ.get("CAREHUBD", "bin/carehubd"))
-    if not carehubd.is_absolute():
-        carehubd = ROOT / carehubd
-    if not os.access(carehubd, os.X_OK):
-        raise Fail(f"{carehubd} is missing: build it first (make)")
+    carehubd = benchlib.binary("CAREHUBD", "bin/carehubd")
+    benchlib.need_binaries((carehubd,), "make")
     ack_within = args.ack_within
     ack_within_ms = int(round(ack_within * 1000))
 
-    tmp = Path(tempfile.mkdtemp(prefix="carehub-escalation.", dir=os.environ.get("BENCH_TMPDIR", "/var/tmp")))
+    tmp = benchlib.bench_tmp("carehub-escalation.")
     receiver = broker = sock = None
-    log_path = tmp / "carehubd.log"
     try:
         receiver = Receiver()
-        secret = "whsec_" + base64.b64encode(os.urandom(24)).decode()
+        secret = benchlib.new_secret()
         url = f"http://127.0.0.1:{receiver.port}/overdue"
         conf = tmp / "carehub.yaml"
         conf.write_text(yaml_config(tmp / "data", url, secret, ack_within_ms))
-        ready = tmp / "carehubd.ready"
-        with open(log_path, "wb") as log:
-            broker = subprocess.Popen([str(carehubd), "-c", str(conf), "--ready-file", str(ready)],
-                                      stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                      cwd=str(tmp))
-        endpoint = None
-        limit = time.monotonic() + 10
-        while endpoint is None:
-            if broker.poll() is not None:
-                raise Fail(f"carehubd exited with status {broker.returncode} before it was ready\n"
-                           + log_tail(log_path))
-            if ready.exists():
-                text = ready.read_text()
-                if text.endswith("\n") and text.strip():
-                    endpoint = text.splitlines()[0].strip()
-                    break
-            if time.monotonic() > limit:
-                raise Fail("carehubd not ready after 10 s\n" + log_tail(log_path))
-            time.sleep(0.02)
-        pid = broker.pid
+        broker = benchlib.Broker(carehubd, tmp, need_metrics=False, ready_timeout=10, stop_timeout=10,
+                                 preexec_fn=None)
+        broker.start(conf)
+        endpoint, pid, alive = broker.endpoint, broker.pid, broker.alive
         say(f"carehubd ready on {endpoint} (pid {pid}); receiver on {url}")
-
-        def alive(phase):
-            if broker.poll() is not None:
-                raise Fail(f"carehubd died during {phase} (status {broker.returncode})\n"
-                           + log_tail(log_path))
 
         # ---- intake
         say(f"intake: {args.n} mandatory_report events over {args.spread:g} s, ack_within {ack_within:g} s")
@@ -420,7 +329,7 @@ def run(args):
             if len(seen_ids) >= args.n:
                 done_at = time.time()
                 break
-            if broker.poll() is not None:
+            if broker.proc.poll() is not None:
                 break
             time.sleep(0.05)
         w_fire.end()
@@ -433,20 +342,15 @@ def run(args):
         # ---- stop: SIGTERM, exit 0 within 10 s
         sock.close()
         sock = None
-        broker.send_signal(signal.SIGTERM)
-        try:
-            rc = broker.wait(10)
-        except subprocess.TimeoutExpired:
-            raise Fail("carehubd did not exit within 10 s of SIGTERM\n" + log_tail(log_path))
-        if rc != 0:
-            raise Fail(f"carehubd exited with status {rc} after SIGTERM\n" + log_tail(log_path))
+        broker.stop()
 
         # ---- analysis
         records = list(receiver.records)
+        key = benchlib.secret_key(secret)
         first_by_id = {}
         bad_sig = 0
         for arrival, wid, ts, sig, body in records:
-            if not verify(secret, wid, ts, sig, body):
+            if not benchlib.verify(key, wid, ts, sig, body):
                 bad_sig += 1
             if wid not in first_by_id or arrival < first_by_id[wid][0]:
                 first_by_id[wid] = (arrival, body)
@@ -476,7 +380,7 @@ def run(args):
         bad_level = sum(1 for lst in per_assignment.values() for x in lst if x[3] != 1)
         late = sorted(min(x[0] for x in lst) - lst[0][1] for lst in per_assignment.values()
                       if isinstance(lst[0][1], int))
-        fired = fired_times(log_path)
+        fired = fired_times(broker.log_path)
         fire_late = sorted(fired[a] - lst[0][1] for a, lst in per_assignment.items()
                            if a in fired and isinstance(lst[0][1], int))
         too_late = sum(1 for x in late if x > args.max_late_ms)
@@ -510,7 +414,7 @@ def run(args):
             print(f"  of which in the broker, 'fired' log record - ack_by: p50 {pct(fire_late, 50):.0f} ms  "
                   f"p99 {pct(fire_late, 99):.0f} ms  max {fire_late[-1]:.0f} ms  "
                   f"({len(fire_late)} records; informational)")
-        print(f"broker CPU, utime+stime of pid {pid} (/proc/PID/stat, all threads, {CLK_TCK} ticks/s):")
+        print(f"broker CPU, utime+stime of pid {pid} (/proc/PID/stat, all threads, {benchlib.CLK_TCK} ticks/s):")
         print(w_intake.line("intake (informational)"))
         print(w_quiet.line("quiet: open assignments, no deadline due", args.quiet_cpu_max,
                            args.quiet_wakeups_max))
@@ -551,19 +455,11 @@ def run(args):
     finally:
         if sock is not None:
             sock.close()
-        if broker is not None and broker.poll() is None:
-            broker.send_signal(signal.SIGTERM)
-            try:
-                broker.wait(10)
-            except subprocess.TimeoutExpired:
-                broker.kill()
-                broker.wait()
+        if broker is not None:
+            broker.kill()
         if receiver is not None:
             receiver.close()
-        if args.keep:
-            say(f"kept {tmp} (config, data, carehubd.log)")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        benchlib.drop_tmp(tmp, args.keep, say, " (config, data, carehubd.log)")
 
 
 def main():
@@ -589,18 +485,7 @@ def main():
     if args.ack_within - args.spread - SETTLE_S - MARGIN_S < 2.0:
         p.error(f"--ack-within {args.ack_within:g} leaves no quiet window of 2 s after an intake "
                 f"of {args.spread:g} s (it must be >= spread + 3.5)")
-
-    def on_signal(signum, frame):
-        raise SystemExit(128 + signum)
-    signal.signal(signal.SIGTERM, on_signal)
-    try:
-        return run(args)
-    except Fail as e:
-        say(f"FAIL: {e}")
-        return 1
-    except KeyboardInterrupt:
-        say("interrupted")
-        return 130
+    return benchlib.run_main(run, args, say)
 
 
 if __name__ == "__main__":

@@ -32,28 +32,11 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-CLK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid):
-    """utime+stime of a process (all threads), in seconds."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK
-
-
-def io(pid):
-    out = {}
-    with open(f"/proc/{pid}/io") as f:
-        for line in f:
-            k, v = line.split(":")
-            out[k.strip()] = int(v)
-    return out
+import benchlib
+from benchlib import ROOT, cpu_seconds
+from benchlib import proc_io as io
 
 
 def wait_ready(path, proc, timeout=15):
@@ -149,7 +132,7 @@ def main():
     p.add_argument("--agents", type=int, default=4)
     p.add_argument("--inflight", type=int, default=64)
     args = p.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="carehub-gencheck.", dir=os.environ.get("BENCH_TMPDIR", "/var/tmp")))
+    tmp = benchlib.bench_tmp("carehub-gencheck.")
     rows = []
     try:
         for _ in range(args.rounds):

@@ -67,33 +67,27 @@ Needs only Debian's python3 with python3-zmq and python3-msgpack.
 """
 
 import argparse
-import base64
-import ctypes
-import hashlib
 import heapq
-import hmac
 import http.server
 import json
 import os
 import queue
 import random
-import re
 import resource
 import shutil
 import signal
-import subprocess
 import sys
-import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import msgpack
 import zmq
 
-ROOT = Path(__file__).resolve().parent.parent
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+import benchlib
+from benchlib import (ROOT, Fail, Loadgen, finite, hist_add, hist_pct, log_tail, msum, pct, proc_io,
+                      proc_status_bytes)
+
 DESK = "soak-police-desk"
 MIB = 1024 * 1024
 PROBE_INFLIGHT = 64        # the closed-loop probe: like make bench, AGENTS x 64 in flight
@@ -107,21 +101,7 @@ ATTEMPTS_OK = 'carehub_webhook_attempts_total{result="ok"}'
 ATTEMPTS_ERROR = 'carehub_webhook_attempts_total{result="error"}'
 
 
-def _die_with_parent():
-    """preexec_fn: the child gets SIGTERM when this script dies, even by SIGKILL
-    (prctl PR_SET_PDEATHSIG), so no broker or loadgen is left behind."""
-    try:
-        ctypes.CDLL(None).prctl(1, signal.SIGTERM, 0, 0, 0)
-    except Exception:
-        pass
-
-
-def say(msg):
-    print(f"soak: {msg}", file=sys.stderr, flush=True)
-
-
-class Fail(Exception):
-    """The run itself went wrong."""
+say = benchlib.sayer("soak")
 
 
 # ---------------------------------------------------------------------------
@@ -133,7 +113,7 @@ class Receiver:
     the escalations' lateness (first arrival - due time) per sample."""
 
     def __init__(self, secret, fail_ratio, step_after_ms, seed):
-        self.secret_key = base64.b64decode(secret[len("whsec_"):])
+        self.secret_key = benchlib.secret_key(secret)
         self.fail_ratio = fail_ratio
         self.step_after_ms = step_after_ms        # level -> after (ms)
         self.rng = random.Random(seed)
@@ -175,11 +155,7 @@ class Receiver:
         wid = headers.get("webhook-id")
         ts = headers.get("webhook-timestamp")
         sig = headers.get("webhook-signature") or ""
-        ok_sig = False
-        if wid and ts:
-            mac = base64.b64encode(hmac.new(self.secret_key, f"{wid}.{ts}.".encode() + body,
-                                            hashlib.sha256).digest()).decode()
-            ok_sig = any(hmac.compare_digest(s, "v1," + mac) for s in sig.split())
+        ok_sig = benchlib.verify(self.secret_key, wid, ts, sig, body)
         try:
             msg = json.loads(body)
             ntype, data = msg.get("type"), msg.get("data") or {}
@@ -383,18 +359,8 @@ def config_text(args, data_dir, key_file, url, secret):
     privacy = (f"privacy:\n  key_file: \"{key_file}\"\n  retention: 730d" if args.privacy
                else "privacy: off")
     aw = int(round(args.ack_within * 1000))
-    return f"""# written by bench/soak.py
-broker:
-  listen: ["tcp://127.0.0.1:*"]
-  data_dir: "{data_dir}"
-  security: none
-  heartbeat: 5s
-  redeliver_every: 10s
-  fallback_agency: civil_affairs
-  webhook_allow: [127.0.0.0/8]
-  map_max: 1T
-  metrics: 127.0.0.1:0
-{privacy}
+    return benchlib.broker_yaml("soak.py", data_dir, heartbeat="5s", redeliver_every="10s",
+                                extra=["map_max: 1T", "metrics: 127.0.0.1:0"]) + f"""{privacy}
 agents:
 {agents}
   - {{id: {DESK}, role: agency, agency: police}}
@@ -420,114 +386,28 @@ workflows:
 """
 
 
-def log_tail(path, n=20):
-    try:
-        lines = Path(path).read_text(errors="replace").splitlines()[-n:]
-    except OSError:
-        return ""
-    return "\n".join("    " + ln for ln in lines)
+class Broker(benchlib.Broker):
+    """carehubd (benchlib.Broker) with its log and ready file named after the run, and
+    readings of its memory, writes, CPU and log."""
 
-
-class Broker:
     def __init__(self, carehubd, workdir, name):
-        self.workdir = workdir
-        self.name = name
-        self.log_path = workdir / f"{name}.log"
-        self.proc = None
-        self.carehubd = carehubd
-
-    def start(self, conf):
-        ready = self.workdir / f"{self.name}.ready"
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen([str(self.carehubd), "-c", str(conf), "--ready-file", str(ready)],
-                                         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                         cwd=str(self.workdir), preexec_fn=_die_with_parent)
-        limit = time.monotonic() + 15
-        while True:
-            if self.proc.poll() is not None:
-                raise Fail(f"carehubd exited with status {self.proc.returncode} before it was ready\n"
-                           + log_tail(self.log_path))
-            if ready.exists():
-                text = ready.read_text()
-                if text.endswith("\n") and text.strip():
-                    self.endpoint = text.splitlines()[0].strip()
-                    break
-            if time.monotonic() > limit:
-                raise Fail("carehubd not ready after 15 s\n" + log_tail(self.log_path))
-            time.sleep(0.02)
-        m = re.search(r"metrics on (http://127\.0\.0\.1:\d+/metrics)", self.log_path.read_text(errors="replace"))
-        if not m:
-            raise Fail("carehubd did not log its metrics address\n" + log_tail(self.log_path))
-        self.metrics_url = m.group(1)
-        self.pid = self.proc.pid
-
-    def alive(self, phase):
-        if self.proc.poll() is not None:
-            raise Fail(f"carehubd died during {phase} (status {self.proc.returncode})\n"
-                       + log_tail(self.log_path))
-
-    def stop(self):
-        """SIGTERM; the broker must exit 0 within STOP_TIMEOUT_S."""
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            rc = self.proc.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            raise Fail(f"carehubd did not exit within {STOP_TIMEOUT_S:.0f} s of SIGTERM\n"
-                       + log_tail(self.log_path))
-        if rc != 0:
-            raise Fail(f"carehubd exited with status {rc} after SIGTERM\n" + log_tail(self.log_path))
-
-    def kill(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def metrics(self):
-        """{name or name{labels}: value} from the Prometheus endpoint."""
-        with urllib.request.urlopen(self.metrics_url, timeout=10) as r:
-            text = r.read().decode()
-        out = {}
-        for line in text.splitlines():
-            if not line or line.startswith("#"):
-                continue
-            try:
-                key, val = line.rsplit(" ", 1)
-                out[key] = float(val)
-            except ValueError:
-                continue
-        return out
+        super().__init__(carehubd, workdir, name, stop_timeout=STOP_TIMEOUT_S)
 
     def memory(self):
         """VmRSS, RssAnon, RssFile, VmHWM in bytes."""
-        out = {}
-        with open(f"/proc/{self.pid}/status") as f:
-            for line in f:
-                k, _, v = line.partition(":")
-                if k in ("VmRSS", "RssAnon", "RssFile", "VmHWM"):
-                    out[k] = int(v.split()[0]) * 1024
-        return out
+        return proc_status_bytes(self.pid, ("VmRSS", "RssAnon", "RssFile", "VmHWM"))
 
     def write_bytes(self):
         """Bytes the broker has passed to write(2)/pwrite(2) (wchar of /proc/PID/io: the
         store's pages and the log; not the sockets), or 0. (write_bytes there counts whole
         page-cache folios when a 4 KiB page in them is dirtied, far more than is written.)"""
         try:
-            with open(f"/proc/{self.pid}/io") as f:
-                for line in f:
-                    if line.startswith("wchar:"):
-                        return int(line.split()[1])
+            return proc_io(self.pid).get("wchar", 0)
         except (OSError, ValueError):
-            pass
-        return 0
+            return 0
 
     def cpu(self):
-        with open(f"/proc/{self.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+        return benchlib.cpu_seconds(self.pid)
 
     def log_problems(self):
         n, first = 0, []
@@ -575,78 +455,8 @@ def psi_pct(t0, t1, secs):
     return 100.0 * (t1 - t0) / 1e6 / secs if t0 is not None and t1 is not None and secs > 0 else float("nan")
 
 
-def msum(metrics, prefix):
-    return sum(v for k, v in metrics.items() if k == prefix or k.startswith(prefix + "{"))
-
-
-# ---------------------------------------------------------------------------
-# loadgen
-
-class Loadgen:
-    def __init__(self, loadgen, endpoint, args_list, err_path):
-        self.err_path = err_path
-        self.lines = queue.Queue()
-        self.err = open(err_path, "wb")
-        self.proc = subprocess.Popen([str(loadgen), "-b", endpoint, "--json"] + args_list,
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self.err,
-                                     preexec_fn=_die_with_parent)
-        self.thread = threading.Thread(target=self._read, daemon=True)
-        self.thread.start()
-
-    def _read(self):
-        for raw in self.proc.stdout:
-            try:
-                self.lines.put(json.loads(raw))
-            except ValueError:
-                self.lines.put({"unparsed": raw.decode(errors="replace")})
-        self.lines.put(None)
-
-    def stderr_text(self):
-        try:
-            return Path(self.err_path).read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def kill(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)   # it ends the window and reports
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.err.close()
-
-
 # ---------------------------------------------------------------------------
 # Figures
-
-def hist_add(total, hist):
-    for low, n in hist:
-        total[low] = total.get(low, 0) + n
-
-
-def hist_pct(total, q):
-    """Nearest-rank percentile (ms) of a merged histogram {low_us: count}: the bucket's
-    lower bound (at most 1/32 below the exact value)."""
-    n = sum(total.values())
-    if n == 0:
-        return float("nan")
-    rank = max(1, min(n, int(-(-n * q // 1))))
-    acc = 0
-    for low in sorted(total):
-        acc += total[low]
-        if acc >= rank:
-            return low / 1000.0
-    return max(total) / 1000.0
-
-
-def pct(sorted_vals, q):
-    if not sorted_vals:
-        return float("nan")
-    k = max(1, min(len(sorted_vals), int(-(-len(sorted_vals) * q // 1))))
-    return sorted_vals[k - 1]
-
 
 def du_bytes(path):
     total = 0
@@ -1007,17 +817,6 @@ def report(args, rate, probe_res, res, verdict_out, problems):
               f"{ws['p99_ms']:.2f} -> {we['p99_ms']:.2f} ms, no nacks, every notice delivered")
 
 
-def finite(x):
-    """x with NaN and infinities replaced by None (strict JSON has neither)."""
-    if isinstance(x, float) and (x != x or x in (float("inf"), float("-inf"))):
-        return None
-    if isinstance(x, dict):
-        return {k: finite(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [finite(v) for v in x]
-    return x
-
-
 def write_summary(args, rate, probe_res, res, verdict_out, problems):
     out_dir = ROOT / "build" / "soak"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -1085,9 +884,7 @@ def parse_args():
             or a.mandatory_every < 1 or a.children < 1 or a.ack_within < 0.5 or not 0 < a.fraction <= 1 \
             or not 0 <= a.prompt <= 1 or not 0 <= a.webhook_fail < 0.5 or (a.rate is not None and a.rate <= 0):
         p.error("a setting is out of range (see --help)")
-    a.carehubd = Path(os.environ.get("CAREHUBD", "bin/carehubd"))
-    if not a.carehubd.is_absolute():
-        a.carehubd = ROOT / a.carehubd
+    a.carehubd = benchlib.binary("CAREHUBD", "bin/carehubd")
     a.loadgen = ROOT / "bin" / "loadgen"
     return a
 
@@ -1098,18 +895,10 @@ def main():
         if not os.access(b, os.X_OK):
             say(f"FAIL: {b} is missing: build it first (make all bin/loadgen)")
             return 1
+    benchlib.exit_on(signal.SIGTERM, signal.SIGHUP)
 
-    def on_signal(signum, frame):
-        raise SystemExit(128 + signum)
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGHUP, on_signal)
-
-    tmp = Path(tempfile.mkdtemp(prefix="carehub-soak.", dir=os.environ.get("BENCH_TMPDIR", "/var/tmp")))
-    fstype = subprocess.run(["stat", "-f", "-c", "%T", str(tmp)], capture_output=True, text=True).stdout.strip()
-    if fstype in ("tmpfs", "ramfs"):
-        say(f"warning: {tmp} is on {fstype}: commits cost no disk sync, and the store fills memory; "
-            "set BENCH_TMPDIR to a disk")
-    secret = "whsec_" + base64.b64encode(os.urandom(24)).decode()
+    tmp, fstype = benchlib.run_tmp("carehub-soak.", say, ", and the store fills memory")
+    secret = benchlib.new_secret()
     procs = {}
     probe_res = res = None
     rate = args.rate
@@ -1161,10 +950,7 @@ def main():
             write_summary(args, rate, probe_res, res, verdict_out, problems)
         except Exception as e:   # the verdict stands without the file
             say(f"could not write the summary: {e}")
-        if args.keep:
-            say(f"kept {tmp} (configs, data, logs)")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        benchlib.drop_tmp(tmp, args.keep, say, " (configs, data, logs)")
 
 
 if __name__ == "__main__":

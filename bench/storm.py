@@ -54,30 +54,24 @@ Environment: CAREHUBD (default bin/carehubd), LOADGEN (default bin/loadgen), BEN
 """
 
 import argparse
-import base64
 import calendar
-import ctypes
-import hashlib
-import hmac
 import json
 import os
 import pickle
 import queue
 import re
 import selectors
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+import benchlib
+from benchlib import Fail, die_with_parent, finite, hist_add, pct, proc_cpu
+
 REPORTER = "bench-reporter"
 CHANNEL = "bench-storm"
 AGENTS = 4                   # loadgen's school agents
@@ -94,20 +88,7 @@ WORST_WINDOW = 5             # intake during the storm: the worst this many cons
 RESP_200 = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
 
 
-def say(msg):
-    print(f"storm: {msg}", file=sys.stderr, flush=True)
-
-
-class Fail(Exception):
-    """The run itself went wrong (not a measured figure)."""
-
-
-def _die_with_parent():
-    """preexec_fn: the child gets SIGTERM when this script dies (PR_SET_PDEATHSIG)."""
-    try:
-        ctypes.CDLL(None).prctl(1, signal.SIGTERM, 0, 0, 0)
-    except Exception:
-        pass
+say = benchlib.sayer("storm")
 
 
 # ---------------------------------------------------------------------------
@@ -222,7 +203,7 @@ class Receiver:
         self.out_path = tmp / "receiver.pickle"
         self.proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--serve-receiver",
                                       str(self.out_path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     preexec_fn=_die_with_parent)
+                                     preexec_fn=die_with_parent)
         line = self.proc.stdout.readline().decode()
         if not line.startswith("port "):
             raise Fail(f"the receiver did not start ({line!r})")
@@ -330,36 +311,9 @@ def calibrate_once(port, seconds=0.5, conns=8, warmup=0.2):
 # ---------------------------------------------------------------------------
 # The broker and loadgen
 
-def log_tail(path, n=20):
-    try:
-        lines = Path(path).read_text(errors="replace").splitlines()[-n:]
-    except OSError:
-        return ""
-    return "\n".join("    " + ln for ln in lines)
-
-
-def proc_cpu(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
-    except (OSError, ValueError, IndexError):
-        return float("nan")
-
-
 def config_text(data_dir, url, secret, ack_within_ms):
     schools = "\n".join(f"  - {{id: bench-school-{i}, role: school}}" for i in range(AGENTS))
-    return f"""# written by bench/storm.py
-broker:
-  listen: ["tcp://127.0.0.1:*"]
-  data_dir: "{data_dir}"
-  security: none
-  heartbeat: 60s
-  redeliver_every: 1h
-  fallback_agency: civil_affairs
-  webhook_allow: [127.0.0.0/8]
-  metrics: 127.0.0.1:0
-privacy: off
+    return benchlib.broker_yaml("storm.py", data_dir, extra=["metrics: 127.0.0.1:0"]) + f"""privacy: off
 agents:
 {schools}
   - {{id: {REPORTER}, role: reporter}}
@@ -383,101 +337,25 @@ workflows:
 """
 
 
-class Broker:
+class Broker(benchlib.Broker):
+    """carehubd (benchlib.Broker); without a metrics address, metrics() is {}."""
+
     def __init__(self, carehubd, workdir):
-        self.carehubd, self.workdir = carehubd, workdir
-        self.log_path = workdir / "carehubd.log"
-        self.proc = None
-
-    def start(self, conf):
-        ready = self.workdir / "carehubd.ready"
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen([str(self.carehubd), "-c", str(conf), "--ready-file", str(ready)],
-                                         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                         cwd=str(self.workdir), preexec_fn=_die_with_parent)
-        limit = time.monotonic() + 15
-        while True:
-            if self.proc.poll() is not None:
-                raise Fail(f"carehubd exited with status {self.proc.returncode} before it was ready\n"
-                           + log_tail(self.log_path))
-            if ready.exists():
-                text = ready.read_text()
-                if text.endswith("\n") and text.strip():
-                    self.endpoint = text.splitlines()[0].strip()
-                    break
-            if time.monotonic() > limit:
-                raise Fail("carehubd not ready after 15 s\n" + log_tail(self.log_path))
-            time.sleep(0.02)
-        m = re.search(r"metrics on (http://127\.0\.0\.1:\d+/metrics)", self.log_path.read_text(errors="replace"))
-        self.metrics_url = m.group(1) if m else None
-        self.pid = self.proc.pid
-
-    def alive(self, phase):
-        if self.proc.poll() is not None:
-            raise Fail(f"carehubd died during {phase} (status {self.proc.returncode})\n" + log_tail(self.log_path))
-
-    def metrics(self):
-        if not self.metrics_url:
-            return {}
-        try:
-            with urllib.request.urlopen(self.metrics_url, timeout=10) as r:
-                text = r.read().decode()
-        except OSError:
-            return {}
-        out = {}
-        for line in text.splitlines():
-            if line and not line.startswith("#"):
-                try:
-                    k, v = line.rsplit(" ", 1)
-                    out[k] = float(v)
-                except ValueError:
-                    pass
-        return out
-
-    def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            rc = self.proc.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            raise Fail(f"carehubd did not exit within {STOP_TIMEOUT_S:.0f} s of SIGTERM\n" + log_tail(self.log_path))
-        if rc != 0:
-            raise Fail(f"carehubd exited with status {rc} after SIGTERM\n" + log_tail(self.log_path))
-
-    def kill(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        super().__init__(carehubd, workdir, need_metrics=False, stop_timeout=STOP_TIMEOUT_S)
 
 
-class Loadgen:
+class Loadgen(benchlib.Loadgen):
     """bin/loadgen --json; its stdout lines are timestamped on arrival (wall s), and the
-    broker's CPU is sampled with each."""
+    broker's CPU is sampled with each: the queue holds (wall, broker cpu s, item)."""
 
     def __init__(self, loadgen, endpoint, args_list, err_path, broker_pid):
-        self.err_path = err_path
-        self.err = open(err_path, "wb")
         self.broker_pid = broker_pid
-        self.lines = queue.Queue()
-        self.proc = subprocess.Popen([str(loadgen), "-b", endpoint, "--json"] + args_list,
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self.err,
-                                     preexec_fn=_die_with_parent)
-        self.thread = threading.Thread(target=self._read, daemon=True)
-        self.thread.start()
+        super().__init__(loadgen, endpoint, args_list, err_path)
 
-    def _read(self):
-        for raw in self.proc.stdout:
-            wall = time.time()
-            cpu = proc_cpu(self.broker_pid)
-            try:
-                item = json.loads(raw)
-            except ValueError:
-                item = {"unparsed": raw.decode(errors="replace")}
-            self.lines.put((wall, cpu, item))
-        self.lines.put(None)
+    def item(self, raw):
+        wall = time.time()
+        cpu = proc_cpu(self.broker_pid)
+        return wall, cpu, benchlib.parse_line(raw)
 
     def collect(self, timeout):
         """Every line until loadgen's stdout closes (bounded)."""
@@ -493,48 +371,23 @@ class Loadgen:
             out.append(x)
         return out, False
 
-    def stderr_text(self):
-        try:
-            return Path(self.err_path).read_text(errors="replace")
-        except OSError:
-            return ""
-
     def interrupt(self):
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)   # ends the window, reports
-
-    def kill(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.err.close()
 
 
 # ---------------------------------------------------------------------------
 # The reports
 
-def send_reports(zmq, msgpack, endpoint, n, spread, nonce, alive):
+def send_reports(endpoint, n, spread, nonce, alive):
     """n mandatory_report events, paced evenly over `spread` s (bursts every SEND_TICK_S).
     Returns (first send wall, last send wall, last ack wall, {event id: case}, socket)."""
-    ctx = zmq.Context.instance()
-    sock = ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.setsockopt(zmq.SNDHWM, 0)
-    sock.setsockopt(zmq.RCVHWM, 0)
-    sock.connect(endpoint)
-    pack = lambda m: msgpack.packb(m, use_bin_type=True)  # noqa: E731
+    pack = benchlib.pack
+    sock = benchlib.dealer(endpoint, unbounded=True)
     try:
-        sock.send(pack({"v": 1, "op": "hello", "id": "hello-1", "agent": REPORTER,
-                        "software": "carehub-bench-storm/1"}))
-        if not sock.poll(5000):
-            raise Fail("the reporter got no welcome within 5 s")
-        w = msgpack.unpackb(sock.recv(), raw=False)
-        if w.get("op") != "welcome":
-            raise Fail(f"the reporter's hello was refused: {w}")
+        benchlib.hello(sock, {"v": 1, "op": "hello", "id": "hello-1", "agent": REPORTER,
+                              "software": "carehub-bench-storm/1"},
+                       "the reporter got no welcome within 5 s", "the reporter's hello was refused: ")
         cases, nacks = {}, []
         t0 = time.monotonic()
         first = last_send = last_ack = None
@@ -557,22 +410,7 @@ def send_reports(zmq, msgpack, endpoint, n, spread, nonce, alive):
                 raise Fail(f"{n - len(cases) - len(nacks)} reports unanswered {ACK_WAIT_S:.0f} s after the "
                            "last was sent")
             if sock.poll(int(SEND_TICK_S * 1000) if sent < n else 100):
-                while True:
-                    try:
-                        raw = sock.recv(zmq.NOBLOCK)
-                    except zmq.Again:
-                        break
-                    m = msgpack.unpackb(raw, raw=False)
-                    op = m.get("op")
-                    if op == "ack":
-                        if m.get("duplicate"):
-                            raise Fail(f"ack with duplicate:true for fresh report {m.get('id')}")
-                        cases[m.get("id")] = m.get("case")
-                        last_ack = time.time()
-                    elif op == "nack":
-                        nacks.append(m)
-                    elif op == "ping":
-                        sock.send(pack({"v": 1, "op": "pong", "id": m.get("id")}))
+                last_ack = benchlib.take_replies(sock, cases, nacks, "report")[1] or last_ack
             elif sent >= n:
                 alive("the reports' acks")
         if nacks:
@@ -586,28 +424,12 @@ def send_reports(zmq, msgpack, endpoint, n, spread, nonce, alive):
 # ---------------------------------------------------------------------------
 # Figures
 
-def pct(sorted_vals, q):
-    if not sorted_vals:
-        return float("nan")
-    k = max(1, min(len(sorted_vals), int(-(-len(sorted_vals) * q // 1))))
-    return sorted_vals[k - 1]
-
-
 def hist_pct(hists, q):
+    """Nearest-rank percentile (ms) of loadgen's histograms merged."""
     total = {}
     for h in hists:
-        for low, c in h:
-            total[low] = total.get(low, 0) + c
-    n = sum(total.values())
-    if not n:
-        return float("nan")
-    rank = max(1, min(n, int(-(-n * q // 1))))
-    acc = 0
-    for low in sorted(total):
-        acc += total[low]
-        if acc >= rank:
-            return low / 1000.0
-    return max(total) / 1000.0
+        hist_add(total, h)
+    return benchlib.hist_pct(total, q)
 
 
 def header(head, name):
@@ -617,13 +439,6 @@ def header(head, name):
         if k.strip().lower() == name:
             return v.strip().decode("latin-1")
     return None
-
-
-def verify(key, wid, ts, sig, body):
-    if not (wid and ts and sig):
-        return False
-    mac = base64.b64encode(hmac.new(key, f"{wid}.{ts}.".encode() + body, hashlib.sha256).digest()).decode()
-    return any(hmac.compare_digest(s, "v1," + mac) for s in sig.split())
 
 
 LOG_TS = r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)\.(\d{3})Z INFO +assign: "
@@ -657,30 +472,15 @@ def overlap(a0, a1, b0, b1):
     return max(0.0, min(a1, b1) - max(a0, b0))
 
 
-def finite(x):
-    if isinstance(x, float) and (x != x or x in (float("inf"), float("-inf"))):
-        return None
-    if isinstance(x, dict):
-        return {k: finite(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [finite(v) for v in x]
-    return x
-
-
 # ---------------------------------------------------------------------------
 # The run
 
 def run(args):
-    import msgpack
-    import zmq
+    import msgpack  # noqa: F401  (the reports need both: fail here when they are missing)
+    import zmq  # noqa: F401
 
-    for b in (args.carehubd, args.loadgen):
-        if not os.access(b, os.X_OK):
-            raise Fail(f"{b} is missing: build it first (make all bin/loadgen)")
-    tmp = Path(tempfile.mkdtemp(prefix="carehub-storm.", dir=os.environ.get("BENCH_TMPDIR", "/var/tmp")))
-    fstype = subprocess.run(["stat", "-f", "-c", "%T", str(tmp)], capture_output=True, text=True).stdout.strip()
-    if fstype in ("tmpfs", "ramfs"):
-        say(f"warning: {tmp} is on {fstype}: commits cost no disk sync; set BENCH_TMPDIR to a disk")
+    benchlib.need_binaries((args.carehubd, args.loadgen), "make all bin/loadgen")
+    tmp, fstype = benchlib.run_tmp("carehub-storm.", say)
     receiver = broker = lg = rsock = None
     t_start = time.monotonic()
     try:
@@ -689,7 +489,7 @@ def run(args):
         cal = calibrate_receiver(receiver.port)
         say(f"receiver on 127.0.0.1:{receiver.port} (pid {receiver.pid}): calibration {cal:.0f} POSTs/s "
             f"(best of 3 x 0.5 s, 8 connections x 1 in flight; a lower bound)")
-        secret = "whsec_" + base64.b64encode(os.urandom(24)).decode()
+        secret = benchlib.new_secret()
         url = f"http://127.0.0.1:{receiver.port}/overdue"
         a_ms = int(round(args.ack_within * 1000))
         conf = tmp / "carehub.yaml"
@@ -756,8 +556,7 @@ def run(args):
 
         def sender():
             try:
-                box["r"] = send_reports(zmq, msgpack, broker.endpoint, args.n, args.spread, nonce,
-                                        broker.alive)
+                box["r"] = send_reports(broker.endpoint, args.n, args.spread, nonce, broker.alive)
             except BaseException as e:  # reported below
                 box["e"] = e
         th = threading.Thread(target=sender, daemon=True)
@@ -804,11 +603,11 @@ def run(args):
         say(f"broker stopped (exit 0); took {time.monotonic() - t_start:.0f} s")
 
         # ---- analysis: escalations
-        key = base64.b64decode(secret[len("whsec_"):])
+        key = benchlib.secret_key(secret)
         first_by_id, bad_sig = {}, 0
         for arrival, head, body in records:
             wid = header(head, b"webhook-id")
-            if not verify(key, wid, header(head, b"webhook-timestamp"), header(head, b"webhook-signature"), body):
+            if not benchlib.verify(key, wid, header(head, b"webhook-timestamp"), header(head, b"webhook-signature"), body):
                 bad_sig += 1
             if wid not in first_by_id or arrival < first_by_id[wid][0]:
                 first_by_id[wid] = (arrival, body)
@@ -1060,10 +859,7 @@ def run(args):
             broker.kill()
         if receiver is not None:
             receiver.kill()
-        if args.keep:
-            say(f"kept {tmp} (config, data, carehubd.log, receiver records)")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        benchlib.drop_tmp(tmp, args.keep, say, " (config, data, carehubd.log, receiver records)")
 
 
 def main():
@@ -1101,25 +897,9 @@ def main():
             or args.pre < 1 or args.give_up <= 0 or args.after < 0 or not 0 < args.fraction <= 1
             or (args.rate is not None and args.rate < 1)):
         p.error("a setting is out of range (--ack-within must be at least --spread + 2)")
-    args.carehubd = Path(os.environ.get("CAREHUBD", "bin/carehubd"))
-    if not args.carehubd.is_absolute():
-        args.carehubd = ROOT / args.carehubd
-    args.loadgen = Path(os.environ.get("LOADGEN", "bin/loadgen"))
-    if not args.loadgen.is_absolute():
-        args.loadgen = ROOT / args.loadgen
-
-    def on_signal(signum, frame):
-        raise SystemExit(128 + signum)
-    signal.signal(signal.SIGTERM, on_signal)
-    try:
-        return run(args)
-    except Fail as e:
-        say(f"FAIL: {e}")
-        print(json.dumps({"bench": "storm", "pass": False, "problems": [str(e).splitlines()[0]]}))
-        return 1
-    except KeyboardInterrupt:
-        say("interrupted")
-        return 130
+    args.carehubd = benchlib.binary("CAREHUBD", "bin/carehubd")
+    args.loadgen = benchlib.binary("LOADGEN", "bin/loadgen")
+    return benchlib.run_main(run, args, say, "storm")
 
 
 if __name__ == "__main__":
