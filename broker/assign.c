@@ -920,7 +920,7 @@ static int collect_due(void *ud, const void *k, size_t kl, const void *v, size_t
     for (int i = 0; i < 8; i++)
         due = (due << 8) | b[i];
     if ((int64_t)due > c->now || c->n == c->max)
-        return 1;
+        return STORE_EACH_STOP;
     memcpy(c->ids[c->n], b + 8, kl - 8);
     c->ids[c->n][kl - 8] = '\0';
     c->dues[c->n] = (int64_t)due;
@@ -1120,7 +1120,7 @@ static int overdue_visit(void *ud, const void *k, size_t kl, const void *v, size
     for (int i = 0; i < 8; i++)
         due = (due << 8) | b[i];
     if ((int64_t)due >= g->now)
-        return 1; /* the rest fall due later */
+        return STORE_EACH_STOP; /* the rest fall due later */
     g->overdue++;
     return 0;
 }
@@ -1201,7 +1201,7 @@ static int first_due(void *ud, const void *k, size_t kl, const void *v, size_t v
     for (int i = 0; i < 8; i++)
         d = (d << 8) | b[i];
     *due = (int64_t)d;
-    return 1;
+    return STORE_EACH_STOP;
 }
 
 int assign_next_due(store_txn_t *t, int64_t *due)
@@ -1405,7 +1405,7 @@ static int visit_pending(void *ud, const void *k, size_t kl, const void *v, size
     (void)vl;
     prefix_ctx_t *c = ud;
     if (kl <= c->plen || memcmp(k, c->prefix, c->plen) != 0)
-        return 1; /* past this agency */
+        return STORE_EACH_STOP; /* past this agency */
     char id[STORE_ID_MAX];
     size_t n = kl - c->plen;
     if (n >= sizeof id)
@@ -1429,7 +1429,7 @@ static int visit_outcome(void *ud, const void *k, size_t kl, const void *v, size
 {
     prefix_ctx_t *c = ud;
     if (kl <= c->plen || memcmp(k, c->prefix, c->plen) != 0)
-        return 1;
+        return STORE_EACH_STOP;
     char oid[ID_LEN];
     outcome_key_id(c, k, kl, oid, sizeof oid);
     msgpack_sbuffer m;

@@ -49,7 +49,7 @@ static int holds_visit(void *ud, const void *k, size_t kl, const void *v, size_t
         return rc;
     if (strcmp(agency, h->agency) == 0) {
         h->holds = 1;
-        return 1;
+        return STORE_EACH_STOP;
     }
     return 0;
 }
@@ -332,7 +332,7 @@ static int list_visit(void *ud, const void *k, size_t kl, const void *v, size_t 
             if (l->n == l->limit) {
                 l->more = 1;
                 msgpack_unpacked_destroy(&u);
-                return 1;
+                return STORE_EACH_STOP;
             }
             /* {id, type, status, opened, severity, assignments: [...]} */
             msgpack_pack_map(&l->pk, 6);
@@ -470,7 +470,7 @@ static int as_visit(void *ud, const void *k, size_t kl, const void *v, size_t vl
         return 0;
     if (l->n == l->limit) {
         l->more = 1;
-        return 1;
+        return STORE_EACH_STOP;
     }
     if ((rc = assign_pack_record(l->t, id, &l->pk, 0))) /* no free text in the figures */
         return rc;

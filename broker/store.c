@@ -1075,7 +1075,7 @@ int store_each_case_event(store_txn_t *t, const char *case_id, store_each_fn fn,
             continue;
         int r = fn(ud, case_id, cl, st->pend[i].event_id, strlen(st->pend[i].event_id));
         if (r)
-            return r > 0 ? 0 : r;
+            return r == STORE_EACH_STOP ? 0 : r;
     }
     return 0;
 }
@@ -1151,7 +1151,7 @@ int store_each(store_txn_t *t, store_db_t db, const void *from, size_t fl, int o
         int r = fn(ud, k.mv_data, k.mv_size, v.mv_data, v.mv_size);
         if (r) {
             mdb_cursor_close(cur);
-            return r > 0 ? 0 : r;
+            return r == STORE_EACH_STOP ? 0 : r;
         }
         rc = mdb_cursor_get(cur, &k, &v, only_key ? MDB_NEXT_DUP : MDB_NEXT);
     }

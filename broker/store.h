@@ -174,7 +174,11 @@ int store_del(store_txn_t *t, store_db_t db, const void *k, size_t kl, const voi
 
 /* Visit entries in key order: with only_key, the values of key `from`;
  * otherwise from the first key >= from (from NULL/0: the first). fn returns
- * 0 to go on, 1 to stop, or a negative/LMDB code to stop with that error. */
+ * 0 to go on, STORE_EACH_STOP to stop (store_each then returns 0), or any
+ * other value to stop with that error, which store_each returns as it is:
+ * LMDB's codes are negative and the errno codes it also gives (EINVAL,
+ * ENOMEM, …) positive, so no error can pass for "stop". */
+#define STORE_EACH_STOP (-1000001)
 typedef int (*store_each_fn)(void *ud, const void *k, size_t kl, const void *v, size_t vl);
 int store_each(store_txn_t *t, store_db_t db, const void *from, size_t fl, int only_key,
                store_each_fn fn, void *ud);

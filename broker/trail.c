@@ -267,14 +267,14 @@ static int walk_record(void *ud, const void *k, size_t kl, const void *val, size
     verify_t *v = ud;
     if (kl != 8) {
         problem(v, "trail: a key of %zu bytes is not a record number", kl);
-        return 1;
+        return STORE_EACH_STOP;
     }
     uint64_t seq = get_be64(k);
     v->r->records++;
     if (seq != v->expect) {
         problem(v, "trail record %llu: expected record %llu here (records missing or inserted)",
                 (unsigned long long)seq, v->expect);
-        return 1;
+        return STORE_EACH_STOP;
     }
     msgpack_unpacked u;
     msgpack_unpacked_init(&u);
@@ -286,13 +286,13 @@ static int walk_record(void *ud, const void *k, size_t kl, const void *val, size
         !frame_int(frame_map_get(&u.data, "seq"), &rseq) || (uint64_t)rseq != seq) {
         problem(v, "trail record %llu: not a well-formed record (changed?)", (unsigned long long)seq);
         msgpack_unpacked_destroy(&u);
-        return 1;
+        return STORE_EACH_STOP;
     }
     if (memcmp(prev->via.bin.ptr, v->prev, HASH_LEN) != 0) {
         problem(v, "trail record %llu: does not follow record %llu (one of the two was changed)",
                 (unsigned long long)seq, (unsigned long long)seq - 1);
         msgpack_unpacked_destroy(&u);
-        return 1;
+        return STORE_EACH_STOP;
     }
     /* Remember the object's last recorded hash. */
     const char *db, *id;
@@ -352,7 +352,7 @@ static int check_object(void *ud, const void *k, size_t kl, const void *val, siz
     const char *dbname = store_db_name(v->db);
     if (strlen(dbname) + kl + 2 >= sizeof probe.key) {
         problem(v, "%s: a key of %zu bytes is not an id", dbname, kl);
-        return 1;
+        return STORE_EACH_STOP;
     }
     memset(probe.key, 0, sizeof probe.key);
     util_fmt(probe.key, sizeof probe.key, "%s/", dbname);
@@ -361,18 +361,18 @@ static int check_object(void *ud, const void *k, size_t kl, const void *val, siz
     seen_t *s = bsearch(&probe, v->seen, v->n, sizeof *v->seen, seen_cmp);
     if (!s) {
         problem(v, "%s: record not in the trail (added outside carehubd?)", probe.key);
-        return 1;
+        return STORE_EACH_STOP;
     }
     if (s->purged) {
         problem(v, "%s: purged by trail record %llu, yet still in the store (restored?)", probe.key,
                 s->seq);
-        return 1;
+        return STORE_EACH_STOP;
     }
     unsigned char h[HASH_LEN];
     hash(h, val, vl);
     if (memcmp(h, s->hash, HASH_LEN) != 0) {
         problem(v, "%s: does not match its trail record %llu (changed)", probe.key, s->seq);
-        return 1;
+        return STORE_EACH_STOP;
     }
     s->seq = 0; /* found: marks it present */
     return 0;

@@ -964,6 +964,71 @@ static void test_severity_names(void **state)
     assert_string_not_equal(store_strerror(STORE_NOTFOUND), store_strerror(STORE_IO));
 }
 
+
+/* ---- the iterator's stop value ------------------------------------------------- */
+
+typedef struct {
+    int seen;
+    int stop_at;  /* the visit (1-based) that ends the walk */
+    int give;     /* what that visit returns */
+    int rc;       /* what store_each returned */
+} each_ctx_t;
+
+static int each_visit(void *ud, const void *k, size_t kl, const void *v, size_t vl)
+{
+    (void)k, (void)kl, (void)v, (void)vl;
+    each_ctx_t *c = ud;
+    return ++c->seen == c->stop_at ? c->give : 0;
+}
+
+static int put_counters(store_txn_t *t, void *ud)
+{
+    (void)ud;
+    static const char *names[] = {"a", "b", "c", "d"};
+    for (int i = 0; i < 4; i++) {
+        uint64_t n = (uint64_t)i;
+        int rc = store_put(t, STORE_DB_COUNTERS, names[i], 1, &n, sizeof n, 0);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+static int each_fn(store_txn_t *t, void *ud)
+{
+    each_ctx_t *c = ud;
+    c->rc = store_each(t, STORE_DB_COUNTERS, NULL, 0, 0, each_visit, c);
+    return 0;
+}
+
+/* STORE_EACH_STOP ends a walk as success; every other value is an error that
+ * store_each returns unchanged: a positive errno from LMDB (EINVAL, ENOMEM) must
+ * not pass for "stop, all is well", nor a negative LMDB code. */
+static void test_each_stop_and_errors(void **state)
+{
+    fx_t *fx = *state;
+    fx->st = open_store(fx, 1 << 20, 1 << 24);
+    assert_int_equal(store_write(fx->st, put_counters, NULL), STORE_OK);
+
+    each_ctx_t all = {0, 0, 0, -7};
+    assert_int_equal(store_read(fx->st, each_fn, &all), STORE_OK);
+    assert_int_equal(all.rc, 0);
+    assert_int_equal(all.seen, 4);
+
+    each_ctx_t stop = {0, 2, STORE_EACH_STOP, -7};
+    assert_int_equal(store_read(fx->st, each_fn, &stop), STORE_OK);
+    assert_int_equal(stop.rc, 0);   /* a stop is success */
+    assert_int_equal(stop.seen, 2); /* and ends the walk where asked */
+
+    static const int errors[] = {EINVAL, ENOMEM, 1, MDB_CORRUPTED, -1};
+    for (size_t i = 0; i < sizeof errors / sizeof errors[0]; i++) {
+        each_ctx_t bad = {0, 3, errors[i], 0};
+        assert_int_equal(store_read(fx->st, each_fn, &bad), STORE_OK);
+        assert_int_equal(bad.rc, errors[i]); /* returned unchanged, never taken for a stop */
+        assert_int_equal(bad.seen, 3);
+    }
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 int main(void)
@@ -988,6 +1053,7 @@ int main(void)
         T(test_dir_mode),
         T(test_open_errors),
         T(test_close_twice),
+        T(test_each_stop_and_errors),
         cmocka_unit_test(test_severity_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
