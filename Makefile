@@ -40,10 +40,22 @@ BROKER_OBJ  := $(BROKER_SRC:%.c=$(OUT)/%.o)
 LIB_OBJ     := $(filter-out $(OUT)/broker/main.o,$(BROKER_OBJ))
 UNIT_SRC    := $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BIN    := $(UNIT_SRC:tests/unit/%.c=$(OUT)/tests/%)
-# libcarehub: the agent library (agents/lib) plus the broker's msgpack guard and helpers.
+# The agent programs' runtime (internal, not installed): agents/lib plus the broker's
+# msgpack guard and helpers, every symbol visible to the programs that link it.
 AGENT_LIB_SRC  := $(sort $(wildcard agents/lib/*.c))
 AGENT_LIB_OBJ  := $(AGENT_LIB_SRC:%.c=$(OUT)/%.o) $(OUT)/broker/frame.o $(OUT)/broker/util.o
-AGENT_LIB      := $(OUT)/libcarehub.a
+AGENT_LIB      := $(OUT)/libcarehub-agent.a
+# libcarehub, the public library for integrators (include/carehub.h): the same code
+# compiled position-independent with hidden visibility, so that it exports carehub_*
+# and nothing else; a shared object with a soname, an archive and a pkg-config file.
+PUBLIB_SRC     := agents/lib/carehub.c agents/lib/spool.c broker/frame.c broker/util.c
+PUBLIB_OBJ     := $(PUBLIB_SRC:%.c=$(OUT)/pic/%.o)
+PUBLIB_DIR     := $(OUT)/lib
+PUBLIB_VERSION := $(shell sed -n 's/^\#define CAREHUB_VERSION_STR "\(.*\)"/\1/p' agents/lib/carehub.c)
+PUBLIB_SONAME  := libcarehub.so.$(firstword $(subst ., ,$(PUBLIB_VERSION)))
+PUBLIB         := $(PUBLIB_DIR)/libcarehub.a $(PUBLIB_DIR)/libcarehub.so.$(PUBLIB_VERSION) \
+                  $(PUBLIB_DIR)/libcarehub-uninstalled.pc
+PUBLIB_PKGS    := libzmq lmdb msgpack jansson libsodium
 AGENT_PROG_SRC := $(sort $(wildcard agents/carehub-*.c agents/carehub.c))
 AGENT_PROGS    := $(AGENT_PROG_SRC:agents/%.c=$(BIN)/%)
 BENCH_SRC   := $(sort $(wildcard bench/*.c))
@@ -52,8 +64,9 @@ BENCH_BIN   := $(BENCH_SRC:bench/%.c=$(BIN)/%)
 PY := /usr/bin/python3
 CONFIG ?= config/carehub.yaml
 
-.PHONY: all deps run check unit e2e bench clean san-build demo fuzz memcheck soak
-all: $(BIN)/carehubd $(AGENT_PROGS)
+.PHONY: all deps run check unit e2e libcheck lib bench clean san-build demo fuzz memcheck soak
+all: $(BIN)/carehubd $(AGENT_PROGS) lib
+lib: $(PUBLIB)
 
 # V=1 shows the full compiler command lines.
 ifeq ($(V),1)
@@ -79,6 +92,37 @@ $(AGENT_LIB): $(AGENT_LIB_OBJ)
 	$(say) "  AR [$(VARIANT)]  $@"
 	$(Q)rm -f $@ && ar rcs $@ $^
 
+$(OUT)/pic/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(say) "  CC [$(VARIANT) pic]  $<"
+	$(Q)$(CC) $(CFLAGS_ALL) -fPIC -fvisibility=hidden -MMD -MP -c $< -o $@
+
+# The archive holds one object in which everything not exported is made local, so
+# that its internal names (frame_*, spool_*, util_*) cannot clash with a program's.
+$(PUBLIB_DIR)/libcarehub.a: $(PUBLIB_OBJ)
+	@mkdir -p $(dir $@)
+	$(say) "  AR [$(VARIANT)]  $@"
+	$(Q)ld -r -o $(PUBLIB_DIR)/carehub-all.o $^ && objcopy --localize-hidden $(PUBLIB_DIR)/carehub-all.o \
+		&& rm -f $@ && ar rcs $@ $(PUBLIB_DIR)/carehub-all.o && rm -f $(PUBLIB_DIR)/carehub-all.o
+
+$(PUBLIB_DIR)/libcarehub.so.$(PUBLIB_VERSION): $(PUBLIB_OBJ) agents/lib/libcarehub.map
+	@mkdir -p $(dir $@)
+	$(say) "  LD [$(VARIANT)]  $@"
+	$(Q)$(CC) $(LDFLAGS_ALL) -shared -Wl,-soname,$(PUBLIB_SONAME) -Wl,--no-undefined \
+		-Wl,--version-script,agents/lib/libcarehub.map -o $@ $(PUBLIB_OBJ) \
+		$(shell pkg-config --libs $(PUBLIB_PKGS) 2>/dev/null)
+	$(Q)ln -sf libcarehub.so.$(PUBLIB_VERSION) $(PUBLIB_DIR)/$(PUBLIB_SONAME)
+	$(Q)ln -sf $(PUBLIB_SONAME) $(PUBLIB_DIR)/libcarehub.so
+
+# pkg-config finds libcarehub-uninstalled.pc before an installed libcarehub.pc when
+# PKG_CONFIG_PATH names this directory: programs build against the tree as is.
+$(PUBLIB_DIR)/libcarehub-uninstalled.pc: Makefile
+	@mkdir -p $(dir $@)
+	$(Q)printf '%s\n' 'libdir=$${pcfiledir}' 'includedir=$(CURDIR)/include' '' \
+		'Name: libcarehub' 'Description: carehub agent library: events to a carehub broker, store-and-forward' \
+		'Version: $(PUBLIB_VERSION)' 'Requires.private: $(PUBLIB_PKGS)' \
+		'Libs: -L$${libdir} -lcarehub' 'Cflags: -I$${includedir}' > $@
+
 $(BIN)/carehub-%: $(OUT)/agents/carehub-%.o $(AGENT_LIB)
 	@mkdir -p $(dir $@)
 	$(say) "  LD [$(VARIANT)]  $@"
@@ -100,7 +144,7 @@ $(BIN)/%: $(OUT)/bench/%.o
 	$(Q)$(CC) $(LDFLAGS_ALL) -o $@ $^ $(PKG_LIBS) -lm
 
 -include $(BROKER_OBJ:.o=.d) $(UNIT_SRC:%.c=$(OUT)/%.d) $(BENCH_SRC:%.c=$(OUT)/%.d) \
-         $(AGENT_LIB_SRC:%.c=$(OUT)/%.d) $(AGENT_PROG_SRC:%.c=$(OUT)/%.d)
+         $(AGENT_LIB_SRC:%.c=$(OUT)/%.d) $(AGENT_PROG_SRC:%.c=$(OUT)/%.d) $(PUBLIB_OBJ:.o=.d)
 
 deps:
 	@sh scripts/deps.sh
@@ -123,7 +167,14 @@ e2e: san-build
 
 check: deps
 	@$(MAKE) --no-print-directory unit
+	@$(MAKE) --no-print-directory libcheck
 	@$(MAKE) --no-print-directory e2e
+
+# libcarehub as an integrator gets it: only carehub_* exported (archive and shared
+# object), and a program outside the tree built with pkg-config against both.
+libcheck:
+	@$(MAKE) --no-print-directory SAN=0 lib
+	@sh scripts/check-lib.sh build/rel/lib
 
 bench: deps
 	@$(MAKE) --no-print-directory all $(BENCH_BIN)

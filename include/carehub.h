@@ -29,7 +29,12 @@
  * Errors: functions returning int give CAREHUB_OK (0) or a negative
  * carehub_err_t; carehub_last_error(c) is a sentence saying what went wrong.
  *
- * Link: -lcarehub plus pkg-config --libs libzmq lmdb msgpack jansson libsodium.
+ * Out of memory is an error (CAREHUB_ENOMEM, or an event left in the spool to
+ * be resent), never an abort.
+ *
+ * Build and link: pkg-config --cflags --libs libcarehub (shared library
+ * libcarehub.so.0), or pkg-config --static --cflags --libs libcarehub for the
+ * archive. The library exports the carehub_* functions only.
  */
 #ifndef CAREHUB_H
 #define CAREHUB_H
@@ -39,6 +44,14 @@
 
 #ifdef __cplusplus
 extern "C" {
+#endif
+
+/* What the library exports: it is built with hidden visibility, so nothing
+ * but the carehub_* functions below is visible to a program that links it. */
+#if defined(__GNUC__) && __GNUC__ >= 4
+#define CAREHUB_API __attribute__((visibility("default")))
+#else
+#define CAREHUB_API
 #endif
 
 typedef struct carehub carehub_t;
@@ -51,10 +64,11 @@ typedef enum {
     CAREHUB_ETIMEOUT = -4,   /* carehub_flush(): time ran out with events still unacknowledged */
     CAREHUB_EREFUSED = -5,   /* the broker refused (hello unauthorized; see last_error) */
     CAREHUB_EJSON = -6,      /* a body is not a JSON object */
+    CAREHUB_ENOMEM = -7,     /* out of memory (the library never aborts on it) */
 } carehub_err_t;
 
-const char *carehub_strerror(int err);
-const char *carehub_version(void);
+CAREHUB_API const char *carehub_strerror(int err);
+CAREHUB_API const char *carehub_version(void);
 
 /* ---- configuration --------------------------------------------------------- */
 
@@ -72,7 +86,7 @@ typedef struct {
 } carehub_opts_t;
 
 /* Read a key file (CONFIG.md: 40 Z85 chars on the first line) into out[41]. */
-int carehub_read_key(const char *path, char out[41]);
+CAREHUB_API int carehub_read_key(const char *path, char out[41]);
 
 /* ---- callbacks --------------------------------------------------------------- */
 
@@ -108,14 +122,14 @@ typedef struct {
 
 /* Open the spool and connect (connecting never blocks: the broker may be
  * down). NULL with *err set on failure; `errbuf` gets a sentence. */
-carehub_t *carehub_new(const carehub_opts_t *opts, const carehub_callbacks_t *cb, int *err,
+CAREHUB_API carehub_t *carehub_new(const carehub_opts_t *opts, const carehub_callbacks_t *cb, int *err,
                        char *errbuf, size_t errlen);
 
 /* Close the socket and the spool; what is still unacknowledged stays in the
  * spool for the next run. Nulls *c; safe on NULL and twice. */
-void carehub_destroy(carehub_t **c);
+CAREHUB_API void carehub_destroy(carehub_t **c);
 
-const char *carehub_last_error(const carehub_t *c);
+CAREHUB_API const char *carehub_last_error(const carehub_t *c);
 
 /* ---- sending ------------------------------------------------------------------- */
 
@@ -128,7 +142,7 @@ const char *carehub_last_error(const carehub_t *c);
  * Submitting an id that is already in the spool is not an error (nothing is
  * added).
  */
-int carehub_submit(carehub_t *c, const char *type, int64_t at, const char *body_json,
+CAREHUB_API int carehub_submit(carehub_t *c, const char *type, int64_t at, const char *body_json,
                    const char *id, char id_out[65]);
 
 /*
@@ -138,13 +152,13 @@ int carehub_submit(carehub_t *c, const char *type, int64_t at, const char *body_
  * carehub_event_tag() returns it. (carehub-send keeps FILE:LINE and the input
  * line there, to report a refusal that arrives after a restart.)
  */
-int carehub_submit_tagged(carehub_t *c, const char *type, int64_t at, const char *body_json,
+CAREHUB_API int carehub_submit_tagged(carehub_t *c, const char *type, int64_t at, const char *body_json,
                           const char *id, const char *tag, char id_out[65]);
 
 /* Extension: inside on_ack/on_nack for an event, the tag it was submitted with;
  * NULL when it has none or outside such a callback. Valid until the callback
  * returns. */
-const char *carehub_event_tag(const carehub_t *c);
+CAREHUB_API const char *carehub_event_tag(const carehub_t *c);
 
 /*
  * Send a request that is not an event (case_ack, case_update, or any op the
@@ -153,24 +167,24 @@ const char *carehub_event_tag(const carehub_t *c);
  * resent while unanswered until carehub_destroy(). The answer reaches on_reply
  * (ack) or on_nack. id_out (65 bytes) gets the message id.
  */
-int carehub_request(carehub_t *c, const char *json, char id_out[65]);
+CAREHUB_API int carehub_request(carehub_t *c, const char *json, char id_out[65]);
 
 /* Events in the spool not yet acknowledged (plus requests in flight). */
-size_t carehub_pending(const carehub_t *c);
+CAREHUB_API size_t carehub_pending(const carehub_t *c);
 
 /* 1 once the broker answered this connection's hello with welcome. */
-int carehub_connected(const carehub_t *c);
+CAREHUB_API int carehub_connected(const carehub_t *c);
 
 /* ---- driving it --------------------------------------------------------------- */
 
 /* Do the work that is due and wait up to timeout_ms (0 = do not wait, -1 =
  * until something happens) for replies and pushes; callbacks run here.
  * Returns CAREHUB_OK or an error (CAREHUB_EREFUSED when hello was refused). */
-int carehub_poll(carehub_t *c, int timeout_ms);
+CAREHUB_API int carehub_poll(carehub_t *c, int timeout_ms);
 
 /* Poll until nothing is pending or timeout_ms passed: CAREHUB_OK or CAREHUB_ETIMEOUT
  * (or at once what carehub_poll() gave: CAREHUB_EREFUSED, CAREHUB_ESPOOL). */
-int carehub_flush(carehub_t *c, int timeout_ms);
+CAREHUB_API int carehub_flush(carehub_t *c, int timeout_ms);
 
 /* The ZeroMQ socket's file descriptor (ZMQ_FD) for an outside event loop, and
  * how long that loop may sleep before calling carehub_poll(c, 0).
@@ -179,8 +193,8 @@ int carehub_flush(carehub_t *c, int timeout_ms);
  * ZMQ_FD is edge-triggered: after it turns readable, call carehub_poll(c, 0),
  * which reads everything waiting. carehub_next_timeout_ms() is -1 when no
  * timer is due (wait for the fd only). */
-int carehub_fd(const carehub_t *c);
-int carehub_next_timeout_ms(const carehub_t *c);
+CAREHUB_API int carehub_fd(const carehub_t *c);
+CAREHUB_API int carehub_next_timeout_ms(const carehub_t *c);
 
 #ifdef __cplusplus
 }

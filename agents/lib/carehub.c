@@ -142,6 +142,7 @@ const char *carehub_strerror(int err)
     case CAREHUB_ETIMEOUT: return "timed out with events unacknowledged";
     case CAREHUB_EREFUSED: return "the broker refused this agent";
     case CAREHUB_EJSON: return "not a JSON object";
+    case CAREHUB_ENOMEM: return "out of memory";
     }
     return "unknown libcarehub error";
 }
@@ -313,9 +314,18 @@ static void slot_done(carehub_t *c, int i, slot_t *out)
     c->nwin--;
     memset(&c->win[c->nwin], 0, sizeof c->win[0]);
     if (c->nrm == c->caprm) {
-        c->caprm = c->caprm ? c->caprm * 2 : 64;
-        c->rm_seq = xrealloc(c->rm_seq, c->caprm * sizeof *c->rm_seq);
-        c->rm_id = xrealloc(c->rm_id, c->caprm * sizeof *c->rm_id);
+        /* Out of memory: the event is not queued for removal and stays in the
+         * spool; it is resent later and the broker answers duplicate:true. */
+        size_t cap = c->caprm ? c->caprm * 2 : 64;
+        uint64_t *seq = realloc(c->rm_seq, cap * sizeof *seq);
+        if (!seq)
+            return;
+        c->rm_seq = seq;
+        char(*ids)[65] = realloc(c->rm_id, cap * sizeof *ids);
+        if (!ids)
+            return;
+        c->rm_id = ids;
+        c->caprm = cap;
     }
     c->rm_seq[c->nrm] = out->seq;
     memcpy(c->rm_id[c->nrm], out->id, 65);
@@ -877,15 +887,18 @@ carehub_t *carehub_new(const carehub_opts_t *o, const carehub_callbacks_t *cb, i
             goto fail;
         }
     }
-    c = xcalloc(1, sizeof *c);
-    c->endpoint = xstrdup(o->endpoint);
-    c->agent = xstrdup(o->agent);
+    c = calloc(1, sizeof *c);
+    if (!c)
+        goto oom;
+    c->endpoint = strdup(o->endpoint);
+    c->agent = strdup(o->agent);
     if (o->software && o->software[0]) {
-        c->software = xstrdup(o->software);
-    } else {
-        c->software = xmalloc(64);
+        c->software = strdup(o->software);
+    } else if ((c->software = malloc(64))) {
         util_fmt(c->software, 64, "libcarehub/%s", CAREHUB_VERSION_STR);
     }
+    if (!c->endpoint || !c->agent || !c->software)
+        goto oom;
     if (o->secret_key) {
         c->curve = 1;
         memcpy(c->secret_key, o->secret_key, 41);
@@ -912,7 +925,8 @@ carehub_t *carehub_new(const carehub_opts_t *o, const carehub_callbacks_t *cb, i
         util_fmt(c->msg_prefix, sizeof c->msg_prefix, "%.13s", r); /* "m" + 12 hex digits */
     }
 
-    c->spool_dir = xstrdup(o->spool_dir);
+    if (!(c->spool_dir = strdup(o->spool_dir)))
+        goto oom;
     c->spool = spool_open(o->spool_dir, e, sizeof e);
     if (!c->spool) {
         rc = CAREHUB_ESPOOL;
@@ -935,6 +949,9 @@ carehub_t *carehub_new(const carehub_opts_t *o, const carehub_callbacks_t *cb, i
         *err = CAREHUB_OK;
     return c;
 
+oom:
+    rc = CAREHUB_ENOMEM;
+    util_fmt(e, sizeof e, "out of memory");
 fail:
     if (err)
         *err = rc;
@@ -1098,13 +1115,24 @@ int carehub_request(carehub_t *c, const char *json, char id_out[65])
         return rc;
     }
     if (c->nreqs == c->capreqs) {
-        c->capreqs = c->capreqs ? c->capreqs * 2 : 8;
-        c->reqs = xrealloc(c->reqs, c->capreqs * sizeof *c->reqs);
+        size_t cap = c->capreqs ? c->capreqs * 2 : 8;
+        req_t *reqs = realloc(c->reqs, cap * sizeof *reqs);
+        if (!reqs) {
+            msgpack_sbuffer_destroy(&sb);
+            return set_err(c, CAREHUB_ENOMEM, "out of memory queueing the request");
+        }
+        c->reqs = reqs;
+        c->capreqs = cap;
+    }
+    void *frame = malloc(sb.size);
+    if (!frame) {
+        msgpack_sbuffer_destroy(&sb);
+        return set_err(c, CAREHUB_ENOMEM, "out of memory queueing the request");
     }
     req_t *q = &c->reqs[c->nreqs++];
     memset(q, 0, sizeof *q);
     memcpy(q->id, rid, sizeof rid);
-    q->frame = xmalloc(sb.size);
+    q->frame = frame;
     memcpy(q->frame, sb.data, sb.size);
     q->len = sb.size;
     msgpack_sbuffer_destroy(&sb);

@@ -51,7 +51,11 @@ static uint64_t seq_of(const MDB_val *v)
 /* mkdir -p with mode 0700 for what it creates. */
 static int make_dirs(const char *dir, char *err, size_t errlen)
 {
-    char *p = xstrdup(dir);
+    char *p = strdup(dir);
+    if (!p) {
+        util_fmt(err, errlen, "out of memory");
+        return -1;
+    }
     int rc = 0;
     for (char *s = p + 1; ; s++) {
         if (*s == '/' || *s == '\0') {
@@ -80,14 +84,21 @@ static int make_dirs(const char *dir, char *err, size_t errlen)
 
 spool_t *spool_open(const char *dir, char *err, size_t errlen)
 {
-    spool_t *s = xcalloc(1, sizeof *s);
+    spool_t *s = calloc(1, sizeof *s);
+    if (!s) {
+        util_fmt(err, errlen, "out of memory");
+        return NULL;
+    }
     char path[4096];
     int rc;
     MDB_txn *txn = NULL;
     MDB_cursor *cur = NULL;
 
     s->lock_fd = -1;
-    s->dir = xstrdup(dir);
+    if (!(s->dir = strdup(dir))) {
+        util_fmt(err, errlen, "out of memory");
+        goto fail;
+    }
     if (make_dirs(dir, err, errlen) < 0)
         goto fail;
     util_fmt(path, sizeof path, "%s/lock", dir);
@@ -238,7 +249,8 @@ fail:
     return -1;
 }
 
-/* Decode a stored record into r (copies). 0 or -1 when damaged. */
+/* Decode a stored record into r (copies). 0, -1 when damaged, -2 out of memory
+ * (the record is fine: the read stops, nothing is counted damaged). */
 static int decode_rec(const MDB_val *v, spool_rec_t *r)
 {
     if (frame_check(v->mv_data, v->mv_size) != FRAME_OK)
@@ -257,10 +269,18 @@ static int decode_rec(const MDB_val *v, spool_rec_t *r)
             memcpy(r->id, s, n);
             r->id[n] = '\0';
             r->frame_len = fr->via.bin.size;
-            r->frame = xmalloc(r->frame_len);
-            memcpy(r->frame, fr->via.bin.ptr, r->frame_len);
-            r->tag = frame_str(tag, &s, &n) ? xstrndup(n ? s : "", n) : NULL;
-            ok = 0;
+            r->frame = malloc(r->frame_len);
+            int has_tag = frame_str(tag, &s, &n);
+            r->tag = has_tag ? strndup(n ? s : "", n) : NULL;
+            if (!r->frame || (has_tag && !r->tag)) {
+                free(r->frame);
+                free(r->tag);
+                r->frame = r->tag = NULL;
+                ok = -2;
+            } else {
+                memcpy(r->frame, fr->via.bin.ptr, r->frame_len);
+                ok = 0;
+            }
         }
     }
     msgpack_unpacked_destroy(&u);
@@ -291,7 +311,12 @@ int spool_read(spool_t *s, uint64_t from, spool_rec_t *recs, int max, uint64_t *
             break;
         }
         *next = recs[n].seq + 1;
-        if (decode_rec(&v, &recs[n]) == 0)
+        int d = decode_rec(&v, &recs[n]);
+        if (d == -2) {
+            rc = ENOMEM;
+            break;
+        }
+        if (d == 0)
             n++;
         else
             (*damaged)++;
