@@ -138,6 +138,12 @@ $(OUT)/tests/%: $(OUT)/tests/unit/%.o $(LIB_OBJ)
 	$(say) "  LD [$(VARIANT)]  $@"
 	$(Q)$(CC) $(LDFLAGS_ALL) -o $@ $^ $(PKG_LIBS) $(CMOCKA_LIBS)
 
+# The agent library's tests link the agent programs' runtime, not the broker.
+$(OUT)/tests/test_libcarehub: $(OUT)/tests/unit/test_libcarehub.o $(AGENT_LIB)
+	@mkdir -p $(dir $@)
+	$(say) "  LD [$(VARIANT)]  $@"
+	$(Q)$(CC) $(LDFLAGS_ALL) -o $@ $^ $(PKG_LIBS) $(CMOCKA_LIBS) -lm
+
 $(BIN)/%: $(OUT)/bench/%.o
 	@mkdir -p $(dir $@)
 	$(say) "  LD [$(VARIANT)]  $@"

@@ -165,7 +165,7 @@ void feed_line_id(const char *type, const char *name, long lineno, const char *t
 }
 
 /* An id for a detection's own "id" value that is not a protocol id (a URL…). */
-static void foreign_id(const char *type, const char *value, char out[65])
+void feed_foreign_id(const char *type, const char *value, char out[65])
 {
     unsigned char h[16];
     char hex[33];
@@ -405,11 +405,11 @@ static void feed_line(feed_t *f, const char *type, const char *name, long lineno
             if (json_is_string(jid) && util_valid_id(json_string_value(jid), json_string_length(jid))) {
                 util_fmt(id, sizeof id, "%s", json_string_value(jid));
             } else if (!whole && json_is_string(jid) && json_string_length(jid) > 0) {
-                foreign_id(type, json_string_value(jid), id);
+                feed_foreign_id(type, json_string_value(jid), id);
             } else if (!whole && json_is_integer(jid)) {
                 util_fmt(id, sizeof id, "%" JSON_INTEGER_FORMAT, json_integer_value(jid));
                 if (!util_valid_id(id, strlen(id)))
-                    foreign_id(type, id, id);
+                    feed_foreign_id(type, id, id);
             } else {
                 local_refuse(f, name, lineno, text, len, "\"id\" must be 1-64 characters of "
                              "[A-Za-z0-9._:-]");

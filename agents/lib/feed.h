@@ -78,6 +78,10 @@ int feed_run(const feed_opts_t *o, const char *type, char **paths, int npaths);
 void feed_line_id(const char *type, const char *name, long lineno, const char *text, size_t len,
                   char out[65]);
 
+/* The id given to a detection whose own "id" is not a protocol id (a URL, …):
+ * "d-" and 32 hex digits of BLAKE2b over the type and the value. */
+void feed_foreign_id(const char *type, const char *value, char out[65]);
+
 /* Parse an `at` value: integer ms, or RFC 3339 text. 0 or -1. */
 int feed_parse_time(const char *s, int64_t *ms);
 

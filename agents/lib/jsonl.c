@@ -79,6 +79,11 @@ const char *jsonl_name(const jsonl_t *r)
     return r->path ? r->path : "-";
 }
 
+size_t jsonl_buffer_size(const jsonl_t *r)
+{
+    return r ? r->cap : 0;
+}
+
 const char *jsonl_error(const jsonl_t *r)
 {
     return r->err;

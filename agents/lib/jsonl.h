@@ -45,6 +45,10 @@ const char *jsonl_name(const jsonl_t *r);
 
 const char *jsonl_error(const jsonl_t *r);
 
+/* The bytes of input the reader holds (its buffer): a line over JSONL_MAX_LINE
+ * is skipped, never held whole, so this stays below twice the limit. */
+size_t jsonl_buffer_size(const jsonl_t *r);
+
 /* Never block on a pipe or terminal: JSONL_AGAIN when nothing is readable. */
 void jsonl_set_nonblock(jsonl_t *r, int on);
 
