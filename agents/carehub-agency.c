@@ -543,6 +543,18 @@ static int cmd_run(desk_t *d, carehub_t *c, const cli_common_t *co)
     return rc;
 }
 
+static size_t seen_count(carehub_t *c, void *ud)
+{
+    (void)c;
+    return cli_map_size(((desk_t *)ud)->seen);
+}
+
+static int request_answered(carehub_t *c, void *ud)
+{
+    (void)c;
+    return ((desk_t *)ud)->answered != 0;
+}
+
 static int cmd_list(desk_t *d, carehub_t *c, int quiet_ms)
 {
     int rc = cli_wait_connected(c, quiet_ms > 5000 ? quiet_ms : 5000);
@@ -550,22 +562,13 @@ static int cmd_list(desk_t *d, carehub_t *c, int quiet_ms)
         cli_err("the broker did not answer");
     if (rc)
         return rc;
-    size_t seen = cli_map_size(d->seen);
-    int64_t quiet_until = util_mono_ms() + quiet_ms;
-    while (!cli_stop) {
-        int64_t left = quiet_until - util_mono_ms();
-        if (left <= 0)
-            break;
-        int k = carehub_poll(c, (int)(left < 200 ? left : 200));
-        if (k != CAREHUB_OK) {
-            cli_err("%s", carehub_last_error(c));
-            return cli_exit_for(k);
-        }
-        if (cli_map_size(d->seen) != seen) {
-            seen = cli_map_size(d->seen);
-            quiet_until = util_mono_ms() + quiet_ms;
-        }
+    cli_until_t u = {NULL, seen_count, d, 0}; /* until quiet_ms without a new assignment */
+    int k = cli_poll_until(c, quiet_ms, &u);
+    if (k != CAREHUB_OK) {
+        cli_err("%s", carehub_last_error(c));
+        return cli_exit_for(k);
     }
+    size_t seen = cli_map_size(d->seen);
     if (!d->json)
         fprintf(stderr, "%zu assignment(s) awaiting acknowledgement\n", seen);
     return d->out_failed ? CLI_EX_IO : CLI_EX_OK;
@@ -582,16 +585,11 @@ static int cmd_request(desk_t *d, carehub_t *c, const cli_common_t *co, json_t *
         cli_err("%s", carehub_last_error(c));
         return cli_exit_for(err);
     }
-    int64_t deadline = util_mono_ms() + wait_ms;
-    while (!d->answered && !cli_stop) {
-        int64_t left = deadline - util_mono_ms();
-        if (left <= 0)
-            break;
-        int k = carehub_poll(c, (int)(left < 200 ? left : 200));
-        if (k != CAREHUB_OK && k != CAREHUB_ENET) {
-            cli_err("%s", carehub_last_error(c));
-            return cli_exit_for(k);
-        }
+    cli_until_t u = {request_answered, NULL, d, 1};
+    int k = cli_poll_until(c, wait_ms, &u);
+    if (k != CAREHUB_OK) {
+        cli_err("%s", carehub_last_error(c));
+        return cli_exit_for(k);
     }
     const char *op = cli_json_str(req, "op", "");
     const char *as = cli_json_str(req, "assignment", "?");

@@ -562,6 +562,18 @@ static int outcomes_local(const report_t *r, const char *spool_dir)
     return CLI_EX_OK;
 }
 
+static size_t shown_count(carehub_t *c, void *ud)
+{
+    (void)c;
+    return cli_map_size(((report_t *)ud)->shown);
+}
+
+static int report_answered(carehub_t *c, void *ud)
+{
+    (void)c;
+    return ((report_t *)ud)->answered != 0;
+}
+
 /* Connected: print the outcomes the broker pushes until quiet_ms without one. */
 static int outcomes_online(report_t *r, carehub_t *c, int quiet_ms)
 {
@@ -573,22 +585,13 @@ static int outcomes_online(report_t *r, carehub_t *c, int quiet_ms)
     }
     if (rc)
         return rc;
-    size_t seen = cli_map_size(r->shown);
-    int64_t quiet_until = util_mono_ms() + quiet_ms;
-    while (!cli_stop) {
-        int64_t left = quiet_until - util_mono_ms();
-        if (left <= 0)
-            break;
-        int k = carehub_poll(c, (int)(left < 200 ? left : 200));
-        if (k != CAREHUB_OK) {
-            cli_err("%s", carehub_last_error(c));
-            return cli_exit_for(k);
-        }
-        if (cli_map_size(r->shown) != seen) {
-            seen = cli_map_size(r->shown);
-            quiet_until = util_mono_ms() + quiet_ms;
-        }
+    cli_until_t u = {NULL, shown_count, r, 0}; /* until quiet_ms without a new outcome */
+    int k = cli_poll_until(c, quiet_ms, &u);
+    if (k != CAREHUB_OK) {
+        cli_err("%s", carehub_last_error(c));
+        return cli_exit_for(k);
     }
+    size_t seen = cli_map_size(r->shown);
     (void)carehub_poll(c, 0);   /* the last `received` goes out */
     if (!r->json)
         fprintf(stderr, "%zu outcome(s) received\n", seen);
@@ -598,16 +601,11 @@ static int outcomes_online(report_t *r, carehub_t *c, int quiet_ms)
 /* Send what the spool holds and wait for the answers. */
 static int flush_spool(report_t *r, carehub_t *c, int wait_ms)
 {
-    int64_t deadline = util_mono_ms() + wait_ms;
-    while (carehub_pending(c) > 0 && !cli_stop) {
-        int64_t left = deadline - util_mono_ms();
-        if (left <= 0)
-            break;
-        int k = carehub_poll(c, (int)(left < 200 ? left : 200));
-        if (k != CAREHUB_OK) {
-            cli_err("%s", carehub_last_error(c));
-            return cli_exit_for(k);
-        }
+    cli_until_t u = {cli_nothing_pending, NULL, NULL, 0};
+    int k = cli_poll_until(c, wait_ms, &u);
+    if (k != CAREHUB_OK) {
+        cli_err("%s", carehub_last_error(c));
+        return cli_exit_for(k);
     }
     size_t pending = carehub_pending(c);
     fprintf(stderr, "%ld report(s) acknowledged, %ld refused, %zu still in the spool\n",
@@ -631,18 +629,13 @@ static int submit_report(report_t *r, carehub_t *c, const cli_common_t *co, cons
         cli_err("the report cannot be put in the spool: %s", carehub_last_error(c));
         return cli_exit_for(err);
     }
-    int64_t deadline = util_mono_ms() + wait_ms;
-    while (!r->answered && !cli_stop) {
-        int64_t left = deadline - util_mono_ms();
-        if (left <= 0)
-            break;
-        int k = carehub_poll(c, (int)(left < 200 ? left : 200));
-        if (k != CAREHUB_OK) {
-            cli_err("%s", carehub_last_error(c));
-            if (k == CAREHUB_EREFUSED)
-                cli_err("the report stays in the spool %s (id %s)", co->spool_dir, r->ref);
-            return cli_exit_for(k);
-        }
+    cli_until_t u = {report_answered, NULL, r, 0};
+    int k = cli_poll_until(c, wait_ms, &u);
+    if (k != CAREHUB_OK) {
+        cli_err("%s", carehub_last_error(c));
+        if (k == CAREHUB_EREFUSED)
+            cli_err("the report stays in the spool %s (id %s)", co->spool_dir, r->ref);
+        return cli_exit_for(k);
     }
     (void)carehub_poll(c, 0);
     if (r->answered > 0) {

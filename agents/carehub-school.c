@@ -712,6 +712,14 @@ out:
     return rc;
 }
 
+/* The broker's answers so far (a cli_until_t progress). */
+static size_t answer_count(carehub_t *c, void *ud)
+{
+    (void)c;
+    const school_t *s = ud;
+    return (size_t)(s->acked_new + s->acked_dup + s->refused);
+}
+
 /* ---- main ------------------------------------------------------------------------------ */
 
 enum { OPT_SCHOOL = CLI_OPT_FIRST_PROGRAM, OPT_JSON, OPT_CHECK, OPT_SEPARATOR, OPT_EXTRA };
@@ -837,22 +845,11 @@ int main(int argc, char **argv)
         /* --wait is how long the broker may stay silent: each answer restarts it,
          * so a long export is not cut short while acks keep coming. */
         int wait_ms = cli_wait(&co, DEFAULT_WAIT_MS);
-        int64_t deadline = util_mono_ms() + wait_ms;
-        long answers = s.acked_new + s.acked_dup + s.refused;
-        while (carehub_pending(c) > 0 && !cli_stop) {
-            int64_t left = deadline - util_mono_ms();
-            if (left <= 0)
-                break;
-            int k = carehub_poll(c, (int)(left < 200 ? left : 200));
-            if (k != CAREHUB_OK) {
-                cli_err("%s", carehub_last_error(c));
-                rc = cli_exit_for(k);
-                break;
-            }
-            if (s.acked_new + s.acked_dup + s.refused != answers) {
-                answers = s.acked_new + s.acked_dup + s.refused;
-                deadline = util_mono_ms() + wait_ms;
-            }
+        cli_until_t u = {cli_nothing_pending, answer_count, &s, 0};
+        int k = cli_poll_until(c, wait_ms, &u);
+        if (k != CAREHUB_OK) {
+            cli_err("%s", carehub_last_error(c));
+            rc = cli_exit_for(k);
         }
         size_t pending = carehub_pending(c);
         if (rc == CLI_EX_OK && pending > 0) {

@@ -237,22 +237,49 @@ carehub_t *cli_open(const cli_common_t *c, const char *software, const carehub_c
     return h;
 }
 
+static int is_connected(carehub_t *c, void *ud)
+{
+    (void)ud;
+    return carehub_connected(c);
+}
+
 int cli_wait_connected(carehub_t *c, int timeout_ms)
 {
-    int64_t deadline = util_mono_ms() + timeout_ms;
-    while (!carehub_connected(c)) {
-        if (cli_stop)
-            return CLI_EX_UNREACHABLE;
-        int64_t left = timeout_ms < 0 ? 200 : deadline - util_mono_ms();
+    cli_until_t u = {is_connected, NULL, NULL, 0};
+    int rc = cli_poll_until(c, timeout_ms < 0 ? INT64_MAX / 2 : timeout_ms, &u);
+    if (rc != CAREHUB_OK) {
+        cli_err("%s", carehub_last_error(c));
+        return cli_exit_for(rc);
+    }
+    return carehub_connected(c) ? 0 : CLI_EX_UNREACHABLE;
+}
+
+int cli_poll_until(carehub_t *c, int64_t wait_ms, const cli_until_t *u)
+{
+    int64_t deadline = util_mono_ms() + wait_ms;
+    size_t seen = u->progress ? u->progress(c, u->ud) : 0;
+    while (!cli_stop && !(u->done && u->done(c, u->ud))) {
+        int64_t left = deadline - util_mono_ms();
         if (left <= 0)
-            return CLI_EX_UNREACHABLE;
+            break;
         int rc = carehub_poll(c, (int)(left < 200 ? left : 200));
-        if (rc != CAREHUB_OK) {
-            cli_err("%s", carehub_last_error(c));
-            return cli_exit_for(rc);
+        if (rc != CAREHUB_OK && !(rc == CAREHUB_ENET && u->retry_enet))
+            return rc;
+        if (u->progress) {
+            size_t now = u->progress(c, u->ud);
+            if (now != seen) {
+                seen = now;
+                deadline = util_mono_ms() + wait_ms;
+            }
         }
     }
-    return 0;
+    return CAREHUB_OK;
+}
+
+int cli_nothing_pending(carehub_t *c, void *ud)
+{
+    (void)ud;
+    return carehub_pending(c) == 0;
 }
 
 /* ---- signals ------------------------------------------------------------------ */

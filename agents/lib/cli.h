@@ -121,6 +121,26 @@ carehub_t *cli_open(const cli_common_t *c, const char *software, const carehub_c
  * code of a poll error (message printed). */
 int cli_wait_connected(carehub_t *c, int timeout_ms);
 
+/*
+ * The agent programs' one wait loop: poll c in steps of at most 200 ms until
+ * done() says the wait is over, wait_ms passed, or a signal (cli_stop). With
+ * progress(), wait_ms is a quiet period: the clock restarts whenever the count
+ * it returns changes (answers still coming in). Callbacks may be NULL.
+ */
+typedef struct {
+    int (*done)(carehub_t *c, void *ud);       /* 1: stop waiting */
+    size_t (*progress)(carehub_t *c, void *ud); /* grows as answers come */
+    void *ud;
+    int retry_enet; /* ZeroMQ errors are left to the library's resending, not returned */
+} cli_until_t;
+
+/* CAREHUB_OK (done, time out or signal: the caller looks at what it has), or
+ * the first error carehub_poll() gave (nothing printed). */
+int cli_poll_until(carehub_t *c, int64_t wait_ms, const cli_until_t *u);
+
+/* A cli_until_t done(): the spool and the requests are all answered. */
+int cli_nothing_pending(carehub_t *c, void *ud);
+
 /* ---- stopping --------------------------------------------------------------- */
 
 /* Set to 1 by SIGINT/SIGTERM once cli_catch_signals() was called. */
