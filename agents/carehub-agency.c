@@ -549,12 +549,6 @@ static size_t seen_count(carehub_t *c, void *ud)
     return cli_map_size(((desk_t *)ud)->seen);
 }
 
-static int request_answered(carehub_t *c, void *ud)
-{
-    (void)c;
-    return ((desk_t *)ud)->answered != 0;
-}
-
 static int cmd_list(desk_t *d, carehub_t *c, int quiet_ms)
 {
     int rc = cli_wait_connected(c, quiet_ms > 5000 ? quiet_ms : 5000);
@@ -564,10 +558,8 @@ static int cmd_list(desk_t *d, carehub_t *c, int quiet_ms)
         return rc;
     cli_until_t u = {NULL, seen_count, d, 0}; /* until quiet_ms without a new assignment */
     int k = cli_poll_until(c, quiet_ms, &u);
-    if (k != CAREHUB_OK) {
-        cli_err("%s", carehub_last_error(c));
-        return cli_exit_for(k);
-    }
+    if (k)
+        return k;
     size_t seen = cli_map_size(d->seen);
     if (!d->json)
         fprintf(stderr, "%zu assignment(s) awaiting acknowledgement\n", seen);
@@ -585,12 +577,10 @@ static int cmd_request(desk_t *d, carehub_t *c, const cli_common_t *co, json_t *
         cli_err("%s", carehub_last_error(c));
         return cli_exit_for(err);
     }
-    cli_until_t u = {request_answered, NULL, d, 1};
+    cli_until_t u = {cli_flag_set, NULL, &d->answered, 1};
     int k = cli_poll_until(c, wait_ms, &u);
-    if (k != CAREHUB_OK) {
-        cli_err("%s", carehub_last_error(c));
-        return cli_exit_for(k);
-    }
+    if (k)
+        return k;
     const char *op = cli_json_str(req, "op", "");
     const char *as = cli_json_str(req, "assignment", "?");
     if (d->answered > 0) {

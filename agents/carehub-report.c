@@ -568,12 +568,6 @@ static size_t shown_count(carehub_t *c, void *ud)
     return cli_map_size(((report_t *)ud)->shown);
 }
 
-static int report_answered(carehub_t *c, void *ud)
-{
-    (void)c;
-    return ((report_t *)ud)->answered != 0;
-}
-
 /* Connected: print the outcomes the broker pushes until quiet_ms without one. */
 static int outcomes_online(report_t *r, carehub_t *c, int quiet_ms)
 {
@@ -587,10 +581,8 @@ static int outcomes_online(report_t *r, carehub_t *c, int quiet_ms)
         return rc;
     cli_until_t u = {NULL, shown_count, r, 0}; /* until quiet_ms without a new outcome */
     int k = cli_poll_until(c, quiet_ms, &u);
-    if (k != CAREHUB_OK) {
-        cli_err("%s", carehub_last_error(c));
-        return cli_exit_for(k);
-    }
+    if (k)
+        return k;
     size_t seen = cli_map_size(r->shown);
     (void)carehub_poll(c, 0);   /* the last `received` goes out */
     if (!r->json)
@@ -603,10 +595,8 @@ static int flush_spool(report_t *r, carehub_t *c, int wait_ms)
 {
     cli_until_t u = {cli_nothing_pending, NULL, NULL, 0};
     int k = cli_poll_until(c, wait_ms, &u);
-    if (k != CAREHUB_OK) {
-        cli_err("%s", carehub_last_error(c));
-        return cli_exit_for(k);
-    }
+    if (k)
+        return k;
     size_t pending = carehub_pending(c);
     fprintf(stderr, "%ld report(s) acknowledged, %ld refused, %zu still in the spool\n",
             r->earlier, r->refused_earlier, pending);
@@ -629,13 +619,12 @@ static int submit_report(report_t *r, carehub_t *c, const cli_common_t *co, cons
         cli_err("the report cannot be put in the spool: %s", carehub_last_error(c));
         return cli_exit_for(err);
     }
-    cli_until_t u = {report_answered, NULL, r, 0};
+    cli_until_t u = {cli_flag_set, NULL, &r->answered, 0};
     int k = cli_poll_until(c, wait_ms, &u);
-    if (k != CAREHUB_OK) {
-        cli_err("%s", carehub_last_error(c));
-        if (k == CAREHUB_EREFUSED)
+    if (k) {
+        if (k == CLI_EX_NOPERM) /* the hello was refused */
             cli_err("the report stays in the spool %s (id %s)", co->spool_dir, r->ref);
-        return cli_exit_for(k);
+        return k;
     }
     (void)carehub_poll(c, 0);
     if (r->answered > 0) {

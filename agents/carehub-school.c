@@ -846,11 +846,7 @@ int main(int argc, char **argv)
          * so a long export is not cut short while acks keep coming. */
         int wait_ms = cli_wait(&co, DEFAULT_WAIT_MS);
         cli_until_t u = {cli_nothing_pending, answer_count, &s, 0};
-        int k = cli_poll_until(c, wait_ms, &u);
-        if (k != CAREHUB_OK) {
-            cli_err("%s", carehub_last_error(c));
-            rc = cli_exit_for(k);
-        }
+        rc = cli_poll_until(c, wait_ms, &u);
         size_t pending = carehub_pending(c);
         if (rc == CLI_EX_OK && pending > 0) {
             cli_err("%zu event(s) not acknowledged (no answer for %d s; %s): they stay in the "

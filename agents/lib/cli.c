@@ -42,6 +42,7 @@ int cli_exit_for(int err)
     case CAREHUB_EJSON:
         return CLI_EX_USAGE;
     case CAREHUB_ESPOOL:
+    case CAREHUB_ENOMEM:
         return CLI_EX_IO;
     case CAREHUB_EREFUSED:
         return CLI_EX_NOPERM;
@@ -247,10 +248,8 @@ int cli_wait_connected(carehub_t *c, int timeout_ms)
 {
     cli_until_t u = {is_connected, NULL, NULL, 0};
     int rc = cli_poll_until(c, timeout_ms < 0 ? INT64_MAX / 2 : timeout_ms, &u);
-    if (rc != CAREHUB_OK) {
-        cli_err("%s", carehub_last_error(c));
-        return cli_exit_for(rc);
-    }
+    if (rc)
+        return rc;
     return carehub_connected(c) ? 0 : CLI_EX_UNREACHABLE;
 }
 
@@ -263,8 +262,10 @@ int cli_poll_until(carehub_t *c, int64_t wait_ms, const cli_until_t *u)
         if (left <= 0)
             break;
         int rc = carehub_poll(c, (int)(left < 200 ? left : 200));
-        if (rc != CAREHUB_OK && !(rc == CAREHUB_ENET && u->retry_enet))
-            return rc;
+        if (rc != CAREHUB_OK && !(rc == CAREHUB_ENET && u->retry_enet)) {
+            cli_err("%s", carehub_last_error(c));
+            return cli_exit_for(rc);
+        }
         if (u->progress) {
             size_t now = u->progress(c, u->ud);
             if (now != seen) {
@@ -273,13 +274,19 @@ int cli_poll_until(carehub_t *c, int64_t wait_ms, const cli_until_t *u)
             }
         }
     }
-    return CAREHUB_OK;
+    return 0;
 }
 
 int cli_nothing_pending(carehub_t *c, void *ud)
 {
     (void)ud;
     return carehub_pending(c) == 0;
+}
+
+int cli_flag_set(carehub_t *c, void *ud)
+{
+    (void)c;
+    return *(const int *)ud != 0;
 }
 
 /* ---- signals ------------------------------------------------------------------ */

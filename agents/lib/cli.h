@@ -134,12 +134,15 @@ typedef struct {
     int retry_enet; /* ZeroMQ errors are left to the library's resending, not returned */
 } cli_until_t;
 
-/* CAREHUB_OK (done, time out or signal: the caller looks at what it has), or
- * the first error carehub_poll() gave (nothing printed). */
+/* 0 (done, time out or signal: the caller looks at what it has), or the exit
+ * code (cli_exit_for) of the first error carehub_poll() gave, its message
+ * printed. */
 int cli_poll_until(carehub_t *c, int64_t wait_ms, const cli_until_t *u);
 
 /* A cli_until_t done(): the spool and the requests are all answered. */
 int cli_nothing_pending(carehub_t *c, void *ud);
+/* A cli_until_t done(): the int that ud points to is not 0 (an answer came). */
+int cli_flag_set(carehub_t *c, void *ud);
 
 /* ---- stopping --------------------------------------------------------------- */
 
