@@ -36,6 +36,7 @@
 #include <jansson.h>
 
 #include "carehub.h"
+#include "carehub_wire.h"
 #include "cli.h"
 #include "util.h"
 
@@ -601,7 +602,7 @@ static int cmd_request(desk_t *d, carehub_t *c, const cli_common_t *co, json_t *
     }
     if (d->answered < 0) {
         if (d->json) {
-            json_t *n = json_pack("{s:i, s:s, s:s, s:s, s:s}", "v", 1, "op", "nack", "id",
+            json_t *n = json_pack("{s:i, s:s, s:s, s:s, s:s}", "v", CAREHUB_WIRE_VERSION, "op", "nack", "id",
                                   d->req_id, "code", d->code, "error", d->error);
             if (n && d->field[0])
                 json_object_set_new(n, "field", json_string(d->field));

@@ -3,6 +3,7 @@
 
 #include <string.h>
 
+#include "carehub_wire.h"
 #include "util.h"
 
 const char *frame_strerror(frame_rc_t rc)
@@ -424,7 +425,7 @@ void frame_out_begin(frame_out_t *o, uint32_t nkeys)
 void frame_out_message(frame_out_t *o, const char *op, const char *id, uint32_t nmore)
 {
     frame_out_begin(o, 2 + (id != NULL) + nmore);
-    frame_out_int(o, "v", 1);
+    frame_out_int(o, "v", CAREHUB_WIRE_VERSION);
     frame_out_str(o, "op", op);
     if (id)
         frame_out_str(o, "id", id);
