@@ -1,0 +1,222 @@
+/*
+ * store_index.c — the case_events index, which lags the events by about a
+ * second (CASE_INDEX_LAG_MS; store_int.h): joining an event to one of many
+ * cases would dirty one random page per event, so entries wait in memory and
+ * are written in bulk, one slice of the case-number range per write
+ * transaction. Reads merge what waits (store_each_case_event); at open what
+ * the last run did not write is rebuilt from the events.
+ */
+#include "store_int.h"
+
+#include <msgpack.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "frame.h"
+#include "log.h"
+#include "util.h"
+
+/* The number in an id ("case-0000000042" -> 42): its digits, read in order. */
+static uint64_t id_number(const char *id)
+{
+    uint64_t n = 0;
+    for (const char *c = id; *c; c++)
+        if (*c >= '0' && *c <= '9')
+            n = n * 10 + (uint64_t)(*c - '0');
+    return n;
+}
+
+void store_index_add(store_t *st, uint64_t seq, const char *case_id, const char *event_id)
+{
+    if (st->pend_n == st->pend_cap) {
+        st->pend_cap = st->pend_cap ? st->pend_cap * 2 : 1024;
+        st->pend = xrealloc(st->pend, st->pend_cap * sizeof *st->pend);
+    }
+    struct pend_entry *e = &st->pend[st->pend_n++];
+    e->seq = seq;
+    e->case_no = id_number(case_id);
+    e->flushed = 0;
+    util_fmt(e->case_id, sizeof e->case_id, "%s", case_id);
+    util_fmt(e->event_id, sizeof e->event_id, "%s", event_id);
+}
+
+int store_index_rebuild(MDB_txn *txn, store_t *st)
+{
+    uint64_t upto;
+    int rc = store_u64_read(txn, st->meta, "case_events.upto", &upto);
+    if (rc || upto >= st->seq_event)
+        return rc;
+    char from[STORE_ID_MAX];
+    util_fmt(from, sizeof from, "ev-%012llu", (unsigned long long)(upto + 1));
+    MDB_cursor *cur, *idx;
+    MDB_val k = store_val_str(from), v;
+    if ((rc = mdb_cursor_open(txn, st->dbi[STORE_DB_EVENTS], &cur)))
+        return rc;
+    if ((rc = mdb_cursor_open(txn, st->dbi[STORE_DB_CASE_EVENTS], &idx))) {
+        mdb_cursor_close(cur);
+        return rc;
+    }
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        msgpack_unpacked u;
+        msgpack_unpacked_init(&u);
+        char case_id[STORE_ID_MAX] = "", ev[STORE_ID_MAX];
+        const char *s;
+        size_t n;
+        if (msgpack_unpack_next(&u, v.mv_data, v.mv_size, NULL) == MSGPACK_UNPACK_SUCCESS &&
+            frame_str(frame_map_get(&u.data, "case"), &s, &n) && n < sizeof case_id) {
+            memcpy(case_id, s, n);
+            case_id[n] = '\0';
+        }
+        msgpack_unpacked_destroy(&u);
+        if (!case_id[0] || k.mv_size >= sizeof ev || k.mv_size <= 3) {
+            rc = MDB_CORRUPTED;
+            break;
+        }
+        memcpy(ev, k.mv_data, k.mv_size);
+        ev[k.mv_size] = '\0';
+        /* the sweep writes out of event order: some entries after upto are there */
+        MDB_val ck = store_val_str(case_id), cv = store_val_str(ev);
+        int have = mdb_cursor_get(idx, &ck, &cv, MDB_GET_BOTH);
+        if (have == 0)
+            continue;
+        if (have != MDB_NOTFOUND) {
+            rc = have;
+            break;
+        }
+        store_index_add(st, id_number(ev), case_id, ev);
+    }
+    mdb_cursor_close(idx);
+    mdb_cursor_close(cur);
+    if (rc == MDB_NOTFOUND)
+        rc = 0;
+    if (!rc && st->pend_n)
+        log_info("store: %zu recent events to add to the case index", st->pend_n);
+    return rc;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* A round's slices: as many distinct pending cases in each (about as many pages). */
+static void sweep_bounds(store_t *st)
+{
+    uint64_t *no = xmalloc(st->pend_n * sizeof *no);
+    for (size_t i = 0; i < st->pend_n; i++)
+        no[i] = st->pend[i].case_no;
+    qsort(no, st->pend_n, sizeof *no, cmp_u64);
+    size_t m = 0;
+    for (size_t i = 0; i < st->pend_n; i++)
+        if (m == 0 || no[m - 1] != no[i])
+            no[m++] = no[i];
+    st->sweep_bound[0] = 0;
+    for (int k = 1; k < CASE_INDEX_SLICES; k++)
+        st->sweep_bound[k] = no[m * (size_t)k / CASE_INDEX_SLICES];
+    free(no);
+}
+
+/* Write pending index entries inside this write transaction (at its start):
+ * all of them when forced, too many or few, else, when the sweep's next slice is
+ * due, the entries of that slice of the case-number range. The first slice of a
+ * round cuts the range at the octiles of the distinct case numbers pending (as
+ * many cases, so about as many pages, per slice); the first slice also takes
+ * what lies below, the last what lies above. So each
+ * page is written about once a round, and an entry waits at most about two
+ * rounds (one that arrived just after its slice passed waits for the next).
+ * Entries leave memory only once the transaction commits (store_write). */
+int store_index_flush(store_txn_t *t, int force)
+{
+    store_t *st = t->st;
+    if (st->pend_n == 0)
+        return 0;
+    int all = force || st->pend_n >= CASE_INDEX_MAX_PENDING;
+    uint64_t from = 0, below = UINT64_MAX; /* this slice: case numbers from .. below */
+    if (!all) {
+        int64_t now = util_mono_ms();
+        if (t->pend_flushed || now < st->sweep_next)
+            return 0;
+        st->sweep_next = now + CASE_INDEX_LAG_MS / CASE_INDEX_SLICES;
+        if (st->pend_n <= CASE_INDEX_SMALL) {
+            all = 1; /* a few pages: no need to slice */
+            st->sweep_slice = 0;
+        } else {
+            if (st->sweep_slice == 0)
+                sweep_bounds(st);
+            from = st->sweep_bound[st->sweep_slice];
+            if (st->sweep_slice < CASE_INDEX_SLICES - 1)
+                below = st->sweep_bound[st->sweep_slice + 1];
+            st->sweep_slice = (st->sweep_slice + 1) % CASE_INDEX_SLICES;
+        }
+    }
+    size_t n = 0;
+    uint64_t upto = t->seq_event; /* every event so far, unless one stays pending */
+    for (size_t i = 0; i < st->pend_n; i++) {
+        struct pend_entry *e = &st->pend[i];
+        if (e->flushed)
+            continue; /* by an earlier call in this transaction */
+        if (!all && (e->case_no < from || e->case_no >= below)) {
+            if (e->seq - 1 < upto)
+                upto = e->seq - 1;
+            continue;
+        }
+        MDB_val cs = store_val_str(e->case_id), ev = store_val_str(e->event_id);
+        int rc = mdb_put(t->txn, st->dbi[STORE_DB_CASE_EVENTS], &cs, &ev, MDB_NODUPDATA);
+        if (rc && rc != MDB_KEYEXIST)
+            return rc; /* (MAP_FULL) the flags set so far are cleared on abort */
+        e->flushed = 1;
+        t->pend_flushed++; /* counted at once: store_index_settle must see every flag */
+        n++;
+    }
+    if (n == 0)
+        return 0;
+    return store_u64_write(t->txn, st->meta, "case_events.upto", upto);
+}
+
+/* After a transaction: drop what it wrote (committed) or unmark it (aborted). */
+void store_index_settle(store_t *st, size_t n_flushed, int committed)
+{
+    if (!n_flushed)
+        return;
+    size_t w = 0;
+    for (size_t i = 0; i < st->pend_n; i++) {
+        if (st->pend[i].flushed && committed)
+            continue;
+        st->pend[i].flushed = 0;
+        if (w != i)
+            st->pend[w] = st->pend[i];
+        w++;
+    }
+    st->pend_n = w;
+}
+
+static int flush_fn(store_txn_t *t, void *ud)
+{
+    (void)ud;
+    return store_index_flush(t, 1);
+}
+
+store_rc_t store_flush_index(store_t *st)
+{
+    return store_write(st, flush_fn, NULL);
+}
+
+int store_each_case_event(store_txn_t *t, const char *case_id, store_each_fn fn, void *ud)
+{
+    size_t cl = strlen(case_id);
+    int rc = store_each(t, STORE_DB_CASE_EVENTS, case_id, cl, 1, fn, ud);
+    if (rc)
+        return rc;
+    /* Then the entries not written yet (those written in this transaction were seen above). */
+    store_t *st = t->st;
+    for (size_t i = 0; i < st->pend_n; i++) {
+        if (st->pend[i].flushed || strcmp(st->pend[i].case_id, case_id) != 0)
+            continue;
+        int r = fn(ud, case_id, cl, st->pend[i].event_id, strlen(st->pend[i].event_id));
+        if (r)
+            return r == STORE_EACH_STOP ? 0 : r;
+    }
+    return 0;
+}

@@ -1,0 +1,96 @@
+/*
+ * store_int.h — what the store's files share, and nothing outside them sees.
+ *
+ * The store is three files over one LMDB environment:
+ *   store.c        the storage: the environment, its named databases, write and
+ *                  read transactions (group commit, map growth, syncs), get, put,
+ *                  delete and walks, sealing of bodies; it knows LMDB and no record;
+ *   store_index.c  the case_events index that lags the events (written in bulk);
+ *   store_case.c   the event and case records: idempotency, joining events into
+ *                  cases, their trail records, reading them back.
+ * store.h is the manual for the rest of the broker.
+ */
+#ifndef CAREHUB_STORE_INT_H
+#define CAREHUB_STORE_INT_H
+
+#include <lmdb.h>
+#include <pthread.h>
+#include <sodium.h>
+#include <stdint.h>
+
+#include "store.h"
+
+#define CASE_INDEX_LAG_MS 1000
+#define CASE_INDEX_SLICES 8
+#define CASE_INDEX_SMALL 256 /* pending entries written at once without slicing */
+#define CASE_INDEX_MAX_PENDING 65536 /* a bound on memory (about 6 MB) */
+
+struct store {
+    MDB_env *env;
+    MDB_dbi meta;
+    MDB_dbi dbi[STORE_DB_COUNT];
+    uint64_t seq_event;  /* last event number handed out (committed) */
+    uint64_t seq_case;   /* last case number handed out (committed) */
+    uint64_t seq_assign; /* last assignment number handed out (committed) */
+    uint64_t map_size;
+    uint64_t map_max;
+    char *dir;
+    /* The case_events index lags the events by about CASE_INDEX_LAG_MS: joining an
+     * event to one of many cases dirties one random page per event, so entries
+     * wait in memory and are written in bulk (many events of a case share a
+     * page). A sweep writes them one slice of the case-number range at a time
+     * (CASE_INDEX_SLICES per CASE_INDEX_LAG_MS), so that no one commit writes a
+     * page per active case. Events are the log; meta "case_events.upto" is the
+     * event number below which every entry is written, and at open the entries
+     * after it that are missing are rebuilt from the events. Reads merge. */
+    struct pend_entry {
+        uint64_t seq;                 /* the event's number */
+        uint64_t case_no;             /* the case's number (its id's digits) */
+        int flushed;                  /* written by the write transaction in progress */
+        char case_id[STORE_ID_MAX];
+        char event_id[STORE_ID_MAX];
+    } *pend;
+    size_t pend_n, pend_cap;
+    int64_t sweep_next;               /* monotonic ms: the next slice is due */
+    int sweep_slice;                  /* 0 .. CASE_INDEX_SLICES - 1 */
+    uint64_t sweep_bound[CASE_INDEX_SLICES];          /* slice k: case numbers from bound[k] to bound[k+1] */
+    /* privacy.key_file: event bodies sealed with XChaCha20-Poly1305 (AD: the
+     * event id); the child-id join key is a keyed BLAKE2b hash. Both keys are
+     * derived from the configured one (crypto_kdf). */
+    int privacy;
+    unsigned char body_key[crypto_aead_xchacha20poly1305_ietf_KEYBYTES];
+    unsigned char join_key[crypto_generichash_KEYBYTES];
+    int readonly;                     /* store_open_readonly */
+    /* Read transactions open now, in any thread (job.c runs long reads off the
+     * loop): the map may not be resized while one is (mdb_env_set_mapsize). */
+    pthread_mutex_t readers_mu;
+    int readers;
+    int opened;                       /* mdb_env_open succeeded */
+};
+
+struct store_txn {
+    store_t *st;
+    MDB_txn *txn;
+    uint64_t seq_event, seq_case, seq_assign; /* counters as this transaction moves them */
+    size_t pend_before;  /* st->pend_n when the transaction began (rolled back to on abort) */
+    size_t pend_flushed; /* entries written to case_events here (marked `flushed`) */
+};
+
+/* ---- shared by the store's files ---------------------------------------------- */
+
+/* A NUL-terminated string as an LMDB value (without its NUL). */
+MDB_val store_val_str(const char *s);
+/* The u64 under key in db (0 when absent), and writing it. 0 or an LMDB code. */
+int store_u64_read(MDB_txn *txn, MDB_dbi dbi, const char *key, uint64_t *out);
+int store_u64_write(MDB_txn *txn, MDB_dbi dbi, const char *key, uint64_t x);
+
+/* store_index.c: the case_events entries waiting in memory. */
+void store_index_add(store_t *st, uint64_t seq, const char *case_id, const char *event_id);
+/* At open: the events after meta "case_events.upto" are not in the index yet. */
+int store_index_rebuild(MDB_txn *txn, store_t *st);
+/* In every write transaction: write the slice due (force: everything). */
+int store_index_flush(store_txn_t *t, int force);
+/* After the transaction: drop what it wrote (committed) or mark it unwritten. */
+void store_index_settle(store_t *st, size_t n_flushed, int committed);
+
+#endif
