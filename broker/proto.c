@@ -1,8 +1,11 @@
-/* proto.c — envelope checks, the op table and event intake; see proto.h. */
-#include "proto.h"
+/*
+ * proto.c — envelope checks, the op table, replies and nacks, and the ops but
+ * `event` (hello, ping, pong, case_ack, case_update, received, query,
+ * test_clock); see proto.h. The event op and its batches: proto_event.c.
+ */
+#include "proto_int.h"
 
 #include <errno.h>
-#include <msgpack.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,66 +15,10 @@
 #include "assign.h"
 #include "carehub_wire.h"
 #include "clock.h"
-#include "frame.h"
 #include "job.h"
 #include "query.h"
 #include "log.h"
 #include "util.h"
-
-/* One staged event: the store item plus the copies it points into. */
-typedef struct {
-    store_event_t item;
-    unsigned char rid[SESSION_ROUTING_MAX]; /* where to answer */
-    size_t rid_len;
-    char ref[65];          /* the agent's message id */
-    char type[65];
-    char *child_id;        /* owned, or NULL */
-    char *body;            /* owned packed msgpack */
-    size_t body_len;
-    json_t *json;          /* the validated body, for routing inside the commit */
-    schema_error_t verr;   /* why the body is invalid (item.refuse) */
-} staged_t;
-
-/* One batch of staged events, queued as an op of the loop's turn (turn.h) by
- * proto_flush() and answered by its `done` after the turn's commit. Batches
- * are reused (a free list): at most a few exist at once. */
-typedef struct batch {
-    proto_t *p;
-    assign_effects_t *fx;  /* the turn's effects, while its transaction runs */
-    size_t n;
-    struct batch *next_free;
-    staged_t staged[PROTO_BATCH_MAX];
-    store_event_t items[PROTO_BATCH_MAX]; /* the store's view of the batch */
-} batch_t;
-
-struct proto {
-    const config_t *cfg;
-    const schema_set_t *schemas;
-    store_t *store;
-    turn_t *turn;          /* this turn's write transaction: every write goes there */
-    job_set_t *jobs;       /* long reads off the loop (verify); NULL: done in the loop */
-    deliver_t *deliver;    /* pushes and notices after commits; may be NULL (unit tests) */
-    metrics_t *metrics;    /* counters; may be NULL */
-    int64_t dropped_logged; /* monotonic ms of the last "reply dropped" warning */
-    proto_send_fn send;
-    void *send_ud;
-    batch_t *cur;          /* events staged in this turn and not yet queued; NULL: none */
-    batch_t *free_batches; /* answered batches, for reuse */
-    uint64_t ping_seq;     /* ids of broker-originated pings */
-};
-
-static batch_t *batch_get(proto_t *p);
-
-/* A decoded message on its way through the handlers. */
-typedef struct {
-    session_t *s;
-    const void *frame;   /* the raw frame (checked by frame_check) */
-    size_t len;
-    const msgpack_object *map;
-    char id[65];
-    const char *user_id;
-    int64_t now;
-} msg_t;
 
 /* ---- replies ---------------------------------------------------------------- */
 
@@ -79,7 +26,7 @@ typedef struct {
  * stopped reading while it kept sending (its queue, broker.peer_queue, is full): it
  * re-sends what was not answered and is told duplicate:true. Counted and logged,
  * never silent. */
-static void send_out(proto_t *p, const unsigned char *rid, size_t rid_len, frame_out_t *o)
+void proto_send_out(proto_t *p, const unsigned char *rid, size_t rid_len, frame_out_t *o)
 {
     if (p->send(p->send_ud, rid, rid_len, o->sb.data, o->sb.size) < 0) {
         if (errno == EAGAIN) {
@@ -98,13 +45,8 @@ static void send_out(proto_t *p, const unsigned char *rid, size_t rid_len, frame
     frame_out_end(o);
 }
 
-/* nack: {v, op:"nack", id?, code, error, field?} */
-static void nack_to(proto_t *p, const unsigned char *rid, size_t rid_len, const char *id,
-                    const char *code, const char *field, const char *fmt, ...)
-    __attribute__((format(printf, 7, 8)));
-
-static void nack_to(proto_t *p, const unsigned char *rid, size_t rid_len, const char *id,
-                    const char *code, const char *field, const char *fmt, ...)
+void proto_nack_to(proto_t *p, const unsigned char *rid, size_t rid_len, const char *id,
+                   const char *code, const char *field, const char *fmt, ...)
 {
     char error[768];
     va_list ap;
@@ -127,11 +69,29 @@ static void nack_to(proto_t *p, const unsigned char *rid, size_t rid_len, const 
         frame_out_str(&o, "field", field);
     log_debug("proto: nack %s %s%s%s", id ? id : "(no id)", code, field ? " at " : "",
               field ? field : "");
-    send_out(p, rid, rid_len, &o);
+    proto_send_out(p, rid, rid_len, &o);
 }
 
-#define NACK(p, m, code, field, ...) \
-    nack_to((p), (m)->s->rid, (m)->s->rid_len, (m)->id, (code), (field), __VA_ARGS__)
+void proto_join(char *buf, size_t size, const char *(*name)(const void *ctx, size_t i),
+                const void *ctx, size_t n, int quoted)
+{
+    size_t total = 0, k = 0, len = 0;
+    for (size_t i = 0; i < n; i++)
+        total += name(ctx, i) != NULL;
+    buf[0] = '\0';
+    if (total == 0)
+        util_fmt(buf, size, "(none)");
+    for (size_t i = 0; i < n && len + 1 < size; i++) {
+        const char *nm = name(ctx, i);
+        if (!nm)
+            continue;
+        const char *sep = k == 0 ? "" : quoted && k + 1 == total ? " or " : ", ";
+        const char *q = quoted ? "\"" : "";
+        util_fmt(buf + len, size - len, "%s%s%s%s", sep, q, nm, q);
+        len += strlen(buf + len);
+        k++;
+    }
+}
 
 /* ---- handlers --------------------------------------------------------------- */
 
@@ -149,7 +109,7 @@ static void hello_done(void *ud, store_rc_t rc)
     free(c);
 }
 
-static void op_hello(proto_t *p, msg_t *m)
+static void op_hello(proto_t *p, proto_msg_t *m)
 {
     const config_agent_t *agent;
     const char *name;
@@ -158,14 +118,14 @@ static void op_hello(proto_t *p, msg_t *m)
         /* CURVE: the agent is whoever owns the key; the message does not name it. */
         agent = m->user_id[0] ? config_find_agent(p->cfg, m->user_id) : NULL;
         if (!agent) {
-            NACK(p, m, CAREHUB_E_UNAUTHORIZED, NULL, "this key is not configured for any agent");
+            PROTO_NACK(p, m, CAREHUB_E_UNAUTHORIZED, NULL, "this key is not configured for any agent");
             return;
         }
     } else {
         if (!frame_str(frame_map_get(m->map, "agent"), &name, &n) || !util_valid_id(name, n)) {
-            NACK(p, m, CAREHUB_E_MALFORMED, "/agent",
-                 "hello needs `agent`: your agent id as a string of 1-64 characters "
-                 "[A-Za-z0-9._:-], as configured under `agents` on the broker");
+            PROTO_NACK(p, m, CAREHUB_E_MALFORMED, "/agent",
+                       "hello needs `agent`: your agent id as a string of 1-64 characters "
+                       "[A-Za-z0-9._:-], as configured under `agents` on the broker");
             return;
         }
         char aid[65];
@@ -173,9 +133,9 @@ static void op_hello(proto_t *p, msg_t *m)
         aid[n] = '\0';
         agent = config_find_agent(p->cfg, aid);
         if (!agent) {
-            NACK(p, m, CAREHUB_E_UNAUTHORIZED, "/agent",
-                 "agent \"%s\" is not configured on this broker; ask the operator to add it "
-                 "under `agents`", aid);
+            PROTO_NACK(p, m, CAREHUB_E_UNAUTHORIZED, "/agent",
+                       "agent \"%s\" is not configured on this broker; ask the operator to add it "
+                       "under `agents`", aid);
             return;
         }
     }
@@ -187,7 +147,7 @@ static void op_hello(proto_t *p, msg_t *m)
     frame_out_str(&o, "role", config_role_name(agent->role));
     frame_out_int(&o, "heartbeat_ms", p->cfg->heartbeat_ms);
     frame_out_int(&o, "max_message_bytes", (int64_t)p->cfg->max_message_bytes);
-    send_out(p, m->s->rid, m->s->rid_len, &o);
+    proto_send_out(p, m->s->rid, m->s->rid_len, &o);
     if (p->deliver) { /* what waited for this agent: after the welcome, and after this turn's
                        * commit, so that a `received` sent just before is not pushed again */
         hello_op_t *c = xcalloc(1, sizeof *c);
@@ -198,134 +158,17 @@ static void op_hello(proto_t *p, msg_t *m)
     }
 }
 
-static void op_ping(proto_t *p, msg_t *m)
+static void op_ping(proto_t *p, proto_msg_t *m)
 {
     frame_out_t o;
     frame_out_message(&o, "pong", m->id, 0);
-    send_out(p, m->s->rid, m->s->rid_len, &o);
+    proto_send_out(p, m->s->rid, m->s->rid_len, &o);
 }
 
-static void op_pong(proto_t *p, msg_t *m)
+static void op_pong(proto_t *p, proto_msg_t *m)
 {
     (void)p;
     (void)m; /* being heard is all a pong does: last_heard is already updated */
-}
-
-/* Which roles may send which event type (PROTOCOL §4). A type with a schema
- * but no row here may be sent by no role. */
-static const struct {
-    const char *type;
-    unsigned roles;
-} EVENT_ROLES[] = {
-    {"absence", 1u << ROLE_SCHOOL},
-    {"mandatory_report", 1u << ROLE_SCHOOL | 1u << ROLE_REPORTER},
-    {"online_risk", 1u << ROLE_MONITOR},
-};
-
-static int role_may_send(config_role_t role, const char *type)
-{
-    for (size_t i = 0; i < UTIL_ARRAY_LEN(EVENT_ROLES); i++)
-        if (strcmp(EVENT_ROLES[i].type, type) == 0)
-            return (EVENT_ROLES[i].roles >> role) & 1u;
-    return 0;
-}
-
-static void op_event(proto_t *p, msg_t *m)
-{
-    const char *s;
-    size_t n;
-    char type[65];
-    if (!frame_str(frame_map_get(m->map, "type"), &s, &n)) {
-        NACK(p, m, CAREHUB_E_INVALID, "/type", "`type` is required: the event type as a string, "
-             "e.g. \"absence\", \"mandatory_report\" or \"online_risk\"");
-        return;
-    }
-    /* A printable copy of the type for lookups and messages. */
-    size_t tn = n < sizeof type ? n : sizeof type - 1;
-    for (size_t i = 0; i < tn; i++)
-        type[i] = (unsigned char)s[i] < 0x20 || (unsigned char)s[i] > 0x7e ? '?' : s[i];
-    type[tn] = '\0';
-    const schema_t *schema =
-        tn == n && memcmp(type, s, n) == 0 ? schema_set_get(p->schemas, type) : NULL;
-    if (!schema) {
-        NACK(p, m, CAREHUB_E_UNKNOWN_TYPE, "/type",
-             "no schema for event type \"%s\"; known types: absence, mandatory_report, online_risk",
-             type);
-        return;
-    }
-    if (!role_may_send(m->s->agent->role, type)) {
-        NACK(p, m, CAREHUB_E_FORBIDDEN, "/type", "agent %s has role %s, which may not send %s events",
-             m->s->agent->id, config_role_name(m->s->agent->role), type);
-        return;
-    }
-    int64_t at;
-    if (!frame_int(frame_map_get(m->map, "at"), &at) || at < 0) {
-        NACK(p, m, CAREHUB_E_INVALID, "/at", "`at` is required: when it was observed, as an integer of "
-             "milliseconds since the Unix epoch (UTC)");
-        return;
-    }
-    const msgpack_object *bo = frame_map_get(m->map, "body");
-    if (!bo || bo->type != MSGPACK_OBJECT_MAP) {
-        NACK(p, m, CAREHUB_E_INVALID, "/body", "`body` is required and must be a map that matches the %s "
-             "schema (see docs/schemas.md)", type);
-        return;
-    }
-    if (p->cur && p->cur->n == PROTO_BATCH_MAX)
-        proto_flush(p); /* the loop flushes first; this keeps the bound whatever calls us */
-    if (!p->cur)
-        p->cur = batch_get(p);
-    staged_t *st = &p->cur->staged[p->cur->n];
-    memset(st, 0, sizeof *st);
-    /* A body that fails here is still staged, marked refuse: if (agent, id) was
-     * acknowledged before, the retry gets that ack; otherwise it is `invalid`. */
-    char why[256];
-    json_t *body = frame_to_json(bo, st->verr.path, sizeof st->verr.path, why, sizeof why);
-    if (!body) {
-        util_fmt(st->verr.message, sizeof st->verr.message, "%s", why);
-        st->item.refuse = 1;
-    } else if (schema_validate(schema, body, 1, &st->verr) < 0) {
-        st->item.refuse = 1;
-    }
-
-    /* Fields the store needs, from the validated body. */
-    st->item.severity = 1;
-    json_t *sev = json_object_get(body, "severity");
-    if (json_is_string(sev)) {
-        int v = store_severity_parse(json_string_value(sev), json_string_length(sev));
-        if (v >= 0)
-            st->item.severity = v;
-    }
-    json_t *cid = json_object_get(json_object_get(body, "child"), "id");
-    if (!st->item.refuse && json_is_string(cid) && json_string_length(cid) > 0)
-        st->child_id = xstrndup(json_string_value(cid), json_string_length(cid));
-
-    msgpack_sbuffer sb;
-    msgpack_packer pk;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    if (!st->item.refuse)
-        frame_pack_json(&pk, body);
-    if (!st->item.refuse)
-        st->json = body; /* kept for routing; freed with the staged event */
-    else
-        json_decref(body); /* NULL-safe */
-    st->body_len = sb.size; /* before release, which zeroes it */
-    st->body = msgpack_sbuffer_release(&sb);
-    msgpack_sbuffer_destroy(&sb);
-
-    memcpy(st->rid, m->s->rid, m->s->rid_len);
-    st->rid_len = m->s->rid_len;
-    memcpy(st->ref, m->id, sizeof st->ref);
-    memcpy(st->type, type, sizeof st->type);
-    st->item.agent = m->s->agent->id; /* lives in the config */
-    st->item.ref = st->ref;
-    st->item.type = st->type;
-    st->item.at = at;
-    st->item.received = clock_now_ms();
-    st->item.child_id = st->child_id;
-    st->item.body = st->body;
-    st->item.body_len = st->body_len;
-    p->cur->n++;
 }
 
 /* ---- agencies: case_ack and case_update (PROTOCOL §5) ---- */
@@ -357,28 +200,28 @@ static void request_done(void *ud, store_rc_t rc)
         frame_out_message(&o, "ack", c->id, 2);
         frame_out_str(&o, "assignment", c->assignment);
         frame_out_str(&o, "case", c->r.case_id);
-        send_out(p, c->rid, c->rid_len, &o);
+        proto_send_out(p, c->rid, c->rid_len, &o);
         break;
     }
     case ASSIGN_NOT_FOUND:
-        nack_to(p, c->rid, c->rid_len, c->id, CAREHUB_E_NOT_FOUND, "/assignment",
-                "no assignment %s exists", c->assignment);
+        proto_nack_to(p, c->rid, c->rid_len, c->id, CAREHUB_E_NOT_FOUND, "/assignment",
+                      "no assignment %s exists", c->assignment);
         break;
     case ASSIGN_FORBIDDEN:
-        nack_to(p, c->rid, c->rid_len, c->id, CAREHUB_E_FORBIDDEN, "/assignment",
-                "%s; your agency is %s", c->r.detail, c->r.agency);
+        proto_nack_to(p, c->rid, c->rid_len, c->id, CAREHUB_E_FORBIDDEN, "/assignment",
+                      "%s; your agency is %s", c->r.detail, c->r.agency);
         break;
     case ASSIGN_CONFLICT:
-        nack_to(p, c->rid, c->rid_len, c->id, CAREHUB_E_CONFLICT, "/status", "%s", c->r.detail);
+        proto_nack_to(p, c->rid, c->rid_len, c->id, CAREHUB_E_CONFLICT, "/status", "%s", c->r.detail);
         break;
     case ASSIGN_BAD_TARGET:
-        nack_to(p, c->rid, c->rid_len, c->id, CAREHUB_E_INVALID, "/to", "%s (got \"%s\")",
-                c->r.detail, c->to);
+        proto_nack_to(p, c->rid, c->rid_len, c->id, CAREHUB_E_INVALID, "/to", "%s (got \"%s\")",
+                      c->r.detail, c->to);
         break;
     case ASSIGN_STORE:
-        nack_to(p, c->rid, c->rid_len, c->id, CAREHUB_E_UNAVAILABLE, NULL,
-                "the broker cannot record this right now (%s); retry later",
-                store_strerror(rc == STORE_OK ? STORE_IO : rc));
+        proto_nack_to(p, c->rid, c->rid_len, c->id, CAREHUB_E_UNAVAILABLE, NULL,
+                      "the broker cannot record this right now (%s); retry later",
+                      store_strerror(rc == STORE_OK ? STORE_IO : rc));
         break;
     }
     free(c);
@@ -401,25 +244,22 @@ static int str_field(const msgpack_object *map, const char *key, char *out, size
     return 1;
 }
 
-static void assignment_op(proto_t *p, msg_t *m, int is_update)
+static void assignment_op(proto_t *p, proto_msg_t *m, int is_update)
 {
-    if (m->s->agent->role != ROLE_AGENCY || !m->s->agent->agency) {
-        NACK(p, m, CAREHUB_E_FORBIDDEN, NULL, "only agency agents acknowledge or update assignments; "
-             "agent %s has role %s", m->s->agent->id, config_role_name(m->s->agent->role));
-        return;
-    }
+    /* the op table let only agency agents with their agency through */
     request_op_t *c = xcalloc(1, sizeof *c);
     if (str_field(m->map, "assignment", c->assignment, sizeof c->assignment) != 1 ||
         !util_valid_id(c->assignment, strlen(c->assignment))) {
-        NACK(p, m, CAREHUB_E_INVALID, "/assignment",
-             "`assignment` is required: the id of the assignment, as in the `case` message's id");
+        PROTO_NACK(p, m, CAREHUB_E_INVALID, "/assignment",
+                   "`assignment` is required: the id of the assignment, as in the `case` message's id");
         goto refused;
     }
     c->r = (assign_request_t){.agency = m->s->agent->agency, .assignment = c->assignment,
                               .now = clock_now_ms()};
     if (!is_update) {
         if (str_field(m->map, "by", c->by, sizeof c->by) < 0) {
-            NACK(p, m, CAREHUB_E_INVALID, "/by", "`by` must be a string of at most 128 bytes: the officer");
+            PROTO_NACK(p, m, CAREHUB_E_INVALID, "/by",
+                       "`by` must be a string of at most 128 bytes: the officer");
             goto refused;
         }
         c->r.by = c->by[0] ? c->by : NULL;
@@ -429,17 +269,17 @@ static void assignment_op(proto_t *p, msg_t *m, int is_update)
         int s_ok = st == 1 && (strcmp(status, "in_progress") == 0 || strcmp(status, "resolved") == 0 ||
                                strcmp(status, "referred") == 0 || strcmp(status, "declined") == 0);
         if (!s_ok) {
-            NACK(p, m, CAREHUB_E_INVALID, "/status",
-                 "`status` is required: one of in_progress, resolved, referred, declined");
+            PROTO_NACK(p, m, CAREHUB_E_INVALID, "/status",
+                       "`status` is required: one of in_progress, resolved, referred, declined");
             goto refused;
         }
         if (str_field(m->map, "note", c->note, sizeof c->note) < 0) {
-            NACK(p, m, CAREHUB_E_INVALID, "/note", "`note` must be a string of at most 4096 bytes");
+            PROTO_NACK(p, m, CAREHUB_E_INVALID, "/note", "`note` must be a string of at most 4096 bytes");
             goto refused;
         }
         int has_to = str_field(m->map, "to", c->to, sizeof c->to);
         if (strcmp(status, "referred") == 0 && has_to != 1) {
-            NACK(p, m, CAREHUB_E_INVALID, "/to", "`referred` needs `to`: the agency the case goes to");
+            PROTO_NACK(p, m, CAREHUB_E_INVALID, "/to", "`referred` needs `to`: the agency the case goes to");
             goto refused;
         }
         c->r.status = status;
@@ -456,12 +296,12 @@ refused:
     free(c);
 }
 
-static void op_case_ack(proto_t *p, msg_t *m)
+static void op_case_ack(proto_t *p, proto_msg_t *m)
 {
     assignment_op(p, m, 0);
 }
 
-static void op_case_update(proto_t *p, msg_t *m)
+static void op_case_update(proto_t *p, proto_msg_t *m)
 {
     assignment_op(p, m, 1);
 }
@@ -488,7 +328,7 @@ static void received_done(void *ud, store_rc_t rc)
 }
 
 /* received {id}: the agent has the outcome with this id. No reply. */
-static void op_received(proto_t *p, msg_t *m)
+static void op_received(proto_t *p, proto_msg_t *m)
 {
     received_op_t *c = xcalloc(1, sizeof *c);
     c->agent = m->s->agent->id;
@@ -536,9 +376,9 @@ static void query_done(void *ud, store_rc_t rc)
     const char *field;
     query_result_t r = query_end(c->q, rc, &o, why, sizeof why, &field);
     if (r == QUERY_OK)
-        send_out(c->p, c->rid, c->rid_len, &o);
+        proto_send_out(c->p, c->rid, c->rid_len, &o);
     else
-        nack_to(c->p, c->rid, c->rid_len, c->id, QUERY_CODES[r], field, "%s", why);
+        proto_nack_to(c->p, c->rid, c->rid_len, c->id, QUERY_CODES[r], field, "%s", why);
     query_op_free(c);
 }
 
@@ -557,9 +397,9 @@ static void verify_done(void *ud)
     frame_out_t o;
     char why[256];
     if (query_verify_answer(c->v, &o, why, sizeof why) == QUERY_OK)
-        send_out(c->p, c->rid, c->rid_len, &o);
+        proto_send_out(c->p, c->rid, c->rid_len, &o);
     else
-        nack_to(c->p, c->rid, c->rid_len, c->id, CAREHUB_E_UNAVAILABLE, NULL, "%s", why);
+        proto_nack_to(c->p, c->rid, c->rid_len, c->id, CAREHUB_E_UNAVAILABLE, NULL, "%s", why);
     query_verify_free(&c->v);
     free(c);
 }
@@ -570,7 +410,7 @@ static void verify_work(void *ud) /* in the job's thread */
     query_verify_work(c->v);
 }
 
-static void verify_start(proto_t *p, msg_t *m)
+static void verify_start(proto_t *p, proto_msg_t *m)
 {
     verify_op_t *c = xcalloc(1, sizeof *c);
     c->p = p;
@@ -586,15 +426,15 @@ static void verify_start(proto_t *p, msg_t *m)
     if (job_start(p->jobs, verify_work, verify_done, c) < 0) {
         query_verify_free(&c->v);
         free(c);
-        NACK(p, m, CAREHUB_E_UNAVAILABLE, NULL,
-             "%d verifies are running already; retry when one has answered", JOB_MAX);
+        PROTO_NACK(p, m, CAREHUB_E_UNAVAILABLE, NULL,
+                   "%d verifies are running already; retry when one has answered", JOB_MAX);
     }
 }
 
 /* query {what: case|cases|trail|assignments|verify, …}: read cases under least
  * privilege (query.h); answered after the turn's commit, which holds the read's
  * trail record. */
-static void op_query(proto_t *p, msg_t *m)
+static void op_query(proto_t *p, proto_msg_t *m)
 {
     frame_out_t o;
     char why[512];
@@ -623,7 +463,7 @@ static void op_query(proto_t *p, msg_t *m)
         verify_start(p, m);
         return;
     }
-    NACK(p, m, QUERY_CODES[r], field, "%s", why);
+    PROTO_NACK(p, m, QUERY_CODES[r], field, "%s", why);
 }
 
 /* test_clock {set?: ms, advance?: ms} → {op:"clock", now}: moves the virtual
@@ -644,24 +484,24 @@ static void clock_done(void *ud, store_rc_t rc)
         frame_out_t o;
         frame_out_message(&o, "clock", c->id, 1);
         frame_out_int(&o, "now", c->now);
-        send_out(c->p, c->rid, c->rid_len, &o);
+        proto_send_out(c->p, c->rid, c->rid_len, &o);
     } else {
-        nack_to(c->p, c->rid, c->rid_len, c->id, CAREHUB_E_UNAVAILABLE, NULL,
-                "the clock moved, but what fell due could not be recorded (%s); it fires when it "
-                "can", store_strerror(rc));
+        proto_nack_to(c->p, c->rid, c->rid_len, c->id, CAREHUB_E_UNAVAILABLE, NULL,
+                      "the clock moved, but what fell due could not be recorded (%s); it fires when it "
+                      "can", store_strerror(rc));
     }
     free(c);
 }
 
-static void op_test_clock(proto_t *p, msg_t *m)
+static void op_test_clock(proto_t *p, proto_msg_t *m)
 {
     int64_t v;
     const msgpack_object *set = frame_map_get(m->map, "set"), *adv = frame_map_get(m->map, "advance");
     proto_flush(p); /* what came before the clock moved is written before what it makes due */
     if ((set && (!frame_int(set, &v) || clock_set_ms(v) < 0)) ||
         (adv && (!frame_int(adv, &v) || clock_advance_ms(v) < 0))) {
-        NACK(p, m, CAREHUB_E_INVALID, set ? "/set" : "/advance",
-             "`set` takes a time in ms not before the clock's current time; `advance` takes ms >= 0");
+        PROTO_NACK(p, m, CAREHUB_E_INVALID, set ? "/set" : "/advance",
+                   "`set` takes a time in ms not before the clock's current time; `advance` takes ms >= 0");
         return;
     }
     /* Everything that fell due fires in this turn, before any later message is handled. */
@@ -676,24 +516,48 @@ static void op_test_clock(proto_t *p, msg_t *m)
     turn_add(p->turn, NULL, clock_done, c);
 }
 
-/* The op table: every op the broker accepts, checked in one place. */
-typedef void (*op_handler_t)(proto_t *, msg_t *);
+/* The op table: every op the broker accepts and what the envelope checks for it, in
+ * one place (the order is that of the list in the unknown_op nack). */
+typedef void (*op_handler_t)(proto_t *, proto_msg_t *);
+#define OP_HELLO     1u /* refused with hello_required before a hello on this connection */
+#define OP_NO_REPLY  2u /* never answered: not even that nack */
+#define OP_TEST_ONLY 4u /* exists only with the test clock (carehubd --test-clock); not listed */
+#define ANY_ROLE ((1u << ROLE_COUNT) - 1)
 static const struct op_def {
     const char *name;
     op_handler_t handler;
-    int needs_hello;  /* refused with hello_required before a hello on this connection */
-    int test_only;    /* exists only with the test clock (carehubd --test-clock) */
+    unsigned flags;        /* OP_* */
+    unsigned roles;        /* roles that may send it after their hello (1u << ROLE_*) */
+    const char *forbidden; /* the forbidden nack's sentence for other roles */
 } OPS[] = {
-    {"hello", op_hello, 0, 0},
-    {"ping", op_ping, 1, 0},
-    {"pong", op_pong, 1, 0},
-    {"event", op_event, 1, 0},
-    {"case_ack", op_case_ack, 1, 0},
-    {"case_update", op_case_update, 1, 0},
-    {"received", op_received, 1, 0},
-    {"query", op_query, 1, 0},
-    {"test_clock", op_test_clock, 1, 1},
+    {"hello", op_hello, 0, ANY_ROLE, NULL},
+    {"ping", op_ping, OP_HELLO, ANY_ROLE, NULL},
+    {"pong", op_pong, OP_HELLO | OP_NO_REPLY, ANY_ROLE, NULL},
+    {"event", proto_op_event, OP_HELLO, ANY_ROLE, NULL}, /* which types: proto_event.c */
+    {"case_ack", op_case_ack, OP_HELLO, 1u << ROLE_AGENCY,
+     "only agency agents acknowledge or update assignments"},
+    {"case_update", op_case_update, OP_HELLO, 1u << ROLE_AGENCY,
+     "only agency agents acknowledge or update assignments"},
+    {"received", op_received, OP_HELLO | OP_NO_REPLY, ANY_ROLE, NULL},
+    {"query", op_query, OP_HELLO, ANY_ROLE, NULL}, /* what each role may read: query.c */
+    {"test_clock", op_test_clock, OP_HELLO | OP_TEST_ONLY, ANY_ROLE, NULL},
 };
+
+/* 1 when agent `a` may send `op`. An agent of role agency counts as one only with
+ * its agency (config.c requires it; a hand-built config may lack it). */
+static int role_may_send_op(const struct op_def *op, const config_agent_t *a)
+{
+    if (!((op->roles >> a->role) & 1u))
+        return 0;
+    return op->roles == ANY_ROLE || a->role != ROLE_AGENCY || a->agency != NULL;
+}
+
+/* The i-th op for the unknown_op nack's list; NULL for those not listed. */
+static const char *op_listed(const void *ctx, size_t i)
+{
+    (void)ctx;
+    return OPS[i].flags & OP_TEST_ONLY ? NULL : OPS[i].name;
+}
 
 /* ---- envelope --------------------------------------------------------------- */
 
@@ -706,36 +570,37 @@ size_t proto_on_message(proto_t *p, session_t *s, const void *frame, size_t len,
     s->last_pinged = 0;
 
     if (frames != 1) {
-        nack_to(p, s->rid, s->rid_len, pid, CAREHUB_E_MALFORMED, NULL,
-                "a message is exactly one frame holding one msgpack map; this one had %d frames",
-                frames);
+        proto_nack_to(p, s->rid, s->rid_len, pid, CAREHUB_E_MALFORMED, NULL,
+                      "a message is exactly one frame holding one msgpack map; this one had %d frames",
+                      frames);
         return proto_pending(p);
     }
     if (len > p->cfg->max_message_bytes) {
-        nack_to(p, s->rid, s->rid_len, pid, CAREHUB_E_TOO_LARGE, NULL,
-                "the message is %zu bytes; this broker takes at most %zu (broker.max_message_bytes)",
-                len, p->cfg->max_message_bytes);
+        proto_nack_to(p, s->rid, s->rid_len, pid, CAREHUB_E_TOO_LARGE, NULL,
+                      "the message is %zu bytes; this broker takes at most %zu (broker.max_message_bytes)",
+                      len, p->cfg->max_message_bytes);
         return proto_pending(p);
     }
     frame_rc_t frc = frame_check(frame, len);
     if (frc != FRAME_OK) {
-        nack_to(p, s->rid, s->rid_len, frc == FRAME_TRAILING || frc == FRAME_KEY_TYPE ? pid : NULL,
-                CAREHUB_E_MALFORMED, NULL, "%s", frame_strerror(frc));
+        proto_nack_to(p, s->rid, s->rid_len, frc == FRAME_TRAILING || frc == FRAME_KEY_TYPE ? pid : NULL,
+                      CAREHUB_E_MALFORMED, NULL, "%s", frame_strerror(frc));
         return proto_pending(p);
     }
 
     msgpack_unpacked u;
     msgpack_unpacked_init(&u);
     if (msgpack_unpack_next(&u, frame, len, NULL) != MSGPACK_UNPACK_SUCCESS) {
-        nack_to(p, s->rid, s->rid_len, NULL, CAREHUB_E_MALFORMED, NULL, "the frame is not valid msgpack");
+        proto_nack_to(p, s->rid, s->rid_len, NULL, CAREHUB_E_MALFORMED, NULL,
+                      "the frame is not valid msgpack");
         goto done;
     }
-    msg_t m = {.s = s, .frame = frame, .len = len, .map = &u.data, .user_id = user_id, .now = now_ms};
+    proto_msg_t m = {.s = s, .frame = frame, .len = len, .map = &u.data, .user_id = user_id, .now = now_ms};
     const char *str;
     size_t n;
     if (!frame_str(frame_map_get(m.map, "id"), &str, &n) || !util_valid_id(str, n)) {
-        nack_to(p, s->rid, s->rid_len, NULL, CAREHUB_E_MALFORMED, "/id",
-                "`id` is required: a string of 1-64 characters [A-Za-z0-9._:-]");
+        proto_nack_to(p, s->rid, s->rid_len, NULL, CAREHUB_E_MALFORMED, "/id",
+                      "`id` is required: a string of 1-64 characters [A-Za-z0-9._:-]");
         goto done;
     }
     memcpy(m.id, str, n);
@@ -743,129 +608,47 @@ size_t proto_on_message(proto_t *p, session_t *s, const void *frame, size_t len,
 
     const msgpack_object *v = frame_map_get(m.map, "v");
     if (!v || v->type != MSGPACK_OBJECT_POSITIVE_INTEGER) {
-        NACK(p, &m, CAREHUB_E_MALFORMED, "/v", "`v` is required: the protocol version as an unsigned "
-             "integer (this broker speaks 1)");
+        PROTO_NACK(p, &m, CAREHUB_E_MALFORMED, "/v", "`v` is required: the protocol version as an unsigned "
+                   "integer (this broker speaks 1)");
         goto done;
     }
     if (v->via.u64 != 1) {
-        NACK(p, &m, CAREHUB_E_VERSION, "/v", "protocol version %llu is not supported; this broker speaks 1",
-             (unsigned long long)v->via.u64);
+        PROTO_NACK(p, &m, CAREHUB_E_VERSION, "/v",
+                   "protocol version %llu is not supported; this broker speaks 1",
+                   (unsigned long long)v->via.u64);
         goto done;
     }
     if (!frame_str(frame_map_get(m.map, "op"), &str, &n)) {
-        NACK(p, &m, CAREHUB_E_MALFORMED, "/op", "`op` is required: the operation name as a string");
+        PROTO_NACK(p, &m, CAREHUB_E_MALFORMED, "/op", "`op` is required: the operation name as a string");
         goto done;
     }
     const struct op_def *op = NULL;
     for (size_t i = 0; i < UTIL_ARRAY_LEN(OPS); i++)
         if (strlen(OPS[i].name) == n && memcmp(OPS[i].name, str, n) == 0 &&
-            (!OPS[i].test_only || clock_is_test()))
+            (!(OPS[i].flags & OP_TEST_ONLY) || clock_is_test()))
             op = &OPS[i];
     if (!op) {
-        NACK(p, &m, CAREHUB_E_UNKNOWN_OP, "/op", "unknown op; this broker knows: hello, ping, pong, event, case_ack, case_update, received, query");
+        char known[256];
+        proto_join(known, sizeof known, op_listed, NULL, UTIL_ARRAY_LEN(OPS), 0);
+        PROTO_NACK(p, &m, CAREHUB_E_UNKNOWN_OP, "/op", "unknown op; this broker knows: %s", known);
         goto done;
     }
-    if (op->needs_hello && !s->agent) {
-        if (op->handler != op_pong && op->handler != op_received) /* no reply, not even a nack */
-            NACK(p, &m, CAREHUB_E_HELLO_REQUIRED, NULL,
-                 "say hello on this connection first (the broker may have restarted), then resend");
+    if ((op->flags & OP_HELLO) && !s->agent) {
+        if (!(op->flags & OP_NO_REPLY))
+            PROTO_NACK(p, &m, CAREHUB_E_HELLO_REQUIRED, NULL, "say hello on this connection first "
+                       "(the broker may have restarted), then resend");
+        goto done;
+    }
+    if ((op->flags & OP_HELLO) && !role_may_send_op(op, s->agent)) {
+        PROTO_NACK(p, &m, CAREHUB_E_FORBIDDEN, NULL, "%s; agent %s has role %s",
+                   op->forbidden ? op->forbidden : "this op is not for your role", s->agent->id,
+                   config_role_name(s->agent->role));
         goto done;
     }
     op->handler(p, &m);
 done:
     msgpack_unpacked_destroy(&u);
     return proto_pending(p);
-}
-
-/* ---- batch commit ----------------------------------------------------------- */
-
-static void staged_free(staged_t *st)
-{
-    free(st->child_id);
-    free(st->body);
-    json_decref(st->json);
-    st->child_id = NULL;
-    st->body = NULL;
-    st->json = NULL;
-}
-
-/* Inside the turn's transaction: route each new event to its agencies. */
-static int route_stored(store_txn_t *t, store_event_t *item, void *ud)
-{
-    batch_t *b = ud;
-    staged_t *st = &b->staged[item - b->items];
-    metrics_event(b->p->metrics, item->type); /* counted again if the map grows: rare, and only then */
-    return assign_on_event(b->p->cfg, t, item, st->json, item->received, b->fx);
-}
-
-static int batch_fn(store_txn_t *t, assign_effects_t *fx, void *ud)
-{
-    batch_t *b = ud;
-    for (size_t i = 0; i < b->n; i++)
-        b->items[i] = b->staged[i].item; /* afresh on every run */
-    b->fx = fx;
-    return store_txn_put_events(t, b->items, b->n, route_stored, b);
-}
-
-/* After the turn's commit: answer every event of the batch. */
-static void batch_done(void *ud, store_rc_t rc)
-{
-    batch_t *b = ud;
-    proto_t *p = b->p;
-    size_t stored = 0, dup = 0, refused = 0;
-    for (size_t i = 0; i < b->n; i++) {
-        staged_t *st = &b->staged[i];
-        store_event_t *it = &b->items[i];
-        if (rc != STORE_OK) {
-            nack_to(p, st->rid, st->rid_len, st->ref, CAREHUB_E_UNAVAILABLE, NULL,
-                    "the broker cannot store events right now (%s); nothing was stored, retry later",
-                    store_strerror(rc));
-        } else if (it->status == STORE_ITEM_REFUSED) {
-            char field[600];
-            util_fmt(field, sizeof field, "/body%s", st->verr.path);
-            nack_to(p, st->rid, st->rid_len, st->ref, CAREHUB_E_INVALID, field, "%s %s", field,
-                    st->verr.message);
-            refused++;
-        } else {
-            frame_out_t o;
-            frame_out_message(&o, "ack", st->ref, 3);
-            frame_out_str(&o, "event", it->event_id);
-            frame_out_str(&o, "case", it->case_id);
-            frame_out_bool(&o, "duplicate", it->status == STORE_ITEM_DUPLICATE);
-            send_out(p, st->rid, st->rid_len, &o);
-            if (it->status == STORE_ITEM_DUPLICATE)
-                dup++;
-            else
-                stored++;
-        }
-        staged_free(st);
-    }
-    log_debug("proto: batch of %zu: %zu stored, %zu duplicate, %zu invalid%s", b->n, stored, dup,
-              refused, rc == STORE_OK ? "" : " (store failed: all refused as unavailable)");
-    b->n = 0;
-    b->next_free = p->free_batches;
-    p->free_batches = b;
-}
-
-static batch_t *batch_get(proto_t *p)
-{
-    batch_t *b = p->free_batches;
-    if (b)
-        p->free_batches = b->next_free;
-    else
-        b = xcalloc(1, sizeof *b);
-    b->p = p;
-    b->n = 0;
-    b->next_free = NULL;
-    return b;
-}
-
-void proto_flush(proto_t *p)
-{
-    if (!p->cur || p->cur->n == 0)
-        return;
-    turn_add(p->turn, batch_fn, batch_done, p->cur);
-    p->cur = NULL;
 }
 
 void proto_set_metrics(proto_t *p, metrics_t *m)
@@ -881,11 +664,6 @@ void proto_set_jobs(proto_t *p, job_set_t *jobs)
 void proto_set_deliver(proto_t *p, deliver_t *d)
 {
     p->deliver = d;
-}
-
-size_t proto_pending(const proto_t *p)
-{
-    return p->cur ? p->cur->n : 0;
 }
 
 int proto_ping(proto_t *p, session_t *s)
@@ -918,16 +696,7 @@ void proto_destroy(proto_t **pp)
     if (!pp || !*pp)
         return;
     proto_t *p = *pp;
-    if (p->cur) {
-        for (size_t i = 0; i < p->cur->n; i++)
-            staged_free(&p->cur->staged[i]);
-        free(p->cur);
-    }
-    while (p->free_batches) {
-        batch_t *b = p->free_batches;
-        p->free_batches = b->next_free;
-        free(b);
-    }
+    proto_batches_free(p);
     free(p);
     *pp = NULL;
 }
