@@ -97,6 +97,14 @@ typedef struct {
     char notify[MAX_NOTIFY][ID_LEN];
 } step_t;
 
+/* What routing and resolution need of the other assignments of a case. */
+typedef struct {
+    char id[STORE_ID_MAX];
+    char case_id[STORE_ID_MAX];
+    char agency[ID_LEN];
+    assign_state_t state;
+} as_brief_t;
+
 typedef struct {
     char id[STORE_ID_MAX];
     char case_id[STORE_ID_MAX];
@@ -133,6 +141,25 @@ static int64_t get_int(const msgpack_object *map, const char *key)
     return v;
 }
 
+/* The head of an assignment record (id, case, agency, state), the one reading of
+ * those fields: 0 when the state is known and id and agency are there, else
+ * MDB_CORRUPTED. Nothing sealed is opened. */
+static int as_decode_head(const msgpack_object *m, as_brief_t *b)
+{
+    char st[32];
+    memset(b, 0, sizeof *b);
+    copy_str(b->id, sizeof b->id, frame_map_get(m, "id"));
+    copy_str(b->case_id, sizeof b->case_id, frame_map_get(m, "case"));
+    copy_str(b->agency, sizeof b->agency, frame_map_get(m, "agency"));
+    copy_str(st, sizeof st, frame_map_get(m, "state"));
+    int s = assign_state_parse(st, strlen(st));
+    if (s < 0 || !b->id[0] || !b->agency[0])
+        return MDB_CORRUPTED;
+    b->state = (assign_state_t)s;
+    return 0;
+}
+
+/* The whole record: the head (with its case required), the note opened, the plan. */
 static int as_decode(store_txn_t *t, const void *data, size_t len, as_t *a)
 {
     msgpack_unpacked u;
@@ -142,9 +169,11 @@ static int as_decode(store_txn_t *t, const void *data, size_t len, as_t *a)
     if (msgpack_unpack_next(&u, data, len, NULL) == MSGPACK_UNPACK_SUCCESS &&
         u.data.type == MSGPACK_OBJECT_MAP) {
         const msgpack_object *m = &u.data;
-        copy_str(a->id, sizeof a->id, frame_map_get(m, "id"));
-        copy_str(a->case_id, sizeof a->case_id, frame_map_get(m, "case"));
-        copy_str(a->agency, sizeof a->agency, frame_map_get(m, "agency"));
+        as_brief_t h;
+        int head = as_decode_head(m, &h);
+        memcpy(a->id, h.id, sizeof a->id);
+        memcpy(a->case_id, h.case_id, sizeof a->case_id);
+        memcpy(a->agency, h.agency, sizeof a->agency);
         copy_str(a->type, sizeof a->type, frame_map_get(m, "type"));
         copy_str(a->by, sizeof a->by, frame_map_get(m, "by"));
         copy_str(a->to, sizeof a->to, frame_map_get(m, "to"));
@@ -162,9 +191,6 @@ static int as_decode(store_txn_t *t, const void *data, size_t len, as_t *a)
                 sodium_memzero(nb.data, nb.alloc);
             msgpack_sbuffer_destroy(&nb);
         }
-        char st[32];
-        copy_str(st, sizeof st, frame_map_get(m, "state"));
-        int s = assign_state_parse(st, strlen(st));
         a->severity = (int)get_int(m, "severity");
         a->created = get_int(m, "created");
         a->ack_by = get_int(m, "ack_by");
@@ -185,8 +211,8 @@ static int as_decode(store_txn_t *t, const void *data, size_t len, as_t *a)
                         copy_str(sp->notify[sp->n_notify++], ID_LEN, &nl->via.array.ptr[j]);
             }
         }
-        if (s >= 0 && a->id[0] && a->case_id[0] && a->agency[0]) {
-            a->state = (assign_state_t)s;
+        if (head == 0 && a->case_id[0]) {
+            a->state = h.state;
             rc = 0;
         }
     }
@@ -460,14 +486,6 @@ static int tell_assigned(const config_t *cfg, store_txn_t *t, const as_t *a, int
 
 /* ---- making assignments -------------------------------------------------------- */
 
-/* What routing and resolution need of the other assignments of a case. */
-typedef struct {
-    char id[STORE_ID_MAX];
-    char case_id[STORE_ID_MAX];
-    char agency[ID_LEN];
-    assign_state_t state;
-} as_brief_t;
-
 typedef struct {
     as_brief_t *list;
     size_t n, cap;
@@ -482,19 +500,9 @@ static int as_get_brief(store_txn_t *t, const char *id, as_brief_t *b)
         return rc;
     msgpack_unpacked u;
     msgpack_unpacked_init(&u);
-    rc = MDB_CORRUPTED;
-    if (msgpack_unpack_next(&u, v, vl, NULL) == MSGPACK_UNPACK_SUCCESS) {
-        char st[32];
-        copy_str(b->id, sizeof b->id, frame_map_get(&u.data, "id"));
-        copy_str(b->case_id, sizeof b->case_id, frame_map_get(&u.data, "case"));
-        copy_str(b->agency, sizeof b->agency, frame_map_get(&u.data, "agency"));
-        copy_str(st, sizeof st, frame_map_get(&u.data, "state"));
-        int s = assign_state_parse(st, strlen(st));
-        if (s >= 0 && b->id[0] && b->agency[0]) {
-            b->state = (assign_state_t)s;
-            rc = 0;
-        }
-    }
+    rc = msgpack_unpack_next(&u, v, vl, NULL) == MSGPACK_UNPACK_SUCCESS
+             ? as_decode_head(&u.data, b)
+             : MDB_CORRUPTED;
     msgpack_unpacked_destroy(&u);
     return rc;
 }
