@@ -1,0 +1,325 @@
+/*
+ * assign_deadline.c — the deadline index and what falls due in it: an
+ * assignment's escalation steps (scheduled, fired), a quiet close of a case
+ * without assignments, and the retention purge of a resolved case.
+ */
+#include "assign.h"
+
+#include <lmdb.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "trail.h"
+#include "util.h"
+
+#include "assign_int.h"
+
+/* Deadline index key: due (8 bytes big-endian) + assignment id. */
+size_t assign_deadline_key(unsigned char *k, int64_t due, const char *id)
+{
+    uint64_t d = (uint64_t)(due < 0 ? 0 : due);
+    for (int i = 7; i >= 0; i--, d >>= 8)
+        k[i] = (unsigned char)(d & 0xff);
+    size_t n = strlen(id);
+    memcpy(k + 8, id, n);
+    return 8 + n;
+}
+
+/* Schedule the next escalation step (or none) and keep the index in step. */
+int assign_schedule(store_txn_t *t, as_t *a, assign_effects_t *fx)
+{
+    unsigned char k[8 + STORE_ID_MAX];
+    int rc;
+    if (a->next_due &&
+        (rc = store_del(t, STORE_DB_DEADLINES, k, assign_deadline_key(k, a->next_due, a->id), NULL, 0)))
+        return rc;
+    a->next_due = 0;
+    if (a->state == AS_OPEN && (size_t)a->level < a->n_steps) {
+        a->next_due = a->ack_by + a->steps[a->level].after_ms;
+        if (a->next_due <= 0)
+            a->next_due = 1;
+        if ((rc = store_put(t, STORE_DB_DEADLINES, k, assign_deadline_key(k, a->next_due, a->id), "", 0,
+                            0)))
+            return rc;
+    }
+    fx->deadlines_changed = 1;
+    return 0;
+}
+
+/* Quiet close: a case without assignments closes after broker.quiet_close
+ * without a new event. Its entry shares the deadline index (key: due + case
+ * id); STORE_DB_QUIET holds the due time so a later event can move it. */
+int assign_quiet_set(store_txn_t *t, const char *case_id, int64_t due, assign_effects_t *fx)
+{
+    const void *v;
+    size_t vl;
+    unsigned char k[8 + STORE_ID_MAX], d[8];
+    int rc = store_get(t, STORE_DB_QUIET, case_id, strlen(case_id), &v, &vl);
+    if (rc == MDB_NOTFOUND && due <= 0)
+        return 0; /* nothing to cancel: the common case of an assigned case */
+    if (rc == 0 && vl == 8) {
+        uint64_t old = 0;
+        for (int i = 0; i < 8; i++)
+            old = (old << 8) | ((const unsigned char *)v)[i];
+        if ((rc = store_del(t, STORE_DB_DEADLINES, k, assign_deadline_key(k, (int64_t)old, case_id),
+                            NULL, 0)))
+            return rc;
+    } else if (rc && rc != MDB_NOTFOUND) {
+        return rc;
+    }
+    fx->deadlines_changed = 1;
+    if (due <= 0) /* cancel */
+        return store_del(t, STORE_DB_QUIET, case_id, strlen(case_id), NULL, 0);
+    assign_deadline_key(d, due, ""); /* the 8-byte big-endian time */
+    if ((rc = store_put(t, STORE_DB_QUIET, case_id, strlen(case_id), d, 8, 0)))
+        return rc;
+    return store_put(t, STORE_DB_DEADLINES, k, assign_deadline_key(k, due, case_id), "", 0, 0);
+}
+
+/* ---- escalation steps ---------------------------------------------------- */
+
+typedef struct {
+    int64_t now;
+    size_t max;
+    char (*ids)[STORE_ID_MAX];
+    int64_t *dues;
+    size_t n;
+} due_ctx_t;
+
+static int collect_due(void *ud, const void *k, size_t kl, const void *v, size_t vl)
+{
+    (void)v;
+    (void)vl;
+    due_ctx_t *c = ud;
+    if (kl <= 8 || kl - 8 >= STORE_ID_MAX)
+        return MDB_CORRUPTED;
+    const unsigned char *b = k;
+    uint64_t due = 0;
+    for (int i = 0; i < 8; i++)
+        due = (due << 8) | b[i];
+    if ((int64_t)due > c->now || c->n == c->max)
+        return STORE_EACH_STOP;
+    memcpy(c->ids[c->n], b + 8, kl - 8);
+    c->ids[c->n][kl - 8] = '\0';
+    c->dues[c->n] = (int64_t)due;
+    c->n++;
+    return 0;
+}
+
+/* Fire the current step of one overdue assignment and schedule the next. */
+static int fire(const config_t *cfg, store_txn_t *t, as_t *a, int64_t now, assign_effects_t *fx)
+{
+    int level = a->level + 1; /* 1-based in notices */
+    const step_t *sp = &a->steps[a->level];
+    int64_t overdue_min = (now - a->ack_by) / 60000;
+    json_t *data = json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:i}", "case", a->case_id, "assignment",
+                             a->id, "agency", a->agency, "event_type", a->type, "severity",
+                             store_severity_name(a->severity), "ack_by", (json_int_t)a->ack_by,
+                             "level", level);
+    char text[512];
+    util_fmt(text, sizeof text, "【carehub】案件 %s 分派给%s，已超过确认时限 %lld 分钟仍未确认（第%d级升级）。",
+             a->case_id, assign_agency_name(cfg, a->agency), (long long)(overdue_min < 0 ? 0 : overdue_min),
+             level);
+    int rc = 0;
+    for (size_t i = 0; i < sp->n_notify && !rc; i++) {
+        const config_channel_t *ch = config_find_channel(cfg, sp->notify[i]);
+        if (ch)
+            rc = assign_notify_channel(t, ch, a->case_id, "assignment.overdue", data, text, now, fx);
+        else
+            log_warn("assign: %s escalation names channel %s, which is no longer configured", a->id,
+                     sp->notify[i]);
+    }
+    json_decref(data);
+    if (rc)
+        return rc;
+    log_debug("assign: %s overdue: escalation step %d fired", a->id, level);
+    fx->escalations++;
+    a->level++;
+    if ((rc = assign_schedule(t, a, fx)))
+        return rc;
+    return assign_rec_put(t, a);
+}
+
+/* ---- retention ----------------------------------------------------------- */
+
+int assign_purge_schedule(const config_t *cfg, store_txn_t *t, const char *case_id, int64_t now,
+                          assign_effects_t *fx)
+{
+    if (cfg->privacy_off || cfg->retention_ms <= 0)
+        return 0;
+    unsigned char k[8 + STORE_ID_MAX + 8];
+    char pid[STORE_ID_MAX + 8];
+    util_fmt(pid, sizeof pid, "purge:%s", case_id);
+    int rc = store_put(t, STORE_DB_DEADLINES, k, assign_deadline_key(k, now + cfg->retention_ms, pid),
+                       "", 0, 0);
+    if (rc == 0)
+        fx->deadlines_changed = 1;
+    return rc;
+}
+
+typedef struct {
+    store_txn_t *t;
+    const char *case_id;
+    int rc;
+} purge_ctx_t;
+
+static int purge_event(void *ud, const void *k, size_t kl, const void *v, size_t vl)
+{
+    (void)k;
+    (void)kl;
+    purge_ctx_t *c = ud;
+    char ev[STORE_ID_MAX];
+    if (store_copy_id(v, vl, ev, sizeof ev))
+        return MDB_CORRUPTED;
+    int rc = store_del(c->t, STORE_DB_EVENTS, ev, vl, NULL, 0);
+    return rc ? rc : trail_append(c->t, c->case_id, "purged", "broker", STORE_DB_EVENTS, ev, "", 0, NULL);
+}
+
+static int purge_assignment(void *ud, const void *k, size_t kl, const void *v, size_t vl)
+{
+    (void)k;
+    (void)kl;
+    purge_ctx_t *c = ud;
+    char id[STORE_ID_MAX], agency[STORE_ID_MAX], pk[2 * ID_LEN + 2];
+    if (store_copy_id(v, vl, id, sizeof id))
+        return MDB_CORRUPTED;
+    int rc = assign_agency(c->t, id, agency);
+    if (rc == MDB_NOTFOUND)
+        return 0;
+    if (rc ||
+        (rc = store_del(c->t, STORE_DB_PENDING, pk, assign_pending_key(pk, sizeof pk, agency, id), NULL,
+                        0)) ||
+        (rc = store_del(c->t, STORE_DB_ASSIGNMENTS, id, vl, NULL, 0)))
+        return rc;
+    return trail_append(c->t, c->case_id, "purged", "broker", STORE_DB_ASSIGNMENTS, id, "", 0, NULL);
+}
+
+/* privacy.retention passed since the case was resolved: its events (the
+ * children's data), assignments and log go; the trail keeps a stub for each
+ * (that it existed, when, that it was purged). Idempotency entries stay, so
+ * a late retry still gets its old answer. */
+static int purge_case(store_txn_t *t, const char *case_id, int64_t due, int64_t now,
+                      assign_effects_t *fx)
+{
+    (void)now;
+    unsigned char k[8 + STORE_ID_MAX + 8];
+    char pid[STORE_ID_MAX + 8];
+    util_fmt(pid, sizeof pid, "purge:%s", case_id);
+    int rc = store_del(t, STORE_DB_DEADLINES, k, assign_deadline_key(k, due, pid), NULL, 0);
+    fx->deadlines_changed = 1;
+    if (rc)
+        return rc;
+    const void *v;
+    size_t vl;
+    rc = store_get(t, STORE_DB_CASES, case_id, strlen(case_id), &v, &vl);
+    if (rc == MDB_NOTFOUND)
+        return 0; /* purged already */
+    if (rc)
+        return rc;
+    purge_ctx_t c = {t, case_id, 0};
+    size_t cl = strlen(case_id);
+    if ((rc = store_each_case_event(t, case_id, purge_event, &c)) ||
+        (rc = store_each(t, STORE_DB_CASE_ASSIGN, case_id, cl, 1, purge_assignment, &c)) ||
+        (rc = store_del(t, STORE_DB_CASE_EVENTS, case_id, cl, NULL, 0)) ||
+        (rc = store_del(t, STORE_DB_CASE_ASSIGN, case_id, cl, NULL, 0)) ||
+        (rc = store_del(t, STORE_DB_CASE_LOG, case_id, cl, NULL, 0)) ||
+        (rc = store_del(t, STORE_DB_CASES, case_id, cl, NULL, 0)))
+        return rc;
+    log_info("assign: case %s purged (privacy.retention passed since it was resolved)", case_id);
+    return trail_append(t, case_id, "purged", "broker", STORE_DB_CASES, case_id, "", 0, NULL);
+}
+
+/* ---- quiet close --------------------------------------------------------- */
+
+/* A quiet-close entry fell due: close the case if it still has no assignment. */
+static int quiet_close(store_txn_t *t, const char *case_id, int64_t due, int64_t now,
+                       assign_effects_t *fx)
+{
+    unsigned char k[8 + STORE_ID_MAX];
+    int rc = store_del(t, STORE_DB_DEADLINES, k, assign_deadline_key(k, due, case_id), NULL, 0);
+    if (!rc)
+        rc = store_del(t, STORE_DB_QUIET, case_id, strlen(case_id), NULL, 0);
+    fx->deadlines_changed = 1;
+    if (rc)
+        return rc;
+    as_list_t all;
+    rc = assign_case_assignments(t, case_id, &all);
+    size_t n = all.n;
+    free(all.list);
+    if (rc || n)
+        return rc; /* assigned meanwhile: it closes when resolved */
+    rc = assign_case_set_status(t, case_id, "closed", now);
+    if (rc == MDB_NOTFOUND)
+        return 0;
+    if (!rc)
+        log_info("assign: case %s closed: no assignment and no new event for quiet_close", case_id);
+    return rc;
+}
+
+/* ---- firing what is due -------------------------------------------------- */
+
+int assign_fire_due(const config_t *cfg, store_txn_t *t, int64_t now, size_t max, size_t *fired,
+                    assign_effects_t *fx)
+{
+    *fired = 0;
+    due_ctx_t c = {now, max, xcalloc(max ? max : 1, STORE_ID_MAX),
+                   xcalloc(max ? max : 1, sizeof(int64_t)), 0};
+    int rc = store_each(t, STORE_DB_DEADLINES, NULL, 0, 0, collect_due, &c);
+    for (size_t i = 0; !rc && i < c.n; i++) {
+        if (strncmp(c.ids[i], "purge:", 6) == 0) {
+            rc = purge_case(t, c.ids[i] + 6, c.dues[i], now, fx);
+            if (!rc)
+                (*fired)++;
+            continue;
+        }
+        if (strncmp(c.ids[i], "case-", 5) == 0) {
+            rc = quiet_close(t, c.ids[i], c.dues[i], now, fx);
+            if (!rc)
+                (*fired)++;
+            continue;
+        }
+        as_t a;
+        rc = assign_rec_get(t, c.ids[i], &a);
+        if (rc == MDB_NOTFOUND) { /* an index entry without its record: drop it */
+            log_warn("assign: deadline for unknown assignment %s dropped", c.ids[i]);
+            rc = 0;
+            continue;
+        }
+        if (rc)
+            break;
+        if (a.state != AS_OPEN || (size_t)a.level >= a.n_steps) {
+            rc = assign_schedule(t, &a, fx); /* stale entry: re-sync the index */
+            if (!rc)
+                rc = assign_rec_put(t, &a);
+            continue;
+        }
+        rc = fire(cfg, t, &a, now, fx);
+        if (!rc)
+            (*fired)++;
+    }
+    free(c.ids);
+    free(c.dues);
+    return rc;
+}
+
+static int first_due(void *ud, const void *k, size_t kl, const void *v, size_t vl)
+{
+    (void)v;
+    (void)vl;
+    int64_t *due = ud;
+    if (kl < 8)
+        return MDB_CORRUPTED;
+    const unsigned char *b = k;
+    uint64_t d = 0;
+    for (int i = 0; i < 8; i++)
+        d = (d << 8) | b[i];
+    *due = (int64_t)d;
+    return STORE_EACH_STOP;
+}
+
+int assign_next_due(store_txn_t *t, int64_t *due)
+{
+    *due = INT64_MAX;
+    return store_each(t, STORE_DB_DEADLINES, NULL, 0, 0, first_due, due);
+}
