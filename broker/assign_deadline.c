@@ -26,6 +26,15 @@ size_t assign_deadline_key(unsigned char *k, int64_t due, const char *id)
     return 8 + n;
 }
 
+int64_t assign_deadline_due(const void *k)
+{
+    const unsigned char *b = k;
+    uint64_t d = 0;
+    for (int i = 0; i < 8; i++)
+        d = (d << 8) | b[i];
+    return (int64_t)d;
+}
+
 /* Schedule the next escalation step (or none) and keep the index in step. */
 int assign_schedule(store_txn_t *t, as_t *a, assign_effects_t *fx)
 {
@@ -59,11 +68,8 @@ int assign_quiet_set(store_txn_t *t, const char *case_id, int64_t due, assign_ef
     if (rc == MDB_NOTFOUND && due <= 0)
         return 0; /* nothing to cancel: the common case of an assigned case */
     if (rc == 0 && vl == 8) {
-        uint64_t old = 0;
-        for (int i = 0; i < 8; i++)
-            old = (old << 8) | ((const unsigned char *)v)[i];
-        if ((rc = store_del(t, STORE_DB_DEADLINES, k, assign_deadline_key(k, (int64_t)old, case_id),
-                            NULL, 0)))
+        int64_t old = assign_deadline_due(v);
+        if ((rc = store_del(t, STORE_DB_DEADLINES, k, assign_deadline_key(k, old, case_id), NULL, 0)))
             return rc;
     } else if (rc && rc != MDB_NOTFOUND) {
         return rc;
@@ -94,15 +100,12 @@ static int collect_due(void *ud, const void *k, size_t kl, const void *v, size_t
     due_ctx_t *c = ud;
     if (kl <= 8 || kl - 8 >= STORE_ID_MAX)
         return MDB_CORRUPTED;
-    const unsigned char *b = k;
-    uint64_t due = 0;
-    for (int i = 0; i < 8; i++)
-        due = (due << 8) | b[i];
-    if ((int64_t)due > c->now || c->n == c->max)
+    int64_t due = assign_deadline_due(k);
+    if (due > c->now || c->n == c->max)
         return STORE_EACH_STOP;
-    memcpy(c->ids[c->n], b + 8, kl - 8);
+    memcpy(c->ids[c->n], (const unsigned char *)k + 8, kl - 8);
     c->ids[c->n][kl - 8] = '\0';
-    c->dues[c->n] = (int64_t)due;
+    c->dues[c->n] = due;
     c->n++;
     return 0;
 }
@@ -143,16 +146,22 @@ static int fire(const config_t *cfg, store_txn_t *t, as_t *a, int64_t now, assig
 
 /* ---- retention ----------------------------------------------------------- */
 
+/* A purge's deadline key: due + "purge:" + the case id (k: 8 + STORE_ID_MAX + 8). */
+static size_t purge_key(unsigned char *k, int64_t due, const char *case_id)
+{
+    char pid[STORE_ID_MAX + 8];
+    util_fmt(pid, sizeof pid, "purge:%s", case_id);
+    return assign_deadline_key(k, due, pid);
+}
+
 int assign_purge_schedule(const config_t *cfg, store_txn_t *t, const char *case_id, int64_t now,
                           assign_effects_t *fx)
 {
     if (cfg->privacy_off || cfg->retention_ms <= 0)
         return 0;
     unsigned char k[8 + STORE_ID_MAX + 8];
-    char pid[STORE_ID_MAX + 8];
-    util_fmt(pid, sizeof pid, "purge:%s", case_id);
-    int rc = store_put(t, STORE_DB_DEADLINES, k, assign_deadline_key(k, now + cfg->retention_ms, pid),
-                       "", 0, 0);
+    int rc = store_put(t, STORE_DB_DEADLINES, k, purge_key(k, now + cfg->retention_ms, case_id), "",
+                       0, 0);
     if (rc == 0)
         fx->deadlines_changed = 1;
     return rc;
@@ -204,9 +213,7 @@ static int purge_case(store_txn_t *t, const char *case_id, int64_t due, int64_t 
 {
     (void)now;
     unsigned char k[8 + STORE_ID_MAX + 8];
-    char pid[STORE_ID_MAX + 8];
-    util_fmt(pid, sizeof pid, "purge:%s", case_id);
-    int rc = store_del(t, STORE_DB_DEADLINES, k, assign_deadline_key(k, due, pid), NULL, 0);
+    int rc = store_del(t, STORE_DB_DEADLINES, k, purge_key(k, due, case_id), NULL, 0);
     fx->deadlines_changed = 1;
     if (rc)
         return rc;
@@ -310,11 +317,7 @@ static int first_due(void *ud, const void *k, size_t kl, const void *v, size_t v
     int64_t *due = ud;
     if (kl < 8)
         return MDB_CORRUPTED;
-    const unsigned char *b = k;
-    uint64_t d = 0;
-    for (int i = 0; i < 8; i++)
-        d = (d << 8) | b[i];
-    *due = (int64_t)d;
+    *due = assign_deadline_due(k);
     return STORE_EACH_STOP;
 }
 

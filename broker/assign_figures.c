@@ -14,25 +14,14 @@
 
 #define OPEN_COUNTER "assignments.open"
 
-/* ack_due key: ack_by (8 bytes big-endian) + the assignment id. */
-static size_t ack_due_key(unsigned char *k, size_t size, int64_t ack_by, const char *id)
-{
-    size_t il = strlen(id);
-    if (8 + il > size)
-        return 0;
-    uint64_t x = (uint64_t)(ack_by < 0 ? 0 : ack_by);
-    for (int i = 7; i >= 0; i--, x >>= 8)
-        k[i] = (unsigned char)(x & 0xff);
-    memcpy(k + 8, id, il);
-    return 8 + il;
-}
-
+/* ack_due key: ack_by (8 bytes big-endian) + the assignment id, laid out as a
+ * deadline key. */
 int assign_ack_due_put(store_txn_t *t, const as_t *a, int del)
 {
     unsigned char k[8 + ID_LEN];
-    size_t kl = ack_due_key(k, sizeof k, a->ack_by, a->id);
-    if (!kl)
+    if (8 + strlen(a->id) > sizeof k)
         return MDB_BAD_VALSIZE;
+    size_t kl = assign_deadline_key(k, a->ack_by, a->id);
     return del ? store_del(t, STORE_DB_ACK_DUE, k, kl, NULL, 0)
                : store_put(t, STORE_DB_ACK_DUE, k, kl, "", 0, 0);
 }
@@ -66,11 +55,7 @@ static int overdue_visit(void *ud, const void *k, size_t kl, const void *v, size
     gauge_ctx_t *g = ud;
     if (kl < 8)
         return MDB_CORRUPTED;
-    const unsigned char *b = k;
-    uint64_t due = 0;
-    for (int i = 0; i < 8; i++)
-        due = (due << 8) | b[i];
-    if ((int64_t)due >= g->now)
+    if (assign_deadline_due(k) >= g->now)
         return STORE_EACH_STOP; /* the rest fall due later */
     g->overdue++;
     return 0;

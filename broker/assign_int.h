@@ -92,8 +92,11 @@ int assign_case_assignments(store_txn_t *t, const char *case_id, as_list_t *l);
 
 /* ---- assign_deadline.c ------------------------------------------------------------ */
 
-/* Deadline index key: due (8 bytes big-endian) + id. Returns its length. */
+/* Deadline index key: due (8 bytes big-endian, a negative time as 0) + id. Returns
+ * its length. The ack_due index and STORE_DB_QUIET's values share the layout. */
 size_t assign_deadline_key(unsigned char *k, int64_t due, const char *id);
+/* The time at the front of such a key (at least 8 bytes). */
+int64_t assign_deadline_due(const void *k);
 
 /* Schedule the next escalation step (or none) and keep the index in step. */
 int assign_schedule(store_txn_t *t, as_t *a, assign_effects_t *fx);
