@@ -188,7 +188,11 @@ broker_t *broker_new(const config_t *cfg, const char *schemas_dir, char *err, si
         /* broker.peer_queue (default four turns of replies): a peer that reads never
          * loses a reply, even when the I/O thread falls a whole turn behind */
         set_int(b->router, ZMQ_SNDHWM, cfg->peer_queue) < 0 ||
-        set_int(b->router, ZMQ_ROUTER_HANDOVER, 1) < 0 ||
+        /* A second connection naming itself with a routing id in use is refused
+         * by libzmq (no handover): libzmq's own ids are guessable (0x00 and a
+         * counter), and a handover would give the newcomer the first one's
+         * replies and pushes. Agents reconnect with new ids. */
+        set_int(b->router, ZMQ_ROUTER_HANDOVER, 0) < 0 ||
         set_int(b->router, ZMQ_LINGER, 2000) < 0 ||        /* flush acks at shutdown */
         zmq_setsockopt(b->router, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg) < 0) {
         util_fmt(err, errlen, "zmq_setsockopt: %s", zmq_strerror(errno));

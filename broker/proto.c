@@ -598,6 +598,18 @@ size_t proto_on_message(proto_t *p, session_t *s, const void *frame, size_t len,
     proto_msg_t m = {.s = s, .frame = frame, .len = len, .map = &u.data, .user_id = user_id, .now = now_ms};
     const char *str;
     size_t n;
+    /* Under CURVE the key speaks, on every message, not only at hello: a session
+     * bound to an agent whose message comes with another key (or none that is
+     * configured) is unbound before anything is answered, so that it is judged
+     * as a connection that has not said hello and nothing of that agent (its
+     * cases, its pushes) reaches whoever sent it. */
+    if (user_id && s->agent && strcmp(user_id, s->agent->id) != 0) {
+        log_warn("proto: a message on agent %s's connection came with %s%s%s: the connection is "
+                 "no longer that agent's until it says hello with its own key",
+                 s->agent->id, user_id[0] ? "the key of " : "an unconfigured key",
+                 user_id[0] ? "agent " : "", user_id);
+        s->agent = NULL;
+    }
     if (!frame_str(frame_map_get(m.map, "id"), &str, &n) || !util_valid_id(str, n)) {
         proto_nack_to(p, s->rid, s->rid_len, NULL, CAREHUB_E_MALFORMED, "/id",
                       "`id` is required: a string of 1-64 characters [A-Za-z0-9._:-]");

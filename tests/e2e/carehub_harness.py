@@ -437,10 +437,13 @@ def context():
 class Agent:
     """One DEALER connection to the broker."""
 
-    def __init__(self, endpoint, *, timeout=REPLY_TIMEOUT, curve=None):
-        """curve: (server_public, client_public, client_secret), Z85 str/bytes."""
+    def __init__(self, endpoint, *, timeout=REPLY_TIMEOUT, curve=None, routing_id=None):
+        """curve: (server_public, client_public, client_secret), Z85 str/bytes;
+        routing_id: bytes the connection names itself with (else libzmq's own)."""
         s = context().socket(zmq.DEALER)
         s.setsockopt(zmq.LINGER, 0)
+        if routing_id is not None:
+            s.setsockopt(zmq.ROUTING_ID, routing_id)
         s.setsockopt(zmq.SNDTIMEO, int(timeout * 1000))
         if curve:
             server_pub, pub, sec = (k.encode() if isinstance(k, str) else k for k in curve)

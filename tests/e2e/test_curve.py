@@ -103,3 +103,36 @@ def test_curve_wrong_server_key_gets_nothing(curve_broker, connect):
     a = connect(curve_broker, curve=(other_server, pub, sec), timeout=2)
     a.send({"v": 1, "op": "hello", "id": uid("hello"), "agent": "school-0042", "software": "x"})
     assert a.recv_msg(timeout=2) is None
+
+
+def test_curve_routing_id_takeover_gets_nothing(curve_broker, connect):
+    """Issue 12, item 1: a second connection that names itself with the police desk's
+    routing id, made with a school's key and sending no hello, must get nothing of the
+    police desk (not its assignments, not the right to acknowledge as police), and the
+    police desk's own connection goes on working."""
+    rid = b"\x00desk-7"                                  # as guessable as libzmq's own ids
+    police = _curve_agent_rid(connect, curve_broker, "police-desk", rid)
+    w = police.hello("police-desk")
+    assert w.get("op") == "welcome" and w.get("agent") == "police-desk", w
+    mine = police.request({"v": 1, "op": "query", "id": uid("q"), "what": "assignments"})
+    assert mine.get("op") == "result", mine              # the precondition: police may list
+
+    thief = _curve_agent_rid(connect, curve_broker, "school", rid, timeout=2)
+    q = uid("q")
+    thief.send({"v": 1, "op": "query", "id": q, "what": "assignments"})
+    ack = uid("a")
+    thief.send({"v": 1, "op": "case_ack", "id": ack, "assignment": "as-000000000001", "by": "x"})
+    got = [thief.recv_msg(timeout=2), thief.recv_msg(timeout=1)]
+    for m in got:
+        assert m is None or (m.get("op") == "nack" and m.get("code") == "hello_required"), \
+            f"a connection with another agent's routing id was answered as that agent: {m}"
+    assert not any(m and m.get("op") == "result" for m in got)
+
+    # the police desk keeps its connection and its session
+    again = police.request({"v": 1, "op": "query", "id": uid("q"), "what": "assignments"})
+    assert again.get("op") == "result", again
+
+
+def _curve_agent_rid(connect, b, who, rid, timeout=5):
+    pub, sec = b.keys[who]
+    return connect(b, curve=(b.keys["broker"][0], pub, sec), timeout=timeout, routing_id=rid)

@@ -565,6 +565,43 @@ static void test_hello_curve_user_id(void **state)
     msgpack_sbuffer_destroy(&sb);
 }
 
+/* Under CURVE the key is checked on every message: a message on a session bound
+ * to one agent that comes with another agent's key (a connection that took the
+ * routing id over) unbinds the session and is answered as before any hello. */
+static void test_curve_key_bound_on_every_message(void **state)
+{
+    fx_t *fx = *state;
+    session_t *s = conn(fx, "conn-1");
+    msgpack_sbuffer sb;
+    frame_from(&sb, "{'v': 1, 'op': 'hello', 'id': 'h-1'}");
+    proto_on_message(fx->p, s, sb.data, sb.size, 1, "monitor-1", fx->now);
+    assert_string_equal(rstr(only_reply(fx), "op"), "welcome");
+    sink_clear(&fx->sink);
+    msgpack_sbuffer_destroy(&sb);
+
+    frame_from(&sb, "{'v': 1, 'op': 'ping', 'id': 'p-1'}");
+    proto_on_message(fx->p, s, sb.data, sb.size, 1, "monitor-1", fx->now); /* its own key */
+    assert_string_equal(rstr(only_reply(fx), "op"), "pong");
+    sink_clear(&fx->sink);
+    proto_on_message(fx->p, s, sb.data, sb.size, 1, "school-1", fx->now); /* another agent's */
+    expect_nack(fx, CAREHUB_E_HELLO_REQUIRED, "p-1", NULL);
+    assert_null(s->agent);
+    proto_on_message(fx->p, s, sb.data, sb.size, 1, "monitor-1", fx->now); /* stays unbound */
+    expect_nack(fx, CAREHUB_E_HELLO_REQUIRED, "p-1", NULL);
+    msgpack_sbuffer_destroy(&sb);
+
+    frame_from(&sb, "{'v': 1, 'op': 'hello', 'id': 'h-2'}");
+    proto_on_message(fx->p, s, sb.data, sb.size, 1, "school-1", fx->now);
+    assert_string_equal(rstr(only_reply(fx), "agent"), "school-1");
+    sink_clear(&fx->sink);
+    msgpack_sbuffer_destroy(&sb);
+    frame_from(&sb, "{'v': 1, 'op': 'ping', 'id': 'p-2'}");
+    proto_on_message(fx->p, s, sb.data, sb.size, 1, "", fx->now); /* an unconfigured key */
+    expect_nack(fx, CAREHUB_E_HELLO_REQUIRED, "p-2", NULL);
+    assert_null(s->agent);
+    msgpack_sbuffer_destroy(&sb);
+}
+
 /* A second hello on a connection switches the agent it speaks for. */
 static void test_hello_again(void **state)
 {
@@ -1466,6 +1503,7 @@ int main(void)
         T(test_hello_welcome),
         T(test_hello_refused),
         T(test_hello_curve_user_id),
+        T(test_curve_key_bound_on_every_message),
         T(test_hello_again),
         T(test_hello_required_and_ping),
         T(test_last_heard),
