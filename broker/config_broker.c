@@ -162,6 +162,24 @@ static char *read_z85_file(loader_t *ld, const yaml_node_t *n, const char *what,
     return key;
 }
 
+/* broker.map_size or broker.map_max: a size from 64K to 64T into *out. 1 when
+ * read, 0 when absent or not a value (reported), -1 after reporting a bad size
+ * (*out unchanged). */
+static int map_bound(loader_t *ld, yaml_node_t *v, const char *what, uint64_t *out)
+{
+    const char *s;
+    uint64_t sz;
+    if (!v || (s = cfg_scalar(ld, v, what)) == NULL)
+        return 0;
+    if (cfg_parse_size(s, &sz) != 0 || sz < MAP_MIN || sz > MAP_LIMIT) {
+        cfg_err_at(ld, v, "%s %s must be a size from 64K to 64T: a number of bytes or one "
+                   "with K, M, G or T (64M, 8G)", what, cfg_qv(ld, s));
+        return -1;
+    }
+    *out = sz;
+    return 1;
+}
+
 void cfg_parse_broker(loader_t *ld, yaml_node_t *node)
 {
     config_t *cfg = ld->cfg;
@@ -258,7 +276,6 @@ void cfg_parse_broker(loader_t *ld, yaml_node_t *node)
                                        cfg->quiet_close_ms, 0);
 
     /* sizes */
-    char a[32], b[32];
     if ((v = FV("max_message_bytes")) != NULL &&
         (s = cfg_scalar(ld, v, "broker.max_message_bytes")) != NULL) {
         uint64_t sz;
@@ -283,33 +300,14 @@ void cfg_parse_broker(loader_t *ld, yaml_node_t *node)
         else
             cfg->peer_queue = (int)q;
     }
-    int map_ok = 1;
-    if ((v = FV("map_size")) != NULL && (s = cfg_scalar(ld, v, "broker.map_size")) != NULL) {
-        uint64_t sz;
-        if (cfg_parse_size(s, &sz) != 0 || sz < MAP_MIN || sz > MAP_LIMIT) {
-            cfg_err_at(ld, v, "broker.map_size %s must be a size from 64K to 64T: a number of "
-                       "bytes or one with K, M, G or T (64M, 8G)", cfg_qv(ld, s));
-            map_ok = 0;
-        } else {
-            cfg->map_size = sz;
-            ld->map_size_set = 1;
-        }
-    }
-    yaml_node_t *mm = FV("map_max");
-    if (mm && (s = cfg_scalar(ld, mm, "broker.map_max")) != NULL) {
-        uint64_t sz;
-        if (cfg_parse_size(s, &sz) != 0 || sz < MAP_MIN || sz > MAP_LIMIT) {
-            cfg_err_at(ld, mm, "broker.map_max %s must be a size from 64K to 64T: a number of "
-                       "bytes or one with K, M, G or T (64M, 8G)", cfg_qv(ld, s));
-            map_ok = 0;
-        } else {
-            cfg->map_max = sz;
-        }
-    }
-    if (map_ok && cfg->map_size > cfg->map_max) {
-        if (!ld->map_size_set) {
+    /* map_size and map_max (extensions): the map starts at one and grows up to the other */
+    int size_rc = map_bound(ld, FV("map_size"), "broker.map_size", &cfg->map_size);
+    int max_rc = map_bound(ld, FV("map_max"), "broker.map_max", &cfg->map_max);
+    if (size_rc >= 0 && max_rc >= 0 && cfg->map_size > cfg->map_max) {
+        if (size_rc == 0) {
             cfg->map_size = cfg->map_max; /* a small map_max alone shrinks the start size too */
         } else {
+            char a[32], b[32];
             cfg_fmt_size(a, sizeof a, cfg->map_size);
             cfg_fmt_size(b, sizeof b, cfg->map_max);
             cfg_err_at(ld, FV("map_size"), "broker.map_size (%s) is larger than broker.map_max "

@@ -57,7 +57,6 @@ typedef struct {
     const yaml_node_t *broker_node;   /* for messages about defaults */
     const yaml_node_t *fallback_node; /* broker.fallback_agency, when given */
     const yaml_node_t *security_node;
-    int map_size_set;
 
     char qbuf[QBUFS][QBUF_SIZE]; /* ring of quoted values for messages */
     unsigned qnext;
