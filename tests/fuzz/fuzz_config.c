@@ -1,5 +1,5 @@
 /*
- * fuzz_config.c — libFuzzer target for broker/config.c (YAML via libyaml,
+ * fuzz_config.c — libFuzzer target for broker/config*.c (YAML via libyaml,
  * then every field's checks).
  *
  * The configuration file is operator input rather than peer input, but it is
