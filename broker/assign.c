@@ -540,9 +540,17 @@ int assign_case_of(store_txn_t *t, const char *assignment, char *case_id)
 
 int assign_agency(store_txn_t *t, const char *assignment, char *agency)
 {
+    return assign_agency_state(t, assignment, agency, NULL);
+}
+
+int assign_agency_state(store_txn_t *t, const char *assignment, char *agency, assign_state_t *state)
+{
     as_brief_t b;
     int rc = as_get_brief(t, assignment, &b);
-    if (rc == 0)
+    if (rc == 0) {
         util_fmt(agency, STORE_ID_MAX, "%s", b.agency);
+        if (state)
+            *state = b.state;
+    }
     return rc;
 }

@@ -129,15 +129,21 @@ int assign_next_due(store_txn_t *t, int64_t *due);
 int assign_case_message(store_txn_t *t, const char *assignment, size_t max_bytes, frame_out_t *o,
                         char *agency, int *open_);
 
-/* Pack an assignment record as a msgpack map for readers: the agency's note
- * opened (with_note) or left out, never the escalation plan. 0 or an LMDB code. */
+/* Pack an assignment record as a msgpack map for readers, never the escalation
+ * plan. with_note: the agency's own words (`note` opened, `by`) for a reader
+ * allowed them; else no `note` and `by` empty. 0 or an LMDB code. */
 int assign_pack_record(store_txn_t *t, const char *assignment, msgpack_packer *pk, int with_note);
 
 /* The case (STORE_ID_MAX) of an assignment. 0, MDB_NOTFOUND or an LMDB code. */
 int assign_case_of(store_txn_t *t, const char *assignment, char *case_id);
 
-/* The agency (STORE_ID_MAX) of an assignment. 0, MDB_NOTFOUND or an LMDB code. */
+/* The agency (STORE_ID_MAX) of an assignment, and (state may be NULL) its
+ * state. 0, MDB_NOTFOUND or an LMDB code. */
 int assign_agency(store_txn_t *t, const char *assignment, char *agency);
+int assign_agency_state(store_txn_t *t, const char *assignment, char *agency, assign_state_t *state);
+
+/* 1 for the states an assignment ends in (resolved, referred, declined). */
+int assign_is_final(assign_state_t s);
 
 /* Visit the unacknowledged assignments of an agency. */
 int assign_each_pending(store_txn_t *t, const char *agency,

@@ -67,7 +67,6 @@ typedef struct {
 /* ---- assign.c ------------------------------------------------------------------- */
 
 /* resolved, referred or declined. */
-int assign_is_final(assign_state_t s);
 
 /* Add an agent with new outcomes / an outbox entry to the effects (once each). */
 void assign_fx_outcome(assign_effects_t *e, const char *agent);

@@ -187,7 +187,7 @@ int assign_pack_record(store_txn_t *t, const char *assignment, msgpack_packer *p
     frame_pack_cstr(pk, "created");  msgpack_pack_int64(pk, a.created);
     frame_pack_cstr(pk, "ack_by");   msgpack_pack_int64(pk, a.ack_by);
     frame_pack_cstr(pk, "acked_at"); msgpack_pack_int64(pk, a.acked_at);
-    frame_pack_cstr(pk, "by");       frame_pack_cstr(pk, a.by);
+    frame_pack_cstr(pk, "by");       frame_pack_cstr(pk, with_note ? a.by : "");
     frame_pack_cstr(pk, "to");       frame_pack_cstr(pk, a.to);
     frame_pack_cstr(pk, "level");    msgpack_pack_int(pk, a.level);
     frame_pack_cstr(pk, "steps");    msgpack_pack_uint64(pk, a.n_steps);

@@ -42,20 +42,23 @@ static int holds_visit(void *ud, const void *k, size_t kl, const void *v, size_t
     (void)kl;
     holds_t *h = ud;
     char id[STORE_ID_MAX], agency[STORE_ID_MAX];
+    assign_state_t state;
     if (store_copy_id(v, vl, id, sizeof id))
         return MDB_CORRUPTED;
-    int rc = assign_agency(h->t, id, agency);
+    int rc = assign_agency_state(h->t, id, agency, &state);
     if (rc)
         return rc;
-    if (strcmp(agency, h->agency) == 0) {
+    if (strcmp(agency, h->agency) == 0 && !assign_is_final(state)) {
         h->holds = 1;
         return STORE_EACH_STOP;
     }
     return 0;
 }
 
-/* 1 when the agent may read this case: a supervisor always, an agency when it
- * holds an assignment in it, nobody else. */
+/* 1 when the agent may read this case (docs/protocol.md, "Who reads a case"): a
+ * supervisor always; an agency while it holds an assignment in it that is not
+ * final (open, acknowledged, in progress) — once its part has ended (resolved,
+ * referred, declined) the case file is no longer its to read; nobody else. */
 static int may_read(store_txn_t *t, const config_agent_t *a, const char *case_id, int *rc)
 {
     *rc = 0;
@@ -83,6 +86,7 @@ typedef struct {
     size_t n;
     int count_only;
     int rc;
+    const char *agency; /* the reading agency (its own words only), NULL: a supervisor */
 } pack_list_t;
 
 static int pack_event_visit(void *ud, const void *k, size_t kl, const void *v, size_t vl)
@@ -150,16 +154,24 @@ static int pack_assignment_visit(void *ud, const void *k, size_t kl, const void 
         l->n++;
         return 0;
     }
-    char id[STORE_ID_MAX];
+    char id[STORE_ID_MAX], agency[STORE_ID_MAX];
     if (store_copy_id(v, vl, id, sizeof id))
         return MDB_CORRUPTED;
-    return assign_pack_record(l->t, id, l->pk, 1); /* the note opened for the reader */
+    int own = 1; /* a supervisor reads every agency's note and `by` */
+    if (l->agency) {
+        int rc = assign_agency(l->t, id, agency);
+        if (rc)
+            return rc;
+        own = strcmp(agency, l->agency) == 0; /* another agency's words are its own */
+    }
+    return assign_pack_record(l->t, id, l->pk, own);
 }
 
 /* Pack a list: count first (msgpack arrays need their length), then the items. */
-static int pack_list(store_txn_t *t, msgpack_packer *pk, int events, const char *case_id)
+static int pack_list(store_txn_t *t, msgpack_packer *pk, int events, const char *case_id,
+                     const char *agency)
 {
-    pack_list_t l = {t, pk, 0, 1, 0};
+    pack_list_t l = {t, pk, 0, 1, 0, agency};
     store_each_fn fn = events ? pack_event_visit : pack_assignment_visit;
     int rc = events ? store_each_case_event(t, case_id, fn, &l)
                     : store_each(t, STORE_DB_CASE_ASSIGN, case_id, strlen(case_id), 1, fn, &l);
@@ -187,10 +199,11 @@ static int case_file(q_t *q, store_txn_t *t)
     frame_out_key(q->out, "case");
     q->out->pk.callback(q->out->pk.data, rec, rl);
     frame_out_key(q->out, "events");
-    if ((rc = pack_list(t, &q->out->pk, 1, q->case_id)))
+    const char *agency = q->agent->role == ROLE_AGENCY ? q->agent->agency : NULL;
+    if ((rc = pack_list(t, &q->out->pk, 1, q->case_id, agency)))
         return rc;
     frame_out_key(q->out, "assignments");
-    return pack_list(t, &q->out->pk, 0, q->case_id);
+    return pack_list(t, &q->out->pk, 0, q->case_id, agency);
 }
 
 /* ---- what:"trail" -------------------------------------------------------------------- */
@@ -543,7 +556,8 @@ static int query_txn(store_txn_t *t, void *ud)
     if (!may_read(t, q->agent, q->case_id, &rc)) {
         if (rc)
             return rc;
-        refuse(q, QUERY_FORBIDDEN, "/case", "your agency holds no assignment in case %s", q->case_id);
+        refuse(q, QUERY_FORBIDDEN, "/case", "your agency holds no open assignment in case %s (an "
+               "agency reads a case while its part in it is open; a supervisor can show it)", q->case_id);
         return trail_append(t, q->case_id, "read_refused", q->agent->id, -1, NULL, NULL, 0, q->what);
     }
     rc = strcmp(q->what, "case") == 0 ? case_file(q, t) : case_trail(q, t);

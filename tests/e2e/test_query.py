@@ -8,7 +8,7 @@ import time
 
 import carehub_harness as h
 from carehub_harness import assert_ack, uid
-from routing_harness import routing_config, send_event, wait_push
+from routing_harness import case_ack, case_update, routing_config, send_event, wait_push
 
 WORKFLOWS = [{"name": "reports", "match": {"type": "mandatory_report"},
               "assign": [{"agency": "police", "ack_within": "1h"}]}]
@@ -88,6 +88,52 @@ def test_agency_reads_only_its_cases(make_broker, tmp_path, connect):
     sup = connect(b, login="supervisor-01")
     all_ids = [c["id"] for c in q(sup, what="cases")["cases"]]
     assert case in all_ids and absent_case in all_ids
+
+
+TWO = [{"name": "reports", "match": {"type": "mandatory_report"},
+        "assign": [{"agency": "police", "ack_within": "1h"},
+                   {"agency": "civil_affairs", "ack_within": "1h"}]}]
+
+
+def test_agency_reads_a_case_while_its_part_is_open_and_only_its_own_words(
+        make_broker, tmp_path, connect):
+    """Issue 12, finding 3: an agency reads a case file only while it holds an assignment
+    in it that is not final, and sees the notes and `by` of its own assignments only; a
+    supervisor sees everything."""
+    key = tmp_path / "data.key"
+    key.write_bytes(os.urandom(32))
+    key.chmod(0o600)
+    cfg = routing_config(tmp_path / "b", workflows=TWO)
+    cfg["privacy"] = {"key_file": str(key)}
+    b = make_broker(config=cfg, name="b")
+    _, case = report(b, connect, "王五")
+    police, civil = connect(b, login="police-desk"), connect(b, login="civil-desk")
+    pa = wait_push(police, pred=lambda m: m.get("case") == case)["id"]
+    ca = wait_push(civil, pred=lambda m: m.get("case") == case)["id"]
+    assert case_ack(police, pa, by="张警官")[1].get("op") == "ack"
+    assert case_update(police, pa, "in_progress", note="police only: the suspect's address")[1].get("op") == "ack"
+    assert case_ack(civil, ca, by="李科员")[1].get("op") == "ack"
+    assert case_update(civil, ca, "in_progress", note="civil only: guardianship")[1].get("op") == "ack"
+
+    def words(reader):
+        r = q(reader, what="case", case=case)
+        assert r.get("op") == "result", r
+        return {a["agency"]: (a.get("note"), a.get("by")) for a in r["assignments"]}
+
+    seen = words(police)
+    assert seen["police"] == ("police only: the suspect's address", "张警官"), seen
+    assert seen["civil_affairs"] == (None, ""), f"police read civil affairs' words: {seen}"
+    seen = words(civil)
+    assert seen["civil_affairs"] == ("civil only: guardianship", "李科员"), seen
+    assert seen["police"] == (None, ""), f"civil affairs read police's words: {seen}"
+    seen = words(connect(b, login="supervisor-01"))
+    assert seen["police"][0] and seen["civil_affairs"][0], seen   # a supervisor reads all
+
+    # police's part ends (declined): it reads the case no more; civil affairs still does
+    assert case_update(police, pa, "declined", note="not ours")[1].get("op") == "ack"
+    h.assert_nack(q(police, what="case", case=case), "forbidden")
+    h.assert_nack(q(police, what="trail", case=case), "forbidden")
+    assert q(civil, what="case", case=case).get("op") == "result"
 
 
 def test_case_list_filters_and_pages(make_broker, tmp_path, connect):
