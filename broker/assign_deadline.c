@@ -6,6 +6,7 @@
 #include "assign.h"
 
 #include <lmdb.h>
+#include <msgpack.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -168,10 +169,36 @@ int assign_purge_schedule(const config_t *cfg, store_txn_t *t, const char *case_
 }
 
 typedef struct {
+    const config_t *cfg;
     store_txn_t *t;
     const char *case_id;
     int rc;
 } purge_ctx_t;
+
+/* What an event left beside its record, keyed by its agent: the idempotency
+ * entry (agent, ref: the client's own id, which may name a child) and the
+ * outcome waiting for that agent's `received`. */
+static int purge_event_traces(purge_ctx_t *c, const char *ev, const void *rec, size_t rl)
+{
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    char agent[ID_LEN] = "", ref[ID_LEN] = "";
+    if (msgpack_unpack_next(&u, rec, rl, NULL) == MSGPACK_UNPACK_SUCCESS) {
+        assign_copy_str(agent, sizeof agent, frame_map_get(&u.data, "agent"));
+        assign_copy_str(ref, sizeof ref, frame_map_get(&u.data, "ref"));
+    }
+    msgpack_unpacked_destroy(&u);
+    if (!agent[0] || !ref[0])
+        return MDB_CORRUPTED;
+    char key[2 * ID_LEN + 8], oid[ID_LEN + 8];
+    size_t kl = store_pair_key(key, sizeof key, agent, ref);
+    int rc = kl ? store_del(c->t, STORE_DB_IDEM, key, kl, NULL, 0) : MDB_CORRUPTED;
+    util_fmt(oid, sizeof oid, "out-%s", ev);
+    if (!rc)
+        rc = store_del(c->t, STORE_DB_OUTCOMES, key, assign_pending_key(key, sizeof key, agent, oid),
+                       NULL, 0);
+    return rc;
+}
 
 static int purge_event(void *ud, const void *k, size_t kl, const void *v, size_t vl)
 {
@@ -181,8 +208,31 @@ static int purge_event(void *ud, const void *k, size_t kl, const void *v, size_t
     char ev[STORE_ID_MAX];
     if (store_copy_id(v, vl, ev, sizeof ev))
         return MDB_CORRUPTED;
-    int rc = store_del(c->t, STORE_DB_EVENTS, ev, vl, NULL, 0);
-    return rc ? rc : trail_append(c->t, c->case_id, "purged", "broker", STORE_DB_EVENTS, ev, "", 0, NULL);
+    const void *rec;
+    size_t rl;
+    int rc = store_get(c->t, STORE_DB_EVENTS, ev, vl, &rec, &rl);
+    if (rc == MDB_NOTFOUND)
+        return 0;
+    if (rc || (rc = purge_event_traces(c, ev, rec, rl)) ||
+        (rc = store_del(c->t, STORE_DB_EVENTS, ev, vl, NULL, 0)))
+        return rc;
+    return trail_append(c->t, c->case_id, "purged", "broker", STORE_DB_EVENTS, ev, "", 0, NULL);
+}
+
+/* The records of first deliveries of an assignment to its agency's agents. */
+static int purge_deliveries(purge_ctx_t *c, const char *agency, const char *assignment)
+{
+    for (size_t i = 0; i < c->cfg->n_agents; i++) {
+        const config_agent_t *ag = &c->cfg->agents[i];
+        if (!ag->agency || strcmp(ag->agency, agency) != 0)
+            continue;
+        char key[2 * ID_LEN + 8];
+        size_t kl = store_pair_key(key, sizeof key, ag->id, assignment);
+        int rc = kl ? store_del(c->t, STORE_DB_DELIVERED, key, kl, NULL, 0) : 0;
+        if (rc)
+            return rc;
+    }
+    return 0;
 }
 
 static int purge_assignment(void *ud, const void *k, size_t kl, const void *v, size_t vl)
@@ -199,17 +249,20 @@ static int purge_assignment(void *ud, const void *k, size_t kl, const void *v, s
     if (rc ||
         (rc = store_del(c->t, STORE_DB_PENDING, pk, assign_pending_key(pk, sizeof pk, agency, id), NULL,
                         0)) ||
+        (rc = purge_deliveries(c, agency, id)) ||
         (rc = store_del(c->t, STORE_DB_ASSIGNMENTS, id, vl, NULL, 0)))
         return rc;
     return trail_append(c->t, c->case_id, "purged", "broker", STORE_DB_ASSIGNMENTS, id, "", 0, NULL);
 }
 
-/* privacy.retention passed since the case was resolved: its events (the
- * children's data), assignments and log go; the trail keeps a stub for each
- * (that it existed, when, that it was purged). Idempotency entries stay, so
- * a late retry still gets its old answer. */
-static int purge_case(store_txn_t *t, const char *case_id, int64_t due, int64_t now,
-                      assign_effects_t *fx)
+/* privacy.retention passed since the case ended (resolved or closed quietly):
+ * its events (the children's data) with their idempotency entries (the
+ * clients' refs) and unconfirmed outcomes, its assignments with their notes
+ * and delivery records, and its log go; the trail keeps a stub for each (that
+ * it existed, when, that it was purged) and its hashes. A retry of a purged
+ * event's id after that is stored as a new event. */
+static int purge_case(const config_t *cfg, store_txn_t *t, const char *case_id, int64_t due,
+                      int64_t now, assign_effects_t *fx)
 {
     (void)now;
     unsigned char k[8 + STORE_ID_MAX + 8];
@@ -224,7 +277,7 @@ static int purge_case(store_txn_t *t, const char *case_id, int64_t due, int64_t 
         return 0; /* purged already */
     if (rc)
         return rc;
-    purge_ctx_t c = {t, case_id, 0};
+    purge_ctx_t c = {cfg, t, case_id, 0};
     size_t cl = strlen(case_id);
     if ((rc = store_each_case_event(t, case_id, purge_event, &c)) ||
         (rc = store_each(t, STORE_DB_CASE_ASSIGN, case_id, cl, 1, purge_assignment, &c)) ||
@@ -233,15 +286,16 @@ static int purge_case(store_txn_t *t, const char *case_id, int64_t due, int64_t 
         (rc = store_del(t, STORE_DB_CASE_LOG, case_id, cl, NULL, 0)) ||
         (rc = store_del(t, STORE_DB_CASES, case_id, cl, NULL, 0)))
         return rc;
-    log_info("assign: case %s purged (privacy.retention passed since it was resolved)", case_id);
+    log_info("assign: case %s purged (privacy.retention passed since it ended)", case_id);
     return trail_append(t, case_id, "purged", "broker", STORE_DB_CASES, case_id, "", 0, NULL);
 }
 
 /* ---- quiet close --------------------------------------------------------- */
 
-/* A quiet-close entry fell due: close the case if it still has no assignment. */
-static int quiet_close(store_txn_t *t, const char *case_id, int64_t due, int64_t now,
-                       assign_effects_t *fx)
+/* A quiet-close entry fell due: close the case if it still has no assignment;
+ * its data is purged privacy.retention later, as a resolved case's. */
+static int quiet_close(const config_t *cfg, store_txn_t *t, const char *case_id, int64_t due,
+                       int64_t now, assign_effects_t *fx)
 {
     unsigned char k[8 + STORE_ID_MAX];
     int rc = store_del(t, STORE_DB_DEADLINES, k, assign_deadline_key(k, due, case_id), NULL, 0);
@@ -261,7 +315,7 @@ static int quiet_close(store_txn_t *t, const char *case_id, int64_t due, int64_t
         return 0;
     if (!rc)
         log_info("assign: case %s closed: no assignment and no new event for quiet_close", case_id);
-    return rc;
+    return rc ? rc : assign_purge_schedule(cfg, t, case_id, now, fx);
 }
 
 /* ---- firing what is due -------------------------------------------------- */
@@ -275,13 +329,13 @@ int assign_fire_due(const config_t *cfg, store_txn_t *t, int64_t now, size_t max
     int rc = store_each(t, STORE_DB_DEADLINES, NULL, 0, 0, collect_due, &c);
     for (size_t i = 0; !rc && i < c.n; i++) {
         if (strncmp(c.ids[i], "purge:", 6) == 0) {
-            rc = purge_case(t, c.ids[i] + 6, c.dues[i], now, fx);
+            rc = purge_case(cfg, t, c.ids[i] + 6, c.dues[i], now, fx);
             if (!rc)
                 (*fired)++;
             continue;
         }
         if (strncmp(c.ids[i], "case-", 5) == 0) {
-            rc = quiet_close(t, c.ids[i], c.dues[i], now, fx);
+            rc = quiet_close(cfg, t, c.ids[i], c.dues[i], now, fx);
             if (!rc)
                 (*fired)++;
             continue;
