@@ -104,6 +104,18 @@ void assign_copy_str(char *dst, size_t size, const msgpack_object *o)
     }
 }
 
+void assign_event_origin(const void *rec, size_t rl, char agent[ID_LEN], char ref[ID_LEN])
+{
+    agent[0] = ref[0] = '\0';
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    if (msgpack_unpack_next(&u, rec, rl, NULL) == MSGPACK_UNPACK_SUCCESS) {
+        assign_copy_str(agent, ID_LEN, frame_map_get(&u.data, "agent"));
+        assign_copy_str(ref, ID_LEN, frame_map_get(&u.data, "ref"));
+    }
+    msgpack_unpacked_destroy(&u);
+}
+
 int64_t assign_get_int(const msgpack_object *map, const char *key)
 {
     int64_t v = 0;

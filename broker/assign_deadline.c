@@ -180,14 +180,8 @@ typedef struct {
  * outcome waiting for that agent's `received`. */
 static int purge_event_traces(purge_ctx_t *c, const char *ev, const void *rec, size_t rl)
 {
-    msgpack_unpacked u;
-    msgpack_unpacked_init(&u);
-    char agent[ID_LEN] = "", ref[ID_LEN] = "";
-    if (msgpack_unpack_next(&u, rec, rl, NULL) == MSGPACK_UNPACK_SUCCESS) {
-        assign_copy_str(agent, sizeof agent, frame_map_get(&u.data, "agent"));
-        assign_copy_str(ref, sizeof ref, frame_map_get(&u.data, "ref"));
-    }
-    msgpack_unpacked_destroy(&u);
+    char agent[ID_LEN], ref[ID_LEN];
+    assign_event_origin(rec, rl, agent, ref);
     if (!agent[0] || !ref[0])
         return MDB_CORRUPTED;
     char key[2 * ID_LEN + 8], oid[ID_LEN + 8];

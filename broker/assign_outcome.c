@@ -39,14 +39,8 @@ static int outcome_for_event(void *ud, const void *k, size_t kl, const void *v, 
     int rc = store_get(c->t, STORE_DB_EVENTS, ev, vl, &rec, &rl);
     if (rc)
         return rc;
-    msgpack_unpacked u;
-    msgpack_unpacked_init(&u);
-    char agent[ID_LEN] = "", ref[ID_LEN] = "";
-    if (msgpack_unpack_next(&u, rec, rl, NULL) == MSGPACK_UNPACK_SUCCESS) {
-        assign_copy_str(agent, sizeof agent, frame_map_get(&u.data, "agent"));
-        assign_copy_str(ref, sizeof ref, frame_map_get(&u.data, "ref"));
-    }
-    msgpack_unpacked_destroy(&u);
+    char agent[ID_LEN], ref[ID_LEN];
+    assign_event_origin(rec, rl, agent, ref);
     if (!agent[0])
         return MDB_CORRUPTED;
     char oid[ID_LEN];
