@@ -133,7 +133,9 @@ static char *read_z85_file(loader_t *ld, const yaml_node_t *n, const char *what,
 {
     char *buf = NULL;
     size_t len = 0;
-    int e = cfg_read_file(path, MAX_KEY_FILE_BYTES, &buf, &len);
+    int e = cfg_read_secret(ld, n, what, path, MAX_KEY_FILE_BYTES, &buf, &len);
+    if (e < 0)
+        return NULL;
     if (e == EFBIG) {
         /* Only the first line matters; a long file is still wrong for a key. */
         cfg_err_at(ld, n,
@@ -388,7 +390,9 @@ void cfg_parse_privacy(loader_t *ld, yaml_node_t *node, const yaml_node_t *root)
     cfg->privacy_key_file = cfg_abs_path(ld, s);
     char *buf = NULL;
     size_t len = 0;
-    int e = cfg_read_file(cfg->privacy_key_file, 32, &buf, &len);
+    int e = cfg_read_secret(ld, v, "privacy.key_file", cfg->privacy_key_file, 32, &buf, &len);
+    if (e < 0)
+        return;
     if (e == EFBIG) {
         cfg_err_at(ld, v, "privacy.key_file %s holds more than 32 bytes; it must hold exactly 32 "
                    "random bytes (head -c 32 /dev/urandom > %s)",

@@ -122,7 +122,11 @@ static char *read_secret_file(loader_t *ld, const yaml_node_t *n, const char *wh
 {
     char *buf = NULL;
     size_t len = 0;
-    int e = cfg_read_file(path, MAX_KEY_FILE_BYTES, &buf, &len);
+    char what[WHERE_SIZE + 16];
+    util_fmt(what, sizeof what, "%s.secret_file", where);
+    int e = cfg_read_secret(ld, n, what, path, MAX_KEY_FILE_BYTES, &buf, &len);
+    if (e < 0)
+        return NULL;
     if (e) {
         cfg_err_at(ld, n, "%s.secret_file %s cannot be read: %s", where, cfg_qv(ld, path),
                    cfg_read_errstr(e));

@@ -96,6 +96,10 @@ int cfg_parse_bool(const char *s, int *out);
 void cfg_clean_path(char *p);
 char *cfg_abs_path(const loader_t *ld, const char *p);
 int cfg_read_file(const char *path, size_t max, char **out, size_t *len);
+/* cfg_read_file for secrets: refuses (reporting at n, returning -1) a symbolic
+ * link or a file group or others may access; else 0 or an errno value. */
+int cfg_read_secret(loader_t *ld, const yaml_node_t *n, const char *what, const char *path,
+                    size_t max, char **out, size_t *len);
 const char *cfg_read_errstr(int e);
 
 /* ---- YAML node helpers (config_yaml.c) ----------------------------------- */

@@ -288,26 +288,19 @@ char *cfg_abs_path(const loader_t *ld, const char *p)
     return r;
 }
 
-/* Read a regular file of at most `max` bytes. 0 on success; else an errno value
- * (EFBIG when larger than max). *out is NUL-terminated. */
-int cfg_read_file(const char *path, size_t max, char **out, size_t *len)
+/* Read the file open on fd (closed here), of at most `max` bytes: 0, or an errno
+ * value (EISDIR, EINVAL when not a regular file, EFBIG when larger than max). */
+static int read_open_file(int fd, size_t max, char **out, size_t *len)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return errno;
     struct stat st;
     if (fstat(fd, &st) != 0) {
         int e = errno;
         close(fd);
         return e;
     }
-    if (S_ISDIR(st.st_mode)) {
-        close(fd);
-        return EISDIR;
-    }
     if (!S_ISREG(st.st_mode)) {
         close(fd);
-        return EINVAL;
+        return S_ISDIR(st.st_mode) ? EISDIR : EINVAL;
     }
     char *buf = xmalloc(max + 2);
     size_t n = 0;
@@ -336,6 +329,46 @@ int cfg_read_file(const char *path, size_t max, char **out, size_t *len)
     *out = buf;
     *len = n;
     return 0;
+}
+
+/* Read a regular file of at most `max` bytes. 0 on success; else an errno value
+ * (EFBIG when larger than max). *out is NUL-terminated. */
+int cfg_read_file(const char *path, size_t max, char **out, size_t *len)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return errno;
+    return read_open_file(fd, max, out, len);
+}
+
+/* Read a secret (a key file, a secret_file) as cfg_read_file does, but only from
+ * a regular file named directly (O_NOFOLLOW: a symbolic link is refused) that
+ * neither group nor others may read or write (mode & 077 == 0). Those two
+ * refusals are reported here, at node n, and give -1; other failures are
+ * returned as errno values for the caller's own message. */
+int cfg_read_secret(loader_t *ld, const yaml_node_t *n, const char *what, const char *path,
+                    size_t max, char **out, size_t *len)
+{
+    struct stat st;
+    /* O_NONBLOCK: a FIFO put in the key's place does not hang the loader */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+    if (fd < 0) {
+        int e = errno;
+        if (e == ELOOP && lstat(path, &st) == 0 && S_ISLNK(st.st_mode)) {
+            cfg_err_at(ld, n, "%s %s is a symbolic link; a secret is read only from the file "
+                       "itself: name the file, not a link to it", what, cfg_qv(ld, path));
+            return -1;
+        }
+        return e;
+    }
+    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (st.st_mode & 077)) {
+        close(fd);
+        cfg_err_at(ld, n, "%s %s has mode %04o: group or others may read it, and it holds a "
+                   "secret; make it the owner's only: chmod 600 %s", what, cfg_qv(ld, path),
+                   (unsigned)(st.st_mode & 07777), path);
+        return -1;
+    }
+    return read_open_file(fd, max, out, len);
 }
 
 const char *cfg_read_errstr(int e)

@@ -12,7 +12,8 @@
 
 static int write_new(const char *path, const char *line, mode_t mode, char *err, size_t errlen)
 {
-    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, mode);
+    /* O_EXCL: never over an existing file, nor through a link put in its place */
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
     if (fd < 0) {
         util_fmt(err, errlen, "cannot create %s: %s%s", path, strerror(errno),
                  errno == EEXIST ? " (remove it first: keys are never overwritten)" : "");

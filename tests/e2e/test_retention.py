@@ -23,6 +23,7 @@ def q(agent, **kw):
 def test_resolved_case_purged_after_retention(make_clock_broker, tmp_path, connect):
     key = tmp_path / "data.key"
     key.write_bytes(os.urandom(32))
+    key.chmod(0o600)
     cfg = routing_config(tmp_path / "b", workflows=[
         {"name": "r", "match": {"type": "mandatory_report"},
          "assign": [{"agency": "police", "ack_within": "1h"}]}])

@@ -28,6 +28,7 @@ static char g_dir[256];      /* temporary directory of this run */
 static char g_cfg[320];      /* g_dir/c.yaml: where load_text() writes */
 static uint8_t g_key[32];    /* contents of g_dir/keys/data.key */
 
+/* Files are written 0600: key and secret files must be their owner's only. */
 static void write_file(const char *rel, const void *data, size_t len)
 {
     char path[512];
@@ -37,6 +38,7 @@ static void write_file(const char *rel, const void *data, size_t len)
     if (len)
         assert_int_equal(fwrite(data, 1, len, f), len);
     assert_int_equal(fclose(f), 0);
+    assert_int_equal(chmod(path, 0600), 0);
 }
 
 static void write_text(const char *rel, const char *text)
@@ -789,6 +791,67 @@ static void test_secret_file(void **state)
                      4, 52, "must hold the secret on one line");
 }
 
+/* Key and secret files (privacy.key_file, broker.secret_key_file, secret_file)
+ * are refused, with the chmod that fixes it, when group or others may access
+ * them, and refused when named through a symbolic link. */
+static void test_secret_file_modes(void **state)
+{
+    (void)state;
+    char want[700], pub[41], sec[41], text[128];
+    write_file("keys/loose.key", g_key, sizeof g_key);
+    static const mode_t loose[] = {0644, 0640, 0604, 0660, 0601, 0610};
+    for (size_t i = 0; i < sizeof loose / sizeof loose[0]; i++) {
+        assert_int_equal(chmod(path_in("keys/loose.key"), loose[i]), 0);
+        snprintf(want, sizeof want, "privacy.key_file \"%s\" has mode %04o: group or others may "
+                 "read it, and it holds a secret; make it the owner's only: chmod 600 %s",
+                 path_in("keys/loose.key"), (unsigned)loose[i], path_in("keys/loose.key"));
+        expect_one_error("privacy: {key_file: keys/loose.key}\n", 1, 21, want);
+    }
+    static const mode_t tight[] = {0600, 0400, 0700};
+    for (size_t i = 0; i < sizeof tight / sizeof tight[0]; i++) {
+        assert_int_equal(chmod(path_in("keys/loose.key"), tight[i]), 0);
+        config_t *cfg = expect_ok("privacy: {key_file: keys/loose.key}\n");
+        assert_memory_equal(cfg->privacy_key, g_key, 32);
+        config_destroy(&cfg);
+    }
+    /* a link to a good key is still refused: the file must be named itself */
+    assert_int_equal(symlink(path_in("keys/data.key"), path_in("keys/link.key")), 0);
+    expect_one_error("privacy: {key_file: keys/link.key}\n", 1, 21,
+                     "privacy.key_file \"");
+    expect_one_error("privacy: {key_file: keys/link.key}\n", 1, 21, "is a symbolic link");
+
+    /* the broker's CURVE secret key */
+    assert_int_equal(zmq_curve_keypair(pub, sec), 0);
+    snprintf(text, sizeof text, "%s\n", sec);
+    write_text("keys/b.key", text);
+    assert_int_equal(chmod(path_in("keys/b.key"), 0640), 0);
+    snprintf(want, sizeof want, "broker.secret_key_file \"%s\" has mode 0640", path_in("keys/b.key"));
+    expect_one_error(MIN "broker: {security: curve, secret_key_file: keys/b.key}\n", 2, 44, want);
+    expect_one_error(MIN "broker: {security: curve, secret_key_file: keys/b.key}\n", 2, 44,
+                     "chmod 600");
+    assert_int_equal(symlink(path_in("keys/b.key"), path_in("keys/b-link.key")), 0);
+    assert_int_equal(chmod(path_in("keys/b.key"), 0600), 0);
+    expect_one_error(MIN "broker: {security: curve, secret_key_file: keys/b-link.key}\n", 2, 44,
+                     "broker.secret_key_file");
+    expect_one_error(MIN "broker: {security: curve, secret_key_file: keys/b-link.key}\n", 2, 44,
+                     "is a symbolic link");
+    config_t *cfg = expect_ok(MIN "broker: {security: curve, secret_key_file: keys/b.key}\n");
+    assert_string_equal(cfg->secret_key, sec);
+    config_destroy(&cfg);
+
+    /* a channel's secret_file */
+    write_text("loose.secret", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n");
+    assert_int_equal(chmod(path_in("loose.secret"), 0644), 0);
+    expect_one_error(MIN ALLOW "channels:\n  - {id: x, url: \"http://127.0.0.1/\", secret_file: loose.secret}\n",
+                     4, 52, "channel x.secret_file \"");
+    expect_one_error(MIN ALLOW "channels:\n  - {id: x, url: \"http://127.0.0.1/\", secret_file: loose.secret}\n",
+                     4, 52, "has mode 0644: group or others may read it");
+    assert_int_equal(symlink(path_in("loose.secret"), path_in("link.secret")), 0);
+    assert_int_equal(chmod(path_in("loose.secret"), 0600), 0);
+    expect_one_error(MIN ALLOW "channels:\n  - {id: x, url: \"http://127.0.0.1/\", secret_file: link.secret}\n",
+                     4, 52, "is a symbolic link");
+}
+
 /* channels[].concurrency (extension): 64 when absent, 1..1024 taken as
  * written, anything else one error at the value naming channel x.concurrency. */
 static void test_channel_concurrency(void **state)
@@ -1340,6 +1403,7 @@ int main(void)
         cmocka_unit_test(test_addr_allowed),
         cmocka_unit_test(test_error_channels),
         cmocka_unit_test(test_secret_file),
+        cmocka_unit_test(test_secret_file_modes),
         cmocka_unit_test(test_channel_concurrency),
         cmocka_unit_test(test_error_match),
         cmocka_unit_test(test_match_forms),

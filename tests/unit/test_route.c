@@ -866,6 +866,7 @@ static const config_t *default_cfg(void)
         key[i] = (uint8_t)(0xa5 ^ (i * 13));
     snprintf(path, sizeof path, "%s/var/keys/data.key", g_default_dir);
     write_bytes(path, key, sizeof key);
+    assert_int_equal(chmod(path, 0600), 0); /* a key file must be its owner's only */
     snprintf(path, sizeof path, "%s/config/carehub.yaml", g_default_dir);
     write_bytes(path, text, len);
     free(text);
