@@ -23,7 +23,7 @@
 #define MAX_MSG_MAX ((uint64_t)64 << 20)
 #define MAP_MIN ((uint64_t)64 << 10)
 #define MAP_LIMIT ((uint64_t)64 << 40)
-#define PRIVACY_HINT "32 random bytes: head -c 32 /dev/urandom > data.key"
+#define PRIVACY_HINT "32 random bytes: (umask 077; head -c 32 /dev/urandom > data.key)"
 
 /* ---- broker -------------------------------------------------------------- */
 
@@ -400,8 +400,8 @@ void cfg_parse_privacy(loader_t *ld, yaml_node_t *node, const yaml_node_t *root)
         return;
     }
     if (e) {
-        cfg_err_at(ld, v, "privacy.key_file %s cannot be read: %s; create it with: head -c 32 "
-                   "/dev/urandom > %s",
+        cfg_err_at(ld, v, "privacy.key_file %s cannot be read: %s; create it with: (umask 077; "
+                   "head -c 32 /dev/urandom > %s)",
                    cfg_qv(ld, cfg->privacy_key_file), cfg_read_errstr(e), cfg->privacy_key_file);
         return;
     }

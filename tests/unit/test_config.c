@@ -571,11 +571,11 @@ static void test_error_privacy(void **state)
     (void)state;
     expect_one_error("broker: {heartbeat: 5s}\n", 1, 1,
                      "privacy is not configured, so the broker will not start: set privacy.key_file "
-                     "(32 random bytes: head -c 32 /dev/urandom > data.key) or `privacy: off` for tests and demos");
+                     "(32 random bytes: (umask 077; head -c 32 /dev/urandom > data.key)) or `privacy: off` for tests and demos");
     expect_one_error("privacy:\nagents: []\n", 1, 9, "privacy is not configured");
     expect_one_error("privacy: on\n", 1, 10, "privacy: \"on\" is not a setting");
     expect_one_error("privacy: {retention: 1d}\n", 1, 10, "privacy needs key_file");
-    expect_one_error("privacy: {key_file: keys/nope.key}\n", 1, 21, "cannot be read: No such file or directory; create it with: head -c 32 /dev/urandom >");
+    expect_one_error("privacy: {key_file: keys/nope.key}\n", 1, 21, "cannot be read: No such file or directory; create it with: (umask 077; head -c 32 /dev/urandom >");
     write_file("keys/short.key", g_key, 31);
     expect_one_error("privacy: {key_file: keys/short.key}\n", 1, 21, "holds 31 bytes; it must hold exactly 32 random bytes");
     uint8_t big[40] = {0};
