@@ -75,7 +75,10 @@ CAREHUB_API const char *carehub_version(void);
 typedef struct {
     const char *endpoint;     /* e.g. "tcp://127.0.0.1:5570" (required) */
     const char *agent;        /* the agent id, as configured on the broker (required) */
-    const char *spool_dir;    /* the outbox directory, created 0700 if missing (required) */
+    const char *spool_dir;    /* the outbox directory, created 0700 if missing (required);
+                                 refused when it is a symbolic link or not a directory, is
+                                 not owned by the effective uid, or group or others may
+                                 write in it */
     const char *software;     /* sent in hello; default "libcarehub/<version>" */
     /* CURVE (broker.security: curve); all three or none: */
     const char *secret_key;   /* the agent's secret key, 40 Z85 chars */
@@ -85,8 +88,16 @@ typedef struct {
     int max_backoff_ms;       /* longest wait between resends; default 30000 */
 } carehub_opts_t;
 
-/* Read a key file (CONFIG.md: 40 Z85 chars on the first line) into out[41]. */
+/* Read a key file (CONFIG.md: 40 Z85 chars on the first line) into out[41].
+ * For a public key (the broker's); on failure errno says why (EINVAL: not a key). */
 CAREHUB_API int carehub_read_key(const char *path, char out[41]);
+
+/* Read a secret key file as carehub_read_key() does, but only the file itself,
+ * private to its owner. CAREHUB_EINVAL with errno ELOOP when path is a symbolic
+ * link (opened O_NOFOLLOW), EPERM when group or others may access the file
+ * (mode & 077: chmod 600 it), EISDIR or EINVAL when it is not a regular file,
+ * EINVAL when its first line is not a key, or open(2)'s errno. */
+CAREHUB_API int carehub_read_secret_key(const char *path, char out[41]);
 
 /* ---- callbacks --------------------------------------------------------------- */
 

@@ -23,6 +23,7 @@
 #include "carehub.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <msgpack.h>
 #include <sodium.h>
@@ -30,6 +31,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <zmq.h>
 
 #include "carehub_wire.h"
@@ -226,9 +229,33 @@ static int valid_z85_key(const char *k)
     return k && strlen(k) == 40 && zmq_z85_decode(bin, k) != NULL;
 }
 
-int carehub_read_key(const char *path, char out[41])
+/* The key on the first line of f (closed here) into out[41]. */
+static int key_from_stream(FILE *f, char out[41])
 {
     char line[256];
+    char *got = fgets(line, sizeof line, f);
+    fclose(f);
+    if (!got) {
+        sodium_memzero(line, sizeof line);
+        errno = EINVAL;
+        return CAREHUB_EINVAL;
+    }
+    size_t n = strlen(line);
+    while (n && (line[n - 1] == '\n' || line[n - 1] == '\r' || line[n - 1] == ' ' || line[n - 1] == '\t'))
+        line[--n] = '\0';
+    int ok = valid_z85_key(line);
+    if (ok)
+        memcpy(out, line, 41);
+    sodium_memzero(line, sizeof line);
+    if (!ok) {
+        errno = EINVAL;
+        return CAREHUB_EINVAL;
+    }
+    return CAREHUB_OK;
+}
+
+int carehub_read_key(const char *path, char out[41])
+{
     if (!path || !out) {
         errno = EINVAL;
         return CAREHUB_EINVAL;
@@ -236,21 +263,37 @@ int carehub_read_key(const char *path, char out[41])
     FILE *f = fopen(path, "r");
     if (!f)
         return CAREHUB_EINVAL; /* errno says why */
-    char *got = fgets(line, sizeof line, f);
-    fclose(f);
-    if (!got) {
+    return key_from_stream(f, out);
+}
+
+int carehub_read_secret_key(const char *path, char out[41])
+{
+    if (!path || !out) {
         errno = EINVAL;
         return CAREHUB_EINVAL;
     }
-    size_t n = strlen(line);
-    while (n && (line[n - 1] == '\n' || line[n - 1] == '\r' || line[n - 1] == ' ' || line[n - 1] == '\t'))
-        line[--n] = '\0';
-    if (!valid_z85_key(line)) {
-        errno = EINVAL;
+    /* O_NOFOLLOW: a symbolic link fails with ELOOP; O_NONBLOCK: a FIFO does not hang */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+    if (fd < 0)
+        return CAREHUB_EINVAL; /* errno says why */
+    struct stat st;
+    int e = 0;
+    if (fstat(fd, &st) < 0)
+        e = errno;
+    else if (!S_ISREG(st.st_mode))
+        e = S_ISDIR(st.st_mode) ? EISDIR : EINVAL;
+    else if (st.st_mode & 077)
+        e = EPERM; /* group or others may read or write it */
+    FILE *f = e ? NULL : fdopen(fd, "r");
+    if (!f) {
+        if (!e)
+            e = errno;
+        close(fd);
+        errno = e;
         return CAREHUB_EINVAL;
     }
-    memcpy(out, line, 41);
-    return CAREHUB_OK;
+    setvbuf(f, NULL, _IONBF, 0); /* no copy of the key left in a stdio buffer */
+    return key_from_stream(f, out);
 }
 
 /* ---- the window and the requests -------------------------------------------------- */

@@ -12,6 +12,7 @@
 
 #include <fcntl.h>
 #include <jansson.h>
+#include <sys/stat.h>
 #include <zmq.h>
 
 #include "csv.h"
@@ -55,6 +56,7 @@ int cli_exit_for(int err)
 
 void cli_init(const char *argv0)
 {
+    umask(077);
     const char *base = argv0 ? strrchr(argv0, '/') : NULL;
     base = base ? base + 1 : (argv0 ? argv0 : "carehub");
     util_fmt(prog_name, sizeof prog_name, "%s", base);
@@ -127,6 +129,47 @@ static int is_z85_key(const char *s)
     return 1;
 }
 
+int cli_read_secret_key(const char *path, char out[41], char *why, size_t whylen)
+{
+    errno = 0;
+    if (carehub_read_secret_key(path, out) == CAREHUB_OK)
+        return 0;
+    int e = errno;
+    struct stat st;
+    if (e == ELOOP && lstat(path, &st) == 0 && S_ISLNK(st.st_mode)) {
+        util_fmt(why, whylen, "a symbolic link; a secret key is read only from the file itself: "
+                 "give its path, not a link to it");
+        return CLI_EX_NOINPUT;
+    }
+    if (e == EPERM && stat(path, &st) == 0) {
+        util_fmt(why, whylen, "mode %04o: group or others may read it, and it holds a secret; "
+                 "make it the owner's only: chmod 600 %s", (unsigned)(st.st_mode & 07777), path);
+        return CLI_EX_NOINPUT;
+    }
+    if (e == EINVAL && stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+        util_fmt(why, whylen, "not a regular file");
+        return CLI_EX_NOINPUT;
+    }
+    if (e == EINVAL || e == 0) {
+        util_fmt(why, whylen, "the first line is not 40 Z85 characters");
+        return CLI_EX_USAGE;
+    }
+    util_fmt(why, whylen, "%s", strerror(e));
+    return CLI_EX_NOINPUT;
+}
+
+int cli_open_append(const char *path)
+{
+    return open(path, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0600);
+}
+
+const char *cli_open_errstr(int err)
+{
+    return err == ELOOP ? "it is a symbolic link (files with children's data are not written "
+                          "through links)"
+                        : strerror(err);
+}
+
 static int load_keys(cli_common_t *c)
 {
     if (!c->key_file && !c->server_key)
@@ -136,13 +179,11 @@ static int load_keys(cli_common_t *c)
                 "(the broker's public key)");
         return CLI_EX_USAGE;
     }
-    errno = 0;
-    int rc = carehub_read_key(c->key_file, c->secret);
-    if (rc != CAREHUB_OK) {
-        cli_err("--key-file %s: %s", c->key_file,
-                errno == EINVAL || errno == 0 ? "the first line is not 40 Z85 characters"
-                                              : strerror(errno));
-        return errno == EINVAL || errno == 0 ? CLI_EX_USAGE : CLI_EX_NOINPUT;
+    char why[4400];
+    int rc = cli_read_secret_key(c->key_file, c->secret, why, sizeof why);
+    if (rc != 0) {
+        cli_err("--key-file %s: %s", c->key_file, why);
+        return rc;
     }
     if (zmq_curve_public(c->public_key, c->secret) != 0) {
         cli_err("--key-file %s: not a CURVE secret key: %s", c->key_file, zmq_strerror(errno));
@@ -728,7 +769,7 @@ int cli_outcomes_add(cli_outcomes_t *o, const char *json)
     json_object_set_new(j, "received_at", json_integer(util_now_ms()));
     char *text = json_dumps(j, JSON_COMPACT);
     int rc = -1;
-    int fd = open(o->path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    int fd = cli_open_append(o->path);
     if (fd >= 0 && text) {
         size_t len = strlen(text);
         text[len] = '\n';   /* json_dumps leaves room: its NUL */
@@ -739,7 +780,7 @@ int cli_outcomes_add(cli_outcomes_t *o, const char *json)
         }
     }
     if (rc < 0)
-        cli_err("cannot write the outcome %s to %s: %s", id, o->path, strerror(errno));
+        cli_err("cannot write the outcome %s to %s: %s", id, o->path, cli_open_errstr(errno));
     if (fd >= 0)
         close(fd);
     free(text);

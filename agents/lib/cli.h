@@ -41,7 +41,10 @@ int cli_exit_for(int carehub_err);
 
 /* ---- messages -------------------------------------------------------------- */
 
-/* Set the program name used in messages (basename of argv[0]). */
+/* Set the program name used in messages (basename of argv[0]), and the umask
+ * to 077: what an agent program writes (spool, rejected lines, outcomes,
+ * reports) is its user's only. Every agent program calls it first (carehub-send
+ * and carehub-monitor through feed_opts_init). */
 void cli_init(const char *argv0);
 const char *cli_prog(void);
 
@@ -110,6 +113,19 @@ int cli_wait(const cli_common_t *c, int def_ms);
  * else ./carehub-spool-AGENT (as carehub-send). 0, or -1 when it does not fit.
  */
 int cli_default_spool(const char *agent, char *buf, size_t len);
+
+/* Read this agent's secret key file into out[41] (carehub_read_secret_key: the
+ * file itself, not a link; mode 0600 or tighter). 0, or an exit code with the
+ * reason in why: CLI_EX_USAGE (not a key), CLI_EX_NOINPUT (cannot or may not be
+ * read: missing, a symbolic link, group or others may read it — the reason
+ * gives the chmod). */
+int cli_read_secret_key(const char *path, char out[41], char *why, size_t whylen);
+
+/* Open a file the agent appends children's data to (refused lines, outcomes):
+ * created 0600, and never through a symbolic link (O_NOFOLLOW). A descriptor,
+ * or -1 with errno set; cli_open_errstr(errno) says why. */
+int cli_open_append(const char *path);
+const char *cli_open_errstr(int err);
 
 /* Open libcarehub with the common options. NULL on failure, with the message
  * printed and *exit_code set. */

@@ -26,6 +26,7 @@ static void on_signal(int sig)
 
 void feed_opts_init(feed_opts_t *o, const char *prog, feed_mode_t mode)
 {
+    cli_init(prog); /* umask 077 */
     memset(o, 0, sizeof *o);
     o->prog = prog;
     o->mode = mode;
@@ -263,10 +264,12 @@ typedef struct {
 static void reject_write(feed_t *f, const char *text, size_t len)
 {
     if (!f->rejected) {
-        f->rejected = fopen(f->rejected_path, "a");
+        int fd = cli_open_append(f->rejected_path); /* 0600, not through a link */
+        if (fd >= 0 && !(f->rejected = fdopen(fd, "a")))
+            close(fd);
         if (!f->rejected) {
             fprintf(stderr, "%s: cannot open the rejected file %s: %s\n", f->o->prog, f->rejected_path,
-                    strerror(errno));
+                    cli_open_errstr(errno));
             f->fatal = FEED_EX_IOERR;
             return;
         }
@@ -530,11 +533,10 @@ int feed_run(const feed_opts_t *o, const char *type, char **paths, int npaths)
     util_fmt(software, sizeof software, "%s/%s", o->prog, carehub_version());
     co.software = software;
     if (o->key_file) {
-        if (carehub_read_key(o->key_file, secret) != CAREHUB_OK) {
+        char why[4400];
+        if ((code = cli_read_secret_key(o->key_file, secret, why, sizeof why)) != 0) {
             fprintf(stderr, "%s: cannot read the agent's secret key from %s: %s\n", o->prog,
-                    o->key_file, errno == EINVAL ? "the first line is not 40 Z85 characters"
-                                                 : strerror(errno));
-            code = errno == EINVAL ? FEED_EX_USAGE : FEED_EX_NOINPUT;
+                    o->key_file, why);
             goto done;
         }
         if ((code = read_server_key(o, server)) != 0)

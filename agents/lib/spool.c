@@ -72,14 +72,73 @@ static int make_dirs(const char *dir, char *err, size_t errlen)
         }
     }
     free(p);
-    if (rc == 0) {
-        struct stat st;
-        if (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode)) {
-            util_fmt(err, errlen, "the spool %s is not a directory", dir);
-            rc = -1;
-        }
-    }
     return rc;
+}
+
+/*
+ * The spool directory, made if missing, opened (O_NOFOLLOW, so that what is
+ * checked is what is used) and checked to be the agent's own: a directory, not
+ * a symbolic link, owned by the effective uid, and not writable by group or
+ * others (who could otherwise put links in place of the files LMDB opens by
+ * name). A descriptor of it, or -1 with a sentence in err.
+ */
+static int open_dir(const char *dir, char *err, size_t errlen)
+{
+    if (!dir[0]) {
+        util_fmt(err, errlen, "the spool directory is an empty path");
+        return -1;
+    }
+    if (make_dirs(dir, err, errlen) < 0)
+        return -1;
+    char *p = strdup(dir);
+    if (!p) {
+        util_fmt(err, errlen, "out of memory");
+        return -1;
+    }
+    /* a trailing slash would make open() follow a link in the last place */
+    for (size_t n = strlen(p); n > 1 && p[n - 1] == '/'; n--)
+        p[n - 1] = '\0';
+    struct stat st;
+    int fd = open(p, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) {
+        int e = errno;
+        if (lstat(p, &st) == 0 && S_ISLNK(st.st_mode))
+            util_fmt(err, errlen, "the spool %s is a symbolic link; give the directory itself "
+                     "(a link could lead the outbox elsewhere)", dir);
+        else if (e == ENOTDIR)
+            util_fmt(err, errlen, "the spool %s is not a directory", dir);
+        else
+            util_fmt(err, errlen, "cannot open the spool directory %s: %s", dir, strerror(e));
+        free(p);
+        return -1;
+    }
+    free(p);
+    if (fstat(fd, &st) < 0) {
+        util_fmt(err, errlen, "cannot open the spool directory %s: %s", dir, strerror(errno));
+    } else if (st.st_uid != geteuid()) {
+        util_fmt(err, errlen, "the spool directory %s belongs to uid %u, not to this process "
+                 "(uid %u): an outbox must be the agent's own; use a directory of its own, or "
+                 "chown it", dir, (unsigned)st.st_uid, (unsigned)geteuid());
+    } else if (st.st_mode & 022) {
+        util_fmt(err, errlen, "the spool directory %s has mode %04o: group or others may write "
+                 "in it; make it the owner's only: chmod 700 %s", dir,
+                 (unsigned)(st.st_mode & 07777), dir);
+    } else {
+        return fd;
+    }
+    close(fd);
+    return -1;
+}
+
+/* Whether the environment LMDB opened by name is the data.mdb of the directory
+ * that was checked (a directory swapped for another in between is refused). */
+static int same_data_file(MDB_env *env, int dir_fd)
+{
+    int mfd;
+    struct stat a, b;
+    return mdb_env_get_fd(env, &mfd) == 0 && fstat(mfd, &a) == 0 &&
+           fstatat(dir_fd, "data.mdb", &b, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(b.st_mode) &&
+           a.st_dev == b.st_dev && a.st_ino == b.st_ino;
 }
 
 spool_t *spool_open(const char *dir, char *err, size_t errlen)
@@ -95,14 +154,15 @@ spool_t *spool_open(const char *dir, char *err, size_t errlen)
     MDB_cursor *cur = NULL;
 
     s->lock_fd = -1;
+    int dir_fd = -1;
     if (!(s->dir = strdup(dir))) {
         util_fmt(err, errlen, "out of memory");
         goto fail;
     }
-    if (make_dirs(dir, err, errlen) < 0)
+    if ((dir_fd = open_dir(dir, err, errlen)) < 0)
         goto fail;
     util_fmt(path, sizeof path, "%s/lock", dir);
-    s->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    s->lock_fd = openat(dir_fd, "lock", O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (s->lock_fd < 0) {
         util_fmt(err, errlen, "cannot open the spool lock %s: %s", path, strerror(errno));
         goto fail;
@@ -124,6 +184,13 @@ spool_t *spool_open(const char *dir, char *err, size_t errlen)
         util_fmt(err, errlen, "cannot open the spool %s: %s", dir, mdb_strerror(rc));
         goto fail;
     }
+    if (!same_data_file(s->env, dir_fd)) {
+        util_fmt(err, errlen, "the spool %s changed while it was opened (its data.mdb is not "
+                 "the one in the directory checked)", dir);
+        goto fail;
+    }
+    close(dir_fd);
+    dir_fd = -1;
     if ((rc = mdb_txn_begin(s->env, NULL, 0, &txn)) != 0 ||
         (rc = mdb_dbi_open(txn, "outbox", MDB_CREATE, &s->outbox)) != 0 ||
         (rc = mdb_dbi_open(txn, "ids", MDB_CREATE, &s->ids)) != 0) {
@@ -158,6 +225,8 @@ fail:
         mdb_cursor_close(cur);
     if (txn)
         mdb_txn_abort(txn);
+    if (dir_fd >= 0)
+        close(dir_fd);
     spool_close(&s);
     return NULL;
 }

@@ -195,6 +195,74 @@ static void test_spool_open_errors(void **state)
     free(dir);
 }
 
+/* The spool directory must be the agent's own: made 0700, refused when it is a
+ * symbolic link, another user's, or writable by group or others; its lock file
+ * is not opened through a link. */
+static void test_spool_dir_checks(void **state)
+{
+    (void)state;
+    char *dir = tmpdir(), err[512], real[4200], link[4200], path[4200], target[4200];
+    struct stat st;
+    mode_t old = umask(0);
+    util_fmt(real, sizeof real, "%s/new/spool", dir);
+    spool_t *s = spool_open(real, err, sizeof err);
+    assert_non_null(s);
+    spool_close(&s);
+    assert_int_equal(stat(real, &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0700);
+    util_fmt(path, sizeof path, "%s/new", dir);
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0700);
+    util_fmt(path, sizeof path, "%s/lock", real);
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0600);
+    umask(old);
+
+    /* a link to a good spool */
+    util_fmt(link, sizeof link, "%s/link", dir);
+    assert_int_equal(symlink(real, link), 0);
+    assert_null(spool_open(link, err, sizeof err));
+    assert_non_null(strstr(err, "is a symbolic link"));
+    util_fmt(path, sizeof path, "%s/", link);
+    assert_null(spool_open(path, err, sizeof err));
+    assert_non_null(strstr(err, "is a symbolic link"));
+    util_fmt(path, sizeof path, "%s/", real); /* the directory itself, trailing slash: fine */
+    assert_non_null(s = spool_open(path, err, sizeof err));
+    spool_close(&s);
+
+    /* others may write in it */
+    assert_int_equal(chmod(real, 0777), 0);
+    assert_null(spool_open(real, err, sizeof err));
+    assert_non_null(strstr(err, "has mode 0777"));
+    assert_non_null(strstr(err, "chmod 700"));
+    assert_int_equal(chmod(real, 0750), 0); /* group may read: fine */
+    assert_non_null(s = spool_open(real, err, sizeof err));
+    spool_close(&s);
+    assert_int_equal(chmod(real, 0700), 0);
+
+    /* another user's */
+    if (geteuid() == 0) {
+        assert_int_equal(chown(real, 65534, 65534), 0);
+        assert_null(spool_open(real, err, sizeof err));
+        assert_non_null(strstr(err, "belongs to uid 65534, not to this process (uid 0)"));
+        assert_int_equal(chown(real, 0, 0), 0);
+    } else {
+        print_message("not root: the test of another user's spool is skipped\n");
+    }
+
+    /* a lock file that is a link: not followed, its target not created */
+    util_fmt(path, sizeof path, "%s/s2", dir);
+    assert_int_equal(mkdir(path, 0700), 0);
+    util_fmt(target, sizeof target, "%s/target", dir);
+    util_fmt(link, sizeof link, "%s/s2/lock", dir);
+    assert_int_equal(symlink(target, link), 0);
+    assert_null(spool_open(path, err, sizeof err));
+    assert_non_null(strstr(err, "cannot open the spool lock"));
+    assert_int_equal(access(target, F_OK), -1);
+    rm_rf(dir);
+    free(dir);
+}
+
 /* ---- jsonl ---------------------------------------------------------------------- */
 
 static void expect_line(jsonl_t *r, const char *want, long want_no)
@@ -413,6 +481,95 @@ static void test_api_read_key(void **state)
     free(dir);
 }
 
+/* A secret key is read only from the file itself, private to its owner; the
+ * programs' message gives the chmod. Public keys are read whatever their mode. */
+static void test_api_read_secret_key(void **state)
+{
+    (void)state;
+    char *dir = tmpdir(), path[4200], link[4200], key[41], pub[41], sec[41], text[64], why[4400];
+    assert_int_equal(zmq_curve_keypair(pub, sec), 0);
+    util_fmt(path, sizeof path, "%s/a.key", dir);
+    util_fmt(text, sizeof text, "%s\n", sec);
+    write_file(path, "w", text, strlen(text));
+    assert_int_equal(chmod(path, 0600), 0);
+    assert_int_equal(carehub_read_secret_key(path, key), CAREHUB_OK);
+    assert_string_equal(key, sec);
+    assert_int_equal(cli_read_secret_key(path, key, why, sizeof why), 0);
+    assert_int_equal(chmod(path, 0400), 0);
+    assert_int_equal(carehub_read_secret_key(path, key), CAREHUB_OK);
+
+    static const mode_t loose[] = {0644, 0640, 0604, 0620, 0602, 0610, 0601};
+    for (size_t i = 0; i < UTIL_ARRAY_LEN(loose); i++) {
+        assert_int_equal(chmod(path, loose[i]), 0);
+        errno = 0;
+        assert_int_equal(carehub_read_secret_key(path, key), CAREHUB_EINVAL);
+        assert_int_equal(errno, EPERM);
+        assert_int_equal(carehub_read_key(path, key), CAREHUB_OK); /* a public key's reader */
+    }
+    assert_int_equal(chmod(path, 0644), 0);
+    assert_int_equal(cli_read_secret_key(path, key, why, sizeof why), CLI_EX_NOINPUT);
+    char want[4400];
+    util_fmt(want, sizeof want, "mode 0644: group or others may read it, and it holds a secret; "
+             "make it the owner's only: chmod 600 %s", path);
+    assert_string_equal(why, want);
+    assert_int_equal(chmod(path, 0600), 0);
+
+    util_fmt(link, sizeof link, "%s/link.key", dir);
+    assert_int_equal(symlink(path, link), 0);
+    errno = 0;
+    assert_int_equal(carehub_read_secret_key(link, key), CAREHUB_EINVAL);
+    assert_int_equal(errno, ELOOP);
+    assert_int_equal(cli_read_secret_key(link, key, why, sizeof why), CLI_EX_NOINPUT);
+    assert_non_null(strstr(why, "a symbolic link"));
+
+    errno = 0;
+    assert_int_equal(carehub_read_secret_key(dir, key), CAREHUB_EINVAL);
+    assert_int_equal(errno, EISDIR);
+    util_fmt(link, sizeof link, "%s/fifo", dir);
+    assert_int_equal(mkfifo(link, 0600), 0);
+    errno = 0;
+    assert_int_equal(carehub_read_secret_key(link, key), CAREHUB_EINVAL); /* no hang */
+    assert_int_equal(errno, EINVAL);
+    assert_int_equal(cli_read_secret_key(link, key, why, sizeof why), CLI_EX_NOINPUT);
+    assert_string_equal(why, "not a regular file");
+
+    write_file(path, "w", "tooshort\n", 9);
+    assert_int_equal(cli_read_secret_key(path, key, why, sizeof why), CLI_EX_USAGE);
+    assert_string_equal(why, "the first line is not 40 Z85 characters");
+    util_fmt(path, sizeof path, "%s/none.key", dir);
+    assert_int_equal(cli_read_secret_key(path, key, why, sizeof why), CLI_EX_NOINPUT);
+    assert_string_equal(why, strerror(ENOENT));
+    rm_rf(dir);
+    free(dir);
+}
+
+/* The agent programs write children's data (refused lines, outcomes) 0600 and
+ * never through a link, and set their umask to 077. */
+static void test_cli_private_files(void **state)
+{
+    (void)state;
+    char *dir = tmpdir(), path[4200], link[4200];
+    struct stat st;
+    mode_t old = umask(0);
+    util_fmt(path, sizeof path, "%s/rejected.jsonl", dir);
+    int fd = cli_open_append(path);
+    assert_true(fd >= 0);
+    close(fd);
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0600);
+    util_fmt(link, sizeof link, "%s/link.jsonl", dir);
+    assert_int_equal(symlink(path, link), 0);
+    errno = 0;
+    assert_int_equal(cli_open_append(link), -1);
+    assert_int_equal(errno, ELOOP);
+    assert_non_null(strstr(cli_open_errstr(ELOOP), "symbolic link"));
+
+    cli_init("test");
+    assert_int_equal(umask(old), 077);
+    rm_rf(dir);
+    free(dir);
+}
+
 static void test_api_submit_spools(void **state)
 {
     (void)state;
@@ -491,6 +648,7 @@ int main(void)
         cmocka_unit_test(test_spool_order_dedupe_remove_persist),
         cmocka_unit_test(test_spool_damaged_record_skipped),
         cmocka_unit_test(test_spool_open_errors),
+        cmocka_unit_test(test_spool_dir_checks),
         cmocka_unit_test(test_jsonl_lines),
         cmocka_unit_test(test_jsonl_too_long),
         cmocka_unit_test(test_jsonl_follow),
@@ -498,6 +656,8 @@ int main(void)
         cmocka_unit_test(test_parse_time),
         cmocka_unit_test(test_api_arguments),
         cmocka_unit_test(test_api_read_key),
+        cmocka_unit_test(test_api_read_secret_key),
+        cmocka_unit_test(test_cli_private_files),
         cmocka_unit_test(test_api_submit_spools),
         cmocka_unit_test(test_api_strerror),
     };
