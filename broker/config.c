@@ -24,7 +24,8 @@
  * and the teardown. The pieces it calls live beside it, declared in
  * config_int.h: config_diag.c (errors), config_parse.c (small parsers),
  * config_yaml.c (node helpers) and one file per section or two:
- * config_broker.c, config_channels.c, config_agents.c, config_workflows.c.
+ * config_broker.c, config_channels.c, config_agents.c, config_workflows.c, and
+ * config_security.c (what broker.security allows).
  */
 #include "config_int.h"
 

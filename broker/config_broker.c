@@ -1,10 +1,11 @@
 /*
- * config_broker.c — the broker section (listen endpoints, paths, metrics,
- * security and the broker's CURVE key file, durations, sizes and the LMDB
- * map bounds, fallback_agency, webhook_allow) and the privacy section (the
- * 32-byte key file or `privacy: off`, retention). Values left out keep the
- * defaults set by config.c; fallback_agency is checked against the agencies
- * once they are read.
+ * config_broker.c — the broker section (security, listen endpoints, paths,
+ * metrics, the broker's CURVE key file, durations, sizes and the LMDB map
+ * bounds, fallback_agency, webhook_allow) and the privacy section (the 32-byte
+ * key file or `privacy: off`, retention). Values left out keep the defaults set
+ * by config.c. Where security: none may listen is config_security.c's: each
+ * endpoint is checked there as it is read. fallback_agency is checked against
+ * the agencies once they are read.
  */
 #include "config_int.h"
 #include "metrics.h"
@@ -190,13 +191,27 @@ void cfg_parse_broker(loader_t *ld, yaml_node_t *node)
         {"heartbeat", 0, 0}, {"max_message_bytes", 0, 0}, {"fallback_agency", 0, 0},
         {"default_ack_within", 0, 0}, {"redeliver_every", 0, 0}, {"quiet_close", 0, 0},
         {"webhook_allow", 0, 0}, {"schemas", 0, 0}, {"map_size", 0, 0}, {"map_max", 0, 0},
-        {"peer_queue", 0, 0},
-        {"metrics", 0, 0},
+        {"peer_queue", 0, 0}, {"metrics", 0, 0},
     };
     ld->broker_node = node;
     if (node && !cfg_is_null(node) && !GET_FIELDS(ld, node, "broker"))
         return;
     yaml_node_t *v;
+    const char *s;
+
+    /* security, before listen: with none, the broker listens on loopback only */
+    int security_known = 1;
+    if ((v = FV("security")) != NULL && (s = cfg_scalar(ld, v, "broker.security")) != NULL) {
+        ld->security_node = v;
+        if (!strcmp(s, "none")) {
+            cfg->security = SECURITY_NONE;
+        } else if (!strcmp(s, "curve")) {
+            cfg->security = SECURITY_CURVE;
+        } else {
+            cfg_err_at(ld, v, "broker.security %s is not known; use none or curve", cfg_qv(ld, s));
+            security_known = 0;
+        }
+    }
 
     /* listen */
     if ((v = FV("listen")) != NULL) {
@@ -215,6 +230,8 @@ void cfg_parse_broker(loader_t *ld, yaml_node_t *node)
                 free(ep);
                 continue;
             }
+            if (security_known)
+                cfg_check_listen_security(ld, items[i], ep);
             cfg->listen = xrealloc(cfg->listen, (cfg->n_listen + 1) * sizeof *cfg->listen);
             cfg->listen[cfg->n_listen++] = ep;
         }
@@ -227,7 +244,6 @@ void cfg_parse_broker(loader_t *ld, yaml_node_t *node)
     }
 
     /* paths */
-    const char *s;
     if ((v = FV("data_dir")) != NULL && (s = cfg_scalar(ld, v, "broker.data_dir")) != NULL)
         cfg->data_dir = cfg_abs_path(ld, s);
     if (!cfg->data_dir)
@@ -245,16 +261,7 @@ void cfg_parse_broker(loader_t *ld, yaml_node_t *node)
             cfg->metrics = xstrdup(s);
     }
 
-    /* security */
-    if ((v = FV("security")) != NULL && (s = cfg_scalar(ld, v, "broker.security")) != NULL) {
-        ld->security_node = v;
-        if (!strcmp(s, "none"))
-            cfg->security = SECURITY_NONE;
-        else if (!strcmp(s, "curve"))
-            cfg->security = SECURITY_CURVE;
-        else
-            cfg_err_at(ld, v, "broker.security %s is not known; use none or curve", cfg_qv(ld, s));
-    }
+    /* the broker's secret key (curve) */
     yaml_node_t *skf = FV("secret_key_file");
     if (skf && (s = cfg_scalar(ld, skf, "broker.secret_key_file")) != NULL)
         cfg->secret_key_file = cfg_abs_path(ld, s);

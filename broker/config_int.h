@@ -13,6 +13,7 @@
  *   config_yaml.c      YAML node helpers: scalars, ids, mappings of known keys,
  *                      lists of strings, durations
  *   config_broker.c    the broker and privacy sections
+ *   config_security.c  what broker.security allows: where `none` may listen
  *   config_channels.c  the channels section (URLs, hosts, secrets, fallbacks)
  *   config_agents.c    the agencies (with the built-in ones) and agents sections
  *   config_workflows.c the workflows section (match, assign, escalate)
@@ -136,6 +137,13 @@ int64_t cfg_duration(loader_t *ld, yaml_node_t *n, const char *what, int64_t dfl
 /* config_broker.c */
 void cfg_parse_broker(loader_t *ld, yaml_node_t *node);
 void cfg_parse_privacy(loader_t *ld, yaml_node_t *node, const yaml_node_t *root);
+
+/* config_security.c */
+/* 1 when a ZeroMQ endpoint (as endpoint() returns it) is reachable from this host
+ * only: ipc://, or tcp:// on 127.0.0.0/8, [::1] (or IPv4-mapped 127.x) or localhost. */
+int cfg_endpoint_local(const char *ep);
+/* With security none, report a listen endpoint that other hosts reach (at node n). */
+void cfg_check_listen_security(loader_t *ld, const yaml_node_t *n, const char *ep);
 
 /* config_channels.c */
 void cfg_parse_channel(loader_t *ld, yaml_node_t *node, size_t idx, yaml_node_t **fallback_nodes);

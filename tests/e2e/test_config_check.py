@@ -1,5 +1,6 @@
 """Configuration checking and process behaviour (CONFIG.md): --check-config,
-the default config, refusing to start without a privacy decision, signals.
+the default config, refusing to start without a privacy decision, signals;
+what `security: none` may listen on (docs/config.md).
 """
 
 import base64
@@ -251,3 +252,48 @@ def test_sigterm_is_prompt(make_broker):
                         f"poll set avoids this)", pytrace=False)
         assert rc == 0, f"trial {trial + 1}: exit code {rc} on SIGTERM"
         assert time.monotonic() - t < 3
+
+
+# ---------------------------------------------------------------------------------
+# security: none listens on loopback (or ipc) only
+
+def _start_refused(carehub_bin, cfg_path, tmp_path, *extra):
+    """Start carehubd on cfg_path (plus extra arguments); it must exit 78 (a
+    configuration error) without writing its ready file. Returns the CompletedProcess."""
+    ready = tmp_path / "ready"
+    try:
+        r = subprocess.run([carehub_bin, "-c", str(cfg_path), "--ready-file", str(ready), *extra],
+                           capture_output=True, text=True, timeout=20)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"carehubd {' '.join(extra)} started (ran 20 s) with {cfg_path}:\n"
+                    f"{cfg_path.read_text()}", pytrace=False)
+    assert r.returncode == 78, f"exit code {r.returncode}, expected 78 (configuration error):\n{r.stderr}"
+    assert not ready.exists(), "carehubd wrote its ready file"
+    return r
+
+
+@pytest.mark.parametrize("endpoint", ["tcp://0.0.0.0:*", "tcp://*:*"])
+def test_security_none_on_public_address_refused(tmp_path, carehub_bin, endpoint):
+    """Finding 5 of issue 12: with security none anyone who reaches the port can say
+    hello as a supervisor, so a public endpoint is an error naming the key and the fix."""
+    cfg = h.deep_merge(h.base_config(tmp_path), {"broker": {"listen": [endpoint]}})
+    p = tmp_path / "open.yaml"
+    p.write_text(h.to_yaml(cfg))
+    r = _check(p)
+    assert r.returncode == 78, f"security: none on {endpoint} passed --check-config ({r.returncode}):\n" \
+                               f"{p.read_text()}\n{r.stderr}"
+    line = next(i for i, ln in enumerate(p.read_text().splitlines(), 1) if endpoint in ln)
+    diags = [d for d in _diags(r.stderr, p) if d[0] == line]
+    assert len(diags) == 1, f"expected one error at line {line} (the endpoint):\n{r.stderr}"
+    msg = diags[0][2]
+    for part in ("broker.listen", f'"{endpoint}"', "broker.security is none", "tcp://127.0.0.1",
+                 "security: curve", "carehubd keygen"):
+        assert part in msg, f"the error does not name {part!r}: {msg}"
+    r2 = _start_refused(carehub_bin, p, tmp_path)
+    assert "broker.listen" in r2.stderr and endpoint in r2.stderr, r2.stderr
+    # the same file on loopback passes
+    cfg["broker"]["listen"] = ["tcp://127.0.0.1:*", "tcp://[::1]:*", f"ipc://{tmp_path}/b.sock"]
+    p.write_text(h.to_yaml(cfg))
+    r3 = _check(p)
+    assert r3.returncode == 0, f"security: none on loopback and ipc refused:\n{r3.stderr}"
+

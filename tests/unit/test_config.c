@@ -464,10 +464,11 @@ static void test_listen_forms(void **state)
     assert_string_equal(cfg->listen[0], "tcp://127.0.0.1:*");
     config_destroy(&cfg);
 
-    cfg = expect_ok(MIN "broker:\n  listen:\n    - tcp://*:5570\n    - \"tcp://[::1]:5571\"\n"
-                        "    - ipc://run/carehub.sock\n    - ipc:///tmp/abs.sock\n    - tcp://localhost:0\n");
-    assert_int_equal(cfg->n_listen, 5);
-    assert_string_equal(cfg->listen[0], "tcp://*:5570");
+    cfg = expect_ok(MIN "broker:\n  listen:\n    - tcp://127.1.2.3:5570\n    - \"tcp://[::1]:5571\"\n"
+                        "    - ipc://run/carehub.sock\n    - ipc:///tmp/abs.sock\n    - tcp://localhost:0\n"
+                        "    - \"tcp://[::ffff:127.0.0.1]:1\"\n    - ipc://@carehub\n    - tcp://LocalHost:2\n");
+    assert_int_equal(cfg->n_listen, 8);
+    assert_string_equal(cfg->listen[0], "tcp://127.1.2.3:5570");
     assert_string_equal(cfg->listen[1], "tcp://[::1]:5571");
     char want[600];
     snprintf(want, sizeof want, "ipc://%s", path_in("run/carehub.sock"));
@@ -662,6 +663,59 @@ static void test_curve(void **state)
     write_text("keys/crlf.key", text);
     cfg = expect_ok(MIN "broker: {security: curve, secret_key_file: keys/crlf.key}\n");
     assert_string_equal(cfg->secret_key, bsec);
+    config_destroy(&cfg);
+}
+
+/* security: none (the default, or written) allows only endpoints no other host
+ * reaches; the error names broker.listen, the endpoint, broker.security and both
+ * fixes. With curve, any endpoint. */
+static void test_listen_security_none(void **state)
+{
+    (void)state;
+    expect_one_error(MIN "broker: {listen: \"tcp://0.0.0.0:5570\"}\n", 2, 18,
+                     "broker.listen \"tcp://0.0.0.0:5570\" is reachable from other hosts, but "
+                     "broker.security is none (the default): agents name themselves in hello");
+    expect_one_error(MIN "broker: {security: none, listen: \"tcp://*:5570\"}\n", 2, 34,
+                     "broker.listen \"tcp://*:5570\" is reachable from other hosts, but "
+                     "broker.security is none: agents name");
+    expect_one_error(MIN "broker: {listen: \"tcp://0.0.0.0:5570\"}\n", 2, 18,
+                     "listen on loopback (tcp://127.0.0.1:PORT) or ipc://PATH, or set `security: "
+                     "curve` with keys (`carehubd keygen broker` writes broker.key for "
+                     "broker.secret_key_file");
+    static const char *const open_eps[] = {
+        "tcp://192.168.1.10:5570", "tcp://10.0.0.1:*", "tcp://128.0.0.1:1", "tcp://[::]:5570",
+        "tcp://[fe80::1]:5570", "tcp://[::ffff:10.0.0.1]:1", "tcp://eth0:5570", "tcp://lo:5570",
+        "tcp://carehub.example.cn:5570", "tcp://localhost.example.cn:1", "tcp://127.0.0.1.nip.io:1",
+    };
+    char text[512], needle[160];
+    for (size_t i = 0; i < sizeof open_eps / sizeof open_eps[0]; i++) {
+        snprintf(text, sizeof text, MIN "broker:\n  security: none\n  listen: [\"%s\"]\n", open_eps[i]);
+        snprintf(needle, sizeof needle, "broker.listen \"%s\" is reachable from other hosts",
+                 open_eps[i]);
+        expect_one_error(text, 4, 12, needle);
+    }
+    /* every endpoint is judged: two open ones of three, two errors */
+    config_diag_t d = {0};
+    config_t *cfg = load_text(MIN "broker:\n  listen:\n    - tcp://127.0.0.1:1\n"
+                                  "    - tcp://*:2\n    - tcp://0.0.0.0:3\n", &d);
+    assert_null(cfg);
+    assert_int_equal(d.n, 2);
+    assert_int_equal(count_at(&d, 5, "\"tcp://*:2\" is reachable from other hosts"), 1);
+    assert_int_equal(count_at(&d, 6, "\"tcp://0.0.0.0:3\" is reachable from other hosts"), 1);
+    config_diag_free(&d);
+    /* a misspelt security is that error alone, not one more per endpoint */
+    expect_one_error(MIN "broker: {security: nne, listen: \"tcp://*:5570\"}\n", 2, 20,
+                     "broker.security \"nne\" is not known");
+
+    /* with curve, the broker may listen anywhere */
+    char bpub[41], bsec[41];
+    assert_int_equal(zmq_curve_keypair(bpub, bsec), 0);
+    snprintf(text, sizeof text, "%s\n", bsec);
+    write_text("keys/open.key", text);
+    cfg = expect_ok(MIN "broker:\n  security: curve\n  secret_key_file: keys/open.key\n"
+                        "  listen: [\"tcp://*:5570\", \"tcp://0.0.0.0:5571\", tcp://eth0:5572]\n");
+    assert_int_equal(cfg->n_listen, 3);
+    assert_string_equal(cfg->listen[0], "tcp://*:5570");
     config_destroy(&cfg);
 }
 
@@ -1399,6 +1453,7 @@ int main(void)
         cmocka_unit_test(test_error_privacy),
         cmocka_unit_test(test_privacy_off_forms),
         cmocka_unit_test(test_curve),
+        cmocka_unit_test(test_listen_security_none),
         cmocka_unit_test(test_error_cidr),
         cmocka_unit_test(test_addr_allowed),
         cmocka_unit_test(test_error_channels),
