@@ -24,7 +24,7 @@ int clock_is_test(void)
 
 int clock_set_ms(int64_t ms)
 {
-    if (!test_mode || ms < virtual_now)
+    if (!test_mode || ms < virtual_now || ms > CLOCK_MAX_MS)
         return -1;
     virtual_now = ms;
     return 0;
@@ -32,7 +32,7 @@ int clock_set_ms(int64_t ms)
 
 int clock_advance_ms(int64_t ms)
 {
-    if (!test_mode || ms < 0)
+    if (!test_mode || ms < 0 || ms > CLOCK_MAX_MS - virtual_now)
         return -1;
     virtual_now += ms;
     return 0;

@@ -17,7 +17,8 @@
  *
  * Sections are read in dependency order, whatever their order in the file:
  * broker (webhook_allow), privacy, channels, agencies (+ the built-in ones),
- * agents, workflows; then the cross-references among channels.
+ * agents (then the test clock's agent), workflows; then the cross-references
+ * among channels.
  *
  * This file holds the whole-file loader (reading the file, a guard against deep
  * flow nesting, libyaml, the sections in that order), the defaults, the lookups
@@ -162,6 +163,7 @@ static void load_root(loader_t *ld, yaml_node_t *root)
         for (size_t i = 0; i < n; i++)
             cfg_parse_agent(ld, cfg_seq_at(ld, agents, i), i);
     }
+    cfg_check_test_clock_agent(ld);
 
     yaml_node_t *wfs = section_list(ld, FV("workflows"), "workflows", "name: ...");
     if (wfs) {
@@ -356,6 +358,7 @@ void config_destroy(config_t **pcfg)
     free_secret(cfg->secret_key);
     free(cfg->secret_key_file);
     free(cfg->fallback_agency);
+    free(cfg->test_clock_agent);
     free(cfg->webhook_allow);
     free(cfg->privacy_key_file);
     sodium_memzero(cfg->privacy_key, sizeof cfg->privacy_key);

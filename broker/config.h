@@ -147,6 +147,9 @@ typedef struct {
     uint64_t map_max;      /* extension broker.map_max: the map never grows past this; default 64 GiB */
     int peer_queue;        /* extension broker.peer_queue: messages queued towards one agent
                             * (ZMQ_SNDHWM) before a send to it fails; default 4096 */
+    char *test_clock_agent; /* extension broker.test_clock_agent: the one configured agent
+                             * that may send test_clock under --test-clock; NULL = none.
+                             * Refused with security: curve */
 
     /* privacy: */
     int privacy_off;       /* `privacy: off` / `privacy: false` */
@@ -186,6 +189,15 @@ const config_agent_t *config_find_agent(const config_t *cfg, const char *id);
 const config_agent_t *config_find_agent_by_key(const config_t *cfg, const char *z85_public_key);
 const config_agency_t *config_find_agency(const config_t *cfg, const char *id);
 const config_channel_t *config_find_channel(const config_t *cfg, const char *id);
+
+/*
+ * Whether carehubd may run this config with the test clock (--test-clock): 0 when
+ * it may; -1 when it may not, with the reason and the fix in `why` (a sentence,
+ * cut to whylen). It may not with security: curve (the test clock is for tests
+ * on a loopback broker), nor without broker.test_clock_agent, the one agent that
+ * moves it.
+ */
+int config_test_clock_check(const config_t *cfg, char *why, size_t whylen);
 
 /* Parse "15m", "1d", "250ms", "0s" into milliseconds; -1 when not a duration. */
 int64_t config_parse_duration(const char *s);

@@ -1,11 +1,12 @@
 /*
  * config_broker.c — the broker section (security, listen endpoints, paths,
  * metrics, the broker's CURVE key file, durations, sizes and the LMDB map
- * bounds, fallback_agency, webhook_allow) and the privacy section (the 32-byte
- * key file or `privacy: off`, retention). Values left out keep the defaults set
- * by config.c. Where security: none may listen is config_security.c's: each
- * endpoint is checked there as it is read. fallback_agency is checked against
- * the agencies once they are read.
+ * bounds, fallback_agency, test_clock_agent, webhook_allow) and the privacy
+ * section (the 32-byte key file or `privacy: off`, retention). Values left out
+ * keep the defaults set by config.c. Where security: none may listen is
+ * config_security.c's: each endpoint is checked there as it is read.
+ * fallback_agency and test_clock_agent (config_security.c too) are checked once
+ * the agencies and the agents are read.
  */
 #include "config_int.h"
 #include "metrics.h"
@@ -191,7 +192,7 @@ void cfg_parse_broker(loader_t *ld, yaml_node_t *node)
         {"heartbeat", 0, 0}, {"max_message_bytes", 0, 0}, {"fallback_agency", 0, 0},
         {"default_ack_within", 0, 0}, {"redeliver_every", 0, 0}, {"quiet_close", 0, 0},
         {"webhook_allow", 0, 0}, {"schemas", 0, 0}, {"map_size", 0, 0}, {"map_max", 0, 0},
-        {"peer_queue", 0, 0}, {"metrics", 0, 0},
+        {"peer_queue", 0, 0}, {"metrics", 0, 0}, {"test_clock_agent", 0, 0},
     };
     ld->broker_node = node;
     if (node && !cfg_is_null(node) && !GET_FIELDS(ld, node, "broker"))
@@ -330,6 +331,13 @@ void cfg_parse_broker(loader_t *ld, yaml_node_t *node)
         free(cfg->fallback_agency);
         cfg->fallback_agency = xstrdup(s);
         ld->fallback_node = v;
+    }
+
+    /* test_clock_agent (extension): checked against the agents and security later */
+    if ((v = FV("test_clock_agent")) != NULL &&
+        (s = cfg_id_value(ld, v, "broker.test_clock_agent")) != NULL) {
+        cfg->test_clock_agent = xstrdup(s);
+        ld->test_clock_node = v;
     }
 
     /* webhook_allow */

@@ -13,7 +13,8 @@
  *   config_yaml.c      YAML node helpers: scalars, ids, mappings of known keys,
  *                      lists of strings, durations
  *   config_broker.c    the broker and privacy sections
- *   config_security.c  what broker.security allows: where `none` may listen
+ *   config_security.c  what broker.security allows: where `none` may listen, and
+ *                      the test clock's agent
  *   config_channels.c  the channels section (URLs, hosts, secrets, fallbacks)
  *   config_agents.c    the agencies (with the built-in ones) and agents sections
  *   config_workflows.c the workflows section (match, assign, escalate)
@@ -58,6 +59,7 @@ typedef struct {
     const yaml_node_t *broker_node;   /* for messages about defaults */
     const yaml_node_t *fallback_node; /* broker.fallback_agency, when given */
     const yaml_node_t *security_node;
+    const yaml_node_t *test_clock_node; /* broker.test_clock_agent, when given */
 
     char qbuf[QBUFS][QBUF_SIZE]; /* ring of quoted values for messages */
     unsigned qnext;
@@ -144,6 +146,8 @@ void cfg_parse_privacy(loader_t *ld, yaml_node_t *node, const yaml_node_t *root)
 int cfg_endpoint_local(const char *ep);
 /* With security none, report a listen endpoint that other hosts reach (at node n). */
 void cfg_check_listen_security(loader_t *ld, const yaml_node_t *n, const char *ep);
+/* After the agents: broker.test_clock_agent names one, and security is not curve. */
+void cfg_check_test_clock_agent(loader_t *ld);
 
 /* config_channels.c */
 void cfg_parse_channel(loader_t *ld, yaml_node_t *node, size_t idx, yaml_node_t **fallback_nodes);

@@ -6,6 +6,12 @@
  * ipc:// endpoints and tcp:// on a loopback address (127.0.0.0/8, [::1],
  * localhost); `*`, 0.0.0.0, a LAN address, a host or an interface name is an
  * error naming the endpoint and the two ways out (loopback, or curve with keys).
+ *
+ * The test clock (carehubd --test-clock) lets an agent move every deadline, so
+ * only the one agent named by broker.test_clock_agent (extension) may send
+ * test_clock, and never on a broker with security: curve (a production one).
+ * The key is checked at load; config_test_clock_check() is what carehubd asks
+ * when it is started with --test-clock.
  */
 #include "config_int.h"
 
@@ -53,4 +59,49 @@ void cfg_check_listen_security(loader_t *ld, const yaml_node_t *n, const char *e
                "broker.secret_key_file, and `carehubd keygen AGENT` a pair per agent, whose .pub "
                "goes in its public_key)",
                cfg_qv(ld, ep), ld->security_node ? "" : " (the default)");
+}
+
+void cfg_check_test_clock_agent(loader_t *ld)
+{
+    const config_t *cfg = ld->cfg;
+    if (!cfg->test_clock_agent)
+        return;
+    if (cfg->security == SECURITY_CURVE) {
+        cfg_err_at(ld, ld->test_clock_node,
+                   "broker.test_clock_agent is refused with security: curve: the test clock "
+                   "(carehubd --test-clock) moves every deadline and is for tests on a loopback "
+                   "broker with security: none; remove the key");
+        return;
+    }
+    if (config_find_agent(cfg, cfg->test_clock_agent))
+        return;
+    /* A suggestion, not the list: a district configures hundreds of agents. */
+    const char *names[256];
+    size_t nn = 0;
+    for (size_t i = 0; i < cfg->n_agents && nn < UTIL_ARRAY_LEN(names); i++)
+        if (cfg->agents[i].id)
+            names[nn++] = cfg->agents[i].id;
+    char hint[96];
+    cfg_suggest_paren(hint, sizeof hint, cfg->test_clock_agent, names, nn);
+    cfg_err_at(ld, ld->test_clock_node,
+               "broker.test_clock_agent %s is not a configured agent%s; use the id of one "
+               "listed under agents:", cfg_qv(ld, cfg->test_clock_agent), hint);
+}
+
+int config_test_clock_check(const config_t *cfg, char *why, size_t whylen)
+{
+    if (cfg->security == SECURITY_CURVE) {
+        util_fmt(why, whylen,
+                 "--test-clock is refused with broker.security: curve: the test clock moves every "
+                 "deadline and is for tests on a loopback broker with security: none; start "
+                 "without --test-clock");
+        return -1;
+    }
+    if (!cfg->test_clock_agent) {
+        util_fmt(why, whylen,
+                 "--test-clock needs broker.test_clock_agent, the id of the one configured agent "
+                 "that may move the clock (e.g. test_clock_agent: supervisor-01; docs/config.md)");
+        return -1;
+    }
+    return 0;
 }

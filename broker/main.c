@@ -41,7 +41,8 @@ static void usage(FILE *f)
           "  -c, --config FILE   configuration (default config/carehub.yaml; see docs/config.md)\n"
           "  --check-config      validate the configuration, print every error as FILE:LINE:COL, and exit\n"
           "  --ready-file FILE   once listening, write the bound endpoints there, one per line\n"
-          "  --test-clock        tests only: a virtual clock moved by the test_clock op\n"
+          "  --test-clock        tests only: a virtual clock moved by the test_clock op of the agent\n"
+          "                      named by broker.test_clock_agent (refused with security: curve)\n"
           "  keygen NAME         write CURVE keys NAME.key (secret, 0600) and NAME.pub\n"
           "  verify --data DIR   check the trail of a data directory (stopped broker or mdb_copy);\n"
           "                      exit 1 naming the first changed, deleted or missing record\n"
@@ -181,6 +182,13 @@ int main(int argc, char **argv)
     config_t *cfg = load_config(cfg_path, check);
     if (!cfg)
         return EX_CONFIG_;
+    char why[512];
+    if (clock_is_test() && config_test_clock_check(cfg, why, sizeof why) < 0) {
+        fprintf(stderr, "carehubd: %s: %s; %s\n", cfg_path, why,
+                check ? "fix it and check again" : "the broker will not start");
+        config_destroy(&cfg);
+        return EX_CONFIG_;
+    }
     if (check) {
         printf("%s: ok (%zu agents, %zu agencies, %zu channels, %zu workflows)\n", cfg_path,
                cfg->n_agents, cfg->n_agencies, cfg->n_channels, cfg->n_workflows);
@@ -197,7 +205,8 @@ int main(int argc, char **argv)
 
     log_info("carehubd %s starting with %s", CAREHUB_VERSION, cfg_path);
     if (clock_is_test())
-        log_warn("--test-clock: time is virtual and moved by the test_clock op (tests only)");
+        log_warn("--test-clock: time is virtual and moved by agent %s's test_clock op (tests only)",
+                 cfg->test_clock_agent);
     if (cfg->privacy_off)
         log_warn("privacy: off — children's data is stored in the clear (tests and demos only)");
     else

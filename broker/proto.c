@@ -467,7 +467,8 @@ static void op_query(proto_t *p, proto_msg_t *m)
 }
 
 /* test_clock {set?: ms, advance?: ms} → {op:"clock", now}: moves the virtual
- * clock. Exists only in a broker started with --test-clock (docs/protocol.md). */
+ * clock. Exists only in a broker started with --test-clock, and only for the agent
+ * named by broker.test_clock_agent (docs/protocol.md). */
 /* The `clock` reply: after the turn's commit, like every reply. */
 typedef struct {
     proto_t *p;
@@ -501,7 +502,8 @@ static void op_test_clock(proto_t *p, proto_msg_t *m)
     if ((set && (!frame_int(set, &v) || clock_set_ms(v) < 0)) ||
         (adv && (!frame_int(adv, &v) || clock_advance_ms(v) < 0))) {
         PROTO_NACK(p, m, CAREHUB_E_INVALID, set ? "/set" : "/advance",
-                   "`set` takes a time in ms not before the clock's current time; `advance` takes ms >= 0");
+                   "`set` takes a time in ms not before the clock's current time; `advance` takes "
+                   "ms >= 0; neither may take the clock past the year 9999");
         return;
     }
     /* Everything that fell due fires in this turn, before any later message is handled. */
@@ -521,7 +523,8 @@ static void op_test_clock(proto_t *p, proto_msg_t *m)
 typedef void (*op_handler_t)(proto_t *, proto_msg_t *);
 #define OP_HELLO     1u /* refused with hello_required before a hello on this connection */
 #define OP_NO_REPLY  2u /* never answered: not even that nack */
-#define OP_TEST_ONLY 4u /* exists only with the test clock (carehubd --test-clock); not listed */
+#define OP_TEST_ONLY 4u /* exists only with the test clock (carehubd --test-clock), for the
+                          * agent broker.test_clock_agent names; not listed */
 #define ANY_ROLE ((1u << ROLE_COUNT) - 1)
 static const struct op_def {
     const char *name;
@@ -550,6 +553,12 @@ static int role_may_send_op(const struct op_def *op, const config_agent_t *a)
     if (!((op->roles >> a->role) & 1u))
         return 0;
     return op->roles == ANY_ROLE || a->role != ROLE_AGENCY || a->agency != NULL;
+}
+
+/* 1 when agent `a` may send a test-only op: it is broker.test_clock_agent. */
+static int test_op_agent(const config_t *cfg, const config_agent_t *a)
+{
+    return cfg->test_clock_agent != NULL && strcmp(cfg->test_clock_agent, a->id) == 0;
 }
 
 /* The i-th op for the unknown_op nack's list; NULL for those not listed. */
@@ -655,6 +664,11 @@ size_t proto_on_message(proto_t *p, session_t *s, const void *frame, size_t len,
         PROTO_NACK(p, &m, CAREHUB_E_FORBIDDEN, NULL, "%s; agent %s has role %s",
                    op->forbidden ? op->forbidden : "this op is not for your role", s->agent->id,
                    config_role_name(s->agent->role));
+        goto done;
+    }
+    if ((op->flags & OP_TEST_ONLY) && !test_op_agent(p->cfg, s->agent)) {
+        PROTO_NACK(p, &m, CAREHUB_E_FORBIDDEN, NULL, "only the agent named by "
+                   "broker.test_clock_agent moves the test clock; agent %s is not it", s->agent->id);
         goto done;
     }
     op->handler(p, &m);

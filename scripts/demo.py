@@ -190,6 +190,8 @@ def main():
     conf = open(os.path.join(ROOT, "config", "carehub.yaml"), encoding="utf-8").read()
     conf = re.sub(r"(?m)^(\s*data_dir:).*$", r"\1 data", conf)
     conf = re.sub(r"(?m)^(\s*key_file:).*$", r"\1 keys/data.key", conf)
+    # --test-clock: the Clock below (supervisor-01) is the one agent that may move it
+    conf = re.sub(r"(?m)^broker:\n", "broker:\n  test_clock_agent: supervisor-01\n", conf, count=1)
     with open(os.path.join(DEMO, "carehub.yaml"), "w", encoding="utf-8") as f:
         f.write(conf)
     SECRET = re.search(r"(whsec_[A-Za-z0-9+/=]+)", conf).group(1)

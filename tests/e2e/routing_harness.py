@@ -5,7 +5,8 @@ test_webhooks.py need, all from the contract (shared/PROTOCOL.md §3-7,
 shared/CONFIG.md) and the project's documented test hook (docs/protocol.md):
 
   ClockBroker      a Broker started with `--test-clock` (the virtual clock moved
-                   by the `test_clock` op); restart() keeps the flag.
+                   by the `test_clock` op of CLOCK_AGENT, its broker.test_clock_agent
+                   unless the config names another); restart() keeps the flag.
   make_clock_broker  fixture: factory like conftest's make_broker, for ClockBrokers;
                    stopped with SIGTERM at teardown, failing on a bad exit code or
                    a sanitizer report.
@@ -68,7 +69,7 @@ EXTRA_AGENTS = [
     {"id": "school-0043", "role": "school"},
     {"id": "reporter-02", "role": "reporter"},
 ]
-CLOCK_AGENT = "supervisor-01"      # moves the virtual clock (any hello'd agent may)
+CLOCK_AGENT = "supervisor-01"      # moves the virtual clock: a ClockBroker's broker.test_clock_agent
 
 
 def new_secret(nbytes=24):
@@ -121,7 +122,9 @@ class ClockBroker(h.Broker):
     """carehubd started with --test-clock (plus any extra_args).
 
     carehub_harness.Broker.start builds its command line itself, so this start()
-    is the same procedure with the extra arguments."""
+    is the same procedure with the extra arguments. With --test-clock the config
+    needs broker.test_clock_agent, the one agent that may move the clock: CLOCK_AGENT
+    unless the test's config names one."""
 
     def __init__(self, workdir, *, extra_args=("--test-clock",), **kw):
         super().__init__(workdir, **kw)
@@ -130,6 +133,8 @@ class ClockBroker(h.Broker):
     def start(self, timeout=h.READY_TIMEOUT):
         if self.running():
             raise h.BrokerError(f"{self.name} already running")
+        if "--test-clock" in self.extra_args:
+            self.config.setdefault("broker", {}).setdefault("test_clock_agent", CLOCK_AGENT)
         self.write_config()
         if self.ready_path.exists():
             self.ready_path.unlink()
@@ -267,7 +272,8 @@ def no_push(agent, op="case", pred=None, wait=0.5, why=""):
 
 
 def clock(agent, advance=None, set=None):
-    """Move the broker's virtual clock; returns its `now` (ms)."""
+    """Move the broker's virtual clock; returns its `now` (ms). `agent` must be the
+    broker's test_clock_agent (CLOCK_AGENT in a ClockBroker); any other is forbidden."""
     msg = {"v": 1, "op": "test_clock", "id": agent.new_id()}
     if advance is not None:
         msg["advance"] = int(advance)
@@ -275,7 +281,8 @@ def clock(agent, advance=None, set=None):
         msg["set"] = int(set)
     r = agent.request(msg)
     assert r.get("op") == "clock" and r.get("id") == msg["id"] and h.is_uint(r.get("now")), \
-        f"test_clock answered {r!r} (is the broker running with --test-clock?)"
+        f"test_clock answered {r!r} (is the broker running with --test-clock, and is " \
+        f"{agent.agent!r} its broker.test_clock_agent?)"
     return r["now"]
 
 

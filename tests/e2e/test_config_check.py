@@ -1,6 +1,7 @@
 """Configuration checking and process behaviour (CONFIG.md): --check-config,
 the default config, refusing to start without a privacy decision, signals;
-what `security: none` may listen on (docs/config.md).
+what `security: none` may listen on, and who may move the test clock
+(--test-clock, broker.test_clock_agent: docs/config.md).
 """
 
 import base64
@@ -17,6 +18,7 @@ import pytest
 
 import carehub_harness as h
 from carehub_harness import assert_ack, uid
+from routing_harness import CLOCK_AGENT, clock, make_clock_broker, routing_config  # noqa: F401 (fixture)
 
 DIAG_RE = re.compile(r"^(?P<file>.+?):(?P<line>\d+):(?P<col>\d+): (?P<msg>\S.*)$")
 
@@ -297,3 +299,71 @@ def test_security_none_on_public_address_refused(tmp_path, carehub_bin, endpoint
     r3 = _check(p)
     assert r3.returncode == 0, f"security: none on loopback and ipc refused:\n{r3.stderr}"
 
+
+# ---------------------------------------------------------------------------------
+# the test clock: one configured agent, never with curve
+
+def _curve_config(tmp_path):
+    kd = tmp_path / "keys"
+    kd.mkdir(exist_ok=True)
+    h.keygen("broker", kd)
+    agents = []
+    for a in h.AGENTS:
+        _, pub = h.keygen(a["id"], kd)
+        agents.append(dict(a, public_key=pub))
+    return h.deep_merge(h.base_config(tmp_path), {
+        "broker": {"security": "curve", "secret_key_file": str(kd / "broker.key")},
+        "agents": agents})
+
+
+def test_test_clock_refused_with_curve(tmp_path, carehub_bin):
+    """Finding 8 of issue 12: --test-clock together with CURVE does not start."""
+    cfg = _curve_config(tmp_path)
+    p = tmp_path / "curve.yaml"
+    p.write_text(h.to_yaml(cfg))
+    assert _check(p).returncode == 0, "the curve config itself must be valid"
+    r = _start_refused(carehub_bin, p, tmp_path, "--test-clock")
+    assert "--test-clock" in r.stderr and "curve" in r.stderr, r.stderr
+    r2 = h.run_bin(["--check-config", "--test-clock", "-c", str(p)], timeout=30)
+    assert r2.returncode == 78 and "--test-clock" in r2.stderr and "curve" in r2.stderr, r2.stderr
+    # and the test clock's key is refused in a curve config, at its line
+    cfg["broker"]["test_clock_agent"] = CLOCK_AGENT
+    p.write_text(h.to_yaml(cfg))
+    r3 = _check(p)
+    assert r3.returncode == 78, f"broker.test_clock_agent with curve passed --check-config:\n{r3.stderr}"
+    line = next(i for i, ln in enumerate(p.read_text().splitlines(), 1) if "test_clock_agent" in ln)
+    assert any(d[0] == line and "broker.test_clock_agent" in d[2] and "curve" in d[2]
+               for d in _diags(r3.stderr, p)), r3.stderr
+
+
+def test_test_clock_needs_its_agent(tmp_path, carehub_bin):
+    """--test-clock names no agent by itself: the config must (broker.test_clock_agent),
+    and it must be a configured one."""
+    cfg = h.base_config(tmp_path)
+    p = tmp_path / "clock.yaml"
+    p.write_text(h.to_yaml(cfg))
+    r = _start_refused(carehub_bin, p, tmp_path, "--test-clock")
+    assert "--test-clock needs broker.test_clock_agent" in r.stderr, r.stderr
+    cfg["broker"]["test_clock_agent"] = "supervisor-99"
+    p.write_text(h.to_yaml(cfg))
+    r2 = _check(p)
+    assert r2.returncode == 78 and "broker.test_clock_agent \"supervisor-99\" is not a configured agent" \
+        in r2.stderr, r2.stderr
+
+
+def test_test_clock_only_for_its_agent(make_clock_broker, tmp_path, connect):
+    """Finding 8 of issue 12: only broker.test_clock_agent moves the clock; any other
+    agent, of any role and another supervisor too, is forbidden and the clock stays."""
+    cfg = routing_config(tmp_path / "b", agents=[{"id": "supervisor-02", "role": "supervisor"}])
+    b = make_clock_broker(config=cfg, name="b")
+    assert b.config["broker"]["test_clock_agent"] == CLOCK_AGENT
+    clk = connect(b, login=CLOCK_AGENT)
+    t0 = clock(clk)
+    for who in ("school-0042", "reporter-01", "monitor-01", "police-desk", "supervisor-02"):
+        a = connect(b, login=who)
+        mid = uid("clk")
+        r = a.request({"v": 1, "op": "test_clock", "id": mid, "advance": 86_400_000})
+        h.assert_nack(r, "forbidden", id=mid)
+        assert "broker.test_clock_agent" in r["error"], r
+    assert clock(clk) == t0, "a forbidden test_clock moved the clock"
+    assert clock(clk, advance=1000) == t0 + 1000

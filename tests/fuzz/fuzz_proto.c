@@ -8,6 +8,9 @@
  * agent of each role, the project's real schemas ($CAREHUB_SCHEMAS, else
  * "schemas"), a real store in a mkdtemp() directory, a session table, and a
  * send callback that checks each reply is exactly one msgpack map and drops it.
+ * The test clock is on (as under carehubd --test-clock) with the supervisor as
+ * broker.test_clock_agent, so test_clock reaches its handler from that session
+ * and is forbidden on the four others.
  *
  * Each input is one frame. It is handed to proto_on_message() on each of five
  * sessions, one per role, every one of which has just (re)said hello (so a
@@ -27,6 +30,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "config.h"
 #include "log.h"
 #include "proto.h"
@@ -138,6 +142,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     cfg.max_message_bytes = FUZZ_MAX_MESSAGE_BYTES;
     cfg.security = SECURITY_NONE;
     cfg.default_ack_within_ms = 86400000;
+    cfg.test_clock_agent = (char *)"supervisor-1";
+    clock_enable_test();
 
     const char *dir = getenv("CAREHUB_SCHEMAS");
     if (!dir || !*dir)

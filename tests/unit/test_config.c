@@ -719,6 +719,49 @@ static void test_listen_security_none(void **state)
     config_destroy(&cfg);
 }
 
+/* broker.test_clock_agent (extension): names a configured agent, is refused with
+ * curve; config_test_clock_check() is what carehubd --test-clock asks. */
+static void test_test_clock_agent(void **state)
+{
+    (void)state;
+    char why[512];
+    config_t *cfg = expect_ok(MIN "broker: {test_clock_agent: sup-1}\n"
+                                  "agents: [{id: s, role: school}, {id: sup-1, role: supervisor}]\n");
+    assert_string_equal(cfg->test_clock_agent, "sup-1");
+    assert_int_equal(config_test_clock_check(cfg, why, sizeof why), 0);
+    config_destroy(&cfg);
+
+    cfg = expect_ok(MIN "agents: [{id: sup-1, role: supervisor}]\n");
+    assert_null(cfg->test_clock_agent);
+    assert_int_equal(config_test_clock_check(cfg, why, sizeof why), -1);
+    assert_non_null(strstr(why, "--test-clock needs broker.test_clock_agent"));
+    config_destroy(&cfg);
+
+    expect_one_error(MIN "broker: {test_clock_agent: sup-2}\nagents: [{id: sup-1, role: supervisor}]\n",
+                     2, 28,
+                     "broker.test_clock_agent \"sup-2\" is not a configured agent (did you mean "
+                     "\"sup-1\"?); use the id of one listed under agents:");
+    expect_one_error(MIN "broker: {test_clock_agent: \"a b\"}\n", 2, 28,
+                     "broker.test_clock_agent");
+
+    char pub[41], sec[41], text[512];
+    assert_int_equal(zmq_curve_keypair(pub, sec), 0);
+    snprintf(text, sizeof text, "%s\n", sec);
+    write_text("keys/tc.key", text);
+    snprintf(text, sizeof text,
+             MIN "broker: {security: curve, secret_key_file: keys/tc.key, test_clock_agent: a}\n"
+                 "agents: [{id: a, role: supervisor, public_key: \"%s\"}]\n", pub);
+    expect_one_error(text, 2, 75, "broker.test_clock_agent is refused with security: curve");
+    /* --test-clock on a curve broker: refused even without the key */
+    snprintf(text, sizeof text,
+             MIN "broker: {security: curve, secret_key_file: keys/tc.key}\n"
+                 "agents: [{id: a, role: supervisor, public_key: \"%s\"}]\n", pub);
+    cfg = expect_ok(text);
+    assert_int_equal(config_test_clock_check(cfg, why, sizeof why), -1);
+    assert_non_null(strstr(why, "--test-clock is refused with broker.security: curve"));
+    config_destroy(&cfg);
+}
+
 static void test_error_cidr(void **state)
 {
     (void)state;
@@ -1454,6 +1497,7 @@ int main(void)
         cmocka_unit_test(test_privacy_off_forms),
         cmocka_unit_test(test_curve),
         cmocka_unit_test(test_listen_security_none),
+        cmocka_unit_test(test_test_clock_agent),
         cmocka_unit_test(test_error_cidr),
         cmocka_unit_test(test_addr_allowed),
         cmocka_unit_test(test_error_channels),

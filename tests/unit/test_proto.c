@@ -174,7 +174,7 @@ static int setup_with_map(void **state, uint64_t map_size, uint64_t map_max)
         {"school-1", ROLE_SCHOOL, NULL},         {"school-2", ROLE_SCHOOL, NULL},
         {"reporter-1", ROLE_REPORTER, NULL},     {"monitor-1", ROLE_MONITOR, NULL},
         {"agency-police", ROLE_AGENCY, "police"}, {"agency-civil", ROLE_AGENCY, "civil_affairs"},
-        {"supervisor-1", ROLE_SUPERVISOR, NULL},
+        {"supervisor-1", ROLE_SUPERVISOR, NULL}, {"supervisor-2", ROLE_SUPERVISOR, NULL},
     };
     for (size_t i = 0; i < sizeof agents / sizeof agents[0]; i++) {
         fx->agents[i].id = (char *)agents[i].id;
@@ -188,6 +188,7 @@ static int setup_with_map(void **state, uint64_t map_size, uint64_t map_max)
     fx->cfg.max_message_bytes = MAX_BYTES;
     fx->cfg.security = SECURITY_NONE;
     fx->cfg.default_ack_within_ms = 86400000;
+    fx->cfg.test_clock_agent = "supervisor-1"; /* broker.test_clock_agent */
 
     char err[512] = "";
     fx->schemas = schema_set_load(CAREHUB_SOURCE_DIR "/schemas", err, sizeof err);
@@ -649,7 +650,7 @@ static void test_test_clock_op(void **state)
 {
     fx_t *fx = *state;
     session_t *s = conn(fx, "conn-1");
-    hello(fx, s, "school-1");
+    hello(fx, s, "supervisor-1");
     msg(fx, s, "{'v': 1, 'op': 'test_clock', 'id': 'c-1', 'advance': 1000}");
     expect_nack(fx, CAREHUB_E_UNKNOWN_OP, "c-1", NULL);
     clock_enable_test();
@@ -662,10 +663,44 @@ static void test_test_clock_op(void **state)
     assert_string_equal(rstr(r, "id"), "c-2");
     assert_int_equal(rint64(r, "now"), t0 + 3600000);
     sink_clear(&fx->sink);
-    /* never backwards */
+    /* never backwards, never past the year 9999 (no deadline arithmetic overflows) */
     msg(fx, s, "{'v': 1, 'op': 'test_clock', 'id': 'c-3', 'set': 5}");
     expect_nack(fx, CAREHUB_E_INVALID, "c-3", "/set");
+    msg(fx, s, "{'v': 1, 'op': 'test_clock', 'id': 'c-4', 'advance': 9223372036854775807}");
+    expect_nack(fx, CAREHUB_E_INVALID, "c-4", "/advance");
+    msg(fx, s, "{'v': 1, 'op': 'test_clock', 'id': 'c-5', 'set': 253402300800000}");
+    expect_nack(fx, CAREHUB_E_INVALID, "c-5", "/set");
     assert_int_equal(clock_now_ms(), t0 + 3600000);
+}
+
+/* Only the agent broker.test_clock_agent names moves the test clock: every other
+ * agent, whatever its role (another supervisor too), is forbidden and the clock
+ * stays; with no test clock agent configured, nobody moves it. */
+static void test_test_clock_agent_only(void **state)
+{
+    fx_t *fx = *state;
+    clock_enable_test();
+    int64_t t0 = clock_now_ms();
+    static const char *const others[] = {"school-1", "reporter-1", "monitor-1", "agency-police",
+                                         "supervisor-2"};
+    for (size_t i = 0; i < sizeof others / sizeof others[0]; i++) {
+        session_t *s = conn(fx, others[i]);
+        hello(fx, s, others[i]);
+        msg(fx, s, "{'v': 1, 'op': 'test_clock', 'id': 'c-1', 'advance': 86400000}");
+        flush(fx);
+        const reply_t *r = only_reply(fx);
+        assert_nack(r, CAREHUB_E_FORBIDDEN, "c-1", "");
+        assert_non_null(strstr(rstr(r, "error"), "broker.test_clock_agent"));
+        assert_non_null(strstr(rstr(r, "error"), others[i]));
+        sink_clear(&fx->sink);
+    }
+    assert_int_equal(clock_now_ms(), t0);
+    fx->cfg.test_clock_agent = NULL;
+    session_t *s = conn(fx, "supervisor-1");
+    hello(fx, s, "supervisor-1");
+    msg(fx, s, "{'v': 1, 'op': 'test_clock', 'id': 'c-2', 'advance': 1000}");
+    expect_nack(fx, CAREHUB_E_FORBIDDEN, "c-2", "");
+    assert_int_equal(clock_now_ms(), t0);
 }
 
 /* Every message counts as being heard from the peer. */
@@ -1528,6 +1563,7 @@ int main(void)
         T(test_event_send_failure),
         cmocka_unit_test_setup_teardown(test_event_store_full, setup_tiny, teardown),
         T(test_test_clock_op), /* last: the virtual clock stays on in this process */
+        T(test_test_clock_agent_only),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
