@@ -3,10 +3,9 @@
  * metrics, the broker's CURVE key file, durations, sizes and the LMDB map
  * bounds, fallback_agency, test_clock_agent, webhook_allow) and the privacy
  * section (the 32-byte key file or `privacy: off`, retention). Values left out
- * keep the defaults set by config.c. Where security: none may listen is
- * config_security.c's: each endpoint is checked there as it is read.
- * fallback_agency and test_clock_agent (config_security.c too) are checked once
- * the agencies and the agents are read.
+ * keep the defaults set by config.c. config_security.c judges each endpoint as it
+ * is read and test_clock_agent once the agents are; fallback_agency waits for the
+ * agencies.
  */
 #include "config_int.h"
 #include "metrics.h"
@@ -204,14 +203,11 @@ void cfg_parse_broker(loader_t *ld, yaml_node_t *node)
     int security_known = 1;
     if ((v = FV("security")) != NULL && (s = cfg_scalar(ld, v, "broker.security")) != NULL) {
         ld->security_node = v;
-        if (!strcmp(s, "none")) {
-            cfg->security = SECURITY_NONE;
-        } else if (!strcmp(s, "curve")) {
+        security_known = !strcmp(s, "none") || !strcmp(s, "curve");
+        if (!strcmp(s, "curve"))
             cfg->security = SECURITY_CURVE;
-        } else {
+        else if (!security_known)
             cfg_err_at(ld, v, "broker.security %s is not known; use none or curve", cfg_qv(ld, s));
-            security_known = 0;
-        }
     }
 
     /* listen */
