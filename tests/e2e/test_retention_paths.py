@@ -67,8 +67,8 @@ def test_quiet_closed_case_purged_after_retention_across_a_restart(make_clock_br
     ref = "abs-REFCANARY-" + uid("r")
     _, ev, case = send_event(school, "absence", h.absence_body(uid("child"), consecutive_days=1),
                              id=ref)
-    closed_at = clock(school, advance=HOUR + 1000)  # quiet for longer than quiet_close: closed
-    sup = connect(b, login="supervisor-01")
+    sup = connect(b, login="supervisor-01")         # the test clock's agent
+    closed_at = clock(sup, advance=HOUR + 1000)     # quiet for longer than quiet_close: closed
     r = q(sup, what="case", case=case)
     assert r.get("op") == "result" and r["case"].get("status") == "closed", r   # precondition
     b.restart()                                     # between the close and the purge
