@@ -619,6 +619,62 @@ static void test_case_index_rebuilt_after_crash(void **state)
     free(b.data);
 }
 
+/* The state of the case_events index on disk, read with LMDB directly (no
+ * store_open, which would start rebuilding it): meta "case_events.upto", how
+ * many entries name an event after it (written out of order, ahead of upto)
+ * and how many events after it have no entry yet. Every event has exactly one
+ * entry once written, so missing = (last event - upto) - ahead. */
+typedef struct {
+    uint64_t upto, last, ahead, missing;
+} index_state_t;
+
+static uint64_t ev_number(const MDB_val *v)
+{
+    uint64_t n = 0;
+    for (size_t i = 0; i < v->mv_size; i++) {
+        char c = ((const char *)v->mv_data)[i];
+        if (c >= '0' && c <= '9')
+            n = n * 10 + (uint64_t)(c - '0');
+    }
+    return n;
+}
+
+static index_state_t read_index_state(const char *dir)
+{
+    index_state_t s = {0, 0, 0, 0};
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi meta, events, idx;
+    MDB_cursor *cur;
+    MDB_val k = {16, (void *)"case_events.upto"}, v;
+    assert_int_equal(mdb_env_create(&env), 0);
+    assert_int_equal(mdb_env_set_maxdbs(env, 32), 0);
+    assert_int_equal(mdb_env_open(env, dir, MDB_RDONLY, 0600), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, "meta", 0, &meta), 0);
+    assert_int_equal(mdb_dbi_open(txn, "events", 0, &events), 0);
+    assert_int_equal(mdb_dbi_open(txn, "case_events", 0, &idx), 0);
+    if (mdb_get(txn, meta, &k, &v) == 0) {
+        assert_int_equal(v.mv_size, sizeof s.upto);
+        memcpy(&s.upto, v.mv_data, sizeof s.upto);
+    }
+    assert_int_equal(mdb_cursor_open(txn, events, &cur), 0);
+    if (mdb_cursor_get(cur, &k, &v, MDB_LAST) == 0)
+        s.last = ev_number(&k);
+    mdb_cursor_close(cur);
+    assert_int_equal(mdb_cursor_open(txn, idx, &cur), 0);
+    for (int rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT))
+        if (ev_number(&v) > s.upto)
+            s.ahead++;
+    mdb_cursor_close(cur);
+    mdb_txn_abort(txn);
+    mdb_env_close(env);
+    assert_true(s.last >= s.upto + s.ahead);
+    s.missing = s.last - s.upto - s.ahead;
+    return s;
+}
+
 /* The sweep writes the index one slice of cases at a time, so the index holds
  * entries past meta "case_events.upto" when the process dies: the next open
  * must rebuild only the missing ones (a case listing an event twice is wrong). */
@@ -631,16 +687,24 @@ static void test_case_index_swept_out_of_order_then_crash(void **state)
     assert_true(pid >= 0);
     if (pid == 0) {
         store_t *st = open_store(fx, 1 << 22, 1 << 26);
-        /* round-robin over the children: each case's events spread over all numbers */
+        /* round-robin over the children: each case's events spread over all numbers.
+         * One batch, so that no sweep runs while they are stored (one event per
+         * commit takes long enough here for the sweep to keep up, and the index
+         * would never be out of order). */
+        static char refs[ROUNDS * CHILDREN][32], kids[ROUNDS * CHILDREN][32];
+        static store_event_t es[ROUNDS * CHILDREN];
         for (int r = 0; r < ROUNDS; r++)
             for (int c = 0; c < CHILDREN; c++) {
-                char ref[32], child[32];
-                snprintf(ref, sizeof ref, "r-%d-%d", r, c);
-                snprintf(child, sizeof child, "child-%02d", c);
-                store_event_t e = ev("s", ref, "absence", child, 1, &b);
-                if (put1(st, &e) != STORE_OK || e.status != STORE_ITEM_STORED)
-                    _exit(2);
+                int i = r * CHILDREN + c;
+                snprintf(refs[i], sizeof refs[i], "r-%d-%d", r, c);
+                snprintf(kids[i], sizeof kids[i], "child-%02d", c);
+                es[i] = ev("s", refs[i], "absence", kids[i], 1, &b);
             }
+        if (store_put_events(st, es, ROUNDS * CHILDREN, NULL, NULL) != STORE_OK)
+            _exit(2);
+        for (int i = 0; i < ROUNDS * CHILDREN; i++)
+            if (es[i].status != STORE_ITEM_STORED)
+                _exit(2);
         /* two slices fall due (the sweep's timer is real time, 1/8 s per slice) */
         for (int i = 0; i < 2; i++) {
             struct timespec ts = {0, 140 * 1000 * 1000};
@@ -656,6 +720,14 @@ static void test_case_index_swept_out_of_order_then_crash(void **state)
     int status;
     assert_int_equal(waitpid(pid, &status, 0), pid);
     assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    /* The precondition, else this tests nothing: the crash left the index out of
+     * order (entries written ahead of upto, and others after upto not written). */
+    index_state_t is = read_index_state(fx->dir);
+    if (is.last != ROUNDS * CHILDREN + 2 || is.ahead == 0 || is.missing == 0)
+        fail_msg("the crash did not leave the index out of order: %llu events, upto %llu, "
+                 "%llu entries ahead of upto, %llu missing (want both > 0)",
+                 (unsigned long long)is.last, (unsigned long long)is.upto,
+                 (unsigned long long)is.ahead, (unsigned long long)is.missing);
     fx->st = open_store(fx, 1 << 22, 1 << 26);
     for (int c = 0; c < CHILDREN; c++) {
         char ref[32], child[32];
