@@ -13,8 +13,8 @@ location, note). A store "contains" a canary when the bytes of the whole string
 such as JSON \\u escapes). The control test (`privacy: off`) proves the search finds
 every one of them when they are stored in the clear.
 
-The tests are written to the contract; until the broker encrypts, the at-rest and
-wrong-key assertions fail by design.
+A store sealed with one key is refused at start with another key or with
+`privacy: off` (docs/data-model.md, `privacy.check`), and its data survive that.
 """
 
 import os
@@ -25,7 +25,6 @@ import subprocess
 import uuid
 from pathlib import Path
 
-import msgpack
 import pytest
 
 import carehub_harness as h
@@ -416,74 +415,72 @@ def test_restart_with_the_same_key(make_broker, connect, tmp_path):
         "personal data in the broker's log (restart)"
 
 
-def test_different_key_neither_leaks_nor_crashes(make_broker, connect, tmp_path):
-    """A data dir written with key A, started with key B: the broker either refuses
-    to start with a message about the key, or serves without crashing and without
-    handing out anything of the data it cannot decrypt. Either way the data survive:
-    started again with key A, the desk gets the case with the names."""
-    key_a = write_key(tmp_path / "a.key")
-    key_b = write_key(tmp_path / "b.key")
+def sealed_store(make_broker, connect, tmp_path, name):
+    """A store written with key A (an absence and a report about one child), stopped.
+    Returns (broker, canaries, key A, absence case, report case)."""
+    key_a = write_key(tmp_path / f"{name}-a.key")
     c = Canaries()
-    b = make_broker(config=privacy_config(tmp_path / "wk", key_a), name="wk")
+    b = make_broker(config=privacy_config(tmp_path / name, key_a), name=name)
     school = connect(b, login="school-0042")
     _, _, case = send_event(school, "absence", c.absence(1))
     _, _, rcase = send_event(connect(b, login="reporter-01"), "mandatory_report", c.report())
     assert b.stop() == 0
+    return b, c, key_a, case, rcase
 
-    b.config["privacy"] = {"key_file": str(key_b)}
-    behaviour = None
+
+def assert_refused_at_start(b, c, reason_re, what):
+    """Starting b must fail: an orderly exit (code > 0, no sanitizer report) before
+    the ready file, with a message matching reason_re, and no personal data logged."""
     try:
         b.restart()
     except h.BrokerError:
-        behaviour = "refused"
-        log = b.log()
-        assert b.returncode not in (None, 0) and b.returncode > 0, \
-            f"refusing to start must be an orderly exit (code {b.returncode}), not a crash:\n{log}"
-        assert re.search(r"key", log, re.I), \
-            f"the broker refused to start with another key without saying it is the key:\n{log}"
-        assert "Sanitizer" not in log and "runtime error" not in log, log
-        print(f"\n[different key] carehubd REFUSES to start: exit {b.returncode}: "
-              f"{log.strip().splitlines()[-1] if log.strip() else ''}")
-    if behaviour is None:
-        behaviour = "serves"
-        desk = connect(b, login="police-desk")
-        pong = desk.ping()
-        assert pong.get("op") == "pong", pong
-        got = []
-        try:
-            while True:
-                got.append(wait_push(desk, timeout=1.5))
-        except AssertionError:
-            pass
-        raw = b"".join(msgpack.packb(m, use_bin_type=True) for m in got)
-        leaked = search_bytes(raw, c.needles())
-        assert not leaked, (f"with a different key the desk got the personal data in the clear "
-                            f"({sorted(leaked)}): the data were not encrypted with the first key")
-        school = connect(b, login="school-0042")
-        r = school.event("absence", c.absence(3), id=uid("wk"))
-        assert r.get("op") in ("ack", "nack"), r
-        assert b.running(), f"carehubd died with another key:\n{b.log_tail()}"
-        key_lines = [ln for ln in b.log().splitlines() if re.search(r"key", ln, re.I)]
-        print(f"\n[different key] carehubd SERVES: {len(got)} case push(es) to the desk "
-              f"(cases {[m.get('case') for m in got]}; the child's pending cases: {case}, {rcase}); "
-              f"a new absence about the same child answered {r.get('op')} {r.get('code', '')} "
-              f"case {r.get('case')} ({'joined' if r.get('case') == case else 'did NOT join'} "
-              f"the child's open case); log lines about the key:\n  " + "\n  ".join(key_lines[:6]))
-        assert b.stop() == 0, f"carehubd exited {b.returncode} on SIGTERM with another key"
-    assert not search_bytes(b.all_logs().encode("utf-8", "replace"), c.needles()), \
-        "personal data in the broker's log (different key)"
+        pass
+    else:
+        pytest.fail(f"carehubd started with {what}; docs/data-model.md: it refuses to start\n"
+                    f"--- stderr ---\n{b.log_tail()}", pytrace=False)
+    log = b.log()
+    assert b.returncode is not None and b.returncode > 0, \
+        f"refusing to start with {what} must be an orderly exit, not code {b.returncode}:\n{log}"
+    assert re.search(reason_re, log), \
+        f"carehubd refused to start with {what} without saying why (want /{reason_re}/):\n{log}"
     assert not b.sanitizer_report(), b.sanitizer_report()
+    assert not search_bytes(b.all_logs().encode("utf-8", "replace"), c.needles()), \
+        f"personal data in the broker's log ({what})"
 
-    # Key A again: nothing was lost.
+
+def assert_data_intact(b, connect, c, key_a, case, rcase, what):
+    """Started again with key A after the refusal: nothing was lost or re-keyed."""
     b.config["privacy"] = {"key_file": str(key_a)}
     b.start()
     desk = connect(b, login="police-desk")
     m = wait_push(desk, pred=lambda m: m["case"] == case, timeout=5,
                   what="the case, with the right key again")
-    assert case_names(m)[0] == c.values["name"], \
-        f"after a start with another key ({behaviour}) and back, the case holds names {case_names(m)!r}"
+    assert case_names(m) == [c.values["name"]], \
+        f"after a refused start with {what} and back, the case holds names {case_names(m)!r}"
     m = wait_push(desk, pred=lambda m: m["case"] == rcase, timeout=5, what="the report case")
     assert m["events"][0]["body"]["description"] == c.values["description"]
+    school = connect(b, login="school-0042")
+    _, _, case2 = send_event(school, "absence", c.absence(2))
+    assert case2 == case, f"the child's next absence opened {case2}, not the child's case {case}"
+
+
+def test_different_key_is_refused_at_start(make_broker, connect, tmp_path):
+    """docs/data-model.md (privacy.check): a store sealed with key A, started with
+    key B, is refused at start (not served with cases it cannot open, nor a child's
+    events split over two cases); started again with key A, nothing was lost."""
+    b, c, key_a, case, rcase = sealed_store(make_broker, connect, tmp_path, "wk")
+    b.config["privacy"] = {"key_file": str(write_key(tmp_path / "b.key"))}
+    assert_refused_at_start(b, c, r"sealed with another privacy key", "another privacy key")
+    assert_data_intact(b, connect, c, key_a, case, rcase, "another key")
+
+
+def test_privacy_off_on_a_sealed_store_is_refused_at_start(make_broker, connect, tmp_path):
+    """docs/data-model.md: `privacy: off` on a store sealed with a key is refused at
+    start too (it would store the child's next events in the clear, in other cases)."""
+    b, c, key_a, case, rcase = sealed_store(make_broker, connect, tmp_path, "off-on-sealed")
+    b.config["privacy"] = h.Bare("off")
+    assert_refused_at_start(b, c, r"holds sealed children's data", "privacy: off")
+    assert_data_intact(b, connect, c, key_a, case, rcase, "privacy: off")
 
 
 # --------------------------------------------------------------------------
