@@ -246,9 +246,12 @@ int store_set_privacy(store_t *st, const uint8_t *key, char *err, size_t errlen)
     } else if (rc == MDB_NOTFOUND) {
         rc = 0;
     }
-    if (rc || (rc = mdb_txn_commit(txn))) {
-        if (rc && txn)
-            util_fmt(err, errlen, "cannot write the store: %s", mdb_strerror(rc));
+    if (rc) /* a read or write error: the transaction is still ours to end */
+        mdb_txn_abort(txn);
+    else
+        rc = mdb_txn_commit(txn); /* ends it either way */
+    if (rc) {
+        util_fmt(err, errlen, "cannot write the store: %s", mdb_strerror(rc));
         return -1;
     }
     st->privacy = key != NULL;
