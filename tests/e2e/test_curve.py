@@ -7,6 +7,7 @@ import stat
 
 import pytest
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 import carehub_harness as h
 from carehub_harness import assert_ack, uid
@@ -82,27 +83,88 @@ def test_curve_other_configured_key(curve_broker, connect):
     assert w.get("op") == "welcome" and w.get("agent") == "monitor-01" and w.get("role") == "monitor", w
 
 
-def test_curve_unconfigured_key_gets_nothing(curve_broker, connect):
-    a = _curve_agent(connect, curve_broker, "stranger", timeout=2)
-    a.send({"v": 1, "op": "hello", "id": uid("hello"), "agent": "school-0042", "software": "x"})
-    assert a.recv_msg(timeout=2) is None, "a key not under agents got a reply"
+HANDSHAKE_EVENTS = {zmq.EVENT_HANDSHAKE_SUCCEEDED: "succeeded",
+                    zmq.EVENT_HANDSHAKE_FAILED_AUTH: "failed (auth)",
+                    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "failed (protocol)",
+                    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "failed (no detail)"}
+
+
+def _handshake(b, curve, timeout=h.REPLY_TIMEOUT):
+    """Connect a DEALER to b (curve: (server public, public, secret) or None for no
+    CURVE) with a socket monitor attached before connecting, say hello, and return
+    (event, value, reply): the first handshake outcome the monitor reports (event
+    None if none within timeout; value: the ZAP status code, or the protocol error)
+    and the broker's answer to the hello (waited for up to timeout after a handshake
+    that succeeded, half a second after any other)."""
+    s = h.context().socket(zmq.DEALER)
+    s.setsockopt(zmq.LINGER, 0)
+    if curve:
+        server_pub, pub, sec = (k.encode() if isinstance(k, str) else k for k in curve)
+        s.curve_serverkey, s.curve_publickey, s.curve_secretkey = server_pub, pub, sec
+    events = 0
+    for e in HANDSHAKE_EVENTS:
+        events |= e
+    mon = s.get_monitor_socket(events)
+    try:
+        s.connect(b.endpoint)
+        s.send(h.pack({"v": 1, "op": "hello", "id": uid("hello"), "agent": "school-0042",
+                       "software": "x"}))
+        event = value = None
+        if mon.poll(int(timeout * 1000)):
+            m = recv_monitor_message(mon)
+            event, value = m["event"], m["value"]
+        wait = timeout if event == zmq.EVENT_HANDSHAKE_SUCCEEDED else 0.5
+        reply = h.unpack(s.recv()) if s.poll(int(wait * 1000)) else None
+        return event, value, reply
+    finally:
+        s.disable_monitor()
+        mon.close(0)
+        s.close(0)
+
+
+def _describe(event, value):
+    return f"{HANDSHAKE_EVENTS.get(event, event)} ({value})" if event else "no handshake event"
+
+
+def test_curve_unconfigured_key_is_refused(curve_broker, connect):
+    """A key not under agents: the broker's ZAP handler refuses it (status 400),
+    which the client sees as a failed handshake, and nothing is answered."""
+    pub, sec = curve_broker.keys["school"]
+    event, value, reply = _handshake(curve_broker, (curve_broker.keys["broker"][0], pub, sec))
+    assert event == zmq.EVENT_HANDSHAKE_SUCCEEDED and reply and reply.get("op") == "welcome", \
+        f"control: a configured key got {_describe(event, value)}, reply {reply!r}"
+    pub, sec = curve_broker.keys["stranger"]
+    event, value, reply = _handshake(curve_broker, (curve_broker.keys["broker"][0], pub, sec))
+    assert event == zmq.EVENT_HANDSHAKE_FAILED_AUTH and value == 400, \
+        f"a key not under agents: handshake {_describe(event, value)}, expected failed (auth) (400)"
+    assert reply is None, f"a key not under agents got a reply: {reply!r}"
     # the broker is fine and still serves a configured key
     ok = _curve_agent(connect, curve_broker, "school")
     assert ok.hello("x").get("op") == "welcome"
 
 
-def test_curve_plain_client_gets_nothing(curve_broker, connect):
-    a = connect(curve_broker, timeout=2)       # no CURVE at all
-    a.send({"v": 1, "op": "hello", "id": uid("hello"), "agent": "school-0042", "software": "x"})
-    assert a.recv_msg(timeout=2) is None, "a plain-text client got a reply from a CURVE broker"
+def test_curve_plain_client_is_refused(curve_broker):
+    """No CURVE at all: the handshake fails on the mechanism (NULL against CURVE).
+    The client sees the mismatch in the broker's greeting, or (when the broker,
+    seeing it first, has already closed) the connection closed mid-handshake."""
+    event, value, reply = _handshake(curve_broker, None)
+    assert (event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL and
+            value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH) or \
+        event == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL, \
+        f"a plain-text client: handshake {_describe(event, value)}, expected failed (protocol) " \
+        f"({zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH}: mechanism mismatch) or failed (no detail)"
+    assert reply is None, f"a plain-text client got a reply from a CURVE broker: {reply!r}"
 
 
-def test_curve_wrong_server_key_gets_nothing(curve_broker, connect):
+def test_curve_wrong_server_key_is_refused(curve_broker):
+    """A configured client key, but the server key of another server: the broker
+    cannot open the client's HELLO and drops the connection mid-handshake."""
     pub, sec = curve_broker.keys["school"]
     other_server = zmq.curve_keypair()[0]
-    a = connect(curve_broker, curve=(other_server, pub, sec), timeout=2)
-    a.send({"v": 1, "op": "hello", "id": uid("hello"), "agent": "school-0042", "software": "x"})
-    assert a.recv_msg(timeout=2) is None
+    event, value, reply = _handshake(curve_broker, (other_server, pub, sec))
+    assert event in (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL, zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL), \
+        f"a client with another server's key: handshake {_describe(event, value)}, expected it to fail"
+    assert reply is None, f"a client with another server's key got a reply: {reply!r}"
 
 
 def test_curve_routing_id_takeover_gets_nothing(curve_broker, connect):
