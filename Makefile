@@ -196,14 +196,21 @@ fuzz: deps
 
 # The end-to-end suite against the release carehubd under valgrind: a memory error or a
 # leak definitely lost makes the broker exit 1, which fails the test that stopped it.
+# Every carehubd process of the run logs to $(VG_LOG_DIR)/vg.PID.log, and after the run
+# scripts/valgrind-scan.py fails on an error in any of them, also of a broker a test
+# killed (SIGKILL: no exit code, no summary; the errors it made until then are logged).
 # Under valgrind the crash loop runs fewer cycles and the flood is smaller (the same
 # code paths; `make check` runs the full counts against the sanitized build).
+VG_LOG_DIR := build/memcheck
 memcheck: deps
 	@$(MAKE) --no-print-directory all
+	@rm -rf $(VG_LOG_DIR) && mkdir -p $(VG_LOG_DIR)
 	CAREHUB_BIN=$(CURDIR)/scripts/valgrind-carehubd CAREHUB_BIN_DIR=$(CURDIR)/bin \
+	CAREHUB_VALGRIND_LOG_DIR=$(CURDIR)/$(VG_LOG_DIR) \
 	CAREHUB_E2E_READY_TIMEOUT=60 CAREHUB_E2E_REPLY_TIMEOUT=20 CAREHUB_E2E_STOP_TIMEOUT=60 \
 	CAREHUB_CRASH_CYCLES=$${CAREHUB_CRASH_CYCLES:-5} CAREHUB_FLOOD_EVENTS=$${CAREHUB_FLOOD_EVENTS:-40000} \
-		$(PY) -m pytest -q tests/e2e
+		$(PY) -m pytest -q -rs tests/e2e; rc=$$?; \
+		$(PY) scripts/valgrind-scan.py $(VG_LOG_DIR) || rc=1; exit $$rc
 
 # Long runs, not in check: SOAK_MINUTES (default 30) of load at half the measured
 # maximum rate with escalations and webhooks, then the crash loop for 200 cycles.
