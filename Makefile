@@ -169,7 +169,7 @@ unit: san-build
 
 e2e: san-build
 	CAREHUB_BIN=$(CURDIR)/build/san/bin/carehubd CAREHUB_BIN_DIR=$(CURDIR)/build/san/bin \
-		$(PY) -m pytest -q tests/e2e
+		$(PY) -m pytest -q -rs tests/e2e
 
 check: deps
 	@$(MAKE) --no-print-directory unit

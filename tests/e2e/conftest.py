@@ -20,6 +20,9 @@ import os
 import pytest
 
 import carehub_harness as h
+# Skips listed with their reasons; one not in expected_skips.txt fails the run (issue 12).
+from skips import pytest_collectreport, pytest_runtest_logreport  # noqa: F401
+from skips import pytest_sessionfinish, pytest_terminal_summary  # noqa: F401
 
 atexit.register(h.kill_all_brokers)
 
