@@ -196,7 +196,7 @@ fuzz: deps
 
 # The end-to-end suite against the release carehubd under valgrind: a memory error or a
 # leak definitely lost makes the broker exit 1, which fails the test that stopped it.
-# Every carehubd process of the run logs to $(VG_LOG_DIR)/vg.PID.log, and after the run
+# Every carehubd process of the run logs to $(VG_LOG_DIR)/vg.PID.TIME.log; after the run
 # scripts/valgrind-scan.py fails on an error in any of them, also of a broker a test
 # killed (SIGKILL: no exit code, no summary; the errors it made until then are logged).
 # Under valgrind the crash loop runs fewer cycles and the flood is smaller (the same

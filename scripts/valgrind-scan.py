@@ -3,7 +3,7 @@
 
 `make memcheck` runs every carehubd process of the e2e suite through
 scripts/valgrind-carehubd with CAREHUB_VALGRIND_LOG_DIR set, so that each process
-writes DIR/vg.PID.log. The exit code of a process that a test kills with SIGKILL
+writes DIR/vg.PID.TIME.log. The exit code of a process that a test kills with SIGKILL
 is never seen, and neither is that of one whose test does not check it; its log
 is. This reads every vg.*.log in DIR and fails (exit 1), naming the files, if:
 
