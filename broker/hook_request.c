@@ -269,6 +269,10 @@ static int64_t parse_retry_after(const char *v, int64_t now_ms)
     time_t t = curl_getdate(v, NULL);
     if (t == (time_t)-1)
         return -1;
+    /* a date far in the future (curl takes any year) is the cap, without overflow */
+    int64_t now_s = now_ms / 1000;
+    if ((int64_t)t - now_s > HOOK_RETRY_AFTER_MAX_MS / 1000 + 1)
+        return HOOK_RETRY_AFTER_MAX_MS;
     int64_t ms = (int64_t)t * 1000 - now_ms;
     if (ms < 0)
         return 0;
