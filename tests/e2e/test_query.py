@@ -14,11 +14,11 @@ WORKFLOWS = [{"name": "reports", "match": {"type": "mandatory_report"},
               "assign": [{"agency": "police", "ack_within": "1h"}]}]
 
 
-def start(make_broker, tmp_path):
+def start(make_broker, tmp_path, workflows=WORKFLOWS):
     key = tmp_path / "data.key"
     key.write_bytes(os.urandom(32))
     key.chmod(0o600)
-    cfg = routing_config(tmp_path / "b", workflows=WORKFLOWS)
+    cfg = routing_config(tmp_path / "b", workflows=workflows)
     cfg["privacy"] = {"key_file": str(key)}
     b = make_broker(config=cfg, name="b")
     b.data_dir = cfg["broker"]["data_dir"]
@@ -100,12 +100,7 @@ def test_agency_reads_a_case_while_its_part_is_open_and_only_its_own_words(
     """Issue 12, finding 3: an agency reads a case file only while it holds an assignment
     in it that is not final, and sees the notes and `by` of its own assignments only; a
     supervisor sees everything."""
-    key = tmp_path / "data.key"
-    key.write_bytes(os.urandom(32))
-    key.chmod(0o600)
-    cfg = routing_config(tmp_path / "b", workflows=TWO)
-    cfg["privacy"] = {"key_file": str(key)}
-    b = make_broker(config=cfg, name="b")
+    b = start(make_broker, tmp_path, workflows=TWO)
     _, case = report(b, connect, "王五")
     police, civil = connect(b, login="police-desk"), connect(b, login="civil-desk")
     pa = wait_push(police, pred=lambda m: m.get("case") == case)["id"]
