@@ -131,8 +131,10 @@ int assign_case_message(store_txn_t *t, const char *assignment, size_t max_bytes
 
 /* Pack an assignment record as a msgpack map for readers, never the escalation
  * plan. with_note: the agency's own words (`note` opened, `by`) for a reader
- * allowed them; else no `note` and `by` empty. 0 or an LMDB code. */
-int assign_pack_record(store_txn_t *t, const char *assignment, msgpack_packer *pk, int with_note);
+ * allowed them — with reader_agency set, only on that agency's assignments;
+ * else no `note` and `by` empty. 0 or an LMDB code. */
+int assign_pack_record(store_txn_t *t, const char *assignment, msgpack_packer *pk, int with_note,
+                       const char *reader_agency);
 
 /* The case (STORE_ID_MAX) of an assignment. 0, MDB_NOTFOUND or an LMDB code. */
 int assign_case_of(store_txn_t *t, const char *assignment, char *case_id);

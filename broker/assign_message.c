@@ -171,12 +171,15 @@ int assign_each_pending(store_txn_t *t, const char *agency,
     return store_each(t, STORE_DB_PENDING, prefix, plen, 0, visit_pending, &c);
 }
 
-int assign_pack_record(store_txn_t *t, const char *assignment, msgpack_packer *pk, int with_note)
+int assign_pack_record(store_txn_t *t, const char *assignment, msgpack_packer *pk, int with_note,
+                       const char *reader_agency)
 {
     as_t a;
     int rc = assign_rec_get(t, assignment, &a);
     if (rc)
         return rc;
+    if (reader_agency && strcmp(a.agency, reader_agency) != 0)
+        with_note = 0; /* another agency's words are its own */
     msgpack_pack_map(pk, 13 + (with_note ? 1 : 0));
     frame_pack_cstr(pk, "id");       frame_pack_cstr(pk, a.id);
     frame_pack_cstr(pk, "case");     frame_pack_cstr(pk, a.case_id);

@@ -154,17 +154,10 @@ static int pack_assignment_visit(void *ud, const void *k, size_t kl, const void 
         l->n++;
         return 0;
     }
-    char id[STORE_ID_MAX], agency[STORE_ID_MAX];
+    char id[STORE_ID_MAX];
     if (store_copy_id(v, vl, id, sizeof id))
         return MDB_CORRUPTED;
-    int own = 1; /* a supervisor reads every agency's note and `by` */
-    if (l->agency) {
-        int rc = assign_agency(l->t, id, agency);
-        if (rc)
-            return rc;
-        own = strcmp(agency, l->agency) == 0; /* another agency's words are its own */
-    }
-    return assign_pack_record(l->t, id, l->pk, own);
+    return assign_pack_record(l->t, id, l->pk, 1, l->agency); /* a supervisor: every note */
 }
 
 /* Pack a list: count first (msgpack arrays need their length), then the items. */
@@ -485,7 +478,7 @@ static int as_visit(void *ud, const void *k, size_t kl, const void *v, size_t vl
         l->more = 1;
         return STORE_EACH_STOP;
     }
-    if ((rc = assign_pack_record(l->t, id, &l->pk, 0))) /* no free text in the figures */
+    if ((rc = assign_pack_record(l->t, id, &l->pk, 0, NULL))) /* no free text in the figures */
         return rc;
     l->n++;
     memcpy(l->last, id, kl + 1);
