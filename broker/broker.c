@@ -320,7 +320,7 @@ static void heartbeat_visit(session_t *s, void *ud)
  * escalation and what libcurl asks for. */
 static long poll_timeout(broker_t *b)
 {
-    if (turn_pending(b->turn) && turn_unsynced(b->turn) < TURNS_UNSYNCED_MAX)
+    if (turn_pending(b->turn) && !turn_writing(b->turn) && turn_unsynced(b->turn) < TURNS_UNSYNCED_MAX)
         return 0; /* ops queued (by the last turn's effects): the next turn at once */
     int64_t now = util_mono_ms();
     int64_t t = b->next_heartbeat - now;
@@ -362,7 +362,8 @@ int broker_run(broker_t *b)
         int n_items = 0;
         /* One drain per turn: while the last turn's sync runs, this turn's batch is read
          * and validated, and then the router waits for the commit (bounded, fair turns). */
-        int can_read = !b->drained;
+        int writing = turn_writing(b->turn);
+        int can_read = writing ? proto_pending(b->proto) < PROTO_BATCH_MAX : !b->drained;
         items[n_items++] = (zmq_pollitem_t){b->router, 0, can_read ? ZMQ_POLLIN : 0, 0};
         items[n_items++] = (zmq_pollitem_t){NULL, wake_pipe[0], ZMQ_POLLIN, 0};
         int synced_item = -1;
@@ -417,14 +418,16 @@ int broker_run(broker_t *b)
                 if (r == 0)
                     break;
             }
-            proto_flush(b->proto);
+            if (!writing) /* else staged on while the writer writes: the next turn's batch */
+                proto_flush(b->proto);
         }
         deliver_fire_due(b->deliver, clock_now_ms(), 0);
         /* The turn's one write transaction: everything above. Its replies and effects
          * follow its sync (turn_on_synced); at most TURNS_UNSYNCED_MAX turns are
          * committed and not yet durable, so one commit overlaps the last one's sync. */
-        if (turn_unsynced(b->turn) < TURNS_UNSYNCED_MAX) {
-            (void)turn_commit(b->turn);
+        if (!turn_writing(b->turn) && turn_unsynced(b->turn) < TURNS_UNSYNCED_MAX) {
+            proto_flush(b->proto); /* what was staged while the writer wrote */
+            (void)turn_commit(b->turn); /* handed to the writer thread */
             b->drained = 0;
         }
         now = util_mono_ms();

@@ -1,10 +1,13 @@
 /* clock.c — wall clock or a test's virtual clock; see clock.h. */
 #include "clock.h"
 
+#include <stdatomic.h>
+
 #include "util.h"
 
 static int test_mode;
-static int64_t virtual_now;
+/* Set by the loop (test_clock), read by the writer thread (turn.c) too. */
+static _Atomic int64_t virtual_now;
 
 int64_t clock_now_ms(void)
 {

@@ -199,7 +199,6 @@ static int route_stored(store_txn_t *t, store_event_t *item, void *ud)
 {
     proto_batch_t *b = ud;
     staged_t *st = &b->staged[item - b->items];
-    metrics_event(b->p->metrics, item->type); /* counted again if the map grows: rare, and only then */
     return assign_on_event(b->p->cfg, t, item, st->json, item->received, b->fx);
 }
 
@@ -238,10 +237,12 @@ static void batch_done(void *ud, store_rc_t rc)
             frame_out_str(&o, "case", it->case_id);
             frame_out_bool(&o, "duplicate", it->status == STORE_ITEM_DUPLICATE);
             proto_send_out(p, st->rid, st->rid_len, &o);
-            if (it->status == STORE_ITEM_DUPLICATE)
+            if (it->status == STORE_ITEM_DUPLICATE) {
                 dup++;
-            else
+            } else {
                 stored++;
+                metrics_event(p->metrics, it->type); /* committed and synced: counted once */
+            }
         }
         staged_free(st);
     }

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sodium.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -132,6 +133,7 @@ store_t *store_open(const char *dir, uint64_t map_size, uint64_t map_max, char *
 {
     store_t *st = xcalloc(1, sizeof *st);
     pthread_mutex_init(&st->readers_mu, NULL);
+    pthread_mutex_init(&st->pend_mu, NULL);
     MDB_txn *txn = NULL;
     int rc;
     st->dir = xstrdup(dir);
@@ -342,6 +344,7 @@ store_t *store_open_readonly(const char *dir, char *err, size_t errlen)
 {
     store_t *st = xcalloc(1, sizeof *st);
     pthread_mutex_init(&st->readers_mu, NULL);
+    pthread_mutex_init(&st->pend_mu, NULL);
     MDB_txn *txn = NULL;
     int rc;
     st->dir = xstrdup(dir);
@@ -387,6 +390,7 @@ void store_close(store_t **pst)
     free(st->pend);
     free(st->dir);
     pthread_mutex_destroy(&st->readers_mu);
+    pthread_mutex_destroy(&st->pend_mu);
     free(st);
     *pst = NULL;
 }
@@ -421,6 +425,14 @@ static int grow(store_t *st)
     if (st->map_size >= st->map_max)
         return -1;
     pthread_mutex_lock(&st->readers_mu);
+    /* The loop's reads are short (the writer thread writes while they run): wait
+     * a little for them; a long one (a verify) is not waited for. */
+    for (int i = 0; i < 200 && st->readers > 0 && st->readers == st->short_readers; i++) {
+        pthread_mutex_unlock(&st->readers_mu);
+        struct timespec ms = {0, 1000000};
+        nanosleep(&ms, NULL);
+        pthread_mutex_lock(&st->readers_mu);
+    }
     if (st->readers > 0) {
         pthread_mutex_unlock(&st->readers_mu);
         return -2;
@@ -523,10 +535,14 @@ store_rc_t store_write_nosync(store_t *st, store_fn fn, void *ud)
     if (st->map_size < st->map_max && store_map_used(st) > st->map_size / 4 * 3)
         (void)grow(st);
     for (;;) {
-        store_txn_t t = {st, NULL, st->seq_event, st->seq_case, st->seq_assign, st->pend_n, 0};
+        pthread_mutex_lock(&st->pend_mu);
+        size_t pend_before = st->pend_n;
+        pthread_mutex_unlock(&st->pend_mu);
+        store_txn_t t = {st, NULL, st->seq_event, st->seq_case, st->seq_assign, pend_before, 0, 0, 1};
         int rc = mdb_txn_begin(st->env, NULL, 0, &t.txn);
         if (rc)
             return write_failed(st, rc);
+        t.id = mdb_txn_id(t.txn);
         rc = store_index_flush(&t, 0);
         if (rc == 0)
             rc = fn(&t, ud);
@@ -536,14 +552,16 @@ store_rc_t store_write_nosync(store_t *st, store_fn fn, void *ud)
                 st->seq_event = t.seq_event;
                 st->seq_case = t.seq_case;
                 st->seq_assign = t.seq_assign;
-                store_index_settle(st, t.pend_flushed, 1); /* written: out of memory */
+                store_index_settle(st, t.id, t.pend_flushed, 1); /* written: out of memory */
                 return STORE_OK;
             }
         } else {
             mdb_txn_abort(t.txn);
         }
+        pthread_mutex_lock(&st->pend_mu);
         st->pend_n = t.pend_before; /* the events of the aborted transaction do not exist */
-        store_index_settle(st, t.pend_flushed, 0);
+        pthread_mutex_unlock(&st->pend_mu);
+        store_index_settle(st, t.id, t.pend_flushed, 0);
         int g = rc == MDB_MAP_FULL ? grow(st) : -1;
         if (g == 0)
             continue;
@@ -556,31 +574,43 @@ store_rc_t store_write_nosync(store_t *st, store_fn fn, void *ud)
     }
 }
 
-store_rc_t store_read(store_t *st, store_fn fn, void *ud)
+/* A read transaction: `longer` ones (a verify in a job's thread) do not hold
+ * written case_events entries in memory while they run (they do not read them). */
+static store_rc_t read_txn(store_t *st, store_fn fn, void *ud, int longer)
 {
     /* Nothing of the loop's state is read here: jobs call this from their thread. */
-    store_txn_t t = {st, NULL, 0, 0, 0, 0, 0};
+    store_txn_t t = {st, NULL, 0, 0, 0, 0, 0, 0, 0};
     pthread_mutex_lock(&st->readers_mu);
     st->readers++;
+    st->short_readers += !longer;
     pthread_mutex_unlock(&st->readers_mu);
     int rc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &t.txn);
-    if (rc) {
-        pthread_mutex_lock(&st->readers_mu);
-        st->readers--;
-        pthread_mutex_unlock(&st->readers_mu);
+    if (rc == 0) {
+        t.id = mdb_txn_id(t.txn);
+        rc = fn(&t, ud);
+        mdb_txn_abort(t.txn);
+    } else {
         log_error("store: read failed: %s", mdb_strerror(rc));
-        return STORE_IO;
     }
-    rc = fn(&t, ud);
-    mdb_txn_abort(t.txn);
     pthread_mutex_lock(&st->readers_mu);
     st->readers--;
+    st->short_readers -= !longer;
     pthread_mutex_unlock(&st->readers_mu);
     if (rc && rc != MDB_NOTFOUND) {
         log_error("store: read failed: %s", mdb_strerror(rc));
         return STORE_IO;
     }
     return rc ? STORE_NOTFOUND : STORE_OK;
+}
+
+store_rc_t store_read(store_t *st, store_fn fn, void *ud)
+{
+    return read_txn(st, fn, ud, 0);
+}
+
+store_rc_t store_read_long(store_t *st, store_fn fn, void *ud)
+{
+    return read_txn(st, fn, ud, 1);
 }
 
 int store_get(store_txn_t *t, store_db_t db, const void *k, size_t kl, const void **v, size_t *vl)

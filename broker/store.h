@@ -155,6 +155,9 @@ int store_txn_put_events(store_txn_t *t, store_event_t *items, size_t n, store_s
 typedef int (*store_fn)(store_txn_t *t, void *ud);
 store_rc_t store_write(store_t *st, store_fn fn, void *ud);
 store_rc_t store_read(store_t *st, store_fn fn, void *ud);
+/* The same for a long read off the loop (a verify): it never reads the case
+ * events index, so the index's written entries need not wait for it to end. */
+store_rc_t store_read_long(store_t *st, store_fn fn, void *ud);
 
 /* store_write() without the sync: committed and consistent, durable only once
  * store_sync() (or another commit) returned. */

@@ -240,7 +240,7 @@ int store_txn_put_events(store_txn_t *t, store_event_t *items, size_t n, store_s
             (rc = trail_append_stored(t, it->case_id, "event", it->agent, STORE_DB_EVENTS,
                                       it->event_id, it->ref)))
             return rc;
-        store_index_add(st, t->seq_event, it->case_id, it->event_id); /* kept only if this commits */
+        store_index_add(st, t->id, t->seq_event, it->case_id, it->event_id); /* kept only if this commits */
         msgpack_sbuffer sb;
         msgpack_packer pk;
         msgpack_sbuffer_init(&sb);

@@ -26,8 +26,10 @@ static uint64_t id_number(const char *id)
     return n;
 }
 
-void store_index_add(store_t *st, uint64_t seq, const char *case_id, const char *event_id)
+void store_index_add(store_t *st, size_t txn, uint64_t seq, const char *case_id,
+                     const char *event_id)
 {
+    pthread_mutex_lock(&st->pend_mu);
     if (st->pend_n == st->pend_cap) {
         st->pend_cap = st->pend_cap ? st->pend_cap * 2 : 1024;
         st->pend = xrealloc(st->pend, st->pend_cap * sizeof *st->pend);
@@ -35,9 +37,11 @@ void store_index_add(store_t *st, uint64_t seq, const char *case_id, const char 
     struct pend_entry *e = &st->pend[st->pend_n++];
     e->seq = seq;
     e->case_no = id_number(case_id);
-    e->flushed = 0;
+    e->added_txn = txn;
+    e->flushed_txn = 0;
     util_fmt(e->case_id, sizeof e->case_id, "%s", case_id);
     util_fmt(e->event_id, sizeof e->event_id, "%s", event_id);
+    pthread_mutex_unlock(&st->pend_mu);
 }
 
 int store_index_rebuild(MDB_txn *txn, store_t *st)
@@ -84,7 +88,7 @@ int store_index_rebuild(MDB_txn *txn, store_t *st)
             rc = have;
             break;
         }
-        store_index_add(st, id_number(ev), case_id, ev);
+        store_index_add(st, 0, id_number(ev), case_id, ev);
     }
     mdb_cursor_close(idx);
     mdb_cursor_close(cur);
@@ -153,43 +157,61 @@ int store_index_flush(store_txn_t *t, int force)
     }
     size_t n = 0;
     uint64_t upto = t->seq_event; /* every event so far, unless one stays pending */
+    int rc = 0;
+    pthread_mutex_lock(&st->pend_mu); /* readers in other threads see the marks at once */
     for (size_t i = 0; i < st->pend_n; i++) {
         struct pend_entry *e = &st->pend[i];
-        if (e->flushed)
-            continue; /* by an earlier call in this transaction */
+        if (e->flushed_txn)
+            continue; /* by an earlier call in this transaction, or kept for a reader */
         if (!all && (e->case_no < from || e->case_no >= below)) {
             if (e->seq - 1 < upto)
                 upto = e->seq - 1;
             continue;
         }
         MDB_val cs = store_val_str(e->case_id), ev = store_val_str(e->event_id);
-        int rc = mdb_put(t->txn, st->dbi[STORE_DB_CASE_EVENTS], &cs, &ev, MDB_NODUPDATA);
+        rc = mdb_put(t->txn, st->dbi[STORE_DB_CASE_EVENTS], &cs, &ev, MDB_NODUPDATA);
         if (rc && rc != MDB_KEYEXIST)
-            return rc; /* (MAP_FULL) the flags set so far are cleared on abort */
-        e->flushed = 1;
-        t->pend_flushed++; /* counted at once: store_index_settle must see every flag */
+            break; /* (MAP_FULL) the marks set so far are cleared on abort */
+        rc = 0;
+        e->flushed_txn = t->id;
+        t->pend_flushed++; /* counted at once: store_index_settle must see every mark */
         n++;
     }
-    if (n == 0)
-        return 0;
+    pthread_mutex_unlock(&st->pend_mu);
+    if (rc || n == 0)
+        return rc;
     return store_u64_write(t->txn, st->meta, "case_events.upto", upto);
 }
 
-/* After a transaction: drop what it wrote (committed) or unmark it (aborted). */
-void store_index_settle(store_t *st, size_t n_flushed, int committed)
+/* After write transaction `txn`: committed, drop the entries written to
+ * case_events (by it, or kept from earlier ones) unless a short read is open,
+ * whose snapshot may predate them; aborted, unmark those it wrote. */
+void store_index_settle(store_t *st, size_t txn, size_t n_flushed, int committed)
 {
-    if (!n_flushed)
+    int keep = 0;
+    if (committed) {
+        pthread_mutex_lock(&st->readers_mu);
+        keep = st->short_readers > 0;
+        pthread_mutex_unlock(&st->readers_mu);
+    }
+    if (!n_flushed && (!committed || keep || !st->pend_kept))
         return;
+    pthread_mutex_lock(&st->pend_mu);
     size_t w = 0;
     for (size_t i = 0; i < st->pend_n; i++) {
-        if (st->pend[i].flushed && committed)
+        struct pend_entry *e = &st->pend[i];
+        if (committed && e->flushed_txn && !keep)
             continue;
-        st->pend[i].flushed = 0;
+        if (!committed && e->flushed_txn == txn)
+            e->flushed_txn = 0;
         if (w != i)
-            st->pend[w] = st->pend[i];
+            st->pend[w] = *e;
         w++;
     }
     st->pend_n = w;
+    if (committed)
+        st->pend_kept = keep;
+    pthread_mutex_unlock(&st->pend_mu);
 }
 
 static int flush_fn(store_txn_t *t, void *ud)
@@ -209,14 +231,33 @@ int store_each_case_event(store_txn_t *t, const char *case_id, store_each_fn fn,
     int rc = store_each(t, STORE_DB_CASE_EVENTS, case_id, cl, 1, fn, ud);
     if (rc)
         return rc;
-    /* Then the entries not written yet (those written in this transaction were seen above). */
+    /* Then the entries not in this transaction's case_events: in the writer's own,
+     * those not written yet; in a read, those whose event its snapshot has and
+     * whose entry it does not. Copied under the lock, then visited. */
     store_t *st = t->st;
+    size_t n = 0, cap = 0;
+    char (*ids)[STORE_ID_MAX] = NULL;
+    pthread_mutex_lock(&st->pend_mu);
     for (size_t i = 0; i < st->pend_n; i++) {
-        if (st->pend[i].flushed || strcmp(st->pend[i].case_id, case_id) != 0)
+        const struct pend_entry *e = &st->pend[i];
+        int listed = t->write ? e->flushed_txn == 0
+                              : e->added_txn <= t->id && !(e->flushed_txn && e->flushed_txn <= t->id);
+        if (!listed || strcmp(e->case_id, case_id) != 0)
             continue;
-        int r = fn(ud, case_id, cl, st->pend[i].event_id, strlen(st->pend[i].event_id));
-        if (r)
-            return r == STORE_EACH_STOP ? 0 : r;
+        if (n == cap) {
+            cap = cap ? cap * 2 : 16;
+            ids = xrealloc(ids, cap * sizeof *ids);
+        }
+        memcpy(ids[n++], e->event_id, STORE_ID_MAX);
     }
+    pthread_mutex_unlock(&st->pend_mu);
+    for (size_t i = 0; i < n; i++) {
+        int r = fn(ud, case_id, cl, ids[i], strlen(ids[i]));
+        if (r) {
+            free(ids);
+            return r == STORE_EACH_STOP ? 0 : r;
+        }
+    }
+    free(ids);
     return 0;
 }

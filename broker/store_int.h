@@ -46,11 +46,17 @@ struct store {
     struct pend_entry {
         uint64_t seq;                 /* the event's number */
         uint64_t case_no;             /* the case's number (its id's digits) */
-        int flushed;                  /* written by the write transaction in progress */
+        size_t added_txn;             /* the write transaction that stored the event (0: before open) */
+        size_t flushed_txn;           /* the one that wrote this entry to case_events; 0: none yet */
         char case_id[STORE_ID_MAX];
         char event_id[STORE_ID_MAX];
     } *pend;
     size_t pend_n, pend_cap;
+    /* The writer thread (turn.c) adds, writes and drops entries while the loop
+     * reads them (store_each_case_event in a read transaction): pend, pend_n and
+     * the entries' fields change only under pend_mu. */
+    pthread_mutex_t pend_mu;
+    int pend_kept;                    /* written entries were kept for a reader */
     int64_t sweep_next;               /* monotonic ms: the next slice is due */
     int sweep_slice;                  /* 0 .. CASE_INDEX_SLICES - 1 */
     uint64_t sweep_bound[CASE_INDEX_SLICES];          /* slice k: case numbers from bound[k] to bound[k+1] */
@@ -65,6 +71,9 @@ struct store {
      * loop): the map may not be resized while one is (mdb_env_set_mapsize). */
     pthread_mutex_t readers_mu;
     int readers;
+    int short_readers;                /* of them, those of store_read (not store_read_long): while
+                                       * one is open, written entries stay in pend (its snapshot
+                                       * may not have them in case_events yet) */
     int opened;                       /* mdb_env_open succeeded */
 };
 
@@ -73,7 +82,9 @@ struct store_txn {
     MDB_txn *txn;
     uint64_t seq_event, seq_case, seq_assign; /* counters as this transaction moves them */
     size_t pend_before;  /* st->pend_n when the transaction began (rolled back to on abort) */
-    size_t pend_flushed; /* entries written to case_events here (marked `flushed`) */
+    size_t pend_flushed; /* entries written to case_events here (marked `flushed_txn`) */
+    size_t id;           /* mdb_txn_id: a write transaction's own, a read's snapshot */
+    int write;           /* 1 in store_write's transaction */
 };
 
 /* ---- shared by the store's files ---------------------------------------------- */
@@ -85,12 +96,12 @@ int store_u64_read(MDB_txn *txn, MDB_dbi dbi, const char *key, uint64_t *out);
 int store_u64_write(MDB_txn *txn, MDB_dbi dbi, const char *key, uint64_t x);
 
 /* store_index.c: the case_events entries waiting in memory. */
-void store_index_add(store_t *st, uint64_t seq, const char *case_id, const char *event_id);
+void store_index_add(store_t *st, size_t txn, uint64_t seq, const char *case_id, const char *event_id);
 /* At open: the events after meta "case_events.upto" are not in the index yet. */
 int store_index_rebuild(MDB_txn *txn, store_t *st);
 /* In every write transaction: write the slice due (force: everything). */
 int store_index_flush(store_txn_t *t, int force);
 /* After the transaction: drop what it wrote (committed) or mark it unwritten. */
-void store_index_settle(store_t *st, size_t n_flushed, int committed);
+void store_index_settle(store_t *st, size_t txn, size_t n_flushed, int committed);
 
 #endif

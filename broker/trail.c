@@ -418,7 +418,7 @@ static int verify_txn(store_txn_t *t, void *ud)
 int trail_verify(store_t *st, trail_report_t *r)
 {
     memset(r, 0, sizeof *r);
-    store_rc_t rc = store_read(st, verify_txn, r);
+    store_rc_t rc = store_read_long(st, verify_txn, r);
     if (rc != STORE_OK)
         return rc == STORE_NOTFOUND ? 0 : MDB_PANIC;
     return r->problem[0] ? 1 : 0;

@@ -24,6 +24,18 @@ typedef struct {
     int rc; /* an error of this op's own: it is set aside (not run again) */
 } op_t;
 
+/* One turn's write: its ops, what they collect, and how the write went. The
+ * loop fills it and hands it to the writer thread (or writes it itself). */
+typedef struct {
+    op_t *ops;
+    size_t n;
+    assign_effects_t fx; /* what the ops collected (afresh on every run) */
+    long failed;         /* index of the op whose fn returned an error, -1 when none */
+    int failed_rc;
+    store_rc_t rc;       /* the commit's outcome */
+    double seconds;      /* how long the write took (metrics) */
+} run_t;
+
 /* A committed turn waiting for the sync that makes it durable. */
 typedef struct committed {
     struct committed *next;
@@ -40,7 +52,6 @@ struct turn {
     void *effects_ud;
     op_t *ops;
     size_t n, cap;
-    assign_effects_t fx;
     /* committed, not yet synced: oldest first */
     committed_t *wait_head, *wait_tail;
     uint64_t committed_no;  /* the last committed turn's number */
@@ -53,17 +64,17 @@ struct turn {
     uint64_t sync_done;     /* under mu: every turn up to this number is durable … */
     uint64_t failed_upto;   /* under mu: … unless its sync failed (turns up to this) */
     int stopping;           /* under mu */
-    int pipe[2];            /* the thread writes a byte after each sync; the loop polls [0] */
+    int pipe[2];            /* the threads write a byte after each write or sync; the loop polls [0] */
+    /* the writer thread: it owns the write transaction while the loop reads on */
+    pthread_t writer;
+    pthread_cond_t wcv;     /* the writer waits on it for a run */
+    pthread_cond_t dcv;     /* turn_flush waits on it for the writer's run to end */
+    run_t *w_run;           /* under mu: handed to the writer; NULL while it is idle */
+    int w_done;             /* under mu: w_run is written (its rc is set) */
+    uint64_t written_no;    /* under mu: turns the writer committed */
+    run_t *writing;         /* the loop's view: the run the writer has, until collected */
 };
 
-/* What one run of the transaction sees and leaves. */
-typedef struct {
-    turn_t *t;
-    op_t *ops;
-    size_t n;
-    long failed; /* index of the op whose fn returned an error, -1 when none */
-    int failed_rc;
-} run_t;
 
 turn_t *turn_new(store_t *st)
 {
@@ -72,6 +83,9 @@ turn_t *turn_new(store_t *st)
     t->pipe[0] = t->pipe[1] = -1;
     return t;
 }
+
+static void write_run(turn_t *t, run_t *r);
+static store_rc_t turn_commit_inline(turn_t *t);
 
 static void *syncer_main(void *arg)
 {
@@ -96,6 +110,34 @@ static void *syncer_main(void *arg)
     return NULL;
 }
 
+/* The writer: runs each turn's transaction the loop hands it, then asks the
+ * syncer for the sync and tells the loop the write is over. */
+static void *writer_main(void *arg)
+{
+    turn_t *t = arg;
+    pthread_mutex_lock(&t->mu);
+    for (;;) {
+        while (!t->stopping && (!t->w_run || t->w_done))
+            pthread_cond_wait(&t->wcv, &t->mu);
+        if (!t->w_run || t->w_done) /* stopping, nothing to write */
+            break;
+        run_t *r = t->w_run;
+        pthread_mutex_unlock(&t->mu);
+        write_run(t, r);
+        pthread_mutex_lock(&t->mu);
+        t->w_done = 1;
+        if (r->rc == STORE_OK) {
+            t->sync_want = ++t->written_no;
+            pthread_cond_signal(&t->cv);
+        }
+        pthread_cond_broadcast(&t->dcv);
+        ssize_t w = write(t->pipe[1], "w", 1); /* a full pipe already wakes the loop */
+        (void)w;
+    }
+    pthread_mutex_unlock(&t->mu);
+    return NULL;
+}
+
 int turn_start_syncer(turn_t *t)
 {
     if (t->threaded)
@@ -108,14 +150,26 @@ int turn_start_syncer(turn_t *t)
         (void)fcntl(t->pipe[i], F_SETFL, fcntl(t->pipe[i], F_GETFL) | O_NONBLOCK);
     pthread_mutex_init(&t->mu, NULL);
     pthread_cond_init(&t->cv, NULL);
+    pthread_cond_init(&t->wcv, NULL);
+    pthread_cond_init(&t->dcv, NULL);
     int rc = pthread_create(&t->thread, NULL, syncer_main, t);
+    if (rc == 0 && (rc = pthread_create(&t->writer, NULL, writer_main, t)) != 0) {
+        pthread_mutex_lock(&t->mu);
+        t->stopping = 1;
+        pthread_cond_signal(&t->cv);
+        pthread_mutex_unlock(&t->mu);
+        pthread_join(t->thread, NULL);
+    }
     if (rc != 0) {
-        log_error("turn: cannot start the sync thread: %s", strerror(rc));
+        log_error("turn: cannot start the writer and sync threads: %s", strerror(rc));
         pthread_cond_destroy(&t->cv);
+        pthread_cond_destroy(&t->wcv);
+        pthread_cond_destroy(&t->dcv);
         pthread_mutex_destroy(&t->mu);
         close(t->pipe[0]);
         close(t->pipe[1]);
         t->pipe[0] = t->pipe[1] = -1;
+        t->stopping = 0;
         return -1;
     }
     t->threaded = 1;
@@ -138,7 +192,7 @@ int turn_delivery_waits(const turn_t *t, const char *assignment)
 
 size_t turn_unsynced(const turn_t *t)
 {
-    size_t n = 0;
+    size_t n = t->writing ? 1 : 0; /* being written counts: its sync is still to come */
     for (const committed_t *c = t->wait_head; c; c = c->next)
         n++;
     return n;
@@ -176,6 +230,53 @@ static void complete_upto(turn_t *t, uint64_t upto, uint64_t failed)
     }
 }
 
+/* A written run: committed, it waits for its sync; not, its ops are answered now. */
+static void written(turn_t *t, run_t *r)
+{
+    if (r->rc == STORE_OK)
+        metrics_commit(t->metrics, r->seconds);
+    if (r->rc != STORE_OK) { /* nothing of this turn exists: answer at once */
+        complete(t, r->ops, r->n, NULL, r->rc);
+        assign_effects_free(&r->fx);
+        free(r);
+        return;
+    }
+    committed_t *c = xcalloc(1, sizeof *c);
+    c->no = ++t->committed_no;
+    c->ops = r->ops;
+    c->n = r->n;
+    c->fx = r->fx; /* moved */
+    free(r);
+    if (t->wait_tail)
+        t->wait_tail->next = c;
+    else
+        t->wait_head = c;
+    t->wait_tail = c;
+}
+
+/* The writer's run, once it is over: taken back by the loop. With `wait`, wait
+ * for it to end. 1 when a run was collected. */
+static int collect_written(turn_t *t, int wait)
+{
+    if (!t->writing)
+        return 0;
+    pthread_mutex_lock(&t->mu);
+    while (wait && !t->w_done)
+        pthread_cond_wait(&t->dcv, &t->mu);
+    int done = t->w_done;
+    if (done) {
+        t->w_run = NULL;
+        t->w_done = 0;
+    }
+    pthread_mutex_unlock(&t->mu);
+    if (!done)
+        return 0;
+    run_t *r = t->writing;
+    t->writing = NULL;
+    written(t, r);
+    return 1;
+}
+
 void turn_on_synced(turn_t *t)
 {
     if (!t->threaded)
@@ -183,6 +284,7 @@ void turn_on_synced(turn_t *t)
     char buf[64];
     while (read(t->pipe[0], buf, sizeof buf) > 0)
         ;
+    (void)collect_written(t, 0); /* first: a run the syncer may have synced already */
     pthread_mutex_lock(&t->mu);
     uint64_t done = t->sync_done, failed = t->failed_upto;
     pthread_mutex_unlock(&t->mu);
@@ -191,7 +293,9 @@ void turn_on_synced(turn_t *t)
 
 void turn_flush(turn_t *t)
 {
-    (void)turn_commit(t);
+    if (t->threaded)
+        (void)collect_written(t, 1); /* the writer is idle from here on */
+    (void)turn_commit_inline(t);
     if (!t->wait_head)
         return;
     /* Sync here (the thread may be syncing too: harmless) and complete them all. */
@@ -227,13 +331,13 @@ size_t turn_pending(const turn_t *t)
 static int run_ops(store_txn_t *txn, void *ud)
 {
     run_t *r = ud;
-    assign_effects_clear(&r->t->fx); /* collected afresh on every run */
+    assign_effects_clear(&r->fx); /* collected afresh on every run */
     r->failed = -1;
     for (size_t i = 0; i < r->n; i++) {
         op_t *o = &r->ops[i];
         if (!o->fn || o->rc)
             continue;
-        int rc = o->fn(txn, &r->t->fx, o->ud);
+        int rc = o->fn(txn, &r->fx, o->ud);
         if (rc) {
             r->failed = (long)i;
             r->failed_rc = rc;
@@ -251,59 +355,83 @@ static int turn_wide(int rc)
            rc == MDB_BAD_TXN || rc == ENOMEM;
 }
 
-store_rc_t turn_commit(turn_t *t)
+/* Write one run's transaction and commit it (not synced): in the writer thread,
+ * or in the loop's (turn_commit_inline). Touches only the store and the run. */
+static void write_run(turn_t *t, run_t *r)
 {
-    if (t->n == 0)
-        return STORE_OK;
-    /* Take this turn's ops: what done/effects queue belongs to the next turn. */
-    run_t r = {t, t->ops, t->n, -1, 0};
-    t->ops = NULL;
-    t->n = t->cap = 0;
-
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     store_rc_t rc;
     for (int rerun = 0;; rerun++) {
-        rc = store_write_nosync(t->st, run_ops, &r);
-        if (rc == STORE_OK || r.failed < 0 || turn_wide(r.failed_rc) || rerun >= TURN_MAX_RERUNS)
+        rc = store_write_nosync(t->st, run_ops, r);
+        if (rc == STORE_OK || r->failed < 0 || turn_wide(r->failed_rc) || rerun >= TURN_MAX_RERUNS)
             break;
         /* One op's own error: set it aside and write the others. */
-        op_t *bad = &r.ops[r.failed];
-        bad->rc = r.failed_rc;
+        op_t *bad = &r->ops[r->failed];
+        bad->rc = r->failed_rc;
         log_warn("turn: one operation failed (%s) and was set aside; writing the other %zu again",
-                 mdb_strerror(r.failed_rc), r.n - 1);
+                 mdb_strerror(r->failed_rc), r->n - 1);
     }
     clock_gettime(CLOCK_MONOTONIC, &t1);
-    if (rc == STORE_OK)
-        metrics_commit(t->metrics,
-                       (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
+    r->rc = rc;
+    r->seconds = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    if (rc != STORE_OK)
+        assign_effects_clear(&r->fx); /* none of it happened */
+}
 
-    if (rc != STORE_OK) { /* nothing of this turn exists: answer at once */
-        complete(t, r.ops, r.n, NULL, rc);
-        assign_effects_clear(&t->fx);
+/* This turn's ops, taken: what `done`s and effects queue belongs to the next turn. */
+static run_t *take_run(turn_t *t)
+{
+    run_t *r = xcalloc(1, sizeof *r);
+    r->ops = t->ops;
+    r->n = t->n;
+    r->failed = -1;
+    t->ops = NULL;
+    t->n = t->cap = 0;
+    return r;
+}
+
+/* Write and commit in this thread; sync and answer inline without the threads. */
+static store_rc_t turn_commit_inline(turn_t *t)
+{
+    if (t->n == 0)
+        return STORE_OK;
+    run_t *r = take_run(t);
+    write_run(t, r);
+    store_rc_t rc = r->rc;
+    written(t, r);
+    if (rc != STORE_OK)
         return rc;
-    }
-    /* Committed, consistent, not yet durable: the ops wait for a sync. */
-    committed_t *c = xcalloc(1, sizeof *c);
-    c->no = ++t->committed_no;
-    c->ops = r.ops;
-    c->n = r.n;
-    c->fx = t->fx; /* moved */
-    memset(&t->fx, 0, sizeof t->fx);
-    if (t->wait_tail)
-        t->wait_tail->next = c;
-    else
-        t->wait_head = c;
-    t->wait_tail = c;
     if (!t->threaded) { /* inline: sync now, then answer */
-        complete_upto(t, c->no, store_sync(t->st) == 0 ? 0 : c->no);
+        complete_upto(t, t->committed_no, store_sync(t->st) == 0 ? 0 : t->committed_no);
         return rc;
     }
-    pthread_mutex_lock(&t->mu);
-    t->sync_want = c->no;
+    pthread_mutex_lock(&t->mu); /* the writer is idle: the syncer takes it from here */
+    t->sync_want = ++t->written_no;
     pthread_cond_signal(&t->cv);
     pthread_mutex_unlock(&t->mu);
     return rc;
+}
+
+int turn_writing(const turn_t *t)
+{
+    return t->writing != NULL;
+}
+
+store_rc_t turn_commit(turn_t *t)
+{
+    if (!t->threaded)
+        return turn_commit_inline(t);
+    if (t->n == 0 || t->writing)
+        return STORE_OK; /* the writer is busy: these ops are its next run */
+    run_t *r = take_run(t);
+    t->writing = r;
+    pthread_mutex_lock(&t->mu);
+    t->w_run = r;
+    t->w_done = 0;
+    pthread_cond_signal(&t->wcv);
+    pthread_mutex_unlock(&t->mu);
+    return STORE_OK;
 }
 
 void turn_destroy(turn_t **pt)
@@ -312,12 +440,17 @@ void turn_destroy(turn_t **pt)
         return;
     turn_t *t = *pt;
     if (t->threaded) {
+        (void)collect_written(t, 1);
         pthread_mutex_lock(&t->mu);
         t->stopping = 1;
         pthread_cond_signal(&t->cv);
+        pthread_cond_signal(&t->wcv);
         pthread_mutex_unlock(&t->mu);
+        pthread_join(t->writer, NULL);
         pthread_join(t->thread, NULL);
         pthread_cond_destroy(&t->cv);
+        pthread_cond_destroy(&t->wcv);
+        pthread_cond_destroy(&t->dcv);
         pthread_mutex_destroy(&t->mu);
         close(t->pipe[0]);
         close(t->pipe[1]);
@@ -329,7 +462,6 @@ void turn_destroy(turn_t **pt)
         if (t->ops[i].done)
             t->ops[i].done(t->ops[i].ud, STORE_IO);
     free(t->ops);
-    assign_effects_free(&t->fx);
     free(t);
     *pt = NULL;
 }

@@ -32,14 +32,20 @@
  *
  * Durability and the overlap. The store commits without syncing its meta page
  * (store.h, MDB_NOMETASYNC): a committed turn is consistent but durable only
- * after store_sync(). With turn_start_syncer(), a thread of its own runs that
- * sync while the loop reads, validates and writes the next turn; the
- * committed turn's `done`s and effects run in the loop when the loop sees the
- * sync finished (turn_fd() readable → turn_on_synced()). Without the thread
- * (unit tests), turn_commit() syncs inline and answers before it returns. A
- * failed sync answers the turn's ops STORE_IO (a retry finds what was
- * stored: idempotency); its effects still run, since what is committed is in
- * the store.
+ * after store_sync(). With turn_start_syncer(), two threads take the writing
+ * off the loop: turn_commit() hands the turn's ops to the writer thread, which
+ * runs them in the write transaction and commits, then has the sync thread run
+ * the sync; the loop meanwhile reads and validates the next batch. An op's `fn`
+ * therefore runs in the writer thread: it may touch only the store (through t),
+ * the config, the clock and its own ud, and collects into fx; its `done` and
+ * the effects run in the loop. While the writer has a turn (turn_writing()),
+ * turn_commit() leaves the ops queued for the next one. The loop polls
+ * turn_fd(): readable after each write and each sync → turn_on_synced() takes
+ * the written turn back and answers every turn now durable. Without the threads
+ * (unit tests), turn_commit() writes, syncs and answers inline before it
+ * returns. A failed sync answers the turn's ops STORE_IO (a retry finds what
+ * was stored: idempotency); its effects still run, since what is committed is
+ * in the store.
  */
 #ifndef CAREHUB_TURN_H
 #define CAREHUB_TURN_H
@@ -81,19 +87,24 @@ void turn_add(turn_t *t, turn_fn fn, turn_done_fn done, void *ud);
 /* Ops queued and not yet committed. */
 size_t turn_pending(const turn_t *t);
 
-/* Write every queued op in one transaction and commit. Inline (no syncer):
- * sync, then run the `done`s and the effects. With the syncer: hand the sync
- * to it; the `done`s run from turn_on_synced(). A failed commit answers its
- * ops at once. Returns STORE_OK (also when single ops were set aside with
- * errors of their own), or the error every op was told. */
+/* Write every queued op in one transaction and commit. Inline (no threads):
+ * write, sync, then run the `done`s and the effects; returns STORE_OK (also
+ * when single ops were set aside with errors of their own), or the error every
+ * op was told (a failed commit answers its ops at once). With the threads: hand
+ * the ops to the writer (nothing, while it still has the last turn) and return
+ * STORE_OK; the outcome reaches the `done`s from turn_on_synced(). */
 store_rc_t turn_commit(turn_t *t);
 
-/* Start the sync thread (the broker does; tests need not). 0, or -1 (logged:
- * the turn then syncs inline). */
+/* 1 while the writer thread has a turn: turn_commit() then waits for it (the
+ * ops stay queued for the next turn), so the loop should not spin on them. */
+int turn_writing(const turn_t *t);
+/* Start the writer and sync threads (the broker does; tests need not). 0, or
+ * -1 (logged: the turn then writes and syncs inline). */
 int turn_start_syncer(turn_t *t);
 
-/* The descriptor the loop polls for finished syncs (-1 without the thread),
- * and what to call when it is readable: answers every turn now durable. */
+/* The descriptor the loop polls for finished writes and syncs (-1 without the
+ * threads), and what to call when it is readable: takes a finished write back
+ * (a failed one is answered at once) and answers every turn now durable. */
 int turn_fd(const turn_t *t);
 void turn_on_synced(turn_t *t);
 

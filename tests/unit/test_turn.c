@@ -7,7 +7,12 @@
  * fills is grown and every op re-run exactly once more with effects collected
  * afresh; a map at its maximum and turn-wide errors fail every op; ops queued
  * by a done or by the effects callback belong to the next turn; turn_destroy
- * tells pending ops STORE_IO; an empty turn writes nothing.
+ * tells pending ops STORE_IO; an empty turn writes nothing. With the writer
+ * and sync threads (as the broker runs it): the ops run in the writer thread
+ * while the caller goes on; a turn_commit() while it writes leaves the new ops
+ * queued for the next turn; the dones run in the caller, after the sync; a
+ * reader in the caller never sees the case-events entries of the transaction
+ * the writer has not committed.
  *
  * The LMDB txn id is read through a second, read-only, lock-free handle on the
  * same data file (mdb_env_info().me_last_txnid): the broker is not changed.
@@ -20,6 +25,8 @@
 
 #include <errno.h>
 #include <lmdb.h>
+#include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,9 +54,12 @@ static int setup(void **state)
     return 0;
 }
 
+static void gate_release(void);
+
 static int teardown(void **state)
 {
     fx_t *fx = *state;
+    gate_release(); /* a failed assertion left the writer at the gate: let it finish */
     turn_destroy(&fx->t);
     store_close(&fx->st);
     char cmd[128];
@@ -700,6 +710,156 @@ static void test_empty_commit_writes_nothing(void **state)
     assert_int_equal(last_txnid(fx), id0 + 1);
 }
 
+
+/* ---- with the writer and sync threads ------------------------------------------------ */
+
+/* A gate the writer's op waits at, so that the test sees the writer busy. The op
+ * comes first: op_done() takes the same pointer. */
+typedef struct {
+    op_t op;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int entered, open;
+    pthread_t ran_on;
+    fx_t *fx;
+    int reader_listed;   /* case-events entries a read in another thread listed meanwhile */
+} gate_t;
+
+static gate_t *the_gate; /* the gate of the running test, for teardown */
+
+static void gate_open(gate_t *g)
+{
+    pthread_mutex_lock(&g->mu);
+    g->open = 1;
+    pthread_cond_broadcast(&g->cv);
+    pthread_mutex_unlock(&g->mu);
+}
+
+static void gate_release(void)
+{
+    if (the_gate)
+        gate_open(the_gate);
+    the_gate = NULL;
+}
+
+static int gated_fn(store_txn_t *t, assign_effects_t *fx, void *ud)
+{
+    (void)fx;
+    gate_t *g = ud;
+    g->ran_on = pthread_self();
+    /* an event of a new case: its case_events entry waits in memory (pend) */
+    static char body[] = "\x81\xa1n\x01";
+    store_event_t e;
+    memset(&e, 0, sizeof e);
+    e.agent = "school-1";
+    e.ref = "gated-1";
+    e.type = "absence";
+    e.at = 1000;
+    e.received = 2000;
+    e.child_id = "k-gated";
+    e.severity = 1;
+    e.body = body;
+    e.body_len = sizeof body - 1;
+    int rc = store_txn_put_events(t, &e, 1, NULL, NULL);
+    if (rc)
+        return rc;
+    pthread_mutex_lock(&g->mu);
+    g->entered = 1;
+    pthread_cond_broadcast(&g->cv);
+    while (!g->open)
+        pthread_cond_wait(&g->cv, &g->mu);
+    pthread_mutex_unlock(&g->mu);
+    return 0;
+}
+
+static int count_event(void *ud, const void *k, size_t kl, const void *v, size_t vl)
+{
+    (void)k;
+    (void)kl;
+    (void)v;
+    (void)vl;
+    (*(int *)ud)++;
+    return 0;
+}
+
+static int list_case_fn(store_txn_t *t, void *ud)
+{
+    return store_each_case_event(t, "case-0000000001", count_event, ud);
+}
+
+/* Poll the turn's descriptor until `done` is set (the dones run in this thread). */
+static void wait_done(fx_t *fx, const int *done)
+{
+    for (int i = 0; i < 500 && !*done; i++) {
+        struct pollfd p = {turn_fd(fx->t), POLLIN, 0};
+        (void)poll(&p, 1, 10);
+        turn_on_synced(fx->t);
+    }
+    assert_true(*done);
+}
+
+static void test_writer_thread_overlaps(void **state)
+{
+    fx_t *fx = *state;
+    open_store(fx, 1 << 20, 1 << 24);
+    assert_int_equal(turn_start_syncer(fx->t), 0);
+    assert_true(turn_fd(fx->t) >= 0);
+    static log_t l; /* static like the gate: teardown's dones may still use them */
+    static op_t o[2];
+    init_ops(&l, fx, o, 2);
+    static gate_t g; /* static: a failed assertion leaves this frame, teardown opens it */
+    g = (gate_t){o[0], PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0, fx, 0};
+    the_gate = &g;
+    turn_add(fx->t, gated_fn, op_done, &g);
+    size_t id0 = last_txnid(fx);
+    assert_int_equal(turn_commit(fx->t), STORE_OK); /* handed over: returns at once */
+
+    pthread_mutex_lock(&g.mu);
+    while (!g.entered)
+        pthread_cond_wait(&g.cv, &g.mu);
+    pthread_mutex_unlock(&g.mu);
+    /* The writer is inside the transaction; this thread goes on. */
+    assert_true(turn_writing(fx->t));
+    assert_false(pthread_equal(g.ran_on, pthread_self()));
+    assert_int_equal(turn_unsynced(fx->t), 1);
+    /* a reader here does not list the uncommitted event of the writer's transaction */
+    int listed = 0;
+    assert_int_equal(store_read(fx->st, list_case_fn, &listed), STORE_OK);
+    assert_int_equal(listed, 0);
+    /* ops queued now wait for the next turn, also through turn_commit() */
+    o[1].key = "next";
+    o[1].val = "2";
+    add(fx, &o[1]);
+    assert_int_equal(turn_commit(fx->t), STORE_OK);
+    assert_int_equal(turn_pending(fx->t), 1);
+    assert_int_equal(o[1].runs, 0);
+    assert_int_equal(g.op.dones, 0);
+
+    gate_open(&g);
+    wait_done(fx, &g.op.dones);
+    assert_int_equal(g.op.done_rc, STORE_OK);
+    assert_false(turn_writing(fx->t));
+    assert_int_equal(last_txnid(fx), id0 + 1);
+    /* committed: a reader lists the event (its entry still waits in memory) */
+    listed = 0;
+    assert_int_equal(store_read(fx->st, list_case_fn, &listed), STORE_OK);
+    assert_int_equal(listed, 1);
+
+    assert_int_equal(turn_commit(fx->t), STORE_OK);
+    wait_done(fx, &o[1].dones);
+    assert_int_equal(o[1].runs, 1);
+    assert_int_equal(o[1].done_rc, STORE_OK);
+    assert_string_equal(read_key(fx, "next", NULL), "2");
+    assert_int_equal(last_txnid(fx), id0 + 2);
+    /* turn_flush writes the index entry in this thread; the reader lists it once */
+    listed = 0;
+    turn_flush(fx->t);
+    assert_int_equal(store_flush_index(fx->st), STORE_OK);
+    assert_int_equal(store_read(fx->st, list_case_fn, &listed), STORE_OK);
+    assert_int_equal(listed, 1);
+    the_gate = NULL;
+}
+
 int main(void)
 {
     if (!getenv("CAREHUB_LOG"))
@@ -714,6 +874,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_destroy_tells_pending_ops, setup, teardown),
         cmocka_unit_test_setup_teardown(test_empty_commit_writes_nothing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_writer_thread_overlaps, setup, teardown),
     };
     return cmocka_run_group_tests_name("turn", tests, NULL, NULL);
 }
