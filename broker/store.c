@@ -535,10 +535,8 @@ store_rc_t store_write_nosync(store_t *st, store_fn fn, void *ud)
     if (st->map_size < st->map_max && store_map_used(st) > st->map_size / 4 * 3)
         (void)grow(st);
     for (;;) {
-        pthread_mutex_lock(&st->pend_mu);
-        size_t pend_before = st->pend_n;
-        pthread_mutex_unlock(&st->pend_mu);
-        store_txn_t t = {st, NULL, st->seq_event, st->seq_case, st->seq_assign, pend_before, 0, 0, 1};
+        /* pend_n changes only in the thread of the write transaction: this one */
+        store_txn_t t = {st, NULL, st->seq_event, st->seq_case, st->seq_assign, st->pend_n, 0, 0, 1};
         int rc = mdb_txn_begin(st->env, NULL, 0, &t.txn);
         if (rc)
             return write_failed(st, rc);
@@ -589,8 +587,6 @@ static store_rc_t read_txn(store_t *st, store_fn fn, void *ud, int longer)
         t.id = mdb_txn_id(t.txn);
         rc = fn(&t, ud);
         mdb_txn_abort(t.txn);
-    } else {
-        log_error("store: read failed: %s", mdb_strerror(rc));
     }
     pthread_mutex_lock(&st->readers_mu);
     st->readers--;

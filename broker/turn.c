@@ -233,14 +233,13 @@ static void complete_upto(turn_t *t, uint64_t upto, uint64_t failed)
 /* A written run: committed, it waits for its sync; not, its ops are answered now. */
 static void written(turn_t *t, run_t *r)
 {
-    if (r->rc == STORE_OK)
-        metrics_commit(t->metrics, r->seconds);
     if (r->rc != STORE_OK) { /* nothing of this turn exists: answer at once */
         complete(t, r->ops, r->n, NULL, r->rc);
         assign_effects_free(&r->fx);
         free(r);
         return;
     }
+    metrics_commit(t->metrics, r->seconds);
     committed_t *c = xcalloc(1, sizeof *c);
     c->no = ++t->committed_no;
     c->ops = r->ops;
@@ -375,8 +374,6 @@ static void write_run(turn_t *t, run_t *r)
     clock_gettime(CLOCK_MONOTONIC, &t1);
     r->rc = rc;
     r->seconds = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
-    if (rc != STORE_OK)
-        assign_effects_clear(&r->fx); /* none of it happened */
 }
 
 /* This turn's ops, taken: what `done`s and effects queue belongs to the next turn. */

@@ -290,6 +290,22 @@ static void add(fx_t *fx, op_t *o)
     turn_add(fx->t, op_fn, op_done, o);
 }
 
+/* An absence event from school-1 with message id `ref` about child `child`. */
+static void event_of(store_event_t *e, const char *ref, const char *child)
+{
+    static char body[] = "\x81\xa1n\x01"; /* {"n": 1} */
+    memset(e, 0, sizeof *e);
+    e->agent = "school-1";
+    e->ref = ref;
+    e->type = "absence";
+    e->at = 1000;
+    e->received = 2000;
+    e->child_id = child;
+    e->severity = 1;
+    e->body = body;
+    e->body_len = sizeof body - 1;
+}
+
 /* ---- tests ---------------------------------------------------------------------- */
 
 /* Three ops (two writing, one reply-only with fn NULL) run in order in one
@@ -678,18 +694,8 @@ static void test_empty_commit_writes_nothing(void **state)
 {
     fx_t *fx = *state;
     open_store(fx, 1 << 20, 1 << 24);
-    static char body[] = "\x81\xa1n\x01"; /* {"n": 1} */
     store_event_t e;
-    memset(&e, 0, sizeof e);
-    e.agent = "school-1";
-    e.ref = "m-1";
-    e.type = "absence";
-    e.at = 1000;
-    e.received = 2000;
-    e.child_id = "k-1";
-    e.severity = 1;
-    e.body = body;
-    e.body_len = sizeof body - 1;
+    event_of(&e, "m-1", "k-1");
     assert_int_equal(store_put_events(fx->st, &e, 1, NULL, NULL), STORE_OK);
     assert_int_equal(e.status, STORE_ITEM_STORED);
 
@@ -748,18 +754,8 @@ static int gated_fn(store_txn_t *t, assign_effects_t *fx, void *ud)
     gate_t *g = ud;
     g->ran_on = pthread_self();
     /* an event of a new case: its case_events entry waits in memory (pend) */
-    static char body[] = "\x81\xa1n\x01";
     store_event_t e;
-    memset(&e, 0, sizeof e);
-    e.agent = "school-1";
-    e.ref = "gated-1";
-    e.type = "absence";
-    e.at = 1000;
-    e.received = 2000;
-    e.child_id = "k-gated";
-    e.severity = 1;
-    e.body = body;
-    e.body_len = sizeof body - 1;
+    event_of(&e, "gated-1", "k-gated");
     int rc = store_txn_put_events(t, &e, 1, NULL, NULL);
     if (rc)
         return rc;
