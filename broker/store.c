@@ -134,6 +134,7 @@ store_t *store_open(const char *dir, uint64_t map_size, uint64_t map_max, char *
     store_t *st = xcalloc(1, sizeof *st);
     pthread_mutex_init(&st->readers_mu, NULL);
     pthread_mutex_init(&st->pend_mu, NULL);
+    crypto_shorthash_keygen(st->slot_key); /* no agent can choose refs that collide */
     MDB_txn *txn = NULL;
     int rc;
     st->dir = xstrdup(dir);
@@ -388,6 +389,7 @@ void store_close(store_t **pst)
     if (st->env)
         mdb_env_close(st->env);
     free(st->pend);
+    free(st->slots);
     free(st->dir);
     pthread_mutex_destroy(&st->readers_mu);
     pthread_mutex_destroy(&st->pend_mu);
@@ -556,9 +558,7 @@ store_rc_t store_write_nosync(store_t *st, store_fn fn, void *ud)
         } else {
             mdb_txn_abort(t.txn);
         }
-        pthread_mutex_lock(&st->pend_mu);
-        st->pend_n = t.pend_before; /* the events of the aborted transaction do not exist */
-        pthread_mutex_unlock(&st->pend_mu);
+        store_index_rollback(st, t.pend_before); /* the events of the aborted transaction do not exist */
         store_index_settle(st, t.id, t.pend_flushed, 0);
         int g = rc == MDB_MAP_FULL ? grow(st) : -1;
         if (g == 0)
@@ -633,6 +633,12 @@ int store_put(store_txn_t *t, store_db_t db, const void *k, size_t kl, const voi
 int store_del(store_txn_t *t, store_db_t db, const void *k, size_t kl, const void *v, size_t vl)
 {
     MDB_val key = {kl, (void *)k}, val = {vl, (void *)v};
+    if (db == STORE_DB_CASE_EVENTS && !v && kl < STORE_ID_MAX) { /* and what still waits */
+        char case_id[STORE_ID_MAX];
+        memcpy(case_id, k, kl);
+        case_id[kl] = '\0';
+        store_index_drop_case(t, case_id);
+    }
     int rc = mdb_del(t->txn, t->st->dbi[db], &key, v ? &val : NULL);
     return rc == MDB_NOTFOUND ? 0 : rc;
 }

@@ -32,27 +32,6 @@ const char *store_severity_name(int sev)
 }
 
 /* Decode a msgpack [event id, case id] idempotency value. */
-static int idem_decode(const MDB_val *v, store_event_t *it)
-{
-    msgpack_unpacked u;
-    msgpack_unpacked_init(&u);
-    int ok = 0;
-    if (msgpack_unpack_next(&u, v->mv_data, v->mv_size, NULL) == MSGPACK_UNPACK_SUCCESS &&
-        u.data.type == MSGPACK_OBJECT_ARRAY && u.data.via.array.size == 2) {
-        const msgpack_object *e = &u.data.via.array.ptr[0], *c = &u.data.via.array.ptr[1];
-        if (e->type == MSGPACK_OBJECT_STR && c->type == MSGPACK_OBJECT_STR &&
-            e->via.str.size < STORE_ID_MAX && c->via.str.size < STORE_ID_MAX) {
-            memcpy(it->event_id, e->via.str.ptr, e->via.str.size);
-            it->event_id[e->via.str.size] = '\0';
-            memcpy(it->case_id, c->via.str.ptr, c->via.str.size);
-            it->case_id[c->via.str.size] = '\0';
-            ok = 1;
-        }
-    }
-    msgpack_unpacked_destroy(&u);
-    return ok ? 0 : MDB_CORRUPTED;
-}
-
 static int put_packed(MDB_txn *txn, MDB_dbi dbi, const void *key, size_t klen,
                       const msgpack_sbuffer *sb, unsigned flags)
 {
@@ -222,9 +201,13 @@ int store_txn_put_events(store_txn_t *t, store_event_t *items, size_t n, store_s
         if (!klen)
             return EINVAL; /* ids are at most 64 bytes: cannot happen */
         MDB_val k = {klen, key}, v;
+        if (store_index_find(st, key, klen, it->event_id, it->case_id)) {
+            it->status = STORE_ITEM_DUPLICATE; /* its entry still waits in memory */
+            continue;
+        }
         rc = mdb_get(txn, st->dbi[STORE_DB_IDEM], &k, &v);
         if (rc == 0) {
-            if ((rc = idem_decode(&v, it)))
+            if ((rc = store_idem_unpack(v.mv_data, v.mv_size, it->event_id, it->case_id)))
                 return rc;
             it->status = STORE_ITEM_DUPLICATE;
             continue;
@@ -240,18 +223,17 @@ int store_txn_put_events(store_txn_t *t, store_event_t *items, size_t n, store_s
             (rc = trail_append_stored(t, it->case_id, "event", it->agent, STORE_DB_EVENTS,
                                       it->event_id, it->ref)))
             return rc;
-        store_index_add(st, t->id, t->seq_event, it->case_id, it->event_id); /* kept only if this commits */
-        msgpack_sbuffer sb;
-        msgpack_packer pk;
-        msgpack_sbuffer_init(&sb);
-        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-        msgpack_pack_array(&pk, 2);
-        frame_pack_cstr(&pk, it->event_id);
-        frame_pack_cstr(&pk, it->case_id);
-        rc = put_packed(txn, st->dbi[STORE_DB_IDEM], key, klen, &sb, MDB_NOOVERWRITE);
-        msgpack_sbuffer_destroy(&sb);
-        if (rc)
-            return rc;
+        /* The case_events and idempotency entries wait in memory (kept only if
+         * this commits) and are written in bulk (store_index.c). */
+        if (!store_index_add(st, t->id, t->seq_event, it->case_id, it->event_id, key, klen)) {
+            msgpack_sbuffer sb;
+            msgpack_sbuffer_init(&sb);
+            store_idem_pack(&sb, it->event_id, it->case_id);
+            rc = put_packed(txn, st->dbi[STORE_DB_IDEM], key, klen, &sb, MDB_NOOVERWRITE);
+            msgpack_sbuffer_destroy(&sb);
+            if (rc)
+                return rc;
+        }
         it->status = STORE_ITEM_STORED;
         if (on_stored && (rc = on_stored(t, it, ud)))
             return rc;

@@ -5,6 +5,13 @@
  * are written in bulk, one slice of the case-number range per write
  * transaction. Reads merge what waits (store_each_case_event); at open what
  * the last run did not write is rebuilt from the events.
+ *
+ * Each event's idempotency entry (agent NUL ref -> [event, case]) waits and is
+ * written with its case_events entry: an agent's ids come in any order, so
+ * writing each with its event dirtied one random page of `idem` per event —
+ * measured, the largest part of every intake commit. Until written, the
+ * writer finds it in memory (store_index_find); the event itself, which holds
+ * agent and ref, is committed before its ack, so a crash loses no answer.
  */
 #include "store_int.h"
 
@@ -26,11 +33,52 @@ static uint64_t id_number(const char *id)
     return n;
 }
 
-void store_index_add(store_t *st, size_t txn, uint64_t seq, const char *case_id,
-                     const char *event_id)
+/* The slot of pair: where it is, or the free one where it would go. */
+static size_t slot_of(const store_t *st, const char *pair, size_t pair_len)
 {
+    unsigned char h[crypto_shorthash_BYTES];
+    crypto_shorthash(h, (const unsigned char *)pair, pair_len, st->slot_key);
+    uint64_t x;
+    memcpy(&x, h, sizeof x);
+    size_t i = (size_t)x & st->slot_mask;
+    for (uint32_t e; (e = st->slots[i]) != 0; i = (i + 1) & st->slot_mask) {
+        const struct pend_entry *p = &st->pend[e - 1];
+        if (p->pair_len == pair_len && !p->dropped && memcmp(p->pair, pair, pair_len) == 0)
+            break;
+    }
+    return i;
+}
+
+static void slot_put(store_t *st, size_t n)
+{
+    const struct pend_entry *e = &st->pend[n];
+    if (e->pair_len && !e->dropped)
+        st->slots[slot_of(st, e->pair, e->pair_len)] = (uint32_t)(n + 1);
+}
+
+/* After pend moved or shrank: the table again, at most half full. */
+static void slots_rebuild(store_t *st)
+{
+    size_t cap = 2048;
+    while (cap < 2 * st->pend_cap)
+        cap *= 2;
+    if (cap != st->slot_mask + 1 || !st->slots) {
+        free(st->slots);
+        st->slots = xmalloc(cap * sizeof *st->slots);
+        st->slot_mask = cap - 1;
+    }
+    memset(st->slots, 0, cap * sizeof *st->slots);
+    for (size_t i = 0; i < st->pend_n; i++)
+        slot_put(st, i);
+}
+
+int store_index_add(store_t *st, size_t txn, uint64_t seq, const char *case_id,
+                    const char *event_id, const char *pair, size_t pair_len)
+{
+    int waits = pair && pair_len > 0 && pair_len <= STORE_PAIR_MAX;
     pthread_mutex_lock(&st->pend_mu);
-    if (st->pend_n == st->pend_cap) {
+    int grown = st->pend_n == st->pend_cap;
+    if (grown) {
         st->pend_cap = st->pend_cap ? st->pend_cap * 2 : 1024;
         st->pend = xrealloc(st->pend, st->pend_cap * sizeof *st->pend);
     }
@@ -41,7 +89,85 @@ void store_index_add(store_t *st, size_t txn, uint64_t seq, const char *case_id,
     e->flushed_txn = 0;
     util_fmt(e->case_id, sizeof e->case_id, "%s", case_id);
     util_fmt(e->event_id, sizeof e->event_id, "%s", event_id);
+    e->pair_len = waits ? (unsigned char)pair_len : 0;
+    e->dropped = 0;
+    if (waits)
+        memcpy(e->pair, pair, pair_len);
     pthread_mutex_unlock(&st->pend_mu);
+    if (grown || !st->slots)
+        slots_rebuild(st);
+    else
+        slot_put(st, st->pend_n - 1);
+    return waits;
+}
+
+int store_index_find(store_t *st, const char *pair, size_t pair_len, char *event_id, char *case_id)
+{
+    if (!st->slots || pair_len == 0 || pair_len > STORE_PAIR_MAX)
+        return 0;
+    uint32_t e = st->slots[slot_of(st, pair, pair_len)];
+    if (!e)
+        return 0;
+    memcpy(event_id, st->pend[e - 1].event_id, STORE_ID_MAX);
+    memcpy(case_id, st->pend[e - 1].case_id, STORE_ID_MAX);
+    return 1;
+}
+
+void store_index_drop_case(store_txn_t *t, const char *case_id)
+{
+    store_t *st = t->st;
+    int any = 0;
+    pthread_mutex_lock(&st->pend_mu);
+    for (size_t i = 0; i < st->pend_n; i++) {
+        struct pend_entry *e = &st->pend[i];
+        if (e->flushed_txn || strcmp(e->case_id, case_id) != 0)
+            continue;
+        e->flushed_txn = t->id; /* gone from case_events in this transaction's view */
+        e->dropped = 1;
+        t->pend_flushed++;
+        any = 1;
+    }
+    pthread_mutex_unlock(&st->pend_mu);
+    if (any)
+        slots_rebuild(st);
+}
+
+void store_index_rollback(store_t *st, size_t pend_before)
+{
+    pthread_mutex_lock(&st->pend_mu);
+    st->pend_n = pend_before;
+    pthread_mutex_unlock(&st->pend_mu);
+    slots_rebuild(st);
+}
+
+void store_idem_pack(msgpack_sbuffer *sb, const char *event_id, const char *case_id)
+{
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+    msgpack_pack_array(&pk, 2);
+    frame_pack_cstr(&pk, event_id);
+    frame_pack_cstr(&pk, case_id);
+}
+
+int store_idem_unpack(const void *v, size_t vl, char *event_id, char *case_id)
+{
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    int ok = 0;
+    if (msgpack_unpack_next(&u, v, vl, NULL) == MSGPACK_UNPACK_SUCCESS &&
+        u.data.type == MSGPACK_OBJECT_ARRAY && u.data.via.array.size == 2) {
+        const msgpack_object *e = &u.data.via.array.ptr[0], *c = &u.data.via.array.ptr[1];
+        if (e->type == MSGPACK_OBJECT_STR && c->type == MSGPACK_OBJECT_STR &&
+            e->via.str.size < STORE_ID_MAX && c->via.str.size < STORE_ID_MAX) {
+            memcpy(event_id, e->via.str.ptr, e->via.str.size);
+            event_id[e->via.str.size] = '\0';
+            memcpy(case_id, c->via.str.ptr, c->via.str.size);
+            case_id[c->via.str.size] = '\0';
+            ok = 1;
+        }
+    }
+    msgpack_unpacked_destroy(&u);
+    return ok ? 0 : MDB_CORRUPTED;
 }
 
 int store_index_rebuild(MDB_txn *txn, store_t *st)
@@ -64,15 +190,30 @@ int store_index_rebuild(MDB_txn *txn, store_t *st)
          rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
         msgpack_unpacked u;
         msgpack_unpacked_init(&u);
-        char case_id[STORE_ID_MAX] = "", ev[STORE_ID_MAX];
+        char case_id[STORE_ID_MAX] = "", ev[STORE_ID_MAX], agent[STORE_PAIR_MAX] = "",
+             ref[STORE_PAIR_MAX] = "", pair[STORE_PAIR_MAX];
         const char *s;
         size_t n;
-        if (msgpack_unpack_next(&u, v.mv_data, v.mv_size, NULL) == MSGPACK_UNPACK_SUCCESS &&
-            frame_str(frame_map_get(&u.data, "case"), &s, &n) && n < sizeof case_id) {
-            memcpy(case_id, s, n);
-            case_id[n] = '\0';
+        if (msgpack_unpack_next(&u, v.mv_data, v.mv_size, NULL) == MSGPACK_UNPACK_SUCCESS) {
+            if (frame_str(frame_map_get(&u.data, "case"), &s, &n) && n < sizeof case_id) {
+                memcpy(case_id, s, n);
+                case_id[n] = '\0';
+            }
+            if (frame_str(frame_map_get(&u.data, "agent"), &s, &n) && n < sizeof agent) {
+                memcpy(agent, s, n);
+                agent[n] = '\0';
+            }
+            if (frame_str(frame_map_get(&u.data, "ref"), &s, &n) && n < sizeof ref) {
+                memcpy(ref, s, n);
+                ref[n] = '\0';
+            }
         }
         msgpack_unpacked_destroy(&u);
+        size_t pl = store_pair_key(pair, sizeof pair, agent, ref);
+        if (!agent[0] || !ref[0] || !pl) {
+            rc = MDB_CORRUPTED; /* an event without its agent's id cannot be answered twice */
+            break;
+        }
         if (!case_id[0] || k.mv_size >= sizeof ev || k.mv_size <= 3) {
             rc = MDB_CORRUPTED;
             break;
@@ -88,14 +229,14 @@ int store_index_rebuild(MDB_txn *txn, store_t *st)
             rc = have;
             break;
         }
-        store_index_add(st, 0, id_number(ev), case_id, ev);
+        store_index_add(st, 0, id_number(ev), case_id, ev, pair, pl);
     }
     mdb_cursor_close(idx);
     mdb_cursor_close(cur);
     if (rc == MDB_NOTFOUND)
         rc = 0;
     if (!rc && st->pend_n)
-        log_info("store: %zu recent events to add to the case index", st->pend_n);
+        log_info("store: %zu recent events to add to the case and idempotency indexes", st->pend_n);
     return rc;
 }
 
@@ -158,6 +299,8 @@ int store_index_flush(store_txn_t *t, int force)
     size_t n = 0;
     uint64_t upto = t->seq_event; /* every event so far, unless one stays pending */
     int rc = 0;
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
     pthread_mutex_lock(&st->pend_mu); /* readers in other threads see the marks at once */
     for (size_t i = 0; i < st->pend_n; i++) {
         struct pend_entry *e = &st->pend[i];
@@ -170,6 +313,13 @@ int store_index_flush(store_txn_t *t, int force)
         }
         MDB_val cs = store_val_str(e->case_id), ev = store_val_str(e->event_id);
         rc = mdb_put(t->txn, st->dbi[STORE_DB_CASE_EVENTS], &cs, &ev, MDB_NODUPDATA);
+        if (rc == 0 && e->pair_len) {
+            /* (KEYEXIST: rebuilt after an older carehubd, which wrote it with the event) */
+            msgpack_sbuffer_clear(&sb);
+            store_idem_pack(&sb, e->event_id, e->case_id);
+            MDB_val pk = {e->pair_len, e->pair}, pv = {sb.size, sb.data};
+            rc = mdb_put(t->txn, st->dbi[STORE_DB_IDEM], &pk, &pv, MDB_NOOVERWRITE);
+        }
         if (rc && rc != MDB_KEYEXIST)
             break; /* (MAP_FULL) the marks set so far are cleared on abort */
         rc = 0;
@@ -178,6 +328,7 @@ int store_index_flush(store_txn_t *t, int force)
         n++;
     }
     pthread_mutex_unlock(&st->pend_mu);
+    msgpack_sbuffer_destroy(&sb);
     if (rc || n == 0)
         return rc;
     return store_u64_write(t->txn, st->meta, "case_events.upto", upto);
@@ -202,8 +353,10 @@ void store_index_settle(store_t *st, size_t txn, size_t n_flushed, int committed
         struct pend_entry *e = &st->pend[i];
         if (committed && e->flushed_txn && !keep)
             continue;
-        if (!committed && e->flushed_txn == txn)
+        if (!committed && e->flushed_txn == txn) {
             e->flushed_txn = 0;
+            e->dropped = 0;
+        }
         if (w != i)
             st->pend[w] = *e;
         w++;
@@ -212,6 +365,7 @@ void store_index_settle(store_t *st, size_t txn, size_t n_flushed, int committed
     if (committed)
         st->pend_kept = keep;
     pthread_mutex_unlock(&st->pend_mu);
+    slots_rebuild(st); /* entries moved, or dropped ones are back */
 }
 
 static int flush_fn(store_txn_t *t, void *ud)

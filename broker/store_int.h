@@ -5,7 +5,8 @@
  *   store.c        the storage: the environment, its named databases, write and
  *                  read transactions (group commit, map growth, syncs), get, put,
  *                  delete and walks, sealing of bodies; it knows LMDB and no record;
- *   store_index.c  the case_events index that lags the events (written in bulk);
+ *   store_index.c  the case_events and idempotency entries that lag the events
+ *                  (written in bulk);
  *   store_case.c   the event and case records: idempotency, joining events into
  *                  cases, their trail records, reading them back.
  * store.h is the manual for the rest of the broker.
@@ -14,6 +15,7 @@
 #define CAREHUB_STORE_INT_H
 
 #include <lmdb.h>
+#include <msgpack.h>
 #include <pthread.h>
 #include <sodium.h>
 #include <stdint.h>
@@ -23,7 +25,8 @@
 #define CASE_INDEX_LAG_MS 1000
 #define CASE_INDEX_SLICES 8
 #define CASE_INDEX_SMALL 256 /* pending entries written at once without slicing */
-#define CASE_INDEX_MAX_PENDING 65536 /* a bound on memory (about 6 MB) */
+#define CASE_INDEX_MAX_PENDING 65536 /* a bound on memory (about 16 MB) */
+#define STORE_PAIR_MAX 130 /* an idempotency key that waits: two ids of 64 bytes and a NUL */
 
 struct store {
     MDB_env *env;
@@ -42,7 +45,12 @@ struct store {
      * (CASE_INDEX_SLICES per CASE_INDEX_LAG_MS), so that no one commit writes a
      * page per active case. Events are the log; meta "case_events.upto" is the
      * event number below which every entry is written, and at open the entries
-     * after it that are missing are rebuilt from the events. Reads merge. */
+     * after it that are missing are rebuilt from the events. Reads merge.
+     * The idempotency entry (agent NUL ref -> event, case) of each event waits
+     * with it and is written with it, for the same reason (an agent's ids are
+     * random or interleaved: one page per event): until then the writer finds it
+     * here, through `slots`, an open-addressed table of entry numbers keyed by a
+     * SipHash of the pair (libsodium's crypto_shorthash, a key drawn at open). */
     struct pend_entry {
         uint64_t seq;                 /* the event's number */
         uint64_t case_no;             /* the case's number (its id's digits) */
@@ -50,8 +58,14 @@ struct store {
         size_t flushed_txn;           /* the one that wrote this entry to case_events; 0: none yet */
         char case_id[STORE_ID_MAX];
         char event_id[STORE_ID_MAX];
+        unsigned char pair_len;       /* the idempotency key's length; 0: written with the event */
+        unsigned char dropped;        /* the case was purged here: never written, never found */
+        char pair[STORE_PAIR_MAX];    /* the idempotency key: agent NUL ref (store_pair_key) */
     } *pend;
     size_t pend_n, pend_cap;
+    uint32_t *slots;                  /* entry number + 1 (0: free); slot_mask + 1 of them */
+    size_t slot_mask;
+    unsigned char slot_key[crypto_shorthash_KEYBYTES];
     /* The writer thread (turn.c) adds, writes and drops entries while the loop
      * reads them (store_each_case_event in a read transaction): pend, pend_n and
      * the entries' fields change only under pend_mu. */
@@ -95,8 +109,23 @@ MDB_val store_val_str(const char *s);
 int store_u64_read(MDB_txn *txn, MDB_dbi dbi, const char *key, uint64_t *out);
 int store_u64_write(MDB_txn *txn, MDB_dbi dbi, const char *key, uint64_t x);
 
-/* store_index.c: the case_events entries waiting in memory. */
-void store_index_add(store_t *st, size_t txn, uint64_t seq, const char *case_id, const char *event_id);
+/* store_index.c: the case_events and idempotency entries waiting in memory.
+ * store_index_add: pair (agent NUL ref, store_pair_key) of at most STORE_PAIR_MAX
+ * bytes waits too and is written with the entry; 0 when it does not fit (the
+ * caller then writes it itself). pair may be NULL (pair_len 0). */
+int store_index_add(store_t *st, size_t txn, uint64_t seq, const char *case_id, const char *event_id,
+                    const char *pair, size_t pair_len);
+/* The waiting idempotency entry of pair: 1 and its event and case copied out
+ * (STORE_ID_MAX each), or 0. Only in the thread of the write transaction. */
+int store_index_find(store_t *st, const char *pair, size_t pair_len, char *event_id, char *case_id);
+/* In a write transaction: the waiting entries of case_id will not be written
+ * (store_del of a case's case_events: a purge), once this commits. */
+void store_index_drop_case(store_txn_t *t, const char *case_id);
+/* An aborted write transaction: its events (entries from pend_before on) never were. */
+void store_index_rollback(store_t *st, size_t pend_before);
+/* The idempotency value: msgpack [event id, case id]; and reading one back. */
+void store_idem_pack(msgpack_sbuffer *sb, const char *event_id, const char *case_id);
+int store_idem_unpack(const void *v, size_t vl, char *event_id, char *case_id);
 /* At open: the events after meta "case_events.upto" are not in the index yet. */
 int store_index_rebuild(MDB_txn *txn, store_t *st);
 /* In every write transaction: write the slice due (force: everything). */

@@ -348,6 +348,174 @@ static void test_duplicate_within_batch(void **state)
     free(b.data);
 }
 
+/* Whether (agent, ref) has an idempotency entry in LMDB itself (not one still
+ * waiting in memory): read through the store's own read transaction. */
+typedef struct {
+    const char *agent, *ref;
+    int found;
+} idem_probe_t;
+
+static int idem_probe(store_txn_t *t, void *ud)
+{
+    idem_probe_t *p = ud;
+    char key[160];
+    size_t kl = store_pair_key(key, sizeof key, p->agent, p->ref);
+    const void *v;
+    size_t vl;
+    int rc = store_get(t, STORE_DB_IDEM, key, kl, &v, &vl);
+    p->found = rc == 0;
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+static int idem_on_disk(store_t *st, const char *agent, const char *ref)
+{
+    idem_probe_t p = {agent, ref, -1};
+    assert_int_equal(store_read(st, idem_probe, &p), STORE_OK);
+    return p.found;
+}
+
+/* The idempotency entry waits in memory with the case index and is written in
+ * bulk: a retry finds it either way, with the first answer. */
+static void test_duplicate_in_memory_then_on_disk(void **state)
+{
+    fx_t *fx = *state;
+    fx->st = open_store(fx, 1 << 20, 1 << 24);
+    body_t b = make_body("c-1", 1, 0);
+    store_event_t first = ev("school-1", "m-1", "absence", "c-1", 1, &b);
+    assert_int_equal(put1(fx->st, &first), STORE_OK);
+    assert_int_equal(first.status, STORE_ITEM_STORED);
+    /* the precondition: not written yet (else the next put tests the disk path) */
+    assert_int_equal(idem_on_disk(fx->st, "school-1", "m-1"), 0);
+    store_event_t again = ev("school-1", "m-1", "absence", "c-1", 1, &b);
+    assert_int_equal(put1(fx->st, &again), STORE_OK);
+    assert_int_equal(again.status, STORE_ITEM_DUPLICATE);
+    assert_string_equal(again.event_id, first.event_id);
+    assert_string_equal(again.case_id, first.case_id);
+
+    assert_int_equal(store_flush_index(fx->st), STORE_OK);
+    assert_int_equal(idem_on_disk(fx->st, "school-1", "m-1"), 1);
+    store_event_t third = ev("school-1", "m-1", "absence", "c-1", 1, &b);
+    assert_int_equal(put1(fx->st, &third), STORE_OK);
+    assert_int_equal(third.status, STORE_ITEM_DUPLICATE);
+    assert_string_equal(third.event_id, first.event_id);
+    assert_string_equal(third.case_id, first.case_id);
+    /* many at once: the in-memory table grows (past its first 2048 slots) and
+     * still finds every one */
+    enum { MANY = 3000 };
+    static store_event_t es[MANY];
+    static char refs[MANY][16];
+    for (int i = 0; i < MANY; i++) {
+        snprintf(refs[i], sizeof refs[i], "n-%d", i);
+        es[i] = ev("school-2", refs[i], "absence", "c-2", 1, &b);
+    }
+    assert_int_equal(store_put_events(fx->st, es, MANY, NULL, NULL), STORE_OK);
+    for (int i = 0; i < MANY; i++)
+        assert_int_equal(es[i].status, STORE_ITEM_STORED);
+    char want[STORE_ID_MAX];
+    memcpy(want, es[MANY / 2].event_id, sizeof want);
+    for (int i = 0; i < MANY; i++)
+        es[i] = ev("school-2", refs[i], "absence", "c-2", 1, &b);
+    assert_int_equal(store_put_events(fx->st, es, MANY, NULL, NULL), STORE_OK);
+    for (int i = 0; i < MANY; i++)
+        assert_int_equal(es[i].status, STORE_ITEM_DUPLICATE);
+    assert_string_equal(es[MANY / 2].event_id, want);
+    free(b.data);
+}
+
+/* A write transaction that fails after storing an event: the event never was,
+ * so its ref is not a duplicate afterwards (the waiting entry went with it). */
+static int put_then_fail(store_txn_t *t, void *ud)
+{
+    store_event_t *e = ud;
+    int rc = store_txn_put_events(t, e, 1, NULL, NULL);
+    assert_int_equal(rc, 0);
+    assert_int_equal(e->status, STORE_ITEM_STORED); /* the precondition */
+    return EIO;
+}
+
+static void test_aborted_event_is_no_duplicate(void **state)
+{
+    fx_t *fx = *state;
+    fx->st = open_store(fx, 1 << 20, 1 << 24);
+    body_t b = make_body("c-1", 1, 0);
+    store_event_t lost = ev("school-1", "m-9", "absence", "c-1", 1, &b);
+    assert_int_not_equal(store_write(fx->st, put_then_fail, &lost), STORE_OK);
+    store_event_t e = ev("school-1", "m-9", "absence", "c-1", 1, &b);
+    assert_int_equal(put1(fx->st, &e), STORE_OK);
+    assert_int_equal(e.status, STORE_ITEM_STORED);
+    free(b.data);
+}
+
+/* Deleting a case's case_events (a purge, which deletes its events' idempotency
+ * entries too) drops its entries still waiting in memory: its refs are new
+ * again, and nothing is written for it later. Stored and purged in one write
+ * transaction, so that its entries certainly wait (a sweep runs only at the
+ * start of one). */
+typedef struct {
+    store_event_t *e;
+    int listed_before; /* the case's events the transaction saw before the purge */
+} purge_run_t;
+
+static int count_visit(void *ud, const void *k, size_t kl, const void *v, size_t vl)
+{
+    (void)k, (void)kl, (void)v, (void)vl;
+    ++*(int *)ud;
+    return 0;
+}
+
+static int put_then_purge(store_txn_t *t, void *ud)
+{
+    purge_run_t *p = ud;
+    int rc = store_txn_put_events(t, p->e, 1, NULL, NULL);
+    if (rc || (rc = store_each_case_event(t, p->e->case_id, count_visit, &p->listed_before)))
+        return rc;
+    char key[160];
+    size_t kl = store_pair_key(key, sizeof key, p->e->agent, p->e->ref);
+    if ((rc = store_del(t, STORE_DB_IDEM, key, kl, NULL, 0)))
+        return rc;
+    return store_del(t, STORE_DB_CASE_EVENTS, p->e->case_id, strlen(p->e->case_id), NULL, 0);
+}
+
+typedef struct {
+    const char *case_id;
+    int n;
+} case_count_t;
+
+static int count_case_events(store_txn_t *t, void *ud)
+{
+    case_count_t *c = ud;
+    return store_each_case_event(t, c->case_id, count_visit, &c->n);
+}
+
+static void test_purge_drops_waiting_entries(void **state)
+{
+    fx_t *fx = *state;
+    fx->st = open_store(fx, 1 << 20, 1 << 24);
+    body_t b = make_body("c-1", 1, 0);
+    store_event_t e = ev("school-1", "p-1", "absence", "c-p", 1, &b);
+    purge_run_t p = {&e, 0};
+    assert_int_equal(store_write(fx->st, put_then_purge, &p), STORE_OK);
+    assert_int_equal(e.status, STORE_ITEM_STORED);
+    assert_int_equal(p.listed_before, 1); /* the precondition: it waited, and was listed */
+    case_count_t c = {e.case_id, 0};
+    assert_int_equal(store_read(fx->st, count_case_events, &c), STORE_OK);
+    assert_int_equal(c.n, 0);
+    store_event_t again = ev("school-1", "p-1", "absence", "c-q", 1, &b);
+    assert_int_equal(put1(fx->st, &again), STORE_OK);
+    assert_int_equal(again.status, STORE_ITEM_STORED);
+    assert_string_not_equal(again.event_id, e.event_id);
+    assert_int_equal(store_flush_index(fx->st), STORE_OK);
+    c.n = 0;
+    assert_int_equal(store_read(fx->st, count_case_events, &c), STORE_OK);
+    assert_int_equal(c.n, 0); /* nothing written for the purged case */
+    /* the ref's one entry on disk is the new event's */
+    store_event_t third = ev("school-1", "p-1", "absence", "c-q", 1, &b);
+    assert_int_equal(put1(fx->st, &third), STORE_OK);
+    assert_int_equal(third.status, STORE_ITEM_DUPLICATE);
+    assert_string_equal(third.event_id, again.event_id);
+    free(b.data);
+}
+
 static void test_case_joining(void **state)
 {
     fx_t *fx = *state;
@@ -583,6 +751,25 @@ static void test_inputs_copied(void **state)
     free(keep.data);
 }
 
+/* Entries in one named database, read with LMDB directly (no store_open,
+ * which would start rebuilding what waits). */
+static uint64_t count_entries(const char *dir, const char *db)
+{
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    MDB_stat ms;
+    assert_int_equal(mdb_env_create(&env), 0);
+    assert_int_equal(mdb_env_set_maxdbs(env, 32), 0);
+    assert_int_equal(mdb_env_open(env, dir, MDB_RDONLY, 0600), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, db, 0, &dbi), 0);
+    assert_int_equal(mdb_stat(txn, dbi, &ms), 0);
+    mdb_txn_abort(txn);
+    mdb_env_close(env);
+    return ms.ms_entries;
+}
+
 /* The case index lags the events: a process killed before writing it loses
  * nothing, because the next open rebuilds the missing entries from the events. */
 static void test_case_index_rebuilt_after_crash(void **state)
@@ -606,7 +793,20 @@ static void test_case_index_rebuilt_after_crash(void **state)
     int status;
     assert_int_equal(waitpid(pid, &status, 0), pid);
     assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    /* the precondition: some idempotency entries died with the process */
+    uint64_t written = count_entries(fx->dir, "idem");
+    if (written >= 5)
+        fail_msg("all 5 idempotency entries were written before the crash: nothing to rebuild");
     fx->st = open_store(fx, 1 << 20, 1 << 24);
+    for (int i = 0; i < 5; i++) { /* a retry after the crash gets the first answer */
+        char ref[16], want[STORE_ID_MAX];
+        snprintf(ref, sizeof ref, "k-%d", i);
+        snprintf(want, sizeof want, "ev-%012d", i + 1);
+        store_event_t r = ev("s", ref, "absence", "child-k", 1, &b);
+        assert_int_equal(put1(fx->st, &r), STORE_OK);
+        assert_int_equal(r.status, STORE_ITEM_DUPLICATE);
+        assert_string_equal(r.event_id, want);
+    }
     store_event_t j = ev("s", "k-5", "absence", "child-k", 1, &b);
     assert_int_equal(put1(fx->st, &j), STORE_OK);
     memcpy(case_id, j.case_id, sizeof case_id);
@@ -728,7 +928,27 @@ static void test_case_index_swept_out_of_order_then_crash(void **state)
                  "%llu entries ahead of upto, %llu missing (want both > 0)",
                  (unsigned long long)is.last, (unsigned long long)is.upto,
                  (unsigned long long)is.ahead, (unsigned long long)is.missing);
+    /* the idempotency entries went with the index: some written, some not */
+    uint64_t idem = count_entries(fx->dir, "idem");
+    if (idem == 0 || idem >= is.last)
+        fail_msg("%llu of %llu idempotency entries on disk after the crash: want some, not all",
+                 (unsigned long long)idem, (unsigned long long)is.last);
     fx->st = open_store(fx, 1 << 22, 1 << 26);
+    {   /* every event sent before the crash is a duplicate now, with its first answer */
+        static store_event_t rs[ROUNDS * CHILDREN];
+        static char refs[ROUNDS * CHILDREN][32];
+        for (int i = 0; i < ROUNDS * CHILDREN; i++) {
+            snprintf(refs[i], sizeof refs[i], "r-%d-%d", i / CHILDREN, i % CHILDREN);
+            rs[i] = ev("s", refs[i], "absence", "child-00", 1, &b);
+        }
+        assert_int_equal(store_put_events(fx->st, rs, ROUNDS * CHILDREN, NULL, NULL), STORE_OK);
+        for (int i = 0; i < ROUNDS * CHILDREN; i++) {
+            char want[STORE_ID_MAX];
+            snprintf(want, sizeof want, "ev-%012d", i + 1);
+            assert_int_equal(rs[i].status, STORE_ITEM_DUPLICATE);
+            assert_string_equal(rs[i].event_id, want);
+        }
+    }
     for (int c = 0; c < CHILDREN; c++) {
         char ref[32], child[32];
         snprintf(ref, sizeof ref, "again-%d", c);
@@ -1111,6 +1331,9 @@ int main(void)
         T(test_empty_batch),
         T(test_duplicate),
         T(test_duplicate_within_batch),
+        T(test_duplicate_in_memory_then_on_disk),
+        T(test_aborted_event_is_no_duplicate),
+        T(test_purge_drops_waiting_entries),
         T(test_case_joining),
         T(test_case_record),
         T(test_get_impossible_id_notfound),
