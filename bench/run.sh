@@ -96,7 +96,7 @@ start() {
     server_name=$1
     ready=$2
     shift 2
-    rm -f "$ready" "$tmp/$server_name.status"
+    rm -f "$ready" "$tmp/$server_name.status" "$tmp/$server_name.pid" # a round before left them
     (
         "$@" >"$tmp/$server_name.log" 2>&1 &
         echo $! >"$tmp/$server_name.pid"
