@@ -48,7 +48,7 @@ AGENT_LIB      := $(OUT)/libcarehub-agent.a
 # libcarehub, the public library for integrators (include/carehub.h): the same code
 # compiled position-independent with hidden visibility, so that it exports carehub_*
 # and nothing else; a shared object with a soname, an archive and a pkg-config file.
-PUBLIB_SRC     := agents/lib/carehub.c agents/lib/spool.c broker/frame.c broker/util.c
+PUBLIB_SRC     := agents/lib/carehub.c agents/lib/carehub_conn.c agents/lib/spool.c broker/frame.c broker/util.c
 PUBLIB_OBJ     := $(PUBLIB_SRC:%.c=$(OUT)/pic/%.o)
 PUBLIB_DIR     := $(OUT)/lib
 PUBLIB_VERSION := $(shell sed -n 's/^\#define CAREHUB_VERSION_STR "\(.*\)"/\1/p' agents/lib/carehub.c)
@@ -58,13 +58,17 @@ PUBLIB         := $(PUBLIB_DIR)/libcarehub.a $(PUBLIB_DIR)/libcarehub.so.$(PUBLI
 PUBLIB_PKGS    := libzmq lmdb msgpack jansson libsodium
 AGENT_PROG_SRC := $(sort $(wildcard agents/carehub-*.c agents/carehub.c))
 AGENT_PROGS    := $(AGENT_PROG_SRC:agents/%.c=$(BIN)/%)
+# A program's own further files, if it has any: agents/PROGRAM/*.c (one program's
+# parts, not a library: agents/carehub/ for bin/carehub).
+AGENT_PART_SRC := $(sort $(filter-out agents/lib/%,$(wildcard agents/*/*.c)))
+agent_parts     = $(patsubst %.c,$(OUT)/%.o,$(wildcard agents/$(1)/*.c))
 BENCH_SRC   := $(sort $(wildcard bench/*.c))
 BENCH_BIN   := $(BENCH_SRC:bench/%.c=$(BIN)/%)
 
 PY := /usr/bin/python3
 CONFIG ?= config/carehub.yaml
 
-.PHONY: all deps run check unit e2e libcheck lib bench clean san-build demo fuzz memcheck soak
+.PHONY: all deps run check layers unit e2e libcheck lib bench clean san-build demo fuzz memcheck soak
 all: $(BIN)/carehubd $(AGENT_PROGS) lib
 lib: $(PUBLIB)
 
@@ -123,12 +127,13 @@ $(PUBLIB_DIR)/libcarehub-uninstalled.pc: Makefile
 		'Version: $(PUBLIB_VERSION)' 'Requires.private: $(PUBLIB_PKGS)' \
 		'Libs: -L$${libdir} -lcarehub' 'Cflags: -I$${includedir}' > $@
 
-$(BIN)/carehub-%: $(OUT)/agents/carehub-%.o $(AGENT_LIB)
+.SECONDEXPANSION:
+$(BIN)/carehub-%: $(OUT)/agents/carehub-%.o $$(call agent_parts,carehub-$$*) $(AGENT_LIB)
 	@mkdir -p $(dir $@)
 	$(say) "  LD [$(VARIANT)]  $@"
 	$(Q)$(CC) $(LDFLAGS_ALL) -o $@ $^ $(PKG_LIBS) -lm
 
-$(BIN)/carehub: $(OUT)/agents/carehub.o $(AGENT_LIB)
+$(BIN)/carehub: $(OUT)/agents/carehub.o $(call agent_parts,carehub) $(AGENT_LIB)
 	@mkdir -p $(dir $@)
 	$(say) "  LD [$(VARIANT)]  $@"
 	$(Q)$(CC) $(LDFLAGS_ALL) -o $@ $^ $(PKG_LIBS) -lm
@@ -150,7 +155,8 @@ $(BIN)/%: $(OUT)/bench/%.o
 	$(Q)$(CC) $(LDFLAGS_ALL) -o $@ $^ $(PKG_LIBS) -lm
 
 -include $(BROKER_OBJ:.o=.d) $(UNIT_SRC:%.c=$(OUT)/%.d) $(BENCH_SRC:%.c=$(OUT)/%.d) \
-         $(AGENT_LIB_SRC:%.c=$(OUT)/%.d) $(AGENT_PROG_SRC:%.c=$(OUT)/%.d) $(PUBLIB_OBJ:.o=.d)
+         $(AGENT_LIB_SRC:%.c=$(OUT)/%.d) $(AGENT_PROG_SRC:%.c=$(OUT)/%.d) $(PUBLIB_OBJ:.o=.d) \
+         $(AGENT_PART_SRC:%.c=$(OUT)/%.d)
 
 deps:
 	@sh scripts/deps.sh
@@ -172,12 +178,17 @@ e2e: san-build
 		$(PY) -m pytest -q -rs tests/e2e
 
 check: deps
+	@$(MAKE) --no-print-directory layers
 	@$(MAKE) --no-print-directory unit
 	@$(MAKE) --no-print-directory libcheck
 	@$(MAKE) --no-print-directory e2e
 
 # libcarehub as an integrator gets it: only carehub_* exported (archive and shared
 # object), and a program outside the tree built with pkg-config against both.
+# Who may include whom (docs/architecture.md, "Layers"); shown a planted violation first.
+layers:
+	@sh scripts/check-layers.sh
+
 libcheck:
 	@$(MAKE) --no-print-directory SAN=0 lib
 	@sh scripts/check-lib.sh build/rel/lib

@@ -26,7 +26,9 @@
 #include <jansson.h>
 #include <sodium.h>
 
+#include "carehub_wire.h"
 #include "carehub.h"
+#include "carehub-school/row.h"
 #include "cli.h"
 #include "csv.h"
 #include "util.h"
@@ -34,69 +36,13 @@
 #define SOFTWARE "carehub-school/1.0"
 #define DEFAULT_WAIT_MS 30000
 
-/* ---- the columns -------------------------------------------------------------- */
-
-typedef enum {
-    COL_STUDENT_ID,
-    COL_NAME,
-    COL_DATE,
-    COL_STATUS,
-    COL_REASON,
-    COL_CONSECUTIVE_DAYS,
-    COL_GENDER,
-    COL_BIRTH_DATE,
-    COL_GUARDIAN_CONTACTED,
-    COL_PERIOD,
-    COL_GUARDIAN_NAME,
-    COL_GUARDIAN_RELATION,
-    COL_GUARDIAN_PHONE,
-    COL_CATEGORY,
-    COL_JURISDICTION,
-    COL_SEVERITY,
-    COL_NOTE,
-    NCOLS
-} col_t;
-
-static const struct {
-    const char *name;
-    int required;   /* the header must have it */
-} COLS[NCOLS] = {
-    [COL_STUDENT_ID] = {"student_id", 1},
-    [COL_NAME] = {"name", 1},
-    [COL_DATE] = {"date", 1},
-    [COL_STATUS] = {"status", 1},
-    [COL_REASON] = {"reason", 1},
-    [COL_CONSECUTIVE_DAYS] = {"consecutive_days", 1},
-    [COL_GENDER] = {"gender", 0},
-    [COL_BIRTH_DATE] = {"birth_date", 0},
-    [COL_GUARDIAN_CONTACTED] = {"guardian_contacted", 0},
-    [COL_PERIOD] = {"period", 0},
-    [COL_GUARDIAN_NAME] = {"guardian_name", 0},
-    [COL_GUARDIAN_RELATION] = {"guardian_relation", 0},
-    [COL_GUARDIAN_PHONE] = {"guardian_phone", 0},
-    [COL_CATEGORY] = {"category", 0},
-    [COL_JURISDICTION] = {"jurisdiction", 0},
-    [COL_SEVERITY] = {"severity", 0},
-    [COL_NOTE] = {"note", 0},
-};
-
-static const char *const STATUS_SKIP[] = {"present", "late", NULL};
-static const char *const REASONS[] = {"unexplained", "sick", "leave", "family", "unknown", NULL};
-static const char *const GENDERS[] = {"male", "female", "unknown", NULL};
-static const char *const PERIODS[] = {"full_day", "morning", "afternoon", NULL};
-static const char *const CATEGORIES[] = {"left_behind", "in_difficulty", "orphan",
-                                         "unattended", "disabled", "other", NULL};
-static const char *const SEVERITIES[] = {"critical", "high", "normal", "low", NULL};
-
-#define MAX_CONSECUTIVE_DAYS 10000
-
 /* ---- the run --------------------------------------------------------------------- */
 
 /* One absence submitted in this run. */
 typedef struct {
     const char *file;   /* the file it came from (argv) */
     long line;          /* the line its record started on */
-    char key[65];       /* its event id (idempotency key) */
+    char key[CAREHUB_ID_MAX + 1];       /* its event id (idempotency key) */
     char student[257];  /* student_id (at most 64 characters of UTF-8) */
     char date[11];      /* the day of the absence */
     int done;           /* acknowledged or refused */
@@ -155,7 +101,7 @@ static void usage(FILE *f)
 }
 
 /* student + date -> "abs:" + 60 hex digits of BLAKE2b(school \0 student \0 date). */
-static void absence_key(const char *school, const char *student, const char *date, char out[65])
+static void absence_key(const char *school, const char *student, const char *date, char out[CAREHUB_ID_MAX + 1])
 {
     crypto_generichash_state st;
     unsigned char h[30];
@@ -198,182 +144,6 @@ static int column_of(const char *cell)
     return -1;
 }
 
-/* ---- a row ------------------------------------------------------------------------ */
-
-/* The cells of one record, trimmed copies by column ("" when absent). */
-typedef struct {
-    char *v[NCOLS];
-} cells_t;
-
-static void cells_free(cells_t *c)
-{
-    for (int i = 0; i < NCOLS; i++)
-        free(c->v[i]);
-}
-
-static void lower_ascii(char *s)
-{
-    for (; *s; s++)
-        if (*s >= 'A' && *s <= 'Z')
-            *s = (char)(*s - 'A' + 'a');
-}
-
-/* Problems with a row go into why[]; the first one is reported. */
-#define ROW_BAD(...)                           \
-    do {                                       \
-        util_fmt(why, whylen, __VA_ARGS__);    \
-        goto bad;                              \
-    } while (0)
-
-static int set_str(json_t *o, const char *k, const char *v)
-{
-    return json_object_set_new(o, k, json_string(v));
-}
-
-/*
- * Check one absent row and build its body. NULL with why[] on a bad row.
- */
-static json_t *absence_body(const school_t *s, cells_t *c, char *why, size_t whylen)
-{
-    char list[128];
-    json_t *body = json_object();
-    json_t *child = json_object();
-    json_t *guardian = json_object();
-
-    const char *sid = c->v[COL_STUDENT_ID];
-    if (!*sid)
-        ROW_BAD("student_id is empty");
-    if (cli_utf8_len(sid) > 64)
-        ROW_BAD("student_id is longer than 64 characters");
-    const char *name = c->v[COL_NAME];
-    if (!*name)
-        ROW_BAD("name is empty (the broker needs the pupil's name)");
-    if (cli_utf8_len(name) > 200)
-        ROW_BAD("name is longer than 200 characters");
-    const char *date = c->v[COL_DATE];
-    if (!cli_valid_date(date))
-        ROW_BAD("date '%s' is not a day written YYYY-MM-DD", cli_show(date));
-
-    lower_ascii(c->v[COL_REASON]);
-    const char *reason = *c->v[COL_REASON] ? c->v[COL_REASON] : "unknown";
-    if (cli_enum_index(reason, REASONS) < 0) {
-        cli_enum_list(REASONS, "|", list, sizeof list);
-        ROW_BAD("reason '%s' is not one of %s", cli_show(reason), list);
-    }
-    const char *days = c->v[COL_CONSECUTIVE_DAYS];
-    if (!*days)
-        ROW_BAD("consecutive_days is empty (school days absent in a row, this day included)");
-    char *end = NULL;
-    errno = 0;
-    long nd = strtol(days, &end, 10);
-    if (errno || *end || end == days || nd < 1 || nd > MAX_CONSECUTIVE_DAYS)
-        ROW_BAD("consecutive_days '%s' is not a whole number from 1 to %d", cli_show(days),
-                MAX_CONSECUTIVE_DAYS);
-
-    set_str(body, "school", s->school);
-    set_str(body, "date", date);
-    set_str(body, "reason", reason);
-    json_object_set_new(body, "consecutive_days", json_integer(nd));
-
-    char *period = c->v[COL_PERIOD];
-    lower_ascii(period);
-    if (*period) {
-        if (cli_enum_index(period, PERIODS) < 0) {
-            cli_enum_list(PERIODS, "|", list, sizeof list);
-            ROW_BAD("period '%s' is not one of %s", cli_show(period), list);
-        }
-        set_str(body, "period", period);
-    }
-    const char *gc = c->v[COL_GUARDIAN_CONTACTED];
-    if (*gc) {
-        int yes;
-        if (cli_parse_bool(gc, &yes) < 0)
-            ROW_BAD("guardian_contacted '%s' is not yes, no, true or false", cli_show(gc));
-        json_object_set_new(body, "guardian_contacted", json_boolean(yes));
-    }
-    char *sev = c->v[COL_SEVERITY];
-    lower_ascii(sev);
-    if (*sev) {
-        if (cli_enum_index(sev, SEVERITIES) < 0) {
-            cli_enum_list(SEVERITIES, "|", list, sizeof list);
-            ROW_BAD("severity '%s' is not one of %s", cli_show(sev), list);
-        }
-        set_str(body, "severity", sev);
-    }
-    const char *note = c->v[COL_NOTE];
-    if (*note) {
-        if (cli_utf8_len(note) > 4000)
-            ROW_BAD("note is longer than 4000 characters");
-        set_str(body, "note", note);
-    }
-
-    set_str(child, "id", sid);
-    set_str(child, "name", name);
-    char *gender = c->v[COL_GENDER];
-    lower_ascii(gender);
-    if (*gender) {
-        if (cli_enum_index(gender, GENDERS) < 0)
-            ROW_BAD("gender '%s' is not male, female or unknown", cli_show(gender));
-        set_str(child, "gender", gender);
-    }
-    const char *bd = c->v[COL_BIRTH_DATE];
-    if (*bd) {
-        if (!cli_valid_date(bd))
-            ROW_BAD("birth_date '%s' is not a day written YYYY-MM-DD", cli_show(bd));
-        set_str(child, "birth_date", bd);
-    }
-    char *cat = c->v[COL_CATEGORY];
-    if (*cat) {
-        json_t *arr = json_array();
-        int seen[8] = {0};
-        json_object_set_new(child, "category", arr);
-        for (char *save = NULL, *tok = strtok_r(cat, ";|,", &save); tok;
-             tok = strtok_r(NULL, ";|,", &save)) {
-            cli_trim(tok);
-            lower_ascii(tok);
-            if (!*tok)
-                continue;
-            int k = cli_enum_index(tok, CATEGORIES);
-            if (k < 0) {
-                cli_enum_list(CATEGORIES, ", ", list, sizeof list);
-                ROW_BAD("category '%s' is not one of %s", cli_show(tok), list);
-            }
-            if (!seen[k]++)
-                json_array_append_new(arr, json_string(tok));
-        }
-    }
-    const char *jur = c->v[COL_JURISDICTION];
-    if (*jur) {
-        if (cli_utf8_len(jur) > 200)
-            ROW_BAD("jurisdiction is longer than 200 characters");
-        set_str(child, "jurisdiction", jur);
-    }
-    static const struct {
-        col_t col;
-        const char *key;
-        size_t max;
-    } G[] = {{COL_GUARDIAN_NAME, "name", 200},
-             {COL_GUARDIAN_RELATION, "relation", 100},
-             {COL_GUARDIAN_PHONE, "phone", 32}};
-    for (size_t i = 0; i < UTIL_ARRAY_LEN(G); i++) {
-        const char *v = c->v[G[i].col];
-        if (!*v)
-            continue;
-        if (cli_utf8_len(v) > G[i].max)
-            ROW_BAD("%s is longer than %zu characters", COLS[G[i].col].name, G[i].max);
-        set_str(guardian, G[i].key, v);
-    }
-    if (json_object_size(guardian) > 0)
-        json_object_set(child, "guardian", guardian);
-    json_decref(guardian);
-    json_object_set_new(body, "child", child);
-    return body;
-bad:
-    json_decref(guardian);
-    json_decref(child);
-    json_decref(body);
-    return NULL;
-}
 
 /* ---- callbacks --------------------------------------------------------------------- */
 
@@ -385,24 +155,24 @@ static void print_result(school_t *s, const row_t *r, int earlier, const char *r
     if (s->json) {
         json_t *o = json_object();
         if (r) {
-            set_str(o, "file", r->file);
+            row_set_str(o, "file", r->file);
             json_object_set_new(o, "line", json_integer(r->line));
-            set_str(o, "student_id", r->student);
-            set_str(o, "date", r->date);
+            row_set_str(o, "student_id", r->student);
+            row_set_str(o, "date", r->date);
         }
         if (earlier || !r)
             json_object_set_new(o, "earlier_run", json_true());
-        set_str(o, "id", ref);
+        row_set_str(o, "id", ref);
         if (code) {
-            set_str(o, "status", "refused");
-            set_str(o, "code", code);
-            set_str(o, "error", error ? error : "");
+            row_set_str(o, "status", "refused");
+            row_set_str(o, "code", code);
+            row_set_str(o, "error", error ? error : "");
             if (field)
-                set_str(o, "field", field);
+                row_set_str(o, "field", field);
         } else {
-            set_str(o, "status", "acknowledged");
-            set_str(o, "event", event);
-            set_str(o, "case", case_id);
+            row_set_str(o, "status", "acknowledged");
+            row_set_str(o, "event", event);
+            row_set_str(o, "case", case_id);
             json_object_set_new(o, "duplicate", json_boolean(duplicate));
         }
         char *text = json_dumps(o, JSON_COMPACT);
@@ -631,7 +401,7 @@ static int read_file(school_t *s, carehub_t *c, const char *path, FILE *f, char 
         }
         int utf8 = 1;
         for (size_t i = 0; i < n && utf8; i++)
-            utf8 = csv_utf8_valid(csv_field(r, i), csv_field_len(r, i));
+            utf8 = util_utf8_valid(csv_field(r, i), csv_field_len(r, i));
         if (!utf8) {
             bad_row(s, path, line, "the row is not valid UTF-8 (convert the export, e.g. "
                                    "iconv -f GBK -t UTF-8)");
@@ -642,25 +412,25 @@ static int read_file(school_t *s, carehub_t *c, const char *path, FILE *f, char 
             cells.v[i] = cli_trim(xstrdup(colpos[i] >= 0 ? csv_field(r, (size_t)colpos[i]) : ""));
 
         char *status = cells.v[COL_STATUS];
-        lower_ascii(status);
+        row_lower_ascii(status);
         if (cli_enum_index(status, STATUS_SKIP) >= 0) {
             s->skipped++;
-            cells_free(&cells);
+            row_cells_free(&cells);
             continue;
         }
         if (strcmp(status, "absent") != 0) {
             util_fmt(why, sizeof why, "status '%s' is not present, late or absent", cli_show(status));
             bad_row(s, path, line, why);
-            cells_free(&cells);
+            row_cells_free(&cells);
             continue;
         }
-        json_t *body = absence_body(s, &cells, why, sizeof why);
+        json_t *body = row_absence_body(s->school, &cells, why, sizeof why);
         if (!body) {
             bad_row(s, path, line, why);
-            cells_free(&cells);
+            row_cells_free(&cells);
             continue;
         }
-        char key[65];
+        char key[CAREHUB_ID_MAX + 1];
         absence_key(s->school, cells.v[COL_STUDENT_ID], cells.v[COL_DATE], key);
         long prev;
         if (cli_map_get(s->by_key, key, &prev)) {
@@ -669,7 +439,7 @@ static int read_file(school_t *s, carehub_t *c, const char *path, FILE *f, char 
                      s->rows[prev].file, s->rows[prev].line);
             bad_row(s, path, line, why);
             json_decref(body);
-            cells_free(&cells);
+            row_cells_free(&cells);
             continue;
         }
         if (s->nrows == s->cap) {
@@ -686,7 +456,7 @@ static int read_file(school_t *s, carehub_t *c, const char *path, FILE *f, char 
         cli_map_put(s->by_key, key, (long)s->nrows);
         s->nrows++;
         s->absent++;
-        cells_free(&cells);
+        row_cells_free(&cells);
 
         if (c) {
             char *text = json_dumps(body, JSON_COMPACT);
@@ -786,7 +556,7 @@ int main(int argc, char **argv)
         cli_err("--school NAME is required: the school's name or code, as the events carry it");
         return CLI_EX_USAGE;
     }
-    if (cli_utf8_len(s.school) > 200 || !csv_utf8_valid(s.school, strlen(s.school))) {
+    if (cli_utf8_len(s.school) > 200 || !util_utf8_valid(s.school, strlen(s.school))) {
         cli_err("--school: at most 200 characters of UTF-8");
         return CLI_EX_USAGE;
     }

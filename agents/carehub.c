@@ -21,14 +21,16 @@
  * Why not libcarehub: the answers to `query what:"trail"` carry the records'
  * hashes as msgpack bin values, which libcarehub's reply path (JSON text)
  * cannot represent and drops. This program therefore speaks the wire protocol
- * itself (one DEALER, hello, then one request at a time, answering pings),
- * turning bin values into lowercase hex. It sends no events and keeps no
- * spool. The common options (-b, -a, --key-file, --server-key, --wait) are
- * those of agents/lib/cli.h.
+ * itself (agents/carehub/session.c: one DEALER, hello, then one request at a
+ * time, answering pings), turning bin values into lowercase hex. It sends no
+ * events and keeps no spool. The common options (-b, -a, --key-file,
+ * --server-key, --wait) are those of agents/lib/cli.h.
+ *
+ * This file: the options, the commands but `report`, main. agents/carehub/:
+ * session.c (the broker), show.c (printing), report.c (`report`);
+ * carehub_cli.h is what they share.
  */
 #include <errno.h>
-#include <limits.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,443 +38,15 @@
 #include <unistd.h>
 
 #include <jansson.h>
-#include <msgpack.h>
 #include <sodium.h>
-#include <zmq.h>
 
+#include "carehub/carehub_cli.h"
 #include "cli.h"
-#include "frame.h"
 #include "util.h"
 
-#define SOFTWARE "carehub/1.0"
-#define DEFAULT_WAIT_MS 10000     /* each answer from the broker: wait this long */
-#define PAGE_MAX 1000             /* the broker's largest page */
 #define DEFAULT_SAMPLE_N 20
 #define EX_BROKEN 1               /* verify: the trail is broken */
 #define EX_UNAVAILABLE 69         /* verify --data: carehubd not found */
-
-/* ---- msgpack <-> JSON ----------------------------------------------------------------- */
-
-/* A msgpack value as JSON: bin as lowercase hex text, ext as null, text that
- * is not UTF-8 as "?". Never NULL. */
-static json_t *to_json(const msgpack_object *o, int depth)
-{
-    if (depth > 64)
-        return json_null();
-    switch (o->type) {
-    case MSGPACK_OBJECT_BOOLEAN:
-        return json_boolean(o->via.boolean);
-    case MSGPACK_OBJECT_POSITIVE_INTEGER:
-        return json_integer(o->via.u64 > (uint64_t)INT64_MAX ? INT64_MAX : (json_int_t)o->via.u64);
-    case MSGPACK_OBJECT_NEGATIVE_INTEGER:
-        return json_integer(o->via.i64);
-    case MSGPACK_OBJECT_FLOAT32:
-    case MSGPACK_OBJECT_FLOAT64:
-        return isfinite(o->via.f64) ? json_real(o->via.f64) : json_null();
-    case MSGPACK_OBJECT_STR: {
-        json_t *j = json_stringn(o->via.str.size ? o->via.str.ptr : "", o->via.str.size);
-        return j ? j : json_string("?");
-    }
-    case MSGPACK_OBJECT_BIN: {
-        size_t n = o->via.bin.size;
-        char *hex = xmalloc(2 * n + 1);
-        sodium_bin2hex(hex, 2 * n + 1, (const unsigned char *)o->via.bin.ptr, n);
-        json_t *j = json_string(hex);
-        free(hex);
-        return j;
-    }
-    case MSGPACK_OBJECT_ARRAY: {
-        json_t *a = json_array();
-        for (uint32_t i = 0; i < o->via.array.size; i++)
-            json_array_append_new(a, to_json(&o->via.array.ptr[i], depth + 1));
-        return a;
-    }
-    case MSGPACK_OBJECT_MAP: {
-        json_t *m = json_object();
-        for (uint32_t i = 0; i < o->via.map.size; i++) {
-            const msgpack_object_kv *kv = &o->via.map.ptr[i];
-            if (kv->key.type != MSGPACK_OBJECT_STR)
-                continue;
-            char *k = xstrndup(kv->key.via.str.size ? kv->key.via.str.ptr : "", kv->key.via.str.size);
-            json_object_set_new(m, k, to_json(&kv->val, depth + 1));
-            free(k);
-        }
-        return m;
-    }
-    default:
-        return json_null();
-    }
-}
-
-/* ---- the session: one DEALER, hello, requests one at a time -------------------------------- */
-
-typedef struct {
-    void *ctx, *sock;
-    const cli_common_t *co;
-    int wait_ms;
-    char code[64], error[1024], field[256];
-} sess_t;
-
-static void new_id(char out[33])
-{
-    unsigned char r[12];
-    randombytes_buf(r, sizeof r);
-    memcpy(out, "cli-", 4);
-    sodium_bin2hex(out + 4, 25, r, sizeof r);
-}
-
-/* Send {v:1, op, id, ...fields}. 0 or -1. */
-static int sess_send(sess_t *s, const char *op, const char *id, json_t *fields)
-{
-    uint32_t extra = 0;
-    const char *k;
-    json_t *v;
-    if (fields)
-        json_object_foreach(fields, k, v)
-            if (strcmp(k, "v") && strcmp(k, "op") && strcmp(k, "id"))
-                extra++;
-    frame_out_t o;
-    frame_out_message(&o, op, id, extra);
-    if (fields)
-        json_object_foreach(fields, k, v) {
-            if (!strcmp(k, "v") || !strcmp(k, "op") || !strcmp(k, "id"))
-                continue;
-            frame_out_key(&o, k);
-            frame_pack_json(&o.pk, v);
-        }
-    int rc = zmq_send(s->sock, o.sb.data, o.sb.size, 0) < 0 ? -1 : 0;
-    frame_out_end(&o);
-    return rc;
-}
-
-/* Wait for the answer to `id` until deadline (mono ms): 0 answer in *out
- * (JSON), 1 nack (code, error, field set), -1 time ran out or stopped. */
-static int sess_wait(sess_t *s, const char *id, int64_t deadline, json_t **out)
-{
-    for (;;) {
-        if (cli_stop)
-            return -1;
-        int64_t left = deadline - util_mono_ms();
-        if (left <= 0)
-            return -1;
-        zmq_pollitem_t it = {s->sock, 0, ZMQ_POLLIN, 0};
-        int k = zmq_poll(&it, 1, left < 200 ? (long)left : 200);
-        if (k <= 0)
-            continue;
-        /* a message may come in parts; the payload is the last */
-        zmq_msg_t msg;
-        zmq_msg_init(&msg);
-        int more = 1, got = 0;
-        while (more) {
-            zmq_msg_close(&msg);
-            zmq_msg_init(&msg);
-            if (zmq_msg_recv(&msg, s->sock, ZMQ_DONTWAIT) < 0)
-                break;
-            got = 1;
-            more = zmq_msg_more(&msg);
-        }
-        if (!got) {
-            zmq_msg_close(&msg);
-            continue;
-        }
-        msgpack_unpacked u;
-        msgpack_unpacked_init(&u);
-        int done = 0;
-        if (msgpack_unpack_next(&u, zmq_msg_data(&msg), zmq_msg_size(&msg), NULL) ==
-                MSGPACK_UNPACK_SUCCESS &&
-            u.data.type == MSGPACK_OBJECT_MAP) {
-            json_t *m = to_json(&u.data, 0);
-            const char *op = cli_json_str(m, "op", "");
-            const char *mid = cli_json_str(m, "id", NULL);
-            if (!strcmp(op, "ping")) {
-                json_t *none = json_object();
-                (void)sess_send(s, "pong", mid ? mid : "pong", none);
-                json_decref(none);
-            } else if (mid && !strcmp(mid, id)) {
-                if (!strcmp(op, "nack")) {
-                    util_fmt(s->code, sizeof s->code, "%s", cli_json_str(m, "code", "?"));
-                    util_fmt(s->error, sizeof s->error, "%s", cli_json_str(m, "error", ""));
-                    util_fmt(s->field, sizeof s->field, "%s", cli_json_str(m, "field", ""));
-                    done = 1;
-                } else {
-                    *out = json_incref(m);
-                    done = 2;
-                }
-            } /* pushes (case, outcome) and late answers: not for this program */
-            json_decref(m);
-        }
-        msgpack_unpacked_destroy(&u);
-        zmq_msg_close(&msg);
-        if (done)
-            return done == 2 ? 0 : 1;
-    }
-}
-
-static int sess_hello(sess_t *s)
-{
-    char id[33];
-    new_id(id);
-    json_t *f = json_pack("{s:s, s:s}", "agent", s->co->agent, "software", SOFTWARE);
-    int rc = sess_send(s, "hello", id, f);
-    json_decref(f);
-    if (rc < 0) {
-        cli_err("cannot send to %s: %s", s->co->endpoint, zmq_strerror(zmq_errno()));
-        return CLI_EX_UNREACHABLE;
-    }
-    json_t *w = NULL;
-    rc = sess_wait(s, id, util_mono_ms() + s->wait_ms, &w);
-    if (rc < 0) {
-        cli_err("no answer from the broker at %s within %d s; is it running? (--wait S waits "
-                "longer)", s->co->endpoint, s->wait_ms / 1000);
-        return CLI_EX_UNREACHABLE;
-    }
-    if (rc > 0) {
-        cli_err("the broker refused agent %s: %s: %s", s->co->agent, s->code, s->error);
-        return !strcmp(s->code, "unauthorized") ? CLI_EX_NOPERM : CLI_EX_DATA;
-    }
-    json_decref(w);
-    return 0;
-}
-
-static int sess_open(sess_t *s, const cli_common_t *co)
-{
-    memset(s, 0, sizeof *s);
-    s->co = co;
-    s->wait_ms = cli_wait(co, DEFAULT_WAIT_MS);
-    if (s->wait_ms <= 0)
-        s->wait_ms = DEFAULT_WAIT_MS;
-    s->ctx = zmq_ctx_new();
-    s->sock = s->ctx ? zmq_socket(s->ctx, ZMQ_DEALER) : NULL;
-    if (!s->sock) {
-        cli_err("cannot make a ZeroMQ socket: %s", zmq_strerror(zmq_errno()));
-        return CLI_EX_UNREACHABLE;
-    }
-    int zero = 0;
-    (void)zmq_setsockopt(s->sock, ZMQ_LINGER, &zero, sizeof zero);
-    if (co->curve &&
-        (zmq_setsockopt(s->sock, ZMQ_CURVE_SERVERKEY, co->server, 41) < 0 ||
-         zmq_setsockopt(s->sock, ZMQ_CURVE_PUBLICKEY, co->public_key, 41) < 0 ||
-         zmq_setsockopt(s->sock, ZMQ_CURVE_SECRETKEY, co->secret, 41) < 0)) {
-        cli_err("cannot set the CURVE keys: %s", zmq_strerror(zmq_errno()));
-        return CLI_EX_USAGE;
-    }
-    if (zmq_connect(s->sock, co->endpoint) < 0) {
-        cli_err("-b %s: %s (an endpoint is e.g. tcp://127.0.0.1:5570)", co->endpoint,
-                zmq_strerror(zmq_errno()));
-        return CLI_EX_USAGE;
-    }
-    return sess_hello(s);
-}
-
-static void sess_close(sess_t *s)
-{
-    if (s->sock)
-        zmq_close(s->sock);
-    if (s->ctx)
-        zmq_ctx_term(s->ctx);
-    s->sock = s->ctx = NULL;
-}
-
-/* One request ({op, ...} without v and id): 0 and the answer in *out, or an
- * exit code with the message printed (65 refused, 75 no answer). */
-static int sess_request(sess_t *s, json_t *req, json_t **out)
-{
-    *out = NULL;
-    for (int attempt = 0; attempt < 2; attempt++) {
-        char id[33];
-        new_id(id);
-        if (sess_send(s, cli_json_str(req, "op", "?"), id, req) < 0) {
-            cli_err("cannot send to %s: %s", s->co->endpoint, zmq_strerror(zmq_errno()));
-            return CLI_EX_UNREACHABLE;
-        }
-        int rc = sess_wait(s, id, util_mono_ms() + s->wait_ms, out);
-        if (rc == 0)
-            return 0;
-        if (rc < 0) {
-            cli_err(cli_stop ? "interrupted" : "no answer from the broker at %s within %d s "
-                    "(--wait S waits longer)", s->co->endpoint, s->wait_ms / 1000);
-            return CLI_EX_UNREACHABLE;
-        }
-        if (!strcmp(s->code, "hello_required") && attempt == 0) {
-            int h = sess_hello(s); /* the broker restarted: say hello again, ask again */
-            if (h)
-                return h;
-            continue;
-        }
-        break;
-    }
-    cli_err("the broker refused: %s: %s%s%s%s", s->code, s->error, s->field[0] ? " (at " : "",
-            s->field, s->field[0] ? ")" : "");
-    return !strcmp(s->code, "unavailable") ? CLI_EX_UNREACHABLE : CLI_EX_DATA;
-}
-
-/* A query {op:"query", what, ...fields}. */
-static int query(sess_t *s, const char *what, json_t *fields, json_t **out)
-{
-    json_t *req = fields ? json_deep_copy(fields) : json_object();
-    json_object_set_new(req, "op", json_string("query"));
-    json_object_set_new(req, "what", json_string(what));
-    int rc = sess_request(s, req, out);
-    json_decref(req);
-    return rc;
-}
-
-/* Every item (`key` of each answer) of the list query `what`, following `next`
- * while all (else one page). items gets them; *last the last answer (or NULL). */
-static int query_pages(sess_t *s, const char *what, json_t *fields, const char *key, int all,
-                       json_t *items, json_t **last, const char **next_out)
-{
-    json_t *f = fields ? json_deep_copy(fields) : json_object();
-    json_t *r = NULL;
-    int rc = 0;
-    *last = NULL;
-    for (;;) {
-        rc = query(s, what, f, &r);
-        if (rc)
-            break;
-        json_t *arr = json_object_get(r, key);
-        if (!json_is_array(arr)) {
-            cli_err("the broker's answer to query %s has no list `%s`", what, key);
-            rc = CLI_EX_DATA;
-            break;
-        }
-        json_array_extend(items, arr);
-        const char *next = cli_json_str(r, "next", NULL);
-        const char *prev = cli_json_str(f, "after", NULL);
-        json_decref(*last);
-        *last = r;
-        r = NULL;
-        if (!all || !next || !*next || !json_array_size(arr) || (prev && !strcmp(prev, next)))
-            break;
-        json_object_set_new(f, "after", json_string(next));
-    }
-    json_decref(r);
-    json_decref(f);
-    if (next_out)
-        *next_out = *last ? cli_json_str(*last, "next", NULL) : NULL;
-    return rc;
-}
-
-/* ---- printing ------------------------------------------------------------------------------- */
-
-static int is_time_key(const char *k)
-{
-    static const char *const keys[] = {"opened", "at", "received", "created", "ack_by", "acked_at",
-                                       "next_due", "closed", "updated", "occurred_at", "resolved_at",
-                                       "last_event", "now", NULL};
-    return cli_enum_index(k, keys) >= 0;
-}
-
-/* A value for a table or a key=value line. */
-static void put_val(FILE *f, const char *key, const json_t *v)
-{
-    if (json_is_string(v)) {
-        const char *s = json_string_value(v);
-        cli_put_safe(f, *s ? s : "-");
-    } else if (json_is_integer(v)) {
-        json_int_t n = json_integer_value(v);
-        if (key && is_time_key(key)) {
-            char t[64];
-            if (n <= 0)
-                fputc('-', f);
-            else {
-                cli_format_time(n, t, sizeof t);
-                fputs(t, f);
-            }
-        } else {
-            fprintf(f, "%lld", (long long)n);
-        }
-    } else if (json_is_real(v)) {
-        fprintf(f, "%g", json_real_value(v));
-    } else if (json_is_boolean(v)) {
-        fputs(json_is_true(v) ? "yes" : "no", f);
-    } else if (json_is_null(v) || !v) {
-        fputc('-', f);
-    } else if (json_is_array(v)) {
-        size_t i;
-        json_t *x;
-        json_array_foreach(v, i, x) {
-            if (i)
-                fputc(',', f);
-            put_val(f, NULL, x);
-        }
-    } else {
-        fputs("{…}", f);
-    }
-}
-
-/* Every leaf of o as "  prefix.key: value" lines (nested objects flattened). */
-static void put_tree(FILE *f, const char *indent, const char *prefix, const json_t *o)
-{
-    const char *k;
-    json_t *v;
-    json_object_foreach((json_t *)o, k, v) {
-        char path[512];
-        util_fmt(path, sizeof path, "%s%s%s", prefix, *prefix ? "." : "", k);
-        if (json_is_object(v)) {
-            put_tree(f, indent, path, v);
-            continue;
-        }
-        fputs(indent, f);
-        cli_put_safe(f, path);
-        fputs(": ", f);
-        put_val(f, k, v);
-        fputc('\n', f);
-    }
-}
-
-static void put_json_line(const json_t *j)
-{
-    char *t = json_dumps(j, JSON_COMPACT);
-    if (t) {
-        fputs(t, stdout);
-        fputc('\n', stdout);
-    }
-    free(t);
-}
-
-static void put_cell(const char *key, const json_t *v, int width)
-{
-    char *buf = NULL;
-    size_t len = 0;
-    FILE *m = open_memstream(&buf, &len);
-    if (!m)
-        return;
-    put_val(m, key, v);
-    fclose(m);
-    fputs(buf, stdout);
-    /* pad by characters, not bytes (names may be Chinese) */
-    int n = (int)cli_utf8_len(buf);
-    for (; n < width; n++)
-        fputc(' ', stdout);
-    fputc(' ', stdout);
-    free(buf);
-}
-
-static void put_case_row(const json_t *c)
-{
-    put_cell("id", json_object_get(c, "id"), 20);
-    put_cell("type", json_object_get(c, "type"), 16);
-    put_cell("status", json_object_get(c, "status"), 11);
-    put_cell("severity", json_object_get(c, "severity"), 8);
-    put_cell("opened", json_object_get(c, "opened"), 23);
-    size_t i;
-    json_t *a;
-    json_array_foreach(json_object_get(c, "assignments"), i, a) {
-        if (i)
-            fputs(", ", stdout);
-        cli_put_safe(stdout, cli_json_str(a, "agency", "?"));
-        fputc(':', stdout);
-        cli_put_safe(stdout, cli_json_str(a, "state", "?"));
-    }
-    fputc('\n', stdout);
-}
-
-static void put_case_header(void)
-{
-    printf("%-20s %-16s %-11s %-8s %-23s %s\n", "CASE", "TYPE", "STATUS", "SEVERITY", "OPENED",
-           "ASSIGNMENTS");
-}
 
 /* ---- options -------------------------------------------------------------------------------- */
 
@@ -495,13 +69,6 @@ enum {
 };
 #define BIT(o) (1u << ((o) - CLI_OPT_FIRST_PROGRAM))
 
-typedef struct {
-    unsigned given;         /* BIT(OPT_*) of the options given */
-    int json, csv, overdue, all;
-    const char *html, *status, *agency, *type, *after, *data, *seed;
-    int64_t since;          /* -1 = not given */
-    long limit, n;
-} opts_t;
 
 /* ---- cases, case, trail ----------------------------------------------------------------------- */
 
@@ -523,17 +90,17 @@ static int cmd_cases(sess_t *s, const opts_t *o)
     json_object_set_new(f, "limit", json_integer(o->limit > 0 ? o->limit : (o->all ? PAGE_MAX : 100)));
     json_t *items = json_array(), *last = NULL;
     const char *next = NULL;
-    int rc = query_pages(s, "cases", f, "cases", o->all, items, &last, &next);
+    int rc = sess_query_pages(s, "cases", f, "cases", o->all, items, &last, &next);
     if (!rc) {
         size_t i;
         json_t *c;
         if (!o->json && json_array_size(items))
-            put_case_header();
+            show_case_header();
         json_array_foreach(items, i, c) {
             if (o->json)
-                put_json_line(c);
+                show_json_line(c);
             else
-                put_case_row(c);
+                show_case_row(c);
         }
         if (!o->json)
             fprintf(stderr, "%zu case(s)\n", json_array_size(items));
@@ -550,19 +117,19 @@ static int cmd_cases(sess_t *s, const opts_t *o)
 static int cmd_case(sess_t *s, const opts_t *o, const char *id)
 {
     json_t *f = json_pack("{s:s}", "case", id), *r = NULL;
-    int rc = query(s, "case", f, &r);
+    int rc = sess_query(s, "case", f, &r);
     json_decref(f);
     if (rc)
         return rc;
     if (o->json) {
-        put_json_line(r);
+        show_json_line(r);
         json_decref(r);
         return 0;
     }
     json_t *c = json_deep_copy(json_object_get(r, "case"));
     printf("case %s\n", cli_show(cli_json_str(c, "id", id)));
     json_object_del(c, "join"); /* the broker's internal joining key */
-    put_tree(stdout, "  ", "", c);
+    show_tree(stdout, "  ", "", c);
     json_decref(c);
     json_t *evs = json_object_get(r, "events"), *as = json_object_get(r, "assignments"), *x;
     size_t i;
@@ -576,12 +143,12 @@ static int cmd_case(sess_t *s, const opts_t *o, const char *id)
             if (!v)
                 continue;
             printf(" %s=", keys[k]);
-            put_val(stdout, keys[k], v);
+            show_val(stdout, keys[k], v);
         }
         fputc('\n', stdout);
         json_t *body = json_object_get(x, "body");
         if (json_is_object(body))
-            put_tree(stdout, "       ", "", body);
+            show_tree(stdout, "       ", "", body);
     }
     printf("assignments (%zu):\n", json_array_size(as));
     json_array_foreach(as, i, x) {
@@ -594,7 +161,7 @@ static int cmd_case(sess_t *s, const opts_t *o, const char *id)
             if (!v)
                 continue;
             printf(" %s=", keys[k]);
-            put_val(stdout, keys[k], v);
+            show_val(stdout, keys[k], v);
         }
         fputc('\n', stdout);
         const char *note = cli_json_str(x, "note", "");
@@ -611,7 +178,7 @@ static int cmd_case(sess_t *s, const opts_t *o, const char *id)
 static int cmd_trail(sess_t *s, const opts_t *o, const char *id)
 {
     json_t *f = json_pack("{s:s}", "case", id), *r = NULL;
-    int rc = query(s, "trail", f, &r);
+    int rc = sess_query(s, "trail", f, &r);
     json_decref(f);
     if (rc)
         return rc;
@@ -622,15 +189,15 @@ static int cmd_trail(sess_t *s, const opts_t *o, const char *id)
                "REF", "HASH");
     json_array_foreach(recs, i, x) {
         if (o->json) {
-            put_json_line(x);
+            show_json_line(x);
             continue;
         }
-        put_cell("seq", json_object_get(x, "seq"), 6);
-        put_cell("at", json_object_get(x, "at"), 23);
-        put_cell("kind", json_object_get(x, "kind"), 12);
-        put_cell("actor", json_object_get(x, "actor"), 16);
-        put_cell("obj", json_object_get(x, "obj"), 26);
-        put_cell("ref", json_object_get(x, "ref"), 8);
+        show_cell("seq", json_object_get(x, "seq"), 6);
+        show_cell("at", json_object_get(x, "at"), 23);
+        show_cell("kind", json_object_get(x, "kind"), 12);
+        show_cell("actor", json_object_get(x, "actor"), 16);
+        show_cell("obj", json_object_get(x, "obj"), 26);
+        show_cell("ref", json_object_get(x, "ref"), 8);
         const char *hh = cli_json_str(x, "hash", "");
         printf("%.16s\n", *hh ? hh : "-");
     }
@@ -645,14 +212,14 @@ static int cmd_trail(sess_t *s, const opts_t *o, const char *id)
 static int cmd_verify_online(sess_t *s, const opts_t *o)
 {
     json_t *r = NULL;
-    int rc = query(s, "verify", NULL, &r);
+    int rc = sess_query(s, "verify", NULL, &r);
     if (rc)
         return rc;
     int intact = json_is_true(json_object_get(r, "intact"));
     json_int_t recs = json_integer_value(json_object_get(r, "records"));
     json_int_t objs = json_integer_value(json_object_get(r, "objects"));
     if (o->json) {
-        put_json_line(r);
+        show_json_line(r);
     } else if (intact) {
         printf("intact: %lld trail records chained; %lld events, cases and assignments match "
                "their trail\n", (long long)recs, (long long)objs);
@@ -736,7 +303,7 @@ static int cmd_sample(sess_t *s, const opts_t *o)
     }
     long want = o->n > 0 ? o->n : DEFAULT_SAMPLE_N;
     json_t *f = json_pack("{s:i}", "limit", PAGE_MAX), *items = json_array(), *last = NULL;
-    int rc = query_pages(s, "cases", f, "cases", 1, items, &last, NULL);
+    int rc = sess_query_pages(s, "cases", f, "cases", 1, items, &last, NULL);
     json_decref(f);
     json_decref(last);
     if (rc) {
@@ -776,7 +343,7 @@ static int cmd_sample(sess_t *s, const opts_t *o)
             json_object_set_new(c, "check", chk);
             json_array_append_new(arr, c);
         }
-        put_json_line(out);
+        show_json_line(out);
         json_decref(out);
     } else {
         printf("spot check: %zu of %zu case(s), seed ", k, n);
@@ -788,7 +355,7 @@ static int cmd_sample(sess_t *s, const opts_t *o)
             printf("(fewer cases than --n: all of them are in the sample)\n");
         for (size_t i = 0; i < k; i++) {
             printf("\n%zu. ", i + 1);
-            put_case_row(v[i]);
+            show_case_row(v[i]);
             for (const char *const *q = checklist(cli_json_str(v[i], "type", "")); *q; q++)
                 printf("   [ ] %s\n", *q);
         }
@@ -798,296 +365,6 @@ static int cmd_sample(sess_t *s, const opts_t *o)
     free(v);
     json_decref(items);
     return 0;
-}
-
-/* ---- report --------------------------------------------------------------------------------- */
-
-typedef struct {
-    char agency[128];
-    long count, due, on_time, escalations, open_overdue;
-    double *mins;           /* time to acknowledge, minutes */
-    size_t nmins;
-} agency_row_t;
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-/* Nearest-rank percentile of sorted values; NAN when there are none. */
-static double percentile(const double *v, size_t n, double p)
-{
-    if (!n)
-        return NAN;
-    size_t r = (size_t)ceil(p * (double)n);
-    return v[r ? r - 1 : 0];
-}
-
-static json_t *num_or_null(double x)
-{
-    return isnan(x) ? json_null() : json_real(round(x * 10) / 10);
-}
-
-static void fmt_num(char *buf, size_t len, double x, const char *suffix)
-{
-    if (isnan(x))
-        util_fmt(buf, len, "-");
-    else
-        util_fmt(buf, len, "%.1f%s", x, suffix);
-}
-
-static void html_escape(FILE *f, const char *s)
-{
-    for (; *s; s++) {
-        switch (*s) {
-        case '&': fputs("&amp;", f); break;
-        case '<': fputs("&lt;", f); break;
-        case '>': fputs("&gt;", f); break;
-        case '"': fputs("&quot;", f); break;
-        case '\'': fputs("&#39;", f); break;
-        default:
-            if ((unsigned char)*s < 0x20 && *s != '\n' && *s != '\t')
-                fputc('?', f);
-            else
-                fputc(*s, f);
-        }
-    }
-}
-
-static void csv_field(FILE *f, const char *s)
-{
-    if (!strpbrk(s, ",\"\r\n")) {
-        fputs(s, f);
-        return;
-    }
-    fputc('"', f);
-    for (; *s; s++) {
-        if (*s == '"')
-            fputc('"', f);
-        fputc(*s, f);
-    }
-    fputc('"', f);
-}
-
-static int write_html(const char *file, agency_row_t *rows, size_t n, const double *pct,
-                      const double *p50, const double *p90, int64_t now, int64_t since,
-                      const cli_common_t *co)
-{
-    FILE *f = fopen(file, "w");
-    if (!f) {
-        cli_err("--html %s: cannot write: %s", file, strerror(errno));
-        return CLI_EX_IO;
-    }
-    char t[64], t2[64];
-    cli_format_time(now, t, sizeof t);
-    fputs("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-          "<title>carehub: acknowledgement per agency</title>\n<style>\n"
-          "body{font-family:sans-serif;margin:2em;color:#1a1a1a;background:#ffffff}\n"
-          "table{border-collapse:collapse;margin:1em 0}\n"
-          "th,td{border:1px solid #888;padding:4px 10px;text-align:right}\n"
-          "th:first-child,td:first-child{text-align:left}\n"
-          "th{background:#e8eef4}\n.note{color:#555;font-size:90%}\n"
-          "</style>\n</head>\n<body>\n<h1>Acknowledgement per agency</h1>\n<p class=\"note\">",
-          f);
-    fputs("Figures at ", f);
-    html_escape(f, t);
-    if (since > 0) {
-        cli_format_time(since, t2, sizeof t2);
-        fputs(", assignments created since ", f);
-        html_escape(f, t2);
-    }
-    fputs("; broker ", f);
-    html_escape(f, co->endpoint);
-    fputs(", read as ", f);
-    html_escape(f, co->agent);
-    fputs(".</p>\n<table>\n<tr><th>agency</th><th>assignments</th><th>due</th>"
-          "<th>on time</th><th>on time %</th><th>ack p50 (min)</th><th>ack p90 (min)</th>"
-          "<th>escalations</th><th>open overdue</th></tr>\n", f);
-    for (size_t i = 0; i < n; i++) {
-        char a[32], b[32], c[32];
-        fmt_num(a, sizeof a, pct[i], "%");
-        fmt_num(b, sizeof b, p50[i], "");
-        fmt_num(c, sizeof c, p90[i], "");
-        fputs("<tr><td>", f);
-        html_escape(f, rows[i].agency);
-        fprintf(f, "</td><td>%ld</td><td>%ld</td><td>%ld</td><td>", rows[i].count, rows[i].due,
-                rows[i].on_time);
-        html_escape(f, a);
-        fputs("</td><td>", f);
-        html_escape(f, b);
-        fputs("</td><td>", f);
-        html_escape(f, c);
-        fprintf(f, "</td><td>%ld</td><td>%ld</td></tr>\n", rows[i].escalations,
-                rows[i].open_overdue);
-    }
-    fputs("</table>\n<h2>Acknowledged on time (%)</h2>\n", f);
-    const int label_w = 180, bar_w = 500, row_h = 28;
-    int height = (int)n * row_h + 40;
-    fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
-               "viewBox=\"0 0 %d %d\" role=\"img\" aria-label=\"acknowledged on time per agency\">\n"
-               "<title>Acknowledged on time, per agency</title>\n",
-            label_w + bar_w + 80, height, label_w + bar_w + 80, height);
-    for (size_t i = 0; i < n; i++) {
-        int y = 10 + (int)i * row_h;
-        double p = isnan(pct[i]) ? 0 : pct[i];
-        char a[32];
-        fmt_num(a, sizeof a, pct[i], "%");
-        fprintf(f, "<text x=\"%d\" y=\"%d\" font-size=\"14\" text-anchor=\"end\" "
-                   "font-family=\"sans-serif\">", label_w - 8, y + 16);
-        html_escape(f, rows[i].agency);
-        fprintf(f, "</text>\n<rect x=\"%d\" y=\"%d\" width=\"%.1f\" height=\"%d\" "
-                   "fill=\"%s\"><title>",
-                label_w, y, p * bar_w / 100.0, row_h - 8, p >= 90 ? "#2e7d32" : p >= 60 ? "#f9a825" : "#c62828");
-        html_escape(f, rows[i].agency);
-        fputs(": ", f);
-        html_escape(f, a);
-        fprintf(f, "</title></rect>\n<text x=\"%.1f\" y=\"%d\" font-size=\"13\" "
-                   "font-family=\"sans-serif\">", label_w + p * bar_w / 100.0 + 6, y + 16);
-        html_escape(f, a);
-        fputs("</text>\n", f);
-    }
-    fprintf(f, "<line x1=\"%d\" y1=\"5\" x2=\"%d\" y2=\"%d\" stroke=\"#333\"/>\n"
-               "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"#333\"/>\n"
-               "<text x=\"%d\" y=\"%d\" font-size=\"12\" text-anchor=\"end\" "
-               "font-family=\"sans-serif\">100%%</text>\n</svg>\n",
-            label_w, label_w, height - 20, label_w, height - 20, label_w + bar_w, height - 20,
-            label_w + bar_w, height - 6);
-    fputs("<p class=\"note\">On time: acknowledged no later than its deadline (ack_by), of the "
-          "assignments that are due (acknowledged, or past the deadline). Time to acknowledge: "
-          "from the assignment's creation, in minutes (nearest-rank percentiles). "
-          "Escalations: escalation steps fired.</p>\n</body>\n</html>\n", f);
-    int bad = ferror(f);
-    if (fclose(f) != 0 || bad) {
-        cli_err("--html %s: cannot write: %s", file, strerror(errno));
-        return CLI_EX_IO;
-    }
-    return 0;
-}
-
-static int cmd_report(sess_t *s, const opts_t *o)
-{
-    json_t *f = json_pack("{s:i}", "limit", PAGE_MAX), *items = json_array(), *last = NULL;
-    int rc = query_pages(s, "assignments", f, "assignments", 1, items, &last, NULL);
-    json_decref(f);
-    if (rc) {
-        json_decref(items);
-        json_decref(last);
-        return rc;
-    }
-    json_t *jnow = json_object_get(last, "now");
-    int64_t now = json_is_integer(jnow) ? json_integer_value(jnow) : util_now_ms();
-    json_decref(last);
-
-    agency_row_t *rows = NULL;
-    size_t n = 0, i;
-    json_t *a;
-    json_array_foreach(items, i, a) {
-        json_int_t created = json_integer_value(json_object_get(a, "created"));
-        json_int_t ack_by = json_integer_value(json_object_get(a, "ack_by"));
-        json_int_t acked = json_integer_value(json_object_get(a, "acked_at"));
-        if (o->since >= 0 && created < o->since)
-            continue;
-        const char *ag = cli_json_str(a, "agency", "?");
-        size_t r;
-        for (r = 0; r < n && strcmp(rows[r].agency, ag); r++)
-            ;
-        if (r == n) {
-            rows = xrealloc(rows, (n + 1) * sizeof *rows);
-            memset(&rows[n], 0, sizeof rows[n]);
-            util_fmt(rows[n].agency, sizeof rows[n].agency, "%s", ag);
-            n++;
-        }
-        agency_row_t *row = &rows[r];
-        row->count++;
-        if (acked > 0 || ack_by < now)
-            row->due++;
-        if (acked > 0 && acked <= ack_by)
-            row->on_time++;
-        if (acked > 0) {
-            row->mins = xrealloc(row->mins, (row->nmins + 1) * sizeof *row->mins);
-            row->mins[row->nmins++] = (double)(acked - created) / 60000.0;
-        }
-        row->escalations += (long)json_integer_value(json_object_get(a, "level"));
-        if (!strcmp(cli_json_str(a, "state", ""), "open") && ack_by < now)
-            row->open_overdue++;
-    }
-    json_decref(items);
-    /* agencies in name order */
-    for (size_t x = 1; x < n; x++)
-        for (size_t y = x; y > 0 && strcmp(rows[y - 1].agency, rows[y].agency) > 0; y--) {
-            agency_row_t tmp = rows[y];
-            rows[y] = rows[y - 1];
-            rows[y - 1] = tmp;
-        }
-    double *pct = xcalloc(n + 1, sizeof *pct), *p50 = xcalloc(n + 1, sizeof *p50),
-           *p90 = xcalloc(n + 1, sizeof *p90);
-    for (i = 0; i < n; i++) {
-        if (rows[i].nmins)
-            qsort(rows[i].mins, rows[i].nmins, sizeof *rows[i].mins, cmp_double);
-        pct[i] = rows[i].due ? 100.0 * (double)rows[i].on_time / (double)rows[i].due : NAN;
-        p50[i] = percentile(rows[i].mins, rows[i].nmins, 0.5);
-        p90[i] = percentile(rows[i].mins, rows[i].nmins, 0.9);
-    }
-
-    if (o->html) {
-        rc = write_html(o->html, rows, n, pct, p50, p90, now, o->since, s->co);
-        if (!rc)
-            fprintf(stderr, "%s: wrote %s (%zu agencies)\n", cli_prog(), o->html, n);
-    } else if (o->json) {
-        json_t *out = json_pack("{s:I, s:o, s:[]}", "now", (json_int_t)now, "since",
-                                o->since >= 0 ? json_integer(o->since) : json_null(), "agencies");
-        json_t *arr = json_object_get(out, "agencies");
-        for (i = 0; i < n; i++)
-            json_array_append_new(arr, json_pack(
-                "{s:s, s:I, s:I, s:I, s:o, s:o, s:o, s:I, s:I}", "agency", rows[i].agency,
-                "assignments", (json_int_t)rows[i].count, "due", (json_int_t)rows[i].due,
-                "on_time", (json_int_t)rows[i].on_time, "on_time_pct", num_or_null(pct[i]),
-                "ack_p50_min", num_or_null(p50[i]), "ack_p90_min", num_or_null(p90[i]),
-                "escalations", (json_int_t)rows[i].escalations, "open_overdue",
-                (json_int_t)rows[i].open_overdue));
-        put_json_line(out);
-        json_decref(out);
-    } else if (o->csv) {
-        puts("agency,assignments,due,on_time,on_time_pct,ack_p50_min,ack_p90_min,escalations,"
-             "open_overdue");
-        for (i = 0; i < n; i++) {
-            char a1[32], a2[32], a3[32];
-            fmt_num(a1, sizeof a1, pct[i], "");
-            fmt_num(a2, sizeof a2, p50[i], "");
-            fmt_num(a3, sizeof a3, p90[i], "");
-            csv_field(stdout, rows[i].agency);
-            printf(",%ld,%ld,%ld,%s,%s,%s,%ld,%ld\n", rows[i].count, rows[i].due,
-                   rows[i].on_time, isnan(pct[i]) ? "" : a1, isnan(p50[i]) ? "" : a2,
-                   isnan(p90[i]) ? "" : a3, rows[i].escalations, rows[i].open_overdue);
-        }
-    } else {
-        char t[64];
-        cli_format_time(now, t, sizeof t);
-        printf("acknowledgement per agency, at %s\n", t);
-        printf("%-20s %11s %5s %8s %9s %9s %9s %11s %12s\n", "AGENCY", "ASSIGNMENTS", "DUE",
-               "ON TIME", "ON TIME %", "ACK p50", "ACK p90", "ESCALATIONS", "OPEN OVERDUE");
-        for (i = 0; i < n; i++) {
-            char a1[32], a2[32], a3[32];
-            fmt_num(a1, sizeof a1, pct[i], "%");
-            fmt_num(a2, sizeof a2, p50[i], "m");
-            fmt_num(a3, sizeof a3, p90[i], "m");
-            fputs(cli_show(rows[i].agency), stdout);
-            for (size_t w = cli_utf8_len(cli_show(rows[i].agency)); w < 21; w++)
-                fputc(' ', stdout);
-            printf("%11ld %5ld %8ld %9s %9s %9s %11ld %12ld\n", rows[i].count, rows[i].due,
-                   rows[i].on_time, a1, a2, a3, rows[i].escalations, rows[i].open_overdue);
-        }
-        if (!n)
-            printf("(no assignments)\n");
-    }
-    for (i = 0; i < n; i++)
-        free(rows[i].mins);
-    free(rows);
-    free(pct);
-    free(p50);
-    free(p90);
-    return rc;
 }
 
 /* ---- stats ---------------------------------------------------------------------------------- */
@@ -1122,11 +399,11 @@ static int cmd_stats(sess_t *s, const opts_t *o)
 {
     json_t *f = json_pack("{s:i}", "limit", PAGE_MAX), *cases = json_array(),
            *as = json_array(), *last = NULL;
-    int rc = query_pages(s, "cases", f, "cases", 1, cases, &last, NULL);
+    int rc = sess_query_pages(s, "cases", f, "cases", 1, cases, &last, NULL);
     json_decref(last);
     last = NULL;
     if (!rc)
-        rc = query_pages(s, "assignments", f, "assignments", 1, as, &last, NULL);
+        rc = sess_query_pages(s, "assignments", f, "assignments", 1, as, &last, NULL);
     json_decref(last);
     json_decref(f);
     if (!rc) {
@@ -1138,7 +415,7 @@ static int cmd_stats(sess_t *s, const opts_t *o)
         count_by(json_object_get(out, "cases_by_type"), cases, "type");
         count_by(json_object_get(out, "assignments_by_state"), as, "state");
         if (o->json) {
-            put_json_line(out);
+            show_json_line(out);
         } else {
             printf("cases: %zu\n", json_array_size(cases));
             put_counts("by status", json_object_get(out, "cases_by_status"));
@@ -1394,7 +671,7 @@ int main(int argc, char **argv)
         else if (!strcmp(cmd->name, "sample"))
             rc = cmd_sample(&s, &o);
         else if (!strcmp(cmd->name, "report"))
-            rc = cmd_report(&s, &o);
+            rc = report_command(&s, &o);
         else
             rc = cmd_stats(&s, &o);
     }

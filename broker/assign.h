@@ -33,6 +33,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "carehub_wire.h"
 #include "config.h"
 #include "frame.h"
 #include "store.h"
@@ -55,9 +56,9 @@ int assign_state_parse(const char *s, size_t n);
 typedef struct {
     char (*deliver)[STORE_ID_MAX]; /* assignments to push to their agency's agents */
     size_t n_deliver, cap_deliver;
-    char (*outcome_to)[65];        /* agents with new outcomes to push */
+    char (*outcome_to)[CAREHUB_ID_MAX + 1];        /* agents with new outcomes to push */
     size_t n_outcome_to, cap_outcome_to;
-    char (*webhooks)[65];          /* outbox entries to hand to the webhook engine */
+    char (*webhooks)[CAREHUB_ID_MAX + 1];          /* outbox entries to hand to the webhook engine */
     size_t n_webhooks, cap_webhooks;
     int deadlines_changed;         /* the deadline index changed: recompute the next wake-up */
     unsigned escalations;          /* escalation steps fired (for metrics) */

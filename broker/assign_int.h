@@ -19,6 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "carehub_wire.h"
 #include "assign.h"
 #include "config.h"
 #include "store.h"
@@ -26,7 +27,7 @@
 /* Bounds of what one assignment record carries from its workflow step. */
 #define MAX_STEPS 8
 #define MAX_NOTIFY 8
-#define ID_LEN 65
+#define ID_LEN (CAREHUB_ID_MAX + 1)
 
 typedef struct {
     int64_t after_ms;

@@ -1,4 +1,5 @@
 /* deliver.c — pushes, notices and timers after commits; see deliver.h. */
+#include "carehub_wire.h"
 #include "deliver.h"
 
 #include <errno.h>
@@ -299,7 +300,7 @@ typedef struct {
 static int submit_txn(store_txn_t *t, void *ud)
 {
     submit_ctx_t *c = ud;
-    char channel[65];
+    char channel[CAREHUB_ID_MAX + 1];
     char *body = NULL;
     int64_t created;
     int rc = assign_outbox_get(t, c->id, channel, sizeof channel, &body, &created);
@@ -324,7 +325,7 @@ static void submit_webhook(deliver_t *d, const char *id)
 }
 
 typedef struct {
-    char (*ids)[65];
+    char (*ids)[CAREHUB_ID_MAX + 1];
     size_t n, cap;
 } id_list_t;
 
@@ -513,7 +514,7 @@ int deliver_fire_pending(const deliver_t *d)
 
 typedef struct {
     deliver_t *d;
-    char id[65];
+    char id[CAREHUB_ID_MAX + 1];
     int delivered, attempts;
     char *error;
 } done_op_t;

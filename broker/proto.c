@@ -128,7 +128,7 @@ static void op_hello(proto_t *p, proto_msg_t *m)
                        "[A-Za-z0-9._:-], as configured under `agents` on the broker");
             return;
         }
-        char aid[65];
+        char aid[CAREHUB_ID_MAX + 1];
         memcpy(aid, name, n);
         aid[n] = '\0';
         agent = config_find_agent(p->cfg, aid);
@@ -178,8 +178,8 @@ typedef struct {
     proto_t *p;
     unsigned char rid[SESSION_ROUTING_MAX];
     size_t rid_len;
-    char id[65];
-    char assignment[65], by[129], status[32], note[4097], to[65];
+    char id[CAREHUB_ID_MAX + 1];
+    char assignment[CAREHUB_ID_MAX + 1], by[129], status[32], note[4097], to[CAREHUB_ID_MAX + 1];
     assign_request_t r;
 } request_op_t;
 
@@ -308,7 +308,7 @@ static void op_case_update(proto_t *p, proto_msg_t *m)
 
 typedef struct {
     const char *agent; /* the config's string */
-    char id[65];
+    char id[CAREHUB_ID_MAX + 1];
 } received_op_t;
 
 static int received_fn(store_txn_t *t, assign_effects_t *fx, void *ud)
@@ -342,7 +342,7 @@ typedef struct {
     proto_t *p;
     unsigned char rid[SESSION_ROUTING_MAX];
     size_t rid_len;
-    char id[65];
+    char id[CAREHUB_ID_MAX + 1];
     char *frame;
     msgpack_unpacked u;
     query_t *q;
@@ -387,7 +387,7 @@ typedef struct {
     proto_t *p;
     unsigned char rid[SESSION_ROUTING_MAX];
     size_t rid_len;
-    char id[65];
+    char id[CAREHUB_ID_MAX + 1];
     query_verify_t *v;
 } verify_op_t;
 
@@ -474,7 +474,7 @@ typedef struct {
     proto_t *p;
     unsigned char rid[SESSION_ROUTING_MAX];
     size_t rid_len;
-    char id[65];
+    char id[CAREHUB_ID_MAX + 1];
     int64_t now;
 } clock_op_t;
 
@@ -573,7 +573,7 @@ static const char *op_listed(const void *ctx, size_t i)
 size_t proto_on_message(proto_t *p, session_t *s, const void *frame, size_t len, int frames,
                         const char *user_id, int64_t now_ms)
 {
-    char peek[65];
+    char peek[CAREHUB_ID_MAX + 1];
     const char *pid = frame_peek_id(frame, len, peek, sizeof peek) == 0 ? peek : NULL;
     s->last_heard = now_ms;
     s->last_pinged = 0;

@@ -20,8 +20,8 @@ typedef struct {
     store_event_t item;
     unsigned char rid[SESSION_ROUTING_MAX]; /* where to answer */
     size_t rid_len;
-    char ref[65];          /* the agent's message id */
-    char type[65];
+    char ref[CAREHUB_ID_MAX + 1];          /* the agent's message id */
+    char type[CAREHUB_ID_MAX + 1];
     char *child_id;        /* owned, or NULL */
     char *body;            /* owned packed msgpack */
     size_t body_len;
@@ -95,7 +95,7 @@ void proto_op_event(proto_t *p, proto_msg_t *m)
 {
     const char *s;
     size_t n;
-    char type[65];
+    char type[CAREHUB_ID_MAX + 1];
     char known[512];
     if (!frame_str(frame_map_get(m->map, "type"), &s, &n)) {
         proto_join(known, sizeof known, schema_name, p->schemas, schema_set_count(p->schemas), 1);

@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "carehub_wire.h"
 #include "frame.h"
 #include "proto.h"
 
@@ -38,7 +39,7 @@ typedef struct {
     const void *frame;   /* the raw frame (checked by frame_check) */
     size_t len;
     const msgpack_object *map;
-    char id[65];
+    char id[CAREHUB_ID_MAX + 1];
     const char *user_id;
     int64_t now;
 } proto_msg_t;

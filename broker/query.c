@@ -1,4 +1,5 @@
 /* query.c — the `query` op: case files, case lists and trails under least privilege; see query.h. */
+#include "carehub_wire.h"
 #include "query.h"
 
 #include <lmdb.h>
@@ -247,7 +248,7 @@ static int case_trail(q_t *q, store_txn_t *t)
 typedef struct {
     q_t *q;
     store_txn_t *t;
-    char status[32], type[65], agency[65], after[STORE_ID_MAX];
+    char status[32], type[CAREHUB_ID_MAX + 1], agency[CAREHUB_ID_MAX + 1], after[STORE_ID_MAX];
     int64_t since;
     int overdue;
     size_t limit;
@@ -562,7 +563,7 @@ static int query_txn(store_txn_t *t, void *ud)
 
 struct query_verify {
     store_t *st;
-    char id[65];
+    char id[CAREHUB_ID_MAX + 1];
     trail_report_t r;
     int rc; /* trail_verify's */
 };

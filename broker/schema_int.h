@@ -8,7 +8,7 @@
  *   schema_validate.c  an instance against the nodes: errors with JSON Pointer paths,
  *                      and applying defaults
  *   schema_value.c     JSON values as JSON Schema sees them (types, equality,
- *                      numbers, UTF-8 length, dates) and a growable string
+ *                      numbers, dates) and a growable string (UTF-8: util.h)
  */
 #ifndef CAREHUB_SCHEMA_INT_H
 #define CAREHUB_SCHEMA_INT_H
@@ -144,12 +144,6 @@ int schema_num_cmp(const json_t *a, const json_t *b);
  * *deep when nesting exceeds SCHEMA_MAX_DEPTH (the result is then meaningless).
  */
 int schema_json_cmp(json_t *a, json_t *b, int depth, int *deep);
-
-/* Unicode code points in UTF-8 text. */
-size_t schema_utf8_count(const char *s, size_t n);
-
-/* Length in bytes of the valid UTF-8 sequence at s[0..n), or 0 when invalid (or NUL). */
-size_t schema_utf8_seq(const unsigned char *s, size_t n);
 
 /* 1 when s[0..n) is a real calendar date written YYYY-MM-DD (years 0001–9999). */
 int schema_is_date(const char *s, size_t n);

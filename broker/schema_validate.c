@@ -35,7 +35,7 @@ static size_t path_push(vctx_t *v, const char *seg, size_t n)
     schema_sb_puts(&sb, "/");
     const unsigned char *p = (const unsigned char *)seg;
     for (size_t i = 0; i < n;) {
-        size_t k = schema_utf8_seq(p + i, n - i);
+        size_t k = p[i] ? util_utf8_seq(p + i, n - i) : 0;
         if (p[i] == '~') {
             schema_sb_puts(&sb, "~0");
             i++;
@@ -153,7 +153,7 @@ static int check_string(const schema_t *s, json_t *inst, vctx_t *v)
     const char *str = json_string_value(inst);
     size_t n = json_string_length(inst);
     if (s->min_length >= 0 || s->max_length >= 0) {
-        size_t cps = schema_utf8_count(str, n);
+        size_t cps = util_utf8_count(str, n);
         if (s->min_length >= 0 && cps < (unsigned long long)s->min_length) {
             if (s->min_length == 1)
                 return fail(v, "must not be empty");

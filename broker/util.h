@@ -25,6 +25,15 @@ void util_fmt(char *buf, size_t size, const char *fmt, ...)
 /* 1 when s[0..len) is a protocol id: 1–64 bytes of [A-Za-z0-9._:-] (PROTOCOL §1). */
 int util_valid_id(const char *s, size_t len);
 
+/* UTF-8 (RFC 3629: no overlong forms, no surrogates, nothing above U+10FFFF).
+ * util_utf8_seq: the length (1–4) of the valid sequence at s[0..n), 0 when there
+ * is none (n == 0 or invalid); a NUL byte is a valid sequence of 1.
+ * util_utf8_valid: 1 when all of s[0..n) is valid UTF-8.
+ * util_utf8_count: the code points of s[0..n) (bytes that do not continue one). */
+size_t util_utf8_seq(const void *s, size_t n);
+int util_utf8_valid(const void *s, size_t n);
+size_t util_utf8_count(const char *s, size_t n);
+
 /* Wall-clock time in milliseconds since the Unix epoch (UTC). */
 int64_t util_now_ms(void);
 /* Monotonic time in milliseconds, for intervals. */

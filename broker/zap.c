@@ -1,4 +1,5 @@
 /* zap.c — ZAP handler admitting configured CURVE keys; see zap.h. */
+#include "carehub_wire.h"
 #include "zap.h"
 
 #include <errno.h>
@@ -51,7 +52,7 @@ void zap_handle(void *zap, const config_t *cfg)
             n++;
         }
         const char *status = "400", *text = "key not configured";
-        char user[65] = "";
+        char user[CAREHUB_ID_MAX + 1] = "";
         if (n >= 7 && n <= 8 && zmq_msg_size(&part[5]) == 5 &&
             memcmp(zmq_msg_data(&part[5]), "CURVE", 5) == 0 && zmq_msg_size(&part[6]) == 32) {
             char z85[41];

@@ -42,6 +42,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "carehub_wire.h" /* CAREHUB_ID_MAX: ids are at most 64 bytes */
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -154,7 +156,7 @@ CAREHUB_API const char *carehub_last_error(const carehub_t *c);
  * added).
  */
 CAREHUB_API int carehub_submit(carehub_t *c, const char *type, int64_t at, const char *body_json,
-                   const char *id, char id_out[65]);
+                   const char *id, char id_out[CAREHUB_ID_MAX + 1]);
 
 /*
  * Extension: as carehub_submit(), and store `tag` (any NUL-terminated text,
@@ -164,7 +166,7 @@ CAREHUB_API int carehub_submit(carehub_t *c, const char *type, int64_t at, const
  * line there, to report a refusal that arrives after a restart.)
  */
 CAREHUB_API int carehub_submit_tagged(carehub_t *c, const char *type, int64_t at, const char *body_json,
-                          const char *id, const char *tag, char id_out[65]);
+                          const char *id, const char *tag, char id_out[CAREHUB_ID_MAX + 1]);
 
 /* Extension: inside on_ack/on_nack for an event, the tag it was submitted with;
  * NULL when it has none or outside such a callback. Valid until the callback
@@ -178,7 +180,7 @@ CAREHUB_API const char *carehub_event_tag(const carehub_t *c);
  * resent while unanswered until carehub_destroy(). The answer reaches on_reply
  * (ack) or on_nack. id_out (65 bytes) gets the message id.
  */
-CAREHUB_API int carehub_request(carehub_t *c, const char *json, char id_out[65]);
+CAREHUB_API int carehub_request(carehub_t *c, const char *json, char id_out[CAREHUB_ID_MAX + 1]);
 
 /* Events in the spool not yet acknowledged (plus requests in flight). */
 CAREHUB_API size_t carehub_pending(const carehub_t *c);

@@ -2,7 +2,7 @@
  * carehub.c — libcarehub: store-and-forward agent side of the carehub wire
  * protocol; the manual is include/carehub.h.
  *
- * The connection is a small state machine (set_state() is the only place it
+ * The connection is a small state machine (carehub__set_state() is the only place it
  * changes):
  *
  *   HELLO    hello sent (or due), waiting for welcome; nothing else is sent
@@ -35,6 +35,7 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#include "carehub_int.h"
 #include "carehub_wire.h"
 #include "frame.h"
 #include "spool.h"
@@ -42,19 +43,7 @@
 
 #define CAREHUB_VERSION_STR "1.0.0"
 
-/* Events in flight at once. The broker commits in groups, so a window keeps
- * it busy; it stays far below ZeroMQ's default send high-water mark (1000). */
-#define WINDOW 64
-/* Largest frame accepted from the broker (ZMQ_MAXMSGSIZE): a `case` fits in
- * the broker's max_message_bytes, 256 KiB by default. */
-#define MAX_IN_FRAME (8 * 1024 * 1024)
-/* Largest event or request accepted for sending (the broker's own limit, from
- * welcome, is checked before each send). */
-#define MAX_OUT_FRAME (16 * 1024 * 1024)
-/* Messages read in one carehub_poll() before the spool removals are committed. */
-#define DRAIN_MAX 4096
-
-typedef enum { ST_HELLO, ST_READY, ST_REFUSED } state_t;
+/* ---- small things -------------------------------------------------------------- */
 
 static const char *state_name(state_t s)
 {
@@ -65,75 +54,6 @@ static const char *state_name(state_t s)
     }
     return "?";
 }
-
-/* An event of the spool that is in the window. */
-typedef struct {
-    uint64_t seq;
-    char id[65];
-    char *frame;
-    size_t len;
-    char *tag;
-    int sent;          /* 1: sent on this connection, unanswered */
-    int64_t retry_at;  /* when unsent: not before this (mono ms) */
-} slot_t;
-
-/* A request (carehub_request): in memory only. */
-typedef struct {
-    char id[65];
-    char *frame;
-    size_t len;
-    int sent;
-    int64_t retry_at;
-} req_t;
-
-struct carehub {
-    char *endpoint, *agent, *software;
-    int curve;
-    char secret_key[41], public_key[41], server_key[41];
-    int request_timeout_ms, max_backoff_ms;
-    carehub_callbacks_t cb;
-
-    void *zctx;
-    void *sock;
-    spool_t *spool;
-
-    state_t state;
-    char hello_id[65];
-    int hello_out;           /* hello sent, unanswered */
-    int64_t hello_retry_at;  /* HELLO/REFUSED without hello_out: send hello then */
-    int heartbeat_ms;
-    size_t max_message_bytes;
-
-    int64_t progress_at;     /* last frame heard, or first send with nothing outstanding */
-    int64_t last_heard;
-    int cur_timeout;         /* Lazy Pirate: doubles per reconnect */
-    int unavail_delay;       /* backoff after `unavailable` */
-    unsigned reconnects;
-
-    char ping_id[65];
-    int ping_out;
-
-    slot_t win[WINDOW];
-    int nwin;
-    uint64_t next_seq;       /* spool position after the last record loaded */
-    size_t damaged;          /* spool records that could not be read (skipped) */
-    char *spool_dir;
-
-    req_t *reqs;
-    size_t nreqs, capreqs;
-
-    uint64_t *rm_seq;        /* answered events, removed from the spool at the end of a poll */
-    char (*rm_id)[65];
-    size_t nrm, caprm;
-
-    char msg_prefix[24];
-    uint64_t msg_n;
-    const char *cb_tag;      /* carehub_event_tag() */
-    int in_cb;
-    char last_error[512];
-};
-
-/* ---- small things -------------------------------------------------------------- */
 
 const char *carehub_strerror(int err)
 {
@@ -165,10 +85,7 @@ const char *carehub_event_tag(const carehub_t *c)
     return c ? c->cb_tag : NULL;
 }
 
-static int set_err(carehub_t *c, int rc, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int set_err(carehub_t *c, int rc, const char *fmt, ...)
+int carehub__set_err(carehub_t *c, int rc, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -177,7 +94,7 @@ static int set_err(carehub_t *c, int rc, const char *fmt, ...)
     return rc;
 }
 
-static void set_state(carehub_t *c, state_t s)
+void carehub__set_state(carehub_t *c, state_t s)
 {
     if (c->state == s)
         return;
@@ -186,18 +103,18 @@ static void set_state(carehub_t *c, state_t s)
     c->state = s;
 }
 
-static int64_t now_ms(void)
+int64_t carehub__now_ms(void)
 {
     return util_mono_ms();
 }
 
-static void new_msg_id(carehub_t *c, char out[65])
+void carehub__new_msg_id(carehub_t *c, char out[CAREHUB_ID_MAX + 1])
 {
     util_fmt(out, 65, "%s-%llu", c->msg_prefix, (unsigned long long)++c->msg_n);
 }
 
 /* A random id: prefix + 32 hex digits (libsodium's CSPRNG). */
-static void random_id(const char *prefix, char out[65])
+static void random_id(const char *prefix, char out[CAREHUB_ID_MAX + 1])
 {
     unsigned char r[16];
     char hex[33];
@@ -207,7 +124,7 @@ static void random_id(const char *prefix, char out[65])
 }
 
 /* A bounded, NUL-free C copy of a msgpack string (or "" when o is not one). */
-static void copy_str(const msgpack_object *o, char *out, size_t size)
+void carehub__copy_str(const msgpack_object *o, char *out, size_t size)
 {
     const char *s;
     size_t n;
@@ -296,606 +213,6 @@ int carehub_read_secret_key(const char *path, char out[41])
     return key_from_stream(f, out);
 }
 
-/* ---- the window and the requests -------------------------------------------------- */
-
-static void slot_free(slot_t *s)
-{
-    free(s->frame);
-    free(s->tag);
-    memset(s, 0, sizeof *s);
-}
-
-static int outstanding(const carehub_t *c)
-{
-    if (c->hello_out || c->ping_out)
-        return 1;
-    for (int i = 0; i < c->nwin; i++)
-        if (c->win[i].sent)
-            return 1;
-    for (size_t i = 0; i < c->nreqs; i++)
-        if (c->reqs[i].sent)
-            return 1;
-    return 0;
-}
-
-/* Everything sent on this connection is unanswered for good: send it again. */
-static void mark_all_unsent(carehub_t *c)
-{
-    for (int i = 0; i < c->nwin; i++) {
-        c->win[i].sent = 0;
-        c->win[i].retry_at = 0;
-    }
-    for (size_t i = 0; i < c->nreqs; i++) {
-        c->reqs[i].sent = 0;
-        c->reqs[i].retry_at = 0;
-    }
-    c->ping_out = 0;
-}
-
-static int find_slot(const carehub_t *c, const char *id)
-{
-    for (int i = 0; i < c->nwin; i++)
-        if (strcmp(c->win[i].id, id) == 0)
-            return i;
-    return -1;
-}
-
-static long find_req(const carehub_t *c, const char *id)
-{
-    for (size_t i = 0; i < c->nreqs; i++)
-        if (strcmp(c->reqs[i].id, id) == 0)
-            return (long)i;
-    return -1;
-}
-
-/* Take slot i out of the window (keeping spool order) and queue its removal
- * from the spool; the caller gets the slot's contents in *out to free. */
-static void slot_done(carehub_t *c, int i, slot_t *out)
-{
-    *out = c->win[i];
-    memmove(&c->win[i], &c->win[i + 1], (size_t)(c->nwin - i - 1) * sizeof c->win[0]);
-    c->nwin--;
-    memset(&c->win[c->nwin], 0, sizeof c->win[0]);
-    if (c->nrm == c->caprm) {
-        /* Out of memory: the event is not queued for removal and stays in the
-         * spool; it is resent later and the broker answers duplicate:true. */
-        size_t cap = c->caprm ? c->caprm * 2 : 64;
-        uint64_t *seq = realloc(c->rm_seq, cap * sizeof *seq);
-        if (!seq)
-            return;
-        c->rm_seq = seq;
-        char(*ids)[65] = realloc(c->rm_id, cap * sizeof *ids);
-        if (!ids)
-            return;
-        c->rm_id = ids;
-        c->caprm = cap;
-    }
-    c->rm_seq[c->nrm] = out->seq;
-    memcpy(c->rm_id[c->nrm], out->id, 65);
-    c->nrm++;
-}
-
-static void req_remove(carehub_t *c, size_t i)
-{
-    free(c->reqs[i].frame);
-    memmove(&c->reqs[i], &c->reqs[i + 1], (c->nreqs - i - 1) * sizeof c->reqs[0]);
-    c->nreqs--;
-}
-
-/* Commit the queued removals. */
-static int commit_removals(carehub_t *c)
-{
-    char err[512];
-    if (c->nrm == 0)
-        return CAREHUB_OK;
-    if (spool_remove(c->spool, c->rm_seq, c->rm_id, c->nrm, err, sizeof err) < 0)
-        return set_err(c, CAREHUB_ESPOOL, "%s", err);
-    c->nrm = 0;
-    return CAREHUB_OK;
-}
-
-/* Records in the spool not yet in the window (nor answered, nor unreadable). */
-static int more_in_spool(const carehub_t *c)
-{
-    return c->nwin < WINDOW && spool_count(c->spool) > (size_t)c->nwin + c->nrm + c->damaged;
-}
-
-/* Load spool records after the window's last one, up to WINDOW in all. */
-static int refill(carehub_t *c)
-{
-    char err[512];
-    spool_rec_t recs[WINDOW];
-    size_t damaged = 0;
-    if (!more_in_spool(c))
-        return CAREHUB_OK;
-    uint64_t next = c->next_seq;
-    int n = spool_read(c->spool, c->next_seq, recs, WINDOW - c->nwin, &next, &damaged, err, sizeof err);
-    if (n < 0)
-        return set_err(c, CAREHUB_ESPOOL, "%s", err);
-    c->next_seq = next;
-    if (damaged) {
-        c->damaged += damaged;
-        set_err(c, CAREHUB_ESPOOL, "%zu damaged record(s) in the spool %s cannot be sent; they stay "
-                "there (counted as pending) for inspection", c->damaged, c->spool_dir);
-    }
-    for (int i = 0; i < n; i++) {
-        slot_t *s = &c->win[c->nwin++];
-        memset(s, 0, sizeof *s);
-        s->seq = recs[i].seq;
-        memcpy(s->id, recs[i].id, 65);
-        s->frame = recs[i].frame;
-        s->len = recs[i].frame_len;
-        s->tag = recs[i].tag;
-    }
-    return CAREHUB_OK;
-}
-
-/* ---- the socket ------------------------------------------------------------------ */
-
-/* Send one frame without blocking: 0 sent, 1 would block, -1 error. */
-static int send_frame(carehub_t *c, const void *data, size_t len)
-{
-    if (!c->sock)
-        return 1;
-    if (!outstanding(c))
-        c->progress_at = now_ms(); /* the answer timeout starts now */
-    if (zmq_send(c->sock, data, len, ZMQ_DONTWAIT) >= 0)
-        return 0;
-    if (errno == EAGAIN || errno == EINTR)
-        return 1;
-    set_err(c, CAREHUB_ENET, "cannot send to %s: %s", c->endpoint, zmq_strerror(errno));
-    return -1;
-}
-
-/* A message of only v, op, id. */
-static void send_simple(carehub_t *c, const char *op, const char *id)
-{
-    frame_out_t o;
-    frame_out_message(&o, op, id, 0);
-    (void)send_frame(c, o.sb.data, o.sb.size); /* pong/received: lost ones are re-asked */
-    frame_out_end(&o);
-}
-
-static void send_hello(carehub_t *c)
-{
-    frame_out_t o;
-    new_msg_id(c, c->hello_id);
-    frame_out_message(&o, "hello", c->hello_id, 2);
-    frame_out_str(&o, "agent", c->agent);
-    frame_out_str(&o, "software", c->software);
-    int rc = send_frame(c, o.sb.data, o.sb.size);
-    frame_out_end(&o);
-    if (rc == 0) {
-        c->hello_out = 1;
-    } else {
-        c->hello_out = 0;
-        c->hello_retry_at = now_ms() + 100;
-    }
-}
-
-static int open_socket(carehub_t *c)
-{
-    int zero = 0;
-    int64_t maxmsg = MAX_IN_FRAME;
-    c->sock = zmq_socket(c->zctx, ZMQ_DEALER);
-    if (!c->sock)
-        return set_err(c, CAREHUB_ENET, "cannot create a ZeroMQ socket: %s", zmq_strerror(errno));
-    (void)zmq_setsockopt(c->sock, ZMQ_LINGER, &zero, sizeof zero);
-    (void)zmq_setsockopt(c->sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
-    if (c->curve) {
-        if (zmq_setsockopt(c->sock, ZMQ_CURVE_SERVERKEY, c->server_key, 41) < 0 ||
-            zmq_setsockopt(c->sock, ZMQ_CURVE_PUBLICKEY, c->public_key, 41) < 0 ||
-            zmq_setsockopt(c->sock, ZMQ_CURVE_SECRETKEY, c->secret_key, 41) < 0) {
-            int e = errno;
-            zmq_close(c->sock);
-            c->sock = NULL;
-            return set_err(c, CAREHUB_ENET, "cannot set the CURVE keys: %s", zmq_strerror(e));
-        }
-    }
-    if (zmq_connect(c->sock, c->endpoint) < 0) {
-        int e = errno;
-        zmq_close(c->sock);
-        c->sock = NULL;
-        return set_err(c, CAREHUB_ENET, "cannot connect to %s: %s", c->endpoint, zmq_strerror(e));
-    }
-    return CAREHUB_OK;
-}
-
-/* Lazy Pirate: drop the socket with whatever it queued, open a new one, say hello. */
-static int reconnect(carehub_t *c)
-{
-    if (c->sock) {
-        zmq_close(c->sock);
-        c->sock = NULL;
-    }
-    mark_all_unsent(c);
-    c->hello_out = 0;
-    set_state(c, ST_HELLO);
-    c->reconnects++;
-    int rc = open_socket(c);
-    if (rc != CAREHUB_OK) {
-        c->hello_retry_at = now_ms() + c->cur_timeout;
-        return rc;
-    }
-    send_hello(c);
-    c->progress_at = now_ms();
-    return CAREHUB_OK;
-}
-
-/* Say hello again on this connection (the broker forgot us): whatever was sent
- * is resent after the welcome. */
-static void rehello(carehub_t *c)
-{
-    if (c->state != ST_READY)
-        return;
-    set_state(c, ST_HELLO);
-    mark_all_unsent(c);
-    send_hello(c);
-}
-
-/* ---- what the broker sends ---------------------------------------------------------- */
-
-/* The message as JSON text (malloc'd), or NULL when it cannot be (bin…). */
-static char *msg_json(carehub_t *c, const msgpack_object *map, const char *op)
-{
-    char path[256], why[256];
-    json_t *j = frame_to_json(map, path, sizeof path, why, sizeof why);
-    if (!j) {
-        set_err(c, CAREHUB_OK, "the broker sent a `%s` that is not JSON-compatible at %s (%s); ignored",
-                op, path[0] ? path : "/", why);
-        return NULL;
-    }
-    char *s = json_dumps(j, JSON_COMPACT);
-    json_decref(j);
-    return s;
-}
-
-static void on_welcome(carehub_t *c, const msgpack_object *map, const char *id)
-{
-    int64_t v;
-    if (strcmp(id, c->hello_id) != 0 || !c->hello_out)
-        return; /* a welcome to an old hello */
-    c->hello_out = 0;
-    if (frame_int(frame_map_get(map, "heartbeat_ms"), &v) && v > 0 && v < 86400000)
-        c->heartbeat_ms = (int)v;
-    if (frame_int(frame_map_get(map, "max_message_bytes"), &v) && v > 0)
-        c->max_message_bytes = (size_t)v;
-    set_state(c, ST_READY);
-}
-
-static void event_answered(carehub_t *c, int i, const char *event, const char *case_id, int dup,
-                           const char *code, const char *error, const char *field)
-{
-    slot_t s;
-    slot_done(c, i, &s);
-    c->cb_tag = s.tag;
-    c->in_cb = 1;
-    if (code) {
-        if (c->cb.on_nack)
-            c->cb.on_nack(c->cb.ud, s.id, code, error, field);
-    } else if (c->cb.on_ack) {
-        c->cb.on_ack(c->cb.ud, s.id, event, case_id, dup);
-    }
-    c->in_cb = 0;
-    c->cb_tag = NULL;
-    slot_free(&s);
-}
-
-static void on_ack(carehub_t *c, const msgpack_object *map, const char *id)
-{
-    int i = find_slot(c, id);
-    if (i >= 0) {
-        char event[65], case_id[65];
-        const msgpack_object *d = frame_map_get(map, "duplicate");
-        copy_str(frame_map_get(map, "event"), event, sizeof event);
-        copy_str(frame_map_get(map, "case"), case_id, sizeof case_id);
-        c->unavail_delay = c->request_timeout_ms;
-        event_answered(c, i, event, case_id, d && d->type == MSGPACK_OBJECT_BOOLEAN && d->via.boolean,
-                       NULL, NULL, NULL);
-    }
-    /* a request's ack is a reply: handled by the caller */
-}
-
-static void on_nack(carehub_t *c, const msgpack_object *map, const char *id)
-{
-    char code[64], error[1024], field[256];
-    copy_str(frame_map_get(map, "code"), code, sizeof code);
-    copy_str(frame_map_get(map, "error"), error, sizeof error);
-    copy_str(frame_map_get(map, "field"), field, sizeof field);
-    const char *fld = frame_map_get(map, "field") ? field : NULL;
-
-    if (id && c->hello_out && strcmp(id, c->hello_id) == 0) {
-        c->hello_out = 0;
-        if (strcmp(code, CAREHUB_E_UNAVAILABLE) == 0) {
-            c->hello_retry_at = now_ms() + c->cur_timeout;
-            set_err(c, CAREHUB_OK, "the broker cannot take agents now (%s); trying again", error);
-            return;
-        }
-        set_state(c, ST_REFUSED);
-        c->hello_retry_at = now_ms() + c->max_backoff_ms;
-        set_err(c, CAREHUB_EREFUSED, "the broker at %s refused hello as %s: %s: %s", c->endpoint,
-                c->agent, code[0] ? code : "?", error[0] ? error : "no reason given");
-        return;
-    }
-    if (strcmp(code, CAREHUB_E_HELLO_REQUIRED) == 0) {
-        rehello(c); /* the broker lost our session (restart): hello, then resend */
-        return;
-    }
-    if (!id) {
-        set_err(c, CAREHUB_OK, "the broker refused a message it could not read: %s: %s", code, error);
-        return;
-    }
-    int retry = strcmp(code, CAREHUB_E_UNAVAILABLE) == 0;
-    int i = find_slot(c, id);
-    if (i >= 0) {
-        if (retry) {
-            c->win[i].sent = 0;
-            c->win[i].retry_at = now_ms() + c->unavail_delay;
-            c->unavail_delay = c->unavail_delay * 2 > c->max_backoff_ms ? c->max_backoff_ms
-                                                                       : c->unavail_delay * 2;
-            set_err(c, CAREHUB_OK, "the broker cannot store now (%s); the event stays spooled", error);
-            return;
-        }
-        event_answered(c, i, NULL, NULL, 0, code[0] ? code : "unknown", error, fld);
-        return;
-    }
-    long r = find_req(c, id);
-    if (r >= 0) {
-        if (retry) {
-            c->reqs[r].sent = 0;
-            c->reqs[r].retry_at = now_ms() + c->unavail_delay;
-            return;
-        }
-        char rid[65];
-        memcpy(rid, c->reqs[r].id, 65);
-        req_remove(c, (size_t)r);
-        c->in_cb = 1;
-        if (c->cb.on_nack)
-            c->cb.on_nack(c->cb.ud, rid, code[0] ? code : "unknown", error, fld);
-        c->in_cb = 0;
-        return;
-    }
-    if (strcmp(id, c->ping_id) == 0) {
-        c->ping_out = 0;
-        return;
-    }
-    /* an answer to something answered before (a resend): nothing to do */
-}
-
-static void on_push(carehub_t *c, const msgpack_object *map, const char *op, const char *id)
-{
-    if (!c->cb.on_push)
-        return;
-    char *json = msg_json(c, map, op);
-    if (!json)
-        return;
-    c->in_cb = 1;
-    c->cb.on_push(c->cb.ud, op, json);
-    c->in_cb = 0;
-    free(json);
-    /* Without on_push nobody has seen the outcome: leave it with the broker (it re-sends
-     * it after each hello) for an agent program that shows it. */
-    if (strcmp(op, "outcome") == 0 && id && c->cb.on_push)
-        send_simple(c, "received", id);
-}
-
-static void on_frame(carehub_t *c, const char *buf, size_t len)
-{
-    frame_rc_t frc = frame_check(buf, len);
-    if (frc != FRAME_OK) {
-        set_err(c, CAREHUB_OK, "the broker sent a frame that was ignored: %s", frame_strerror(frc));
-        return;
-    }
-    msgpack_unpacked u;
-    msgpack_unpacked_init(&u);
-    if (msgpack_unpack_next(&u, buf, len, NULL) != MSGPACK_UNPACK_SUCCESS) {
-        set_err(c, CAREHUB_OK, "the broker sent a frame msgpack-c could not read; ignored");
-        goto out;
-    }
-    const msgpack_object *map = &u.data;
-    int64_t v;
-    const char *s;
-    size_t n;
-    char op[32], idbuf[65];
-    const char *id = NULL;
-    if (!frame_int(frame_map_get(map, "v"), &v) || v != CAREHUB_WIRE_VERSION) {
-        set_err(c, CAREHUB_OK, "the broker sent a message without v:1; ignored");
-        goto out;
-    }
-    if (!frame_str(frame_map_get(map, "op"), &s, &n) || n == 0 || n >= sizeof op) {
-        set_err(c, CAREHUB_OK, "the broker sent a message without a readable op; ignored");
-        goto out;
-    }
-    memcpy(op, s, n);
-    op[n] = '\0';
-    if (strlen(op) != n)
-        goto out;
-    if (frame_str(frame_map_get(map, "id"), &s, &n) && util_valid_id(s, n)) {
-        memcpy(idbuf, s, n);
-        idbuf[n] = '\0';
-        id = idbuf;
-    }
-
-    if (strcmp(op, "ping") == 0) {
-        if (id)
-            send_simple(c, "pong", id);
-    } else if (strcmp(op, "pong") == 0) {
-        if (id && strcmp(id, c->ping_id) == 0)
-            c->ping_out = 0;
-    } else if (strcmp(op, "welcome") == 0) {
-        if (id)
-            on_welcome(c, map, id);
-    } else if (strcmp(op, "nack") == 0) {
-        on_nack(c, map, id);
-    } else if (strcmp(op, "case") == 0 || strcmp(op, "outcome") == 0) {
-        on_push(c, map, op, id);
-    } else if (id) {
-        if (strcmp(op, "ack") == 0)
-            on_ack(c, map, id);
-        long r = find_req(c, id);
-        if (r >= 0) { /* ack or any other answer (e.g. `clock`) to a request */
-            char *json = msg_json(c, map, op);
-            char rid[65];
-            memcpy(rid, id, 65);
-            req_remove(c, (size_t)r);
-            if (json) {
-                c->in_cb = 1;
-                if (c->cb.on_reply)
-                    c->cb.on_reply(c->cb.ud, rid, json);
-                c->in_cb = 0;
-                free(json);
-            }
-        }
-    }
-out:
-    msgpack_unpacked_destroy(&u);
-}
-
-/* Read everything waiting on the socket. */
-static int drain(carehub_t *c)
-{
-    int got = 0;
-    for (int k = 0; k < DRAIN_MAX && c->sock; k++) {
-        zmq_msg_t msg;
-        zmq_msg_init(&msg);
-        if (zmq_msg_recv(&msg, c->sock, ZMQ_DONTWAIT) < 0) {
-            int e = errno;
-            zmq_msg_close(&msg);
-            if (e == EINTR)
-                continue;
-            if (e != EAGAIN)
-                set_err(c, CAREHUB_ENET, "cannot receive from %s: %s", c->endpoint, zmq_strerror(e));
-            break;
-        }
-        got++;
-        c->last_heard = c->progress_at = now_ms();
-        c->cur_timeout = c->request_timeout_ms;
-        if (zmq_msg_more(&msg)) {
-            /* the contract is one frame per message: drop the whole message */
-            set_err(c, CAREHUB_OK, "the broker sent a message of several frames; ignored");
-            while (zmq_msg_more(&msg)) {
-                zmq_msg_close(&msg);
-                zmq_msg_init(&msg);
-                if (zmq_msg_recv(&msg, c->sock, ZMQ_DONTWAIT) < 0)
-                    break;
-            }
-        } else {
-            void *sock = c->sock;
-            on_frame(c, zmq_msg_data(&msg), zmq_msg_size(&msg));
-            if (c->sock != sock) { /* cannot happen today; be safe if a handler reconnects */
-                zmq_msg_close(&msg);
-                break;
-            }
-        }
-        zmq_msg_close(&msg);
-    }
-    return got;
-}
-
-/* ---- timers and sending ---------------------------------------------------------------- */
-
-static int timers(carehub_t *c)
-{
-    int64_t now = now_ms();
-    int rc = CAREHUB_OK;
-    if (outstanding(c) && now - c->progress_at >= c->cur_timeout) {
-        int waited = c->cur_timeout;
-        c->cur_timeout = c->cur_timeout * 2 > c->max_backoff_ms ? c->max_backoff_ms : c->cur_timeout * 2;
-        set_err(c, CAREHUB_OK, "no answer from the broker at %s within %d ms; reconnecting", c->endpoint,
-                waited);
-        rc = reconnect(c);
-        if (rc != CAREHUB_OK)
-            return rc;
-    }
-    if (c->state != ST_READY && !c->hello_out && now >= c->hello_retry_at) {
-        if (c->state == ST_REFUSED)
-            rc = reconnect(c); /* perhaps the operator has configured us since */
-        else if (c->sock)
-            send_hello(c);
-        else
-            rc = reconnect(c);
-    }
-    if (c->state == ST_READY && !outstanding(c) && now - c->last_heard >= c->heartbeat_ms) {
-        /* quiet for a heartbeat: make sure the broker (and our session) is still there */
-        new_msg_id(c, c->ping_id);
-        frame_out_t o;
-        frame_out_message(&o, "ping", c->ping_id, 0);
-        if (send_frame(c, o.sb.data, o.sb.size) == 0)
-            c->ping_out = 1;
-        frame_out_end(&o);
-    }
-    return rc;
-}
-
-/* Send what is due: spool order for events, then requests. */
-static int pump(carehub_t *c)
-{
-    int rc = CAREHUB_OK;
-    if (c->state != ST_READY)
-        return rc;
-    if ((rc = refill(c)) != CAREHUB_OK)
-        return rc;
-    int64_t now = now_ms();
-again:
-    for (int i = 0; i < c->nwin; i++) {
-        slot_t *s = &c->win[i];
-        if (s->sent || s->retry_at > now)
-            continue;
-        if (s->len > c->max_message_bytes) {
-            char error[200];
-            util_fmt(error, sizeof error,
-                     "the event is %zu bytes, over the broker's max_message_bytes (%zu); it was not sent",
-                     s->len, c->max_message_bytes);
-            event_answered(c, i, NULL, NULL, 0, CAREHUB_E_TOO_LARGE, error, NULL);
-            if ((rc = refill(c)) != CAREHUB_OK)
-                return rc;
-            goto again;
-        }
-        int r = send_frame(c, s->frame, s->len);
-        if (r != 0)
-            return r < 0 ? CAREHUB_ENET : CAREHUB_OK;
-        s->sent = 1;
-    }
-    for (size_t i = 0; i < c->nreqs; i++) {
-        req_t *q = &c->reqs[i];
-        if (q->sent || q->retry_at > now)
-            continue;
-        int r = send_frame(c, q->frame, q->len);
-        if (r != 0)
-            return r < 0 ? CAREHUB_ENET : CAREHUB_OK;
-        q->sent = 1;
-    }
-    return rc;
-}
-
-int carehub_next_timeout_ms(const carehub_t *c)
-{
-    if (!c)
-        return -1;
-    int64_t now = now_ms(), due = INT64_MAX;
-    if (outstanding(c))
-        due = c->progress_at + c->cur_timeout;
-    if (c->state != ST_READY && !c->hello_out && c->hello_retry_at < due)
-        due = c->hello_retry_at;
-    if (c->state == ST_READY) {
-        if (!outstanding(c) && c->last_heard + c->heartbeat_ms < due)
-            due = c->last_heard + c->heartbeat_ms;
-        for (int i = 0; i < c->nwin; i++)
-            if (!c->win[i].sent && c->win[i].retry_at < due)
-                due = c->win[i].retry_at;
-        for (size_t i = 0; i < c->nreqs; i++)
-            if (!c->reqs[i].sent && c->reqs[i].retry_at < due)
-                due = c->reqs[i].retry_at;
-        if (more_in_spool(c))
-            due = now; /* more in the spool to send */
-    }
-    if (due == INT64_MAX)
-        return -1;
-    if (due <= now)
-        return 0;
-    return due - now > INT32_MAX ? INT32_MAX : (int)(due - now);
-}
-
 /* ---- life cycle ---------------------------------------------------------------------- */
 
 carehub_t *carehub_new(const carehub_opts_t *o, const carehub_callbacks_t *cb, int *err,
@@ -963,7 +280,7 @@ carehub_t *carehub_new(const carehub_opts_t *o, const carehub_callbacks_t *cb, i
     if (cb)
         c->cb = *cb;
     {
-        char r[65];
+        char r[CAREHUB_ID_MAX + 1];
         random_id("m", r);
         util_fmt(c->msg_prefix, sizeof c->msg_prefix, "%.13s", r); /* "m" + 12 hex digits */
     }
@@ -981,13 +298,13 @@ carehub_t *carehub_new(const carehub_opts_t *o, const carehub_callbacks_t *cb, i
         util_fmt(e, sizeof e, "cannot create a ZeroMQ context: %s", zmq_strerror(errno));
         goto fail;
     }
-    c->last_heard = c->progress_at = now_ms();
-    if ((rc = open_socket(c)) != CAREHUB_OK) {
+    c->last_heard = c->progress_at = carehub__now_ms();
+    if ((rc = conn_open_socket(c)) != CAREHUB_OK) {
         util_fmt(e, sizeof e, "%s", c->last_error);
         goto fail;
     }
-    set_state(c, ST_HELLO);
-    send_hello(c);
+    carehub__set_state(c, ST_HELLO);
+    conn_send_hello(c);
     if (err)
         *err = CAREHUB_OK;
     return c;
@@ -1010,7 +327,7 @@ void carehub_destroy(carehub_t **cp)
         return;
     carehub_t *c = *cp;
     if (c->spool)
-        (void)commit_removals(c); /* what fails stays spooled and is resent next time */
+        (void)conn_commit_removals(c); /* what fails stays spooled and is resent next time */
     if (c->sock) {
         /* Connected: give what is queued (received, pong) a moment to leave. */
         int linger = c->state == ST_READY ? 500 : 0;
@@ -1021,7 +338,7 @@ void carehub_destroy(carehub_t **cp)
         zmq_ctx_term(c->zctx);
     spool_close(&c->spool);
     for (int i = 0; i < c->nwin; i++)
-        slot_free(&c->win[i]);
+        conn_slot_free(&c->win[i]);
     for (size_t i = 0; i < c->nreqs; i++)
         free(c->reqs[i].frame);
     free(c->reqs);
@@ -1049,32 +366,32 @@ static json_t *parse_object(carehub_t *c, const char *text, const char *what)
     json_error_t je;
     json_t *j = json_loads(text, JSON_REJECT_DUPLICATES, &je);
     if (!j) {
-        set_err(c, CAREHUB_EJSON, "%s is not valid JSON: %s (line %d, column %d)", what, je.text,
+        carehub__set_err(c, CAREHUB_EJSON, "%s is not valid JSON: %s (line %d, column %d)", what, je.text,
                 je.line, je.column);
         return NULL;
     }
     if (!json_is_object(j)) {
         json_decref(j);
-        set_err(c, CAREHUB_EJSON, "%s must be a JSON object ({...})", what);
+        carehub__set_err(c, CAREHUB_EJSON, "%s must be a JSON object ({...})", what);
         return NULL;
     }
     return j;
 }
 
 int carehub_submit_tagged(carehub_t *c, const char *type, int64_t at, const char *body_json,
-                          const char *id, const char *tag, char id_out[65])
+                          const char *id, const char *tag, char id_out[CAREHUB_ID_MAX + 1])
 {
-    char eid[65], err[512];
+    char eid[CAREHUB_ID_MAX + 1], err[512];
     if (!c)
         return CAREHUB_EINVAL;
     if (!valid_type(type))
-        return set_err(c, CAREHUB_EINVAL, "the event type must be a name such as \"absence\"");
+        return carehub__set_err(c, CAREHUB_EINVAL, "the event type must be a name such as \"absence\"");
     if (at < 0)
-        return set_err(c, CAREHUB_EINVAL, "`at` must be milliseconds since the epoch (0 for now)");
+        return carehub__set_err(c, CAREHUB_EINVAL, "`at` must be milliseconds since the epoch (0 for now)");
     if (id && !util_valid_id(id, strlen(id)))
-        return set_err(c, CAREHUB_EINVAL, "the event id must be 1-64 characters of [A-Za-z0-9._:-]");
+        return carehub__set_err(c, CAREHUB_EINVAL, "the event id must be 1-64 characters of [A-Za-z0-9._:-]");
     if (!body_json)
-        return set_err(c, CAREHUB_EJSON, "the body must be a JSON object ({...})");
+        return carehub__set_err(c, CAREHUB_EJSON, "the body must be a JSON object ({...})");
     json_t *body = parse_object(c, body_json, "the body");
     if (!body)
         return CAREHUB_EJSON;
@@ -1092,10 +409,10 @@ int carehub_submit_tagged(carehub_t *c, const char *type, int64_t at, const char
     json_decref(body);
     int rc = CAREHUB_OK;
     if (o.sb.size > MAX_OUT_FRAME) {
-        rc = set_err(c, CAREHUB_EINVAL, "the event is %zu bytes; the limit is %d", o.sb.size,
+        rc = carehub__set_err(c, CAREHUB_EINVAL, "the event is %zu bytes; the limit is %d", o.sb.size,
                      MAX_OUT_FRAME);
     } else if (spool_add(c->spool, eid, o.sb.data, o.sb.size, tag, err, sizeof err) < 0) {
-        rc = set_err(c, CAREHUB_ESPOOL, "%s", err);
+        rc = carehub__set_err(c, CAREHUB_ESPOOL, "%s", err);
     }
     frame_out_end(&o);
     if (rc == CAREHUB_OK && id_out)
@@ -1104,41 +421,41 @@ int carehub_submit_tagged(carehub_t *c, const char *type, int64_t at, const char
 }
 
 int carehub_submit(carehub_t *c, const char *type, int64_t at, const char *body_json,
-                   const char *id, char id_out[65])
+                   const char *id, char id_out[CAREHUB_ID_MAX + 1])
 {
     return carehub_submit_tagged(c, type, at, body_json, id, NULL, id_out);
 }
 
-int carehub_request(carehub_t *c, const char *json, char id_out[65])
+int carehub_request(carehub_t *c, const char *json, char id_out[CAREHUB_ID_MAX + 1])
 {
     if (!c)
         return CAREHUB_EINVAL;
     if (!json)
-        return set_err(c, CAREHUB_EJSON, "the request must be a JSON object with an op");
+        return carehub__set_err(c, CAREHUB_EJSON, "the request must be a JSON object with an op");
     json_t *j = parse_object(c, json, "the request");
     if (!j)
         return CAREHUB_EJSON;
     json_t *op = json_object_get(j, "op");
     json_t *jid = json_object_get(j, "id");
     int rc = CAREHUB_OK;
-    char rid[65];
+    char rid[CAREHUB_ID_MAX + 1];
     if (!json_is_string(op) || json_string_length(op) == 0 || json_string_length(op) > 32 ||
         strcmp(json_string_value(op), "hello") == 0) {
         json_decref(j);
-        return set_err(c, CAREHUB_EINVAL, "the request needs an op (a string such as \"case_ack\")");
+        return carehub__set_err(c, CAREHUB_EINVAL, "the request needs an op (a string such as \"case_ack\")");
     }
     if (jid) {
         if (!json_is_string(jid) || !util_valid_id(json_string_value(jid), json_string_length(jid))) {
             json_decref(j);
-            return set_err(c, CAREHUB_EINVAL, "the request's id must be 1-64 characters of [A-Za-z0-9._:-]");
+            return carehub__set_err(c, CAREHUB_EINVAL, "the request's id must be 1-64 characters of [A-Za-z0-9._:-]");
         }
         util_fmt(rid, sizeof rid, "%s", json_string_value(jid));
-        if (find_req(c, rid) >= 0) {
+        if (conn_find_req(c, rid) >= 0) {
             json_decref(j);
-            return set_err(c, CAREHUB_EINVAL, "a request with id %s is already in flight", rid);
+            return carehub__set_err(c, CAREHUB_EINVAL, "a request with id %s is already in flight", rid);
         }
     } else {
-        new_msg_id(c, rid);
+        carehub__new_msg_id(c, rid);
     }
     (void)json_object_del(j, "v");
     (void)json_object_del(j, "id");
@@ -1152,7 +469,7 @@ int carehub_request(carehub_t *c, const char *json, char id_out[65])
     frame_pack_json(&pk, j);
     json_decref(j);
     if (sb.size > MAX_OUT_FRAME || sb.size > c->max_message_bytes) {
-        rc = set_err(c, CAREHUB_EINVAL, "the request is %zu bytes, over the broker's limit of %zu",
+        rc = carehub__set_err(c, CAREHUB_EINVAL, "the request is %zu bytes, over the broker's limit of %zu",
                      sb.size, c->max_message_bytes);
         msgpack_sbuffer_destroy(&sb);
         return rc;
@@ -1162,7 +479,7 @@ int carehub_request(carehub_t *c, const char *json, char id_out[65])
         req_t *reqs = realloc(c->reqs, cap * sizeof *reqs);
         if (!reqs) {
             msgpack_sbuffer_destroy(&sb);
-            return set_err(c, CAREHUB_ENOMEM, "out of memory queueing the request");
+            return carehub__set_err(c, CAREHUB_ENOMEM, "out of memory queueing the request");
         }
         c->reqs = reqs;
         c->capreqs = cap;
@@ -1170,7 +487,7 @@ int carehub_request(carehub_t *c, const char *json, char id_out[65])
     void *frame = malloc(sb.size);
     if (!frame) {
         msgpack_sbuffer_destroy(&sb);
-        return set_err(c, CAREHUB_ENOMEM, "out of memory queueing the request");
+        return carehub__set_err(c, CAREHUB_ENOMEM, "out of memory queueing the request");
     }
     req_t *q = &c->reqs[c->nreqs++];
     memset(q, 0, sizeof *q);
@@ -1210,14 +527,14 @@ int carehub_poll(carehub_t *c, int timeout_ms)
     if (!c)
         return CAREHUB_EINVAL;
     if (c->in_cb)
-        return set_err(c, CAREHUB_EINVAL, "carehub_poll() must not be called from a callback");
+        return carehub__set_err(c, CAREHUB_EINVAL, "carehub_poll() must not be called from a callback");
     /* What arrived while the caller was busy counts before any timeout does. */
-    (void)drain(c);
-    int rc = commit_removals(c);
-    int rc2 = timers(c);
+    (void)conn_drain(c);
+    int rc = conn_commit_removals(c);
+    int rc2 = conn_timers(c);
     if (rc == CAREHUB_OK)
         rc = rc2;
-    rc2 = pump(c);
+    rc2 = conn_pump(c);
     if (rc == CAREHUB_OK)
         rc = rc2;
     int wait = carehub_next_timeout_ms(c);
@@ -1226,22 +543,22 @@ int carehub_poll(carehub_t *c, int timeout_ms)
     if (c->sock) {
         zmq_pollitem_t it = {c->sock, 0, ZMQ_POLLIN, 0};
         if (zmq_poll(&it, 1, wait) < 0 && errno != EINTR && errno != ETERM)
-            rc = set_err(c, CAREHUB_ENET, "zmq_poll failed: %s", zmq_strerror(errno));
+            rc = carehub__set_err(c, CAREHUB_ENET, "zmq_poll failed: %s", zmq_strerror(errno));
     } else if (wait != 0) {
         zmq_pollitem_t none[1];
         (void)zmq_poll(none, 0, wait < 0 ? 100 : wait); /* no socket (cannot reconnect yet) */
     }
-    (void)drain(c);
-    rc2 = commit_removals(c);
+    (void)conn_drain(c);
+    rc2 = conn_commit_removals(c);
     if (rc == CAREHUB_OK)
         rc = rc2;
-    rc2 = timers(c);
+    rc2 = conn_timers(c);
     if (rc == CAREHUB_OK)
         rc = rc2;
-    rc2 = pump(c);
+    rc2 = conn_pump(c);
     if (rc == CAREHUB_OK)
         rc = rc2;
-    rc2 = commit_removals(c); /* local refusals (too_large) made in pump */
+    rc2 = conn_commit_removals(c); /* local refusals (too_large) made in conn_pump */
     if (rc == CAREHUB_OK)
         rc = rc2;
     if (c->state == ST_REFUSED)
@@ -1253,13 +570,13 @@ int carehub_flush(carehub_t *c, int timeout_ms)
 {
     if (!c)
         return CAREHUB_EINVAL;
-    int64_t deadline = now_ms() + (timeout_ms < 0 ? 0 : timeout_ms);
+    int64_t deadline = carehub__now_ms() + (timeout_ms < 0 ? 0 : timeout_ms);
     for (;;) {
         if (carehub_pending(c) == 0)
             return CAREHUB_OK;
-        int64_t left = deadline - now_ms();
+        int64_t left = deadline - carehub__now_ms();
         if (left <= 0)
-            return set_err(c, CAREHUB_ETIMEOUT, "%zu event(s) or request(s) still unacknowledged",
+            return carehub__set_err(c, CAREHUB_ETIMEOUT, "%zu event(s) or request(s) still unacknowledged",
                            carehub_pending(c));
         int rc = carehub_poll(c, left > 1000 ? 1000 : (int)left);
         if (rc == CAREHUB_EREFUSED || rc == CAREHUB_ESPOOL || rc == CAREHUB_EINVAL)

@@ -353,16 +353,12 @@ void cli_catch_signals(void)
 
 int cli_utf8_valid(const char *s)
 {
-    return csv_utf8_valid(s, strlen(s));
+    return util_utf8_valid(s, strlen(s));
 }
 
 size_t cli_utf8_len(const char *s)
 {
-    size_t n = 0;
-    for (; *s; s++)
-        if (((unsigned char)*s & 0xC0) != 0x80)
-            n++;
-    return n;
+    return util_utf8_count(s, strlen(s));
 }
 
 const char *cli_json_str(const json_t *o, const char *key, const char *def)
@@ -379,10 +375,8 @@ const char *cli_show(const char *s)
     size_t o = 0, chars = 0;
     const unsigned char *p = (const unsigned char *)s;
     while (*p && chars < 40) {
-        size_t n = *p < 0x80 ? 1 : (*p >= 0xC2 && *p <= 0xDF) ? 2 : (*p >= 0xE0 && *p <= 0xEF) ? 3
-                 : (*p >= 0xF0 && *p <= 0xF4) ? 4 : 0;
-        size_t have = strnlen((const char *)p, n ? n : 1);
-        if (n == 0 || have < n || !csv_utf8_valid((const char *)p, n)) {
+        size_t n = util_utf8_seq(p, strnlen((const char *)p, 4));
+        if (n == 0) {
             out[o++] = '?';
             p++;
         } else if (n == 1 && (*p < 0x20 || *p == 0x7f)) {

@@ -22,7 +22,7 @@
  * No input makes it crash or grow without bound: every buffer is capped.
  *
  * Bytes are passed through: checking that a field is valid UTF-8 is the
- * caller's business (csv_utf8_valid() helps).
+ * caller's business (util_utf8_valid() in broker/util.h helps).
  */
 #ifndef CAREHUB_CSV_H
 #define CAREHUB_CSV_H
@@ -69,8 +69,5 @@ long csv_line(const csv_reader_t *r);
 /* Why the last CSV_BAD record was refused: a sentence without the line
  * number (prefix it with csv_line()). */
 const char *csv_error(const csv_reader_t *r);
-
-/* 1 when s[0..len) is well-formed UTF-8 (no overlongs, no surrogates). */
-int csv_utf8_valid(const char *s, size_t len);
 
 #endif

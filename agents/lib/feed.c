@@ -1,4 +1,5 @@
 /* feed.c — JSON lines into libcarehub for carehub-send and carehub-monitor; see feed.h. */
+#include "carehub_wire.h"
 #include "feed.h"
 
 #include <errno.h>
@@ -149,7 +150,7 @@ int feed_getopt(feed_opts_t *o, int argc, char **argv, int allow_follow, void (*
 /* ---- ids and times ------------------------------------------------------------ */
 
 void feed_line_id(const char *type, const char *name, long lineno, const char *text, size_t len,
-                  char out[65])
+                  char out[CAREHUB_ID_MAX + 1])
 {
     crypto_generichash_state st;
     unsigned char h[16];
@@ -166,7 +167,7 @@ void feed_line_id(const char *type, const char *name, long lineno, const char *t
 }
 
 /* An id for a detection's own "id" value that is not a protocol id (a URL…). */
-void feed_foreign_id(const char *type, const char *value, char out[65])
+void feed_foreign_id(const char *type, const char *value, char out[CAREHUB_ID_MAX + 1])
 {
     unsigned char h[16];
     char hex[33];
@@ -366,7 +367,7 @@ static void feed_line(feed_t *f, const char *type, const char *name, long lineno
                       size_t len)
 {
     json_error_t je;
-    char why[512], id[65] = "", src[4200];
+    char why[512], id[CAREHUB_ID_MAX + 1] = "", src[4200];
     int64_t at = 0;
     json_t *body = NULL;
 

@@ -24,6 +24,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "carehub_wire.h"
 #include "cli.h"
 
 /* The agent programs' exit codes (cli.h), as these programs use them. */
@@ -76,11 +77,11 @@ int feed_run(const feed_opts_t *o, const char *type, char **paths, int npaths);
 
 /* The id feed_run gives a line without one: "h-" and 32 hex digits. */
 void feed_line_id(const char *type, const char *name, long lineno, const char *text, size_t len,
-                  char out[65]);
+                  char out[CAREHUB_ID_MAX + 1]);
 
 /* The id given to a detection whose own "id" is not a protocol id (a URL, …):
  * "d-" and 32 hex digits of BLAKE2b over the type and the value. */
-void feed_foreign_id(const char *type, const char *value, char out[65]);
+void feed_foreign_id(const char *type, const char *value, char out[CAREHUB_ID_MAX + 1]);
 
 /* Parse an `at` value: integer ms, or RFC 3339 text. 0 or -1. */
 int feed_parse_time(const char *s, int64_t *ms);

@@ -1,4 +1,5 @@
 /* spool.c — the durable outbox of libcarehub; see spool.h. */
+#include "carehub_wire.h"
 #include "spool.h"
 
 #include <errno.h>
@@ -408,7 +409,7 @@ fail:
     return -1;
 }
 
-int spool_remove(spool_t *s, const uint64_t *seqs, char (*ids)[65], size_t n, char *err,
+int spool_remove(spool_t *s, const uint64_t *seqs, char (*ids)[CAREHUB_ID_MAX + 1], size_t n, char *err,
                  size_t errlen)
 {
     MDB_txn *txn = NULL;

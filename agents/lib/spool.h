@@ -18,12 +18,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "carehub_wire.h"
+
 typedef struct spool spool_t;
 
 /* One record, copied out of the spool; free with spool_rec_clear(). */
 typedef struct {
     uint64_t seq;      /* position in the outbox (spool order) */
-    char id[65];       /* the event id */
+    char id[CAREHUB_ID_MAX + 1];       /* the event id */
     char *frame;       /* the wire message (one msgpack map) */
     size_t frame_len;
     char *tag;         /* what the submitter stored with it, or NULL */
@@ -50,7 +52,7 @@ int spool_read(spool_t *s, uint64_t from, spool_rec_t *recs, int max, uint64_t *
                size_t *damaged, char *err, size_t errlen);
 
 /* Remove the records (seq, id) given, in one durable commit. 0 or -1. */
-int spool_remove(spool_t *s, const uint64_t *seqs, char (*ids)[65], size_t n, char *err,
+int spool_remove(spool_t *s, const uint64_t *seqs, char (*ids)[CAREHUB_ID_MAX + 1], size_t n, char *err,
                  size_t errlen);
 
 /* Records in the outbox. */

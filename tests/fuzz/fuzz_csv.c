@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "csv.h"
+#include "util.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -82,7 +83,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 abort(); /* past the last field: "" */
             if (fl > max_field)
                 abort();
-            (void)csv_utf8_valid(fld, fl);
+            (void)util_utf8_valid(fld, fl);
         }
     }
     csv_destroy(&r);

@@ -1,0 +1,63 @@
+/*
+ * carehub_cli.h — what the files of bin/carehub share (agents/carehub.c, the
+ * command line and the commands; agents/carehub/: the session, printing, the
+ * report). Not a library: one program's parts.
+ */
+#ifndef CAREHUB_CAREHUB_CLI_H
+#define CAREHUB_CAREHUB_CLI_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include <jansson.h>
+
+#include "cli.h"
+
+#define PAGE_MAX 1000             /* the broker's largest page */
+
+/* The options of the commands, as parsed by main. */
+typedef struct {
+    unsigned given;         /* BIT(OPT_*) of the options given */
+    int json, csv, overdue, all;
+    const char *html, *status, *agency, *type, *after, *data, *seed;
+    int64_t since;          /* -1 = not given */
+    long limit, n;
+} opts_t;
+
+/* ---- session.c: one DEALER, hello, one request at a time ---------------------- */
+
+typedef struct {
+    void *ctx, *sock;
+    const cli_common_t *co;
+    int wait_ms;
+    char code[64], error[1024], field[256];
+} sess_t;
+
+/* Connect and say hello: 0, or an exit code with the message printed
+ * (69 unreachable, 77 refused, 64 a bad option). */
+int sess_open(sess_t *s, const cli_common_t *co);
+void sess_close(sess_t *s);
+/* A query {op:"query", what, ...fields}: 0 and the answer in *out, or an exit
+ * code with the message printed (65 refused, 69 no answer). */
+int sess_query(sess_t *s, const char *what, json_t *fields, json_t **out);
+/* Every item (`key` of each answer) of the list query `what`, following `next`
+ * while all (else one page). items gets them; *last the last answer (or NULL). */
+int sess_query_pages(sess_t *s, const char *what, json_t *fields, const char *key, int all,
+                     json_t *items, json_t **last, const char **next_out);
+
+/* ---- show.c: printing ------------------------------------------------------- */
+
+int show_is_time_key(const char *k);
+void show_val(FILE *f, const char *key, const json_t *v);
+void show_tree(FILE *f, const char *indent, const char *prefix, const json_t *o);
+void show_json_line(const json_t *j);
+void show_cell(const char *key, const json_t *v, int width);
+void show_case_row(const json_t *c);
+void show_case_header(void);
+
+/* ---- report.c --------------------------------------------------------------- */
+
+/* `carehub report`: an exit code. */
+int report_command(sess_t *s, const opts_t *o);
+
+#endif

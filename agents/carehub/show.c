@@ -1,0 +1,132 @@
+/*
+ * show.c — how bin/carehub prints answers: values (times as local dates),
+ * trees, JSON lines, the cases table. See carehub_cli.h.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "carehub_cli.h"
+#include "cli.h"
+#include "util.h"
+
+int show_is_time_key(const char *k)
+{
+    static const char *const keys[] = {"opened", "at", "received", "created", "ack_by", "acked_at",
+                                       "next_due", "closed", "updated", "occurred_at", "resolved_at",
+                                       "last_event", "now", NULL};
+    return cli_enum_index(k, keys) >= 0;
+}
+
+/* A value for a table or a key=value line. */
+void show_val(FILE *f, const char *key, const json_t *v)
+{
+    if (json_is_string(v)) {
+        const char *s = json_string_value(v);
+        cli_put_safe(f, *s ? s : "-");
+    } else if (json_is_integer(v)) {
+        json_int_t n = json_integer_value(v);
+        if (key && show_is_time_key(key)) {
+            char t[64];
+            if (n <= 0)
+                fputc('-', f);
+            else {
+                cli_format_time(n, t, sizeof t);
+                fputs(t, f);
+            }
+        } else {
+            fprintf(f, "%lld", (long long)n);
+        }
+    } else if (json_is_real(v)) {
+        fprintf(f, "%g", json_real_value(v));
+    } else if (json_is_boolean(v)) {
+        fputs(json_is_true(v) ? "yes" : "no", f);
+    } else if (json_is_null(v) || !v) {
+        fputc('-', f);
+    } else if (json_is_array(v)) {
+        size_t i;
+        json_t *x;
+        json_array_foreach(v, i, x) {
+            if (i)
+                fputc(',', f);
+            show_val(f, NULL, x);
+        }
+    } else {
+        fputs("{…}", f);
+    }
+}
+
+/* Every leaf of o as "  prefix.key: value" lines (nested objects flattened). */
+void show_tree(FILE *f, const char *indent, const char *prefix, const json_t *o)
+{
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)o, k, v) {
+        char path[512];
+        util_fmt(path, sizeof path, "%s%s%s", prefix, *prefix ? "." : "", k);
+        if (json_is_object(v)) {
+            show_tree(f, indent, path, v);
+            continue;
+        }
+        fputs(indent, f);
+        cli_put_safe(f, path);
+        fputs(": ", f);
+        show_val(f, k, v);
+        fputc('\n', f);
+    }
+}
+
+void show_json_line(const json_t *j)
+{
+    char *t = json_dumps(j, JSON_COMPACT);
+    if (t) {
+        fputs(t, stdout);
+        fputc('\n', stdout);
+    }
+    free(t);
+}
+
+void show_cell(const char *key, const json_t *v, int width)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *m = open_memstream(&buf, &len);
+    if (!m)
+        return;
+    show_val(m, key, v);
+    fclose(m);
+    fputs(buf, stdout);
+    /* pad by characters, not bytes (names may be Chinese) */
+    int n = (int)cli_utf8_len(buf);
+    for (; n < width; n++)
+        fputc(' ', stdout);
+    fputc(' ', stdout);
+    free(buf);
+}
+
+void show_case_row(const json_t *c)
+{
+    show_cell("id", json_object_get(c, "id"), 20);
+    show_cell("type", json_object_get(c, "type"), 16);
+    show_cell("status", json_object_get(c, "status"), 11);
+    show_cell("severity", json_object_get(c, "severity"), 8);
+    show_cell("opened", json_object_get(c, "opened"), 23);
+    size_t i;
+    json_t *a;
+    json_array_foreach(json_object_get(c, "assignments"), i, a) {
+        if (i)
+            fputs(", ", stdout);
+        cli_put_safe(stdout, cli_json_str(a, "agency", "?"));
+        fputc(':', stdout);
+        cli_put_safe(stdout, cli_json_str(a, "state", "?"));
+    }
+    fputc('\n', stdout);
+}
+
+void show_case_header(void)
+{
+    printf("%-20s %-16s %-11s %-8s %-23s %s\n", "CASE", "TYPE", "STATUS", "SEVERITY", "OPENED",
+           "ASSIGNMENTS");
+}
