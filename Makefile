@@ -19,7 +19,7 @@ CMOCKA_LIBS := $(shell pkg-config --libs cmocka 2>/dev/null)
 
 WARN := -Wall -Wextra -Werror -Wshadow -Wpointer-arith -Wstrict-prototypes -Wmissing-prototypes \
         -Wformat=2 -Wno-format-nonliteral
-BASE_CFLAGS := -std=c11 -pthread -D_DEFAULT_SOURCE -D_POSIX_C_SOURCE=200809L -Ibroker -Iinclude -Iagents/lib $(WARN) $(PKG_CFLAGS) \
+BASE_CFLAGS := -std=c11 -pthread -D_DEFAULT_SOURCE -D_POSIX_C_SOURCE=200809L -Ibroker -Icommon -Iinclude -Iagents/lib $(WARN) $(PKG_CFLAGS) \
         -DCAREHUB_SCHEMAS_DIR='"$(CURDIR)/schemas"' -DCAREHUB_SOURCE_DIR='"$(CURDIR)"'
 
 ifeq ($(SAN),1)
@@ -35,20 +35,23 @@ OUT := build/$(VARIANT)
 CFLAGS_ALL := $(BASE_CFLAGS) $(OPT) $(CFLAGS)
 LDFLAGS_ALL := $(OPT) -pthread $(LDFLAGS)
 
-BROKER_SRC  := $(sort $(wildcard broker/*.c))
+# common/: what the broker and the agents both link (the wire's msgpack guard and
+# msgpack<->JSON, helpers, UTF-8); neither side includes the other's files.
+COMMON_SRC  := $(sort $(wildcard common/*.c))
+BROKER_SRC  := $(sort $(wildcard broker/*.c)) $(COMMON_SRC)
 BROKER_OBJ  := $(BROKER_SRC:%.c=$(OUT)/%.o)
 LIB_OBJ     := $(filter-out $(OUT)/broker/main.o,$(BROKER_OBJ))
 UNIT_SRC    := $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BIN    := $(UNIT_SRC:tests/unit/%.c=$(OUT)/tests/%)
-# The agent programs' runtime (internal, not installed): agents/lib plus the broker's
-# msgpack guard and helpers, every symbol visible to the programs that link it.
+# The agent programs' runtime (internal, not installed): agents/lib plus common/,
+# every symbol visible to the programs that link it.
 AGENT_LIB_SRC  := $(sort $(wildcard agents/lib/*.c))
-AGENT_LIB_OBJ  := $(AGENT_LIB_SRC:%.c=$(OUT)/%.o) $(OUT)/broker/frame.o $(OUT)/broker/util.o
+AGENT_LIB_OBJ  := $(AGENT_LIB_SRC:%.c=$(OUT)/%.o) $(COMMON_SRC:%.c=$(OUT)/%.o)
 AGENT_LIB      := $(OUT)/libcarehub-agent.a
 # libcarehub, the public library for integrators (include/carehub.h): the same code
 # compiled position-independent with hidden visibility, so that it exports carehub_*
 # and nothing else; a shared object with a soname, an archive and a pkg-config file.
-PUBLIB_SRC     := agents/lib/carehub.c agents/lib/carehub_conn.c agents/lib/spool.c broker/frame.c broker/util.c
+PUBLIB_SRC     := agents/lib/carehub.c agents/lib/carehub_conn.c agents/lib/spool.c $(COMMON_SRC)
 PUBLIB_OBJ     := $(PUBLIB_SRC:%.c=$(OUT)/pic/%.o)
 PUBLIB_DIR     := $(OUT)/lib
 PUBLIB_VERSION := $(shell sed -n 's/^\#define CAREHUB_VERSION_STR "\(.*\)"/\1/p' agents/lib/carehub.c)

@@ -18,13 +18,11 @@
  * every read and every refusal to the trail; a refusal is printed and the
  * exit code is 65.
  *
- * Why not libcarehub: the answers to `query what:"trail"` carry the records'
- * hashes as msgpack bin values, which libcarehub's reply path (JSON text)
- * cannot represent and drops. This program therefore speaks the wire protocol
- * itself (agents/carehub/session.c: one DEALER, hello, then one request at a
- * time, answering pings), turning bin values into lowercase hex. It sends no
- * events and keeps no spool. The common options (-b, -a, --key-file,
- * --server-key, --wait) are those of agents/lib/cli.h.
+ * It speaks to the broker through libcarehub (agents/carehub/session.c: a
+ * handle without a spool, one request at a time); the trail's hashes, msgpack
+ * bin values, arrive as lowercase hex. It sends no events and keeps no spool.
+ * The common options (-b, -a, --key-file, --server-key, --wait) are those of
+ * agents/lib/cli.h.
  *
  * This file: the options, the commands but `report`, main. agents/carehub/:
  * session.c (the broker), show.c (printing), report.c (`report`);

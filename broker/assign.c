@@ -7,9 +7,11 @@
  */
 #include "assign.h"
 
+#include <errno.h>
 #include <lmdb.h>
 #include <msgpack.h>
 #include <sodium.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -20,26 +22,64 @@
 
 #include "assign_int.h"
 
-static const char *STATE_NAMES[AS_STATE_COUNT] = {
-    "open", "acknowledged", "in_progress", "resolved", "referred", "declined",
+/* The assignment state machine (assign.h draws it): each state's name, whether
+ * it is final, whether an agency sets it with case_update (case_ack sets
+ * acknowledged), and the states it may move to. set_state() checks every move
+ * against `next`; case_update's checks and nack texts are read from here. */
+#define TO(s) (1u << (s))
+static const struct {
+    const char *name;
+    int final;
+    int by_update;
+    unsigned next;
+} STATES[AS_STATE_COUNT] = {
+    [AS_OPEN] = {"open", 0, 0,
+                 TO(AS_ACKNOWLEDGED) | TO(AS_IN_PROGRESS) | TO(AS_RESOLVED) | TO(AS_REFERRED) |
+                     TO(AS_DECLINED)},
+    [AS_ACKNOWLEDGED] = {"acknowledged", 0, 0,
+                         TO(AS_IN_PROGRESS) | TO(AS_RESOLVED) | TO(AS_REFERRED) | TO(AS_DECLINED)},
+    [AS_IN_PROGRESS] = {"in_progress", 0, 1, TO(AS_RESOLVED) | TO(AS_REFERRED) | TO(AS_DECLINED)},
+    [AS_RESOLVED] = {"resolved", 1, 1, 0},
+    [AS_REFERRED] = {"referred", 1, 1, 0},
+    [AS_DECLINED] = {"declined", 1, 1, 0},
 };
 
 const char *assign_state_name(assign_state_t s)
 {
-    return s < AS_STATE_COUNT ? STATE_NAMES[s] : NULL;
+    return s < AS_STATE_COUNT ? STATES[s].name : NULL;
 }
 
 int assign_state_parse(const char *s, size_t n)
 {
     for (int i = 0; i < AS_STATE_COUNT; i++)
-        if (strlen(STATE_NAMES[i]) == n && memcmp(STATE_NAMES[i], s, n) == 0)
+        if (strlen(STATES[i].name) == n && memcmp(STATES[i].name, s, n) == 0)
             return i;
     return -1;
 }
 
 int assign_is_final(assign_state_t s)
 {
-    return s == AS_RESOLVED || s == AS_REFERRED || s == AS_DECLINED;
+    return s < AS_STATE_COUNT && STATES[s].final;
+}
+
+int assign_update_status(const char *s, size_t n)
+{
+    int st = assign_state_parse(s, n);
+    return st >= 0 && STATES[st].by_update ? st : -1;
+}
+
+void assign_update_statuses(char *buf, size_t size)
+{
+    size_t at = 0;
+    buf[0] = '\0';
+    for (int i = 0; i < AS_STATE_COUNT; i++)
+        if (STATES[i].by_update && at < size)
+            at += (size_t)snprintf(buf + at, size - at, "%s%s", at ? ", " : "", STATES[i].name);
+}
+
+int assign_may_move(assign_state_t from, assign_state_t to)
+{
+    return from < AS_STATE_COUNT && to < AS_STATE_COUNT && (STATES[from].next & TO(to)) != 0;
 }
 
 /* ---- effects ------------------------------------------------------------- */
@@ -297,6 +337,11 @@ static int set_state(store_txn_t *t, as_t *a, assign_state_t to, int64_t now, as
     int rc;
     if (from == to)
         return 0;
+    if (!assign_may_move(from, to)) { /* the callers check first: a bug, refused whole */
+        log_error("assign: %s: no move from %s to %s", a->id, assign_state_name(from),
+                  assign_state_name(to));
+        return EINVAL;
+    }
     log_debug("assign: %s (%s, %s) %s -> %s", a->id, a->case_id, a->agency, assign_state_name(from),
              assign_state_name(to));
     a->state = to;
@@ -489,14 +534,19 @@ int assign_request(const config_t *cfg, store_txn_t *t, assign_request_t *r, ass
             return rc;
         return assign_rec_put(t, &a);
     }
-    int to = assign_state_parse(r->status, strlen(r->status));
-    if (assign_is_final(a.state)) {
-        if (to != (int)a.state) {
-            r->result = ASSIGN_CONFLICT;
-            util_fmt(r->detail, sizeof r->detail, "assignment %s is already %s (final)", a.id,
-                     assign_state_name(a.state));
-        }
+    int to = assign_update_status(r->status, strlen(r->status));
+    if (to < 0) { /* proto.c checked it: cannot happen */
+        r->result = ASSIGN_CONFLICT;
+        util_fmt(r->detail, sizeof r->detail, "`%s` is not a status an agency sets", r->status);
+        return 0;
+    }
+    if (assign_is_final(a.state) && to == (int)a.state)
         return 0; /* the same final status again: a retry */
+    if (to != (int)a.state && !assign_may_move(a.state, (assign_state_t)to)) {
+        r->result = ASSIGN_CONFLICT;
+        util_fmt(r->detail, sizeof r->detail, "assignment %s is already %s (final)", a.id,
+                 assign_state_name(a.state));
+        return 0;
     }
     if (to == AS_DECLINED && cfg->fallback_agency && strcmp(a.agency, cfg->fallback_agency) == 0) {
         r->result = ASSIGN_CONFLICT;

@@ -51,6 +51,12 @@ typedef enum {
 /* "open", "acknowledged", …; -1 / NULL when unknown. */
 const char *assign_state_name(assign_state_t s);
 int assign_state_parse(const char *s, size_t n);
+/* The state case_update's status s[0..n) names, or -1 when an agency does not set
+ * it that way; and those statuses, "in_progress, resolved, …", into buf. */
+int assign_update_status(const char *s, size_t n);
+void assign_update_statuses(char *buf, size_t size);
+/* 1 when the state machine allows from -> to (the table in assign.c). */
+int assign_may_move(assign_state_t from, assign_state_t to);
 
 /* What to do after the commit. Ids are copied; duplicates are not added twice. */
 typedef struct {

@@ -266,11 +266,11 @@ static void assignment_op(proto_t *p, proto_msg_t *m, int is_update)
     } else {
         const char *status = c->status;
         int st = str_field(m->map, "status", c->status, sizeof c->status);
-        int s_ok = st == 1 && (strcmp(status, "in_progress") == 0 || strcmp(status, "resolved") == 0 ||
-                               strcmp(status, "referred") == 0 || strcmp(status, "declined") == 0);
-        if (!s_ok) {
-            PROTO_NACK(p, m, CAREHUB_E_INVALID, "/status",
-                       "`status` is required: one of in_progress, resolved, referred, declined");
+        int to = st == 1 ? assign_update_status(status, strlen(status)) : -1;
+        if (to < 0) {
+            char list[128];
+            assign_update_statuses(list, sizeof list);
+            PROTO_NACK(p, m, CAREHUB_E_INVALID, "/status", "`status` is required: one of %s", list);
             goto refused;
         }
         if (str_field(m->map, "note", c->note, sizeof c->note) < 0) {
@@ -278,7 +278,7 @@ static void assignment_op(proto_t *p, proto_msg_t *m, int is_update)
             goto refused;
         }
         int has_to = str_field(m->map, "to", c->to, sizeof c->to);
-        if (strcmp(status, "referred") == 0 && has_to != 1) {
+        if (to == AS_REFERRED && has_to != 1) {
             PROTO_NACK(p, m, CAREHUB_E_INVALID, "/to", "`referred` needs `to`: the agency the case goes to");
             goto refused;
         }

@@ -77,10 +77,11 @@ CAREHUB_API const char *carehub_version(void);
 typedef struct {
     const char *endpoint;     /* e.g. "tcp://127.0.0.1:5570" (required) */
     const char *agent;        /* the agent id, as configured on the broker (required) */
-    const char *spool_dir;    /* the outbox directory, created 0700 if missing (required);
-                                 refused when it is a symbolic link or not a directory, is
-                                 not owned by the effective uid, or group or others may
-                                 write in it */
+    const char *spool_dir;    /* the outbox directory, created 0700 if missing; refused
+                                 when it is a symbolic link or not a directory, is not
+                                 owned by the effective uid, or group or others may write
+                                 in it. NULL: no spool, a handle for carehub_request()
+                                 only (carehub_submit() gives CAREHUB_EINVAL) */
     const char *software;     /* sent in hello; default "libcarehub/<version>" */
     /* CURVE (broker.security: curve); all three or none: */
     const char *secret_key;   /* the agent's secret key, 40 Z85 chars */
@@ -120,7 +121,9 @@ typedef void (*carehub_nack_fn)(void *ud, const char *ref, const char *code, con
  * the same message. */
 typedef void (*carehub_push_fn)(void *ud, const char *op, const char *json);
 
-/* A reply to carehub_request(): the broker's answer as JSON text. */
+/* A reply to carehub_request(): the broker's answer as JSON text. In replies and
+ * pushes, msgpack bin values (the trail's hashes in a `query what:"trail"`
+ * answer) are strings of their bytes in lowercase hex. */
 typedef void (*carehub_reply_fn)(void *ud, const char *id, const char *json);
 
 typedef struct {

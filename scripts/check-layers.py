@@ -1,21 +1,23 @@
 #!/usr/bin/python3
 """scripts/check-layers.py [ROOT] — who may include whom (docs/architecture.md, "Layers").
 
-Reads every `#include "..."` line of the product (include/, broker/, agents/) under ROOT
+Reads every `#include "..."` line of the product (include/, common/, broker/, agents/) under ROOT
 (default: the project) and fails, naming file, line and rule, when a file includes a
 header of a higher layer than its own or outside what its side may see:
 
+  common/   what both sides link (the wire's msgpack guard and msgpack<->JSON,
+            helpers, UTF-8): only common/ and include/.
   broker/   a file's layer is its module's (store_case.c is `store`, config_yaml.c
             `config`); it may include headers of its own layer or lower. Lowest first:
-              0 base        util log clock frame  (and include/carehub_wire.h)
+              0 base        log clock, and common/ (util frame), include/carehub_wire.h
               1 services    store config schema keys job session metrics hook zap route
               2 trail       (the hash chain: over the store)
               3 domain      assign query turn deliver
               4 protocol    proto
               5 the broker  broker main
             It never includes anything of agents/.
-  agents/lib/  libcarehub and the agents' runtime: include/, agents/lib/ and the base
-            layer of broker/ (the msgpack guard and helpers it links), nothing else.
+  agents/lib/  libcarehub and the agents' runtime: include/, agents/lib/ and common/;
+            nothing of broker/.
   agents/*.c, agents/NAME/  a program: the above, plus its own directory.
   include/  the public headers: only each other.
 
@@ -69,9 +71,9 @@ def includes(root, rel):
 
 def resolve(root, rel, inc):
     """Where the compiler finds `inc` included from rel (quotes: the file's own
-    directory first, then -Ibroker -Iinclude -Iagents/lib, as the Makefile)."""
+    directory first, then -Ibroker -Icommon -Iinclude -Iagents/lib, as the Makefile)."""
     here = os.path.dirname(rel)
-    for d in (here, "broker", "include", "agents/lib", "agents"):
+    for d in (here, "broker", "common", "include", "agents/lib", "agents"):
         cand = os.path.normpath(os.path.join(d, inc))
         if os.path.isfile(os.path.join(root, cand)):
             return cand
@@ -92,6 +94,10 @@ def check_file(root, rel, used):
         if rel.startswith("include/"):
             if not target.startswith("include/"):
                 problems.append(f"{where}: a public header may include only public headers")
+        elif rel.startswith("common/"):
+            if not target.startswith(("common/", "include/")):
+                problems.append(f"{where}: common/ is below both sides: it includes only common/ "
+                                f"and include/, not {target}")
         elif rel.startswith("broker/"):
             if target.startswith("agents/"):
                 problems.append(f"{where}: the broker never includes the agents' files")
@@ -115,20 +121,18 @@ def check_file(root, rel, used):
             if not lib:  # agents/carehub-x.c owns agents/carehub-x/; agents/carehub-x/y.c too
                 parts = rel.split("/")
                 prog_dir = "agents/" + (parts[1][:-2] if len(parts) == 2 else parts[1])
-            ok = (target.startswith("include/") or target.startswith("agents/lib/")
-                  or (target.startswith("broker/") and RANK.get(module(target)) == 0)
+            ok = (target.startswith(("include/", "agents/lib/", "common/"))
                   or (prog_dir and target.startswith(prog_dir + "/"))
                   or (not lib and os.path.dirname(target) == own))
             if not ok:
                 what = "libcarehub" if lib else "an agent program"
-                problems.append(f"{where}: {what} may include include/, agents/lib/, the broker's "
-                                f"base layer (util, log, clock, frame){'' if lib else ' and its own directory'}"
-                                f", not {target}")
+                problems.append(f"{where}: {what} may include include/, agents/lib/, common/"
+                                f"{'' if lib else ' and its own directory'}, not {target}")
     return problems
 
 
 def product_files(root):
-    for top in ("include", "broker", "agents"):
+    for top in ("include", "common", "broker", "agents"):
         for d, _, files in os.walk(os.path.join(root, top)):
             for f in sorted(files):
                 if f.endswith((".c", ".h")):

@@ -11,6 +11,7 @@
 
 #include <jansson.h>
 
+#include "carehub.h"
 #include "cli.h"
 
 #define PAGE_MAX 1000             /* the broker's largest page */
@@ -24,21 +25,24 @@ typedef struct {
     long limit, n;
 } opts_t;
 
-/* ---- session.c: one DEALER, hello, one request at a time ---------------------- */
+/* ---- session.c: libcarehub without a spool, one request at a time ------------- */
 
 typedef struct {
-    void *ctx, *sock;
+    carehub_t *c;
     const cli_common_t *co;
-    int wait_ms;
+    int wait_ms;               /* for each answer (--wait) */
+    char want[CAREHUB_ID_MAX + 1]; /* the request waiting for its answer */
+    int answered;              /* 1 answer in reply, -1 refused (code, error, field) */
+    json_t *reply;
     char code[64], error[1024], field[256];
 } sess_t;
 
 /* Connect and say hello: 0, or an exit code with the message printed
- * (69 unreachable, 77 refused, 64 a bad option). */
+ * (75 unreachable, 77 refused, 64 a bad option). */
 int sess_open(sess_t *s, const cli_common_t *co);
 void sess_close(sess_t *s);
 /* A query {op:"query", what, ...fields}: 0 and the answer in *out, or an exit
- * code with the message printed (65 refused, 69 no answer). */
+ * code with the message printed (65 refused, 75 no answer). */
 int sess_query(sess_t *s, const char *what, json_t *fields, json_t **out);
 /* Every item (`key` of each answer) of the list query `what`, following `next`
  * while all (else one page). items gets them; *last the last answer (or NULL). */

@@ -235,8 +235,8 @@ carehub_t *carehub_new(const carehub_opts_t *o, const carehub_callbacks_t *cb, i
                  "on the broker");
         goto fail;
     }
-    if (!o->spool_dir || !o->spool_dir[0]) {
-        util_fmt(e, sizeof e, "a spool directory is required");
+    if (o->spool_dir && !o->spool_dir[0]) {
+        util_fmt(e, sizeof e, "the spool directory is empty: give a directory, or NULL for none");
         goto fail;
     }
     if (o->secret_key || o->public_key || o->server_key) {
@@ -285,12 +285,14 @@ carehub_t *carehub_new(const carehub_opts_t *o, const carehub_callbacks_t *cb, i
         util_fmt(c->msg_prefix, sizeof c->msg_prefix, "%.13s", r); /* "m" + 12 hex digits */
     }
 
-    if (!(c->spool_dir = strdup(o->spool_dir)))
-        goto oom;
-    c->spool = spool_open(o->spool_dir, e, sizeof e);
-    if (!c->spool) {
-        rc = CAREHUB_ESPOOL;
-        goto fail;
+    if (o->spool_dir) { /* else a handle for requests only (carehub_submit refuses) */
+        if (!(c->spool_dir = strdup(o->spool_dir)))
+            goto oom;
+        c->spool = spool_open(o->spool_dir, e, sizeof e);
+        if (!c->spool) {
+            rc = CAREHUB_ESPOOL;
+            goto fail;
+        }
     }
     c->zctx = zmq_ctx_new();
     if (!c->zctx) {
@@ -384,6 +386,9 @@ int carehub_submit_tagged(carehub_t *c, const char *type, int64_t at, const char
     char eid[CAREHUB_ID_MAX + 1], err[512];
     if (!c)
         return CAREHUB_EINVAL;
+    if (!c->spool)
+        return carehub__set_err(c, CAREHUB_EINVAL, "this handle was opened without a spool "
+                                "(spool_dir NULL): it sends requests, not events");
     if (!valid_type(type))
         return carehub__set_err(c, CAREHUB_EINVAL, "the event type must be a name such as \"absence\"");
     if (at < 0)

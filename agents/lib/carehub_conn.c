@@ -257,11 +257,12 @@ static void rehello(carehub_t *c)
 
 /* ---- what the broker sends ---------------------------------------------------------- */
 
-/* The message as JSON text (malloc'd), or NULL when it cannot be (bin…). */
+/* The message as JSON text (malloc'd; bin values as lowercase hex), or NULL
+ * when it cannot be (an ext value, keys that are not strings…). */
 static char *msg_json(carehub_t *c, const msgpack_object *map, const char *op)
 {
     char path[256], why[256];
-    json_t *j = frame_to_json(map, path, sizeof path, why, sizeof why);
+    json_t *j = frame_to_json_flags(map, FRAME_JSON_BIN_HEX, path, sizeof path, why, sizeof why);
     if (!j) {
         carehub__set_err(c, CAREHUB_OK, "the broker sent a `%s` that is not JSON-compatible at %s (%s); ignored",
                 op, path[0] ? path : "/", why);

@@ -22,7 +22,7 @@
  * No input makes it crash or grow without bound: every buffer is capped.
  *
  * Bytes are passed through: checking that a field is valid UTF-8 is the
- * caller's business (util_utf8_valid() in broker/util.h helps).
+ * caller's business (util_utf8_valid() in common/util.h helps).
  */
 #ifndef CAREHUB_CSV_H
 #define CAREHUB_CSV_H

@@ -9,7 +9,7 @@
 #   FUZZ_FLAGS     extra libFuzzer flags, e.g. "-jobs=2" or "-dict=..."
 #
 # Each target is built into build/fuzz/<target> from tests/fuzz/<target>.c and an
-# archive of the broker modules (broker/*.c but main.c) and the agent readers
+# archive of the broker modules (broker/*.c but main.c, common/*.c) and the agent readers
 # (agents/lib/csv.c, jsonl.c), all compiled with -fsanitize=fuzzer-no-link,address,
 # undefined; the linker takes from the archive only the modules a target needs.
 # The committed seeds tests/fuzz/corpus/<target>/ are copied to
@@ -34,19 +34,19 @@ if ! PKG_CFLAGS=$(pkg-config --cflags $PKGS) || ! PKG_LIBS=$(pkg-config --libs $
 fi
 
 SAN="-fsanitize=address,undefined -fno-sanitize-recover=all"
-CFLAGS="-std=c11 -D_DEFAULT_SOURCE -D_POSIX_C_SOURCE=200809L -Ibroker -Iinclude -Iagents/lib \
+CFLAGS="-std=c11 -D_DEFAULT_SOURCE -D_POSIX_C_SOURCE=200809L -Ibroker -Icommon -Iinclude -Iagents/lib \
 -g -O1 -fno-omit-frame-pointer -Wall -Wextra -Werror $PKG_CFLAGS \
 -DCAREHUB_SCHEMAS_DIR=\"$TOP/schemas\" -DCAREHUB_SOURCE_DIR=\"$TOP\""
 
-mkdir -p "$OUT/obj/broker" "$OUT/obj/agents/lib" || exit 2
+mkdir -p "$OUT/obj/broker" "$OUT/obj/common" "$OUT/obj/agents/lib" || exit 2
 
 # ---- the library archive (rebuilt only for changed sources) ---------------------------
-LIB_SRC=$(ls broker/*.c | grep -v '^broker/main\.c$'; echo agents/lib/csv.c agents/lib/jsonl.c)
+LIB_SRC=$(ls broker/*.c common/*.c | grep -v '^broker/main\.c$'; echo agents/lib/csv.c agents/lib/jsonl.c)
 objs=""
 for src in $LIB_SRC; do
     obj="$OUT/obj/${src%.c}.o"
     objs="$objs $obj"
-    newer=$(find broker include agents/lib -name '*.h' -newer "$obj" 2>/dev/null | head -n 1)
+    newer=$(find broker common include agents/lib -name '*.h' -newer "$obj" 2>/dev/null | head -n 1)
     if [ ! -f "$obj" ] || [ "$src" -nt "$obj" ] || [ -n "$newer" ] || [ "$0" -nt "$obj" ]; then
         echo "  CC [fuzz]  $src"
         # shellcheck disable=SC2086

@@ -696,6 +696,45 @@ static void expect_refused(const msgpack_sbuffer *sb, const char *want_path)
     assert_true(strlen(why) > 0);
 }
 
+/* With FRAME_JSON_BIN_HEX (what libcarehub hands its callers), bin values are
+ * lowercase hex text, nested or not; ext values are still refused. */
+static void test_json_bin_as_hex(void **state)
+{
+    (void)state;
+    char path[256], why[256];
+    PK_BEGIN();
+    msgpack_pack_map(&pk, 2);
+    pk_str(&pk, "hash");
+    msgpack_pack_bin(&pk, 4);
+    msgpack_pack_bin_body(&pk, "\x00\xab\x10\xff", 4);
+    pk_str(&pk, "list");
+    msgpack_pack_array(&pk, 2);
+    msgpack_pack_bin(&pk, 0);
+    msgpack_pack_bin(&pk, 1);
+    msgpack_pack_bin_body(&pk, "A", 1);
+    msgpack_unpacked u;
+    unpack(&u, sb.data, sb.size);
+    json_t *j = frame_to_json_flags(&u.data, FRAME_JSON_BIN_HEX, path, sizeof path, why, sizeof why);
+    assert_non_null(j);
+    assert_string_equal(json_string_value(json_object_get(j, "hash")), "00ab10ff");
+    json_t *l = json_object_get(j, "list");
+    assert_string_equal(json_string_value(json_array_get(l, 0)), "");
+    assert_string_equal(json_string_value(json_array_get(l, 1)), "41");
+    json_decref(j);
+    /* the same frame without the flag: refused where the first bin is */
+    assert_null(frame_to_json(&u.data, path, sizeof path, why, sizeof why));
+    assert_string_equal(path, "/hash");
+    msgpack_unpacked_destroy(&u);
+
+    PK_RESET();
+    msgpack_pack_ext(&pk, 1, 3);
+    msgpack_pack_ext_body(&pk, "x", 1);
+    unpack(&u, sb.data, sb.size);
+    assert_null(frame_to_json_flags(&u.data, FRAME_JSON_BIN_HEX, path, sizeof path, why, sizeof why));
+    msgpack_unpacked_destroy(&u);
+    msgpack_sbuffer_destroy(&sb);
+}
+
 static void test_json_bin_and_ext_refused(void **state)
 {
     (void)state;
@@ -1316,6 +1355,7 @@ int main(void)
         cmocka_unit_test(test_accessors),
         cmocka_unit_test(test_json_every_type),
         cmocka_unit_test(test_json_bin_and_ext_refused),
+        cmocka_unit_test(test_json_bin_as_hex),
         cmocka_unit_test(test_json_duplicate_keys_refused),
         cmocka_unit_test(test_json_bad_utf8_refused),
         cmocka_unit_test(test_json_nonstring_nested_key_refused),

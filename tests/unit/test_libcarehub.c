@@ -570,6 +570,26 @@ static void test_cli_private_files(void **state)
     free(dir);
 }
 
+/* Without a spool (spool_dir NULL) a handle sends requests only. */
+static void test_api_no_spool(void **state)
+{
+    (void)state;
+    char err[512], id[65];
+    int rc;
+    carehub_t *c = open_lib(NULL, &rc, err, sizeof err);
+    assert_non_null(c);
+    assert_int_equal(carehub_submit(c, "absence", 0, "{}", NULL, id), CAREHUB_EINVAL);
+    assert_non_null(strstr(carehub_last_error(c), "without a spool"));
+    assert_int_equal(carehub_pending(c), 0);
+    assert_int_equal(carehub_request(c, "{\"op\":\"query\",\"what\":\"cases\"}", id), CAREHUB_OK);
+    assert_int_equal(carehub_pending(c), 1);
+    assert_int_equal(carehub_poll(c, 0), CAREHUB_OK);
+    carehub_destroy(&c);
+    /* an empty directory name is still an error, not "none" */
+    assert_null(open_lib("", &rc, err, sizeof err));
+    assert_int_equal(rc, CAREHUB_EINVAL);
+}
+
 static void test_api_submit_spools(void **state)
 {
     (void)state;
@@ -658,6 +678,7 @@ int main(void)
         cmocka_unit_test(test_api_read_key),
         cmocka_unit_test(test_api_read_secret_key),
         cmocka_unit_test(test_cli_private_files),
+        cmocka_unit_test(test_api_no_spool),
         cmocka_unit_test(test_api_submit_spools),
         cmocka_unit_test(test_api_strerror),
     };

@@ -1,6 +1,8 @@
 /* frame.c — msgpack guard, conversion and reply writer; see frame.h. */
 #include "frame.h"
 
+#include <sodium.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "carehub_wire.h"
@@ -266,8 +268,8 @@ static void path_push(char *path, size_t size, const char *tok, size_t n)
     path[at] = '\0';
 }
 
-static json_t *to_json(const msgpack_object *o, char *path, size_t pathsize, char *why,
-                       size_t whysize)
+static json_t *to_json(const msgpack_object *o, unsigned flags, char *path, size_t pathsize,
+                       char *why, size_t whysize)
 {
     switch (o->type) {
     case MSGPACK_OBJECT_NIL: return json_null();
@@ -291,9 +293,18 @@ static json_t *to_json(const msgpack_object *o, char *path, size_t pathsize, cha
             util_fmt(why, whysize, "must be valid UTF-8 text without NUL bytes");
         return j;
     }
-    case MSGPACK_OBJECT_BIN:
-        util_fmt(why, whysize, "must not be binary data; send text as a msgpack str");
-        return NULL;
+    case MSGPACK_OBJECT_BIN: {
+        if (!(flags & FRAME_JSON_BIN_HEX)) {
+            util_fmt(why, whysize, "must not be binary data; send text as a msgpack str");
+            return NULL;
+        }
+        size_t n = o->via.bin.size;
+        char *hex = xmalloc(2 * n + 1);
+        sodium_bin2hex(hex, 2 * n + 1, (const unsigned char *)o->via.bin.ptr, n);
+        json_t *j = json_string(hex);
+        free(hex);
+        return j;
+    }
     case MSGPACK_OBJECT_EXT:
         util_fmt(why, whysize, "must not be a msgpack extension value");
         return NULL;
@@ -304,7 +315,7 @@ static json_t *to_json(const msgpack_object *o, char *path, size_t pathsize, cha
             size_t save = strlen(path);
             util_fmt(idx, sizeof idx, "%u", i);
             path_push(path, pathsize, idx, strlen(idx));
-            json_t *e = to_json(&o->via.array.ptr[i], path, pathsize, why, whysize);
+            json_t *e = to_json(&o->via.array.ptr[i], flags, path, pathsize, why, whysize);
             if (!e) {
                 json_decref(a);
                 return NULL;
@@ -331,7 +342,7 @@ static json_t *to_json(const msgpack_object *o, char *path, size_t pathsize, cha
                 json_decref(m);
                 return NULL;
             }
-            json_t *v = to_json(&o->via.map.ptr[i].val, path, pathsize, why, whysize);
+            json_t *v = to_json(&o->via.map.ptr[i].val, flags, path, pathsize, why, whysize);
             if (!v) {
                 json_decref(m);
                 return NULL;
@@ -350,14 +361,20 @@ static json_t *to_json(const msgpack_object *o, char *path, size_t pathsize, cha
     return NULL;
 }
 
-json_t *frame_to_json(const msgpack_object *o, char *path, size_t pathsize, char *why,
-                      size_t whysize)
+json_t *frame_to_json_flags(const msgpack_object *o, unsigned flags, char *path, size_t pathsize,
+                            char *why, size_t whysize)
 {
     if (pathsize)
         path[0] = '\0';
     if (whysize)
         why[0] = '\0';
-    return to_json(o, path, pathsize, why, whysize);
+    return to_json(o, flags, path, pathsize, why, whysize);
+}
+
+json_t *frame_to_json(const msgpack_object *o, char *path, size_t pathsize, char *why,
+                      size_t whysize)
+{
+    return frame_to_json_flags(o, 0, path, pathsize, why, whysize);
 }
 
 void frame_text_clean(char *s)

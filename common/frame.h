@@ -63,6 +63,11 @@ int frame_int(const msgpack_object *o, int64_t *v);
  */
 json_t *frame_to_json(const msgpack_object *o, char *path, size_t pathsize, char *why,
                       size_t whysize);
+/* As frame_to_json(); with FRAME_JSON_BIN_HEX a bin value becomes a string of its
+ * bytes in lowercase hex (the trail's hashes, read by an agent) instead of an error. */
+#define FRAME_JSON_BIN_HEX 1u
+json_t *frame_to_json_flags(const msgpack_object *o, unsigned flags, char *path, size_t pathsize,
+                            char *why, size_t whysize);
 
 /* Pack a JSON value as msgpack (objects → maps, arrays → arrays, integers → ints, reals →
  * float64, true/false → bool, null → nil). */
