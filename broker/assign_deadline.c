@@ -304,8 +304,9 @@ static int quiet_close(const config_t *cfg, store_txn_t *t, const char *case_id,
     free(all.list);
     if (rc || n)
         return rc; /* assigned meanwhile: it closes when resolved */
-    rc = assign_case_set_status(t, case_id, "closed", now);
-    if (rc == MDB_NOTFOUND)
+    int moved;
+    rc = assign_case_set_status(t, case_id, STORE_CASE_CLOSED, now, &moved);
+    if (rc == MDB_NOTFOUND || (!rc && !moved))
         return 0;
     if (!rc)
         log_info("assign: case %s closed: no assignment and no new event for quiet_close", case_id);

@@ -114,8 +114,10 @@ int assign_purge_schedule(const config_t *cfg, store_txn_t *t, const char *case_
 
 /* ---- assign_outcome.c ------------------------------------------------------------- */
 
-/* Set a case's status ("resolved", "closed") with the time; no longer joinable. */
-int assign_case_set_status(store_txn_t *t, const char *case_id, const char *status, int64_t now);
+/* Move a case from open to resolved or closed (store_case_may_move) with the time;
+ * no longer joinable. *moved 0: it had left open already, nothing written. */
+int assign_case_set_status(store_txn_t *t, const char *case_id, store_case_status_t to, int64_t now,
+                           int *moved);
 
 /* After an assignment became final: resolve the case when it is done. */
 int assign_check_case(const config_t *cfg, store_txn_t *t, const as_t *changed, int64_t now,

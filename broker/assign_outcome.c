@@ -67,12 +67,16 @@ static int outcome_for_event(void *ud, const void *k, size_t kl, const void *v, 
     return rc;
 }
 
-/* Set a case's status ("resolved", "closed") with the time, and make it no
- * longer joinable: a later event about the child opens a new case. */
-int assign_case_set_status(store_txn_t *t, const char *case_id, const char *status, int64_t now)
+/* Move a case to status `to` (resolved, closed) with the time, and make it no
+ * longer joinable: a later event about the child opens a new case. *moved is 0
+ * when the case's status may not move there (store_case_may_move: it left open
+ * already); nothing is written then. */
+int assign_case_set_status(store_txn_t *t, const char *case_id, store_case_status_t to, int64_t now,
+                           int *moved)
 {
     const void *v;
     size_t vl;
+    *moved = 0;
     int rc = store_get(t, STORE_DB_CASES, case_id, strlen(case_id), &v, &vl);
     if (rc)
         return rc;
@@ -83,6 +87,17 @@ int assign_case_set_status(store_txn_t *t, const char *case_id, const char *stat
         msgpack_unpacked_destroy(&u);
         return MDB_CORRUPTED;
     }
+    const char *cs;
+    size_t cn;
+    int from = frame_str(frame_map_get(&u.data, "status"), &cs, &cn) ? store_case_status_parse(cs, cn) : -1;
+    if (from < 0 || !store_case_may_move((store_case_status_t)from, to)) {
+        log_warn("assign: case %s is %.*s: not moved to %s", case_id, from < 0 ? 1 : (int)cn,
+                 from < 0 ? "?" : cs, store_case_status_name(to));
+        msgpack_unpacked_destroy(&u);
+        return 0;
+    }
+    *moved = 1;
+    const char *status = store_case_status_name(to);
     const msgpack_object *join = frame_map_get(&u.data, "join");
     msgpack_sbuffer sb;
     msgpack_packer pk;
@@ -130,8 +145,9 @@ int assign_case_set_status(store_txn_t *t, const char *case_id, const char *stat
 static int resolve_case(const config_t *cfg, store_txn_t *t, const char *case_id, const char *note,
                         const as_list_t *all, int64_t now, assign_effects_t *fx)
 {
-    int rc = assign_case_set_status(t, case_id, "resolved", now);
-    if (rc)
+    int moved;
+    int rc = assign_case_set_status(t, case_id, STORE_CASE_RESOLVED, now, &moved);
+    if (rc || !moved)
         return rc;
     log_info("assign: case %s resolved", case_id);
     /* privacy.retention: the case's data is purged this long after resolution */

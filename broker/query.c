@@ -289,7 +289,7 @@ static int alist_visit(void *ud, const void *k, size_t kl, const void *v, size_t
             frame_str(frame_map_get(&u.data, "state"), &st, &stn)) {
             if (a->l->agency[0] && agn == strlen(a->l->agency) && memcmp(ag, a->l->agency, agn) == 0)
                 a->agency_ok = 1;
-            if (stn == 4 && memcmp(st, "open", 4) == 0 && ack_by < clock_now_ms())
+            if (assign_state_parse(st, stn) == AS_OPEN && ack_by < clock_now_ms())
                 a->overdue_ok = 1;
             if (a->pk) {
                 msgpack_pack_map(a->pk, 4);

@@ -252,4 +252,17 @@ uint64_t store_txn_entries(store_txn_t *t, store_db_t db);
 int store_severity_parse(const char *s, size_t n);
 const char *store_severity_name(int sev);
 
+/* A case's status, "status" in its record: open until it is resolved (every
+ * assignment final, one resolved) or closed (quiet close); both are final. */
+typedef enum {
+    STORE_CASE_OPEN = 0,
+    STORE_CASE_RESOLVED,
+    STORE_CASE_CLOSED,
+    STORE_CASE_STATUS_COUNT
+} store_case_status_t;
+const char *store_case_status_name(store_case_status_t s); /* NULL when unknown */
+int store_case_status_parse(const char *s, size_t n);      /* -1 when unknown */
+/* 1 when a case may move from -> to (open -> resolved | closed). */
+int store_case_may_move(store_case_status_t from, store_case_status_t to);
+
 #endif

@@ -31,7 +31,35 @@ const char *store_severity_name(int sev)
     return sev >= 0 && sev < 4 ? sev_names[sev] : "normal";
 }
 
-/* Decode a msgpack [event id, case id] idempotency value. */
+/* A case's status: made open, left once for resolved or closed (both final). */
+static const struct {
+    const char *name;
+    unsigned next; /* bit per status it may move to */
+} CASE_STATUS[STORE_CASE_STATUS_COUNT] = {
+    [STORE_CASE_OPEN] = {"open", 1u << STORE_CASE_RESOLVED | 1u << STORE_CASE_CLOSED},
+    [STORE_CASE_RESOLVED] = {"resolved", 0},
+    [STORE_CASE_CLOSED] = {"closed", 0},
+};
+
+const char *store_case_status_name(store_case_status_t s)
+{
+    return s < STORE_CASE_STATUS_COUNT ? CASE_STATUS[s].name : NULL;
+}
+
+int store_case_status_parse(const char *s, size_t n)
+{
+    for (int i = 0; i < STORE_CASE_STATUS_COUNT; i++)
+        if (strlen(CASE_STATUS[i].name) == n && memcmp(CASE_STATUS[i].name, s, n) == 0)
+            return i;
+    return -1;
+}
+
+int store_case_may_move(store_case_status_t from, store_case_status_t to)
+{
+    return from < STORE_CASE_STATUS_COUNT && to < STORE_CASE_STATUS_COUNT &&
+           (CASE_STATUS[from].next & (1u << to)) != 0;
+}
+
 static int put_packed(MDB_txn *txn, MDB_dbi dbi, const void *key, size_t klen,
                       const msgpack_sbuffer *sb, unsigned flags)
 {
@@ -56,7 +84,7 @@ static int put_case(MDB_txn *txn, store_t *st, const char *case_id, const char *
     msgpack_pack_bin_body(&pk, join, jlen);
     frame_pack_cstr(&pk, "id");       frame_pack_cstr(&pk, case_id);
     frame_pack_cstr(&pk, "type");     frame_pack_cstr(&pk, type);
-    frame_pack_cstr(&pk, "status");   frame_pack_cstr(&pk, "open");
+    frame_pack_cstr(&pk, "status");   frame_pack_cstr(&pk, store_case_status_name(STORE_CASE_OPEN));
     frame_pack_cstr(&pk, "opened");   msgpack_pack_int64(&pk, opened);
     frame_pack_cstr(&pk, "severity"); frame_pack_cstr(&pk, store_severity_name(severity));
     int rc = put_packed(txn, st->dbi[STORE_DB_CASES], case_id, strlen(case_id), &sb, 0);

@@ -1296,6 +1296,20 @@ static int each_fn(store_txn_t *t, void *ud)
 /* STORE_EACH_STOP ends a walk as success; every other value is an error that
  * store_each returns unchanged: a positive errno from LMDB (EINVAL, ENOMEM) must
  * not pass for "stop, all is well", nor a negative LMDB code. */
+/* A case's status moves once, from open to resolved or closed. */
+static void test_case_status_moves(void **state)
+{
+    (void)state;
+    for (int f = 0; f < STORE_CASE_STATUS_COUNT; f++)
+        for (int t = 0; t < STORE_CASE_STATUS_COUNT; t++)
+            assert_int_equal(store_case_may_move((store_case_status_t)f, (store_case_status_t)t),
+                             f == STORE_CASE_OPEN && t != STORE_CASE_OPEN);
+    assert_int_equal(store_case_status_parse("closed", 6), STORE_CASE_CLOSED);
+    assert_int_equal(store_case_status_parse("close", 5), -1);
+    assert_string_equal(store_case_status_name(STORE_CASE_RESOLVED), "resolved");
+    assert_null(store_case_status_name(STORE_CASE_STATUS_COUNT));
+}
+
 static void test_each_stop_and_errors(void **state)
 {
     fx_t *fx = *state;
@@ -1348,6 +1362,7 @@ int main(void)
         T(test_dir_mode),
         T(test_open_errors),
         T(test_close_twice),
+        T(test_case_status_moves),
         T(test_each_stop_and_errors),
         cmocka_unit_test(test_severity_names),
     };
