@@ -453,8 +453,8 @@ static void usage(FILE *f)
             "      --note TEXT        update: what was done (at most 4096 bytes)\n"
             "      --to AGENCY        update referred: the agency that takes the case over\n"
             "\n"
-            "ack, update and list use a temporary spool unless --spool is given, so they work\n"
-            "beside a running desk.\n"
+            "ack, update and list keep no spool unless --spool is given, so they work beside\n"
+            "a running desk.\n"
             "\n"
             "Exit: 0 done (ack/update: the broker acknowledged); 64 usage; 65 the broker refused\n"
             "the request (conflict, not_found, forbidden, invalid...); 74 the spool cannot be\n"
@@ -464,26 +464,117 @@ static void usage(FILE *f)
             cli_common_help, DEFAULT_EXEC_TIMEOUT_MS / 1000, DEFAULT_REQUEST_WAIT_MS / 1000);
 }
 
-/* A private spool for the short commands (removed at exit). */
-static int temp_spool(char *buf, size_t len)
+/* ---- the command table -------------------------------------------------------------------------- */
+
+/* What the command line gave besides the command. */
+typedef struct {
+    char **args;
+    int nargs;
+    const char *by, *note, *to;
+    int exec;               /* --exec given */
+} given_t;
+
+/* Each command's checks: 0 and *req (ack, update), or CLI_EX_USAGE with the message printed. */
+static int check_run(const given_t *g, json_t **req)
 {
-    const char *tmp = getenv("TMPDIR");
-    util_fmt(buf, len, "%s/carehub-agency-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    return mkdtemp(buf) ? 0 : -1;
+    (void)req;
+    if (g->by || g->note || g->to) {
+        cli_err("--by, --note and --to go with ack and update");
+        return CLI_EX_USAGE;
+    }
+    return 0;
 }
 
-static void remove_dir(const char *dir)
+static int check_list(const given_t *g, json_t **req)
 {
-    /* the spool's own files (LMDB data and lock files, the spool lock) */
-    static const char *const names[] = {"data.mdb", "lock.mdb", "lock", CLI_OUTCOMES_FILE, NULL};
-    char p[4200];
-    for (int i = 0; names[i]; i++) {
-        util_fmt(p, sizeof p, "%s/%s", dir, names[i]);
-        (void)unlink(p);
+    if (g->exec) {
+        cli_err("--exec goes with run");
+        return CLI_EX_USAGE;
     }
-    if (rmdir(dir) != 0)
-        cli_err("note: cannot remove the temporary spool %s: %s", dir, strerror(errno));
+    return check_run(g, req);
 }
+
+static int check_ack(const given_t *g, json_t **req)
+{
+    if (!g->by || !*g->by || strlen(g->by) > 128 || !cli_utf8_valid(g->by)) {
+        cli_err("ack needs --by NAME: the officer who accepts the case (at most 128 bytes)");
+        return CLI_EX_USAGE;
+    }
+    if (g->note || g->to) {
+        cli_err("--note and --to go with update");
+        return CLI_EX_USAGE;
+    }
+    *req = json_pack("{s:s, s:s, s:s}", "op", "case_ack", "assignment", g->args[0], "by", g->by);
+    return 0;
+}
+
+static int check_update(const given_t *g, json_t **req)
+{
+    char list[128];
+    cli_enum_list(STATUSES, "|", list, sizeof list);
+    if (cli_enum_index(g->args[1], STATUSES) < 0) {
+        cli_err("status '%s' is not one of %s", g->args[1], list);
+        return CLI_EX_USAGE;
+    }
+    int referred = !strcmp(g->args[1], "referred");
+    if (referred && (!g->to || !*g->to)) {
+        cli_err("referred needs --to AGENCY: the agency that takes the case over");
+        return CLI_EX_USAGE;
+    }
+    if (!referred && g->to) {
+        cli_err("--to goes with the status referred only");
+        return CLI_EX_USAGE;
+    }
+    if (g->by) {
+        cli_err("--by goes with ack");
+        return CLI_EX_USAGE;
+    }
+    if (g->note && (strlen(g->note) > 4096 || !cli_utf8_valid(g->note))) {
+        cli_err("--note: at most 4096 bytes of UTF-8");
+        return CLI_EX_USAGE;
+    }
+    *req = json_pack("{s:s, s:s, s:s, s:s}", "op", "case_update", "assignment", g->args[0],
+                     "status", g->args[1], "note", g->note ? g->note : "");
+    if (*req && referred)
+        json_object_set_new(*req, "to", json_string(g->to));
+    return 0;
+}
+
+static int run_run(desk_t *d, carehub_t *c, const cli_common_t *co, json_t *req)
+{
+    (void)req;
+    return cmd_run(d, c, co);
+}
+
+static int run_list(desk_t *d, carehub_t *c, const cli_common_t *co, json_t *req)
+{
+    (void)req;
+    return cmd_list(d, c, cli_wait(co, DEFAULT_LIST_QUIET_MS));
+}
+
+static int run_request(desk_t *d, carehub_t *c, const cli_common_t *co, json_t *req)
+{
+    return cmd_request(d, c, co, req, cli_wait(co, DEFAULT_REQUEST_WAIT_MS));
+}
+
+/* run keeps a spool (the default one, unless --spool) like the other agents; the
+ * others send requests only and open libcarehub without one. */
+static const struct {
+    const char *name;
+    int nargs;              /* arguments after the command; the first of ack/update an assignment id */
+    const char *usage;      /* when nargs is not met */
+    const char *const *usage_list; /* values appended to usage, or NULL */
+    int spool;
+    int printing;           /* case pushes are shown */
+    int (*check)(const given_t *g, json_t **req);
+    int (*run)(desk_t *d, carehub_t *c, const cli_common_t *co, json_t *req);
+} COMMANDS[] = {
+    {"run", 0, "run takes no arguments", NULL, 1, 1, check_run, run_run},
+    {"list", 0, "list takes no arguments", NULL, 0, 1, check_list, run_list},
+    {"ack", 1, "usage: ack ASSIGNMENT --by NAME", NULL, 0, 0, check_ack, run_request},
+    {"update", 2, "usage: update ASSIGNMENT STATUS [--note TEXT] [--to AGENCY]; STATUS: ", STATUSES,
+     0, 0, check_update, run_request},
+};
 
 enum {
     OPT_JSON = CLI_OPT_FIRST_PROGRAM,
@@ -558,78 +649,31 @@ int main(int argc, char **argv)
         return CLI_EX_OK;
     }
     const char *cmd = optind < argc ? argv[optind++] : "run";
-    int nargs = argc - optind;
-    char **args = argv + optind;
-    json_t *req = NULL;
-
-    if (!strcmp(cmd, "run") || !strcmp(cmd, "list")) {
-        if (nargs) {
-            cli_err("%s takes no arguments ('%s'?)", cmd, args[0]);
-            return CLI_EX_USAGE;
-        }
-        if (by || note || to) {
-            cli_err("--by, --note and --to go with ack and update");
-            return CLI_EX_USAGE;
-        }
-        if (d.ex.cmd && strcmp(cmd, "run") != 0) {
-            cli_err("--exec goes with run");
-            return CLI_EX_USAGE;
-        }
-    } else if (!strcmp(cmd, "ack")) {
-        if (nargs != 1) {
-            cli_err("usage: ack ASSIGNMENT --by NAME");
-            return CLI_EX_USAGE;
-        }
-        if (!by || !*by || strlen(by) > 128 || !cli_utf8_valid(by)) {
-            cli_err("ack needs --by NAME: the officer who accepts the case (at most 128 bytes)");
-            return CLI_EX_USAGE;
-        }
-        if (note || to) {
-            cli_err("--note and --to go with update");
-            return CLI_EX_USAGE;
-        }
-        req = json_pack("{s:s, s:s, s:s}", "op", "case_ack", "assignment", args[0], "by", by);
-    } else if (!strcmp(cmd, "update")) {
-        char list[128];
-        cli_enum_list(STATUSES, "|", list, sizeof list);
-        if (nargs != 2) {
-            cli_err("usage: update ASSIGNMENT STATUS (%s) [--note TEXT] [--to AGENCY]", list);
-            return CLI_EX_USAGE;
-        }
-        if (cli_enum_index(args[1], STATUSES) < 0) {
-            cli_err("status '%s' is not one of %s", args[1], list);
-            return CLI_EX_USAGE;
-        }
-        int referred = !strcmp(args[1], "referred");
-        if (referred && (!to || !*to)) {
-            cli_err("referred needs --to AGENCY: the agency that takes the case over");
-            return CLI_EX_USAGE;
-        }
-        if (!referred && to) {
-            cli_err("--to goes with the status referred only");
-            return CLI_EX_USAGE;
-        }
-        if (by) {
-            cli_err("--by goes with ack");
-            return CLI_EX_USAGE;
-        }
-        if (note && (strlen(note) > 4096 || !cli_utf8_valid(note))) {
-            cli_err("--note: at most 4096 bytes of UTF-8");
-            return CLI_EX_USAGE;
-        }
-        req = json_pack("{s:s, s:s, s:s, s:s}", "op", "case_update", "assignment", args[0],
-                        "status", args[1], "note", note ? note : "");
-        if (req && referred)
-            json_object_set_new(req, "to", json_string(to));
-    } else {
+    size_t k = 0;
+    while (k < UTIL_ARRAY_LEN(COMMANDS) && strcmp(COMMANDS[k].name, cmd) != 0)
+        k++;
+    if (k == UTIL_ARRAY_LEN(COMMANDS)) {
         cli_err("unknown command '%s': run, list, ack or update", cmd);
         return CLI_EX_USAGE;
     }
-    if ((!strcmp(cmd, "ack") || !strcmp(cmd, "update"))) {
-        if (!util_valid_id(args[0], strlen(args[0]))) {
+    given_t g = {argv + optind, argc - optind, by, note, to, d.ex.cmd != NULL};
+    if (g.nargs != COMMANDS[k].nargs) {
+        char list[128] = "";
+        if (COMMANDS[k].usage_list)
+            cli_enum_list(COMMANDS[k].usage_list, "|", list, sizeof list);
+        cli_err("%s%s%s%s%s", COMMANDS[k].usage, list, g.nargs > COMMANDS[k].nargs ? " ('" : "",
+                g.nargs > COMMANDS[k].nargs ? g.args[COMMANDS[k].nargs] : "",
+                g.nargs > COMMANDS[k].nargs ? "'?)" : "");
+        return CLI_EX_USAGE;
+    }
+    json_t *req = NULL;
+    if ((rc = COMMANDS[k].check(&g, &req)))
+        return rc;
+    if (COMMANDS[k].nargs > 0) {
+        if (!util_valid_id(g.args[0], strlen(g.args[0]))) {
             json_decref(req);
             cli_err("'%s' is not an assignment id (1-64 characters of A-Z a-z 0-9 . _ : -)",
-                    args[0]);
+                    g.args[0]);
             return CLI_EX_USAGE;
         }
         if (!req) {
@@ -637,41 +681,21 @@ int main(int argc, char **argv)
             return CLI_EX_USAGE;
         }
     }
-
-    int temp = 0;
-    if (strcmp(cmd, "run") != 0 && !co.spool_dir) {
-        if (temp_spool(co.spool_buf, sizeof co.spool_buf) < 0) {
-            cli_err("cannot create a temporary spool directory: %s", strerror(errno));
-            json_decref(req);
-            return CLI_EX_IO;
-        }
-        co.spool_dir = co.spool_buf;
-        temp = 1;
-    }
+    co.no_spool = !COMMANDS[k].spool;
     if ((rc = cli_common_check(&co, 1)) != 0) {
         json_decref(req);
-        if (temp)
-            remove_dir(co.spool_dir);
         return rc;
     }
 
     cli_catch_signals();
     d.seen = cli_map_new();
-    d.printing = !strcmp(cmd, "run") || !strcmp(cmd, "list");
+    d.printing = COMMANDS[k].printing;
     d.ex.stdout_to_stderr = d.json;
     carehub_callbacks_t cb = {NULL, on_nack, on_push, on_reply, &d};
     carehub_t *c = cli_open(&co, SOFTWARE, &cb, &rc);
-    if (c) {
-        if (!strcmp(cmd, "run"))
-            rc = cmd_run(&d, c, &co);
-        else if (!strcmp(cmd, "list"))
-            rc = cmd_list(&d, c, cli_wait(&co, DEFAULT_LIST_QUIET_MS));
-        else
-            rc = cmd_request(&d, c, &co, req, cli_wait(&co, DEFAULT_REQUEST_WAIT_MS));
-    }
+    if (c)
+        rc = COMMANDS[k].run(&d, c, &co, req);
     carehub_destroy(&c);
-    if (temp)
-        remove_dir(co.spool_dir);
     json_decref(req);
     free(d.reply);
     cli_map_destroy(&d.seen);

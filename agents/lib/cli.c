@@ -225,7 +225,7 @@ int cli_common_check(cli_common_t *c, int need_agent)
         cli_err("-a %s: an agent id is 1-64 characters of A-Z a-z 0-9 . _ : -", c->agent);
         return CLI_EX_USAGE;
     }
-    if (!c->spool_dir) {
+    if (!c->spool_dir && !c->no_spool) {
         if (cli_default_spool(c->agent, c->spool_buf, sizeof c->spool_buf) < 0) {
             cli_err("the default spool directory is too long; give --spool DIR");
             return CLI_EX_USAGE;

@@ -84,6 +84,8 @@ typedef struct {
     const char *server_key;  /* --server-key: the broker's public key, Z85 or @FILE */
     int wait_ms;             /* --wait, in ms; -1 = not given */
     int help;                /* -h/--help given */
+    int no_spool;            /* set by the program: requests only, no default spool (cli_open
+                              * opens libcarehub without one unless --spool was given) */
     /* filled by cli_common_check(): */
     char spool_buf[4096];
     char secret[41];
