@@ -36,20 +36,38 @@ int64_t assign_deadline_due(const void *k)
     return (int64_t)d;
 }
 
+/* The deadline index holds three kinds of timers. A key is the due time (8
+ * bytes big-endian, so the first key is the next to fall due), a kind byte and
+ * the id the kind fires on (an assignment, a case, a case). The kind bytes are
+ * below any id character: a key of a carehubd from before them (an id right
+ * after the time, told apart by its prefix) is recognised and rewritten once
+ * (assign_deadlines_upgrade). */
+typedef enum { DUE_STEP = 1, DUE_QUIET = 2, DUE_PURGE = 3, DUE_KIND_END } due_kind_t;
+#define DUE_KEY_MAX (8 + 1 + STORE_ID_MAX)
+
+static size_t due_key(unsigned char *k, int64_t due, due_kind_t kind, const char *id)
+{
+    assign_deadline_key(k, due, ""); /* the 8-byte time */
+    k[8] = (unsigned char)kind;
+    size_t n = strlen(id);
+    memcpy(k + 9, id, n);
+    return 9 + n;
+}
+
 /* Schedule the next escalation step (or none) and keep the index in step. */
 int assign_schedule(store_txn_t *t, as_t *a, assign_effects_t *fx)
 {
-    unsigned char k[8 + STORE_ID_MAX];
+    unsigned char k[DUE_KEY_MAX];
     int rc;
     if (a->next_due &&
-        (rc = store_del(t, STORE_DB_DEADLINES, k, assign_deadline_key(k, a->next_due, a->id), NULL, 0)))
+        (rc = store_del(t, STORE_DB_DEADLINES, k, due_key(k, a->next_due, DUE_STEP, a->id), NULL, 0)))
         return rc;
     a->next_due = 0;
     if (a->state == AS_OPEN && (size_t)a->level < a->n_steps) {
         a->next_due = a->ack_by + a->steps[a->level].after_ms;
         if (a->next_due <= 0)
             a->next_due = 1;
-        if ((rc = store_put(t, STORE_DB_DEADLINES, k, assign_deadline_key(k, a->next_due, a->id), "", 0,
+        if ((rc = store_put(t, STORE_DB_DEADLINES, k, due_key(k, a->next_due, DUE_STEP, a->id), "", 0,
                             0)))
             return rc;
     }
@@ -58,19 +76,19 @@ int assign_schedule(store_txn_t *t, as_t *a, assign_effects_t *fx)
 }
 
 /* Quiet close: a case without assignments closes after broker.quiet_close
- * without a new event. Its entry shares the deadline index (key: due + case
- * id); STORE_DB_QUIET holds the due time so a later event can move it. */
+ * without a new event. Its entry shares the deadline index (DUE_QUIET);
+ * STORE_DB_QUIET holds the due time so a later event can move it. */
 int assign_quiet_set(store_txn_t *t, const char *case_id, int64_t due, assign_effects_t *fx)
 {
     const void *v;
     size_t vl;
-    unsigned char k[8 + STORE_ID_MAX], d[8];
+    unsigned char k[DUE_KEY_MAX], d[8];
     int rc = store_get(t, STORE_DB_QUIET, case_id, strlen(case_id), &v, &vl);
     if (rc == MDB_NOTFOUND && due <= 0)
         return 0; /* nothing to cancel: the common case of an assigned case */
     if (rc == 0 && vl == 8) {
         int64_t old = assign_deadline_due(v);
-        if ((rc = store_del(t, STORE_DB_DEADLINES, k, assign_deadline_key(k, old, case_id), NULL, 0)))
+        if ((rc = store_del(t, STORE_DB_DEADLINES, k, due_key(k, old, DUE_QUIET, case_id), NULL, 0)))
             return rc;
     } else if (rc && rc != MDB_NOTFOUND) {
         return rc;
@@ -81,7 +99,7 @@ int assign_quiet_set(store_txn_t *t, const char *case_id, int64_t due, assign_ef
     assign_deadline_key(d, due, ""); /* the 8-byte big-endian time */
     if ((rc = store_put(t, STORE_DB_QUIET, case_id, strlen(case_id), d, 8, 0)))
         return rc;
-    return store_put(t, STORE_DB_DEADLINES, k, assign_deadline_key(k, due, case_id), "", 0, 0);
+    return store_put(t, STORE_DB_DEADLINES, k, due_key(k, due, DUE_QUIET, case_id), "", 0, 0);
 }
 
 /* ---- escalation steps ---------------------------------------------------- */
@@ -91,6 +109,7 @@ typedef struct {
     size_t max;
     char (*ids)[STORE_ID_MAX];
     int64_t *dues;
+    due_kind_t *kinds;
     size_t n;
 } due_ctx_t;
 
@@ -99,13 +118,15 @@ static int collect_due(void *ud, const void *k, size_t kl, const void *v, size_t
     (void)v;
     (void)vl;
     due_ctx_t *c = ud;
-    if (kl <= 8 || kl - 8 >= STORE_ID_MAX)
+    const unsigned char *b = k;
+    if (kl <= 9 || kl - 9 >= STORE_ID_MAX || b[8] < DUE_STEP || b[8] >= DUE_KIND_END)
         return MDB_CORRUPTED;
     int64_t due = assign_deadline_due(k);
     if (due > c->now || c->n == c->max)
         return STORE_EACH_STOP;
-    memcpy(c->ids[c->n], (const unsigned char *)k + 8, kl - 8);
-    c->ids[c->n][kl - 8] = '\0';
+    c->kinds[c->n] = (due_kind_t)b[8];
+    memcpy(c->ids[c->n], b + 9, kl - 9);
+    c->ids[c->n][kl - 9] = '\0';
     c->dues[c->n] = due;
     c->n++;
     return 0;
@@ -147,22 +168,14 @@ static int fire(const config_t *cfg, store_txn_t *t, as_t *a, int64_t now, assig
 
 /* ---- retention ----------------------------------------------------------- */
 
-/* A purge's deadline key: due + "purge:" + the case id (k: 8 + STORE_ID_MAX + 8). */
-static size_t purge_key(unsigned char *k, int64_t due, const char *case_id)
-{
-    char pid[STORE_ID_MAX + 8];
-    util_fmt(pid, sizeof pid, "purge:%s", case_id);
-    return assign_deadline_key(k, due, pid);
-}
-
 int assign_purge_schedule(const config_t *cfg, store_txn_t *t, const char *case_id, int64_t now,
                           assign_effects_t *fx)
 {
     if (cfg->privacy_off || cfg->retention_ms <= 0)
         return 0;
-    unsigned char k[8 + STORE_ID_MAX + 8];
-    int rc = store_put(t, STORE_DB_DEADLINES, k, purge_key(k, now + cfg->retention_ms, case_id), "",
-                       0, 0);
+    unsigned char k[DUE_KEY_MAX];
+    int rc = store_put(t, STORE_DB_DEADLINES, k, due_key(k, now + cfg->retention_ms, DUE_PURGE, case_id),
+                       "", 0, 0);
     if (rc == 0)
         fx->deadlines_changed = 1;
     return rc;
@@ -256,11 +269,12 @@ static int purge_assignment(void *ud, const void *k, size_t kl, const void *v, s
  * it existed, when, that it was purged) and its hashes. A retry of a purged
  * event's id after that is stored as a new event. */
 static int purge_case(const config_t *cfg, store_txn_t *t, const char *case_id, int64_t due,
-                      int64_t now, assign_effects_t *fx)
+                      int64_t now, assign_effects_t *fx, int *fired)
 {
     (void)now;
-    unsigned char k[8 + STORE_ID_MAX + 8];
-    int rc = store_del(t, STORE_DB_DEADLINES, k, purge_key(k, due, case_id), NULL, 0);
+    unsigned char k[DUE_KEY_MAX];
+    *fired = 1;
+    int rc = store_del(t, STORE_DB_DEADLINES, k, due_key(k, due, DUE_PURGE, case_id), NULL, 0);
     fx->deadlines_changed = 1;
     if (rc)
         return rc;
@@ -289,10 +303,11 @@ static int purge_case(const config_t *cfg, store_txn_t *t, const char *case_id, 
 /* A quiet-close entry fell due: close the case if it still has no assignment;
  * its data is purged privacy.retention later, as a resolved case's. */
 static int quiet_close(const config_t *cfg, store_txn_t *t, const char *case_id, int64_t due,
-                       int64_t now, assign_effects_t *fx)
+                       int64_t now, assign_effects_t *fx, int *fired)
 {
-    unsigned char k[8 + STORE_ID_MAX];
-    int rc = store_del(t, STORE_DB_DEADLINES, k, assign_deadline_key(k, due, case_id), NULL, 0);
+    unsigned char k[DUE_KEY_MAX];
+    *fired = 1;
+    int rc = store_del(t, STORE_DB_DEADLINES, k, due_key(k, due, DUE_QUIET, case_id), NULL, 0);
     if (!rc)
         rc = store_del(t, STORE_DB_QUIET, case_id, strlen(case_id), NULL, 0);
     fx->deadlines_changed = 1;
@@ -315,48 +330,125 @@ static int quiet_close(const config_t *cfg, store_txn_t *t, const char *case_id,
 
 /* ---- firing what is due -------------------------------------------------- */
 
+/* An escalation step fell due: fire it unless the entry is stale. */
+static int step_due(const config_t *cfg, store_txn_t *t, const char *id, int64_t due, int64_t now,
+                    assign_effects_t *fx, int *fired)
+{
+    (void)due;
+    as_t a;
+    *fired = 0;
+    int rc = assign_rec_get(t, id, &a);
+    if (rc == MDB_NOTFOUND) { /* an index entry without its record: drop it */
+        unsigned char k[DUE_KEY_MAX];
+        log_warn("assign: deadline for unknown assignment %s dropped", id);
+        return store_del(t, STORE_DB_DEADLINES, k, due_key(k, due, DUE_STEP, id), NULL, 0);
+    }
+    if (rc)
+        return rc;
+    if (a.state != AS_OPEN || (size_t)a.level >= a.n_steps) {
+        rc = assign_schedule(t, &a, fx); /* stale entry: re-sync the index */
+        return rc ? rc : assign_rec_put(t, &a);
+    }
+    *fired = 1;
+    return fire(cfg, t, &a, now, fx);
+}
+
+/* What each kind of timer does when it falls due (it removes its own entry). */
+static int (*const DUE_FIRE[DUE_KIND_END])(const config_t *cfg, store_txn_t *t, const char *id,
+                                           int64_t due, int64_t now, assign_effects_t *fx,
+                                           int *fired) = {
+    [DUE_STEP] = step_due,
+    [DUE_QUIET] = quiet_close,
+    [DUE_PURGE] = purge_case,
+};
+
 int assign_fire_due(const config_t *cfg, store_txn_t *t, int64_t now, size_t max, size_t *fired,
                     assign_effects_t *fx)
 {
     *fired = 0;
-    due_ctx_t c = {now, max, xcalloc(max ? max : 1, STORE_ID_MAX),
-                   xcalloc(max ? max : 1, sizeof(int64_t)), 0};
+    size_t m = max ? max : 1;
+    due_ctx_t c = {now, max, xcalloc(m, STORE_ID_MAX), xcalloc(m, sizeof(int64_t)),
+                   xcalloc(m, sizeof(due_kind_t)), 0};
     int rc = store_each(t, STORE_DB_DEADLINES, NULL, 0, 0, collect_due, &c);
     for (size_t i = 0; !rc && i < c.n; i++) {
-        if (strncmp(c.ids[i], "purge:", 6) == 0) {
-            rc = purge_case(cfg, t, c.ids[i] + 6, c.dues[i], now, fx);
-            if (!rc)
-                (*fired)++;
-            continue;
-        }
-        if (strncmp(c.ids[i], "case-", 5) == 0) {
-            rc = quiet_close(cfg, t, c.ids[i], c.dues[i], now, fx);
-            if (!rc)
-                (*fired)++;
-            continue;
-        }
-        as_t a;
-        rc = assign_rec_get(t, c.ids[i], &a);
-        if (rc == MDB_NOTFOUND) { /* an index entry without its record: drop it */
-            log_warn("assign: deadline for unknown assignment %s dropped", c.ids[i]);
-            rc = 0;
-            continue;
-        }
-        if (rc)
-            break;
-        if (a.state != AS_OPEN || (size_t)a.level >= a.n_steps) {
-            rc = assign_schedule(t, &a, fx); /* stale entry: re-sync the index */
-            if (!rc)
-                rc = assign_rec_put(t, &a);
-            continue;
-        }
-        rc = fire(cfg, t, &a, now, fx);
-        if (!rc)
+        int one = 0;
+        rc = DUE_FIRE[c.kinds[i]](cfg, t, c.ids[i], c.dues[i], now, fx, &one);
+        if (!rc && one)
             (*fired)++;
     }
     free(c.ids);
     free(c.dues);
+    free(c.kinds);
     return rc;
+}
+
+/* ---- keys of a carehubd from before the kind byte -------------------------- */
+
+typedef struct {
+    unsigned char (*keys)[DUE_KEY_MAX];
+    size_t *lens;
+    size_t n, cap;
+} legacy_t;
+
+static int collect_legacy(void *ud, const void *k, size_t kl, const void *v, size_t vl)
+{
+    (void)v;
+    (void)vl;
+    legacy_t *l = ud;
+    const unsigned char *b = k;
+    if (kl <= 8 || b[8] < 0x20)
+        return 0; /* typed (or corrupt: collect_due says so) */
+    if (kl > DUE_KEY_MAX)
+        return MDB_CORRUPTED;
+    if (l->n == l->cap) {
+        l->cap = l->cap ? l->cap * 2 : 64;
+        l->keys = xrealloc(l->keys, l->cap * sizeof *l->keys);
+        l->lens = xrealloc(l->lens, l->cap * sizeof *l->lens);
+    }
+    memcpy(l->keys[l->n], k, kl);
+    l->lens[l->n++] = kl;
+    return 0;
+}
+
+static int upgrade_txn(store_txn_t *t, void *ud)
+{
+    legacy_t *l = ud;
+    int rc = store_each(t, STORE_DB_DEADLINES, NULL, 0, 0, collect_legacy, l);
+    for (size_t i = 0; !rc && i < l->n; i++) {
+        char id[STORE_ID_MAX + 8];
+        size_t idl = l->lens[i] - 8;
+        if (idl >= sizeof id)
+            return MDB_CORRUPTED;
+        memcpy(id, l->keys[i] + 8, idl);
+        id[idl] = '\0';
+        due_kind_t kind = DUE_STEP; /* "as-…" */
+        const char *target = id;
+        if (strncmp(id, "purge:", 6) == 0) {
+            kind = DUE_PURGE;
+            target = id + 6;
+        } else if (strncmp(id, "case-", 5) == 0) {
+            kind = DUE_QUIET;
+        }
+        unsigned char k[DUE_KEY_MAX];
+        if (strlen(target) >= STORE_ID_MAX)
+            return MDB_CORRUPTED;
+        if ((rc = store_del(t, STORE_DB_DEADLINES, l->keys[i], l->lens[i], NULL, 0)) ||
+            (rc = store_put(t, STORE_DB_DEADLINES, k,
+                            due_key(k, assign_deadline_due(l->keys[i]), kind, target), "", 0, 0)))
+            return rc;
+    }
+    return rc;
+}
+
+int assign_deadlines_upgrade(store_t *st)
+{
+    legacy_t l = {NULL, NULL, 0, 0};
+    store_rc_t rc = store_write(st, upgrade_txn, &l);
+    if (rc == STORE_OK && l.n)
+        log_info("assign: %zu deadline(s) of a carehubd from before the kind byte rewritten", l.n);
+    free(l.keys);
+    free(l.lens);
+    return rc == STORE_OK ? 0 : -1;
 }
 
 static int first_due(void *ud, const void *k, size_t kl, const void *v, size_t vl)

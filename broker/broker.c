@@ -134,6 +134,10 @@ broker_t *broker_new(const config_t *cfg, const char *schemas_dir, char *err, si
                  cfg->data_dir);
         goto fail;
     }
+    if (assign_deadlines_upgrade(b->store) < 0) {
+        util_fmt(err, errlen, "cannot rewrite the deadline index in %s (see the log)", cfg->data_dir);
+        goto fail;
+    }
     if (trail_index_rebuild(b->store) < 0) {
         util_fmt(err, errlen, "cannot build the per-case trail index in %s (see the log)",
                  cfg->data_dir);

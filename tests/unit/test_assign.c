@@ -1,7 +1,8 @@
 /*
  * test_assign.c — the assignment state machine's table (broker/assign.c), as
  * assign.h draws it: every pair of states, the statuses an agency may set with
- * case_update, and the list its nack names.
+ * case_update, and the list its nack names; and the deadline index's keys: a
+ * store of a carehubd from before the kind byte is rewritten once at start.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -9,9 +10,15 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <lmdb.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "assign.h"
+#include "config.h"
+#include "log.h"
 
 static void test_moves_are_the_drawn_ones(void **state)
 {
@@ -57,11 +64,120 @@ static void test_update_statuses(void **state)
     }
 }
 
+/* ---- the deadline index --------------------------------------------------- */
+
+static void be64(unsigned char *b, uint64_t x)
+{
+    for (int i = 7; i >= 0; i--, x >>= 8)
+        b[i] = (unsigned char)(x & 0xff);
+}
+
+typedef struct {
+    unsigned char k[64];
+    size_t kl;
+} key_t_;
+
+typedef struct {
+    key_t_ keys[8];
+    size_t n;
+} keys_t;
+
+static int keep_key(void *ud, const void *k, size_t kl, const void *v, size_t vl)
+{
+    (void)v, (void)vl;
+    keys_t *ks = ud;
+    assert_true(ks->n < 8 && kl <= sizeof ks->keys[0].k);
+    memcpy(ks->keys[ks->n].k, k, kl);
+    ks->keys[ks->n++].kl = kl;
+    return 0;
+}
+
+static int read_keys(store_txn_t *t, void *ud)
+{
+    return store_each(t, STORE_DB_DEADLINES, NULL, 0, 0, keep_key, ud);
+}
+
+/* Three keys as a carehubd from before the kind byte wrote them: due + id. */
+static int put_legacy(store_txn_t *t, void *ud)
+{
+    (void)ud;
+    static const char *const ids[] = {"as-0000000001", "case-0000000002", "purge:case-0000000003"};
+    for (int i = 0; i < 3; i++) {
+        unsigned char k[64];
+        be64(k, 1000 + (uint64_t)i);
+        memcpy(k + 8, ids[i], strlen(ids[i]));
+        int rc = store_put(t, STORE_DB_DEADLINES, k, 8 + strlen(ids[i]), "", 0, 0);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+typedef struct {
+    size_t fired;
+    int rc;
+} fire_t;
+
+static int fire_all(store_txn_t *t, void *ud)
+{
+    fire_t *f = ud;
+    static config_t cfg; /* nothing configured: no channels, retention off */
+    assign_effects_t fx;
+    memset(&fx, 0, sizeof fx);
+    f->rc = assign_fire_due(&cfg, t, 5000, 16, &f->fired, &fx);
+    assign_effects_free(&fx);
+    return f->rc;
+}
+
+static void test_legacy_deadlines_rewritten(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/carehub-test-assign-XXXXXX", err[256];
+    assert_non_null(mkdtemp(dir));
+    store_t *st = store_open(dir, 1 << 20, 1 << 24, err, sizeof err);
+    assert_non_null(st);
+    assert_int_equal(store_write(st, put_legacy, NULL), STORE_OK);
+    assert_int_equal(assign_deadlines_upgrade(st), 0);
+    keys_t ks = {.n = 0};
+    assert_int_equal(store_read(st, read_keys, &ks), STORE_OK);
+    assert_int_equal(ks.n, 3);
+    /* due order kept; a kind byte (1 step, 2 quiet close, 3 purge) and the bare id */
+    static const struct { unsigned char kind; const char *id; } want[] = {
+        {1, "as-0000000001"}, {2, "case-0000000002"}, {3, "case-0000000003"}};
+    for (size_t i = 0; i < 3; i++) {
+        unsigned char due[8];
+        be64(due, 1000 + i);
+        assert_memory_equal(ks.keys[i].k, due, 8);
+        assert_int_equal(ks.keys[i].k[8], want[i].kind);
+        assert_int_equal(ks.keys[i].kl, 9 + strlen(want[i].id));
+        assert_memory_equal(ks.keys[i].k + 9, want[i].id, strlen(want[i].id));
+    }
+    /* a second start rewrites nothing */
+    assert_int_equal(assign_deadlines_upgrade(st), 0);
+    keys_t again = {.n = 0};
+    assert_int_equal(store_read(st, read_keys, &again), STORE_OK);
+    assert_int_equal(again.n, 3);
+    assert_memory_equal(&again, &ks, sizeof ks);
+    /* each fires through its kind: the unknown assignment's entry is dropped, the
+     * quiet close and the purge of cases that do not exist remove theirs */
+    fire_t f = {0, 0};
+    assert_int_equal(store_write(st, fire_all, &f), STORE_OK);
+    assert_int_equal(f.rc, 0);
+    keys_t after = {.n = 0};
+    assert_int_equal(store_read(st, read_keys, &after), STORE_OK);
+    assert_int_equal(after.n, 0);
+    store_close(&st);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_moves_are_the_drawn_ones),
         cmocka_unit_test(test_update_statuses),
+        cmocka_unit_test(test_legacy_deadlines_rewritten),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
