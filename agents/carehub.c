@@ -136,13 +136,7 @@ static int cmd_case(sess_t *s, const opts_t *o, const char *id)
         printf("  %zu. ", i + 1);
         cli_put_safe(stdout, cli_json_str(x, "type", "?"));
         static const char *const keys[] = {"id", "at", "received", "severity", "agent", "ref", NULL};
-        for (int k = 0; keys[k]; k++) {
-            json_t *v = json_object_get(x, keys[k]);
-            if (!v)
-                continue;
-            printf(" %s=", keys[k]);
-            show_val(stdout, keys[k], v);
-        }
+        show_fields(stdout, x, keys);
         fputc('\n', stdout);
         json_t *body = json_object_get(x, "body");
         if (json_is_object(body))
@@ -154,13 +148,7 @@ static int cmd_case(sess_t *s, const opts_t *o, const char *id)
         cli_put_safe(stdout, cli_json_str(x, "agency", "?"));
         static const char *const keys[] = {"id", "state", "created", "ack_by", "acked_at", "by",
                                            "level", "to", NULL};
-        for (int k = 0; keys[k]; k++) {
-            json_t *v = json_object_get(x, keys[k]);
-            if (!v)
-                continue;
-            printf(" %s=", keys[k]);
-            show_val(stdout, keys[k], v);
-        }
+        show_fields(stdout, x, keys);
         fputc('\n', stdout);
         const char *note = cli_json_str(x, "note", "");
         if (*note) {

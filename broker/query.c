@@ -90,18 +90,26 @@ typedef struct {
     const char *agency; /* the reading agency (its own words only), NULL: a supervisor */
 } pack_list_t;
 
+/* The first pass of a list counts (1: counted, nothing more to do); the
+ * second copies the visited id out (0, or MDB_CORRUPTED when it is no id). */
+static int list_item(pack_list_t *l, const void *v, size_t vl, char id[STORE_ID_MAX])
+{
+    if (l->count_only) {
+        l->n++;
+        return 1;
+    }
+    return store_copy_id(v, vl, id, STORE_ID_MAX) ? MDB_CORRUPTED : 0;
+}
+
 static int pack_event_visit(void *ud, const void *k, size_t kl, const void *v, size_t vl)
 {
     (void)k;
     (void)kl;
     pack_list_t *l = ud;
-    if (l->count_only) {
-        l->n++;
-        return 0;
-    }
     char ev[STORE_ID_MAX];
-    if (store_copy_id(v, vl, ev, sizeof ev))
-        return MDB_CORRUPTED;
+    int first = list_item(l, v, vl, ev);
+    if (first)
+        return first == 1 ? 0 : first;
     const void *rec;
     size_t rl;
     int rc = store_get(l->t, STORE_DB_EVENTS, ev, vl, &rec, &rl);
@@ -151,13 +159,10 @@ static int pack_assignment_visit(void *ud, const void *k, size_t kl, const void 
     (void)k;
     (void)kl;
     pack_list_t *l = ud;
-    if (l->count_only) {
-        l->n++;
-        return 0;
-    }
     char id[STORE_ID_MAX];
-    if (store_copy_id(v, vl, id, sizeof id))
-        return MDB_CORRUPTED;
+    int first = list_item(l, v, vl, id);
+    if (first)
+        return first == 1 ? 0 : first;
     return assign_pack_record(l->t, id, l->pk, 1, l->agency); /* a supervisor: every note */
 }
 
@@ -177,17 +182,26 @@ static int pack_list(store_txn_t *t, msgpack_packer *pk, int events, const char 
                   : store_each(t, STORE_DB_CASE_ASSIGN, case_id, strlen(case_id), 1, fn, &l);
 }
 
+/* The case record of q->case_id: 0 and rec, or QUERY_GONE when there is none
+ * (refused not_found), or an LMDB code. */
+#define QUERY_GONE 1
+static int get_case(q_t *q, store_txn_t *t, const void **rec, size_t *rl)
+{
+    int rc = store_get(t, STORE_DB_CASES, q->case_id, strlen(q->case_id), rec, rl);
+    if (rc == MDB_NOTFOUND) {
+        refuse(q, QUERY_NOT_FOUND, "/case", "no case %s exists", q->case_id);
+        return QUERY_GONE;
+    }
+    return rc;
+}
+
 static int case_file(q_t *q, store_txn_t *t)
 {
     const void *rec;
     size_t rl;
-    int rc = store_get(t, STORE_DB_CASES, q->case_id, strlen(q->case_id), &rec, &rl);
-    if (rc == MDB_NOTFOUND) {
-        refuse(q, QUERY_NOT_FOUND, "/case", "no case %s exists", q->case_id);
-        return 0;
-    }
+    int rc = get_case(q, t, &rec, &rl);
     if (rc)
-        return rc;
+        return rc == QUERY_GONE ? 0 : rc;
     frame_out_message(q->out, "result", q->id, 4);
     frame_out_str(q->out, "what", "case");
     frame_out_key(q->out, "case");
@@ -220,13 +234,9 @@ static int case_trail(q_t *q, store_txn_t *t)
 {
     const void *rec;
     size_t rl;
-    int rc = store_get(t, STORE_DB_CASES, q->case_id, strlen(q->case_id), &rec, &rl);
-    if (rc == MDB_NOTFOUND) {
-        refuse(q, QUERY_NOT_FOUND, "/case", "no case %s exists", q->case_id);
-        return 0;
-    }
+    int rc = get_case(q, t, &rec, &rl);
     if (rc)
-        return rc;
+        return rc == QUERY_GONE ? 0 : rc;
     /* The case's records through the per-case index, not a walk of the trail. */
     trail_list_t l = {q->case_id, {0}, 0};
     msgpack_sbuffer_init(&l.items);
@@ -369,6 +379,22 @@ static int list_visit(void *ud, const void *k, size_t kl, const void *v, size_t 
     return rc;
 }
 
+/* `limit`: *out = def when absent; -1 (refused invalid) when not 1 to LIST_MAX. */
+static int opt_limit(q_t *q, size_t def, size_t *out)
+{
+    const msgpack_object *o = frame_map_get(q->map, "limit");
+    int64_t v;
+    *out = def;
+    if (!o)
+        return 0;
+    if (!frame_int(o, &v) || v < 1 || v > LIST_MAX) {
+        refuse(q, QUERY_INVALID, "/limit", "`limit` must be 1 to %s", "1000"); /* LIST_MAX */
+        return -1;
+    }
+    *out = (size_t)v;
+    return 0;
+}
+
 static int opt_str(q_t *q, const char *key, char *out, size_t size)
 {
     const msgpack_object *o = frame_map_get(q->map, key);
@@ -414,15 +440,8 @@ static int case_list(q_t *q, store_txn_t *t)
     l.since = o ? v : 0;
     o = frame_map_get(q->map, "overdue");
     l.overdue = o && o->type == MSGPACK_OBJECT_BOOLEAN && o->via.boolean;
-    o = frame_map_get(q->map, "limit");
-    l.limit = LIST_DEFAULT;
-    if (o) {
-        if (!frame_int(o, &v) || v < 1 || v > LIST_MAX) {
-            refuse(q, QUERY_INVALID, "/limit", "`limit` must be 1 to %s", "1000");
-            return 0;
-        }
-        l.limit = (size_t)v;
-    }
+    if (opt_limit(q, LIST_DEFAULT, &l.limit) < 0)
+        return 0;
     /* An agency sees its own cases only, whatever it asks. */
     if (q->agent->role == ROLE_AGENCY)
         util_fmt(l.agency, sizeof l.agency, "%s", q->agent->agency);
@@ -490,20 +509,12 @@ static int assignment_list(q_t *q, store_txn_t *t)
 {
     as_list_t2 l;
     memset(&l, 0, sizeof l);
-    int64_t v;
     if (opt_str(q, "after", l.after, sizeof l.after) < 0) {
         refuse(q, QUERY_INVALID, "/after", "`after` must be an assignment id%s", "");
         return 0;
     }
-    const msgpack_object *o = frame_map_get(q->map, "limit");
-    l.limit = LIST_MAX;
-    if (o) {
-        if (!frame_int(o, &v) || v < 1 || v > LIST_MAX) {
-            refuse(q, QUERY_INVALID, "/limit", "`limit` must be 1 to %s", "1000");
-            return 0;
-        }
-        l.limit = (size_t)v;
-    }
+    if (opt_limit(q, LIST_MAX, &l.limit) < 0)
+        return 0;
     if (q->agent->role == ROLE_AGENCY)
         l.agency = q->agent->agency;
     l.t = t;

@@ -138,6 +138,19 @@ static void *writer_main(void *arg)
     return NULL;
 }
 
+/* The threads' lock, conditions and pipe, after the threads are joined (or
+ * were never started). */
+static void sync_free(turn_t *t)
+{
+    pthread_cond_destroy(&t->cv);
+    pthread_cond_destroy(&t->wcv);
+    pthread_cond_destroy(&t->dcv);
+    pthread_mutex_destroy(&t->mu);
+    close(t->pipe[0]);
+    close(t->pipe[1]);
+    t->pipe[0] = t->pipe[1] = -1;
+}
+
 int turn_start_syncer(turn_t *t)
 {
     if (t->threaded)
@@ -162,13 +175,7 @@ int turn_start_syncer(turn_t *t)
     }
     if (rc != 0) {
         log_error("turn: cannot start the writer and sync threads: %s", strerror(rc));
-        pthread_cond_destroy(&t->cv);
-        pthread_cond_destroy(&t->wcv);
-        pthread_cond_destroy(&t->dcv);
-        pthread_mutex_destroy(&t->mu);
-        close(t->pipe[0]);
-        close(t->pipe[1]);
-        t->pipe[0] = t->pipe[1] = -1;
+        sync_free(t);
         t->stopping = 0;
         return -1;
     }
@@ -445,12 +452,7 @@ void turn_destroy(turn_t **pt)
         pthread_mutex_unlock(&t->mu);
         pthread_join(t->writer, NULL);
         pthread_join(t->thread, NULL);
-        pthread_cond_destroy(&t->cv);
-        pthread_cond_destroy(&t->wcv);
-        pthread_cond_destroy(&t->dcv);
-        pthread_mutex_destroy(&t->mu);
-        close(t->pipe[0]);
-        close(t->pipe[1]);
+        sync_free(t);
     }
     /* committed ones: durable once synced; queued ones: never written */
     if (t->wait_head)

@@ -58,6 +58,8 @@ void show_json_line(const json_t *j);
 void show_cell(const char *key, const json_t *v, int width);
 void show_case_row(const json_t *c);
 void show_case_header(void);
+/* " key=value" for each of keys (NULL-terminated) that o has, values as show_val. */
+void show_fields(FILE *f, const json_t *o, const char *const *keys);
 
 /* ---- report.c --------------------------------------------------------------- */
 

@@ -130,3 +130,14 @@ void show_case_header(void)
     printf("%-20s %-16s %-11s %-8s %-23s %s\n", "CASE", "TYPE", "STATUS", "SEVERITY", "OPENED",
            "ASSIGNMENTS");
 }
+
+void show_fields(FILE *f, const json_t *o, const char *const *keys)
+{
+    for (int k = 0; keys[k]; k++) {
+        json_t *v = json_object_get(o, keys[k]);
+        if (!v)
+            continue;
+        fprintf(f, " %s=", keys[k]);
+        show_val(f, keys[k], v);
+    }
+}
