@@ -62,7 +62,7 @@ typedef struct {
     char req_id[CAREHUB_ID_MAX + 1];
     int answered;           /* 1 reply, -1 nack */
     char *reply;            /* the reply (JSON) */
-    char code[64], error[1024], field[256];
+    cli_nack_t nack;        /* the refusal, when answered is -1 */
 } desk_t;
 
 /* ---- printing ------------------------------------------------------------------------------ */
@@ -291,9 +291,7 @@ static void on_nack(void *ud, const char *ref, const char *code, const char *err
     if (d->answered || !ref || strcmp(ref, d->req_id) != 0)
         return;
     d->answered = -1;
-    util_fmt(d->code, sizeof d->code, "%s", code ? code : "?");
-    util_fmt(d->error, sizeof d->error, "%s", error ? error : "");
-    util_fmt(d->field, sizeof d->field, "%s", field ? field : "");
+    cli_nack_set(&d->nack, code, error, field);
 }
 
 /* ---- the commands ------------------------------------------------------------------------------ */
@@ -404,18 +402,16 @@ static int cmd_request(desk_t *d, carehub_t *c, const cli_common_t *co, json_t *
     if (d->answered < 0) {
         if (d->json) {
             json_t *n = json_pack("{s:i, s:s, s:s, s:s, s:s}", "v", CAREHUB_WIRE_VERSION, "op", "nack", "id",
-                                  d->req_id, "code", d->code, "error", d->error);
-            if (n && d->field[0])
-                json_object_set_new(n, "field", json_string(d->field));
+                                  d->req_id, "code", d->nack.code, "error", d->nack.error);
+            if (n && d->nack.field[0])
+                json_object_set_new(n, "field", json_string(d->nack.field));
             char *t = n ? json_dumps(n, JSON_COMPACT) : NULL;
             if (t)
                 printf("%s\n", t);
             free(t);
             json_decref(n);
         }
-        cli_err("the broker refused: %s: %s%s%s", d->code, d->error, d->field[0] ? " at " : "",
-                d->field);
-        return !strcmp(d->code, "unavailable") ? CLI_EX_UNREACHABLE : CLI_EX_DATA;
+        return cli_nack_report(&d->nack, "");
     }
     cli_err("no answer from the broker at %s within %d s (%s); run the command again: "
             "acknowledging or sending the same final status twice is not an error",

@@ -238,9 +238,7 @@ static void on_nack(void *ud, const char *ref, const char *code, const char *err
     report_t *r = ud;
     if (r->ref[0] && ref && !strcmp(ref, r->ref)) {
         r->answered = -1;
-        util_fmt(r->code, sizeof r->code, "%s", code ? code : "?");
-        util_fmt(r->error, sizeof r->error, "%s", error ? error : "");
-        util_fmt(r->field, sizeof r->field, "%s", field ? field : "");
+        cli_nack_set(&r->nack, code, error, field);
         return;
     }
     r->refused_earlier++;
@@ -368,8 +366,7 @@ static int submit_report(report_t *r, carehub_t *c, const cli_common_t *co, cons
         return CLI_EX_OK;
     }
     if (r->answered < 0) {
-        cli_err("the broker refused the report: %s: %s%s%s", r->code, r->error,
-                r->field[0] ? " at " : "", r->field);
+        (void)cli_nack_report(&r->nack, "the report");
         return CLI_EX_DATA;
     }
     cli_err("the broker at %s has not acknowledged the report within %d s (%s). It is safe in "

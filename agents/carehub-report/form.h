@@ -59,7 +59,7 @@ typedef struct {
     int answered;              /* 1 ack, -1 nack */
     char event[CAREHUB_ID_MAX + 1], case_id[CAREHUB_ID_MAX + 1];
     int duplicate;
-    char code[64], error[1024], field[256];
+    cli_nack_t nack;           /* the refusal, when answered is -1 */
     long earlier;              /* acks of earlier spooled events */
     long refused_earlier;
 } report_t;

@@ -34,7 +34,7 @@ typedef struct {
     char want[CAREHUB_ID_MAX + 1]; /* the request waiting for its answer */
     int answered;              /* 1 answer in reply, -1 refused (code, error, field) */
     json_t *reply;
-    char code[64], error[1024], field[256];
+    cli_nack_t nack;
 } sess_t;
 
 /* Connect and say hello: 0, or an exit code with the message printed

@@ -27,7 +27,7 @@ static void on_reply(void *ud, const char *id, const char *json)
     s->reply = json_loads(json, 0, NULL);
     s->answered = s->reply ? 1 : -1;
     if (!s->reply)
-        util_fmt(s->code, sizeof s->code, "malformed");
+        cli_nack_set(&s->nack, "malformed", "the answer is not JSON", NULL);
 }
 
 static void on_nack(void *ud, const char *ref, const char *code, const char *error, const char *field)
@@ -35,9 +35,7 @@ static void on_nack(void *ud, const char *ref, const char *code, const char *err
     sess_t *s = ud;
     if (strcmp(ref, s->want) != 0)
         return;
-    util_fmt(s->code, sizeof s->code, "%s", code ? code : "?");
-    util_fmt(s->error, sizeof s->error, "%s", error ? error : "");
-    util_fmt(s->field, sizeof s->field, "%s", field ? field : "");
+    cli_nack_set(&s->nack, code, error, field);
     s->answered = -1;
 }
 
@@ -88,7 +86,7 @@ static int sess_request(sess_t *s, json_t *req, json_t **out)
     *out = NULL;
     char *text = json_dumps(req, JSON_COMPACT);
     s->answered = 0;
-    s->code[0] = s->error[0] = s->field[0] = '\0';
+    cli_nack_set(&s->nack, "", "", "");
     int rc = text ? carehub_request(s->c, text, s->want) : CAREHUB_ENOMEM;
     free(text);
     if (rc != CAREHUB_OK) {
@@ -108,9 +106,7 @@ static int sess_request(sess_t *s, json_t *req, json_t **out)
                 "(--wait S waits longer)", s->co->endpoint, s->wait_ms / 1000);
         return CLI_EX_UNREACHABLE;
     }
-    cli_err("the broker refused: %s: %s%s%s%s", s->code, s->error, s->field[0] ? " (at " : "",
-            s->field, s->field[0] ? ")" : "");
-    return !strcmp(s->code, "unavailable") ? CLI_EX_UNREACHABLE : CLI_EX_DATA;
+    return cli_nack_report(&s->nack, "");
 }
 
 /* A query {op:"query", what, ...fields}. */

@@ -318,6 +318,20 @@ int cli_poll_until(carehub_t *c, int64_t wait_ms, const cli_until_t *u)
     return 0;
 }
 
+void cli_nack_set(cli_nack_t *n, const char *code, const char *error, const char *field)
+{
+    util_fmt(n->code, sizeof n->code, "%s", code ? code : "?");
+    util_fmt(n->error, sizeof n->error, "%s", error ? error : "");
+    util_fmt(n->field, sizeof n->field, "%s", field ? field : "");
+}
+
+int cli_nack_report(const cli_nack_t *n, const char *what)
+{
+    cli_err("the broker refused%s%s: %s: %s%s%s", what && *what ? " " : "", what ? what : "", n->code,
+            n->error, n->field[0] ? " at " : "", n->field);
+    return !strcmp(n->code, "unavailable") ? CLI_EX_UNREACHABLE : CLI_EX_DATA;
+}
+
 int cli_nothing_pending(carehub_t *c, void *ud)
 {
     (void)ud;

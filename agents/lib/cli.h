@@ -162,6 +162,20 @@ int cli_nothing_pending(carehub_t *c, void *ud);
 /* A cli_until_t done(): the int that ud points to is not 0 (an answer came). */
 int cli_flag_set(carehub_t *c, void *ud);
 
+/* ---- refusals ---------------------------------------------------------------- */
+
+/* A refusal (nack) from the broker, as a program keeps it until it reports it. */
+typedef struct {
+    char code[64], error[1024], field[256];
+} cli_nack_t;
+
+/* Keep a nack's code ("?" when NULL), error and field ("" when NULL). */
+void cli_nack_set(cli_nack_t *n, const char *code, const char *error, const char *field);
+/* Print "PROG: the broker refused WHAT: CODE: ERROR at FIELD" (what may be ""),
+ * and return the exit code for it: CLI_EX_UNREACHABLE for `unavailable` (try
+ * again later), else CLI_EX_DATA. */
+int cli_nack_report(const cli_nack_t *n, const char *what);
+
 /* ---- stopping --------------------------------------------------------------- */
 
 /* Set to 1 by SIGINT/SIGTERM once cli_catch_signals() was called. */
