@@ -636,9 +636,8 @@ int main(int argc, char **argv)
         return cmd_verify_offline(o.data);
     }
 
-    /* no spool is used; cli_common_check still wants a directory name */
-    if (!co.spool_dir)
-        co.spool_dir = ".";
+    co.no_spool = 1; /* it sends requests only: no spool, even with --spool */
+    co.spool_dir = NULL;
     int rc = cli_common_check(&co, 1);
     if (rc)
         return rc;

@@ -129,8 +129,9 @@ int assign_figures_rebuild(store_t *st);
 /* The earliest due time in the deadline index, or INT64_MAX when none. */
 int assign_next_due(store_txn_t *t, int64_t *due);
 
-/* Once at start: rewrite the deadline keys of a carehubd from before the kind
- * byte (an id right after the time) into typed keys. 0, or -1 (logged). */
+/* At start: rewrite the deadline keys of a carehubd from before the kind byte
+ * (an id right after the time) into typed keys, once (counters
+ * "deadlines.typed" marks it done). 0, or -1 (logged). */
 int assign_deadlines_upgrade(store_t *st);
 
 /* Build the `case` message of an assignment (PROTOCOL §5) into o, with as many

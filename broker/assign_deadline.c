@@ -289,7 +289,7 @@ static int purge_case(const config_t *cfg, store_txn_t *t, const char *case_id, 
     size_t cl = strlen(case_id);
     if ((rc = store_each_case_event(t, case_id, purge_event, &c)) ||
         (rc = store_each(t, STORE_DB_CASE_ASSIGN, case_id, cl, 1, purge_assignment, &c)) ||
-        (rc = store_del(t, STORE_DB_CASE_EVENTS, case_id, cl, NULL, 0)) ||
+        (rc = store_del_case_events(t, case_id)) ||
         (rc = store_del(t, STORE_DB_CASE_ASSIGN, case_id, cl, NULL, 0)) ||
         (rc = store_del(t, STORE_DB_CASE_LOG, case_id, cl, NULL, 0)) ||
         (rc = store_del(t, STORE_DB_CASES, case_id, cl, NULL, 0)))
@@ -410,10 +410,18 @@ static int collect_legacy(void *ud, const void *k, size_t kl, const void *v, siz
     return 0;
 }
 
+/* Set once the index holds typed keys only: later starts skip the walk. */
+#define TYPED_MARK "deadlines.typed"
+
 static int upgrade_txn(store_txn_t *t, void *ud)
 {
     legacy_t *l = ud;
-    int rc = store_each(t, STORE_DB_DEADLINES, NULL, 0, 0, collect_legacy, l);
+    const void *v;
+    size_t vl;
+    int rc = store_get(t, STORE_DB_COUNTERS, TYPED_MARK, strlen(TYPED_MARK), &v, &vl);
+    if (rc != MDB_NOTFOUND)
+        return rc; /* done before (or unreadable) */
+    rc = store_each(t, STORE_DB_DEADLINES, NULL, 0, 0, collect_legacy, l);
     for (size_t i = 0; !rc && i < l->n; i++) {
         char id[STORE_ID_MAX + 8];
         size_t idl = l->lens[i] - 8;
@@ -437,7 +445,7 @@ static int upgrade_txn(store_txn_t *t, void *ud)
                             due_key(k, assign_deadline_due(l->keys[i]), kind, target), "", 0, 0)))
             return rc;
     }
-    return rc;
+    return rc ? rc : store_put(t, STORE_DB_COUNTERS, TYPED_MARK, strlen(TYPED_MARK), "", 0, 0);
 }
 
 int assign_deadlines_upgrade(store_t *st)

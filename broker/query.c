@@ -182,15 +182,16 @@ static int pack_list(store_txn_t *t, msgpack_packer *pk, int events, const char 
                   : store_each(t, STORE_DB_CASE_ASSIGN, case_id, strlen(case_id), 1, fn, &l);
 }
 
-/* The case record of q->case_id: 0 and rec, or QUERY_GONE when there is none
- * (refused not_found), or an LMDB code. */
-#define QUERY_GONE 1
+/* The case record of q->case_id in *rec, or *rec NULL when there is none
+ * (refused not_found); 0 or an LMDB code. */
 static int get_case(q_t *q, store_txn_t *t, const void **rec, size_t *rl)
 {
+    *rec = NULL;
     int rc = store_get(t, STORE_DB_CASES, q->case_id, strlen(q->case_id), rec, rl);
     if (rc == MDB_NOTFOUND) {
         refuse(q, QUERY_NOT_FOUND, "/case", "no case %s exists", q->case_id);
-        return QUERY_GONE;
+        *rec = NULL;
+        return 0;
     }
     return rc;
 }
@@ -200,8 +201,8 @@ static int case_file(q_t *q, store_txn_t *t)
     const void *rec;
     size_t rl;
     int rc = get_case(q, t, &rec, &rl);
-    if (rc)
-        return rc == QUERY_GONE ? 0 : rc;
+    if (rc || !rec)
+        return rc;
     frame_out_message(q->out, "result", q->id, 4);
     frame_out_str(q->out, "what", "case");
     frame_out_key(q->out, "case");
@@ -235,8 +236,8 @@ static int case_trail(q_t *q, store_txn_t *t)
     const void *rec;
     size_t rl;
     int rc = get_case(q, t, &rec, &rl);
-    if (rc)
-        return rc == QUERY_GONE ? 0 : rc;
+    if (rc || !rec)
+        return rc;
     /* The case's records through the per-case index, not a walk of the trail. */
     trail_list_t l = {q->case_id, {0}, 0};
     msgpack_sbuffer_init(&l.items);

@@ -633,12 +633,6 @@ int store_put(store_txn_t *t, store_db_t db, const void *k, size_t kl, const voi
 int store_del(store_txn_t *t, store_db_t db, const void *k, size_t kl, const void *v, size_t vl)
 {
     MDB_val key = {kl, (void *)k}, val = {vl, (void *)v};
-    if (db == STORE_DB_CASE_EVENTS && !v && kl < STORE_ID_MAX) { /* and what still waits */
-        char case_id[STORE_ID_MAX];
-        memcpy(case_id, k, kl);
-        case_id[kl] = '\0';
-        store_index_drop_case(t, case_id);
-    }
     int rc = mdb_del(t->txn, t->st->dbi[db], &key, v ? &val : NULL);
     return rc == MDB_NOTFOUND ? 0 : rc;
 }

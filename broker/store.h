@@ -59,7 +59,7 @@ typedef enum {
     STORE_DB_TRAIL_LAST,   /* case id → 8-byte sequence of the case's newest trail record */
     STORE_DB_TRAIL_PREV,   /* 8-byte sequence → 8-byte sequence of the same case's record before it */
     STORE_DB_ACK_DUE,      /* ack_by (8 bytes big-endian ms) + assignment id → "": unacknowledged */
-    STORE_DB_COUNTERS,     /* name → u64 (host order): "assignments.open" (not final) */
+    STORE_DB_COUNTERS,     /* name → u64 (host order): "assignments.open" (not final); "deadlines.typed" → "" */
     STORE_DB_COUNT
 } store_db_t;
 
@@ -193,6 +193,9 @@ int store_each_case_event(store_txn_t *t, const char *case_id, store_each_fn fn,
 
 /* Write the case index now (at close; tests). */
 store_rc_t store_flush_index(store_t *st);
+/* Delete a case's case_events entries, written and waiting (a purge): nothing
+ * of the case is written later, and its waiting idempotency entries go too. */
+int store_del_case_events(store_txn_t *t, const char *case_id);
 
 /* Copy an id read from the store (v, vl: not NUL-terminated) into out as a C
  * string. 0, or -1 when it does not fit (a corrupted record). */

@@ -132,6 +132,12 @@ void store_index_drop_case(store_txn_t *t, const char *case_id)
         slots_rebuild(st);
 }
 
+int store_del_case_events(store_txn_t *t, const char *case_id)
+{
+    store_index_drop_case(t, case_id);
+    return store_del(t, STORE_DB_CASE_EVENTS, case_id, strlen(case_id), NULL, 0);
+}
+
 void store_index_rollback(store_t *st, size_t pend_before)
 {
     pthread_mutex_lock(&st->pend_mu);
@@ -349,23 +355,27 @@ void store_index_settle(store_t *st, size_t txn, size_t n_flushed, int committed
         return;
     pthread_mutex_lock(&st->pend_mu);
     size_t w = 0;
+    int revived = 0;
     for (size_t i = 0; i < st->pend_n; i++) {
         struct pend_entry *e = &st->pend[i];
         if (committed && e->flushed_txn && !keep)
             continue;
         if (!committed && e->flushed_txn == txn) {
             e->flushed_txn = 0;
+            revived |= e->dropped;
             e->dropped = 0;
         }
         if (w != i)
             st->pend[w] = *e;
         w++;
     }
+    int moved = w != st->pend_n;
     st->pend_n = w;
     if (committed)
         st->pend_kept = keep;
     pthread_mutex_unlock(&st->pend_mu);
-    slots_rebuild(st); /* entries moved, or dropped ones are back */
+    if (moved || revived)
+        slots_rebuild(st); /* entries moved, or dropped ones are back */
 }
 
 static int flush_fn(store_txn_t *t, void *ud)

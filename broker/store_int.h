@@ -119,7 +119,7 @@ int store_index_add(store_t *st, size_t txn, uint64_t seq, const char *case_id, 
  * (STORE_ID_MAX each), or 0. Only in the thread of the write transaction. */
 int store_index_find(store_t *st, const char *pair, size_t pair_len, char *event_id, char *case_id);
 /* In a write transaction: the waiting entries of case_id will not be written
- * (store_del of a case's case_events: a purge), once this commits. */
+ * (store_del_case_events: a purge), once this commits. */
 void store_index_drop_case(store_txn_t *t, const char *case_id);
 /* An aborted write transaction: its events (entries from pend_before on) never were. */
 void store_index_rollback(store_t *st, size_t pend_before);

@@ -39,7 +39,7 @@ typedef struct {
 
 /* Connect and say hello: 0, or an exit code with the message printed
  * (75 unreachable, 77 refused, 64 a bad option). */
-int sess_open(sess_t *s, const cli_common_t *co);
+int sess_open(sess_t *s, cli_common_t *co);
 void sess_close(sess_t *s);
 /* A query {op:"query", what, ...fields}: 0 and the answer in *out, or an exit
  * code with the message printed (65 refused, 75 no answer). */

@@ -39,33 +39,19 @@ static void on_nack(void *ud, const char *ref, const char *code, const char *err
     s->answered = -1;
 }
 
-int sess_open(sess_t *s, const cli_common_t *co)
+int sess_open(sess_t *s, cli_common_t *co)
 {
     memset(s, 0, sizeof *s);
     s->co = co;
     s->wait_ms = cli_wait(co, DEFAULT_WAIT_MS);
     if (s->wait_ms <= 0)
         s->wait_ms = DEFAULT_WAIT_MS;
-    carehub_opts_t o;
-    memset(&o, 0, sizeof o);
-    o.endpoint = co->endpoint;
-    o.agent = co->agent;
-    o.software = SOFTWARE;
-    o.spool_dir = NULL;                /* it sends no events */
-    o.request_timeout_ms = s->wait_ms; /* one answer may take that long: no resend before */
-    if (co->curve) {
-        o.secret_key = co->secret;
-        o.public_key = co->public_key;
-        o.server_key = co->server;
-    }
+    co->request_timeout_ms = s->wait_ms; /* one answer may take that long: no resend before */
     carehub_callbacks_t cb = {NULL, on_nack, NULL, on_reply, s};
-    int err = 0;
-    char msg[512] = "";
-    if (!(s->c = carehub_new(&o, &cb, &err, msg, sizeof msg))) {
-        cli_err("%s%s", err == CAREHUB_ENET ? "-b: " : "", msg[0] ? msg : carehub_strerror(err));
-        return err == CAREHUB_ENET ? CLI_EX_USAGE : cli_exit_for(err);
-    }
-    int rc = cli_wait_connected(s->c, s->wait_ms);
+    int rc;
+    if (!(s->c = cli_open(co, SOFTWARE, &cb, &rc)))
+        return rc;
+    rc = cli_wait_connected(s->c, s->wait_ms);
     if (rc == CLI_EX_UNREACHABLE)
         cli_err(cli_stop ? "interrupted" : "no answer from the broker at %s within %d s; is it "
                 "running? (--wait S waits longer)", co->endpoint, s->wait_ms / 1000);

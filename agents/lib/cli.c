@@ -257,6 +257,7 @@ carehub_t *cli_open(const cli_common_t *c, const char *software, const carehub_c
     o.agent = c->agent;
     o.spool_dir = c->spool_dir;
     o.software = software;
+    o.request_timeout_ms = c->request_timeout_ms;
     if (c->curve) {
         o.secret_key = c->secret;
         o.public_key = c->public_key;

@@ -86,6 +86,7 @@ typedef struct {
     int help;                /* -h/--help given */
     int no_spool;            /* set by the program: requests only, no default spool (cli_open
                               * opens libcarehub without one unless --spool was given) */
+    int request_timeout_ms;  /* set by the program: libcarehub's resend timeout (0: its own) */
     /* filled by cli_common_check(): */
     char spool_buf[4096];
     char secret[41];

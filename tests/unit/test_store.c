@@ -446,7 +446,7 @@ static void test_aborted_event_is_no_duplicate(void **state)
     free(b.data);
 }
 
-/* Deleting a case's case_events (a purge, which deletes its events' idempotency
+/* Deleting a case's case_events (store_del_case_events: a purge, which deletes its events' idempotency
  * entries too) drops its entries still waiting in memory: its refs are new
  * again, and nothing is written for it later. Stored and purged in one write
  * transaction, so that its entries certainly wait (a sweep runs only at the
@@ -473,7 +473,7 @@ static int put_then_purge(store_txn_t *t, void *ud)
     size_t kl = store_pair_key(key, sizeof key, p->e->agent, p->e->ref);
     if ((rc = store_del(t, STORE_DB_IDEM, key, kl, NULL, 0)))
         return rc;
-    return store_del(t, STORE_DB_CASE_EVENTS, p->e->case_id, strlen(p->e->case_id), NULL, 0);
+    return store_del_case_events(t, p->e->case_id);
 }
 
 typedef struct {
