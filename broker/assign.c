@@ -8,7 +8,6 @@
 #include "assign.h"
 
 #include <errno.h>
-#include <lmdb.h>
 #include <msgpack.h>
 #include <sodium.h>
 #include <stdio.h>
@@ -165,7 +164,7 @@ int64_t assign_get_int(const msgpack_object *map, const char *key)
 
 /* The head of an assignment record (id, case, agency, state), the one reading of
  * those fields: 0 when the state is known and id and agency are there, else
- * MDB_CORRUPTED. Nothing sealed is opened. */
+ * STORE_CORRUPTED. Nothing sealed is opened. */
 static int as_decode_head(const msgpack_object *m, as_brief_t *b)
 {
     char st[32];
@@ -176,7 +175,7 @@ static int as_decode_head(const msgpack_object *m, as_brief_t *b)
     assign_copy_str(st, sizeof st, frame_map_get(m, "state"));
     int s = assign_state_parse(st, strlen(st));
     if (s < 0 || !b->id[0] || !b->agency[0])
-        return MDB_CORRUPTED;
+        return STORE_CORRUPTED;
     b->state = (assign_state_t)s;
     return 0;
 }
@@ -186,7 +185,7 @@ int assign_rec_decode(store_txn_t *t, const void *data, size_t len, as_t *a)
 {
     msgpack_unpacked u;
     msgpack_unpacked_init(&u);
-    int rc = MDB_CORRUPTED;
+    int rc = STORE_CORRUPTED;
     memset(a, 0, sizeof *a);
     if (msgpack_unpack_next(&u, data, len, NULL) == MSGPACK_UNPACK_SUCCESS &&
         u.data.type == MSGPACK_OBJECT_MAP) {
@@ -213,7 +212,14 @@ int assign_rec_decode(store_txn_t *t, const void *data, size_t len, as_t *a)
                 sodium_memzero(nb.data, nb.alloc);
             msgpack_sbuffer_destroy(&nb);
         }
-        a->severity = (int)assign_get_int(m, "severity");
+        /* a name, as in every record; a number in stores written before 2026-12 */
+        const msgpack_object *sev = frame_map_get(m, "severity");
+        const char *sn;
+        size_t sl;
+        a->severity = frame_str(sev, &sn, &sl) ? case_severity_parse(sn, sl)
+                                                : (int)assign_get_int(m, "severity");
+        if (a->severity < 0 || a->severity > 3)
+            a->severity = 1; /* what case_severity_name shows: normal */
         a->created = assign_get_int(m, "created");
         a->ack_by = assign_get_int(m, "ack_by");
         a->acked_at = assign_get_int(m, "acked_at");
@@ -254,7 +260,7 @@ int assign_rec_put(store_txn_t *t, const as_t *a)
     frame_pack_cstr(&pk, "agency");   frame_pack_cstr(&pk, a->agency);
     frame_pack_cstr(&pk, "type");     frame_pack_cstr(&pk, a->type);
     frame_pack_cstr(&pk, "state");    frame_pack_cstr(&pk, assign_state_name(a->state));
-    frame_pack_cstr(&pk, "severity"); msgpack_pack_int(&pk, a->severity);
+    frame_pack_cstr(&pk, "severity"); frame_pack_cstr(&pk, case_severity_name(a->severity));
     frame_pack_cstr(&pk, "created");  msgpack_pack_int64(&pk, a->created);
     frame_pack_cstr(&pk, "ack_by");   msgpack_pack_int64(&pk, a->ack_by);
     frame_pack_cstr(&pk, "acked_at"); msgpack_pack_int64(&pk, a->acked_at);
@@ -314,7 +320,7 @@ static int as_get_brief(store_txn_t *t, const char *id, as_brief_t *b)
     msgpack_unpacked_init(&u);
     rc = msgpack_unpack_next(&u, v, vl, NULL) == MSGPACK_UNPACK_SUCCESS
              ? as_decode_head(&u.data, b)
-             : MDB_CORRUPTED;
+             : STORE_CORRUPTED;
     msgpack_unpacked_destroy(&u);
     return rc;
 }
@@ -340,7 +346,7 @@ static int set_state(store_txn_t *t, as_t *a, assign_state_t to, int64_t now, as
     if (!assign_may_move(from, to)) { /* the callers check first: a bug, refused whole */
         log_error("assign: %s: no move from %s to %s", a->id, assign_state_name(from),
                   assign_state_name(to));
-        return EINVAL;
+        return STORE_ABORTED;
     }
     log_debug("assign: %s (%s, %s) %s -> %s", a->id, a->case_id, a->agency, assign_state_name(from),
              assign_state_name(to));
@@ -371,7 +377,7 @@ static int tell_assigned(const config_t *cfg, store_txn_t *t, const as_t *a, int
         return 0;
     json_t *data = json_pack("{s:s, s:s, s:s, s:s, s:s, s:I}", "case", a->case_id, "assignment",
                              a->id, "agency", a->agency, "event_type", a->type, "severity",
-                             store_severity_name(a->severity), "ack_by", (json_int_t)a->ack_by);
+                             case_severity_name(a->severity), "ack_by", (json_int_t)a->ack_by);
     char text[512];
     util_fmt(text, sizeof text, "【carehub】新案件 %s 已分派给%s，请于时限内确认。", a->case_id,
              assign_agency_name(cfg, a->agency));
@@ -393,7 +399,7 @@ static int collect_assignment(void *ud, const void *k, size_t kl, const void *v,
     (void)l; /* filled by the caller from the ids */
     char id[STORE_ID_MAX];
     if (store_copy_id(v, vl, id, sizeof id))
-        return MDB_CORRUPTED;
+        return STORE_CORRUPTED;
     if (l->n == l->cap) {
         l->cap = l->cap ? l->cap * 2 : 8;
         l->list = xrealloc(l->list, l->cap * sizeof *l->list);
@@ -480,7 +486,7 @@ static int make_assignment(const config_t *cfg, store_txn_t *t, const char *case
     return 0;
 }
 
-int assign_on_event(const config_t *cfg, store_txn_t *t, const store_event_t *it,
+int assign_on_event(const config_t *cfg, store_txn_t *t, const case_event_t *it,
                     const json_t *body, int64_t now, assign_effects_t *fx)
 {
     route_hit_t hits[32];
@@ -513,7 +519,7 @@ int assign_request(const config_t *cfg, store_txn_t *t, assign_request_t *r, ass
     as_t a;
     int rc = assign_rec_get(t, r->assignment, &a);
     r->result = ASSIGN_OK;
-    if (rc == MDB_NOTFOUND) {
+    if (rc == STORE_NOTFOUND) {
         r->result = ASSIGN_NOT_FOUND;
         return 0;
     }

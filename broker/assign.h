@@ -36,6 +36,7 @@
 #include "carehub_wire.h"
 #include "config.h"
 #include "frame.h"
+#include "case.h"
 #include "store.h"
 
 typedef enum {
@@ -79,7 +80,7 @@ void assign_effects_free(assign_effects_t *e);
  * with no workflow matching and no assignment yet, one for fallback_agency.
  * The case's unacknowledged assignments are re-delivered (a new event joined).
  */
-int assign_on_event(const config_t *cfg, store_txn_t *t, const store_event_t *it,
+int assign_on_event(const config_t *cfg, store_txn_t *t, const case_event_t *it,
                     const json_t *body, int64_t now, assign_effects_t *fx);
 
 /* Results of an agency's request, mapped to nack codes by proto. */
@@ -89,7 +90,7 @@ typedef enum {
     ASSIGN_FORBIDDEN,   /* it belongs to another agency */
     ASSIGN_CONFLICT,    /* contradicts the state (e.g. changing a final status) */
     ASSIGN_BAD_TARGET,  /* referred: `to` is not a configured agency */
-    ASSIGN_STORE,       /* an LMDB error: see *lmdb_rc */
+    ASSIGN_STORE,       /* the store failed (the transaction says why) */
 } assign_result_t;
 
 typedef struct {
@@ -104,11 +105,10 @@ typedef struct {
     assign_result_t result;
     char case_id[STORE_ID_MAX];
     char detail[256];        /* for the nack sentence */
-    int lmdb_rc;
 } assign_request_t;
 
 /* case_ack / case_update inside a write transaction. Returns 0 (see r->result)
- * or an LMDB error code to abort the transaction. */
+ * or a store_rc_t to abort the transaction. */
 int assign_request(const config_t *cfg, store_txn_t *t, assign_request_t *r, assign_effects_t *fx);
 
 /* Fire every escalation step due at or before `now` (at most `max` of them;
@@ -136,7 +136,7 @@ int assign_deadlines_upgrade(store_t *st);
 
 /* Build the `case` message of an assignment (PROTOCOL §5) into o, with as many
  * of the case's events (newest last) as fit in max_bytes. Returns 0,
- * MDB_NOTFOUND, or an LMDB code. Fills *agency (STORE_ID_MAX) and *open_ (1
+ * STORE_NOTFOUND, or another store_rc_t. Fills *agency (STORE_ID_MAX) and *open_ (1
  * while it still wants delivering: not yet acknowledged). */
 int assign_case_message(store_txn_t *t, const char *assignment, size_t max_bytes, frame_out_t *o,
                         char *agency, int *open_);
@@ -144,15 +144,15 @@ int assign_case_message(store_txn_t *t, const char *assignment, size_t max_bytes
 /* Pack an assignment record as a msgpack map for readers, never the escalation
  * plan. with_note: the agency's own words (`note` opened, `by`) for a reader
  * allowed them — with reader_agency set, only on that agency's assignments;
- * else no `note` and `by` empty. 0 or an LMDB code. */
+ * else no `note` and `by` empty. 0 or another store_rc_t. */
 int assign_pack_record(store_txn_t *t, const char *assignment, msgpack_packer *pk, int with_note,
                        const char *reader_agency);
 
-/* The case (STORE_ID_MAX) of an assignment. 0, MDB_NOTFOUND or an LMDB code. */
+/* The case (STORE_ID_MAX) of an assignment. 0, STORE_NOTFOUND or another store_rc_t. */
 int assign_case_of(store_txn_t *t, const char *assignment, char *case_id);
 
 /* The agency (STORE_ID_MAX) of an assignment, and (state may be NULL) its
- * state. 0, MDB_NOTFOUND or an LMDB code. */
+ * state. 0, STORE_NOTFOUND or another store_rc_t. */
 int assign_agency(store_txn_t *t, const char *assignment, char *agency);
 int assign_agency_state(store_txn_t *t, const char *assignment, char *agency, assign_state_t *state);
 

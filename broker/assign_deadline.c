@@ -5,7 +5,6 @@
  */
 #include "assign.h"
 
-#include <lmdb.h>
 #include <msgpack.h>
 #include <stdlib.h>
 #include <string.h>
@@ -84,13 +83,13 @@ int assign_quiet_set(store_txn_t *t, const char *case_id, int64_t due, assign_ef
     size_t vl;
     unsigned char k[DUE_KEY_MAX], d[8];
     int rc = store_get(t, STORE_DB_QUIET, case_id, strlen(case_id), &v, &vl);
-    if (rc == MDB_NOTFOUND && due <= 0)
+    if (rc == STORE_NOTFOUND && due <= 0)
         return 0; /* nothing to cancel: the common case of an assigned case */
     if (rc == 0 && vl == 8) {
         int64_t old = assign_deadline_due(v);
         if ((rc = store_del(t, STORE_DB_DEADLINES, k, due_key(k, old, DUE_QUIET, case_id), NULL, 0)))
             return rc;
-    } else if (rc && rc != MDB_NOTFOUND) {
+    } else if (rc && rc != STORE_NOTFOUND) {
         return rc;
     }
     fx->deadlines_changed = 1;
@@ -120,7 +119,7 @@ static int collect_due(void *ud, const void *k, size_t kl, const void *v, size_t
     due_ctx_t *c = ud;
     const unsigned char *b = k;
     if (kl <= 9 || kl - 9 >= STORE_ID_MAX || b[8] < DUE_STEP || b[8] >= DUE_KIND_END)
-        return MDB_CORRUPTED;
+        return STORE_CORRUPTED;
     int64_t due = assign_deadline_due(k);
     if (due > c->now || c->n == c->max)
         return STORE_EACH_STOP;
@@ -140,7 +139,7 @@ static int fire(const config_t *cfg, store_txn_t *t, as_t *a, int64_t now, assig
     int64_t overdue_min = (now - a->ack_by) / 60000;
     json_t *data = json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:i}", "case", a->case_id, "assignment",
                              a->id, "agency", a->agency, "event_type", a->type, "severity",
-                             store_severity_name(a->severity), "ack_by", (json_int_t)a->ack_by,
+                             case_severity_name(a->severity), "ack_by", (json_int_t)a->ack_by,
                              "level", level);
     char text[512];
     util_fmt(text, sizeof text, "【carehub】案件 %s 分派给%s，已超过确认时限 %lld 分钟仍未确认（第%d级升级）。",
@@ -196,10 +195,10 @@ static int purge_event_traces(purge_ctx_t *c, const char *ev, const void *rec, s
     char agent[ID_LEN], ref[ID_LEN];
     assign_event_origin(rec, rl, agent, ref);
     if (!agent[0] || !ref[0])
-        return MDB_CORRUPTED;
+        return STORE_CORRUPTED;
     char key[2 * ID_LEN + 8], oid[ID_LEN + 8];
     size_t kl = store_pair_key(key, sizeof key, agent, ref);
-    int rc = kl ? store_del(c->t, STORE_DB_IDEM, key, kl, NULL, 0) : MDB_CORRUPTED;
+    int rc = kl ? store_del(c->t, STORE_DB_IDEM, key, kl, NULL, 0) : STORE_CORRUPTED;
     util_fmt(oid, sizeof oid, "out-%s", ev);
     if (!rc)
         rc = store_del(c->t, STORE_DB_OUTCOMES, key, assign_pending_key(key, sizeof key, agent, oid),
@@ -214,11 +213,11 @@ static int purge_event(void *ud, const void *k, size_t kl, const void *v, size_t
     purge_ctx_t *c = ud;
     char ev[STORE_ID_MAX];
     if (store_copy_id(v, vl, ev, sizeof ev))
-        return MDB_CORRUPTED;
+        return STORE_CORRUPTED;
     const void *rec;
     size_t rl;
     int rc = store_get(c->t, STORE_DB_EVENTS, ev, vl, &rec, &rl);
-    if (rc == MDB_NOTFOUND)
+    if (rc == STORE_NOTFOUND)
         return 0;
     if (rc || (rc = purge_event_traces(c, ev, rec, rl)) ||
         (rc = store_del(c->t, STORE_DB_EVENTS, ev, vl, NULL, 0)))
@@ -249,9 +248,9 @@ static int purge_assignment(void *ud, const void *k, size_t kl, const void *v, s
     purge_ctx_t *c = ud;
     char id[STORE_ID_MAX], agency[STORE_ID_MAX], pk[2 * ID_LEN + 2];
     if (store_copy_id(v, vl, id, sizeof id))
-        return MDB_CORRUPTED;
+        return STORE_CORRUPTED;
     int rc = assign_agency(c->t, id, agency);
-    if (rc == MDB_NOTFOUND)
+    if (rc == STORE_NOTFOUND)
         return 0;
     if (rc ||
         (rc = store_del(c->t, STORE_DB_PENDING, pk, assign_pending_key(pk, sizeof pk, agency, id), NULL,
@@ -281,7 +280,7 @@ static int purge_case(const config_t *cfg, store_txn_t *t, const char *case_id, 
     const void *v;
     size_t vl;
     rc = store_get(t, STORE_DB_CASES, case_id, strlen(case_id), &v, &vl);
-    if (rc == MDB_NOTFOUND)
+    if (rc == STORE_NOTFOUND)
         return 0; /* purged already */
     if (rc)
         return rc;
@@ -320,8 +319,8 @@ static int quiet_close(const config_t *cfg, store_txn_t *t, const char *case_id,
     if (rc || n)
         return rc; /* assigned meanwhile: it closes when resolved */
     int moved;
-    rc = assign_case_set_status(t, case_id, STORE_CASE_CLOSED, now, &moved);
-    if (rc == MDB_NOTFOUND || (!rc && !moved))
+    rc = case_set_status(t, case_id, CASE_CLOSED, now, &moved);
+    if (rc == STORE_NOTFOUND || (!rc && !moved))
         return 0;
     if (!rc)
         log_info("assign: case %s closed: no assignment and no new event for quiet_close", case_id);
@@ -338,7 +337,7 @@ static int step_due(const config_t *cfg, store_txn_t *t, const char *id, int64_t
     as_t a;
     *fired = 0;
     int rc = assign_rec_get(t, id, &a);
-    if (rc == MDB_NOTFOUND) { /* an index entry without its record: drop it */
+    if (rc == STORE_NOTFOUND) { /* an index entry without its record: drop it */
         unsigned char k[DUE_KEY_MAX];
         log_warn("assign: deadline for unknown assignment %s dropped", id);
         return store_del(t, STORE_DB_DEADLINES, k, due_key(k, due, DUE_STEP, id), NULL, 0);
@@ -399,7 +398,7 @@ static int collect_legacy(void *ud, const void *k, size_t kl, const void *v, siz
     if (kl <= 8 || b[8] < 0x20)
         return 0; /* typed (or corrupt: collect_due says so) */
     if (kl > DUE_KEY_MAX)
-        return MDB_CORRUPTED;
+        return STORE_CORRUPTED;
     if (l->n == l->cap) {
         l->cap = l->cap ? l->cap * 2 : 64;
         l->keys = xrealloc(l->keys, l->cap * sizeof *l->keys);
@@ -419,14 +418,14 @@ static int upgrade_txn(store_txn_t *t, void *ud)
     const void *v;
     size_t vl;
     int rc = store_get(t, STORE_DB_COUNTERS, TYPED_MARK, strlen(TYPED_MARK), &v, &vl);
-    if (rc != MDB_NOTFOUND)
+    if (rc != STORE_NOTFOUND)
         return rc; /* done before (or unreadable) */
     rc = store_each(t, STORE_DB_DEADLINES, NULL, 0, 0, collect_legacy, l);
     for (size_t i = 0; !rc && i < l->n; i++) {
         char id[STORE_ID_MAX + 8];
         size_t idl = l->lens[i] - 8;
         if (idl >= sizeof id)
-            return MDB_CORRUPTED;
+            return STORE_CORRUPTED;
         memcpy(id, l->keys[i] + 8, idl);
         id[idl] = '\0';
         due_kind_t kind = DUE_STEP; /* "as-…" */
@@ -439,7 +438,7 @@ static int upgrade_txn(store_txn_t *t, void *ud)
         }
         unsigned char k[DUE_KEY_MAX];
         if (strlen(target) >= STORE_ID_MAX)
-            return MDB_CORRUPTED;
+            return STORE_CORRUPTED;
         if ((rc = store_del(t, STORE_DB_DEADLINES, l->keys[i], l->lens[i], NULL, 0)) ||
             (rc = store_put(t, STORE_DB_DEADLINES, k,
                             due_key(k, assign_deadline_due(l->keys[i]), kind, target), "", 0, 0)))
@@ -465,7 +464,7 @@ static int first_due(void *ud, const void *k, size_t kl, const void *v, size_t v
     (void)vl;
     int64_t *due = ud;
     if (kl < 8)
-        return MDB_CORRUPTED;
+        return STORE_CORRUPTED;
     *due = assign_deadline_due(k);
     return STORE_EACH_STOP;
 }

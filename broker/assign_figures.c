@@ -5,7 +5,6 @@
  */
 #include "assign.h"
 
-#include <lmdb.h>
 #include <string.h>
 
 #include "log.h"
@@ -20,7 +19,7 @@ int assign_ack_due_put(store_txn_t *t, const as_t *a, int del)
 {
     unsigned char k[8 + ID_LEN];
     if (8 + strlen(a->id) > sizeof k)
-        return MDB_BAD_VALSIZE;
+        return STORE_BADVALUE;
     size_t kl = assign_deadline_key(k, a->ack_by, a->id);
     return del ? store_del(t, STORE_DB_ACK_DUE, k, kl, NULL, 0)
                : store_put(t, STORE_DB_ACK_DUE, k, kl, "", 0, 0);
@@ -35,8 +34,8 @@ int assign_open_count_add(store_txn_t *t, int d)
     int rc = store_get(t, STORE_DB_COUNTERS, OPEN_COUNTER, strlen(OPEN_COUNTER), &v, &vl);
     if (rc == 0 && vl == sizeof n)
         memcpy(&n, v, sizeof n);
-    else if (rc == 0 || rc != MDB_NOTFOUND)
-        return rc ? rc : MDB_CORRUPTED;
+    else if (rc == 0 || rc != STORE_NOTFOUND)
+        return rc ? rc : STORE_CORRUPTED;
     n = d < 0 && n == 0 ? 0 : n + (uint64_t)(int64_t)d;
     return store_put(t, STORE_DB_COUNTERS, OPEN_COUNTER, strlen(OPEN_COUNTER), &n, sizeof n, 0);
 }
@@ -54,7 +53,7 @@ static int overdue_visit(void *ud, const void *k, size_t kl, const void *v, size
     (void)vl;
     gauge_ctx_t *g = ud;
     if (kl < 8)
-        return MDB_CORRUPTED;
+        return STORE_CORRUPTED;
     if (assign_deadline_due(k) >= g->now)
         return STORE_EACH_STOP; /* the rest fall due later */
     g->overdue++;
@@ -69,7 +68,7 @@ int assign_gauges(store_txn_t *t, int64_t now, uint64_t *open_, uint64_t *overdu
     int rc = store_get(t, STORE_DB_COUNTERS, OPEN_COUNTER, strlen(OPEN_COUNTER), &v, &vl);
     if (rc == 0 && vl == sizeof *open_)
         memcpy(open_, v, sizeof *open_);
-    else if (rc && rc != MDB_NOTFOUND)
+    else if (rc && rc != STORE_NOTFOUND)
         return rc;
     gauge_ctx_t g = {now, 0};
     rc = store_each(t, STORE_DB_ACK_DUE, NULL, 0, 0, overdue_visit, &g); /* the overdue only */
@@ -104,7 +103,7 @@ static int figures_txn(store_txn_t *t, void *ud)
     const void *v;
     size_t vl;
     int rc = store_get(t, STORE_DB_COUNTERS, OPEN_COUNTER, strlen(OPEN_COUNTER), &v, &vl);
-    if (rc != MDB_NOTFOUND)
+    if (rc != STORE_NOTFOUND)
         return rc; /* there (or unreadable) */
     figures_ctx_t c = {t, 0};
     if ((rc = store_each(t, STORE_DB_ASSIGNMENTS, NULL, 0, 0, figures_visit, &c)))

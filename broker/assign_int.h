@@ -82,7 +82,7 @@ void assign_event_origin(const void *rec, size_t rl, char agent[ID_LEN], char re
 int64_t assign_get_int(const msgpack_object *map, const char *key);
 
 /* The assignment record: decode (the sealed note opened), write (with its trail
- * entry), read by id. 0, MDB_NOTFOUND, MDB_CORRUPTED or an LMDB code. */
+ * entry), read by id. 0, STORE_NOTFOUND, STORE_CORRUPTED or another store_rc_t. */
 int assign_rec_decode(store_txn_t *t, const void *data, size_t len, as_t *a);
 int assign_rec_put(store_txn_t *t, const as_t *a);
 int assign_rec_get(store_txn_t *t, const char *id, as_t *a);
@@ -113,11 +113,6 @@ int assign_purge_schedule(const config_t *cfg, store_txn_t *t, const char *case_
                           assign_effects_t *fx);
 
 /* ---- assign_outcome.c ------------------------------------------------------------- */
-
-/* Move a case from open to resolved or closed (store_case_may_move) with the time;
- * no longer joinable. *moved 0: it had left open already, nothing written. */
-int assign_case_set_status(store_txn_t *t, const char *case_id, store_case_status_t to, int64_t now,
-                           int *moved);
 
 /* After an assignment became final: resolve the case when it is done. */
 int assign_check_case(const config_t *cfg, store_txn_t *t, const as_t *changed, int64_t now,

@@ -5,7 +5,6 @@
  */
 #include "assign.h"
 
-#include <lmdb.h>
 #include <msgpack.h>
 #include <sodium.h>
 #include <stdlib.h>
@@ -27,7 +26,7 @@ static int collect_event_id(void *ud, const void *k, size_t kl, const void *v, s
     (void)kl;
     ev_list_t *l = ud;
     if (vl >= STORE_ID_MAX)
-        return MDB_CORRUPTED;
+        return STORE_CORRUPTED;
     if (l->n == l->cap) {
         l->cap = l->cap ? l->cap * 2 : 16;
         l->ids = xrealloc(l->ids, l->cap * sizeof *l->ids);
@@ -48,7 +47,7 @@ static int pack_event(store_txn_t *t, const char *ev, msgpack_packer *pk)
         return rc;
     msgpack_unpacked u;
     msgpack_unpacked_init(&u);
-    rc = MDB_CORRUPTED;
+    rc = STORE_CORRUPTED;
     if (msgpack_unpack_next(&u, rec, rl, NULL) == MSGPACK_UNPACK_SUCCESS) {
         const msgpack_object *type = frame_map_get(&u.data, "type"), *at = frame_map_get(&u.data, "at");
         msgpack_sbuffer body;
@@ -91,8 +90,8 @@ int assign_case_message(store_txn_t *t, const char *assignment, size_t max_bytes
         const char *s;
         size_t n;
         opened = assign_get_int(&u.data, "opened");
-        if (frame_str(frame_map_get(&u.data, "severity"), &s, &n) && store_severity_parse(s, n) >= 0)
-            sev = store_severity_parse(s, n);
+        if (frame_str(frame_map_get(&u.data, "severity"), &s, &n) && case_severity_parse(s, n) >= 0)
+            sev = case_severity_parse(s, n);
     }
     msgpack_unpacked_destroy(&u);
 
@@ -124,7 +123,7 @@ int assign_case_message(store_txn_t *t, const char *assignment, size_t max_bytes
     frame_out_str(o, "case", a.case_id);
     frame_out_str(o, "agency", a.agency);
     frame_out_str(o, "type", a.type);
-    frame_out_str(o, "severity", store_severity_name(sev));
+    frame_out_str(o, "severity", case_severity_name(sev));
     frame_out_int(o, "opened", opened);
     frame_out_int(o, "ack_by", a.ack_by);
     frame_out_key(o, "events");
@@ -155,10 +154,10 @@ static int visit_pending(void *ud, const void *k, size_t kl, const void *v, size
     char id[STORE_ID_MAX];
     size_t n = kl - c->plen;
     if (n >= sizeof id)
-        return MDB_CORRUPTED;
+        return STORE_CORRUPTED;
     memcpy(id, (const char *)k + c->plen, n);
     id[n] = '\0';
-    return c->fn(c->ud, id) < 0 ? -1 : 0;
+    return c->fn(c->ud, id) < 0 ? STORE_ABORTED : 0;
 }
 
 int assign_each_pending(store_txn_t *t, const char *agency,
@@ -186,7 +185,7 @@ int assign_pack_record(store_txn_t *t, const char *assignment, msgpack_packer *p
     frame_pack_cstr(pk, "agency");   frame_pack_cstr(pk, a.agency);
     frame_pack_cstr(pk, "type");     frame_pack_cstr(pk, a.type);
     frame_pack_cstr(pk, "state");    frame_pack_cstr(pk, assign_state_name(a.state));
-    frame_pack_cstr(pk, "severity"); frame_pack_cstr(pk, store_severity_name(a.severity));
+    frame_pack_cstr(pk, "severity"); frame_pack_cstr(pk, case_severity_name(a.severity));
     frame_pack_cstr(pk, "created");  msgpack_pack_int64(pk, a.created);
     frame_pack_cstr(pk, "ack_by");   msgpack_pack_int64(pk, a.ack_by);
     frame_pack_cstr(pk, "acked_at"); msgpack_pack_int64(pk, a.acked_at);

@@ -7,7 +7,6 @@
 #include "assign.h"
 
 #include <errno.h>
-#include <lmdb.h>
 #include <msgpack.h>
 #include <sodium.h>
 #include <stdlib.h>
@@ -44,7 +43,7 @@ static int outbox_put(store_txn_t *t, const config_channel_t *ch, const char *ca
     char *body = msg ? json_dumps(msg, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
     json_decref(msg);
     if (!body)
-        return ENOMEM; /* jansson out of memory: abort the transaction */
+        return STORE_IO; /* jansson out of memory: abort the transaction */
     msgpack_sbuffer sb;
     msgpack_packer pk;
     msgpack_sbuffer_init(&sb);
@@ -104,7 +103,7 @@ int assign_outbox_get(store_txn_t *t, const char *webhook_id, char *channel, siz
         return rc;
     msgpack_unpacked u;
     msgpack_unpacked_init(&u);
-    rc = MDB_CORRUPTED;
+    rc = STORE_CORRUPTED;
     const char *b;
     size_t bl;
     if (msgpack_unpack_next(&u, v, vl, NULL) == MSGPACK_UNPACK_SUCCESS &&
@@ -130,8 +129,8 @@ static int visit_outbox(void *ud, const void *k, size_t kl, const void *v, size_
     outbox_each_t *c = ud;
     char id[ID_LEN];
     if (store_copy_id(k, kl, id, sizeof id))
-        return MDB_CORRUPTED;
-    return c->fn(c->ud, id) < 0 ? -1 : 0;
+        return STORE_CORRUPTED;
+    return c->fn(c->ud, id) < 0 ? STORE_ABORTED : 0;
 }
 
 int assign_outbox_each(store_txn_t *t, int (*fn)(void *ud, const char *webhook_id), void *ud)
@@ -146,7 +145,7 @@ int assign_outbox_done(const config_t *cfg, store_txn_t *t, const char *webhook_
     const void *v;
     size_t vl;
     int rc = store_get(t, STORE_DB_OUTBOX, webhook_id, strlen(webhook_id), &v, &vl);
-    if (rc == MDB_NOTFOUND)
+    if (rc == STORE_NOTFOUND)
         return 0;
     if (rc)
         return rc;

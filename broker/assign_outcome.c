@@ -5,7 +5,6 @@
  */
 #include "assign.h"
 
-#include <lmdb.h>
 #include <msgpack.h>
 #include <sodium.h>
 #include <stdlib.h>
@@ -35,14 +34,14 @@ static int outcome_for_event(void *ud, const void *k, size_t kl, const void *v, 
     size_t rl;
     char ev[STORE_ID_MAX];
     if (store_copy_id(v, vl, ev, sizeof ev))
-        return MDB_CORRUPTED;
+        return STORE_CORRUPTED;
     int rc = store_get(c->t, STORE_DB_EVENTS, ev, vl, &rec, &rl);
     if (rc)
         return rc;
     char agent[ID_LEN], ref[ID_LEN];
     assign_event_origin(rec, rl, agent, ref);
     if (!agent[0])
-        return MDB_CORRUPTED;
+        return STORE_CORRUPTED;
     char oid[ID_LEN];
     util_fmt(oid, sizeof oid, "out-%s", ev);
     frame_out_t o;
@@ -67,86 +66,12 @@ static int outcome_for_event(void *ud, const void *k, size_t kl, const void *v, 
     return rc;
 }
 
-/* Move a case to status `to` (resolved, closed) with the time, and make it no
- * longer joinable: a later event about the child opens a new case. *moved is 0
- * when the case's status may not move there (store_case_may_move: it left open
- * already); nothing is written then. */
-int assign_case_set_status(store_txn_t *t, const char *case_id, store_case_status_t to, int64_t now,
-                           int *moved)
-{
-    const void *v;
-    size_t vl;
-    *moved = 0;
-    int rc = store_get(t, STORE_DB_CASES, case_id, strlen(case_id), &v, &vl);
-    if (rc)
-        return rc;
-    msgpack_unpacked u;
-    msgpack_unpacked_init(&u);
-    if (msgpack_unpack_next(&u, v, vl, NULL) != MSGPACK_UNPACK_SUCCESS ||
-        u.data.type != MSGPACK_OBJECT_MAP) {
-        msgpack_unpacked_destroy(&u);
-        return MDB_CORRUPTED;
-    }
-    const char *cs;
-    size_t cn;
-    int from = frame_str(frame_map_get(&u.data, "status"), &cs, &cn) ? store_case_status_parse(cs, cn) : -1;
-    if (from < 0 || !store_case_may_move((store_case_status_t)from, to)) {
-        log_warn("assign: case %s is %.*s: not moved to %s", case_id, from < 0 ? 1 : (int)cn,
-                 from < 0 ? "?" : cs, store_case_status_name(to));
-        msgpack_unpacked_destroy(&u);
-        return 0;
-    }
-    *moved = 1;
-    const char *status = store_case_status_name(to);
-    const msgpack_object *join = frame_map_get(&u.data, "join");
-    msgpack_sbuffer sb;
-    msgpack_packer pk;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, u.data.via.map.size + (frame_map_get(&u.data, status) ? 0 : 1));
-    for (uint32_t i = 0; i < u.data.via.map.size; i++) {
-        const msgpack_object *key = &u.data.via.map.ptr[i].key;
-        const char *ks;
-        size_t kn;
-        int is_str = frame_str(key, &ks, &kn);
-        if (is_str && kn == 6 && memcmp(ks, "status", 6) == 0) {
-            frame_pack_cstr(&pk, "status");
-            frame_pack_cstr(&pk, status);
-        } else if (!(is_str && kn == strlen(status) && memcmp(ks, status, kn) == 0)) {
-            msgpack_pack_object(&pk, *key);
-            msgpack_pack_object(&pk, u.data.via.map.ptr[i].val);
-        }
-    }
-    frame_pack_cstr(&pk, status); /* "resolved": <ms> / "closed": <ms> */
-    msgpack_pack_int64(&pk, now);
-    rc = store_put(t, STORE_DB_CASES, case_id, strlen(case_id), sb.data, sb.size, 0);
-    if (rc == 0) {
-        char kind[48];
-        util_fmt(kind, sizeof kind, "case_%s", status);
-        rc = trail_append(t, case_id, kind, "broker", STORE_DB_CASES, case_id, sb.data, sb.size,
-                          NULL);
-    }
-    msgpack_sbuffer_destroy(&sb);
-    if (!rc && join && join->type == MSGPACK_OBJECT_BIN && join->via.bin.size > 0) {
-        /* Only if the child's open case is still this one. */
-        const void *cur;
-        size_t cl;
-        int g = store_get(t, STORE_DB_OPEN_CASES, join->via.bin.ptr, join->via.bin.size, &cur, &cl);
-        if (g == 0 && cl == strlen(case_id) && memcmp(cur, case_id, cl) == 0)
-            rc = store_del(t, STORE_DB_OPEN_CASES, join->via.bin.ptr, join->via.bin.size, NULL, 0);
-        else if (g && g != MDB_NOTFOUND)
-            rc = g;
-    }
-    msgpack_unpacked_destroy(&u);
-    return rc;
-}
-
 /* Mark the case resolved, tell the reporters and the agencies' channels. */
 static int resolve_case(const config_t *cfg, store_txn_t *t, const char *case_id, const char *note,
                         const as_list_t *all, int64_t now, assign_effects_t *fx)
 {
     int moved;
-    int rc = assign_case_set_status(t, case_id, STORE_CASE_RESOLVED, now, &moved);
+    int rc = case_set_status(t, case_id, CASE_RESOLVED, now, &moved);
     if (rc || !moved)
         return rc;
     log_info("assign: case %s resolved", case_id);
@@ -246,7 +171,7 @@ int assign_outcome_received(store_txn_t *t, const char *agent, const char *outco
     const void *v;
     size_t vl;
     int rc = store_get(t, STORE_DB_OUTCOMES, key, kl, &v, &vl);
-    if (rc == MDB_NOTFOUND)
+    if (rc == STORE_NOTFOUND)
         return 0; /* unknown or already confirmed */
     if (rc)
         return rc;

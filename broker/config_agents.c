@@ -7,6 +7,7 @@
  * broker.security is curve.
  */
 #include "config_int.h"
+#include "keyfile.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -220,7 +221,7 @@ void cfg_parse_agent(loader_t *ld, yaml_node_t *node, size_t idx)
         } else {
             util_fmt(w, sizeof w, "%s.public_key", where);
             if ((s = cfg_scalar(ld, v, w)) != NULL) {
-                if (!cfg_valid_z85_key(s)) {
+                if (!keyfile_z85_valid(s)) {
                     cfg_err_at(ld, v, "%s is not a CURVE public key: it must be exactly 40 Z85 "
                                "characters (%zu given)", w, strlen(s));
                 } else {

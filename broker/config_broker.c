@@ -8,6 +8,7 @@
  * agencies.
  */
 #include "config_int.h"
+#include "keyfile.h"
 #include "metrics.h"
 
 #include <arpa/inet.h>
@@ -148,18 +149,16 @@ static char *read_z85_file(loader_t *ld, const yaml_node_t *n, const char *what,
         cfg_err_at(ld, n, "%s %s cannot be read: %s", what, cfg_qv(ld, path), cfg_read_errstr(e));
         return NULL;
     }
-    size_t line = strcspn(buf, "\n");
-    if (line > 0 && buf[line - 1] == '\r')
-        line--;
-    buf[line] = '\0';
+    char key41[41];
     char *key = NULL;
-    if (cfg_valid_z85_key(buf))
-        key = xstrdup(buf);
+    if (keyfile_z85_line(buf, key41))
+        key = xstrdup(key41);
     else
         cfg_err_at(ld, n,
                    "%s %s: the first line is not a key (%zu characters; expected exactly 40 Z85 "
                    "characters as zmq_curve_keypair writes them)",
-                   what, cfg_qv(ld, path), line);
+                   what, cfg_qv(ld, path), strlen(buf));
+    sodium_memzero(key41, sizeof key41);
     sodium_memzero(buf, len);
     free(buf);
     return key;

@@ -91,7 +91,6 @@ void cfg_join_names(char *buf, size_t n, const char *const *names, size_t count)
 
 int cfg_parse_size(const char *s, uint64_t *out);
 void cfg_fmt_size(char *buf, size_t n, uint64_t v);
-int cfg_valid_z85_key(const char *s);
 int cfg_valid_secret(const char *s);
 int cfg_parse_cidr(const char *s, config_cidr_t *out);
 void cfg_fmt_allow(const config_t *cfg, char *buf, size_t n);

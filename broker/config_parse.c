@@ -7,6 +7,7 @@
  * report what they reject.
  */
 #include "config_int.h"
+#include "keyfile.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -20,7 +21,6 @@
 #include <unistd.h>
 #include <zmq.h>
 
-enum { Z85_KEY_LEN = 40 };
 
 #define MAX_DURATION_MS ((int64_t)36500 * 86400000) /* 100 years: keeps now + d far from overflow */
 
@@ -96,13 +96,6 @@ void cfg_fmt_size(char *buf, size_t n, uint64_t v)
         u++;
     }
     util_fmt(buf, n, "%llu %s", (unsigned long long)v, units[u]);
-}
-
-/* 1 when s is a CURVE key: exactly 40 Z85 characters that decode. */
-int cfg_valid_z85_key(const char *s)
-{
-    uint8_t bin[32];
-    return s && strlen(s) == Z85_KEY_LEN && zmq_z85_decode(bin, s) != NULL;
 }
 
 /* 1 when s is "whsec_" + standard base64 (with padding) of at least 16 bytes. */
@@ -288,87 +281,29 @@ char *cfg_abs_path(const loader_t *ld, const char *p)
     return r;
 }
 
-/* Read the file open on fd (closed here), of at most `max` bytes: 0, or an errno
- * value (EISDIR, EINVAL when not a regular file, EFBIG when larger than max). */
-static int read_open_file(int fd, size_t max, char **out, size_t *len)
-{
-    struct stat st;
-    if (fstat(fd, &st) != 0) {
-        int e = errno;
-        close(fd);
-        return e;
-    }
-    if (!S_ISREG(st.st_mode)) {
-        close(fd);
-        return S_ISDIR(st.st_mode) ? EISDIR : EINVAL;
-    }
-    char *buf = xmalloc(max + 2);
-    size_t n = 0;
-    for (;;) {
-        ssize_t r = read(fd, buf + n, max + 1 - n);
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            int e = errno;
-            free(buf);
-            close(fd);
-            return e;
-        }
-        if (r == 0)
-            break;
-        n += (size_t)r;
-        if (n > max) {
-            sodium_memzero(buf, n);
-            free(buf);
-            close(fd);
-            return EFBIG;
-        }
-    }
-    close(fd);
-    buf[n] = '\0';
-    *out = buf;
-    *len = n;
-    return 0;
-}
-
 /* Read a regular file of at most `max` bytes. 0 on success; else an errno value
  * (EFBIG when larger than max). *out is NUL-terminated. */
 int cfg_read_file(const char *path, size_t max, char **out, size_t *len)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return errno;
-    return read_open_file(fd, max, out, len);
+    return keyfile_read(path, 0, max, out, len);
 }
 
 /* Read a secret (a key file, a secret_file) as cfg_read_file does, but only from
  * a regular file named directly (O_NOFOLLOW: a symbolic link is refused) that
- * neither group nor others may read or write (mode & 077 == 0). Those two
- * refusals are reported here, at node n, and give -1; other failures are
+ * neither group nor others may read or write (mode & 077 == 0): keyfile.h. Those
+ * two refusals are reported here, at node n, and give -1; other failures are
  * returned as errno values for the caller's own message. */
 int cfg_read_secret(loader_t *ld, const yaml_node_t *n, const char *what, const char *path,
                     size_t max, char **out, size_t *len)
 {
-    struct stat st;
-    /* O_NONBLOCK: a FIFO put in the key's place does not hang the loader */
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
-    if (fd < 0) {
-        int e = errno;
-        if (e == ELOOP && lstat(path, &st) == 0 && S_ISLNK(st.st_mode)) {
-            cfg_err_at(ld, n, "%s %s is a symbolic link; a secret is read only from the file "
-                       "itself: name the file, not a link to it", what, cfg_qv(ld, path));
-            return -1;
-        }
-        return e;
-    }
-    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (st.st_mode & 077)) {
-        close(fd);
-        cfg_err_at(ld, n, "%s %s has mode %04o: group or others may read it, and it holds a "
-                   "secret; make it the owner's only: chmod 600 %s", what, cfg_qv(ld, path),
-                   (unsigned)(st.st_mode & 07777), path);
+    int e = keyfile_read(path, 1, max, out, len);
+    if (e == ELOOP || e == EPERM) {
+        char why[4400];
+        keyfile_why(e, path, max, why, sizeof why);
+        cfg_err_at(ld, n, "%s %s %s", what, cfg_qv(ld, path), why);
         return -1;
     }
-    return read_open_file(fd, max, out, len);
+    return e;
 }
 
 const char *cfg_read_errstr(int e)

@@ -4,7 +4,6 @@
 
 #include <errno.h>
 #include <inttypes.h>
-#include <lmdb.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -193,7 +192,7 @@ static int record_delivered(store_txn_t *t, assign_effects_t *fx, void *ud)
     char case_id[STORE_ID_MAX];
     int rc = assign_case_of(t, b->assignment, case_id);
     if (rc)
-        return rc == MDB_NOTFOUND ? 0 : rc;
+        return rc == STORE_NOTFOUND ? 0 : rc;
     for (int i = 0; i < b->sent; i++) {
         char key[2 * STORE_ID_MAX + 70];
         size_t kl = store_pair_key(key, sizeof key, b->to[i], b->assignment);
@@ -204,7 +203,7 @@ static int record_delivered(store_txn_t *t, assign_effects_t *fx, void *ud)
         rc = store_get(t, STORE_DB_DELIVERED, key, kl, &v, &vl);
         if (rc == 0)
             continue;
-        if (rc != MDB_NOTFOUND ||
+        if (rc != STORE_NOTFOUND ||
             (rc = store_put(t, STORE_DB_DELIVERED, key, kl, "", 0, 0)) ||
             (rc = trail_append(t, case_id, "delivered", b->to[i], -1, NULL, NULL, 0, b->assignment)))
             return rc;
@@ -305,7 +304,7 @@ static int submit_txn(store_txn_t *t, void *ud)
     int64_t created;
     int rc = assign_outbox_get(t, c->id, channel, sizeof channel, &body, &created);
     if (rc)
-        return rc == MDB_NOTFOUND ? 0 : rc; /* gone: delivered, or rolled back */
+        return rc == STORE_NOTFOUND ? 0 : rc; /* gone: delivered, or rolled back */
     const config_channel_t *ch = config_find_channel(c->d->cfg, channel);
     if (!ch)
         log_warn("deliver: %s is for channel %s, which is no longer configured; kept in the outbox",

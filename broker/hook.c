@@ -50,7 +50,6 @@
 #define HOOK_BACKOFF_CAP_MS 600000       /* 10 minutes */
 #define HOOK_POLL_FALLBACK_MS 10         /* sockets the loop had no room to poll: checked this often */
 #define HOOK_LATE_MS 1000                /* an attempt due by max_age still starts this late */
-#define HOOK_BUCKETS_MIN 64
 
 /* ---- small helpers ----------------------------------------------------- */
 
@@ -120,7 +119,7 @@ static void attempt_release(hook_t *h, hook_msg_t *m)
 /* Delivered or given up: leave the hash, tell the caller, free. */
 static void finish(hook_t *h, hook_msg_t *m, hook_outcome_t outcome)
 {
-    hook_hash_remove(h, m);
+    hook_ids_remove(h, m);
     hook_set_state(m, MSG_FINISHED);
     if (outcome == HOOK_DELIVERED) { /* counted (metrics, the channel's summary), not a line each */
         log_debug("hook: %s channel %s delivered after %d attempt%s", m->id, m->chan->id,
@@ -363,9 +362,7 @@ hook_t *hook_new(const config_t *cfg, hook_done_fn done, hook_attempt_fn attempt
         curl_global_cleanup();
         return NULL;
     }
-    h->n_buckets = HOOK_BUCKETS_MIN;
-    h->buckets = xcalloc(h->n_buckets, sizeof *h->buckets);
-    randombytes_buf(h->hkey, sizeof h->hkey);
+    hook_ids_init(h);
     return h;
 }
 
@@ -375,16 +372,12 @@ void hook_destroy(hook_t **ph)
         return;
     hook_t *h = *ph;
     size_t aborted = 0;
-    for (size_t i = 0; i < h->n_buckets; i++) {
-        hook_msg_t *m = h->buckets[i];
-        while (m) {
-            hook_msg_t *next = m->hnext;
-            if (m->state == MSG_IN_FLIGHT)
-                aborted++;
-            attempt_release(h, m);
-            msg_free(m);
-            m = next;
-        }
+    size_t pos = 0;
+    for (hook_msg_t *m; (m = (hook_msg_t *)hmap_next(&h->by_id, &pos));) {
+        if (m->state == MSG_IN_FLIGHT)
+            aborted++;
+        attempt_release(h, m);
+        msg_free(m);
     }
     if (aborted)
         log_info("hook: %zu transfer%s aborted at shutdown (kept in the outbox)", aborted,
@@ -394,10 +387,9 @@ void hook_destroy(hook_t **ph)
         log_error("hook: curl_multi_cleanup: %s", curl_multi_strerror(mc));
     curl_global_cleanup();
     hook_chans_free(h);
-    free(h->buckets);
+    hmap_free(&h->by_id);
     free(h->heap);
     free(h->socks);
-    sodium_memzero(h->hkey, sizeof h->hkey);
     free(h);
     *ph = NULL;
 }
@@ -418,7 +410,7 @@ int hook_submit(hook_t *h, const config_channel_t *channel, const char *webhook_
         log_warn("hook: refused a message with an invalid webhook-id (1-64 of [A-Za-z0-9._:-])");
         return -1;
     }
-    if (hook_hash_find(h, webhook_id)) {
+    if (hook_ids_find(h, webhook_id)) {
         log_warn("hook: %s is already queued", webhook_id);
         return -1;
     }
@@ -449,7 +441,7 @@ int hook_submit(hook_t *h, const config_channel_t *channel, const char *webhook_
                  chan_id, HOOK_KEY_MIN);
         m->config_error = 1;
     }
-    hook_hash_add(h, m);
+    hook_ids_add(h, m);
     hook_heap_push(h, m);
     log_debug("hook: %s channel %s queued (%zu body bytes)", m->id, chan_id, m->body_len);
     return 0;
@@ -457,7 +449,7 @@ int hook_submit(hook_t *h, const config_channel_t *channel, const char *webhook_
 
 size_t hook_pending(const hook_t *h)
 {
-    return h ? h->count : 0;
+    return h ? hmap_count(&h->by_id) : 0;
 }
 
 size_t hook_socket_count(const hook_t *h)

@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "hmap.h"
 #include "hook.h"
 
 #define HOOK_ID_MAX 64                   /* webhook-id length, as util_valid_id() */
@@ -49,7 +50,6 @@ typedef struct {
 struct hook_msg {
     hook_t *h;
     hook_chan_t *chan;
-    hook_msg_t *hnext;          /* id hash chain */
     hook_msg_t *bnext;          /* chan's blocked FIFO */
     size_t heap_i;              /* index in h->heap while QUEUED */
     msg_state_t state;
@@ -83,10 +83,7 @@ struct hook {
     void *ud;
     CURLM *multi;
 
-    hook_msg_t **buckets;       /* id hash: every message not yet finished */
-    size_t n_buckets;           /* a power of two */
-    size_t count;
-    unsigned char hkey[crypto_shorthash_KEYBYTES];
+    hmap_t by_id;               /* webhook-id -> hook_msg_t *: every message not yet finished */
 
     hook_msg_t **heap;          /* QUEUED messages, min-heap on (due_ms, seq) */
     size_t heap_len, heap_cap;
@@ -106,10 +103,11 @@ struct hook {
 /* The only place a message's state changes (logged at debug level). */
 void hook_set_state(hook_msg_t *m, msg_state_t s);
 
-/* The id hash: every message not yet finished. */
-hook_msg_t *hook_hash_find(const hook_t *h, const char *id);
-void hook_hash_add(hook_t *h, hook_msg_t *m);
-void hook_hash_remove(hook_t *h, hook_msg_t *m);
+/* The id index: every message not yet finished, by webhook-id. */
+void hook_ids_init(hook_t *h);
+hook_msg_t *hook_ids_find(const hook_t *h, const char *id);
+void hook_ids_add(hook_t *h, hook_msg_t *m);
+void hook_ids_remove(hook_t *h, hook_msg_t *m);
 
 /* The due-time heap: push makes m QUEUED; pop takes the earliest (h->heap_len > 0). */
 void hook_heap_push(hook_t *h, hook_msg_t *m);

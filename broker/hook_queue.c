@@ -1,6 +1,6 @@
 /*
  * hook_queue.c — where webhook messages wait (see hook.c for their states): the
- * id hash (duplicate check, hook_destroy's walk), the due-time heap of QUEUED
+ * id index (duplicate check, hook_destroy's walk), the due-time heap of QUEUED
  * messages, and the channels: transfers in flight against the channel's
  * `concurrency`, the FIFO of BLOCKED messages, and the summary log lines.
  */
@@ -24,64 +24,33 @@ void hook_set_state(hook_msg_t *m, msg_state_t s)
     m->state = s;
 }
 
-/* ---- id hash ------------------------------------------------------------ */
+/* ---- id index ----------------------------------------------------------- */
 
-static size_t slot(const hook_t *h, const char *id)
+static int id_eq(void *ctx, uintptr_t val, const void *id, size_t len)
 {
-    unsigned char out[crypto_shorthash_BYTES];
-    uint64_t x;
-    crypto_shorthash(out, (const unsigned char *)id, strlen(id), h->hkey);
-    memcpy(&x, out, sizeof x);
-    return (size_t)(x & (h->n_buckets - 1));
+    (void)ctx;
+    const hook_msg_t *m = (const hook_msg_t *)val;
+    return strlen(m->id) == len && memcmp(m->id, id, len) == 0;
 }
 
-hook_msg_t *hook_hash_find(const hook_t *h, const char *id)
+void hook_ids_init(hook_t *h)
 {
-    for (hook_msg_t *m = h->buckets[slot(h, id)]; m; m = m->hnext)
-        if (strcmp(m->id, id) == 0)
-            return m;
-    return NULL;
+    hmap_init(&h->by_id, id_eq, NULL);
 }
 
-static void hash_grow(hook_t *h)
+hook_msg_t *hook_ids_find(const hook_t *h, const char *id)
 {
-    size_t old_n = h->n_buckets;
-    hook_msg_t **old = h->buckets;
-    h->n_buckets = old_n * 2;
-    h->buckets = xcalloc(h->n_buckets, sizeof *h->buckets);
-    for (size_t i = 0; i < old_n; i++) {
-        hook_msg_t *m = old[i];
-        while (m) {
-            hook_msg_t *next = m->hnext;
-            size_t s = slot(h, m->id);
-            m->hnext = h->buckets[s];
-            h->buckets[s] = m;
-            m = next;
-        }
-    }
-    free(old);
+    return (hook_msg_t *)hmap_get(&h->by_id, id, strlen(id));
 }
 
-void hook_hash_add(hook_t *h, hook_msg_t *m)
+void hook_ids_add(hook_t *h, hook_msg_t *m)
 {
-    if (h->count >= h->n_buckets)
-        hash_grow(h);
-    size_t s = slot(h, m->id);
-    m->hnext = h->buckets[s];
-    h->buckets[s] = m;
-    h->count++;
+    hmap_put(&h->by_id, m->id, strlen(m->id), (uintptr_t)m);
 }
 
-void hook_hash_remove(hook_t *h, hook_msg_t *m)
+void hook_ids_remove(hook_t *h, hook_msg_t *m)
 {
-    for (hook_msg_t **pp = &h->buckets[slot(h, m->id)]; *pp; pp = &(*pp)->hnext) {
-        if (*pp == m) {
-            *pp = m->hnext;
-            m->hnext = NULL;
-            h->count--;
-            return;
-        }
-    }
+    hmap_del(&h->by_id, m->id, strlen(m->id));
 }
 
 /* ---- due-time heap ------------------------------------------------------ */

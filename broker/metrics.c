@@ -28,6 +28,7 @@
 
 #include "carehub_wire.h"
 #include "log.h"
+#include "strbuf.h"
 #include "util.h"
 
 #define METRICS_PATH "/metrics"
@@ -166,71 +167,46 @@ void metrics_set_gauge_fn(metrics_t *m, metrics_gauge_fn fn, void *ud)
 
 /* ---- rendering ----------------------------------------------------------- */
 
-typedef struct {
-    char *buf;
-    size_t len, cap;
-} sbuf_t;
-
-static void sb_printf(sbuf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void sb_printf(sbuf_t *b, const char *fmt, ...)
+static void family(strbuf_t *b, const char *name, const char *type, const char *help)
 {
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(b->buf + b->len, b->cap - b->len, fmt, ap);
-        va_end(ap);
-        if (n < 0)
-            return; /* an encoding error cannot happen with our formats */
-        if ((size_t)n < b->cap - b->len) {
-            b->len += (size_t)n;
-            return;
-        }
-        b->cap = (b->len + (size_t)n + 1) * 2;
-        b->buf = xrealloc(b->buf, b->cap);
-    }
+    strbuf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-static void family(sbuf_t *b, const char *name, const char *type, const char *help)
-{
-    sb_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
-}
-
-static void render_counters(const metrics_t *m, sbuf_t *b)
+static void render_counters(const metrics_t *m, strbuf_t *b)
 {
     family(b, "carehub_events_total", "counter", "Events stored (acknowledged, not duplicates), by type.");
     for (size_t i = 0; i < N_EVENT_TYPES; i++)
-        sb_printf(b, "carehub_events_total{type=\"%s\"} %" PRIu64 "\n", event_types[i], m->events[i]);
+        strbuf_printf(b, "carehub_events_total{type=\"%s\"} %" PRIu64 "\n", event_types[i], m->events[i]);
 
     family(b, "carehub_nacks_total", "counter", "Refusals (nack) sent to agents, by code.");
     for (size_t i = 0; i < N_NACK_CODES; i++)
-        sb_printf(b, "carehub_nacks_total{code=\"%s\"} %" PRIu64 "\n", nack_codes[i], m->nacks[i]);
+        strbuf_printf(b, "carehub_nacks_total{code=\"%s\"} %" PRIu64 "\n", nack_codes[i], m->nacks[i]);
 
     family(b, "carehub_escalations_total", "counter", "Escalation steps fired for overdue assignments.");
-    sb_printf(b, "carehub_escalations_total %" PRIu64 "\n", m->escalations);
+    strbuf_printf(b, "carehub_escalations_total %" PRIu64 "\n", m->escalations);
 
     family(b, "carehub_webhook_attempts_total", "counter",
            "Webhook and SMS delivery attempts, by result (ok = a 2xx answer).");
-    sb_printf(b, "carehub_webhook_attempts_total{result=\"ok\"} %" PRIu64 "\n", m->attempts_ok);
-    sb_printf(b, "carehub_webhook_attempts_total{result=\"error\"} %" PRIu64 "\n", m->attempts_error);
+    strbuf_printf(b, "carehub_webhook_attempts_total{result=\"ok\"} %" PRIu64 "\n", m->attempts_ok);
+    strbuf_printf(b, "carehub_webhook_attempts_total{result=\"error\"} %" PRIu64 "\n", m->attempts_error);
 
     family(b, "carehub_webhook_failures_total", "counter",
            "Notices given up for good (max_age passed or 410 Gone).");
-    sb_printf(b, "carehub_webhook_failures_total %" PRIu64 "\n", m->webhook_failures);
+    strbuf_printf(b, "carehub_webhook_failures_total %" PRIu64 "\n", m->webhook_failures);
 
     family(b, "carehub_pushes_deferred_total", "counter",
            "Pushes to agents whose queue was full (high-water mark); they stay pending and are "
            "re-delivered.");
-    sb_printf(b, "carehub_pushes_deferred_total %" PRIu64 "\n", m->pushes_deferred);
+    strbuf_printf(b, "carehub_pushes_deferred_total %" PRIu64 "\n", m->pushes_deferred);
 
     family(b, "carehub_replies_dropped_total", "counter",
            "Replies (ack, nack) to agents that send without reading, dropped at their full queue; "
            "they re-send and are told duplicate:true.");
-    sb_printf(b, "carehub_replies_dropped_total %" PRIu64 "\n", m->replies_dropped);
+    strbuf_printf(b, "carehub_replies_dropped_total %" PRIu64 "\n", m->replies_dropped);
 
     family(b, "carehub_lmdb_stale_readers_cleared_total", "counter",
            "LMDB reader slots of dead processes cleared (mdb_reader_check).");
-    sb_printf(b, "carehub_lmdb_stale_readers_cleared_total %" PRIu64 "\n", m->stale_readers);
+    strbuf_printf(b, "carehub_lmdb_stale_readers_cleared_total %" PRIu64 "\n", m->stale_readers);
 }
 
 /* The shortest of %.15g/%.16g/%.17g that reads back as `v` (3.0048, not
@@ -244,29 +220,29 @@ static void fmt_double(char *buf, size_t size, double v)
     }
 }
 
-static void render_histogram(const metrics_t *m, sbuf_t *b)
+static void render_histogram(const metrics_t *m, strbuf_t *b)
 {
     family(b, "carehub_commit_seconds", "histogram",
            "Duration of LMDB write transactions, begin to commit return, in seconds.");
     uint64_t cum = 0;
     for (size_t i = 0; i < N_COMMIT_BUCKETS; i++) {
         cum += m->commit_counts[i];
-        sb_printf(b, "carehub_commit_seconds_bucket{le=\"%g\"} %" PRIu64 "\n", commit_buckets[i], cum);
+        strbuf_printf(b, "carehub_commit_seconds_bucket{le=\"%g\"} %" PRIu64 "\n", commit_buckets[i], cum);
     }
-    sb_printf(b, "carehub_commit_seconds_bucket{le=\"+Inf\"} %" PRIu64 "\n", m->commit_count);
+    strbuf_printf(b, "carehub_commit_seconds_bucket{le=\"+Inf\"} %" PRIu64 "\n", m->commit_count);
     char sum[32];
     fmt_double(sum, sizeof sum, m->commit_sum);
-    sb_printf(b, "carehub_commit_seconds_sum %s\n", sum);
-    sb_printf(b, "carehub_commit_seconds_count %" PRIu64 "\n", m->commit_count);
+    strbuf_printf(b, "carehub_commit_seconds_sum %s\n", sum);
+    strbuf_printf(b, "carehub_commit_seconds_count %" PRIu64 "\n", m->commit_count);
 }
 
-static void gauge(sbuf_t *b, const char *name, const char *help, uint64_t v)
+static void gauge(strbuf_t *b, const char *name, const char *help, uint64_t v)
 {
     family(b, name, "gauge", help);
-    sb_printf(b, "%s %" PRIu64 "\n", name, v);
+    strbuf_printf(b, "%s %" PRIu64 "\n", name, v);
 }
 
-static void render_gauges(metrics_t *m, sbuf_t *b)
+static void render_gauges(metrics_t *m, strbuf_t *b)
 {
     if (!m->gauge_fn)
         return;
@@ -292,8 +268,8 @@ static void render_gauges(metrics_t *m, sbuf_t *b)
 
 char *metrics_render(metrics_t *m, size_t *len)
 {
-    sbuf_t b = {xmalloc(METRICS_RENDER_START), 0, METRICS_RENDER_START};
-    b.buf[0] = '\0';
+    strbuf_t b = {0};
+    strbuf_puts(&b, ""); /* never NULL, even when nothing follows */
     if (m) {
         render_counters(m, &b);
         render_histogram(m, &b);

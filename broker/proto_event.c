@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "assign.h"
+#include "case.h"
 #include "carehub_wire.h"
 #include "clock.h"
 #include "log.h"
@@ -17,7 +18,7 @@
 
 /* One staged event: the store item plus the copies it points into. */
 typedef struct {
-    store_event_t item;
+    case_event_t item;
     unsigned char rid[SESSION_ROUTING_MAX]; /* where to answer */
     size_t rid_len;
     char ref[CAREHUB_ID_MAX + 1];          /* the agent's message id */
@@ -38,7 +39,7 @@ struct proto_batch {
     size_t n;
     proto_batch_t *next_free;
     staged_t staged[PROTO_BATCH_MAX];
-    store_event_t items[PROTO_BATCH_MAX]; /* the store's view of the batch */
+    case_event_t items[PROTO_BATCH_MAX]; /* the store's view of the batch */
 };
 
 /* Which roles may send which event type (PROTOCOL §4). A type with a schema
@@ -155,7 +156,7 @@ void proto_op_event(proto_t *p, proto_msg_t *m)
     st->item.severity = 1;
     json_t *sev = json_object_get(body, "severity");
     if (json_is_string(sev)) {
-        int v = store_severity_parse(json_string_value(sev), json_string_length(sev));
+        int v = case_severity_parse(json_string_value(sev), json_string_length(sev));
         if (v >= 0)
             st->item.severity = v;
     }
@@ -195,7 +196,7 @@ void proto_op_event(proto_t *p, proto_msg_t *m)
 /* ---- batch commit ----------------------------------------------------------- */
 
 /* Inside the turn's transaction: route each new event to its agencies. */
-static int route_stored(store_txn_t *t, store_event_t *item, void *ud)
+static int route_stored(store_txn_t *t, case_event_t *item, void *ud)
 {
     proto_batch_t *b = ud;
     staged_t *st = &b->staged[item - b->items];
@@ -208,7 +209,7 @@ static int batch_fn(store_txn_t *t, assign_effects_t *fx, void *ud)
     for (size_t i = 0; i < b->n; i++)
         b->items[i] = b->staged[i].item; /* afresh on every run */
     b->fx = fx;
-    return store_txn_put_events(t, b->items, b->n, route_stored, b);
+    return case_txn_put_events(t, b->items, b->n, route_stored, b);
 }
 
 /* After the turn's commit: answer every event of the batch. */
@@ -219,12 +220,12 @@ static void batch_done(void *ud, store_rc_t rc)
     size_t stored = 0, dup = 0, refused = 0;
     for (size_t i = 0; i < b->n; i++) {
         staged_t *st = &b->staged[i];
-        store_event_t *it = &b->items[i];
+        case_event_t *it = &b->items[i];
         if (rc != STORE_OK) {
             proto_nack_to(p, st->rid, st->rid_len, st->ref, CAREHUB_E_UNAVAILABLE, NULL,
                           "the broker cannot store events right now (%s); nothing was stored, "
                           "retry later", store_strerror(rc));
-        } else if (it->status == STORE_ITEM_REFUSED) {
+        } else if (it->status == CASE_ITEM_REFUSED) {
             char field[600];
             util_fmt(field, sizeof field, "/body%s", st->verr.path);
             proto_nack_to(p, st->rid, st->rid_len, st->ref, CAREHUB_E_INVALID, field, "%s %s",
@@ -235,9 +236,9 @@ static void batch_done(void *ud, store_rc_t rc)
             frame_out_message(&o, "ack", st->ref, 3);
             frame_out_str(&o, "event", it->event_id);
             frame_out_str(&o, "case", it->case_id);
-            frame_out_bool(&o, "duplicate", it->status == STORE_ITEM_DUPLICATE);
+            frame_out_bool(&o, "duplicate", it->status == CASE_ITEM_DUPLICATE);
             proto_send_out(p, st->rid, st->rid_len, &o);
-            if (it->status == STORE_ITEM_DUPLICATE) {
+            if (it->status == CASE_ITEM_DUPLICATE) {
                 dup++;
             } else {
                 stored++;

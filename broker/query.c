@@ -2,7 +2,6 @@
 #include "carehub_wire.h"
 #include "query.h"
 
-#include <lmdb.h>
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,7 +44,7 @@ static int holds_visit(void *ud, const void *k, size_t kl, const void *v, size_t
     char id[STORE_ID_MAX], agency[STORE_ID_MAX];
     assign_state_t state;
     if (store_copy_id(v, vl, id, sizeof id))
-        return MDB_CORRUPTED;
+        return STORE_CORRUPTED;
     int rc = assign_agency_state(h->t, id, agency, &state);
     if (rc)
         return rc;
@@ -91,14 +90,14 @@ typedef struct {
 } pack_list_t;
 
 /* The first pass of a list counts (1: counted, nothing more to do); the
- * second copies the visited id out (0, or MDB_CORRUPTED when it is no id). */
+ * second copies the visited id out (0, or STORE_CORRUPTED when it is no id). */
 static int list_item(pack_list_t *l, const void *v, size_t vl, char id[STORE_ID_MAX])
 {
     if (l->count_only) {
         l->n++;
         return 1;
     }
-    return store_copy_id(v, vl, id, STORE_ID_MAX) ? MDB_CORRUPTED : 0;
+    return store_copy_id(v, vl, id, STORE_ID_MAX) ? STORE_CORRUPTED : 0;
 }
 
 static int pack_event_visit(void *ud, const void *k, size_t kl, const void *v, size_t vl)
@@ -117,7 +116,7 @@ static int pack_event_visit(void *ud, const void *k, size_t kl, const void *v, s
         return rc;
     msgpack_unpacked u;
     msgpack_unpacked_init(&u);
-    rc = MDB_CORRUPTED;
+    rc = STORE_CORRUPTED;
     if (msgpack_unpack_next(&u, rec, rl, NULL) == MSGPACK_UNPACK_SUCCESS &&
         u.data.type == MSGPACK_OBJECT_MAP) {
         msgpack_sbuffer body;
@@ -183,12 +182,12 @@ static int pack_list(store_txn_t *t, msgpack_packer *pk, int events, const char 
 }
 
 /* The case record of q->case_id in *rec, or *rec NULL when there is none
- * (refused not_found); 0 or an LMDB code. */
+ * (refused not_found); 0 or another store_rc_t. */
 static int get_case(q_t *q, store_txn_t *t, const void **rec, size_t *rl)
 {
     *rec = NULL;
     int rc = store_get(t, STORE_DB_CASES, q->case_id, strlen(q->case_id), rec, rl);
-    if (rc == MDB_NOTFOUND) {
+    if (rc == STORE_NOTFOUND) {
         refuse(q, QUERY_NOT_FOUND, "/case", "no case %s exists", q->case_id);
         *rec = NULL;
         return 0;
@@ -320,7 +319,7 @@ static int list_visit(void *ud, const void *k, size_t kl, const void *v, size_t 
 {
     list_t *l = ud;
     if (kl >= STORE_ID_MAX)
-        return MDB_CORRUPTED;
+        return STORE_CORRUPTED;
     char id[STORE_ID_MAX];
     memcpy(id, k, kl);
     id[kl] = '\0';
@@ -374,7 +373,7 @@ static int list_visit(void *ud, const void *k, size_t kl, const void *v, size_t 
             memcpy(l->last, id, kl + 1);
         }
     } else {
-        rc = MDB_CORRUPTED;
+        rc = STORE_CORRUPTED;
     }
     msgpack_unpacked_destroy(&u);
     return rc;
@@ -484,7 +483,7 @@ static int as_visit(void *ud, const void *k, size_t kl, const void *v, size_t vl
     (void)vl;
     as_list_t2 *l = ud;
     if (kl >= STORE_ID_MAX)
-        return MDB_CORRUPTED;
+        return STORE_CORRUPTED;
     char id[STORE_ID_MAX], agency[STORE_ID_MAX];
     memcpy(id, k, kl);
     id[kl] = '\0';

@@ -46,7 +46,7 @@ query_result_t query_begin(const config_t *cfg, store_t *st, const config_agent_
                            const char *id, const msgpack_object *map, frame_out_t *out,
                            char *why, size_t whysize, const char **field, query_t **qp);
 
-/* Inside the write transaction: 0 or an LMDB code (re-runnable). */
+/* Inside the write transaction: 0 or another store_rc_t (re-runnable). */
 int query_run(store_txn_t *t, query_t *q);
 
 /* After the commit (rc: the transaction's result): QUERY_OK with the reply in

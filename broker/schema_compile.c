@@ -48,16 +48,16 @@ void schema_node_free(schema_t *s)
 /* loc + "/" + escaped key, as a new string. */
 static char *loc_join(const char *loc, const char *key)
 {
-    schema_strbuf_t sb = {0};
-    schema_sb_puts(&sb, loc);
-    schema_sb_puts(&sb, "/");
+    strbuf_t sb = {0};
+    strbuf_puts(&sb, loc);
+    strbuf_puts(&sb, "/");
     for (const char *p = key; *p; p++) {
         if (*p == '~')
-            schema_sb_puts(&sb, "~0");
+            strbuf_puts(&sb, "~0");
         else if (*p == '/')
-            schema_sb_puts(&sb, "~1");
+            strbuf_puts(&sb, "~1");
         else
-            schema_sb_append(&sb, p, 1);
+            strbuf_append(&sb, p, 1);
     }
     return sb.buf;
 }
@@ -187,12 +187,12 @@ static int kw_properties(const keyword_arg_t *k)
     schema_t *s = k->s;
     if (compile_map(k->lc, k->v, k->loc, k->kw, &s->props, &s->nprops) < 0)
         return -1;
-    schema_strbuf_t sb = {0};
-    schema_sb_puts(&sb, "");
+    strbuf_t sb = {0};
+    strbuf_puts(&sb, "");
     for (size_t i = 0; i < s->nprops; i++) {
         if (i)
-            schema_sb_puts(&sb, ", ");
-        schema_sb_puts(&sb, s->props[i].name);
+            strbuf_puts(&sb, ", ");
+        strbuf_puts(&sb, s->props[i].name);
     }
     s->allowed = sb.buf;
     return 0;
@@ -319,14 +319,14 @@ static int kw_ref(const keyword_arg_t *k)
                        "the same file)",
                        r);
     /* unescape ~1 and ~0 (RFC 6901) in NAME */
-    schema_strbuf_t sb = {0};
-    schema_sb_puts(&sb, "");
+    strbuf_t sb = {0};
+    strbuf_puts(&sb, "");
     for (const char *p = r + sizeof prefix - 1; *p; p++) {
         if (p[0] == '~' && p[1] == '0') {
-            schema_sb_puts(&sb, "~");
+            strbuf_puts(&sb, "~");
             p++;
         } else if (p[0] == '~' && p[1] == '1') {
-            schema_sb_puts(&sb, "/");
+            strbuf_puts(&sb, "/");
             p++;
         } else if (p[0] == '~' || p[0] == '%') {
             free(sb.buf);
@@ -335,7 +335,7 @@ static int kw_ref(const keyword_arg_t *k)
                            "understood)",
                            r);
         } else {
-            schema_sb_append(&sb, p, 1);
+            strbuf_append(&sb, p, 1);
         }
     }
     k->s->ref_name = sb.buf;

@@ -14,6 +14,7 @@
 #define CAREHUB_SCHEMA_INT_H
 
 #include "schema.h"
+#include "strbuf.h"
 
 #include <jansson.h>
 #include <stddef.h>
@@ -124,14 +125,6 @@ void schema_node_free(schema_t *s);
 
 /* ---- schema_value.c ---------------------------------------------------- */
 
-/* A growable NUL-terminated string; {0} is empty, buf is NULL until the first append. */
-typedef struct {
-    char *buf;
-    size_t len, cap;
-} schema_strbuf_t;
-
-void schema_sb_append(schema_strbuf_t *sb, const char *s, size_t n);
-void schema_sb_puts(schema_strbuf_t *sb, const char *s);
 
 /* 1 when the real r has no fractional part. */
 int schema_real_is_integral(double r);

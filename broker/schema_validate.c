@@ -31,22 +31,22 @@ static int validate_node(const schema_t *s, json_t *inst, vctx_t *v, int depth);
 static size_t path_push(vctx_t *v, const char *seg, size_t n)
 {
     size_t old = v->len;
-    schema_strbuf_t sb = {0};
-    schema_sb_puts(&sb, "/");
+    strbuf_t sb = {0};
+    strbuf_puts(&sb, "/");
     const unsigned char *p = (const unsigned char *)seg;
     for (size_t i = 0; i < n;) {
         size_t k = p[i] ? util_utf8_seq(p + i, n - i) : 0;
         if (p[i] == '~') {
-            schema_sb_puts(&sb, "~0");
+            strbuf_puts(&sb, "~0");
             i++;
         } else if (p[i] == '/') {
-            schema_sb_puts(&sb, "~1");
+            strbuf_puts(&sb, "~1");
             i++;
         } else if (k == 0) {
-            schema_sb_puts(&sb, "\xEF\xBF\xBD"); /* NUL or invalid UTF-8: U+FFFD */
+            strbuf_puts(&sb, "\xEF\xBF\xBD"); /* NUL or invalid UTF-8: U+FFFD */
             i++;
         } else {
-            schema_sb_append(&sb, seg + i, k);
+            strbuf_append(&sb, seg + i, k);
             i += k;
         }
     }
@@ -90,14 +90,14 @@ static int fail(vctx_t *v, const char *fmt, ...)
 }
 
 /* A value as it appears in a message: strings bare (enum words), others as JSON. */
-static void sb_value(schema_strbuf_t *sb, const json_t *val)
+static void sb_value(strbuf_t *sb, const json_t *val)
 {
     if (json_is_string(val)) {
-        schema_sb_puts(sb, json_string_value(val));
+        strbuf_puts(sb, json_string_value(val));
         return;
     }
     char *s = json_dumps(val, JSON_ENCODE_ANY | JSON_COMPACT);
-    schema_sb_puts(sb, s ? s : "?");
+    strbuf_puts(sb, s ? s : "?");
     free(s);
 }
 
@@ -120,18 +120,18 @@ static int type_matches(unsigned types, const json_t *inst)
 
 static int fail_type(vctx_t *v, unsigned types)
 {
-    schema_strbuf_t sb = {0};
+    strbuf_t sb = {0};
     size_t count = 0, total = 0;
     for (size_t t = 0; t < schema_ntype_names; t++)
         if (types & schema_type_names[t].bit)
             total++;
-    schema_sb_puts(&sb, "must be ");
+    strbuf_puts(&sb, "must be ");
     for (size_t t = 0; t < schema_ntype_names; t++) {
         if (!(types & schema_type_names[t].bit))
             continue;
         if (count)
-            schema_sb_puts(&sb, count + 1 == total ? " or " : ", ");
-        schema_sb_puts(&sb, schema_type_names[t].phrase);
+            strbuf_puts(&sb, count + 1 == total ? " or " : ", ");
+        strbuf_puts(&sb, schema_type_names[t].phrase);
         count++;
     }
     int rc = fail(v, "%s", sb.buf);
@@ -141,7 +141,7 @@ static int fail_type(vctx_t *v, unsigned types)
 
 static int fail_limit(vctx_t *v, const char *what, const json_t *limit)
 {
-    schema_strbuf_t sb = {0};
+    strbuf_t sb = {0};
     sb_value(&sb, limit);
     int rc = fail(v, "%s %s", what, sb.buf);
     free(sb.buf);
@@ -330,7 +330,7 @@ static int validate_node(const schema_t *s, json_t *inst, vctx_t *v, int depth)
     if (s->const_val) {
         int deep = 0;
         if (schema_json_cmp(s->const_val, inst, depth, &deep) != 0 || deep) {
-            schema_strbuf_t sb = {0};
+            strbuf_t sb = {0};
             sb_value(&sb, s->const_val);
             int rc = fail(v, "must be exactly %s", sb.buf);
             free(sb.buf);
@@ -346,11 +346,11 @@ static int validate_node(const schema_t *s, json_t *inst, vctx_t *v, int depth)
                     !deep;
         }
         if (!found) {
-            schema_strbuf_t sb = {0};
-            schema_sb_puts(&sb, "must be one of: ");
+            strbuf_t sb = {0};
+            strbuf_puts(&sb, "must be one of: ");
             for (size_t i = 0; i < n; i++) {
                 if (i)
-                    schema_sb_puts(&sb, ", ");
+                    strbuf_puts(&sb, ", ");
                 sb_value(&sb, json_array_get(s->enum_vals, i));
             }
             int rc = fail(v, "%s", sb.buf);

@@ -19,25 +19,6 @@ const schema_type_name_t schema_type_names[] = {
 };
 const size_t schema_ntype_names = UTIL_ARRAY_LEN(schema_type_names);
 
-void schema_sb_append(schema_strbuf_t *sb, const char *s, size_t n)
-{
-    if (sb->len + n + 1 > sb->cap) {
-        size_t cap = sb->cap ? sb->cap : 64;
-        while (sb->len + n + 1 > cap)
-            cap *= 2;
-        sb->buf = xrealloc(sb->buf, cap);
-        sb->cap = cap;
-    }
-    memcpy(sb->buf + sb->len, s, n);
-    sb->len += n;
-    sb->buf[sb->len] = '\0';
-}
-
-void schema_sb_puts(schema_strbuf_t *sb, const char *s)
-{
-    schema_sb_append(sb, s, strlen(s));
-}
-
 /* 1 when the real r has no fractional part. */
 int schema_real_is_integral(double r)
 {

@@ -1,25 +1,28 @@
-/* session.c — per-connection state, a chained hash table keyed by routing id; see session.h. */
+/* session.c — per-connection state in a table keyed by routing id (hmap.h); see session.h. */
 #include "session.h"
 
-#include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "hmap.h"
 #include "util.h"
 
-#define BUCKETS 4096
-
 struct session_table {
-    session_t *bucket[BUCKETS];
-    size_t count;
-    session_t *all;    /* list of every session: walks cost O(sessions), not O(buckets) */
-    unsigned char hkey[crypto_shorthash_KEYBYTES]; /* SipHash key: peers cannot aim at one chain */
+    hmap_t by_rid;     /* routing id -> session_t * */
+    session_t *all;    /* list of every session: walks cost O(sessions) */
 };
+
+static int rid_eq(void *ctx, uintptr_t val, const void *rid, size_t len)
+{
+    (void)ctx;
+    const session_t *s = (const session_t *)val;
+    return s->rid_len == len && memcmp(s->rid, rid, len) == 0;
+}
 
 session_table_t *session_table_new(void)
 {
     session_table_t *t = xcalloc(1, sizeof *t);
-    randombytes_buf(t->hkey, sizeof t->hkey);
+    hmap_init(&t->by_rid, rid_eq, NULL);
     return t;
 }
 
@@ -28,62 +31,45 @@ void session_table_destroy(session_table_t **pt)
     if (!pt || !*pt)
         return;
     session_table_t *t = *pt;
-    for (size_t i = 0; i < BUCKETS; i++) {
-        session_t *s = t->bucket[i];
-        while (s) {
-            session_t *n = s->next;
-            free(s);
-            s = n;
-        }
+    while (t->all) {
+        session_t *n = t->all->all_next;
+        free(t->all);
+        t->all = n;
     }
+    hmap_free(&t->by_rid);
     free(t);
     *pt = NULL;
 }
 
-static size_t slot(const session_table_t *t, const void *rid, size_t len)
+/* Forget s: out of the table and the list, freed. */
+static void drop(session_table_t *t, session_t *s)
 {
-    unsigned char h[crypto_shorthash_BYTES];
-    crypto_shorthash(h, rid, len, t->hkey);
-    uint64_t x;
-    memcpy(&x, h, sizeof x);
-    return (size_t)(x % BUCKETS);
-}
-
-static void all_unlink(session_table_t *t, session_t *s)
-{
+    hmap_del(&t->by_rid, s->rid, s->rid_len);
     if (s->all_prev)
         s->all_prev->all_next = s->all_next;
     else
         t->all = s->all_next;
     if (s->all_next)
         s->all_next->all_prev = s->all_prev;
+    free(s);
 }
 
 /* Drop the least recently heard session to keep the table bounded. */
 static void evict_oldest(session_table_t *t)
 {
-    session_t **victim = NULL;
-    for (size_t i = 0; i < BUCKETS; i++)
-        for (session_t **p = &t->bucket[i]; *p; p = &(*p)->next)
-            if (!victim || (*p)->last_heard < (*victim)->last_heard)
-                victim = p;
-    if (victim) {
-        session_t *s = *victim;
-        *victim = s->next;
-        all_unlink(t, s);
-        free(s);
-        t->count--;
-    }
+    session_t *victim = NULL;
+    for (session_t *s = t->all; s; s = s->all_next)
+        if (!victim || s->last_heard < victim->last_heard)
+            victim = s;
+    if (victim)
+        drop(t, victim);
 }
 
 session_t *session_find(session_table_t *t, const void *rid, size_t len)
 {
     if (len > SESSION_ROUTING_MAX)
         len = SESSION_ROUTING_MAX; /* ZeroMQ routing ids are at most 255 bytes */
-    for (session_t *s = t->bucket[slot(t, rid, len)]; s; s = s->next)
-        if (s->rid_len == len && memcmp(s->rid, rid, len) == 0)
-            return s;
-    return NULL;
+    return (session_t *)hmap_get(&t->by_rid, rid, len);
 }
 
 session_t *session_get(session_table_t *t, const void *rid, size_t len, int64_t now)
@@ -93,46 +79,34 @@ session_t *session_get(session_table_t *t, const void *rid, size_t len, int64_t 
         return found;
     if (len > SESSION_ROUTING_MAX)
         len = SESSION_ROUTING_MAX;
-    size_t b = slot(t, rid, len);
-    if (t->count >= SESSION_MAX)
+    if (hmap_count(&t->by_rid) >= SESSION_MAX)
         evict_oldest(t);
     session_t *s = xcalloc(1, sizeof *s);
     memcpy(s->rid, rid, len);
     s->rid_len = len;
     s->last_heard = now;
-    s->next = t->bucket[b];
-    t->bucket[b] = s;
+    hmap_put(&t->by_rid, s->rid, len, (uintptr_t)s);
     s->all_next = t->all;
     if (t->all)
         t->all->all_prev = s;
     t->all = s;
-    t->count++;
     return s;
 }
 
 size_t session_count(const session_table_t *t)
 {
-    return t->count;
+    return hmap_count(&t->by_rid);
 }
 
 void session_table_sweep(session_table_t *t, int64_t now, int64_t idle_drop_ms,
                          void (*visit)(session_t *s, void *ud), void *ud)
 {
-    for (size_t i = 0; i < BUCKETS; i++) {
-        session_t **p = &t->bucket[i];
-        while (*p) {
-            session_t *s = *p;
-            if (now - s->last_heard > idle_drop_ms) {
-                *p = s->next;
-                all_unlink(t, s);
-                free(s);
-                t->count--;
-                continue;
-            }
-            if (visit)
-                visit(s, ud);
-            p = &s->next;
-        }
+    for (session_t *s = t->all, *next; s; s = next) {
+        next = s->all_next;
+        if (now - s->last_heard > idle_drop_ms)
+            drop(t, s);
+        else if (visit)
+            visit(s, ud);
     }
 }
 

@@ -29,7 +29,6 @@ typedef struct session {
     int64_t last_heard;           /* monotonic ms of the last message from the peer */
     int64_t last_pinged;          /* monotonic ms of our last ping, 0 if none since last heard */
     uint64_t pushes_deferred;     /* pushes its full queue refused since it last took one */
-    struct session *next;         /* hash chain */
     struct session *all_prev, *all_next; /* every session, for session_each() */
 } session_t;
 

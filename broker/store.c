@@ -1,6 +1,7 @@
 /* store.c — the storage: the LMDB environment, its named databases, write and read
- * transactions (group commit, map growth, syncs), get/put/del/walks, sealing; no
- * record kind lives here (store_case.c, store_index.c; store_int.h). See store.h. */
+ * transactions (group commit, map growth, syncs), get/put/del/walks, sealing, and
+ * LMDB's codes mapped to store_rc_t; no record kind lives here (store_index.c holds
+ * the bulk-written index entries; store_int.h). See store.h. */
 #include "store.h"
 
 #include <errno.h>
@@ -17,6 +18,7 @@
 
 #include "frame.h"
 #include "log.h"
+#include "seal.h"
 #include "store_int.h"
 #include "util.h"
 
@@ -58,8 +60,35 @@ const char *store_strerror(store_rc_t rc)
     case STORE_FULL: return "storage is full";
     case STORE_IO: return "storage failed";
     case STORE_NOTFOUND: return "not found";
+    case STORE_KEYEXIST: return "already stored";
+    case STORE_CORRUPTED: return "a record does not decode or open";
+    case STORE_BADVALUE: return "a key or value of a size the store cannot hold";
+    case STORE_ABORTED: return "the transaction refused its own writes";
+    case STORE_MAPFULL: return "the map is full";
     }
     return "unknown store error";
+}
+
+int store_rc_of(int rc)
+{
+    if (rc == 0 || (rc >= STORE_RC_MIN && rc < 0) || rc == STORE_EACH_STOP)
+        return rc;
+    switch (rc) {
+    case MDB_NOTFOUND: return STORE_NOTFOUND;
+    case MDB_KEYEXIST: return STORE_KEYEXIST;
+    case MDB_CORRUPTED: case MDB_PAGE_NOTFOUND: case MDB_INCOMPATIBLE: return STORE_CORRUPTED;
+    case MDB_BAD_VALSIZE: return STORE_BADVALUE;
+    case MDB_MAP_FULL: return STORE_MAPFULL;
+    case ENOSPC: return STORE_FULL;
+    }
+    log_error("store: %s", mdb_strerror(rc));
+    return STORE_IO;
+}
+
+/* A code's text, whichever side of the boundary it comes from. */
+static const char *rc_text(int rc)
+{
+    return rc >= STORE_RC_MIN && rc < 0 ? store_strerror((store_rc_t)rc) : mdb_strerror(rc);
 }
 
 MDB_val store_val_str(const char *s)
@@ -134,7 +163,7 @@ store_t *store_open(const char *dir, uint64_t map_size, uint64_t map_max, char *
     store_t *st = xcalloc(1, sizeof *st);
     pthread_mutex_init(&st->readers_mu, NULL);
     pthread_mutex_init(&st->pend_mu, NULL);
-    crypto_shorthash_keygen(st->slot_key); /* no agent can choose refs that collide */
+    store_index_init(st);
     MDB_txn *txn = NULL;
     int rc;
     st->dir = xstrdup(dir);
@@ -261,23 +290,61 @@ int store_set_privacy(store_t *st, const uint8_t *key, char *err, size_t errlen)
     return 0;
 }
 
+static void seal_append(const store_t *st, const char *ad, const void *m, size_t mlen,
+                        msgpack_sbuffer *out)
+{
+    unsigned char *box = xmalloc(mlen + SEAL_OVERHEAD);
+    size_t blen = seal_box(box, m, mlen, ad, st->body_key);
+    msgpack_sbuffer_write(out, (const char *)box, blen);
+    free(box);
+}
+
+/* Open a box (seal.h) into out; STORE_CORRUPTED when it does not open. */
+static int unseal_append(const store_t *st, const char *ad, const void *box, size_t blen,
+                         msgpack_sbuffer *out)
+{
+    if (!st->privacy || blen < SEAL_OVERHEAD)
+        return STORE_CORRUPTED;
+    unsigned char *m = xmalloc(blen);
+    size_t mlen;
+    int rc = seal_open(m, &mlen, box, blen, ad, st->body_key);
+    if (rc == 0)
+        msgpack_sbuffer_write(out, (const char *)m, mlen);
+    sodium_memzero(m, blen);
+    free(m);
+    return rc == 0 ? 0 : STORE_CORRUPTED;
+}
+
+void store_txn_seal_box(store_txn_t *t, const char *ad, const void *m, size_t mlen,
+                        msgpack_sbuffer *out)
+{
+    seal_append(t->st, ad, m, mlen, out);
+}
+
+int store_txn_privacy(const store_txn_t *t)
+{
+    return t->st->privacy;
+}
+
+const char *store_txn_child_key(store_txn_t *t, const char *child_id, char *buf)
+{
+    if (!t->st->privacy)
+        return child_id;
+    unsigned char h[(STORE_CHILD_KEY_MAX - 1) / 2];
+    crypto_generichash(h, sizeof h, (const unsigned char *)child_id, strlen(child_id),
+                       t->st->join_key, sizeof t->st->join_key);
+    sodium_bin2hex(buf, STORE_CHILD_KEY_MAX, h, sizeof h);
+    return buf;
+}
+
 int store_txn_seal(store_txn_t *t, const char *ad, const void *m, size_t mlen, msgpack_sbuffer *out)
 {
     if (!t->st->privacy) {
         msgpack_sbuffer_write(out, m, mlen);
         return 0;
     }
-    const size_t nb = crypto_aead_xchacha20poly1305_ietf_NPUBBYTES,
-                 ab = crypto_aead_xchacha20poly1305_ietf_ABYTES;
-    unsigned char *box = xmalloc(1 + nb + mlen + ab);
-    unsigned long long clen;
-    box[0] = 0; /* marker: never the first byte of a msgpack map */
-    randombytes_buf(box + 1, nb);
-    crypto_aead_xchacha20poly1305_ietf_encrypt(box + 1 + nb, &clen, m, mlen,
-                                               (const unsigned char *)ad, strlen(ad), NULL, box + 1,
-                                               t->st->body_key);
-    msgpack_sbuffer_write(out, (const char *)box, 1 + nb + (size_t)clen);
-    free(box);
+    msgpack_sbuffer_write(out, "\0", 1); /* marker: never the first byte of a msgpack map */
+    seal_append(t->st, ad, m, mlen, out);
     return 0;
 }
 
@@ -288,20 +355,7 @@ int store_txn_open(store_txn_t *t, const char *ad, const void *v, size_t vl, msg
         msgpack_sbuffer_write(out, v, vl);
         return 0;
     }
-    const size_t nb = crypto_aead_xchacha20poly1305_ietf_NPUBBYTES,
-                 ab = crypto_aead_xchacha20poly1305_ietf_ABYTES;
-    if (vl < 1 + nb + ab || !t->st->privacy)
-        return MDB_CORRUPTED;
-    unsigned char *m = xmalloc(vl);
-    unsigned long long mlen;
-    int rc = crypto_aead_xchacha20poly1305_ietf_decrypt(m, &mlen, NULL, b + 1 + nb, vl - 1 - nb,
-                                                        (const unsigned char *)ad, strlen(ad),
-                                                        b + 1, t->st->body_key);
-    if (rc == 0)
-        msgpack_sbuffer_write(out, (const char *)m, (size_t)mlen);
-    sodium_memzero(m, vl);
-    free(m);
-    return rc == 0 ? 0 : MDB_CORRUPTED;
+    return unseal_append(t->st, ad, b + 1, vl - 1, out);
 }
 
 int store_txn_event_body(store_txn_t *t, const char *event_id, const msgpack_object *rec,
@@ -314,26 +368,13 @@ int store_txn_event_body(store_txn_t *t, const char *event_id, const msgpack_obj
         msgpack_pack_object(&pk, *plain);
         return 0;
     }
-    const size_t nb = crypto_aead_xchacha20poly1305_ietf_NPUBBYTES,
-                 ab = crypto_aead_xchacha20poly1305_ietf_ABYTES;
-    if (!sealed || sealed->type != MSGPACK_OBJECT_BIN || sealed->via.bin.size < nb + ab ||
-        !t->st->privacy)
-        return MDB_CORRUPTED;
-    const unsigned char *n = (const unsigned char *)sealed->via.bin.ptr;
-    size_t clen = sealed->via.bin.size - nb;
-    unsigned char *m = xmalloc(clen);
-    unsigned long long mlen;
-    int rc = crypto_aead_xchacha20poly1305_ietf_decrypt(m, &mlen, NULL, n + nb, clen,
-                                                        (const unsigned char *)event_id,
-                                                        strlen(event_id), n, t->st->body_key);
-    if (rc == 0)
-        msgpack_sbuffer_write(out, (const char *)m, (size_t)mlen);
-    else
+    if (!sealed || sealed->type != MSGPACK_OBJECT_BIN)
+        return STORE_CORRUPTED;
+    int rc = unseal_append(t->st, event_id, sealed->via.bin.ptr, sealed->via.bin.size, out);
+    if (rc)
         log_error("store: the body of %s does not open with this privacy key (another key, or "
                   "changed)", event_id);
-    sodium_memzero(m, clen);
-    free(m);
-    return rc == 0 ? 0 : MDB_CORRUPTED;
+    return rc;
 }
 
 const char *store_db_name(store_db_t db)
@@ -389,7 +430,7 @@ void store_close(store_t **pst)
     if (st->env)
         mdb_env_close(st->env);
     free(st->pend);
-    free(st->slots);
+    hmap_free(&st->by_pair);
     free(st->dir);
     pthread_mutex_destroy(&st->readers_mu);
     pthread_mutex_destroy(&st->pend_mu);
@@ -479,12 +520,14 @@ size_t store_pair_key(char *buf, size_t size, const char *a, const char *b)
 /* Classify a failed write; log it. */
 static store_rc_t write_failed(store_t *st, int rc)
 {
-    if (rc == MDB_MAP_FULL) {
+    if (rc == MDB_MAP_FULL || rc == STORE_MAPFULL) {
         char s1[32];
         log_error("store: map full at its maximum (%s); refusing writes until space is "
                   "freed or broker.map_max is raised", size_text(st->map_max, s1, sizeof s1));
         return STORE_FULL;
     }
+    if (rc == STORE_FULL) /* said by fn, which logged why */
+        return STORE_FULL;
     /* A disk that fills mid-write shows as ENOSPC, or as EIO when LMDB's pwrite
      * came back short; tell them apart by the space left. */
     struct statvfs vfs;
@@ -494,7 +537,7 @@ static store_rc_t write_failed(store_t *st, int rc)
         log_error("store: disk full writing %s; refusing writes until space is freed", st->dir);
         return STORE_FULL;
     }
-    log_error("store: write failed: %s", mdb_strerror(rc));
+    log_error("store: write failed: %s", rc_text(rc));
     return STORE_IO;
 }
 
@@ -543,9 +586,9 @@ store_rc_t store_write_nosync(store_t *st, store_fn fn, void *ud)
         if (rc)
             return write_failed(st, rc);
         t.id = mdb_txn_id(t.txn);
-        rc = store_index_flush(&t, 0);
+        rc = store_rc_of(store_index_flush(&t, 0));
         if (rc == 0)
-            rc = fn(&t, ud);
+            rc = store_rc_of(fn(&t, ud));
         if (rc == 0) {
             rc = mdb_txn_commit(t.txn); /* frees the transaction either way */
             if (rc == 0) {
@@ -560,7 +603,7 @@ store_rc_t store_write_nosync(store_t *st, store_fn fn, void *ud)
         }
         store_index_rollback(st, t.pend_before); /* the events of the aborted transaction do not exist */
         store_index_settle(st, t.id, t.pend_flushed, 0);
-        int g = rc == MDB_MAP_FULL ? grow(st) : -1;
+        int g = rc == MDB_MAP_FULL || rc == STORE_MAPFULL ? grow(st) : -1;
         if (g == 0)
             continue;
         if (g == -2) {
@@ -592,8 +635,9 @@ static store_rc_t read_txn(store_t *st, store_fn fn, void *ud, int longer)
     st->readers--;
     st->short_readers -= !longer;
     pthread_mutex_unlock(&st->readers_mu);
-    if (rc && rc != MDB_NOTFOUND) {
-        log_error("store: read failed: %s", mdb_strerror(rc));
+    rc = store_rc_of(rc);
+    if (rc && rc != STORE_NOTFOUND) {
+        log_error("store: read failed: %s", store_strerror((store_rc_t)rc));
         return STORE_IO;
     }
     return rc ? STORE_NOTFOUND : STORE_OK;
@@ -613,13 +657,13 @@ int store_get(store_txn_t *t, store_db_t db, const void *k, size_t kl, const voi
 {
     MDB_val key = {kl, (void *)k}, val;
     if (kl == 0 || kl > (size_t)mdb_env_get_maxkeysize(t->st->env))
-        return MDB_NOTFOUND;
+        return STORE_NOTFOUND;
     int rc = mdb_get(t->txn, t->st->dbi[db], &key, &val);
     if (rc == 0) {
         *v = val.mv_data;
         *vl = val.mv_size;
     }
-    return rc;
+    return store_rc_of(rc);
 }
 
 int store_put(store_txn_t *t, store_db_t db, const void *k, size_t kl, const void *v, size_t vl,
@@ -627,14 +671,14 @@ int store_put(store_txn_t *t, store_db_t db, const void *k, size_t kl, const voi
 {
     MDB_val key = {kl, (void *)k}, val = {vl, (void *)v};
     unsigned flags = only_new ? (DBS[db].flags & MDB_DUPSORT ? MDB_NODUPDATA : MDB_NOOVERWRITE) : 0;
-    return mdb_put(t->txn, t->st->dbi[db], &key, &val, flags);
+    return store_rc_of(mdb_put(t->txn, t->st->dbi[db], &key, &val, flags));
 }
 
 int store_del(store_txn_t *t, store_db_t db, const void *k, size_t kl, const void *v, size_t vl)
 {
     MDB_val key = {kl, (void *)k}, val = {vl, (void *)v};
     int rc = mdb_del(t->txn, t->st->dbi[db], &key, v ? &val : NULL);
-    return rc == MDB_NOTFOUND ? 0 : rc;
+    return rc == MDB_NOTFOUND ? 0 : store_rc_of(rc);
 }
 
 int store_each(store_txn_t *t, store_db_t db, const void *from, size_t fl, int only_key,
@@ -644,7 +688,7 @@ int store_each(store_txn_t *t, store_db_t db, const void *from, size_t fl, int o
     MDB_val k = {fl, (void *)from}, v;
     int rc = mdb_cursor_open(t->txn, t->st->dbi[db], &cur);
     if (rc)
-        return rc;
+        return store_rc_of(rc);
     if (only_key)
         rc = mdb_cursor_get(cur, &k, &v, MDB_SET_KEY);
     else
@@ -658,7 +702,7 @@ int store_each(store_txn_t *t, store_db_t db, const void *from, size_t fl, int o
         rc = mdb_cursor_get(cur, &k, &v, only_key ? MDB_NEXT_DUP : MDB_NEXT);
     }
     mdb_cursor_close(cur);
-    return rc == MDB_NOTFOUND ? 0 : rc;
+    return rc == MDB_NOTFOUND ? 0 : store_rc_of(rc);
 }
 
 int store_copy_id(const void *v, size_t vl, char *out, size_t size)
@@ -675,6 +719,12 @@ void store_next_id(store_txn_t *t, store_seq_t seq, char *out)
     switch (seq) {
     case STORE_SEQ_ASSIGNMENT:
         util_fmt(out, STORE_ID_MAX, "as-%012llu", (unsigned long long)++t->seq_assign);
+        break;
+    case STORE_SEQ_EVENT:
+        util_fmt(out, STORE_ID_MAX, "ev-%012llu", (unsigned long long)++t->seq_event);
+        break;
+    case STORE_SEQ_CASE:
+        util_fmt(out, STORE_ID_MAX, "case-%010llu", (unsigned long long)++t->seq_case);
         break;
     }
 }

@@ -1,29 +1,23 @@
 /*
- * store.h — durable storage of events and cases in one LMDB environment.
- *
- * The data model (named databases, keys, values) is documented in
- * docs/data-model.md. In short:
- *
- *   meta         "format" → u32 format version; "seq.event", "seq.case" → u64 counters
- *   events       event id → msgpack map {id, agent, ref, type, at, received, case, severity, body}
- *   idem         agent "\0" message id → msgpack [event id, case id]     (idempotency)
- *   cases        case id → msgpack map {id, type, status, opened, updated, severity, events}
- *   case_events  case id → event id (MDB_DUPSORT; ids sort in arrival order)
- *   open_cases   type "\0" child id → case id                          (joining)
- *   assignments, case_assign, pending, deadlines, outbox, outcomes, case_log:
- *                routing and escalation (assign.c; see docs/data-model.md)
+ * store.h — the storage: one LMDB environment, its named databases, write
+ * transactions with group commit and map growth, syncs, get/put/del/walks,
+ * sealing. It knows LMDB and no record: each record kind has its module above
+ * it (case.h: events and cases; assign.h: assignments, deadlines, outbox,
+ * outcomes; trail.h: the trail), and docs/data-model.md lists them all. The
+ * storage's own entries: meta ("format", key check), idem and case_events
+ * (written in bulk: store_txn_index_add), counters.
  *
  * Durability: the environment is opened with MDB_NOMETASYNC (not MDB_NOSYNC,
  * not MDB_WRITEMAP): a commit syncs its data pages and writes the meta page
  * that makes them current without syncing it. The store stays consistent
  * after any crash; a commit is durable once the next commit or store_sync()
- * returned. store_write() (and store_put_events()) sync before returning, so
+ * returned. store_write() syncs before returning, so
  * STORE_OK means on disk; the loop's turn (turn.c) uses store_write_nosync()
  * and runs store_sync() in a thread of its own while it writes the next turn,
  * acknowledging only after that sync. Group commit: a whole batch (a whole
  * turn) in one write transaction.
  *
- * Errors: every function returns a store_rc_t; store_strerror() names it.
+ * Errors: 0 or a negative store_rc_t, everywhere; store_strerror() names it.
  * The store is single-threaded (the broker loop owns it).
  */
 #ifndef CAREHUB_STORE_H
@@ -63,12 +57,25 @@ typedef enum {
     STORE_DB_COUNT
 } store_db_t;
 
+/*
+ * The store's one error contract: 0, or a negative store_rc_t. LMDB's codes
+ * (and the errno values it also returns) are mapped here, at the boundary:
+ * nothing above the store sees an MDB_* code. A store_fn returns these too,
+ * and store_each's callbacks STORE_EACH_STOP to stop early.
+ */
 typedef enum {
     STORE_OK = 0,
-    STORE_FULL,      /* the map is at its configured maximum, or the disk is full */
-    STORE_IO,        /* LMDB or the file system failed; see the log */
-    STORE_NOTFOUND,  /* the record asked for does not exist */
+    STORE_NOTFOUND = -1,  /* the record asked for does not exist */
+    STORE_KEYEXIST = -2,  /* only_new: the key, or the dupsort value, is there already */
+    STORE_CORRUPTED = -3, /* a record does not decode or open (a damaged store, another key) */
+    STORE_BADVALUE = -4,  /* a key or value of a size the store cannot hold */
+    STORE_FULL = -5,      /* the map is at its configured maximum, or the disk is full */
+    STORE_IO = -6,        /* LMDB or the file system failed; see the log */
+    STORE_ABORTED = -7,   /* a store_fn refused its own writes (a broken invariant; logged) */
+    STORE_MAPFULL = -8,   /* inside a write: the map must grow. store_write grows it and runs
+                             fn again, or says STORE_FULL at map_max; it never returns this */
 } store_rc_t;
+#define STORE_RC_MIN STORE_MAPFULL
 
 const char *store_strerror(store_rc_t rc);
 
@@ -91,66 +98,17 @@ void store_close(store_t **st);
  * cleared (logged when > 0), -1 on error (logged). */
 int store_reader_check(store_t *st);
 
-/* What happened to one event of a batch. */
-typedef enum {
-    STORE_ITEM_PENDING = 0, /* input: not yet processed */
-    STORE_ITEM_STORED,      /* new: stored and joined to a case */
-    STORE_ITEM_DUPLICATE,   /* (agent, ref) was seen before: ids of the first time */
-    STORE_ITEM_REFUSED,     /* input `refuse` was set and it was not a duplicate: nothing stored */
-} store_item_status_t;
-
-typedef struct {
-    /* input — pointers must stay valid during the call */
-    const char *agent;       /* the sending agent's id */
-    const char *ref;         /* the agent's message id: the idempotency key */
-    const char *type;        /* event type */
-    int64_t at;              /* observed, ms since epoch */
-    int64_t received;        /* received by the broker, ms since epoch */
-    const char *child_id;    /* body.child.id or NULL: events of one type about one child join */
-    int severity;            /* 0 low .. 3 critical */
-    const char *body;        /* the body, packed msgpack */
-    size_t body_len;
-    int refuse;              /* the body is invalid: answer a duplicate, store nothing new */
-    /* output */
-    store_item_status_t status;
-    char event_id[STORE_ID_MAX];
-    char case_id[STORE_ID_MAX];
-} store_event_t;
-
-/* Called inside the batch's transaction for each newly STORED event, so that
- * what the event causes (assignments, notifications) commits with it. Returns
- * 0 or an LMDB error code from the store_* calls, which aborts the batch. It
- * may run more than once for the same event when the map had to grow (the
- * earlier run's writes were rolled back): keep outside effects idempotent. */
-typedef int (*store_stored_fn)(store_txn_t *t, store_event_t *item, void *ud);
-
-/*
- * Store a batch in one write transaction. Each item comes back DUPLICATE (a
- * retry, also within the same batch), REFUSED or STORED. On STORE_FULL or
- * STORE_IO nothing of the batch is stored and every item's status is left
- * PENDING. When the map fills, it is grown (doubling, up to map_max) and the
- * batch retried.
- */
-store_rc_t store_put_events(store_t *st, store_event_t *items, size_t n, store_stored_fn on_stored,
-                            void *ud);
-
-/* The same inside a write transaction the caller runs (the loop's turn,
- * turn.h): 0 or an LMDB code, which must abort the transaction (every item is
- * then to be treated as PENDING). Re-runnable like every store_fn. */
-int store_txn_put_events(store_txn_t *t, store_event_t *items, size_t n, store_stored_fn on_stored,
-                         void *ud);
-
 /* ---- transactions for other modules ---------------------------------------
  *
  * store_write() runs fn inside one write transaction and commits it when fn
  * returns 0; when the map fills it is grown and fn run again from the start
  * (so fn must not have effects outside the transaction that a second run
- * would repeat wrongly). fn returns 0 or the LMDB code a store_* call gave.
+ * would repeat wrongly). fn returns 0 or the store_rc_t a store_* call gave.
  * store_read() runs fn in a read-only transaction. Values seen inside fn live
  * only until it returns: copy what you keep.
  *
- * store_get/put/del/each return 0, MDB_NOTFOUND (get: absent), or another
- * LMDB error code, which fn should return unchanged.
+ * store_get/put/del/each return 0, STORE_NOTFOUND (get: absent), or another
+ * store_rc_t, which fn should return unchanged.
  */
 typedef int (*store_fn)(store_txn_t *t, void *ud);
 store_rc_t store_write(store_t *st, store_fn fn, void *ud);
@@ -169,7 +127,7 @@ store_rc_t store_write_nosync(store_t *st, store_fn fn, void *ud);
 int store_sync(store_t *st);
 
 int store_get(store_txn_t *t, store_db_t db, const void *k, size_t kl, const void **v, size_t *vl);
-/* only_new: refuse (MDB_KEYEXIST) to overwrite a key, or to add a duplicate value. */
+/* only_new: refuse (STORE_KEYEXIST) to overwrite a key, or to add a duplicate value. */
 int store_put(store_txn_t *t, store_db_t db, const void *k, size_t kl, const void *v, size_t vl,
               int only_new);
 /* Delete a key (v NULL: all its values) or one value of a dupsort key. Absent is not an error. */
@@ -178,9 +136,8 @@ int store_del(store_txn_t *t, store_db_t db, const void *k, size_t kl, const voi
 /* Visit entries in key order: with only_key, the values of key `from`;
  * otherwise from the first key >= from (from NULL/0: the first). fn returns
  * 0 to go on, STORE_EACH_STOP to stop (store_each then returns 0), or any
- * other value to stop with that error, which store_each returns as it is:
- * LMDB's codes are negative and the errno codes it also gives (EINVAL,
- * ENOMEM, …) positive, so no error can pass for "stop". */
+ * other value (a store_rc_t) to stop with that error, which store_each
+ * returns as it is. */
 #define STORE_EACH_STOP (-1000001)
 typedef int (*store_each_fn)(void *ud, const void *k, size_t kl, const void *v, size_t vl);
 int store_each(store_txn_t *t, store_db_t db, const void *from, size_t fl, int only_key,
@@ -190,6 +147,23 @@ int store_each(store_txn_t *t, store_db_t db, const void *from, size_t fl, int o
  * id). The case_events index is written in bulk, up to a second behind the
  * events; this merges what is not written yet. */
 int store_each_case_event(store_txn_t *t, const char *case_id, store_each_fn fn, void *ud);
+
+/* ---- the idempotency and case-events entries of new events ------------------
+ *
+ * Each new event has an idempotency entry (`idem`: its agent NUL ref -> [event
+ * id, case id]) and a case_events entry. Both wait in memory and are written in
+ * bulk, a slice of the cases per commit (store_index.c says why); these reach
+ * them wherever they are. */
+
+/* In a write transaction: event_id (numbered by its digits) joined case_id; pair
+ * (store_pair_key: agent NUL ref) is its idempotency key. 0 or a store_rc_t. */
+int store_txn_index_add(store_txn_t *t, const char *case_id, const char *event_id,
+                        const char *pair, size_t pair_len);
+
+/* The idempotency entry of pair, waiting or written: 0 with the event and case
+ * ids (STORE_ID_MAX each) copied out, STORE_NOTFOUND, or another store_rc_t. */
+int store_txn_idem_get(store_txn_t *t, const char *pair, size_t pair_len, char *event_id,
+                       char *case_id);
 
 /* Write the case index now (at close; tests). */
 store_rc_t store_flush_index(store_t *st);
@@ -205,16 +179,10 @@ int store_copy_id(const void *v, size_t vl, char *out, size_t size);
  * assignment) into buf; its length, 0 when it does not fit. */
 size_t store_pair_key(char *buf, size_t size, const char *a, const char *b);
 
-/* The next id of a kind, made inside the transaction (rolled back with it). */
-typedef enum { STORE_SEQ_ASSIGNMENT = 0 } store_seq_t;
+/* The next id of a kind, made inside the transaction (rolled back with it):
+ * "ev-" + 12 digits, "case-" + 10, "as-" + 12; ids sort in the order made. */
+typedef enum { STORE_SEQ_ASSIGNMENT = 0, STORE_SEQ_EVENT, STORE_SEQ_CASE } store_seq_t;
 void store_next_id(store_txn_t *t, store_seq_t seq, char *out /* STORE_ID_MAX */);
-
-/* Copy out the stored record of an event (msgpack map, see above). *out is the
- * caller's to free(). */
-store_rc_t store_get_event(store_t *st, const char *event_id, char **out, size_t *len);
-
-/* Copy out a case record (msgpack map). *out is the caller's to free(). */
-store_rc_t store_get_case(store_t *st, const char *case_id, char **out, size_t *len);
 
 /* privacy.key_file (key, 32 bytes) or privacy: off (NULL). With a key, event
  * bodies and agencies' notes are sealed at rest (XChaCha20-Poly1305, the
@@ -224,15 +192,29 @@ store_rc_t store_get_case(store_t *st, const char *case_id, char **out, size_t *
  * key, or sealed and now opened without one. */
 int store_set_privacy(store_t *st, const uint8_t *key, char *err, size_t errlen);
 
+/* 1 when privacy is on (store_set_privacy with a key). */
+int store_txn_privacy(const store_txn_t *t);
+
+/* The key a child's id joins under: with privacy on, the hex of its keyed
+ * BLAKE2b hash (16 bytes) in buf, so that no child id is stored; else the id
+ * itself. buf has STORE_CHILD_KEY_MAX bytes. */
+#define STORE_CHILD_KEY_MAX 33
+const char *store_txn_child_key(store_txn_t *t, const char *child_id, char *buf);
+
+/* A box of m under the body key, bound to ad (common/seal.h: nonce, ciphertext,
+ * tag), appended to out. Privacy must be on. */
+void store_txn_seal_box(store_txn_t *t, const char *ad, const void *m, size_t mlen,
+                        msgpack_sbuffer *out);
+
 /* Seal m (associated data ad) into out when privacy is on; else copy it. A
  * sealed value starts with a 0 byte, which no msgpack map does. */
 int store_txn_seal(store_txn_t *t, const char *ad, const void *m, size_t mlen, msgpack_sbuffer *out);
-/* Open what store_txn_seal wrote (plain values pass through). MDB_CORRUPTED
+/* Open what store_txn_seal wrote (plain values pass through). STORE_CORRUPTED
  * when it does not open with this key. */
 int store_txn_open(store_txn_t *t, const char *ad, const void *v, size_t vl, msgpack_sbuffer *out);
 
 /* Append the (opened) msgpack body of the event record `rec` (a decoded
- * events value) to out. 0, or MDB_CORRUPTED when it cannot be opened (another
+ * events value) to out. 0, or STORE_CORRUPTED when it cannot be opened (another
  * key, or changed bytes). */
 int store_txn_event_body(store_txn_t *t, const char *event_id, const msgpack_object *rec,
                          msgpack_sbuffer *out);
@@ -250,22 +232,5 @@ uint64_t store_map_size(const store_t *st);
 uint64_t store_map_used(const store_t *st);
 /* Entries in a named database. */
 uint64_t store_txn_entries(store_txn_t *t, store_db_t db);
-
-/* Severity names, index 0..3: low, normal, high, critical. -1 when unknown. */
-int store_severity_parse(const char *s, size_t n);
-const char *store_severity_name(int sev);
-
-/* A case's status, "status" in its record: open until it is resolved (every
- * assignment final, one resolved) or closed (quiet close); both are final. */
-typedef enum {
-    STORE_CASE_OPEN = 0,
-    STORE_CASE_RESOLVED,
-    STORE_CASE_CLOSED,
-    STORE_CASE_STATUS_COUNT
-} store_case_status_t;
-const char *store_case_status_name(store_case_status_t s); /* NULL when unknown */
-int store_case_status_parse(const char *s, size_t n);      /* -1 when unknown */
-/* 1 when a case may move from -> to (open -> resolved | closed). */
-int store_case_may_move(store_case_status_t from, store_case_status_t to);
 
 #endif

@@ -33,41 +33,29 @@ static uint64_t id_number(const char *id)
     return n;
 }
 
-/* The slot of pair: where it is, or the free one where it would go. */
-static size_t slot_of(const store_t *st, const char *pair, size_t pair_len)
+static int pair_eq(void *ctx, uintptr_t val, const void *pair, size_t len)
 {
-    unsigned char h[crypto_shorthash_BYTES];
-    crypto_shorthash(h, (const unsigned char *)pair, pair_len, st->slot_key);
-    uint64_t x;
-    memcpy(&x, h, sizeof x);
-    size_t i = (size_t)x & st->slot_mask;
-    for (uint32_t e; (e = st->slots[i]) != 0; i = (i + 1) & st->slot_mask) {
-        const struct pend_entry *p = &st->pend[e - 1];
-        if (p->pair_len == pair_len && !p->dropped && memcmp(p->pair, pair, pair_len) == 0)
-            break;
-    }
-    return i;
+    const struct pend_entry *p = &((const store_t *)ctx)->pend[val - 1];
+    return p->pair_len == len && !p->dropped && memcmp(p->pair, pair, len) == 0;
+}
+
+void store_index_init(store_t *st)
+{
+    hmap_init(&st->by_pair, pair_eq, st);
 }
 
 static void slot_put(store_t *st, size_t n)
 {
     const struct pend_entry *e = &st->pend[n];
     if (e->pair_len && !e->dropped)
-        st->slots[slot_of(st, e->pair, e->pair_len)] = (uint32_t)(n + 1);
+        hmap_put(&st->by_pair, e->pair, e->pair_len, (uintptr_t)(n + 1));
 }
 
-/* After pend moved or shrank: the table again, at most half full. */
+/* After pend moved or shrank: the pairs again, with room for pend_cap. */
 static void slots_rebuild(store_t *st)
 {
-    size_t cap = 2048;
-    while (cap < 2 * st->pend_cap)
-        cap *= 2;
-    if (cap != st->slot_mask + 1 || !st->slots) {
-        free(st->slots);
-        st->slots = xmalloc(cap * sizeof *st->slots);
-        st->slot_mask = cap - 1;
-    }
-    memset(st->slots, 0, cap * sizeof *st->slots);
+    hmap_clear(&st->by_pair);
+    hmap_reserve(&st->by_pair, st->pend_cap);
     for (size_t i = 0; i < st->pend_n; i++)
         slot_put(st, i);
 }
@@ -94,7 +82,7 @@ int store_index_add(store_t *st, size_t txn, uint64_t seq, const char *case_id,
     if (waits)
         memcpy(e->pair, pair, pair_len);
     pthread_mutex_unlock(&st->pend_mu);
-    if (grown || !st->slots)
+    if (grown)
         slots_rebuild(st);
     else
         slot_put(st, st->pend_n - 1);
@@ -103,9 +91,9 @@ int store_index_add(store_t *st, size_t txn, uint64_t seq, const char *case_id,
 
 int store_index_find(store_t *st, const char *pair, size_t pair_len, char *event_id, char *case_id)
 {
-    if (!st->slots || pair_len == 0 || pair_len > STORE_PAIR_MAX)
+    if (pair_len == 0 || pair_len > STORE_PAIR_MAX)
         return 0;
-    uint32_t e = st->slots[slot_of(st, pair, pair_len)];
+    uintptr_t e = hmap_get(&st->by_pair, pair, pair_len);
     if (!e)
         return 0;
     memcpy(event_id, st->pend[e - 1].event_id, STORE_ID_MAX);
@@ -146,6 +134,31 @@ void store_index_rollback(store_t *st, size_t pend_before)
     slots_rebuild(st);
 }
 
+int store_txn_index_add(store_txn_t *t, const char *case_id, const char *event_id,
+                        const char *pair, size_t pair_len)
+{
+    if (store_index_add(t->st, t->id, id_number(event_id), case_id, event_id, pair, pair_len))
+        return 0;
+    /* a pair too long to wait: its idempotency entry is written now */
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    store_idem_pack(&sb, event_id, case_id);
+    int rc = store_put(t, STORE_DB_IDEM, pair, pair_len, sb.data, sb.size, 1);
+    msgpack_sbuffer_destroy(&sb);
+    return rc;
+}
+
+int store_txn_idem_get(store_txn_t *t, const char *pair, size_t pair_len, char *event_id,
+                       char *case_id)
+{
+    if (store_index_find(t->st, pair, pair_len, event_id, case_id))
+        return 0; /* still waiting in memory */
+    const void *v;
+    size_t vl;
+    int rc = store_get(t, STORE_DB_IDEM, pair, pair_len, &v, &vl);
+    return rc ? rc : store_idem_unpack(v, vl, event_id, case_id);
+}
+
 void store_idem_pack(msgpack_sbuffer *sb, const char *event_id, const char *case_id)
 {
     msgpack_packer pk;
@@ -173,7 +186,7 @@ int store_idem_unpack(const void *v, size_t vl, char *event_id, char *case_id)
         }
     }
     msgpack_unpacked_destroy(&u);
-    return ok ? 0 : MDB_CORRUPTED;
+    return ok ? 0 : STORE_CORRUPTED;
 }
 
 int store_index_rebuild(MDB_txn *txn, store_t *st)

@@ -1,15 +1,14 @@
 /*
  * store_int.h — what the store's files share, and nothing outside them sees.
  *
- * The store is three files over one LMDB environment:
+ * The store is two files over one LMDB environment:
  *   store.c        the storage: the environment, its named databases, write and
  *                  read transactions (group commit, map growth, syncs), get, put,
- *                  delete and walks, sealing of bodies; it knows LMDB and no record;
+ *                  delete and walks, sealing; it knows LMDB and no record;
  *   store_index.c  the case_events and idempotency entries that lag the events
- *                  (written in bulk);
- *   store_case.c   the event and case records: idempotency, joining events into
- *                  cases, their trail records, reading them back.
- * store.h is the manual for the rest of the broker.
+ *                  (written in bulk).
+ * store.h is the manual for the rest of the broker; the records are above it
+ * (case.c, assign*.c, trail.c), and no LMDB code crosses store.h (store_rc_of).
  */
 #ifndef CAREHUB_STORE_INT_H
 #define CAREHUB_STORE_INT_H
@@ -20,6 +19,8 @@
 #include <sodium.h>
 #include <stdint.h>
 
+#include "hmap.h"
+#include "seal.h"
 #include "store.h"
 
 #define CASE_INDEX_LAG_MS 1000
@@ -49,8 +50,7 @@ struct store {
      * The idempotency entry (agent NUL ref -> event, case) of each event waits
      * with it and is written with it, for the same reason (an agent's ids are
      * random or interleaved: one page per event): until then the writer finds it
-     * here, through `slots`, an open-addressed table of entry numbers keyed by a
-     * SipHash of the pair (libsodium's crypto_shorthash, a key drawn at open). */
+     * here, through `by_pair` (hmap.h: the pair -> entry number + 1). */
     struct pend_entry {
         uint64_t seq;                 /* the event's number */
         uint64_t case_no;             /* the case's number (its id's digits) */
@@ -63,9 +63,7 @@ struct store {
         char pair[STORE_PAIR_MAX];    /* the idempotency key: agent NUL ref (store_pair_key) */
     } *pend;
     size_t pend_n, pend_cap;
-    uint32_t *slots;                  /* entry number + 1 (0: free); slot_mask + 1 of them */
-    size_t slot_mask;
-    unsigned char slot_key[crypto_shorthash_KEYBYTES];
+    hmap_t by_pair;                   /* pair -> entry number + 1; written and read by the writer */
     /* The writer thread (turn.c) adds, writes and drops entries while the loop
      * reads them (store_each_case_event in a read transaction): pend, pend_n and
      * the entries' fields change only under pend_mu. */
@@ -78,7 +76,7 @@ struct store {
      * event id); the child-id join key is a keyed BLAKE2b hash. Both keys are
      * derived from the configured one (crypto_kdf). */
     int privacy;
-    unsigned char body_key[crypto_aead_xchacha20poly1305_ietf_KEYBYTES];
+    unsigned char body_key[SEAL_KEYBYTES];
     unsigned char join_key[crypto_generichash_KEYBYTES];
     int readonly;                     /* store_open_readonly */
     /* Read transactions open now, in any thread (job.c runs long reads off the
@@ -109,6 +107,11 @@ MDB_val store_val_str(const char *s);
 int store_u64_read(MDB_txn *txn, MDB_dbi dbi, const char *key, uint64_t *out);
 int store_u64_write(MDB_txn *txn, MDB_dbi dbi, const char *key, uint64_t x);
 
+/* store_rc_of: an LMDB code (or errno) as the store's store_rc_t; store codes,
+ * 0 and STORE_EACH_STOP pass unchanged. Every exported function maps its result
+ * with it; an I/O-class code is logged here with LMDB's text. */
+int store_rc_of(int rc);
+
 /* store_index.c: the case_events and idempotency entries waiting in memory.
  * store_index_add: pair (agent NUL ref, store_pair_key) of at most STORE_PAIR_MAX
  * bytes waits too and is written with the entry; 0 when it does not fit (the
@@ -118,12 +121,15 @@ int store_index_add(store_t *st, size_t txn, uint64_t seq, const char *case_id, 
 /* The waiting idempotency entry of pair: 1 and its event and case copied out
  * (STORE_ID_MAX each), or 0. Only in the thread of the write transaction. */
 int store_index_find(store_t *st, const char *pair, size_t pair_len, char *event_id, char *case_id);
+/* store_index_init: the empty pair table, at open. */
+void store_index_init(store_t *st);
 /* In a write transaction: the waiting entries of case_id will not be written
  * (store_del_case_events: a purge), once this commits. */
 void store_index_drop_case(store_txn_t *t, const char *case_id);
 /* An aborted write transaction: its events (entries from pend_before on) never were. */
 void store_index_rollback(store_t *st, size_t pend_before);
-/* The idempotency value: msgpack [event id, case id]; and reading one back. */
+/* The idempotency value: msgpack [event id, case id]; and reading one back
+ * (0, or STORE_CORRUPTED). */
 void store_idem_pack(msgpack_sbuffer *sb, const char *event_id, const char *case_id);
 int store_idem_unpack(const void *v, size_t vl, char *event_id, char *case_id);
 /* At open: the events after meta "case_events.upto" are not in the index yet. */

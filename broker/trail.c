@@ -1,7 +1,6 @@
 /* trail.c — the hash-chained trail and its verification; see trail.h. */
 #include "trail.h"
 
-#include <lmdb.h>
 #include <msgpack.h>
 #include <sodium.h>
 #include <stdarg.h>
@@ -52,13 +51,13 @@ static int index_record(store_txn_t *t, const char *case_id, uint64_t seq)
     const void *v;
     size_t vl;
     int rc = store_get(t, STORE_DB_TRAIL_LAST, case_id, cl, &v, &vl);
-    if (rc && rc != MDB_NOTFOUND)
+    if (rc && rc != STORE_NOTFOUND)
         return rc;
     unsigned char k[8], p[8];
     be64(k, seq);
     if (rc == 0) {
         if (vl != 8)
-            return MDB_CORRUPTED;
+            return STORE_CORRUPTED;
         memcpy(p, v, 8);
         if ((rc = store_put(t, STORE_DB_TRAIL_PREV, k, 8, p, 8, 0)))
             return rc;
@@ -74,16 +73,16 @@ int trail_each_of_case(store_txn_t *t, const char *case_id,
     const void *v;
     size_t vl;
     int rc = store_get(t, STORE_DB_TRAIL_LAST, case_id, cl, &v, &vl);
-    if (rc == MDB_NOTFOUND)
+    if (rc == STORE_NOTFOUND)
         return 0;
     while (rc == 0) { /* newest to oldest along the chain */
         if (vl != 8) {
-            rc = MDB_CORRUPTED;
+            rc = STORE_CORRUPTED;
             break;
         }
         uint64_t s = get_be64(v);
         if (n && s >= seqs[n - 1]) { /* a chain must go back in time */
-            rc = MDB_CORRUPTED;
+            rc = STORE_CORRUPTED;
             break;
         }
         if (n == cap) {
@@ -95,7 +94,7 @@ int trail_each_of_case(store_txn_t *t, const char *case_id,
         be64(k, s);
         rc = store_get(t, STORE_DB_TRAIL_PREV, k, 8, &v, &vl);
     }
-    if (rc == MDB_NOTFOUND)
+    if (rc == STORE_NOTFOUND)
         rc = 0;
     for (size_t i = n; !rc && i > 0; i--) { /* oldest first */
         unsigned char k[8];
@@ -103,8 +102,8 @@ int trail_each_of_case(store_txn_t *t, const char *case_id,
         rc = store_get(t, STORE_DB_TRAIL, k, 8, &v, &vl);
         if (rc == 0)
             rc = fn(ud, v, vl);
-        else if (rc == MDB_NOTFOUND)
-            rc = MDB_CORRUPTED; /* the index names a record that is not there */
+        else if (rc == STORE_NOTFOUND)
+            rc = STORE_CORRUPTED; /* the index names a record that is not there */
     }
     free(seqs);
     return rc;
@@ -119,10 +118,10 @@ static int rebuild_visit(void *ud, const void *k, size_t kl, const void *v, size
 {
     rebuild_t *r = ud;
     if (kl != 8)
-        return MDB_CORRUPTED;
+        return STORE_CORRUPTED;
     msgpack_unpacked u;
     msgpack_unpacked_init(&u);
-    int rc = MDB_CORRUPTED;
+    int rc = STORE_CORRUPTED;
     const char *c;
     size_t cn;
     char case_id[STORE_ID_MAX];
@@ -171,8 +170,8 @@ int trail_append(store_txn_t *t, const char *case_id, const char *kind, const ch
     if (rc == 0 && hl == 8 + HASH_LEN) {
         seq = get_be64(hv);
         memcpy(prev, (const unsigned char *)hv + 8, HASH_LEN);
-    } else if (rc == 0 || rc != MDB_NOTFOUND) {
-        return rc ? rc : MDB_CORRUPTED;
+    } else if (rc == 0 || rc != STORE_NOTFOUND) {
+        return rc ? rc : STORE_CORRUPTED;
     }
     seq++;
     unsigned char oh[HASH_LEN];
@@ -387,7 +386,7 @@ static int verify_txn(store_txn_t *t, void *ud)
         const void *hv;
         size_t hl;
         int g = store_get(t, STORE_DB_TRAIL_HEAD, "head", 4, &hv, &hl);
-        if (g == MDB_NOTFOUND) {
+        if (g == STORE_NOTFOUND) {
             if (v.expect != 1)
                 problem(&v, "trail: the head record is missing");
         } else if (g) {
@@ -420,6 +419,6 @@ int trail_verify(store_t *st, trail_report_t *r)
     memset(r, 0, sizeof *r);
     store_rc_t rc = store_read_long(st, verify_txn, r);
     if (rc != STORE_OK)
-        return rc == STORE_NOTFOUND ? 0 : MDB_PANIC;
+        return rc == STORE_NOTFOUND ? 0 : STORE_CORRUPTED;
     return r->problem[0] ? 1 : 0;
 }

@@ -28,7 +28,7 @@
 
 /* Append a record. `db`/`obj_id`/`obj` name the object written (db < 0 and
  * obj NULL when none); `ref` is an extra id (a webhook id, an agent) or NULL.
- * Returns 0 or an LMDB code. */
+ * Returns 0 or another store_rc_t. */
 int trail_append(store_txn_t *t, const char *case_id, const char *kind, const char *actor, int db,
                  const char *obj_id, const void *obj, size_t objlen, const char *ref);
 
@@ -39,8 +39,8 @@ int trail_append_stored(store_txn_t *t, const char *case_id, const char *kind, c
 /* Visit the trail records of one case, oldest first, through the per-case
  * index (trail_last, trail_prev): as many reads as the case has records, not
  * a walk of the whole trail. fn gets each packed record; it returns 0 to go
- * on, else that code stops the walk. 0, MDB_CORRUPTED (a broken chain), or an
- * LMDB code. */
+ * on, else that code stops the walk. 0, STORE_CORRUPTED (a broken chain), or
+ * another store_rc_t. */
 int trail_each_of_case(store_txn_t *t, const char *case_id,
                        int (*fn)(void *ud, const void *rec, size_t len), void *ud);
 
@@ -55,7 +55,7 @@ typedef struct {
 } trail_report_t;
 
 /* Verify the whole store (read transaction). 0 when intact; 1 with
- * r->problem naming the first broken record or object; an LMDB code on a read failure. */
+ * r->problem naming the first broken record or object; a store_rc_t on a read failure. */
 int trail_verify(store_t *st, trail_report_t *r);
 
 #endif

@@ -3,7 +3,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <lmdb.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -357,8 +356,7 @@ static int run_ops(store_txn_t *txn, void *ud)
  * records: setting the op aside would not help the others. */
 static int turn_wide(int rc)
 {
-    return rc == MDB_MAP_FULL || rc == ENOSPC || rc == EIO || rc == MDB_TXN_FULL ||
-           rc == MDB_BAD_TXN || rc == ENOMEM;
+    return rc == STORE_FULL || rc == STORE_MAPFULL || rc == STORE_IO;
 }
 
 /* Write one run's transaction and commit it (not synced): in the writer thread,
@@ -376,7 +374,7 @@ static void write_run(turn_t *t, run_t *r)
         op_t *bad = &r->ops[r->failed];
         bad->rc = r->failed_rc;
         log_warn("turn: one operation failed (%s) and was set aside; writing the other %zu again",
-                 mdb_strerror(r->failed_rc), r->n - 1);
+                 store_strerror((store_rc_t)r->failed_rc), r->n - 1);
     }
     clock_gettime(CLOCK_MONOTONIC, &t1);
     r->rc = rc;

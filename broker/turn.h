@@ -60,7 +60,7 @@ typedef struct turn turn_t;
 
 /* Runs inside the turn's write transaction; collects what must happen after
  * the commit into fx (never cleared here: shared by the turn's ops). Returns 0
- * or the LMDB code a store_* call gave. */
+ * or the store_rc_t a store_* call gave. */
 typedef int (*turn_fn)(store_txn_t *t, assign_effects_t *fx, void *ud);
 
 /* After the commit: rc STORE_OK when fn's writes are on disk; else why they

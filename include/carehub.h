@@ -92,7 +92,8 @@ typedef struct {
 } carehub_opts_t;
 
 /* Read a key file (CONFIG.md: 40 Z85 chars on the first line) into out[41].
- * For a public key (the broker's); on failure errno says why (EINVAL: not a key). */
+ * For a public key (the broker's); on failure errno says why (EINVAL: not a
+ * key, or not a regular file; EFBIG: over 4 KiB, which no key file is). */
 CAREHUB_API int carehub_read_key(const char *path, char out[41]);
 
 /* Read a secret key file as carehub_read_key() does, but only the file itself,

@@ -38,6 +38,7 @@
 #include "carehub_int.h"
 #include "carehub_wire.h"
 #include "frame.h"
+#include "keyfile.h"
 #include "spool.h"
 #include "util.h"
 
@@ -140,30 +141,25 @@ void carehub__copy_str(const msgpack_object *o, char *out, size_t size)
     frame_text_clean(out);
 }
 
-static int valid_z85_key(const char *k)
-{
-    uint8_t bin[32];
-    return k && strlen(k) == 40 && zmq_z85_decode(bin, k) != NULL;
-}
+/* A key file is one line; anything this long is not one. */
+#define CAREHUB_KEY_FILE_MAX 4096
 
-/* The key on the first line of f (closed here) into out[41]. */
-static int key_from_stream(FILE *f, char out[41])
+/* The key file at path (a secret one: not a link, the owner's only) into out[41]. */
+static int read_key(const char *path, int secret, char out[41])
 {
-    char line[256];
-    char *got = fgets(line, sizeof line, f);
-    fclose(f);
-    if (!got) {
-        sodium_memzero(line, sizeof line);
+    if (!path || !out) {
         errno = EINVAL;
         return CAREHUB_EINVAL;
     }
-    size_t n = strlen(line);
-    while (n && (line[n - 1] == '\n' || line[n - 1] == '\r' || line[n - 1] == ' ' || line[n - 1] == '\t'))
-        line[--n] = '\0';
-    int ok = valid_z85_key(line);
-    if (ok)
-        memcpy(out, line, 41);
-    sodium_memzero(line, sizeof line);
+    char *buf;
+    size_t len;
+    int e = keyfile_read(path, secret, CAREHUB_KEY_FILE_MAX, &buf, &len);
+    if (e) {
+        errno = e;
+        return CAREHUB_EINVAL;
+    }
+    int ok = keyfile_z85_line(buf, out);
+    keyfile_free(buf, len);
     if (!ok) {
         errno = EINVAL;
         return CAREHUB_EINVAL;
@@ -173,44 +169,12 @@ static int key_from_stream(FILE *f, char out[41])
 
 int carehub_read_key(const char *path, char out[41])
 {
-    if (!path || !out) {
-        errno = EINVAL;
-        return CAREHUB_EINVAL;
-    }
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return CAREHUB_EINVAL; /* errno says why */
-    return key_from_stream(f, out);
+    return read_key(path, 0, out);
 }
 
 int carehub_read_secret_key(const char *path, char out[41])
 {
-    if (!path || !out) {
-        errno = EINVAL;
-        return CAREHUB_EINVAL;
-    }
-    /* O_NOFOLLOW: a symbolic link fails with ELOOP; O_NONBLOCK: a FIFO does not hang */
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
-    if (fd < 0)
-        return CAREHUB_EINVAL; /* errno says why */
-    struct stat st;
-    int e = 0;
-    if (fstat(fd, &st) < 0)
-        e = errno;
-    else if (!S_ISREG(st.st_mode))
-        e = S_ISDIR(st.st_mode) ? EISDIR : EINVAL;
-    else if (st.st_mode & 077)
-        e = EPERM; /* group or others may read or write it */
-    FILE *f = e ? NULL : fdopen(fd, "r");
-    if (!f) {
-        if (!e)
-            e = errno;
-        close(fd);
-        errno = e;
-        return CAREHUB_EINVAL;
-    }
-    setvbuf(f, NULL, _IONBF, 0); /* no copy of the key left in a stdio buffer */
-    return key_from_stream(f, out);
+    return read_key(path, 1, out);
 }
 
 /* ---- life cycle ---------------------------------------------------------------------- */
@@ -240,8 +204,8 @@ carehub_t *carehub_new(const carehub_opts_t *o, const carehub_callbacks_t *cb, i
         goto fail;
     }
     if (o->secret_key || o->public_key || o->server_key) {
-        if (!valid_z85_key(o->secret_key) || !valid_z85_key(o->server_key) ||
-            (o->public_key && !valid_z85_key(o->public_key))) {
+        if (!keyfile_z85_valid(o->secret_key) || !keyfile_z85_valid(o->server_key) ||
+            (o->public_key && !keyfile_z85_valid(o->public_key))) {
             util_fmt(e, sizeof e, "CURVE needs the agent's secret key and the broker's public key "
                      "(40 Z85 characters each)");
             goto fail;

@@ -16,6 +16,8 @@
 #include <zmq.h>
 
 #include "csv.h"
+#include "hmap.h"
+#include "keyfile.h"
 #include "util.h"
 
 static char prog_name[64] = "carehub";
@@ -117,18 +119,6 @@ int cli_common_opt(cli_common_t *c, int opt, const char *arg)
     }
 }
 
-static int is_z85_key(const char *s)
-{
-    static const char z85[] = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-                              ".-:+=^!/*?&<>()[]{}@%$#";
-    if (strlen(s) != 40)
-        return 0;
-    for (const char *p = s; *p; p++)
-        if (!strchr(z85, *p))
-            return 0;
-    return 1;
-}
-
 int cli_read_secret_key(const char *path, char out[41], char *why, size_t whylen)
 {
     errno = 0;
@@ -136,25 +126,11 @@ int cli_read_secret_key(const char *path, char out[41], char *why, size_t whylen
         return 0;
     int e = errno;
     struct stat st;
-    if (e == ELOOP && lstat(path, &st) == 0 && S_ISLNK(st.st_mode)) {
-        util_fmt(why, whylen, "a symbolic link; a secret key is read only from the file itself: "
-                 "give its path, not a link to it");
-        return CLI_EX_NOINPUT;
-    }
-    if (e == EPERM && stat(path, &st) == 0) {
-        util_fmt(why, whylen, "mode %04o: group or others may read it, and it holds a secret; "
-                 "make it the owner's only: chmod 600 %s", (unsigned)(st.st_mode & 07777), path);
-        return CLI_EX_NOINPUT;
-    }
-    if (e == EINVAL && stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
-        util_fmt(why, whylen, "not a regular file");
-        return CLI_EX_NOINPUT;
-    }
-    if (e == EINVAL || e == 0) {
-        util_fmt(why, whylen, "the first line is not 40 Z85 characters");
+    if (e == EINVAL && stat(path, &st) == 0 && S_ISREG(st.st_mode)) {
+        util_fmt(why, whylen, "holds no key: its first line is not 40 Z85 characters");
         return CLI_EX_USAGE;
     }
-    util_fmt(why, whylen, "%s", strerror(e));
+    keyfile_why(e, path, 4096, why, whylen);
     return CLI_EX_NOINPUT;
 }
 
@@ -182,7 +158,7 @@ static int load_keys(cli_common_t *c)
     char why[4400];
     int rc = cli_read_secret_key(c->key_file, c->secret, why, sizeof why);
     if (rc != 0) {
-        cli_err("--key-file %s: %s", c->key_file, why);
+        cli_err("--key-file %s %s", c->key_file, why);
         return rc;
     }
     if (zmq_curve_public(c->public_key, c->secret) != 0) {
@@ -190,7 +166,7 @@ static int load_keys(cli_common_t *c)
         return CLI_EX_USAGE;
     }
     /* A key is 40 Z85 characters, and '@' is one of them: a valid key is a key. */
-    if (is_z85_key(c->server_key)) {
+    if (keyfile_z85_valid(c->server_key)) {
         memcpy(c->server, c->server_key, 41);
     } else {
         const char *path = c->server_key[0] == '@' ? c->server_key + 1 : c->server_key;
@@ -627,21 +603,27 @@ void cli_format_time(int64_t ms, char *buf, size_t len)
         util_fmt(buf, len, "%lld ms", (long long)ms);
 }
 
-/* ---- string map: open addressing, FNV-1a, grown at half full ---------------------- */
+/* ---- string map: keys and values in one array, found through an hmap ---------- */
 
 struct cli_map {
-    char **keys;     /* NULL = empty slot */
-    long *vals;
-    size_t cap;      /* a power of two */
-    size_t n;
+    hmap_t index;    /* key -> position in ents + 1 */
+    struct {
+        char *key;
+        long val;
+    } *ents;
+    size_t n, cap;
 };
+
+static int map_eq(void *ctx, uintptr_t val, const void *key, size_t len)
+{
+    const char *k = ((const cli_map_t *)ctx)->ents[val - 1].key;
+    return strlen(k) == len && memcmp(k, key, len) == 0;
+}
 
 cli_map_t *cli_map_new(void)
 {
     cli_map_t *m = xcalloc(1, sizeof *m);
-    m->cap = 64;
-    m->keys = xcalloc(m->cap, sizeof *m->keys);
-    m->vals = xcalloc(m->cap, sizeof *m->vals);
+    hmap_init(&m->index, map_eq, m);
     return m;
 }
 
@@ -650,72 +632,40 @@ void cli_map_destroy(cli_map_t **mp)
     if (!mp || !*mp)
         return;
     cli_map_t *m = *mp;
-    for (size_t i = 0; i < m->cap; i++)
-        free(m->keys[i]);
-    free(m->keys);
-    free(m->vals);
+    for (size_t i = 0; i < m->n; i++)
+        free(m->ents[i].key);
+    free(m->ents);
+    hmap_free(&m->index);
     free(m);
     *mp = NULL;
 }
 
-static uint64_t fnv1a(const char *s)
-{
-    uint64_t h = 1469598103934665603ull;
-    for (; *s; s++) {
-        h ^= (unsigned char)*s;
-        h *= 1099511628211ull;
-    }
-    return h;
-}
-
-static size_t map_slot(const cli_map_t *m, const char *key)
-{
-    size_t i = (size_t)fnv1a(key) & (m->cap - 1);
-    while (m->keys[i] && strcmp(m->keys[i], key) != 0)
-        i = (i + 1) & (m->cap - 1);
-    return i;
-}
-
-static void map_grow(cli_map_t *m)
-{
-    cli_map_t bigger = {NULL, NULL, m->cap * 2, 0};
-    bigger.keys = xcalloc(bigger.cap, sizeof *bigger.keys);
-    bigger.vals = xcalloc(bigger.cap, sizeof *bigger.vals);
-    for (size_t i = 0; i < m->cap; i++) {
-        if (!m->keys[i])
-            continue;
-        size_t j = map_slot(&bigger, m->keys[i]);
-        bigger.keys[j] = m->keys[i];
-        bigger.vals[j] = m->vals[i];
-        bigger.n++;
-    }
-    free(m->keys);
-    free(m->vals);
-    *m = bigger;
-}
-
 int cli_map_put(cli_map_t *m, const char *key, long value)
 {
-    if ((m->n + 1) * 2 > m->cap)
-        map_grow(m);
-    size_t i = map_slot(m, key);
-    if (m->keys[i]) {
-        m->vals[i] = value;
+    size_t len = strlen(key);
+    uintptr_t at = hmap_get(&m->index, key, len);
+    if (at) {
+        m->ents[at - 1].val = value;
         return 0;
     }
-    m->keys[i] = xstrdup(key);
-    m->vals[i] = value;
+    if (m->n == m->cap) {
+        m->cap = m->cap ? m->cap * 2 : 64;
+        m->ents = xrealloc(m->ents, m->cap * sizeof *m->ents);
+    }
+    m->ents[m->n].key = xstrdup(key);
+    m->ents[m->n].val = value;
     m->n++;
+    hmap_put(&m->index, key, len, (uintptr_t)m->n);
     return 1;
 }
 
 int cli_map_get(const cli_map_t *m, const char *key, long *value)
 {
-    size_t i = map_slot(m, key);
-    if (!m->keys[i])
+    uintptr_t at = hmap_get(&m->index, key, strlen(key));
+    if (!at)
         return 0;
     if (value)
-        *value = m->vals[i];
+        *value = m->ents[at - 1].val;
     return 1;
 }
 

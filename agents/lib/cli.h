@@ -119,9 +119,9 @@ int cli_default_spool(const char *agent, char *buf, size_t len);
 
 /* Read this agent's secret key file into out[41] (carehub_read_secret_key: the
  * file itself, not a link; mode 0600 or tighter). 0, or an exit code with the
- * reason in why: CLI_EX_USAGE (not a key), CLI_EX_NOINPUT (cannot or may not be
- * read: missing, a symbolic link, group or others may read it — the reason
- * gives the chmod). */
+ * reason in why, a predicate that follows the file's name (keyfile_why):
+ * CLI_EX_USAGE (not a key), CLI_EX_NOINPUT (cannot or may not be read: missing,
+ * a symbolic link, group or others may read it — the reason gives the chmod). */
 int cli_read_secret_key(const char *path, char out[41], char *why, size_t whylen);
 
 /* Open a file the agent appends children's data to (refused lines, outcomes):

@@ -536,8 +536,7 @@ int feed_run(const feed_opts_t *o, const char *type, char **paths, int npaths)
     if (o->key_file) {
         char why[4400];
         if ((code = cli_read_secret_key(o->key_file, secret, why, sizeof why)) != 0) {
-            fprintf(stderr, "%s: cannot read the agent's secret key from %s: %s\n", o->prog,
-                    o->key_file, why);
+            fprintf(stderr, "%s: the agent's secret key file %s %s\n", o->prog, o->key_file, why);
             goto done;
         }
         if ((code = read_server_key(o, server)) != 0)

@@ -17,6 +17,8 @@
 #include <unistd.h>
 
 #include "assign.h"
+#include "assign_int.h"
+#include "frame.h"
 #include "config.h"
 #include "log.h"
 
@@ -172,12 +174,90 @@ static void test_legacy_deadlines_rewritten(void **state)
     assert_int_equal(system(cmd), 0);
 }
 
+/* Severity is a name in the assignment record, as in the case and event
+ * records; a number (stores written before 2026-12) is still read. */
+typedef struct {
+    int got_new, got_old;
+    char stored[16];
+} sev_t;
+
+static int sev_txn(store_txn_t *t, void *ud)
+{
+    sev_t *c = ud;
+    as_t a;
+    memset(&a, 0, sizeof a);
+    snprintf(a.id, sizeof a.id, "as-000000000001");
+    snprintf(a.case_id, sizeof a.case_id, "case-0000000001");
+    snprintf(a.agency, sizeof a.agency, "police");
+    snprintf(a.type, sizeof a.type, "absence");
+    a.state = AS_OPEN;
+    a.severity = 3;
+    int rc = assign_rec_put(t, &a);
+    if (rc)
+        return rc;
+    const void *v;
+    size_t vl;
+    if ((rc = store_get(t, STORE_DB_ASSIGNMENTS, a.id, strlen(a.id), &v, &vl)))
+        return rc;
+    /* what is stored, and the same record with the number an older broker wrote */
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    assert_int_equal(msgpack_unpack_next(&u, v, vl, NULL), MSGPACK_UNPACK_SUCCESS);
+    const char *s;
+    size_t sl;
+    assert_true(frame_str(frame_map_get(&u.data, "severity"), &s, &sl));
+    snprintf(c->stored, sizeof c->stored, "%.*s", (int)sl, s);
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, u.data.via.map.size);
+    for (uint32_t i = 0; i < u.data.via.map.size; i++) {
+        const msgpack_object_kv *kv = &u.data.via.map.ptr[i];
+        msgpack_pack_object(&pk, kv->key);
+        if (kv->key.type == MSGPACK_OBJECT_STR && kv->key.via.str.size == 8 &&
+            memcmp(kv->key.via.str.ptr, "severity", 8) == 0)
+            msgpack_pack_int(&pk, 2);
+        else
+            msgpack_pack_object(&pk, kv->val);
+    }
+    msgpack_unpacked_destroy(&u);
+    as_t back;
+    if ((rc = assign_rec_get(t, a.id, &back)))
+        return rc;
+    c->got_new = back.severity;
+    if ((rc = assign_rec_decode(t, sb.data, sb.size, &back)))
+        return rc;
+    c->got_old = back.severity;
+    msgpack_sbuffer_destroy(&sb);
+    return 0;
+}
+
+static void test_severity_is_a_name_in_the_record(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/carehub-test-assign-XXXXXX", err[256];
+    assert_non_null(mkdtemp(dir));
+    store_t *st = store_open(dir, 1 << 20, 1 << 24, err, sizeof err);
+    assert_non_null(st);
+    sev_t c = {-1, -1, ""};
+    assert_int_equal(store_write(st, sev_txn, &c), STORE_OK);
+    assert_string_equal(c.stored, "critical");
+    assert_int_equal(c.got_new, 3);
+    assert_int_equal(c.got_old, 2);
+    store_close(&st);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_moves_are_the_drawn_ones),
         cmocka_unit_test(test_update_statuses),
         cmocka_unit_test(test_legacy_deadlines_rewritten),
+        cmocka_unit_test(test_severity_is_a_name_in_the_record),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -509,7 +509,7 @@ static void test_api_read_secret_key(void **state)
     assert_int_equal(chmod(path, 0644), 0);
     assert_int_equal(cli_read_secret_key(path, key, why, sizeof why), CLI_EX_NOINPUT);
     char want[4400];
-    util_fmt(want, sizeof want, "mode 0644: group or others may read it, and it holds a secret; "
+    util_fmt(want, sizeof want, "has mode 0644: group or others may read it, and it holds a secret; "
              "make it the owner's only: chmod 600 %s", path);
     assert_string_equal(why, want);
     assert_int_equal(chmod(path, 0600), 0);
@@ -531,14 +531,16 @@ static void test_api_read_secret_key(void **state)
     assert_int_equal(carehub_read_secret_key(link, key), CAREHUB_EINVAL); /* no hang */
     assert_int_equal(errno, EINVAL);
     assert_int_equal(cli_read_secret_key(link, key, why, sizeof why), CLI_EX_NOINPUT);
-    assert_string_equal(why, "not a regular file");
+    assert_string_equal(why, "is not a regular file");
 
     write_file(path, "w", "tooshort\n", 9);
     assert_int_equal(cli_read_secret_key(path, key, why, sizeof why), CLI_EX_USAGE);
-    assert_string_equal(why, "the first line is not 40 Z85 characters");
+    assert_string_equal(why, "holds no key: its first line is not 40 Z85 characters");
     util_fmt(path, sizeof path, "%s/none.key", dir);
     assert_int_equal(cli_read_secret_key(path, key, why, sizeof why), CLI_EX_NOINPUT);
-    assert_string_equal(why, strerror(ENOENT));
+    char enoent[256];
+    util_fmt(enoent, sizeof enoent, "cannot be read: %s", strerror(ENOENT));
+    assert_string_equal(why, enoent);
     rm_rf(dir);
     free(dir);
 }

@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "carehub_wire.h"
+#include "case.h"
 #include "log.h"
 #include "clock.h"
 #include "proto.h"
@@ -442,8 +443,8 @@ static void stored_field(fx_t *fx, int is_case, const char *id, const char *key,
 {
     char *data = NULL;
     size_t len = 0;
-    store_rc_t rc = is_case ? store_get_case(fx->store, id, &data, &len)
-                            : store_get_event(fx->store, id, &data, &len);
+    store_rc_t rc = is_case ? case_get(fx->store, id, &data, &len)
+                            : case_get_event(fx->store, id, &data, &len);
     assert_int_equal(rc, STORE_OK);
     msgpack_unpacked u;
     msgpack_unpacked_init(&u);
@@ -1222,7 +1223,7 @@ static void test_event_ack_after_commit(void **state)
     /* nothing in the store yet either */
     char *data = NULL;
     size_t len = 0;
-    assert_int_equal(store_get_event(fx->store, "ev-000000000001", &data, &len), STORE_NOTFOUND);
+    assert_int_equal(case_get_event(fx->store, "ev-000000000001", &data, &len), STORE_NOTFOUND);
 
     flush(fx);
     assert_int_equal(proto_pending(fx->p), 0);
@@ -1522,7 +1523,7 @@ static void test_event_store_full(void **state)
     char id[STORE_ID_MAX], *data = NULL;
     size_t len = 0;
     snprintf(id, sizeof id, "ev-%012d", acked + 1);
-    assert_int_equal(store_get_event(fx->store, id, &data, &len), STORE_NOTFOUND);
+    assert_int_equal(case_get_event(fx->store, id, &data, &len), STORE_NOTFOUND);
     /* small messages still get through the envelope while full */
     msg(fx, s, "{'v': 1, 'op': 'ping', 'id': 'p-1'}");
     assert_string_equal(rstr(only_reply(fx), "op"), "pong");

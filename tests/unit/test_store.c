@@ -3,8 +3,8 @@
  * joining, persistence, map growth and a map that cannot grow.
  *
  * Each test opens a fresh LMDB environment under a mkdtemp() directory and
- * removes it afterwards. Records are read back with store_get_event() /
- * store_get_case() and decoded with msgpack-c, as the broker's readers will.
+ * removes it afterwards. Records are read back with case_get_event() /
+ * case_get() and decoded with msgpack-c, as the broker's readers will.
  */
 #include <sys/wait.h>
 #include <time.h>
@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "case.h"
 #include "store.h"
 
 /* ---- fixture ------------------------------------------------------------------ */
@@ -130,11 +131,11 @@ static body_t make_body(const char *child, int n, size_t pad)
     return b;
 }
 
-/* Fill one item. Strings must outlive the store_put_events() call. */
-static store_event_t ev(const char *agent, const char *ref, const char *type, const char *child,
+/* Fill one item. Strings must outlive the case_put_events() call. */
+static case_event_t ev(const char *agent, const char *ref, const char *type, const char *child,
                         int severity, const body_t *b)
 {
-    store_event_t e;
+    case_event_t e;
     memset(&e, 0, sizeof e);
     e.agent = agent;
     e.ref = ref;
@@ -145,7 +146,7 @@ static store_event_t ev(const char *agent, const char *ref, const char *type, co
     e.severity = severity;
     e.body = b->data;
     e.body_len = b->len;
-    e.status = STORE_ITEM_PENDING;
+    e.status = CASE_ITEM_PENDING;
     return e;
 }
 
@@ -169,8 +170,8 @@ typedef struct {
 
 static void rec_get(store_t *st, int is_case, const char *id, rec_t *r)
 {
-    store_rc_t rc = is_case ? store_get_case(st, id, &r->raw, &r->len)
-                            : store_get_event(st, id, &r->raw, &r->len);
+    store_rc_t rc = is_case ? case_get(st, id, &r->raw, &r->len)
+                            : case_get_event(st, id, &r->raw, &r->len);
     if (rc != STORE_OK)
         fail_msg("reading %s: %s", id, store_strerror(rc));
     size_t off = 0;
@@ -237,7 +238,7 @@ static uint64_t data_file_size(const fx_t *fx)
     return (uint64_t)sb.st_size;
 }
 
-static store_rc_t put1(store_t *st, store_event_t *e) { return store_put_events(st, e, 1, NULL, NULL); }
+static store_rc_t put1(store_t *st, case_event_t *e) { return case_put_events(st, e, 1, NULL, NULL); }
 
 /* ---- tests ---------------------------------------------------------------------- */
 
@@ -246,14 +247,14 @@ static void test_put_batch_ids(void **state)
     fx_t *fx = *state;
     fx->st = open_store(fx, 1 << 20, 1 << 24);
     body_t b = make_body("c-1", 1, 0);
-    store_event_t e[3] = {
+    case_event_t e[3] = {
         ev("school-1", "m-1", "absence", NULL, 1, &b),
         ev("school-1", "m-2", "absence", NULL, 1, &b),
         ev("school-2", "m-1", "absence", NULL, 1, &b),
     };
-    assert_int_equal(store_put_events(fx->st, e, 3, NULL, NULL), STORE_OK);
+    assert_int_equal(case_put_events(fx->st, e, 3, NULL, NULL), STORE_OK);
     for (int i = 0; i < 3; i++) {
-        assert_int_equal(e[i].status, STORE_ITEM_STORED);
+        assert_int_equal(e[i].status, CASE_ITEM_STORED);
         assert_true(strlen(e[i].event_id) > 0 && strlen(e[i].event_id) < STORE_ID_MAX);
         assert_true(strlen(e[i].case_id) > 0 && strlen(e[i].case_id) < STORE_ID_MAX);
         /* ids are unique and in arrival order, without gaps */
@@ -273,9 +274,9 @@ static void test_empty_batch(void **state)
 {
     fx_t *fx = *state;
     fx->st = open_store(fx, 1 << 20, 1 << 24);
-    assert_int_equal(store_put_events(fx->st, NULL, 0, NULL, NULL), STORE_OK);
+    assert_int_equal(case_put_events(fx->st, NULL, 0, NULL, NULL), STORE_OK);
     body_t b = make_body("c", 1, 0);
-    store_event_t e = ev("a", "r", "absence", NULL, 1, &b);
+    case_event_t e = ev("a", "r", "absence", NULL, 1, &b);
     assert_int_equal(put1(fx->st, &e), STORE_OK);
     assert_int_equal(id_num(e.event_id), 1);
     free(b.data);
@@ -286,14 +287,14 @@ static void test_duplicate(void **state)
     fx_t *fx = *state;
     fx->st = open_store(fx, 1 << 20, 1 << 24);
     body_t b = make_body("c-1", 1, 0), b2 = make_body("c-other", 2, 10);
-    store_event_t first = ev("school-1", "m-1", "absence", "c-1", 1, &b);
+    case_event_t first = ev("school-1", "m-1", "absence", "c-1", 1, &b);
     assert_int_equal(put1(fx->st, &first), STORE_OK);
-    assert_int_equal(first.status, STORE_ITEM_STORED);
+    assert_int_equal(first.status, CASE_ITEM_STORED);
 
     /* the same (agent, ref), even with other content: the first answer */
-    store_event_t again = ev("school-1", "m-1", "mandatory_report", "c-other", 3, &b2);
+    case_event_t again = ev("school-1", "m-1", "mandatory_report", "c-other", 3, &b2);
     assert_int_equal(put1(fx->st, &again), STORE_OK);
-    assert_int_equal(again.status, STORE_ITEM_DUPLICATE);
+    assert_int_equal(again.status, CASE_ITEM_DUPLICATE);
     assert_string_equal(again.event_id, first.event_id);
     assert_string_equal(again.case_id, first.case_id);
     /* nothing changed: the case still has one event, the event its first body */
@@ -304,20 +305,20 @@ static void test_duplicate(void **state)
     rec_free(&r);
 
     /* the same ref from another agent is another event */
-    store_event_t other = ev("school-2", "m-1", "absence", "c-9", 1, &b);
+    case_event_t other = ev("school-2", "m-1", "absence", "c-9", 1, &b);
     assert_int_equal(put1(fx->st, &other), STORE_OK);
-    assert_int_equal(other.status, STORE_ITEM_STORED);
+    assert_int_equal(other.status, CASE_ITEM_STORED);
     assert_string_not_equal(other.event_id, first.event_id);
     /* the duplicate consumed no id */
     assert_int_equal(id_num(other.event_id), id_num(first.event_id) + 1);
 
     /* agent/ref splitting is exact: ("ab","c") is not ("a","bc") */
-    store_event_t s1 = ev("ab", "c", "absence", NULL, 1, &b);
-    store_event_t s2 = ev("a", "bc", "absence", NULL, 1, &b);
+    case_event_t s1 = ev("ab", "c", "absence", NULL, 1, &b);
+    case_event_t s2 = ev("a", "bc", "absence", NULL, 1, &b);
     assert_int_equal(put1(fx->st, &s1), STORE_OK);
     assert_int_equal(put1(fx->st, &s2), STORE_OK);
-    assert_int_equal(s1.status, STORE_ITEM_STORED);
-    assert_int_equal(s2.status, STORE_ITEM_STORED);
+    assert_int_equal(s1.status, CASE_ITEM_STORED);
+    assert_int_equal(s2.status, CASE_ITEM_STORED);
     free(b.data);
     free(b2.data);
 }
@@ -327,17 +328,17 @@ static void test_duplicate_within_batch(void **state)
     fx_t *fx = *state;
     fx->st = open_store(fx, 1 << 20, 1 << 24);
     body_t b = make_body("c-1", 1, 0);
-    store_event_t e[4] = {
+    case_event_t e[4] = {
         ev("school-1", "m-1", "absence", "c-1", 1, &b),
         ev("school-1", "m-1", "absence", "c-1", 1, &b), /* retry in the same batch */
         ev("school-1", "m-2", "absence", "c-1", 1, &b),
         ev("school-1", "m-1", "absence", "c-1", 3, &b), /* and again */
     };
-    assert_int_equal(store_put_events(fx->st, e, 4, NULL, NULL), STORE_OK);
-    assert_int_equal(e[0].status, STORE_ITEM_STORED);
-    assert_int_equal(e[1].status, STORE_ITEM_DUPLICATE);
-    assert_int_equal(e[2].status, STORE_ITEM_STORED);
-    assert_int_equal(e[3].status, STORE_ITEM_DUPLICATE);
+    assert_int_equal(case_put_events(fx->st, e, 4, NULL, NULL), STORE_OK);
+    assert_int_equal(e[0].status, CASE_ITEM_STORED);
+    assert_int_equal(e[1].status, CASE_ITEM_DUPLICATE);
+    assert_int_equal(e[2].status, CASE_ITEM_STORED);
+    assert_int_equal(e[3].status, CASE_ITEM_DUPLICATE);
     assert_string_equal(e[1].event_id, e[0].event_id);
     assert_string_equal(e[1].case_id, e[0].case_id);
     assert_string_equal(e[3].event_id, e[0].event_id);
@@ -364,7 +365,7 @@ static int idem_probe(store_txn_t *t, void *ud)
     size_t vl;
     int rc = store_get(t, STORE_DB_IDEM, key, kl, &v, &vl);
     p->found = rc == 0;
-    return rc == MDB_NOTFOUND ? 0 : rc;
+    return rc == STORE_NOTFOUND ? 0 : rc;
 }
 
 static int idem_on_disk(store_t *st, const char *agent, const char *ref)
@@ -381,43 +382,43 @@ static void test_duplicate_in_memory_then_on_disk(void **state)
     fx_t *fx = *state;
     fx->st = open_store(fx, 1 << 20, 1 << 24);
     body_t b = make_body("c-1", 1, 0);
-    store_event_t first = ev("school-1", "m-1", "absence", "c-1", 1, &b);
+    case_event_t first = ev("school-1", "m-1", "absence", "c-1", 1, &b);
     assert_int_equal(put1(fx->st, &first), STORE_OK);
-    assert_int_equal(first.status, STORE_ITEM_STORED);
+    assert_int_equal(first.status, CASE_ITEM_STORED);
     /* the precondition: not written yet (else the next put tests the disk path) */
     assert_int_equal(idem_on_disk(fx->st, "school-1", "m-1"), 0);
-    store_event_t again = ev("school-1", "m-1", "absence", "c-1", 1, &b);
+    case_event_t again = ev("school-1", "m-1", "absence", "c-1", 1, &b);
     assert_int_equal(put1(fx->st, &again), STORE_OK);
-    assert_int_equal(again.status, STORE_ITEM_DUPLICATE);
+    assert_int_equal(again.status, CASE_ITEM_DUPLICATE);
     assert_string_equal(again.event_id, first.event_id);
     assert_string_equal(again.case_id, first.case_id);
 
     assert_int_equal(store_flush_index(fx->st), STORE_OK);
     assert_int_equal(idem_on_disk(fx->st, "school-1", "m-1"), 1);
-    store_event_t third = ev("school-1", "m-1", "absence", "c-1", 1, &b);
+    case_event_t third = ev("school-1", "m-1", "absence", "c-1", 1, &b);
     assert_int_equal(put1(fx->st, &third), STORE_OK);
-    assert_int_equal(third.status, STORE_ITEM_DUPLICATE);
+    assert_int_equal(third.status, CASE_ITEM_DUPLICATE);
     assert_string_equal(third.event_id, first.event_id);
     assert_string_equal(third.case_id, first.case_id);
     /* many at once: the in-memory table grows (past its first 2048 slots) and
      * still finds every one */
     enum { MANY = 3000 };
-    static store_event_t es[MANY];
+    static case_event_t es[MANY];
     static char refs[MANY][16];
     for (int i = 0; i < MANY; i++) {
         snprintf(refs[i], sizeof refs[i], "n-%d", i);
         es[i] = ev("school-2", refs[i], "absence", "c-2", 1, &b);
     }
-    assert_int_equal(store_put_events(fx->st, es, MANY, NULL, NULL), STORE_OK);
+    assert_int_equal(case_put_events(fx->st, es, MANY, NULL, NULL), STORE_OK);
     for (int i = 0; i < MANY; i++)
-        assert_int_equal(es[i].status, STORE_ITEM_STORED);
+        assert_int_equal(es[i].status, CASE_ITEM_STORED);
     char want[STORE_ID_MAX];
     memcpy(want, es[MANY / 2].event_id, sizeof want);
     for (int i = 0; i < MANY; i++)
         es[i] = ev("school-2", refs[i], "absence", "c-2", 1, &b);
-    assert_int_equal(store_put_events(fx->st, es, MANY, NULL, NULL), STORE_OK);
+    assert_int_equal(case_put_events(fx->st, es, MANY, NULL, NULL), STORE_OK);
     for (int i = 0; i < MANY; i++)
-        assert_int_equal(es[i].status, STORE_ITEM_DUPLICATE);
+        assert_int_equal(es[i].status, CASE_ITEM_DUPLICATE);
     assert_string_equal(es[MANY / 2].event_id, want);
     free(b.data);
 }
@@ -426,10 +427,10 @@ static void test_duplicate_in_memory_then_on_disk(void **state)
  * so its ref is not a duplicate afterwards (the waiting entry went with it). */
 static int put_then_fail(store_txn_t *t, void *ud)
 {
-    store_event_t *e = ud;
-    int rc = store_txn_put_events(t, e, 1, NULL, NULL);
+    case_event_t *e = ud;
+    int rc = case_txn_put_events(t, e, 1, NULL, NULL);
     assert_int_equal(rc, 0);
-    assert_int_equal(e->status, STORE_ITEM_STORED); /* the precondition */
+    assert_int_equal(e->status, CASE_ITEM_STORED); /* the precondition */
     return EIO;
 }
 
@@ -438,11 +439,11 @@ static void test_aborted_event_is_no_duplicate(void **state)
     fx_t *fx = *state;
     fx->st = open_store(fx, 1 << 20, 1 << 24);
     body_t b = make_body("c-1", 1, 0);
-    store_event_t lost = ev("school-1", "m-9", "absence", "c-1", 1, &b);
+    case_event_t lost = ev("school-1", "m-9", "absence", "c-1", 1, &b);
     assert_int_not_equal(store_write(fx->st, put_then_fail, &lost), STORE_OK);
-    store_event_t e = ev("school-1", "m-9", "absence", "c-1", 1, &b);
+    case_event_t e = ev("school-1", "m-9", "absence", "c-1", 1, &b);
     assert_int_equal(put1(fx->st, &e), STORE_OK);
-    assert_int_equal(e.status, STORE_ITEM_STORED);
+    assert_int_equal(e.status, CASE_ITEM_STORED);
     free(b.data);
 }
 
@@ -452,7 +453,7 @@ static void test_aborted_event_is_no_duplicate(void **state)
  * transaction, so that its entries certainly wait (a sweep runs only at the
  * start of one). */
 typedef struct {
-    store_event_t *e;
+    case_event_t *e;
     int listed_before; /* the case's events the transaction saw before the purge */
 } purge_run_t;
 
@@ -466,7 +467,7 @@ static int count_visit(void *ud, const void *k, size_t kl, const void *v, size_t
 static int put_then_purge(store_txn_t *t, void *ud)
 {
     purge_run_t *p = ud;
-    int rc = store_txn_put_events(t, p->e, 1, NULL, NULL);
+    int rc = case_txn_put_events(t, p->e, 1, NULL, NULL);
     if (rc || (rc = store_each_case_event(t, p->e->case_id, count_visit, &p->listed_before)))
         return rc;
     char key[160];
@@ -492,26 +493,26 @@ static void test_purge_drops_waiting_entries(void **state)
     fx_t *fx = *state;
     fx->st = open_store(fx, 1 << 20, 1 << 24);
     body_t b = make_body("c-1", 1, 0);
-    store_event_t e = ev("school-1", "p-1", "absence", "c-p", 1, &b);
+    case_event_t e = ev("school-1", "p-1", "absence", "c-p", 1, &b);
     purge_run_t p = {&e, 0};
     assert_int_equal(store_write(fx->st, put_then_purge, &p), STORE_OK);
-    assert_int_equal(e.status, STORE_ITEM_STORED);
+    assert_int_equal(e.status, CASE_ITEM_STORED);
     assert_int_equal(p.listed_before, 1); /* the precondition: it waited, and was listed */
     case_count_t c = {e.case_id, 0};
     assert_int_equal(store_read(fx->st, count_case_events, &c), STORE_OK);
     assert_int_equal(c.n, 0);
-    store_event_t again = ev("school-1", "p-1", "absence", "c-q", 1, &b);
+    case_event_t again = ev("school-1", "p-1", "absence", "c-q", 1, &b);
     assert_int_equal(put1(fx->st, &again), STORE_OK);
-    assert_int_equal(again.status, STORE_ITEM_STORED);
+    assert_int_equal(again.status, CASE_ITEM_STORED);
     assert_string_not_equal(again.event_id, e.event_id);
     assert_int_equal(store_flush_index(fx->st), STORE_OK);
     c.n = 0;
     assert_int_equal(store_read(fx->st, count_case_events, &c), STORE_OK);
     assert_int_equal(c.n, 0); /* nothing written for the purged case */
     /* the ref's one entry on disk is the new event's */
-    store_event_t third = ev("school-1", "p-1", "absence", "c-q", 1, &b);
+    case_event_t third = ev("school-1", "p-1", "absence", "c-q", 1, &b);
     assert_int_equal(put1(fx->st, &third), STORE_OK);
-    assert_int_equal(third.status, STORE_ITEM_DUPLICATE);
+    assert_int_equal(third.status, CASE_ITEM_DUPLICATE);
     assert_string_equal(third.event_id, again.event_id);
     free(b.data);
 }
@@ -521,7 +522,7 @@ static void test_case_joining(void **state)
     fx_t *fx = *state;
     fx->st = open_store(fx, 1 << 20, 1 << 24);
     body_t b = make_body("x", 1, 0);
-    store_event_t e[7] = {
+    case_event_t e[7] = {
         ev("s", "1", "absence", "child-A", 1, &b),
         ev("s", "2", "absence", "child-A", 1, &b),          /* same type, same child: join */
         ev("s", "3", "absence", "child-B", 1, &b),          /* other child: other case */
@@ -530,9 +531,9 @@ static void test_case_joining(void **state)
         ev("s", "6", "absence", NULL, 1, &b),               /* ... each */
         ev("t", "7", "absence", "child-A", 1, &b),          /* another agent, same child: join */
     };
-    assert_int_equal(store_put_events(fx->st, e, 7, NULL, NULL), STORE_OK);
+    assert_int_equal(case_put_events(fx->st, e, 7, NULL, NULL), STORE_OK);
     for (int i = 0; i < 7; i++)
-        assert_int_equal(e[i].status, STORE_ITEM_STORED);
+        assert_int_equal(e[i].status, CASE_ITEM_STORED);
     assert_string_equal(e[1].case_id, e[0].case_id);
     assert_string_equal(e[6].case_id, e[0].case_id);
     assert_string_not_equal(e[2].case_id, e[0].case_id);
@@ -549,15 +550,15 @@ static void test_case_joining(void **state)
     assert_case(fx->st, e[4].case_id, "normal", 1);
 
     /* A type\0child key must not be confused with another split of the same bytes. */
-    store_event_t f[2] = {
+    case_event_t f[2] = {
         ev("s", "8", "ab", "c", 1, &b),
         ev("s", "9", "a", "bc", 1, &b),
     };
-    assert_int_equal(store_put_events(fx->st, f, 2, NULL, NULL), STORE_OK);
+    assert_int_equal(case_put_events(fx->st, f, 2, NULL, NULL), STORE_OK);
     assert_string_not_equal(f[0].case_id, f[1].case_id);
 
     /* Joining also works across batches. */
-    store_event_t later = ev("s", "10", "absence", "child-B", 1, &b);
+    case_event_t later = ev("s", "10", "absence", "child-B", 1, &b);
     assert_int_equal(put1(fx->st, &later), STORE_OK);
     assert_string_equal(later.case_id, e[2].case_id);
     assert_case(fx->st, e[2].case_id, "normal", 2);
@@ -573,7 +574,7 @@ static void test_case_record(void **state)
     static const char *refs[] = {"a", "b", "c", "d"};
     char first_case[STORE_ID_MAX] = "";
     for (int i = 0; i < 4; i++) {
-        store_event_t e = ev("s", refs[i], "absence", "k", sev[i], &b);
+        case_event_t e = ev("s", refs[i], "absence", "k", sev[i], &b);
         e.received = 1000 + i;
         assert_int_equal(put1(fx->st, &e), STORE_OK);
         if (i == 0)
@@ -592,8 +593,8 @@ static void test_case_record(void **state)
     rec_free(&r);
 
     /* Severity rises with a later event. */
-    store_event_t lo = ev("s", "e", "absence", "k2", 0, &b);
-    store_event_t hi = ev("s", "f", "absence", "k2", 2, &b);
+    case_event_t lo = ev("s", "e", "absence", "k2", 0, &b);
+    case_event_t hi = ev("s", "f", "absence", "k2", 2, &b);
     assert_int_equal(put1(fx->st, &lo), STORE_OK);
     assert_case(fx->st, lo.case_id, "low", 1);
     assert_int_equal(put1(fx->st, &hi), STORE_OK);
@@ -601,7 +602,7 @@ static void test_case_record(void **state)
 
     char *raw = NULL;
     size_t len = 0;
-    assert_int_equal(store_get_case(fx->st, "case-9999999999", &raw, &len), STORE_NOTFOUND);
+    assert_int_equal(case_get(fx->st, "case-9999999999", &raw, &len), STORE_NOTFOUND);
     free(b.data);
 }
 
@@ -617,10 +618,10 @@ static void test_get_impossible_id_notfound(void **state)
     char long_id[600];
     memset(long_id, 'a', sizeof long_id - 1);
     long_id[sizeof long_id - 1] = '\0';
-    assert_int_equal(store_get_event(fx->st, "", &raw, &len), STORE_NOTFOUND);
-    assert_int_equal(store_get_case(fx->st, "", &raw, &len), STORE_NOTFOUND);
-    assert_int_equal(store_get_event(fx->st, long_id, &raw, &len), STORE_NOTFOUND);
-    assert_int_equal(store_get_case(fx->st, long_id, &raw, &len), STORE_NOTFOUND);
+    assert_int_equal(case_get_event(fx->st, "", &raw, &len), STORE_NOTFOUND);
+    assert_int_equal(case_get(fx->st, "", &raw, &len), STORE_NOTFOUND);
+    assert_int_equal(case_get_event(fx->st, long_id, &raw, &len), STORE_NOTFOUND);
+    assert_int_equal(case_get(fx->st, long_id, &raw, &len), STORE_NOTFOUND);
 }
 
 static void test_refuse(void **state)
@@ -628,53 +629,53 @@ static void test_refuse(void **state)
     fx_t *fx = *state;
     fx->st = open_store(fx, 1 << 20, 1 << 24);
     body_t b = make_body("c-1", 1, 0);
-    store_event_t first = ev("s", "m-1", "absence", "c-1", 1, &b);
+    case_event_t first = ev("s", "m-1", "absence", "c-1", 1, &b);
     assert_int_equal(put1(fx->st, &first), STORE_OK);
 
     /* refused and new: nothing stored, no id used */
-    store_event_t bad = ev("s", "m-2", "absence", "c-1", 3, &b);
+    case_event_t bad = ev("s", "m-2", "absence", "c-1", 3, &b);
     bad.refuse = 1;
     assert_int_equal(put1(fx->st, &bad), STORE_OK);
-    assert_int_equal(bad.status, STORE_ITEM_REFUSED);
+    assert_int_equal(bad.status, CASE_ITEM_REFUSED);
     assert_case(fx->st, first.case_id, "normal", 1); /* not joined, severity untouched */
 
-    store_event_t next = ev("s", "m-3", "absence", "c-1", 1, &b);
+    case_event_t next = ev("s", "m-3", "absence", "c-1", 1, &b);
     assert_int_equal(put1(fx->st, &next), STORE_OK);
-    assert_int_equal(next.status, STORE_ITEM_STORED);
+    assert_int_equal(next.status, CASE_ITEM_STORED);
     assert_int_equal(id_num(next.event_id), id_num(first.event_id) + 1); /* no gap */
     char *raw = NULL;
     size_t len = 0;
     char skipped[STORE_ID_MAX];
     snprintf(skipped, sizeof skipped, "ev-%012llu", id_num(next.event_id) + 1);
-    assert_int_equal(store_get_event(fx->st, skipped, &raw, &len), STORE_NOTFOUND);
+    assert_int_equal(case_get_event(fx->st, skipped, &raw, &len), STORE_NOTFOUND);
 
     /* the refused ref was not remembered: a valid resend is stored */
-    store_event_t resend = ev("s", "m-2", "absence", "c-1", 1, &b);
+    case_event_t resend = ev("s", "m-2", "absence", "c-1", 1, &b);
     assert_int_equal(put1(fx->st, &resend), STORE_OK);
-    assert_int_equal(resend.status, STORE_ITEM_STORED);
+    assert_int_equal(resend.status, CASE_ITEM_STORED);
     assert_int_equal(id_num(resend.event_id), id_num(next.event_id) + 1);
 
     /* refused but a duplicate: the first answer (the idempotency key wins) */
-    store_event_t retry = ev("s", "m-1", "absence", "c-1", 1, &b);
+    case_event_t retry = ev("s", "m-1", "absence", "c-1", 1, &b);
     retry.refuse = 1;
     assert_int_equal(put1(fx->st, &retry), STORE_OK);
-    assert_int_equal(retry.status, STORE_ITEM_DUPLICATE);
+    assert_int_equal(retry.status, CASE_ITEM_DUPLICATE);
     assert_string_equal(retry.event_id, first.event_id);
     assert_string_equal(retry.case_id, first.case_id);
 
     /* ... also when the first one is in the same batch */
-    store_event_t pair[3] = {
+    case_event_t pair[3] = {
         ev("s", "m-7", "absence", "c-1", 1, &b),
         ev("s", "m-7", "absence", "c-1", 1, &b),
         ev("s", "m-8", "absence", "c-1", 1, &b),
     };
     pair[1].refuse = 1;
     pair[2].refuse = 1;
-    assert_int_equal(store_put_events(fx->st, pair, 3, NULL, NULL), STORE_OK);
-    assert_int_equal(pair[0].status, STORE_ITEM_STORED);
-    assert_int_equal(pair[1].status, STORE_ITEM_DUPLICATE);
+    assert_int_equal(case_put_events(fx->st, pair, 3, NULL, NULL), STORE_OK);
+    assert_int_equal(pair[0].status, CASE_ITEM_STORED);
+    assert_int_equal(pair[1].status, CASE_ITEM_DUPLICATE);
     assert_string_equal(pair[1].event_id, pair[0].event_id);
-    assert_int_equal(pair[2].status, STORE_ITEM_REFUSED);
+    assert_int_equal(pair[2].status, CASE_ITEM_REFUSED);
     assert_case(fx->st, first.case_id, "normal", 4);
     free(b.data);
 }
@@ -684,7 +685,7 @@ static void test_get_event(void **state)
     fx_t *fx = *state;
     fx->st = open_store(fx, 1 << 20, 1 << 24);
     body_t b = make_body("c-42", 7, 300);
-    store_event_t e = ev("school-0042", "msg:1.a_b-c", "absence", "c-42", 2, &b);
+    case_event_t e = ev("school-0042", "msg:1.a_b-c", "absence", "c-42", 2, &b);
     e.at = 1700000000123LL;
     e.received = 1700000000456LL;
     assert_int_equal(put1(fx->st, &e), STORE_OK);
@@ -719,8 +720,8 @@ static void test_get_event(void **state)
 
     char *raw = (char *)0x1;
     size_t len = 99;
-    assert_int_equal(store_get_event(fx->st, "ev-999999999999", &raw, &len), STORE_NOTFOUND);
-    assert_int_equal(store_get_event(fx->st, e.case_id, &raw, &len), STORE_NOTFOUND);
+    assert_int_equal(case_get_event(fx->st, "ev-999999999999", &raw, &len), STORE_NOTFOUND);
+    assert_int_equal(case_get_event(fx->st, e.case_id, &raw, &len), STORE_NOTFOUND);
     free(b.data);
 }
 
@@ -731,7 +732,7 @@ static void test_inputs_copied(void **state)
     fx->st = open_store(fx, 1 << 20, 1 << 24);
     body_t b = make_body("c", 1, 50);
     char agent[16] = "agent-x", ref[16] = "ref-1", type[16] = "absence", child[16] = "kid";
-    store_event_t e = ev(agent, ref, type, child, 1, &b);
+    case_event_t e = ev(agent, ref, type, child, 1, &b);
     assert_int_equal(put1(fx->st, &e), STORE_OK);
     body_t keep = {malloc(b.len), b.len};
     memcpy(keep.data, b.data, b.len);
@@ -744,7 +745,7 @@ static void test_inputs_copied(void **state)
     assert_true(r.len >= keep.len && memcmp(r.raw + r.len - keep.len, keep.data, keep.len) == 0);
     rec_free(&r);
     /* and the join key too */
-    store_event_t f = ev("agent-y", "ref-2", "absence", "kid", 1, &keep);
+    case_event_t f = ev("agent-y", "ref-2", "absence", "kid", 1, &keep);
     assert_int_equal(put1(fx->st, &f), STORE_OK);
     assert_string_equal(f.case_id, e.case_id);
     free(b.data);
@@ -784,8 +785,8 @@ static void test_case_index_rebuilt_after_crash(void **state)
         for (int i = 0; i < 5; i++) {
             char ref[16];
             snprintf(ref, sizeof ref, "k-%d", i);
-            store_event_t e = ev("s", ref, "absence", "child-k", 1, &b);
-            if (put1(st, &e) != STORE_OK || e.status != STORE_ITEM_STORED)
+            case_event_t e = ev("s", ref, "absence", "child-k", 1, &b);
+            if (put1(st, &e) != STORE_OK || e.status != CASE_ITEM_STORED)
                 _exit(2);
         }
         _exit(0); /* no store_close: the index entries were never written */
@@ -802,12 +803,12 @@ static void test_case_index_rebuilt_after_crash(void **state)
         char ref[16], want[STORE_ID_MAX];
         snprintf(ref, sizeof ref, "k-%d", i);
         snprintf(want, sizeof want, "ev-%012d", i + 1);
-        store_event_t r = ev("s", ref, "absence", "child-k", 1, &b);
+        case_event_t r = ev("s", ref, "absence", "child-k", 1, &b);
         assert_int_equal(put1(fx->st, &r), STORE_OK);
-        assert_int_equal(r.status, STORE_ITEM_DUPLICATE);
+        assert_int_equal(r.status, CASE_ITEM_DUPLICATE);
         assert_string_equal(r.event_id, want);
     }
-    store_event_t j = ev("s", "k-5", "absence", "child-k", 1, &b);
+    case_event_t j = ev("s", "k-5", "absence", "child-k", 1, &b);
     assert_int_equal(put1(fx->st, &j), STORE_OK);
     memcpy(case_id, j.case_id, sizeof case_id);
     assert_case(fx->st, case_id, "normal", 6); /* 5 rebuilt + 1 new */
@@ -892,7 +893,7 @@ static void test_case_index_swept_out_of_order_then_crash(void **state)
          * commit takes long enough here for the sweep to keep up, and the index
          * would never be out of order). */
         static char refs[ROUNDS * CHILDREN][32], kids[ROUNDS * CHILDREN][32];
-        static store_event_t es[ROUNDS * CHILDREN];
+        static case_event_t es[ROUNDS * CHILDREN];
         for (int r = 0; r < ROUNDS; r++)
             for (int c = 0; c < CHILDREN; c++) {
                 int i = r * CHILDREN + c;
@@ -900,10 +901,10 @@ static void test_case_index_swept_out_of_order_then_crash(void **state)
                 snprintf(kids[i], sizeof kids[i], "child-%02d", c);
                 es[i] = ev("s", refs[i], "absence", kids[i], 1, &b);
             }
-        if (store_put_events(st, es, ROUNDS * CHILDREN, NULL, NULL) != STORE_OK)
+        if (case_put_events(st, es, ROUNDS * CHILDREN, NULL, NULL) != STORE_OK)
             _exit(2);
         for (int i = 0; i < ROUNDS * CHILDREN; i++)
-            if (es[i].status != STORE_ITEM_STORED)
+            if (es[i].status != CASE_ITEM_STORED)
                 _exit(2);
         /* two slices fall due (the sweep's timer is real time, 1/8 s per slice) */
         for (int i = 0; i < 2; i++) {
@@ -911,7 +912,7 @@ static void test_case_index_swept_out_of_order_then_crash(void **state)
             nanosleep(&ts, NULL);
             char ref[32];
             snprintf(ref, sizeof ref, "late-%d", i);
-            store_event_t e = ev("s", ref, "absence", "child-00", 1, &b);
+            case_event_t e = ev("s", ref, "absence", "child-00", 1, &b);
             if (put1(st, &e) != STORE_OK)
                 _exit(3);
         }
@@ -935,17 +936,17 @@ static void test_case_index_swept_out_of_order_then_crash(void **state)
                  (unsigned long long)idem, (unsigned long long)is.last);
     fx->st = open_store(fx, 1 << 22, 1 << 26);
     {   /* every event sent before the crash is a duplicate now, with its first answer */
-        static store_event_t rs[ROUNDS * CHILDREN];
+        static case_event_t rs[ROUNDS * CHILDREN];
         static char refs[ROUNDS * CHILDREN][32];
         for (int i = 0; i < ROUNDS * CHILDREN; i++) {
             snprintf(refs[i], sizeof refs[i], "r-%d-%d", i / CHILDREN, i % CHILDREN);
             rs[i] = ev("s", refs[i], "absence", "child-00", 1, &b);
         }
-        assert_int_equal(store_put_events(fx->st, rs, ROUNDS * CHILDREN, NULL, NULL), STORE_OK);
+        assert_int_equal(case_put_events(fx->st, rs, ROUNDS * CHILDREN, NULL, NULL), STORE_OK);
         for (int i = 0; i < ROUNDS * CHILDREN; i++) {
             char want[STORE_ID_MAX];
             snprintf(want, sizeof want, "ev-%012d", i + 1);
-            assert_int_equal(rs[i].status, STORE_ITEM_DUPLICATE);
+            assert_int_equal(rs[i].status, CASE_ITEM_DUPLICATE);
             assert_string_equal(rs[i].event_id, want);
         }
     }
@@ -953,15 +954,15 @@ static void test_case_index_swept_out_of_order_then_crash(void **state)
         char ref[32], child[32];
         snprintf(ref, sizeof ref, "again-%d", c);
         snprintf(child, sizeof child, "child-%02d", c);
-        store_event_t e = ev("s", ref, "absence", child, 1, &b);
+        case_event_t e = ev("s", ref, "absence", child, 1, &b);
         assert_int_equal(put1(fx->st, &e), STORE_OK);
-        assert_int_equal(e.status, STORE_ITEM_STORED);
+        assert_int_equal(e.status, CASE_ITEM_STORED);
         assert_case(fx->st, e.case_id, "normal", ROUNDS + 1 + (c == 0 ? 2 : 0));
     }
     assert_int_equal(store_flush_index(fx->st), STORE_OK);
     store_close(&fx->st);
     fx->st = open_store(fx, 1 << 22, 1 << 26);
-    store_event_t e = ev("s", "final", "absence", "child-07", 1, &b);
+    case_event_t e = ev("s", "final", "absence", "child-07", 1, &b);
     assert_int_equal(put1(fx->st, &e), STORE_OK);
     assert_case(fx->st, e.case_id, "normal", ROUNDS + 2);
     free(b.data);
@@ -972,32 +973,32 @@ static void test_persistence(void **state)
     fx_t *fx = *state;
     fx->st = open_store(fx, 1 << 20, 1 << 24);
     body_t b = make_body("c", 1, 0);
-    store_event_t e[3] = {
+    case_event_t e[3] = {
         ev("s", "m-1", "absence", "child-1", 1, &b),
         ev("s", "m-2", "absence", NULL, 1, &b),
         ev("s", "m-3", "online_risk", NULL, 1, &b),
     };
-    assert_int_equal(store_put_events(fx->st, e, 3, NULL, NULL), STORE_OK);
+    assert_int_equal(case_put_events(fx->st, e, 3, NULL, NULL), STORE_OK);
     store_close(&fx->st);
     assert_null(fx->st);
 
     fx->st = open_store(fx, 1 << 20, 1 << 24);
     /* duplicates survive a restart */
-    store_event_t dup = ev("s", "m-2", "absence", NULL, 1, &b);
+    case_event_t dup = ev("s", "m-2", "absence", NULL, 1, &b);
     assert_int_equal(put1(fx->st, &dup), STORE_OK);
-    assert_int_equal(dup.status, STORE_ITEM_DUPLICATE);
+    assert_int_equal(dup.status, CASE_ITEM_DUPLICATE);
     assert_string_equal(dup.event_id, e[1].event_id);
     assert_string_equal(dup.case_id, e[1].case_id);
     /* sequence numbers continue: no event or case id is reused */
-    store_event_t n = ev("s", "m-4", "absence", NULL, 1, &b);
+    case_event_t n = ev("s", "m-4", "absence", NULL, 1, &b);
     assert_int_equal(put1(fx->st, &n), STORE_OK);
-    assert_int_equal(n.status, STORE_ITEM_STORED);
+    assert_int_equal(n.status, CASE_ITEM_STORED);
     assert_int_equal(id_num(n.event_id), id_num(e[2].event_id) + 1);
     for (int i = 0; i < 3; i++)
         assert_string_not_equal(n.case_id, e[i].case_id);
     assert_int_equal(id_num(n.case_id), id_num(e[2].case_id) + 1);
     /* the open case of a child survives too */
-    store_event_t j = ev("s", "m-5", "absence", "child-1", 3, &b);
+    case_event_t j = ev("s", "m-5", "absence", "child-1", 3, &b);
     assert_int_equal(put1(fx->st, &j), STORE_OK);
     assert_string_equal(j.case_id, e[0].case_id);
     assert_case(fx->st, e[0].case_id, "critical", 2);
@@ -1012,7 +1013,7 @@ static void test_persistence(void **state)
     store_close(&fx->st);
     fx->st = open_store(fx, 64 << 10, 1 << 24);
     assert_true(store_map_size(fx->st) >= data_file_size(fx));
-    store_event_t k = ev("s", "m-6", "absence", NULL, 1, &b);
+    case_event_t k = ev("s", "m-6", "absence", NULL, 1, &b);
     assert_int_equal(put1(fx->st, &k), STORE_OK);
     assert_int_equal(id_num(k.event_id), id_num(j.event_id) + 1);
     free(b.data);
@@ -1030,17 +1031,17 @@ static void test_map_growth(void **state)
     char refs[BATCHES * PER][16];
     unsigned long long expect = 1;
     for (int i = 0; i < BATCHES; i++) {
-        store_event_t e[PER];
+        case_event_t e[PER];
         for (int k = 0; k < PER; k++) {
             snprintf(refs[i * PER + k], sizeof refs[0], "r-%d", i * PER + k);
             e[k] = ev("s", refs[i * PER + k], "absence", (k % 3) ? NULL : "kid", k % 4, &b);
         }
-        store_rc_t rc = store_put_events(fx->st, e, PER, NULL, NULL);
+        store_rc_t rc = case_put_events(fx->st, e, PER, NULL, NULL);
         if (rc != STORE_OK)
             fail_msg("batch %d: %s (map %llu)", i, store_strerror(rc),
                      (unsigned long long)store_map_size(fx->st));
         for (int k = 0; k < PER; k++) {
-            assert_int_equal(e[k].status, STORE_ITEM_STORED);
+            assert_int_equal(e[k].status, CASE_ITEM_STORED);
             assert_int_equal(id_num(e[k].event_id), expect++);
         }
     }
@@ -1060,7 +1061,7 @@ static void test_map_growth(void **state)
     assert_field_str(&r, "ref", refs[BATCHES * PER - 1]);
     rec_free(&r);
     /* the join case collected every third event of every batch */
-    store_event_t probe = ev("s", "probe", "absence", "kid", 0, &b);
+    case_event_t probe = ev("s", "probe", "absence", "kid", 0, &b);
     assert_int_equal(put1(fx->st, &probe), STORE_OK);
     assert_int_equal(id_num(probe.event_id), expect++);
     assert_case(fx->st, probe.case_id, "critical", BATCHES * ((PER + 2) / 3) + 1);
@@ -1069,13 +1070,13 @@ static void test_map_growth(void **state)
     fx->st = open_store(fx, 64 << 10, 64 << 20);
     assert_true(store_map_size(fx->st) >= data_file_size(fx));
     for (int i = 0; i < 5; i++) {
-        store_event_t e[PER];
+        case_event_t e[PER];
         char more[PER][32];
         for (int k = 0; k < PER; k++) {
             snprintf(more[k], sizeof more[0], "more-%d-%d", i, k);
             e[k] = ev("s", more[k], "absence", NULL, 1, &b);
         }
-        assert_int_equal(store_put_events(fx->st, e, PER, NULL, NULL), STORE_OK);
+        assert_int_equal(case_put_events(fx->st, e, PER, NULL, NULL), STORE_OK);
         for (int k = 0; k < PER; k++)
             assert_int_equal(id_num(e[k].event_id), expect++);
     }
@@ -1093,7 +1094,7 @@ static void test_map_full(void **state)
     static char refs[4000][16];
     int n_refs = 0, full = 0;
     unsigned long long last_event = 0, last_case = 0;
-    store_event_t e[PER];
+    case_event_t e[PER];
     for (int i = 0; i < 200 && !full; i++) {
         for (int k = 0; k < PER; k++) {
             snprintf(refs[n_refs], sizeof refs[0], "r-%d", n_refs);
@@ -1103,24 +1104,24 @@ static void test_map_full(void **state)
         /* one duplicate of an earlier event in each batch after the first */
         if (i > 0)
             e[PER - 1] = ev("s", "r-0", "absence", "kid", 1, &b);
-        store_rc_t rc = store_put_events(fx->st, e, PER, NULL, NULL);
+        store_rc_t rc = case_put_events(fx->st, e, PER, NULL, NULL);
         if (rc == STORE_FULL) {
             full = 1;
             for (int k = 0; k < PER; k++)
-                if (e[k].status != STORE_ITEM_PENDING)
+                if (e[k].status != CASE_ITEM_PENDING)
                     fail_msg("item %d of the failed batch has status %d, want PENDING", k,
                              (int)e[k].status);
             break;
         }
         assert_int_equal(rc, STORE_OK);
         for (int k = 0; k < PER; k++) {
-            if (e[k].status == STORE_ITEM_STORED) {
+            if (e[k].status == CASE_ITEM_STORED) {
                 assert_int_equal(id_num(e[k].event_id), last_event + 1);
                 last_event++;
                 if (id_num(e[k].case_id) > last_case)
                     last_case = id_num(e[k].case_id);
             } else {
-                assert_int_equal(e[k].status, STORE_ITEM_DUPLICATE);
+                assert_int_equal(e[k].status, CASE_ITEM_DUPLICATE);
             }
         }
     }
@@ -1128,14 +1129,14 @@ static void test_map_full(void **state)
     assert_true(last_event > 0);
     assert_int_equal(store_map_size(fx->st), small); /* it did not grow past map_max */
     /* Still full for the same batch; and nothing of it is readable. */
-    assert_int_equal(store_put_events(fx->st, e, PER, NULL, NULL), STORE_FULL);
+    assert_int_equal(case_put_events(fx->st, e, PER, NULL, NULL), STORE_FULL);
     char id[STORE_ID_MAX];
     char *raw = NULL;
     size_t len = 0;
     snprintf(id, sizeof id, "ev-%012llu", last_event + 1);
-    assert_int_equal(store_get_event(fx->st, id, &raw, &len), STORE_NOTFOUND);
+    assert_int_equal(case_get_event(fx->st, id, &raw, &len), STORE_NOTFOUND);
     snprintf(id, sizeof id, "case-%010llu", last_case + 1);
-    assert_int_equal(store_get_case(fx->st, id, &raw, &len), STORE_NOTFOUND);
+    assert_int_equal(case_get(fx->st, id, &raw, &len), STORE_NOTFOUND);
     /* Reads still work when full. */
     snprintf(id, sizeof id, "ev-%012llu", last_event);
     rec_t r;
@@ -1146,15 +1147,15 @@ static void test_map_full(void **state)
      * right after the last committed one. */
     store_close(&fx->st);
     fx->st = open_store(fx, small, 16 << 20);
-    assert_int_equal(store_put_events(fx->st, e, PER, NULL, NULL), STORE_OK);
+    assert_int_equal(case_put_events(fx->st, e, PER, NULL, NULL), STORE_OK);
     unsigned long long next = last_event + 1;
     for (int k = 0; k < PER - 1; k++) {
-        if (e[k].status != STORE_ITEM_STORED)
+        if (e[k].status != CASE_ITEM_STORED)
             fail_msg("item %d (%s) of the failed batch: status %d, want STORED: it was half-stored",
                      k, e[k].ref, (int)e[k].status);
         assert_int_equal(id_num(e[k].event_id), next++);
     }
-    assert_int_equal(e[PER - 1].status, STORE_ITEM_DUPLICATE); /* the r-0 retry */
+    assert_int_equal(e[PER - 1].status, CASE_ITEM_DUPLICATE); /* the r-0 retry */
     assert_int_equal(id_num(e[PER - 1].event_id), 1);
     /* "kid" events joined the case opened at the start, none before the failure got lost */
     assert_string_equal(e[0].case_id, e[PER - 1].case_id);
@@ -1243,14 +1244,14 @@ static void test_severity_names(void **state)
     (void)state;
     static const char *names[] = {"low", "normal", "high", "critical"};
     for (int i = 0; i < 4; i++) {
-        assert_string_equal(store_severity_name(i), names[i]);
-        assert_int_equal(store_severity_parse(names[i], strlen(names[i])), i);
+        assert_string_equal(case_severity_name(i), names[i]);
+        assert_int_equal(case_severity_parse(names[i], strlen(names[i])), i);
     }
-    assert_int_equal(store_severity_parse("hig", 3), -1);
-    assert_int_equal(store_severity_parse("highs", 5), -1);
-    assert_int_equal(store_severity_parse("High", 4), -1);
-    assert_int_equal(store_severity_parse("", 0), -1);
-    assert_int_equal(store_severity_parse("high\0x", 6), -1);
+    assert_int_equal(case_severity_parse("hig", 3), -1);
+    assert_int_equal(case_severity_parse("highs", 5), -1);
+    assert_int_equal(case_severity_parse("High", 4), -1);
+    assert_int_equal(case_severity_parse("", 0), -1);
+    assert_int_equal(case_severity_parse("high\0x", 6), -1);
     assert_non_null(store_strerror(STORE_OK));
     assert_string_not_equal(store_strerror(STORE_FULL), store_strerror(STORE_IO));
     assert_string_not_equal(store_strerror(STORE_NOTFOUND), store_strerror(STORE_IO));
@@ -1300,14 +1301,14 @@ static int each_fn(store_txn_t *t, void *ud)
 static void test_case_status_moves(void **state)
 {
     (void)state;
-    for (int f = 0; f < STORE_CASE_STATUS_COUNT; f++)
-        for (int t = 0; t < STORE_CASE_STATUS_COUNT; t++)
-            assert_int_equal(store_case_may_move((store_case_status_t)f, (store_case_status_t)t),
-                             f == STORE_CASE_OPEN && t != STORE_CASE_OPEN);
-    assert_int_equal(store_case_status_parse("closed", 6), STORE_CASE_CLOSED);
-    assert_int_equal(store_case_status_parse("close", 5), -1);
-    assert_string_equal(store_case_status_name(STORE_CASE_RESOLVED), "resolved");
-    assert_null(store_case_status_name(STORE_CASE_STATUS_COUNT));
+    for (int f = 0; f < CASE_STATUS_COUNT; f++)
+        for (int t = 0; t < CASE_STATUS_COUNT; t++)
+            assert_int_equal(case_may_move((case_status_t)f, (case_status_t)t),
+                             f == CASE_OPEN && t != CASE_OPEN);
+    assert_int_equal(case_status_parse("closed", 6), CASE_CLOSED);
+    assert_int_equal(case_status_parse("close", 5), -1);
+    assert_string_equal(case_status_name(CASE_RESOLVED), "resolved");
+    assert_null(case_status_name(CASE_STATUS_COUNT));
 }
 
 static void test_each_stop_and_errors(void **state)

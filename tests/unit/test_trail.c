@@ -14,6 +14,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "case.h"
 #include "store.h"
 #include "trail.h"
 
@@ -47,7 +48,7 @@ static void fill(const char *dir)
     store_t *st = store_open(dir, 1 << 20, 1 << 24, err, sizeof err);
     assert_non_null(st);
     static char body[] = "\x81\xa1n\x01"; /* {"n": 1} */
-    store_event_t e[3];
+    case_event_t e[3];
     memset(e, 0, sizeof e);
     const char *refs[] = {"m-1", "m-2", "m-3"}, *kids[] = {"k-1", "k-1", "k-2"};
     for (int i = 0; i < 3; i++) {
@@ -61,7 +62,7 @@ static void fill(const char *dir)
         e[i].body = body;
         e[i].body_len = sizeof body - 1;
     }
-    assert_int_equal(store_put_events(st, e, 3, NULL, NULL), STORE_OK);
+    assert_int_equal(case_put_events(st, e, 3, NULL, NULL), STORE_OK);
     store_close(&st);
 }
 

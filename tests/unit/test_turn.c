@@ -34,6 +34,7 @@
 
 #include "assign.h"
 #include "log.h"
+#include "case.h"
 #include "store.h"
 #include "turn.h"
 
@@ -214,7 +215,7 @@ static int op_fn(store_txn_t *t, assign_effects_t *fx, void *ud)
         if (rc == 0) {
             assert_int_equal(vl, sizeof n);
             memcpy(&n, v, sizeof n);
-        } else if (rc != MDB_NOTFOUND) {
+        } else if (rc != STORE_NOTFOUND) {
             return rc;
         }
         n++;
@@ -291,7 +292,7 @@ static void add(fx_t *fx, op_t *o)
 }
 
 /* An absence event from school-1 with message id `ref` about child `child`. */
-static void event_of(store_event_t *e, const char *ref, const char *child)
+static void event_of(case_event_t *e, const char *ref, const char *child)
 {
     static char body[] = "\x81\xa1n\x01"; /* {"n": 1} */
     memset(e, 0, sizeof *e);
@@ -380,7 +381,7 @@ static void test_one_transaction_in_order(void **state)
     assert_int_equal(l.n_webhooks, 0);
 }
 
-/* An op whose fn fails with an error of its own (MDB_CORRUPTED, EINVAL) is set
+/* An op whose fn fails with an error of its own (STORE_CORRUPTED, STORE_ABORTED) is set
  * aside: its writes and its effects are not in the turn, it alone is told
  * STORE_IO, the others commit (one txn id) and are told STORE_OK in order. */
 static void test_failing_op_set_aside(void **state)
@@ -397,10 +398,10 @@ static void test_failing_op_set_aside(void **state)
         o[i].fx_esc = 1;
         add(fx, &o[i]);
     }
-    o[1].fail_rc = MDB_CORRUPTED;
+    o[1].fail_rc = STORE_CORRUPTED;
     o[1].fx_esc = 100;
     o[1].fx_hook = "wh-bad";
-    o[3].fail_rc = EINVAL;
+    o[3].fail_rc = STORE_ABORTED;
     o[3].fx_esc = 1000;
     size_t id0 = last_txnid(fx);
 
@@ -543,7 +544,7 @@ static void test_map_at_max_fails_every_op(void **state)
     assert_int_equal(l.escalations, 0);
 }
 
-/* Turn-wide errors returned by an op (EIO, ENOSPC) are not set aside: every op
+/* Turn-wide errors returned by an op (STORE_IO, STORE_FULL) are not set aside: every op
  * is told, nothing is written, and the good ops are not run again alone. */
 static void test_turn_wide_errors_fail_every_op(void **state)
 {
@@ -552,7 +553,7 @@ static void test_turn_wide_errors_fail_every_op(void **state)
     static const struct {
         int rc;
         store_rc_t told;
-    } cases[] = {{EIO, STORE_IO}, {ENOSPC, STORE_FULL}};
+    } cases[] = {{STORE_IO, STORE_IO}, {STORE_FULL, STORE_FULL}};
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         log_t l;
         op_t o[3];
@@ -694,10 +695,10 @@ static void test_empty_commit_writes_nothing(void **state)
 {
     fx_t *fx = *state;
     open_store(fx, 1 << 20, 1 << 24);
-    store_event_t e;
+    case_event_t e;
     event_of(&e, "m-1", "k-1");
-    assert_int_equal(store_put_events(fx->st, &e, 1, NULL, NULL), STORE_OK);
-    assert_int_equal(e.status, STORE_ITEM_STORED);
+    assert_int_equal(case_put_events(fx->st, &e, 1, NULL, NULL), STORE_OK);
+    assert_int_equal(e.status, CASE_ITEM_STORED);
 
     size_t id0 = last_txnid(fx);
     assert_int_equal(turn_pending(fx->t), 0);
@@ -754,9 +755,9 @@ static int gated_fn(store_txn_t *t, assign_effects_t *fx, void *ud)
     gate_t *g = ud;
     g->ran_on = pthread_self();
     /* an event of a new case: its case_events entry waits in memory (pend) */
-    store_event_t e;
+    case_event_t e;
     event_of(&e, "gated-1", "k-gated");
-    int rc = store_txn_put_events(t, &e, 1, NULL, NULL);
+    int rc = case_txn_put_events(t, &e, 1, NULL, NULL);
     if (rc)
         return rc;
     pthread_mutex_lock(&g->mu);
