@@ -222,3 +222,50 @@ def test_verify_runs_beside_intake(make_broker, tmp_path, connect):
                               f"{took:.2f} s: does the verify hold up the loop?")
     print(f"verify of {verify['records']} records took {took:.2f} s; {acks_before} events "
           f"acked meanwhile")
+
+
+SPLIT = [{"name": "reports", "match": {"type": "mandatory_report"},
+          "assign": [{"agency": "police", "ack_within": "1h"}]},
+         {"name": "online", "match": {"type": "online_risk"},
+          "assign": [{"agency": "civil_affairs", "ack_within": "1h"}]}]
+
+
+def test_agency_query_scope_is_its_own_cases(make_broker, tmp_path, connect):
+    """Issue 12, an agency's query scope: police holds one case, civil affairs another.
+    Each reads its own case file; the other's case file and trail are `forbidden` (field
+    /case, and the refusal names nothing of that case), and so is a case that does not exist
+    (the same answer: an agency cannot tell another's case from none); its `cases` and
+    `assignments` lists hold its own only, whatever `agency` it asks for; `verify` is
+    refused. Another desk of the same agency reads its agency's case. Each refusal is in
+    the refused case's trail with the desk as actor."""
+    b = start(make_broker, tmp_path, workflows=SPLIT)
+    name = "CANARY-" + uid("n")
+    _, pcase = report(b, connect, name)
+    _, _, ccase = send_event(connect(b, login="monitor-01"), "online_risk", h.online_risk_body())
+    police, civil = connect(b, login="police-desk"), connect(b, login="civil-desk")
+    wait_push(police, pred=lambda m: m.get("case") == pcase)
+    wait_push(civil, pred=lambda m: m.get("case") == ccase)
+    desks = (("police-desk", police, "police", pcase, ccase),
+             ("civil-desk", civil, "civil_affairs", ccase, pcase))
+    for who, desk, agency, own, other in desks:
+        other_agency = "civil_affairs" if agency == "police" else "police"
+        r = q(desk, what="case", case=own)
+        assert r.get("op") == "result" and r["case"]["id"] == own, r
+        assert {a["agency"] for a in r["assignments"]} == {agency}, r
+        for what in ("case", "trail"):
+            r = h.assert_nack(q(desk, what=what, case=other), "forbidden", field="/case")
+            assert name not in repr(r), f"{who}: the refusal tells something of the case: {r!r}"
+        h.assert_nack(q(desk, what="case", case="case-9999999999"), "forbidden", field="/case")
+        for ask in ({}, {"agency": other_agency}):
+            lst = q(desk, what="cases", **ask)
+            assert lst.get("op") == "result", lst
+            assert [c["id"] for c in lst["cases"]] == [own], f"{who} lists {lst['cases']!r} ({ask})"
+        asg = q(desk, what="assignments")
+        assert asg.get("op") == "result", asg
+        assert [(a["case"], a["agency"]) for a in asg["assignments"]] == [(own, agency)], asg
+        h.assert_nack(q(desk, what="verify"), "forbidden")
+    assert q(connect(b, login="police-desk-2"), what="case", case=pcase).get("op") == "result"
+    sup = connect(b, login="supervisor-01")
+    for case, who in ((ccase, "police-desk"), (pcase, "civil-desk")):
+        refused = kinds(q(sup, what="trail", case=case), "read_refused")
+        assert {(r["actor"], r["ref"]) for r in refused} == {(who, "case"), (who, "trail")}, refused

@@ -11,6 +11,7 @@ Webhooks reference implementation (npm `standardwebhooks`; `make deps`
 installs it).
 """
 
+import re
 import time
 
 import pytest
@@ -292,6 +293,69 @@ def test_sms_one_message_per_recipient_without_child_data(make_clock_broker, tmp
             for d in datas:   # the same data as a webhook would carry, plus to and text
                 assert d.get("level") == 1 and d.get("assignment") == a["id"] and \
                     d.get("agency") == "police" and d.get("ack_by") == a["ack_by"], d
+    s.verify_all()
+
+
+def test_sms_text_names_case_agency_and_lateness(make_clock_broker, tmp_path, receiver, connect):
+    """Issue 12: the SMS `text` is what the person on duty reads. An escalation's names the
+    case, the agency (its configured name) and how long the assignment is overdue
+    (docs/protocol.md: "a Chinese text naming case, agency and how long overdue — never the
+    child"); the case.assigned one names case and agency. Two cases, so that a text naming
+    the wrong case or a fixed lateness fails."""
+    to = ["+8613800000011", "+8613800000012"]
+    police_name = next(a["name"] for a in h.AGENCIES if a["id"] == "police")
+    civil_name = next(a["name"] for a in h.AGENCIES if a["id"] == "civil_affairs")
+    wf = [{"name": "danger", "match": {"type": "mandatory_report"},
+           "assign": [{"agency": "police", "ack_within": "1h",
+                       "escalate": [{"after": "90m", "notify": ["duty-sms"]}]}]}]
+    s = Setup(make_clock_broker, tmp_path, receiver, connect, workflows=wf,
+              channels=[{"id": "duty-sms", "kind": "sms", "path": "/sms", "to": to}],
+              agencies=[{"id": "police", "name": police_name, "channels": ["duty-sms"]}])
+    canaries = []
+    cases = []
+    for i in range(2):
+        body = critical_report("CANARYID-" + uid("k")[2:])
+        body["child"]["name"] = f"CanaryName{i}李小龙"
+        body["description"] = f"CanaryDescription{i}: the child has been alone for days."
+        canaries += [body["child"]["id"], body["child"]["name"], "CanaryDescription"]
+        _, _, case = s.report(body)
+        a = wait_push(s.desk["police-desk"], pred=lambda m, c=case: m["case"] == c)
+        cases.append((case, a))
+        if i == 0:
+            s.advance(10 * 60_000)              # the second case is 10 minutes younger
+
+    def texts(pred):
+        reqs = receiver.wait("/sms", len(to) * len(cases), timeout=PROMPT, pred=pred)
+        out = {}
+        for r in reqs:
+            d = check_webhook(r, s.secret["/sms"])["data"]
+            for c in canaries:
+                assert c not in d["text"] and c not in r.body.decode("utf-8"), \
+                    f"the SMS carries child data {c!r}: {d['text']!r}"
+            out.setdefault(d["case"], set()).add(d["text"])
+        return out
+
+    assigned = texts(of_type("case.assigned"))
+    for case, _ in cases:
+        assert len(assigned[case]) == 1, f"one text per notice, the same for each recipient: {assigned}"
+        text = next(iter(assigned[case]))
+        assert case in text, f"case.assigned SMS does not name case {case}: {text!r}"
+        assert police_name in text, f"case.assigned SMS does not name the agency {police_name}: {text!r}"
+        assert civil_name not in text, text
+        other = cases[1][0] if case == cases[0][0] else cases[0][0]
+        assert other not in text, f"the SMS about {case} names {other}: {text!r}"
+
+    # first case: ack_by was 1h after t0, now t0 + 10 min; its step is due at ack_by + 90 min.
+    # Move to ack_by(first) + 107 min: the first is 107 min overdue, the second 97 min.
+    s.advance((60 + 107 - 10) * 60_000)
+    overdue = texts(of_type("assignment.overdue"))
+    for (case, a), late in zip(cases, (107, 97)):
+        assert len(overdue[case]) == 1, overdue
+        text = next(iter(overdue[case]))
+        assert case in text, f"the escalation SMS does not name case {case}: {text!r}"
+        assert police_name in text, f"the escalation SMS does not name the agency {police_name}: {text!r}"
+        assert re.search(rf"(?<!\d){late}\s*分钟", text), \
+            f"the escalation SMS about {case} does not say it is {late} minutes overdue: {text!r}"
     s.verify_all()
 
 
