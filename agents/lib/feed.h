@@ -83,7 +83,8 @@ void feed_line_id(const char *type, const char *name, long lineno, const char *t
  * "d-" and 32 hex digits of BLAKE2b over the type and the value. */
 void feed_foreign_id(const char *type, const char *value, char out[CAREHUB_ID_MAX + 1]);
 
-/* Parse an `at` value: integer ms, or RFC 3339 text. 0 or -1. */
+/* Parse an `at` text (an integer `at` is ms already): RFC 3339, as
+ * cli_parse_rfc3339() reads it. 0 or -1. */
 int feed_parse_time(const char *s, int64_t *ms);
 
 #endif
