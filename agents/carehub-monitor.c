@@ -71,12 +71,5 @@ static void usage(FILE *out)
 
 int main(int argc, char **argv)
 {
-    feed_opts_t o;
-    feed_opts_init(&o, "carehub-monitor", FEED_DETECTION);
-    int first = feed_getopt(&o, argc, argv, 1, usage);
-    if (first == -1)
-        return FEED_EX_OK;
-    if (first < 0)
-        return FEED_EX_USAGE;
-    return feed_run(&o, "online_risk", argv + first, argc - first);
+    return feed_main("carehub-monitor", FEED_DETECTION, "online_risk", argc, argv, usage);
 }

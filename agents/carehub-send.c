@@ -5,11 +5,9 @@
  * docs/agents.md.
  */
 #include <stdio.h>
-#include <string.h>
 
 #include "carehub.h"
 #include "feed.h"
-#include "util.h"
 
 static void usage(FILE *out)
 {
@@ -77,23 +75,5 @@ static void usage(FILE *out)
 
 int main(int argc, char **argv)
 {
-    feed_opts_t o;
-    feed_opts_init(&o, "carehub-send", FEED_EVENTS);
-    int first = feed_getopt(&o, argc, argv, 0, usage);
-    if (first == -1)
-        return FEED_EX_OK;
-    if (first < 0)
-        return FEED_EX_USAGE;
-    if (first >= argc) {
-        fprintf(stderr, "carehub-send: TYPE is required (absence, mandatory_report, online_risk)\n");
-        usage(stderr);
-        return FEED_EX_USAGE;
-    }
-    const char *type = argv[first];
-    if (!util_valid_id(type, strlen(type))) {
-        fprintf(stderr, "carehub-send: \"%s\" is not an event type (absence, mandatory_report, "
-                "online_risk)\n", type);
-        return FEED_EX_USAGE;
-    }
-    return feed_run(&o, type, argv + first + 1, argc - first - 1);
+    return feed_main("carehub-send", FEED_EVENTS, NULL, argc, argv, usage);
 }

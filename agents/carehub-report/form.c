@@ -25,47 +25,54 @@ static const char *const SEVERITIES[] = MR(SEVERITY_ENUM);
 #define LIST_VALUES_MAX 32
 _Static_assert(MR(CHILD_CATEGORY_ITEMS_ENUM_COUNT) <= LIST_VALUES_MAX, "LIST_VALUES_MAX too small");
 
+/* A field of the body at `key`, its limit and requiredness those of the schema's S. */
+#define TEXT(flag, label, key, S) \
+    {flag, label, K_TEXT, NULL, MR(S##_MAX_LENGTH), MR(S##_REQUIRED), key}
+#define ONE_OF(flag, label, key, S, vals) {flag, label, K_ENUM, vals, 0, MR(S##_REQUIRED), key}
+#define OTHER(flag, label, kind, key, S) {flag, label, kind, NULL, 0, MR(S##_REQUIRED), key}
+
 const field_t FIELDS[NFIELDS] = {
-    [F_ORGANISATION] = {"organisation", "Your organisation (school, hospital, committee)", K_TEXT,
-                        NULL, MR(REPORTER_ORGANISATION_MAX_LENGTH), MR(REPORTER_ORGANISATION_REQUIRED)},
-    [F_REPORTER_NAME] = {"reporter-name", "Your name", K_TEXT, NULL, MR(REPORTER_NAME_MAX_LENGTH),
-                         MR(REPORTER_NAME_REQUIRED)},
-    [F_ROLE] = {"role", "Your role (teacher, doctor, child director...)", K_TEXT, NULL,
-                MR(REPORTER_ROLE_MAX_LENGTH), MR(REPORTER_ROLE_REQUIRED)},
-    [F_PHONE] = {"phone", "Your phone, for the agency to call back", K_TEXT, NULL,
-                 MR(REPORTER_PHONE_MAX_LENGTH), MR(REPORTER_PHONE_REQUIRED)},
-    [F_HARM] = {"harm", "What harm", K_ENUM, HARMS, 0, MR(HARM_REQUIRED)},
-    [F_DESCRIPTION] = {"description", "What was seen or heard, by whom, when", K_TEXT, NULL,
-                       MR(DESCRIPTION_MAX_LENGTH), MR(DESCRIPTION_REQUIRED)},
-    [F_SUSPECTED] = {"suspected", "Only suspected, not established? (yes/no)", K_BOOL, NULL, 0,
-                     MR(SUSPECTED_REQUIRED)},
-    [F_IMMEDIATE_DANGER] = {"immediate-danger", "Is the child in danger now? (yes/no)", K_BOOL,
-                            NULL, 0, MR(IMMEDIATE_DANGER_REQUIRED)},
-    [F_LOCATION] = {"location", "Where the child is, or where it happened", K_TEXT, NULL,
-                    MR(LOCATION_MAX_LENGTH), MR(LOCATION_REQUIRED)},
-    [F_OCCURRED_AT] = {"occurred-at", "When it happened (YYYY-MM-DD HH:MM, local time)", K_TIME,
-                       NULL, 0, MR(OCCURRED_AT_REQUIRED)},
-    [F_CHILD_NAME] = {"child-name", "The child's full name", K_TEXT, NULL,
-                      MR(CHILD_NAME_MAX_LENGTH), MR(CHILD_NAME_REQUIRED)},
-    [F_CHILD_ID] = {"child-id", "The child's id number (student or civil-affairs number)", K_TEXT,
-                    NULL, MR(CHILD_ID_MAX_LENGTH), MR(CHILD_ID_REQUIRED)},
-    [F_GENDER] = {"gender", "The child's gender", K_ENUM, GENDERS, 0, MR(CHILD_GENDER_REQUIRED)},
-    [F_BIRTH_DATE] = {"birth-date", "The child's birth date (YYYY-MM-DD)", K_DATE, NULL, 0,
-                      MR(CHILD_BIRTH_DATE_REQUIRED)},
+    [F_ORGANISATION] = TEXT("organisation", "Your organisation (school, hospital, committee)",
+                            "reporter.organisation", REPORTER_ORGANISATION),
+    [F_REPORTER_NAME] = TEXT("reporter-name", "Your name", "reporter.name", REPORTER_NAME),
+    [F_ROLE] = TEXT("role", "Your role (teacher, doctor, child director...)", "reporter.role",
+                    REPORTER_ROLE),
+    [F_PHONE] = TEXT("phone", "Your phone, for the agency to call back", "reporter.phone",
+                     REPORTER_PHONE),
+    [F_HARM] = ONE_OF("harm", "What harm", "harm", HARM, HARMS),
+    [F_DESCRIPTION] = TEXT("description", "What was seen or heard, by whom, when", "description",
+                           DESCRIPTION),
+    [F_SUSPECTED] = OTHER("suspected", "Only suspected, not established? (yes/no)", K_BOOL,
+                          "suspected", SUSPECTED),
+    [F_IMMEDIATE_DANGER] = OTHER("immediate-danger", "Is the child in danger now? (yes/no)",
+                                 K_BOOL, "immediate_danger", IMMEDIATE_DANGER),
+    [F_LOCATION] = TEXT("location", "Where the child is, or where it happened", "location",
+                        LOCATION),
+    [F_OCCURRED_AT] = OTHER("occurred-at", "When it happened (YYYY-MM-DD HH:MM, local time)",
+                            K_TIME, "occurred_at", OCCURRED_AT),
+    [F_CHILD_NAME] = TEXT("child-name", "The child's full name", "child.name", CHILD_NAME),
+    [F_CHILD_ID] = TEXT("child-id", "The child's id number (student or civil-affairs number)",
+                        "child.id", CHILD_ID),
+    [F_GENDER] = ONE_OF("gender", "The child's gender", "child.gender", CHILD_GENDER, GENDERS),
+    [F_BIRTH_DATE] = OTHER("birth-date", "The child's birth date (YYYY-MM-DD)", K_DATE,
+                           "child.birth_date", CHILD_BIRTH_DATE),
     [F_CATEGORY] = {"category", "The child's categories (several: separate with commas)", K_LIST,
-                    CATEGORIES, 0, MR(CHILD_CATEGORY_REQUIRED)},
-    [F_JURISDICTION] = {"jurisdiction", "The child's street or town (街镇)", K_TEXT, NULL,
-                        MR(CHILD_JURISDICTION_MAX_LENGTH), MR(CHILD_JURISDICTION_REQUIRED)},
-    [F_GUARDIAN_NAME] = {"guardian-name", "The guardian's name", K_TEXT, NULL,
-                         MR(CHILD_GUARDIAN_NAME_MAX_LENGTH), MR(CHILD_GUARDIAN_NAME_REQUIRED)},
-    [F_GUARDIAN_RELATION] = {"guardian-relation", "The guardian's relation to the child", K_TEXT,
-                             NULL, MR(CHILD_GUARDIAN_RELATION_MAX_LENGTH),
-                             MR(CHILD_GUARDIAN_RELATION_REQUIRED)},
-    [F_GUARDIAN_PHONE] = {"guardian-phone", "The guardian's phone", K_TEXT, NULL,
-                          MR(CHILD_GUARDIAN_PHONE_MAX_LENGTH), MR(CHILD_GUARDIAN_PHONE_REQUIRED)},
-    [F_SEVERITY] = {"severity", "How urgent", K_ENUM, SEVERITIES, 0, MR(SEVERITY_REQUIRED)},
-    [F_NOTE] = {"note", "A note for the agency", K_TEXT, NULL, MR(NOTE_MAX_LENGTH), MR(NOTE_REQUIRED)},
+                    CATEGORIES, 0, MR(CHILD_CATEGORY_REQUIRED), "child.category"},
+    [F_JURISDICTION] = TEXT("jurisdiction", "The child's street or town (街镇)",
+                            "child.jurisdiction", CHILD_JURISDICTION),
+    [F_GUARDIAN_NAME] = TEXT("guardian-name", "The guardian's name", "child.guardian.name",
+                             CHILD_GUARDIAN_NAME),
+    [F_GUARDIAN_RELATION] = TEXT("guardian-relation", "The guardian's relation to the child",
+                                 "child.guardian.relation", CHILD_GUARDIAN_RELATION),
+    [F_GUARDIAN_PHONE] = TEXT("guardian-phone", "The guardian's phone", "child.guardian.phone",
+                              CHILD_GUARDIAN_PHONE),
+    [F_SEVERITY] = ONE_OF("severity", "How urgent", "severity", SEVERITY, SEVERITIES),
+    [F_NOTE] = TEXT("note", "A note for the agency", "note", NOTE),
 };
+#undef TEXT
+#undef ONE_OF
+#undef OTHER
+
 
 /* Each kind's check of a value v (trimmed, valid UTF-8) for field f: its
  * normalised form (malloc'd), or NULL with why. `prev` is what the field holds. */
@@ -189,65 +196,47 @@ int set_field(report_t *r, int f, const char *in, int append, char *why, size_t 
     return 0;
 }
 
-char *build_body(const report_t *r)
+/* A field's value (normalised by set_field) as the body holds it. */
+static json_t *field_json(const field_t *fd, const char *v)
 {
-    json_t *body = json_object(), *rep = json_object(), *child = json_object(),
-           *guardian = json_object();
-    const char *const *v = (const char *const *)r->val;
-
-    json_object_set_new(rep, "organisation", json_string(v[F_ORGANISATION]));
-    if (v[F_REPORTER_NAME])
-        json_object_set_new(rep, "name", json_string(v[F_REPORTER_NAME]));
-    if (v[F_ROLE])
-        json_object_set_new(rep, "role", json_string(v[F_ROLE]));
-    if (v[F_PHONE])
-        json_object_set_new(rep, "phone", json_string(v[F_PHONE]));
-    json_object_set_new(body, "reporter", rep);
-    json_object_set_new(body, "harm", json_string(v[F_HARM]));
-    json_object_set_new(body, "description", json_string(v[F_DESCRIPTION]));
-    if (v[F_SUSPECTED])
-        json_object_set_new(body, "suspected", json_boolean(!strcmp(v[F_SUSPECTED], "true")));
-    if (v[F_IMMEDIATE_DANGER])
-        json_object_set_new(body, "immediate_danger",
-                            json_boolean(!strcmp(v[F_IMMEDIATE_DANGER], "true")));
-    if (v[F_LOCATION])
-        json_object_set_new(body, "location", json_string(v[F_LOCATION]));
-    if (v[F_OCCURRED_AT])
-        json_object_set_new(body, "occurred_at", json_integer(strtoll(v[F_OCCURRED_AT], NULL, 10)));
-    if (v[F_SEVERITY])
-        json_object_set_new(body, "severity", json_string(v[F_SEVERITY]));
-    if (v[F_NOTE])
-        json_object_set_new(body, "note", json_string(v[F_NOTE]));
-
-    if (v[F_CHILD_ID])
-        json_object_set_new(child, "id", json_string(v[F_CHILD_ID]));
-    json_object_set_new(child, "name", json_string(v[F_CHILD_NAME]));
-    if (v[F_GENDER])
-        json_object_set_new(child, "gender", json_string(v[F_GENDER]));
-    if (v[F_BIRTH_DATE])
-        json_object_set_new(child, "birth_date", json_string(v[F_BIRTH_DATE]));
-    if (v[F_CATEGORY]) {
+    switch (fd->kind) {
+    case K_BOOL:
+        return json_boolean(!strcmp(v, "true"));
+    case K_TIME:
+        return json_integer(strtoll(v, NULL, 10));
+    case K_LIST: {
         json_t *arr = json_array();
-        char *all = xstrdup(v[F_CATEGORY]);
+        char *all = xstrdup(v);
         for (char *save = NULL, *tok = strtok_r(all, ",", &save); tok;
              tok = strtok_r(NULL, ",", &save))
             json_array_append_new(arr, json_string(tok));
         free(all);
-        json_object_set_new(child, "category", arr);
+        return arr;
     }
-    if (v[F_JURISDICTION])
-        json_object_set_new(child, "jurisdiction", json_string(v[F_JURISDICTION]));
-    if (v[F_GUARDIAN_NAME])
-        json_object_set_new(guardian, "name", json_string(v[F_GUARDIAN_NAME]));
-    if (v[F_GUARDIAN_RELATION])
-        json_object_set_new(guardian, "relation", json_string(v[F_GUARDIAN_RELATION]));
-    if (v[F_GUARDIAN_PHONE])
-        json_object_set_new(guardian, "phone", json_string(v[F_GUARDIAN_PHONE]));
-    if (json_object_size(guardian))
-        json_object_set(child, "guardian", guardian);
-    json_decref(guardian);
-    json_object_set_new(body, "child", child);
+    default:
+        return json_string(v);
+    }
+}
 
+char *build_body(const report_t *r)
+{
+    json_t *body = json_object();
+    for (int f = 0; f < NFIELDS; f++) {
+        if (!r->val[f])
+            continue;
+        /* down the dotted key, making the objects on the way (only those with a value) */
+        char path[64];
+        util_fmt(path, sizeof path, "%s", FIELDS[f].key);
+        json_t *o = body;
+        char *save = NULL, *name = strtok_r(path, ".", &save);
+        for (char *next; (next = strtok_r(NULL, ".", &save)) != NULL; name = next) {
+            json_t *sub = json_object_get(o, name);
+            if (!sub)
+                json_object_set_new(o, name, sub = json_object());
+            o = sub;
+        }
+        json_object_set_new(o, name, field_json(&FIELDS[f], r->val[f]));
+    }
     char *text = json_dumps(body, JSON_COMPACT);
     json_decref(body);
     return text;

@@ -564,3 +564,29 @@ done:
     free(in);
     return code;
 }
+
+int feed_main(const char *prog, feed_mode_t mode, const char *type, int argc, char **argv,
+              void (*usage)(FILE *out))
+{
+    feed_opts_t o;
+    feed_opts_init(&o, prog, mode);
+    int first = feed_getopt(&o, argc, argv, mode == FEED_DETECTION, usage);
+    if (first == -1)
+        return FEED_EX_OK;
+    if (first < 0)
+        return FEED_EX_USAGE;
+    if (!type) {
+        if (first >= argc) {
+            fprintf(stderr, "%s: TYPE is required (absence, mandatory_report, online_risk)\n", prog);
+            usage(stderr);
+            return FEED_EX_USAGE;
+        }
+        type = argv[first++];
+        if (!util_valid_id(type, strlen(type))) {
+            fprintf(stderr, "%s: \"%s\" is not an event type (absence, mandatory_report, "
+                    "online_risk)\n", prog, type);
+            return FEED_EX_USAGE;
+        }
+    }
+    return feed_run(&o, type, argv + first, argc - first);
+}

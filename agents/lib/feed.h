@@ -75,6 +75,15 @@ int feed_getopt(feed_opts_t *o, int argc, char **argv, int allow_follow,
  */
 int feed_run(const feed_opts_t *o, const char *type, char **paths, int npaths);
 
+/*
+ * A whole program: feed_opts_init(), feed_getopt() (--follow with
+ * FEED_DETECTION), then feed_run() over the operands. The event type is `type`,
+ * or when NULL the first operand (TYPE, which must be a protocol id; the others
+ * are the files). Returns the exit code (FEED_EX_*).
+ */
+int feed_main(const char *prog, feed_mode_t mode, const char *type, int argc, char **argv,
+              void (*usage)(FILE *out));
+
 /* The id feed_run gives a line without one: "h-" and 32 hex digits. */
 void feed_line_id(const char *type, const char *name, long lineno, const char *text, size_t len,
                   char out[CAREHUB_ID_MAX + 1]);
