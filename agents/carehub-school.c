@@ -245,18 +245,28 @@ static row_t *row_of(school_t *s, const char *ref, int *earlier)
     return r;
 }
 
+/* The row an answer to ref is about (see row_of), marked done; *again when this
+ * run's row was answered before (a second answer to a resend: not counted). */
+static row_t *answered(school_t *s, const char *ref, int *earlier, int *again)
+{
+    row_t *r = row_of(s, ref, earlier);
+    *again = 0;
+    if (r && !*earlier) {
+        *again = r->done;
+        r->done = 1;
+    }
+    return r;
+}
+
 static void on_ack(void *ud, const char *ref, const char *event, const char *case_id, int duplicate)
 {
     school_t *s = ud;
-    int earlier;
-    row_t *r = row_of(s, ref, &earlier);
-    if (r && !earlier) {
-        if (r->done)
-            return;
-        r->done = 1;
-    } else {
+    int earlier, again;
+    row_t *r = answered(s, ref, &earlier, &again);
+    if (again)
+        return;
+    if (!r || earlier)
         s->earlier++;
-    }
     if (duplicate)
         s->acked_dup++;
     else
@@ -268,13 +278,10 @@ static void on_nack(void *ud, const char *ref, const char *code, const char *err
                     const char *field)
 {
     school_t *s = ud;
-    int earlier;
-    row_t *r = row_of(s, ref, &earlier);
-    if (r && !earlier) {
-        if (r->done)
-            return;
-        r->done = 1;
-    }
+    int earlier, again;
+    row_t *r = answered(s, ref, &earlier, &again);
+    if (again)
+        return;
     s->refused++;
     print_result(s, r, earlier, ref ? ref : "", NULL, NULL, 0, code ? code : "?", error, field);
 }

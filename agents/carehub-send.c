@@ -45,11 +45,7 @@ static void usage(FILE *out)
 "      --server-key KEY   CURVE: the broker's public key, 40 Z85 characters, or @FILE\n"
 "  -w, --wait SECONDS     give up when the broker has not answered for this long while\n"
 "                         events are waiting (default 10; 0: spool, try once, exit)\n"
-"      --timeout MS       resend after MS without an answer (reconnecting; default 3000)\n"
-"  -v, --verbose          one line per answer on standard output:\n"
-"                         FILE:LINE <TAB> ID <TAB> EVENT <TAB> CASE <TAB> new|duplicate|refused:CODE\n"
-"  -q, --quiet            no summary on standard error\n"
-"  -h, --help             this text;  -V, --version  the version\n"
+FEED_HELP_ANSWERS
 "\n"
 "Refused lines (by the broker, or locally: not JSON, bad id) are reported on standard\n"
 "error as FILE:LINE with the broker's code, error and field, and appended as they were\n"

@@ -319,6 +319,23 @@ int cli_poll_until(carehub_t *c, int64_t wait_ms, const cli_until_t *u)
     return 0;
 }
 
+static size_t map_count(carehub_t *c, void *ud)
+{
+    (void)c;
+    return cli_map_size(ud);
+}
+
+int cli_collect_quiet(carehub_t *c, int quiet_ms, const struct cli_map *seen, const char *hint)
+{
+    int rc = cli_wait_connected(c, quiet_ms > 5000 ? quiet_ms : 5000);
+    if (rc == CLI_EX_UNREACHABLE)
+        cli_err("the broker did not answer%s%s", hint ? "; " : "", hint ? hint : "");
+    if (rc)
+        return rc;
+    cli_until_t u = {NULL, map_count, (void *)seen, 0};
+    return cli_poll_until(c, quiet_ms, &u);
+}
+
 void cli_nack_set(cli_nack_t *n, const char *code, const char *error, const char *field)
 {
     util_fmt(n->code, sizeof n->code, "%s", code ? code : "?");

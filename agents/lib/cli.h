@@ -158,6 +158,13 @@ typedef struct {
  * printed. */
 int cli_poll_until(carehub_t *c, int64_t wait_ms, const cli_until_t *u);
 
+/* Wait to be connected (quiet_ms, at least 5 s), then poll until quiet_ms pass
+ * without `seen` (what the program's callbacks record) growing. 0, or the exit
+ * code; when the broker did not answer, "the broker did not answer; HINT" is
+ * printed (hint may be NULL). */
+struct cli_map; /* cli_map_t, below */
+int cli_collect_quiet(carehub_t *c, int quiet_ms, const struct cli_map *seen, const char *hint);
+
 /* A cli_until_t done(): the spool and the requests are all answered. */
 int cli_nothing_pending(carehub_t *c, void *ud);
 /* A cli_until_t done(): the int that ud points to is not 0 (an answer came). */

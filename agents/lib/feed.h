@@ -38,6 +38,15 @@ enum {
     FEED_EX_NOPERM = CLI_EX_NOPERM,       /* the broker refused this agent (hello unauthorized) */
 };
 
+/* The last lines of both programs' option help: the options feed_getopt() takes
+ * for both with the same meaning (a string literal, for the usage text). */
+#define FEED_HELP_ANSWERS \
+"      --timeout MS       resend after MS without an answer (reconnecting; default 3000)\n" \
+"  -v, --verbose          one line per answer on standard output:\n" \
+"                         FILE:LINE <TAB> ID <TAB> EVENT <TAB> CASE <TAB> new|duplicate|refused:CODE\n" \
+"  -q, --quiet            no summary on standard error\n" \
+"  -h, --help             this text;  -V, --version  the version\n"
+
 typedef enum { FEED_EVENTS, FEED_DETECTION } feed_mode_t;
 
 typedef struct {
