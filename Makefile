@@ -32,7 +32,7 @@ else
   BIN := bin
 endif
 OUT := build/$(VARIANT)
-CFLAGS_ALL := $(BASE_CFLAGS) $(OPT) $(CFLAGS)
+CFLAGS_ALL := $(BASE_CFLAGS) -I$(OUT)/gen $(OPT) $(CFLAGS)
 LDFLAGS_ALL := $(OPT) -pthread $(LDFLAGS)
 
 # common/: what the broker and the agents both link (the wire's msgpack guard and
@@ -65,6 +65,12 @@ AGENT_PROGS    := $(AGENT_PROG_SRC:agents/%.c=$(BIN)/%)
 # parts, not a library: agents/carehub/ for bin/carehub).
 AGENT_PART_SRC := $(sort $(filter-out agents/lib/%,$(wildcard agents/*/*.c)))
 agent_parts     = $(patsubst %.c,$(OUT)/%.o,$(wildcard agents/$(1)/*.c))
+# The schemas' enums and limits as C macros for the agent programs (the programs take
+# them from schemas/ instead of restating them): build/VARIANT/gen/schema_tables.h, by a small
+# generator (jansson) built first, again whenever a schema or the generator changes.
+SCHEMA_JSON    := $(sort $(wildcard schemas/*.json))
+SCHEMA_GEN     := $(OUT)/gen/gen-schema-tables
+SCHEMA_TABLES  := $(OUT)/gen/schema_tables.h
 BENCH_SRC   := $(sort $(wildcard bench/*.c))
 BENCH_BIN   := $(BENCH_SRC:bench/%.c=$(BIN)/%)
 
@@ -88,6 +94,19 @@ $(OUT)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(say) "  CC [$(VARIANT)]  $<"
 	$(Q)$(CC) $(CFLAGS_ALL) -MMD -MP -c $< -o $@
+
+$(SCHEMA_GEN): scripts/gen-schema-tables.c
+	@mkdir -p $(dir $@)
+	$(say) "  CC [$(VARIANT)]  $<"
+	$(Q)$(CC) $(CFLAGS_ALL) $(LDFLAGS_ALL) -o $@ $< $(shell pkg-config --libs jansson 2>/dev/null)
+
+$(SCHEMA_TABLES): $(SCHEMA_GEN) $(SCHEMA_JSON)
+	$(say) "  GEN [$(VARIANT)] $@"
+	$(Q)$(SCHEMA_GEN) $@ $(SCHEMA_JSON)
+
+# The agent programs' objects need the header before their first compile; after it,
+# their .d files name it, so that a schema's change recompiles those that include it.
+$(AGENT_PROG_SRC:%.c=$(OUT)/%.o) $(AGENT_PART_SRC:%.c=$(OUT)/%.o): | $(SCHEMA_TABLES)
 
 $(BIN)/carehubd: $(BROKER_OBJ)
 	@mkdir -p $(dir $@)

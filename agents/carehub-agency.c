@@ -343,23 +343,12 @@ static int cmd_run(desk_t *d, carehub_t *c, const cli_common_t *co)
     return rc;
 }
 
-static size_t seen_count(carehub_t *c, void *ud)
-{
-    (void)c;
-    return cli_map_size(((desk_t *)ud)->seen);
-}
-
 static int cmd_list(desk_t *d, carehub_t *c, int quiet_ms)
 {
-    int rc = cli_wait_connected(c, quiet_ms > 5000 ? quiet_ms : 5000);
-    if (rc == CLI_EX_UNREACHABLE)
-        cli_err("the broker did not answer");
+    /* until quiet_ms without a new assignment */
+    int rc = cli_collect_quiet(c, quiet_ms, d->seen, NULL);
     if (rc)
         return rc;
-    cli_until_t u = {NULL, seen_count, d, 0}; /* until quiet_ms without a new assignment */
-    int k = cli_poll_until(c, quiet_ms, &u);
-    if (k)
-        return k;
     size_t seen = cli_map_size(d->seen);
     if (!d->json)
         fprintf(stderr, "%zu assignment(s) awaiting acknowledgement\n", seen);

@@ -45,11 +45,7 @@ static void usage(FILE *out)
 "      --poll-interval MS how often --follow looks for new lines (default 200)\n"
 "  -w, --wait SECONDS     without --follow: give up when the broker has not answered for\n"
 "                         this long while detections are waiting (default 10)\n"
-"      --timeout MS       resend after MS without an answer (reconnecting; default 3000)\n"
-"  -v, --verbose          one line per answer on standard output:\n"
-"                         FILE:LINE <TAB> ID <TAB> EVENT <TAB> CASE <TAB> new|duplicate|refused:CODE\n"
-"  -q, --quiet            no summary on standard error\n"
-"  -h, --help             this text;  -V, --version  the version\n"
+FEED_HELP_ANSWERS
 "\n"
 "Refused detections are reported on standard error as FILE:LINE with the broker's code,\n"
 "error and field, and appended as they were to the rejected file.\n"
@@ -71,12 +67,5 @@ static void usage(FILE *out)
 
 int main(int argc, char **argv)
 {
-    feed_opts_t o;
-    feed_opts_init(&o, "carehub-monitor", FEED_DETECTION);
-    int first = feed_getopt(&o, argc, argv, 1, usage);
-    if (first == -1)
-        return FEED_EX_OK;
-    if (first < 0)
-        return FEED_EX_USAGE;
-    return feed_run(&o, "online_risk", argv + first, argc - first);
+    return feed_main("carehub-monitor", FEED_DETECTION, "online_risk", argc, argv, usage);
 }

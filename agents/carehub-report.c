@@ -281,27 +281,15 @@ static int outcomes_local(const report_t *r, const char *spool_dir)
     return CLI_EX_OK;
 }
 
-static size_t shown_count(carehub_t *c, void *ud)
-{
-    (void)c;
-    return cli_map_size(((report_t *)ud)->shown);
-}
-
 /* Connected: print the outcomes the broker pushes until quiet_ms without one. */
 static int outcomes_online(report_t *r, carehub_t *c, int quiet_ms)
 {
-    int rc = cli_wait_connected(c, quiet_ms > 5000 ? quiet_ms : 5000);
-    if (rc == CLI_EX_UNREACHABLE) {
-        cli_err("the broker did not answer; `%s outcomes --local` shows the outcomes received "
-                "before", cli_prog());
-        return rc;
-    }
+    char hint[128];
+    util_fmt(hint, sizeof hint, "`%s outcomes --local` shows the outcomes received before",
+             cli_prog());
+    int rc = cli_collect_quiet(c, quiet_ms, r->shown, hint); /* until quiet_ms without one */
     if (rc)
         return rc;
-    cli_until_t u = {NULL, shown_count, r, 0}; /* until quiet_ms without a new outcome */
-    int k = cli_poll_until(c, quiet_ms, &u);
-    if (k)
-        return k;
     size_t seen = cli_map_size(r->shown);
     (void)carehub_poll(c, 0);   /* the last `received` goes out */
     if (!r->json)

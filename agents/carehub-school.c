@@ -31,6 +31,7 @@
 #include "carehub-school/row.h"
 #include "cli.h"
 #include "csv.h"
+#include "schema_tables.h"
 #include "util.h"
 
 #define SOFTWARE "carehub-school/1.0"
@@ -43,7 +44,7 @@ typedef struct {
     const char *file;   /* the file it came from (argv) */
     long line;          /* the line its record started on */
     char key[CAREHUB_ID_MAX + 1];       /* its event id (idempotency key) */
-    char student[257];  /* student_id (at most 64 characters of UTF-8) */
+    char student[SCHEMA_ABSENCE_CHILD_ID_MAX_LENGTH * 4 + 1];  /* student_id (UTF-8) */
     char date[11];      /* the day of the absence */
     int done;           /* acknowledged or refused */
 } row_t;
@@ -84,20 +85,24 @@ static void usage(FILE *f)
             "\n"
             "The first line names the columns (any order; case, spaces and '-' are ignored).\n"
             "Required: student_id, name, date (YYYY-MM-DD), status (present|late|absent),\n"
-            "reason (unexplained|sick|leave|family|unknown; empty means unknown),\n"
+            "reason (%s; empty means unknown),\n"
             "consecutive_days (school days absent in a row, this day included; required on\n"
-            "absent rows). Optional: gender (male|female|unknown), birth_date, guardian_contacted\n"
-            "(yes|no|true|false), period (full_day|morning|afternoon), guardian_name,\n"
-            "guardian_relation, guardian_phone, category (left_behind, in_difficulty, orphan,\n"
-            "unattended, disabled, other; several separated by ';'), jurisdiction, severity\n"
-            "(critical|high|normal|low), note. Empty optional cells are left out.\n"
+            "absent rows). Optional: gender (%s), birth_date,\n"
+            "guardian_contacted (yes|no|true|false), period (%s),\n"
+            "guardian_name, guardian_relation, guardian_phone, category\n"
+            "(%s;\n"
+            "several separated by ';'), jurisdiction, severity (%s),\n"
+            "note. Empty optional cells are left out (the values: schemas/absence.json).\n"
             "\n"
             "Exit: 0 all sent and acknowledged; 64 usage; 65 a bad row or a refused event (the\n"
             "good rows are still sent); 66 a file cannot be opened (nothing is sent); 74 the\n"
             "spool cannot be written, or a read error; 75 the broker stayed silent for --wait\n"
             "(default %ds) with events unacknowledged: they stay in the spool and go out on\n"
             "the next run; 77 the broker refused this agent (not configured).\n",
-            cli_prog(), cli_prog(), cli_common_help, DEFAULT_WAIT_MS / 1000);
+            cli_prog(), cli_prog(), cli_common_help, SCHEMA_ABSENCE_REASON_ENUM_TEXT,
+            SCHEMA_ABSENCE_CHILD_GENDER_ENUM_TEXT, SCHEMA_ABSENCE_PERIOD_ENUM_TEXT,
+            SCHEMA_ABSENCE_CHILD_CATEGORY_ITEMS_ENUM_TEXT, SCHEMA_ABSENCE_SEVERITY_ENUM_TEXT,
+            DEFAULT_WAIT_MS / 1000);
 }
 
 /* student + date -> "abs:" + 60 hex digits of BLAKE2b(school \0 student \0 date). */
@@ -240,18 +245,28 @@ static row_t *row_of(school_t *s, const char *ref, int *earlier)
     return r;
 }
 
+/* The row an answer to ref is about (see row_of), marked done; *again when this
+ * run's row was answered before (a second answer to a resend: not counted). */
+static row_t *answered(school_t *s, const char *ref, int *earlier, int *again)
+{
+    row_t *r = row_of(s, ref, earlier);
+    *again = 0;
+    if (r && !*earlier) {
+        *again = r->done;
+        r->done = 1;
+    }
+    return r;
+}
+
 static void on_ack(void *ud, const char *ref, const char *event, const char *case_id, int duplicate)
 {
     school_t *s = ud;
-    int earlier;
-    row_t *r = row_of(s, ref, &earlier);
-    if (r && !earlier) {
-        if (r->done)
-            return;
-        r->done = 1;
-    } else {
+    int earlier, again;
+    row_t *r = answered(s, ref, &earlier, &again);
+    if (again)
+        return;
+    if (!r || earlier)
         s->earlier++;
-    }
     if (duplicate)
         s->acked_dup++;
     else
@@ -263,13 +278,10 @@ static void on_nack(void *ud, const char *ref, const char *code, const char *err
                     const char *field)
 {
     school_t *s = ud;
-    int earlier;
-    row_t *r = row_of(s, ref, &earlier);
-    if (r && !earlier) {
-        if (r->done)
-            return;
-        r->done = 1;
-    }
+    int earlier, again;
+    row_t *r = answered(s, ref, &earlier, &again);
+    if (again)
+        return;
     s->refused++;
     print_result(s, r, earlier, ref ? ref : "", NULL, NULL, 0, code ? code : "?", error, field);
 }
@@ -556,8 +568,9 @@ int main(int argc, char **argv)
         cli_err("--school NAME is required: the school's name or code, as the events carry it");
         return CLI_EX_USAGE;
     }
-    if (cli_utf8_len(s.school) > 200 || !util_utf8_valid(s.school, strlen(s.school))) {
-        cli_err("--school: at most 200 characters of UTF-8");
+    if (cli_utf8_len(s.school) > SCHEMA_ABSENCE_SCHOOL_MAX_LENGTH ||
+        !util_utf8_valid(s.school, strlen(s.school))) {
+        cli_err("--school: at most %d characters of UTF-8", SCHEMA_ABSENCE_SCHOOL_MAX_LENGTH);
         return CLI_EX_USAGE;
     }
     if (optind >= argc) {

@@ -5,11 +5,9 @@
  * docs/agents.md.
  */
 #include <stdio.h>
-#include <string.h>
 
 #include "carehub.h"
 #include "feed.h"
-#include "util.h"
 
 static void usage(FILE *out)
 {
@@ -47,11 +45,7 @@ static void usage(FILE *out)
 "      --server-key KEY   CURVE: the broker's public key, 40 Z85 characters, or @FILE\n"
 "  -w, --wait SECONDS     give up when the broker has not answered for this long while\n"
 "                         events are waiting (default 10; 0: spool, try once, exit)\n"
-"      --timeout MS       resend after MS without an answer (reconnecting; default 3000)\n"
-"  -v, --verbose          one line per answer on standard output:\n"
-"                         FILE:LINE <TAB> ID <TAB> EVENT <TAB> CASE <TAB> new|duplicate|refused:CODE\n"
-"  -q, --quiet            no summary on standard error\n"
-"  -h, --help             this text;  -V, --version  the version\n"
+FEED_HELP_ANSWERS
 "\n"
 "Refused lines (by the broker, or locally: not JSON, bad id) are reported on standard\n"
 "error as FILE:LINE with the broker's code, error and field, and appended as they were\n"
@@ -77,23 +71,5 @@ static void usage(FILE *out)
 
 int main(int argc, char **argv)
 {
-    feed_opts_t o;
-    feed_opts_init(&o, "carehub-send", FEED_EVENTS);
-    int first = feed_getopt(&o, argc, argv, 0, usage);
-    if (first == -1)
-        return FEED_EX_OK;
-    if (first < 0)
-        return FEED_EX_USAGE;
-    if (first >= argc) {
-        fprintf(stderr, "carehub-send: TYPE is required (absence, mandatory_report, online_risk)\n");
-        usage(stderr);
-        return FEED_EX_USAGE;
-    }
-    const char *type = argv[first];
-    if (!util_valid_id(type, strlen(type))) {
-        fprintf(stderr, "carehub-send: \"%s\" is not an event type (absence, mandatory_report, "
-                "online_risk)\n", type);
-        return FEED_EX_USAGE;
-    }
-    return feed_run(&o, type, argv + first + 1, argc - first - 1);
+    return feed_main("carehub-send", FEED_EVENTS, NULL, argc, argv, usage);
 }

@@ -114,9 +114,8 @@ static int cmd_cases(sess_t *s, const opts_t *o)
 
 static int cmd_case(sess_t *s, const opts_t *o, const char *id)
 {
-    json_t *f = json_pack("{s:s}", "case", id), *r = NULL;
-    int rc = sess_query(s, "case", f, &r);
-    json_decref(f);
+    json_t *r = NULL;
+    int rc = sess_query_case(s, "case", id, &r);
     if (rc)
         return rc;
     if (o->json) {
@@ -163,9 +162,8 @@ static int cmd_case(sess_t *s, const opts_t *o, const char *id)
 
 static int cmd_trail(sess_t *s, const opts_t *o, const char *id)
 {
-    json_t *f = json_pack("{s:s}", "case", id), *r = NULL;
-    int rc = sess_query(s, "trail", f, &r);
-    json_decref(f);
+    json_t *r = NULL;
+    int rc = sess_query_case(s, "trail", id, &r);
     if (rc)
         return rc;
     json_t *recs = json_object_get(r, "records"), *x;

@@ -45,6 +45,7 @@ typedef struct {
     const char *const *values;   /* K_ENUM, K_LIST */
     size_t max;                  /* K_TEXT: characters */
     int required;
+    const char *key;             /* where the body holds it: "child.guardian.name" */
 } field_t;
 
 extern const field_t FIELDS[NFIELDS];

@@ -10,9 +10,11 @@
 
 #include "row.h"
 #include "cli.h"
+#include "schema_tables.h"
 #include "util.h"
 
-#define MAX_CONSECUTIVE_DAYS 10000
+/* The values and limits are schemas/absence.json's (schema_tables.h, generated). */
+#define AB(x) SCHEMA_ABSENCE_##x
 
 const col_info_t COLS[NCOLS] = {
     [COL_STUDENT_ID] = {"student_id", 1},
@@ -35,13 +37,15 @@ const col_info_t COLS[NCOLS] = {
 };
 
 const char *const STATUS_SKIP[] = {"present", "late", NULL};
-static const char *const REASONS[] = {"unexplained", "sick", "leave", "family", "unknown", NULL};
-static const char *const GENDERS[] = {"male", "female", "unknown", NULL};
-static const char *const PERIODS[] = {"full_day", "morning", "afternoon", NULL};
-static const char *const CATEGORIES[] = {"left_behind", "in_difficulty", "orphan",
-                                         "unattended", "disabled", "other", NULL};
-static const char *const SEVERITIES[] = {"critical", "high", "normal", "low", NULL};
+static const char *const REASONS[] = AB(REASON_ENUM);
+static const char *const GENDERS[] = AB(CHILD_GENDER_ENUM);
+static const char *const PERIODS[] = AB(PERIOD_ENUM);
+static const char *const CATEGORIES[] = AB(CHILD_CATEGORY_ITEMS_ENUM);
+static const char *const SEVERITIES[] = AB(SEVERITY_ENUM);
 
+/* The reason of a row whose reason cell is empty. */
+#define DEFAULT_REASON "unknown"
+/* consecutive_days above this is a mistake in the export (the schema sets no maximum). */
 #define MAX_CONSECUTIVE_DAYS 10000
 
 void row_cells_free(cells_t *c)
@@ -69,12 +73,43 @@ int row_set_str(json_t *o, const char *k, const char *v)
     return json_object_set_new(o, k, json_string(v));
 }
 
+/* A text cell of at most max characters (when not empty) as key of o. 0, or -1 with why. */
+static int row_text(json_t *o, const char *key, const char *col, const char *cell, size_t max,
+                    char *why, size_t whylen)
+{
+    if (!*cell)
+        return 0;
+    if (cli_utf8_len(cell) > max) {
+        util_fmt(why, whylen, "%s is longer than %zu characters", col, max);
+        return -1;
+    }
+    row_set_str(o, key, cell);
+    return 0;
+}
+
+/* An enum cell (lower-cased; when not empty) that must be one of vals, as key of o.
+ * 0, or -1 with why. */
+static int row_enum(json_t *o, const char *key, char *cell, const char *const *vals, char *why,
+                    size_t whylen)
+{
+    char sub[512];
+    row_lower_ascii(cell);
+    if (!*cell)
+        return 0;
+    if (cli_enum_check(cell, vals, "|", sub, sizeof sub) < 0) {
+        util_fmt(why, whylen, "%s %s", key, sub);
+        return -1;
+    }
+    row_set_str(o, key, cell);
+    return 0;
+}
+
 /*
  * Check one absent row and build its body. NULL with why[] on a bad row.
  */
 json_t *row_absence_body(const char *school, cells_t *c, char *why, size_t whylen)
 {
-    char list[128];
+    char sub[512];
     json_t *body = json_object();
     json_t *child = json_object();
     json_t *guardian = json_object();
@@ -82,47 +117,39 @@ json_t *row_absence_body(const char *school, cells_t *c, char *why, size_t whyle
     const char *sid = c->v[COL_STUDENT_ID];
     if (!*sid)
         ROW_BAD("student_id is empty");
-    if (cli_utf8_len(sid) > 64)
-        ROW_BAD("student_id is longer than 64 characters");
+    if (row_text(child, "id", "student_id", sid, AB(CHILD_ID_MAX_LENGTH), why, whylen) < 0)
+        goto bad;
     const char *name = c->v[COL_NAME];
     if (!*name)
         ROW_BAD("name is empty (the broker needs the pupil's name)");
-    if (cli_utf8_len(name) > 200)
-        ROW_BAD("name is longer than 200 characters");
+    if (row_text(child, "name", "name", name, AB(CHILD_NAME_MAX_LENGTH), why, whylen) < 0)
+        goto bad;
     const char *date = c->v[COL_DATE];
     if (!cli_valid_date(date))
         ROW_BAD("date '%s' is not a day written YYYY-MM-DD", cli_show(date));
 
     row_lower_ascii(c->v[COL_REASON]);
-    const char *reason = *c->v[COL_REASON] ? c->v[COL_REASON] : "unknown";
-    if (cli_enum_index(reason, REASONS) < 0) {
-        cli_enum_list(REASONS, "|", list, sizeof list);
-        ROW_BAD("reason '%s' is not one of %s", cli_show(reason), list);
-    }
+    const char *reason = *c->v[COL_REASON] ? c->v[COL_REASON] : DEFAULT_REASON;
+    if (cli_enum_check(reason, REASONS, "|", sub, sizeof sub) < 0)
+        ROW_BAD("reason %s", sub);
     const char *days = c->v[COL_CONSECUTIVE_DAYS];
     if (!*days)
         ROW_BAD("consecutive_days is empty (school days absent in a row, this day included)");
     char *end = NULL;
     errno = 0;
     long nd = strtol(days, &end, 10);
-    if (errno || *end || end == days || nd < 1 || nd > MAX_CONSECUTIVE_DAYS)
-        ROW_BAD("consecutive_days '%s' is not a whole number from 1 to %d", cli_show(days),
-                MAX_CONSECUTIVE_DAYS);
+    if (errno || *end || end == days || nd < AB(CONSECUTIVE_DAYS_MINIMUM) ||
+        nd > MAX_CONSECUTIVE_DAYS)
+        ROW_BAD("consecutive_days '%s' is not a whole number from %d to %d", cli_show(days),
+                AB(CONSECUTIVE_DAYS_MINIMUM), MAX_CONSECUTIVE_DAYS);
 
     row_set_str(body, "school", school);
     row_set_str(body, "date", date);
     row_set_str(body, "reason", reason);
     json_object_set_new(body, "consecutive_days", json_integer(nd));
 
-    char *period = c->v[COL_PERIOD];
-    row_lower_ascii(period);
-    if (*period) {
-        if (cli_enum_index(period, PERIODS) < 0) {
-            cli_enum_list(PERIODS, "|", list, sizeof list);
-            ROW_BAD("period '%s' is not one of %s", cli_show(period), list);
-        }
-        row_set_str(body, "period", period);
-    }
+    if (row_enum(body, "period", c->v[COL_PERIOD], PERIODS, why, whylen) < 0)
+        goto bad;
     const char *gc = c->v[COL_GUARDIAN_CONTACTED];
     if (*gc) {
         int yes;
@@ -130,31 +157,10 @@ json_t *row_absence_body(const char *school, cells_t *c, char *why, size_t whyle
             ROW_BAD("guardian_contacted '%s' is not yes, no, true or false", cli_show(gc));
         json_object_set_new(body, "guardian_contacted", json_boolean(yes));
     }
-    char *sev = c->v[COL_SEVERITY];
-    row_lower_ascii(sev);
-    if (*sev) {
-        if (cli_enum_index(sev, SEVERITIES) < 0) {
-            cli_enum_list(SEVERITIES, "|", list, sizeof list);
-            ROW_BAD("severity '%s' is not one of %s", cli_show(sev), list);
-        }
-        row_set_str(body, "severity", sev);
-    }
-    const char *note = c->v[COL_NOTE];
-    if (*note) {
-        if (cli_utf8_len(note) > 4000)
-            ROW_BAD("note is longer than 4000 characters");
-        row_set_str(body, "note", note);
-    }
-
-    row_set_str(child, "id", sid);
-    row_set_str(child, "name", name);
-    char *gender = c->v[COL_GENDER];
-    row_lower_ascii(gender);
-    if (*gender) {
-        if (cli_enum_index(gender, GENDERS) < 0)
-            ROW_BAD("gender '%s' is not male, female or unknown", cli_show(gender));
-        row_set_str(child, "gender", gender);
-    }
+    if (row_enum(body, "severity", c->v[COL_SEVERITY], SEVERITIES, why, whylen) < 0 ||
+        row_text(body, "note", "note", c->v[COL_NOTE], AB(NOTE_MAX_LENGTH), why, whylen) < 0 ||
+        row_enum(child, "gender", c->v[COL_GENDER], GENDERS, why, whylen) < 0)
+        goto bad;
     const char *bd = c->v[COL_BIRTH_DATE];
     if (*bd) {
         if (!cli_valid_date(bd))
@@ -164,7 +170,7 @@ json_t *row_absence_body(const char *school, cells_t *c, char *why, size_t whyle
     char *cat = c->v[COL_CATEGORY];
     if (*cat) {
         json_t *arr = json_array();
-        int seen[8] = {0};
+        int seen[AB(CHILD_CATEGORY_ITEMS_ENUM_COUNT)] = {0};
         json_object_set_new(child, "category", arr);
         for (char *save = NULL, *tok = strtok_r(cat, ";|,", &save); tok;
              tok = strtok_r(NULL, ";|,", &save)) {
@@ -172,36 +178,27 @@ json_t *row_absence_body(const char *school, cells_t *c, char *why, size_t whyle
             row_lower_ascii(tok);
             if (!*tok)
                 continue;
-            int k = cli_enum_index(tok, CATEGORIES);
-            if (k < 0) {
-                cli_enum_list(CATEGORIES, ", ", list, sizeof list);
-                ROW_BAD("category '%s' is not one of %s", cli_show(tok), list);
-            }
+            int k = cli_enum_check(tok, CATEGORIES, ", ", sub, sizeof sub);
+            if (k < 0)
+                ROW_BAD("category %s", sub);
             if (!seen[k]++)
                 json_array_append_new(arr, json_string(tok));
         }
     }
-    const char *jur = c->v[COL_JURISDICTION];
-    if (*jur) {
-        if (cli_utf8_len(jur) > 200)
-            ROW_BAD("jurisdiction is longer than 200 characters");
-        row_set_str(child, "jurisdiction", jur);
-    }
+    if (row_text(child, "jurisdiction", "jurisdiction", c->v[COL_JURISDICTION],
+                 AB(CHILD_JURISDICTION_MAX_LENGTH), why, whylen) < 0)
+        goto bad;
     static const struct {
         col_t col;
         const char *key;
         size_t max;
-    } G[] = {{COL_GUARDIAN_NAME, "name", 200},
-             {COL_GUARDIAN_RELATION, "relation", 100},
-             {COL_GUARDIAN_PHONE, "phone", 32}};
-    for (size_t i = 0; i < UTIL_ARRAY_LEN(G); i++) {
-        const char *v = c->v[G[i].col];
-        if (!*v)
-            continue;
-        if (cli_utf8_len(v) > G[i].max)
-            ROW_BAD("%s is longer than %zu characters", COLS[G[i].col].name, G[i].max);
-        row_set_str(guardian, G[i].key, v);
-    }
+    } G[] = {{COL_GUARDIAN_NAME, "name", AB(CHILD_GUARDIAN_NAME_MAX_LENGTH)},
+             {COL_GUARDIAN_RELATION, "relation", AB(CHILD_GUARDIAN_RELATION_MAX_LENGTH)},
+             {COL_GUARDIAN_PHONE, "phone", AB(CHILD_GUARDIAN_PHONE_MAX_LENGTH)}};
+    for (size_t i = 0; i < UTIL_ARRAY_LEN(G); i++)
+        if (row_text(guardian, G[i].key, COLS[G[i].col].name, c->v[G[i].col], G[i].max, why,
+                     whylen) < 0)
+            goto bad;
     if (json_object_size(guardian) > 0)
         json_object_set(child, "guardian", guardian);
     json_decref(guardian);

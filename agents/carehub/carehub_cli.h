@@ -44,6 +44,8 @@ void sess_close(sess_t *s);
 /* A query {op:"query", what, ...fields}: 0 and the answer in *out, or an exit
  * code with the message printed (65 refused, 75 no answer). */
 int sess_query(sess_t *s, const char *what, json_t *fields, json_t **out);
+/* The query `what` ("case", "trail") of one case: {case: case_id}. */
+int sess_query_case(sess_t *s, const char *what, const char *case_id, json_t **out);
 /* Every item (`key` of each answer) of the list query `what`, following `next`
  * while all (else one page). items gets them; *last the last answer (or NULL). */
 int sess_query_pages(sess_t *s, const char *what, json_t *fields, const char *key, int all,

@@ -106,6 +106,15 @@ int sess_query(sess_t *s, const char *what, json_t *fields, json_t **out)
     return rc;
 }
 
+/* A query about one case (carehub_cli.h). */
+int sess_query_case(sess_t *s, const char *what, const char *case_id, json_t **out)
+{
+    json_t *f = json_pack("{s:s}", "case", case_id);
+    int rc = sess_query(s, what, f, out);
+    json_decref(f);
+    return rc;
+}
+
 /* A list query, page after page (carehub_cli.h). */
 int sess_query_pages(sess_t *s, const char *what, json_t *fields, const char *key, int all,
                      json_t *items, json_t **last, const char **next_out)

@@ -295,6 +295,23 @@ int cli_poll_until(carehub_t *c, int64_t wait_ms, const cli_until_t *u)
     return 0;
 }
 
+static size_t map_count(carehub_t *c, void *ud)
+{
+    (void)c;
+    return cli_map_size(ud);
+}
+
+int cli_collect_quiet(carehub_t *c, int quiet_ms, const struct cli_map *seen, const char *hint)
+{
+    int rc = cli_wait_connected(c, quiet_ms > 5000 ? quiet_ms : 5000);
+    if (rc == CLI_EX_UNREACHABLE)
+        cli_err("the broker did not answer%s%s", hint ? "; " : "", hint ? hint : "");
+    if (rc)
+        return rc;
+    cli_until_t u = {NULL, map_count, (void *)seen, 0};
+    return cli_poll_until(c, quiet_ms, &u);
+}
+
 void cli_nack_set(cli_nack_t *n, const char *code, const char *error, const char *field)
 {
     util_fmt(n->code, sizeof n->code, "%s", code ? code : "?");
@@ -456,116 +473,16 @@ void cli_enum_list(const char *const *vals, const char *sep, char *buf, size_t l
     }
 }
 
-static int days_in_month(int y, int m)
+int cli_enum_check(const char *s, const char *const *vals, const char *sep, char *why,
+                   size_t whylen)
 {
-    static const int d[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-    if (m == 2 && ((y % 4 == 0 && y % 100 != 0) || y % 400 == 0))
-        return 29;
-    return d[m - 1];
-}
-
-/* Digits s[0..n) into *out; -1 when one is not a digit. */
-static int digits(const char *s, int n, int *out)
-{
-    int v = 0;
-    for (int i = 0; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return -1;
-        v = v * 10 + (s[i] - '0');
+    int k = cli_enum_index(s, vals);
+    if (k < 0) {
+        char list[512];
+        cli_enum_list(vals, sep, list, sizeof list);
+        util_fmt(why, whylen, "'%s' is not one of %s", cli_show(s), list);
     }
-    *out = v;
-    return 0;
-}
-
-static int parse_date(const char *s, int *y, int *m, int *d)
-{
-    if (strlen(s) < 10 || s[4] != '-' || s[7] != '-')
-        return -1;
-    if (digits(s, 4, y) || digits(s + 5, 2, m) || digits(s + 8, 2, d))
-        return -1;
-    if (*y < 1 || *m < 1 || *m > 12 || *d < 1 || *d > days_in_month(*y, *m))
-        return -1;
-    return 0;
-}
-
-int cli_valid_date(const char *s)
-{
-    int y, m, d;
-    return strlen(s) == 10 && parse_date(s, &y, &m, &d) == 0;
-}
-
-int cli_parse_time(const char *s, int64_t *out_ms)
-{
-    size_t n = strlen(s);
-    if (n == 0)
-        return -1;
-    if (!strcmp(s, "now")) {
-        *out_ms = util_now_ms();
-        return 0;
-    }
-    if (strspn(s, "0123456789") == n) {
-        if (n > 15)
-            return -1;   /* beyond year 33658 */
-        *out_ms = strtoll(s, NULL, 10);
-        return 0;
-    }
-    int y, mo, d, hh = 0, mi = 0, ss = 0, frac_ms = 0;
-    if (parse_date(s, &y, &mo, &d) < 0)
-        return -1;
-    const char *p = s + 10;
-    if (*p == 'T' || *p == 't' || *p == ' ') {
-        p++;
-        if (strlen(p) < 5 || p[2] != ':' || digits(p, 2, &hh) || digits(p + 3, 2, &mi))
-            return -1;
-        p += 5;
-        if (*p == ':') {
-            if (digits(p + 1, 2, &ss))
-                return -1;
-            p += 3;
-            if (*p == '.' || *p == ',') {   /* a fraction of a second */
-                p++;
-                if (*p < '0' || *p > '9')
-                    return -1;
-                for (int k = 0; *p >= '0' && *p <= '9'; k++, p++)
-                    if (k < 3)
-                        frac_ms += (*p - '0') * (k == 0 ? 100 : k == 1 ? 10 : 1);
-            }
-        }
-        if (hh > 23 || mi > 59 || ss > 60)
-            return -1;
-    }
-    struct tm tm;
-    memset(&tm, 0, sizeof tm);
-    tm.tm_year = y - 1900;
-    tm.tm_mon = mo - 1;
-    tm.tm_mday = d;
-    tm.tm_hour = hh;
-    tm.tm_min = mi;
-    tm.tm_sec = ss;
-    time_t t;
-    if (*p == '\0') {
-        tm.tm_isdst = -1;
-        t = mktime(&tm);
-    } else {
-        int off = 0;
-        if ((*p == 'Z' || *p == 'z') && p[1] == '\0') {
-            off = 0;
-        } else if ((*p == '+' || *p == '-') && strlen(p) == 6 && p[3] == ':') {
-            int oh, om;
-            if (digits(p + 1, 2, &oh) || digits(p + 4, 2, &om) || oh > 23 || om > 59)
-                return -1;
-            off = (oh * 60 + om) * 60 * (*p == '-' ? -1 : 1);
-        } else {
-            return -1;
-        }
-        t = timegm(&tm);
-        if (t != (time_t)-1)
-            t -= off;
-    }
-    if (t == (time_t)-1 || t < 0)
-        return -1;
-    *out_ms = (int64_t)t * 1000 + frac_ms;
-    return 0;
+    return k;
 }
 
 int cli_parse_duration_ms(const char *s, int *out_ms)

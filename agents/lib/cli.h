@@ -158,6 +158,13 @@ typedef struct {
  * printed. */
 int cli_poll_until(carehub_t *c, int64_t wait_ms, const cli_until_t *u);
 
+/* Wait to be connected (quiet_ms, at least 5 s), then poll until quiet_ms pass
+ * without `seen` (what the program's callbacks record) growing. 0, or the exit
+ * code; when the broker did not answer, "the broker did not answer; HINT" is
+ * printed (hint may be NULL). */
+struct cli_map; /* cli_map_t, below */
+int cli_collect_quiet(carehub_t *c, int quiet_ms, const struct cli_map *seen, const char *hint);
+
 /* A cli_until_t done(): the spool and the requests are all answered. */
 int cli_nothing_pending(carehub_t *c, void *ud);
 /* A cli_until_t done(): the int that ud points to is not 0 (an answer came). */
@@ -194,6 +201,13 @@ int cli_enum_index(const char *s, const char *const *vals);
 /* "a|b|c" of a NULL-terminated list into buf. */
 void cli_enum_list(const char *const *vals, const char *sep, char *buf, size_t len);
 
+/* cli_enum_index(s, vals); when s is not in vals, -1 with why = "'S' is not one
+ * of A<sep>B<sep>C" (S as cli_show() prints it). */
+int cli_enum_check(const char *s, const char *const *vals, const char *sep, char *why,
+                   size_t whylen);
+
+/* Dates and times (cli_time.c). */
+
 /* 1 when s is a calendar date YYYY-MM-DD that exists. */
 int cli_valid_date(const char *s);
 
@@ -203,6 +217,13 @@ int cli_valid_date(const char *s);
  * the latter followed by Z or ±HH:MM (that offset instead). 0 or -1.
  */
 int cli_parse_time(const char *s, int64_t *out_ms);
+
+/*
+ * An RFC 3339 date-time only, as machines write it: YYYY-MM-DD[Tt ]HH:MM:SS[.f...]
+ * then Z (or z) or ±HH:MM, a day that exists, not before 1970 (UTC), into ms
+ * since the epoch (digits of the fraction beyond the third are dropped). 0 or -1.
+ */
+int cli_parse_rfc3339(const char *s, int64_t *out_ms);
 
 /* A duration: a number (seconds, may have a fraction) with an optional
  * suffix ms, s, m or h; at most one day. 0 or -1. */

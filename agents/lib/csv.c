@@ -185,6 +185,27 @@ static int end_field(csv_reader_t *r)
     return 0;
 }
 
+/* Where a field may end (in unquoted text, after a closing quote): a line end
+ * or EOF ends the record (CSV_RECORD, or CSV_IOERR on a read error), a
+ * separator the field (FIELD_NEXT: the next one is started, or FIELD_FULL:
+ * one field too many); anything else does not end it (FIELD_GOES_ON). */
+enum { FIELD_GOES_ON = 2, FIELD_NEXT, FIELD_FULL };
+
+static int field_end(csv_reader_t *r, int c, int sep)
+{
+    if (c == EOF || c == '\n' || c == '\r') {
+        if (c == EOF && ferror(r->f))
+            return CSV_IOERR;
+        end_line(r, c);
+        end_field(r);
+        return CSV_RECORD;
+    }
+    if (c != sep)
+        return FIELD_GOES_ON;
+    end_field(r);
+    return start_field(r) < 0 ? FIELD_FULL : FIELD_NEXT;
+}
+
 static int parse_record(csv_reader_t *r)
 {
     const int sep = (unsigned char)r->lim.separator;
@@ -196,30 +217,27 @@ static int parse_record(csv_reader_t *r)
         goto bad;
     for (;;) {
         c = rd(r);
-        switch (state) {
-        case ST_FIELD_START:
+        if (state == ST_FIELD_START) {
             if (c == '"') {
                 state = ST_QUOTED;
                 quote_line = r->line;
-                break;
+                continue;
             }
             state = ST_UNQUOTED;
-            /* fall through */
-        case ST_UNQUOTED:
-            if (c == EOF || c == '\n' || c == '\r') {
-                if (c == EOF && ferror(r->f))
-                    return CSV_IOERR;
-                end_line(r, c);
-                end_field(r);
-                return CSV_RECORD;
-            }
-            if (c == sep) {
-                end_field(r);
-                if (start_field(r) < 0)
-                    goto bad;
+        }
+        if (state == ST_UNQUOTED || (state == ST_QUOTE_SEEN && c != '"')) {
+            int k = field_end(r, c, sep);
+            if (k == FIELD_FULL)
+                goto bad;
+            if (k == FIELD_NEXT) {
                 state = ST_FIELD_START;
-                break;
+                continue;
             }
+            if (k != FIELD_GOES_ON)
+                return k;
+        }
+        switch (state) {
+        case ST_UNQUOTED:
             if (c == '"') {
                 set_err(r, "field %zu holds a quote but does not start with one: quote the "
                            "whole field and double the quote inside (\"\")", r->nfields + 1);
@@ -258,26 +276,12 @@ static int parse_record(csv_reader_t *r)
                 goto bad;
             }
             break;
-        case ST_QUOTE_SEEN:
+        case ST_QUOTE_SEEN:   /* a doubled quote; what ends the field is taken above */
             if (c == '"') {
                 if (put(r, '"') < 0)
                     goto bad;
                 state = ST_QUOTED;
                 break;
-            }
-            if (c == sep) {
-                end_field(r);
-                if (start_field(r) < 0)
-                    goto bad;
-                state = ST_FIELD_START;
-                break;
-            }
-            if (c == EOF || c == '\n' || c == '\r') {
-                if (c == EOF && ferror(r->f))
-                    return CSV_IOERR;
-                end_line(r, c);
-                end_field(r);
-                return CSV_RECORD;
             }
             set_err(r, "field %zu has text after its closing quote: a quoted field ends at the "
                        "separator or the end of the line", r->nfields + 1);

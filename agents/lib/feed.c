@@ -180,72 +180,9 @@ void feed_foreign_id(const char *type, const char *value, char out[CAREHUB_ID_MA
     util_fmt(out, 65, "d-%s", hex);
 }
 
-static int digits(const char **p, int n, int *v)
-{
-    *v = 0;
-    for (int i = 0; i < n; i++, (*p)++) {
-        if (**p < '0' || **p > '9')
-            return -1;
-        *v = *v * 10 + (**p - '0');
-    }
-    return 0;
-}
-
 int feed_parse_time(const char *s, int64_t *ms)
 {
-    const char *p = s;
-    int y, mo, d, h, mi, sec, frac = 0, fdig = 0;
-    if (digits(&p, 4, &y) || *p++ != '-' || digits(&p, 2, &mo) || *p++ != '-' || digits(&p, 2, &d))
-        return -1;
-    if (*p != 'T' && *p != 't' && *p != ' ')
-        return -1;
-    p++;
-    if (digits(&p, 2, &h) || *p++ != ':' || digits(&p, 2, &mi) || *p++ != ':' || digits(&p, 2, &sec))
-        return -1;
-    if (*p == '.') {
-        p++;
-        while (*p >= '0' && *p <= '9') {
-            if (fdig < 3) {
-                frac = frac * 10 + (*p - '0');
-                fdig++;
-            }
-            p++;
-        }
-        if (fdig == 0)
-            return -1;
-        while (fdig < 3) {
-            frac *= 10;
-            fdig++;
-        }
-    }
-    int off = 0;
-    if (*p == 'Z' || *p == 'z') {
-        p++;
-    } else if (*p == '+' || *p == '-') {
-        int sign = *p++ == '-' ? -1 : 1, oh, om;
-        if (digits(&p, 2, &oh) || *p++ != ':' || digits(&p, 2, &om) || oh > 23 || om > 59)
-            return -1;
-        off = sign * (oh * 60 + om);
-    } else {
-        return -1;
-    }
-    if (*p || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60 || y < 1970)
-        return -1;
-    struct tm tm = {0};
-    tm.tm_year = y - 1900;
-    tm.tm_mon = mo - 1;
-    tm.tm_mday = d;
-    tm.tm_hour = h;
-    tm.tm_min = mi;
-    tm.tm_sec = sec;
-    time_t t = timegm(&tm);
-    if (t == (time_t)-1)
-        return -1;
-    int64_t v = ((int64_t)t - (int64_t)off * 60) * 1000 + frac;
-    if (v < 0)
-        return -1;
-    *ms = v;
-    return 0;
+    return cli_parse_rfc3339(s, ms);
 }
 
 /* ---- the run ------------------------------------------------------------------- */
@@ -625,4 +562,30 @@ done:
         jsonl_close(&in[i]);
     free(in);
     return code;
+}
+
+int feed_main(const char *prog, feed_mode_t mode, const char *type, int argc, char **argv,
+              void (*usage)(FILE *out))
+{
+    feed_opts_t o;
+    feed_opts_init(&o, prog, mode);
+    int first = feed_getopt(&o, argc, argv, mode == FEED_DETECTION, usage);
+    if (first == -1)
+        return FEED_EX_OK;
+    if (first < 0)
+        return FEED_EX_USAGE;
+    if (!type) {
+        if (first >= argc) {
+            fprintf(stderr, "%s: TYPE is required (absence, mandatory_report, online_risk)\n", prog);
+            usage(stderr);
+            return FEED_EX_USAGE;
+        }
+        type = argv[first++];
+        if (!util_valid_id(type, strlen(type))) {
+            fprintf(stderr, "%s: \"%s\" is not an event type (absence, mandatory_report, "
+                    "online_risk)\n", prog, type);
+            return FEED_EX_USAGE;
+        }
+    }
+    return feed_run(&o, type, argv + first, argc - first);
 }

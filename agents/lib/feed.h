@@ -38,6 +38,15 @@ enum {
     FEED_EX_NOPERM = CLI_EX_NOPERM,       /* the broker refused this agent (hello unauthorized) */
 };
 
+/* The last lines of both programs' option help: the options feed_getopt() takes
+ * for both with the same meaning (a string literal, for the usage text). */
+#define FEED_HELP_ANSWERS \
+"      --timeout MS       resend after MS without an answer (reconnecting; default 3000)\n" \
+"  -v, --verbose          one line per answer on standard output:\n" \
+"                         FILE:LINE <TAB> ID <TAB> EVENT <TAB> CASE <TAB> new|duplicate|refused:CODE\n" \
+"  -q, --quiet            no summary on standard error\n" \
+"  -h, --help             this text;  -V, --version  the version\n"
+
 typedef enum { FEED_EVENTS, FEED_DETECTION } feed_mode_t;
 
 typedef struct {
@@ -75,6 +84,15 @@ int feed_getopt(feed_opts_t *o, int argc, char **argv, int allow_follow,
  */
 int feed_run(const feed_opts_t *o, const char *type, char **paths, int npaths);
 
+/*
+ * A whole program: feed_opts_init(), feed_getopt() (--follow with
+ * FEED_DETECTION), then feed_run() over the operands. The event type is `type`,
+ * or when NULL the first operand (TYPE, which must be a protocol id; the others
+ * are the files). Returns the exit code (FEED_EX_*).
+ */
+int feed_main(const char *prog, feed_mode_t mode, const char *type, int argc, char **argv,
+              void (*usage)(FILE *out));
+
 /* The id feed_run gives a line without one: "h-" and 32 hex digits. */
 void feed_line_id(const char *type, const char *name, long lineno, const char *text, size_t len,
                   char out[CAREHUB_ID_MAX + 1]);
@@ -83,7 +101,8 @@ void feed_line_id(const char *type, const char *name, long lineno, const char *t
  * "d-" and 32 hex digits of BLAKE2b over the type and the value. */
 void feed_foreign_id(const char *type, const char *value, char out[CAREHUB_ID_MAX + 1]);
 
-/* Parse an `at` value: integer ms, or RFC 3339 text. 0 or -1. */
+/* Parse an `at` text (an integer `at` is ms already): RFC 3339, as
+ * cli_parse_rfc3339() reads it. 0 or -1. */
 int feed_parse_time(const char *s, int64_t *ms);
 
 #endif
