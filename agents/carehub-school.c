@@ -5,9 +5,10 @@
  *
  * Every row whose status is `absent` becomes one `absence` event (PROTOCOL
  * §8); present and late rows are counted and skipped. The event's id (the
- * idempotency key) is derived from school + student + date, so sending the
- * same export twice, or a later export that repeats a day, never makes a
- * second event: the broker answers the repeats with duplicate:true.
+ * idempotency key) is derived from school + student + date with the school's
+ * own key (idkey.h), so sending the same export twice, or a later export that
+ * repeats a day, never makes a second event (the broker answers the repeats
+ * with duplicate:true), and no one without the key can tell the student from it.
  *
  * Events go through libcarehub's spool: each is on disk before the program
  * waits for the broker, and what the broker has not acknowledged within
@@ -28,6 +29,7 @@
 
 #include "carehub_wire.h"
 #include "carehub.h"
+#include "carehub-school/idkey.h"
 #include "carehub-school/row.h"
 #include "cli.h"
 #include "csv.h"
@@ -55,6 +57,7 @@ typedef struct {
     cli_map_t *by_key;   /* key -> index in rows */
     int json;            /* --json: one JSON line per result */
     const char *school;
+    unsigned char idkey[IDKEY_BYTES]; /* the school's secret behind its ids (idkey.h) */
     cli_outcomes_t *outcomes; /* outcomes pushed after hello are logged here */
     carehub_t *c;             /* for carehub_event_tag() in the callbacks */
     row_t earlier_row;        /* a row of an earlier run, from its spool tag */
@@ -73,7 +76,8 @@ static void usage(FILE *f)
             "\n"
             "Send the absent rows of a school's attendance export (CSV, UTF-8) to carehub as\n"
             "`absence` events, one per pupil and day. Running it again on the same file sends\n"
-            "nothing twice (the event id comes from school + student + date).\n"
+            "nothing twice (the event id comes from school + student + date, hashed with the\n"
+            "school's own id key, so that the id does not give the student away).\n"
             "\n"
             "Options:\n"
             "%s"
@@ -82,6 +86,9 @@ static void usage(FILE *f)
             "      --check            only check the file(s): report bad rows, send nothing\n"
             "      --separator C      the field separator: , (default) ; or tab\n"
             "      --allow-extra-columns  ignore columns this program does not know\n"
+            "      --id-key FILE      the school's id key (32 bytes, mode 0600); default\n"
+            "                         SPOOL/school-id.key, made on the first run: keep it with\n"
+            "                         the spool (lost, the days sent again become new events)\n"
             "\n"
             "The first line names the columns (any order; case, spaces and '-' are ignored).\n"
             "Required: student_id, name, date (YYYY-MM-DD), status (present|late|absent),\n"
@@ -103,23 +110,6 @@ static void usage(FILE *f)
             SCHEMA_ABSENCE_CHILD_GENDER_ENUM_TEXT, SCHEMA_ABSENCE_PERIOD_ENUM_TEXT,
             SCHEMA_ABSENCE_CHILD_CATEGORY_ITEMS_ENUM_TEXT, SCHEMA_ABSENCE_SEVERITY_ENUM_TEXT,
             DEFAULT_WAIT_MS / 1000);
-}
-
-/* student + date -> "abs:" + 60 hex digits of BLAKE2b(school \0 student \0 date). */
-static void absence_key(const char *school, const char *student, const char *date, char out[CAREHUB_ID_MAX + 1])
-{
-    crypto_generichash_state st;
-    unsigned char h[30];
-    static const unsigned char nul = 0;
-    crypto_generichash_init(&st, NULL, 0, sizeof h);
-    crypto_generichash_update(&st, (const unsigned char *)school, strlen(school));
-    crypto_generichash_update(&st, &nul, 1);
-    crypto_generichash_update(&st, (const unsigned char *)student, strlen(student));
-    crypto_generichash_update(&st, &nul, 1);
-    crypto_generichash_update(&st, (const unsigned char *)date, strlen(date));
-    crypto_generichash_final(&st, h, sizeof h);
-    memcpy(out, "abs:", 4);
-    sodium_bin2hex(out + 4, 61, h, sizeof h);
 }
 
 /* Header cell -> column: lower case, blanks and '-' as '_'. -1 when unknown. */
@@ -443,7 +433,7 @@ static int read_file(school_t *s, carehub_t *c, const char *path, FILE *f, char 
             continue;
         }
         char key[CAREHUB_ID_MAX + 1];
-        absence_key(s->school, cells.v[COL_STUDENT_ID], cells.v[COL_DATE], key);
+        idkey_absence_id(s->idkey, s->school, cells.v[COL_STUDENT_ID], cells.v[COL_DATE], key);
         long prev;
         if (cli_map_get(s->by_key, key, &prev)) {
             util_fmt(why, sizeof why, "student %s is already absent on %s at %s:%ld (one "
@@ -504,7 +494,7 @@ static size_t answer_count(carehub_t *c, void *ud)
 
 /* ---- main ------------------------------------------------------------------------------ */
 
-enum { OPT_SCHOOL = CLI_OPT_FIRST_PROGRAM, OPT_JSON, OPT_CHECK, OPT_SEPARATOR, OPT_EXTRA };
+enum { OPT_SCHOOL = CLI_OPT_FIRST_PROGRAM, OPT_JSON, OPT_CHECK, OPT_SEPARATOR, OPT_EXTRA, OPT_ID_KEY };
 
 int main(int argc, char **argv)
 {
@@ -515,11 +505,13 @@ int main(int argc, char **argv)
         {"check", no_argument, NULL, OPT_CHECK},
         {"separator", required_argument, NULL, OPT_SEPARATOR},
         {"allow-extra-columns", no_argument, NULL, OPT_EXTRA},
+        {"id-key", required_argument, NULL, OPT_ID_KEY},
         {NULL, 0, NULL, 0},
     };
     cli_common_t co;
     school_t s;
     int check = 0, allow_extra = 0, opt, rc;
+    const char *id_key = NULL;
     char sep = ',';
 
     cli_init(argv[0]);
@@ -554,6 +546,9 @@ int main(int argc, char **argv)
             break;
         case OPT_EXTRA:
             allow_extra = 1;
+            break;
+        case OPT_ID_KEY:
+            id_key = optarg;
             break;
         default:
             fprintf(stderr, "Try '%s --help'.\n", cli_prog());
@@ -612,6 +607,20 @@ int main(int argc, char **argv)
         s.outcomes = cli_outcomes_open(co.spool_dir);
         c = cli_open(&co, SOFTWARE, &cb, &rc);
         s.c = c;
+    }
+    if (rc == CLI_EX_OK && check) {
+        randombytes_buf(s.idkey, sizeof s.idkey); /* --check sends nothing: ids only pair rows */
+    } else if (rc == CLI_EX_OK && c) { /* after cli_open: the spool exists */
+        char path[4200], why[4400];
+        int created;
+        util_fmt(path, sizeof path, "%s/%s", co.spool_dir, IDKEY_FILE);
+        if (idkey_load(id_key ? id_key : path, !id_key, s.idkey, &created, why, sizeof why)) {
+            cli_err("the school's id key %s %s", id_key ? id_key : path, why);
+            rc = CLI_EX_NOINPUT;
+        }
+        if (created)
+            fprintf(stderr, "%s: made the school's id key %s: keep it with the spool (without it, "
+                    "days sent again become new events)\n", cli_prog(), path);
     }
     cli_catch_signals();
     int file_rc = 0;

@@ -75,8 +75,9 @@ void assign_fx_webhook(assign_effects_t *e, const char *id);
 
 /* A msgpack string into dst (NUL-terminated, cut to size; "" when not a string). */
 void assign_copy_str(char *dst, size_t size, const msgpack_object *o);
-/* Who sent an event: its record's `agent` and `ref` (the agent's own id), each
- * "" when the record lacks it or is not a map. */
+/* Who sent an event: its record's `agent` and `ref` as stored (a keyed hash of
+ * the agent's own id with privacy on: the idempotency key's second part; the
+ * ref sent is case_event_ref's), each "" when the record lacks it or is not a map. */
 void assign_event_origin(const void *rec, size_t rl, char agent[ID_LEN], char ref[ID_LEN]);
 /* An integer of a map (0 when absent). */
 int64_t assign_get_int(const msgpack_object *map, const char *key);

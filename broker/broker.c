@@ -12,6 +12,7 @@
 
 #include "clock.h"
 #include "assign.h"
+#include "case.h"
 #include "deliver.h"
 #include "hook.h"
 #include "job.h"
@@ -132,6 +133,10 @@ broker_t *broker_new(const config_t *cfg, const char *schemas_dir, char *err, si
     if (assign_figures_rebuild(b->store) < 0) {
         util_fmt(err, errlen, "cannot build the assignment figures in %s (see the log)",
                  cfg->data_dir);
+        goto fail;
+    }
+    if (case_refs_upgrade(b->store, !cfg->privacy_off) < 0) {
+        util_fmt(err, errlen, "cannot key the stored refs in %s (see the log)", cfg->data_dir);
         goto fail;
     }
     if (assign_deadlines_upgrade(b->store) < 0) {

@@ -6,9 +6,11 @@
 #include "case.h"
 
 #include <msgpack.h>
+#include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "carehub_wire.h"
 #include "frame.h"
 #include "log.h"
 #include "trail.h"
@@ -159,35 +161,89 @@ static int join_case(store_txn_t *t, case_event_t *it)
                                NULL);
 }
 
-static int put_event(store_txn_t *t, const case_event_t *it)
+/* The associated data of an event's sealed ref: not the body's, so that neither
+ * box opens in the other's place. */
+static void ref_ad(char *ad, size_t size, const char *event_id)
 {
+    util_fmt(ad, size, "%s#ref", event_id);
+}
+
+static void pack_box(msgpack_packer *pk, store_txn_t *t, const char *key, const char *ad,
+                     const void *m, size_t mlen)
+{
+    msgpack_sbuffer box;
+    msgpack_sbuffer_init(&box);
+    store_txn_seal_box(t, ad, m, mlen, &box);
+    frame_pack_cstr(pk, key);
+    msgpack_pack_bin(pk, box.size);
+    msgpack_pack_bin_body(pk, box.data, box.size);
+    msgpack_sbuffer_destroy(&box);
+}
+
+/* The event record; ref_key is the ref as stored (store_txn_ref_key). With
+ * privacy on, the body and the ref itself (an outcome names it to its agent)
+ * are sealed: "body_enc" bound to the event id, "ref_enc" to id "#ref". */
+static int put_event(store_txn_t *t, const case_event_t *it, const char *ref_key)
+{
+    int sealed = store_txn_privacy(t);
     msgpack_sbuffer sb;
     msgpack_packer pk;
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 9);
+    msgpack_pack_map(&pk, sealed ? 10 : 9);
     frame_pack_cstr(&pk, "id");       frame_pack_cstr(&pk, it->event_id);
     frame_pack_cstr(&pk, "agent");    frame_pack_cstr(&pk, it->agent);
-    frame_pack_cstr(&pk, "ref");      frame_pack_cstr(&pk, it->ref);
+    frame_pack_cstr(&pk, "ref");      frame_pack_cstr(&pk, ref_key);
     frame_pack_cstr(&pk, "type");     frame_pack_cstr(&pk, it->type);
     frame_pack_cstr(&pk, "at");       msgpack_pack_int64(&pk, it->at);
     frame_pack_cstr(&pk, "received"); msgpack_pack_int64(&pk, it->received);
     frame_pack_cstr(&pk, "case");     frame_pack_cstr(&pk, it->case_id);
     frame_pack_cstr(&pk, "severity"); frame_pack_cstr(&pk, case_severity_name(it->severity));
-    if (store_txn_privacy(t)) { /* "body_enc": a box; the event id is the associated data */
-        msgpack_sbuffer box;
-        msgpack_sbuffer_init(&box);
-        store_txn_seal_box(t, it->event_id, it->body, it->body_len, &box);
-        frame_pack_cstr(&pk, "body_enc");
-        msgpack_pack_bin(&pk, box.size);
-        msgpack_pack_bin_body(&pk, box.data, box.size);
-        msgpack_sbuffer_destroy(&box);
+    if (sealed) {
+        char ad[STORE_ID_MAX + 8];
+        ref_ad(ad, sizeof ad, it->event_id);
+        pack_box(&pk, t, "ref_enc", ad, it->ref, strlen(it->ref));
+        pack_box(&pk, t, "body_enc", it->event_id, it->body, it->body_len);
     } else {
         frame_pack_cstr(&pk, "body");
         msgpack_sbuffer_write(&sb, it->body, it->body_len); /* already msgpack */
     }
     int rc = store_put(t, STORE_DB_EVENTS, it->event_id, strlen(it->event_id), sb.data, sb.size, 1);
     msgpack_sbuffer_destroy(&sb);
+    return rc;
+}
+
+int case_event_ref(store_txn_t *t, const char *event_id, const void *rec, size_t rl, char *ref,
+                   size_t size)
+{
+    ref[0] = '\0';
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    int rc = STORE_CORRUPTED;
+    if (msgpack_unpack_next(&u, rec, rl, NULL) == MSGPACK_UNPACK_SUCCESS) {
+        const msgpack_object *enc = frame_map_get(&u.data, "ref_enc");
+        const char *s;
+        size_t n;
+        if (enc && enc->type == MSGPACK_OBJECT_BIN) {
+            char ad[STORE_ID_MAX + 8];
+            ref_ad(ad, sizeof ad, event_id);
+            msgpack_sbuffer m;
+            msgpack_sbuffer_init(&m);
+            rc = store_txn_open_box(t, ad, enc->via.bin.ptr, enc->via.bin.size, &m);
+            if (rc == 0 && m.size < size) {
+                memcpy(ref, m.data, m.size);
+                ref[m.size] = '\0';
+            } else if (rc == 0) {
+                rc = STORE_CORRUPTED;
+            }
+            msgpack_sbuffer_destroy(&m);
+        } else if (frame_str(frame_map_get(&u.data, "ref"), &s, &n) && n < size) {
+            memcpy(ref, s, n); /* privacy off: the ref as sent */
+            ref[n] = '\0';
+            rc = 0;
+        }
+    }
+    msgpack_unpacked_destroy(&u);
     return rc;
 }
 
@@ -199,8 +255,9 @@ int case_txn_put_events(store_txn_t *t, case_event_t *items, size_t n, case_stor
         items[i].status = CASE_ITEM_PENDING;
     for (size_t i = 0; i < n; i++) {
         case_event_t *it = &items[i];
-        char key[512];
-        size_t klen = store_pair_key(key, sizeof key, it->agent, it->ref);
+        char key[512], rk[STORE_REF_KEY_MAX];
+        const char *ref_key = store_txn_ref_key(t, it->ref, rk);
+        size_t klen = store_pair_key(key, sizeof key, it->agent, ref_key);
         if (!klen)
             return STORE_BADVALUE; /* ids are at most 64 bytes: cannot happen */
         rc = store_txn_idem_get(t, key, klen, it->event_id, it->case_id);
@@ -215,9 +272,9 @@ int case_txn_put_events(store_txn_t *t, case_event_t *items, size_t n, case_stor
             continue;
         }
         store_next_id(t, STORE_SEQ_EVENT, it->event_id);
-        if ((rc = join_case(t, it)) || (rc = put_event(t, it)) ||
+        if ((rc = join_case(t, it)) || (rc = put_event(t, it, ref_key)) ||
             (rc = trail_append_stored(t, it->case_id, "event", it->agent, STORE_DB_EVENTS,
-                                      it->event_id, it->ref)) ||
+                                      it->event_id, ref_key)) ||
             /* the case_events and idempotency entries wait in memory, kept only
              * if this commits, and are written in bulk (store_index.c) */
             (rc = store_txn_index_add(t, it->case_id, it->event_id, key, klen)))
@@ -290,6 +347,141 @@ int case_set_status(store_txn_t *t, const char *case_id, case_status_t to, int64
     }
     msgpack_unpacked_destroy(&u);
     return rc;
+}
+
+/* ---- refs kept in clear by a broker from before 2026-12 ----------------------- */
+
+/* Set once every stored ref is in store_txn_ref_key's form: later starts skip the walk. */
+#define REFS_MARK "refs.keyed"
+
+typedef struct {
+    char (*ids)[STORE_ID_MAX];
+    size_t n, cap;
+} id_list_t;
+
+/* An event whose record still holds the ref sent (no "ref_enc"). */
+static int collect_clear_ref(void *ud, const void *k, size_t kl, const void *v, size_t vl)
+{
+    id_list_t *l = ud;
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    int clear = msgpack_unpack_next(&u, v, vl, NULL) == MSGPACK_UNPACK_SUCCESS &&
+                frame_map_get(&u.data, "ref") && !frame_map_get(&u.data, "ref_enc");
+    msgpack_unpacked_destroy(&u);
+    if (!clear)
+        return 0;
+    if (l->n == l->cap) {
+        l->cap = l->cap ? l->cap * 2 : 256;
+        l->ids = xrealloc(l->ids, l->cap * sizeof *l->ids);
+    }
+    return store_copy_id(k, kl, l->ids[l->n++], STORE_ID_MAX) ? STORE_CORRUPTED : 0;
+}
+
+/* A string field of a map into out (NUL-terminated): 1, or 0 when it is absent,
+ * not a string or too long. */
+static int copy_field(const msgpack_object *map, const char *key, char *out, size_t size)
+{
+    const char *s;
+    size_t n;
+    if (!frame_str(frame_map_get(map, key), &s, &n) || n >= size)
+        return 0;
+    memcpy(out, s, n);
+    out[n] = '\0';
+    return 1;
+}
+
+/* One event: its record with the ref keyed and sealed, its idempotency entry
+ * moved to the keyed pair. */
+static int rekey_event(store_txn_t *t, const char *ev)
+{
+    const void *v;
+    size_t vl;
+    int rc = store_get(t, STORE_DB_EVENTS, ev, strlen(ev), &v, &vl);
+    if (rc)
+        return rc;
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    char agent[CAREHUB_ID_MAX + 1], ref[CAREHUB_ID_MAX + 1], rk[STORE_REF_KEY_MAX],
+        ad[STORE_ID_MAX + 8];
+    const char *s;
+    size_t n;
+    if (msgpack_unpack_next(&u, v, vl, NULL) != MSGPACK_UNPACK_SUCCESS ||
+        u.data.type != MSGPACK_OBJECT_MAP || !copy_field(&u.data, "agent", agent, sizeof agent) ||
+        !copy_field(&u.data, "ref", ref, sizeof ref)) {
+        msgpack_unpacked_destroy(&u);
+        return STORE_CORRUPTED;
+    }
+    const char *key = store_txn_ref_key(t, ref, rk);
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, u.data.via.map.size + 1);
+    for (uint32_t i = 0; i < u.data.via.map.size; i++) {
+        const msgpack_object_kv *kv = &u.data.via.map.ptr[i];
+        msgpack_pack_object(&pk, kv->key);
+        if (frame_str(&kv->key, &s, &n) && n == 3 && memcmp(s, "ref", 3) == 0)
+            frame_pack_cstr(&pk, key);
+        else
+            msgpack_pack_object(&pk, kv->val);
+    }
+    ref_ad(ad, sizeof ad, ev);
+    pack_box(&pk, t, "ref_enc", ad, ref, strlen(ref));
+    msgpack_unpacked_destroy(&u);
+    rc = store_put(t, STORE_DB_EVENTS, ev, strlen(ev), sb.data, sb.size, 0);
+    msgpack_sbuffer_destroy(&sb);
+    char old[2 * CAREHUB_ID_MAX + 2], new_[2 * CAREHUB_ID_MAX + 2];
+    size_t ol = store_pair_key(old, sizeof old, agent, ref),
+           nl = store_pair_key(new_, sizeof new_, agent, key);
+    if (rc || !ol || !nl)
+        return rc ? rc : STORE_CORRUPTED;
+    rc = store_get(t, STORE_DB_IDEM, old, ol, &v, &vl);
+    if (rc == STORE_NOTFOUND)
+        return 0; /* purged, or never written */
+    if (rc || (rc = store_put(t, STORE_DB_IDEM, new_, nl, v, vl, 0)))
+        return rc;
+    rc = store_del(t, STORE_DB_IDEM, old, ol, NULL, 0);
+    sodium_memzero(ref, sizeof ref);
+    return rc;
+}
+
+static int refs_upgrade_txn(store_txn_t *t, void *ud)
+{
+    id_list_t *l = ud;
+    const void *v;
+    size_t vl;
+    int rc = store_get(t, STORE_DB_COUNTERS, REFS_MARK, strlen(REFS_MARK), &v, &vl);
+    if (rc != STORE_NOTFOUND)
+        return rc; /* done before (or unreadable) */
+    l->n = 0; /* a rerun after the map grew starts again */
+    rc = store_each(t, STORE_DB_EVENTS, NULL, 0, 0, collect_clear_ref, l);
+    for (size_t i = 0; !rc && i < l->n; i++)
+        rc = rekey_event(t, l->ids[i]);
+    return rc ? rc : store_put(t, STORE_DB_COUNTERS, REFS_MARK, strlen(REFS_MARK), "", 0, 0);
+}
+
+static int refs_marked(store_txn_t *t, void *ud)
+{
+    (void)ud;
+    const void *v;
+    size_t vl;
+    return store_get(t, STORE_DB_COUNTERS, REFS_MARK, strlen(REFS_MARK), &v, &vl);
+}
+
+int case_refs_upgrade(store_t *st, int privacy)
+{
+    if (!privacy || store_read(st, refs_marked, NULL) == STORE_OK)
+        return 0;
+    /* the idempotency entries waiting in memory hold the refs as they were: on disk first */
+    if (store_flush_index(st) != STORE_OK)
+        return -1;
+    id_list_t l = {NULL, 0, 0};
+    store_rc_t rc = store_write(st, refs_upgrade_txn, &l);
+    if (rc == STORE_OK && l.n)
+        log_info("case: the refs of %zu event(s) of a carehubd from before 2026-12 keyed and sealed",
+                 l.n);
+    free(l.ids);
+    return rc == STORE_OK ? 0 : -1;
 }
 
 /* What case_put_events() hands to store_write(). */

@@ -6,7 +6,8 @@
  *
  * The records (docs/data-model.md):
  *   events      event id → {id, agent, ref, type, at, received, case, severity,
- *                            body | body_enc}
+ *                            body | ref_enc + body_enc}; ref as store_txn_ref_key
+ *               stores it (a keyed hash with privacy on), the ref sent in ref_enc
  *   cases       case id → {join, id, type, status, opened, severity}
  *   open_cases  type NUL child key → case id (store_txn_child_key: a keyed hash
  *               with privacy on)
@@ -99,7 +100,20 @@ int case_txn_put_events(store_txn_t *t, case_event_t *items, size_t n, case_stor
  * there (case_may_move: it left open already); nothing is written then. */
 int case_set_status(store_txn_t *t, const char *case_id, case_status_t to, int64_t now, int *moved);
 
+/* At start, with privacy on: the events stored by a broker from before 2026-12
+ * hold their refs in clear; key them (store_txn_ref_key) and seal the ref sent,
+ * and move their idempotency entries to the keyed pair, once (a mark in
+ * `counters`). Trail records written before keep the refs they were written
+ * with (the chain cannot be rewritten). 0, or -1 (logged). */
+int case_refs_upgrade(store_t *st, int privacy);
+
 /* ---- reading back ------------------------------------------------------------ */
+
+/* The ref an event's agent sent (its own message id), from the event record
+ * rec of event_id: opened from "ref_enc" with privacy on, else "ref". 0, or a
+ * store_rc_t (STORE_CORRUPTED: it does not open, or is longer than size - 1). */
+int case_event_ref(store_txn_t *t, const char *event_id, const void *rec, size_t rl, char *ref,
+                   size_t size);
 
 /* Copy out the stored record of an event (msgpack map, see above). *out is the
  * caller's to free(). STORE_OK, STORE_NOTFOUND or STORE_IO. */

@@ -249,6 +249,7 @@ int store_set_privacy(store_t *st, const uint8_t *key, char *err, size_t errlen)
         crypto_kdf_derive_from_key(st->body_key, sizeof st->body_key, 1, "carehub_", key);
         crypto_kdf_derive_from_key(st->join_key, sizeof st->join_key, 2, "carehub_", key);
         crypto_kdf_derive_from_key(ck, sizeof ck, 3, "carehub_", key);
+        crypto_kdf_derive_from_key(st->ref_key, sizeof st->ref_key, 4, "carehub_", key);
         crypto_generichash(check, sizeof check, (const unsigned char *)"carehub key check", 17, ck,
                            sizeof ck);
         sodium_memzero(ck, sizeof ck);
@@ -315,10 +316,29 @@ static int unseal_append(const store_t *st, const char *ad, const void *box, siz
     return rc == 0 ? 0 : STORE_CORRUPTED;
 }
 
+const char *store_txn_ref_key(store_txn_t *t, const char *ref, char *buf)
+{
+    if (!t->st->privacy)
+        return ref;
+    unsigned char h[(STORE_REF_KEY_MAX - 3) / 2];
+    crypto_generichash(h, sizeof h, (const unsigned char *)ref, strlen(ref), t->st->ref_key,
+                       sizeof t->st->ref_key);
+    buf[0] = 'h';
+    buf[1] = ':';
+    sodium_bin2hex(buf + 2, STORE_REF_KEY_MAX - 2, h, sizeof h);
+    return buf;
+}
+
 void store_txn_seal_box(store_txn_t *t, const char *ad, const void *m, size_t mlen,
                         msgpack_sbuffer *out)
 {
     seal_append(t->st, ad, m, mlen, out);
+}
+
+int store_txn_open_box(store_txn_t *t, const char *ad, const void *box, size_t blen,
+                       msgpack_sbuffer *out)
+{
+    return unseal_append(t->st, ad, box, blen, out);
 }
 
 int store_txn_privacy(const store_txn_t *t)

@@ -201,10 +201,23 @@ int store_txn_privacy(const store_txn_t *t);
 #define STORE_CHILD_KEY_MAX 33
 const char *store_txn_child_key(store_txn_t *t, const char *child_id, char *buf);
 
+/* The form a client's ref (its own message id, which may name a child: a
+ * school's "abs:" + hash of school, student and date) is stored in: with
+ * privacy on "h:" + the hex of its keyed BLAKE2b hash (16 bytes) — in the
+ * idempotency key, the event record and the trail — so that no ref is kept
+ * in clear and none can be found by trying ids; else the ref itself. buf has
+ * STORE_REF_KEY_MAX bytes. */
+#define STORE_REF_KEY_MAX 35
+const char *store_txn_ref_key(store_txn_t *t, const char *ref, char *buf);
+
 /* A box of m under the body key, bound to ad (common/seal.h: nonce, ciphertext,
  * tag), appended to out. Privacy must be on. */
 void store_txn_seal_box(store_txn_t *t, const char *ad, const void *m, size_t mlen,
                         msgpack_sbuffer *out);
+/* Open such a box into out (appended): 0, or STORE_CORRUPTED (another key or ad,
+ * changed bytes, or privacy off). */
+int store_txn_open_box(store_txn_t *t, const char *ad, const void *box, size_t blen,
+                       msgpack_sbuffer *out);
 
 /* Seal m (associated data ad) into out when privacy is on; else copy it. A
  * sealed value starts with a 0 byte, which no msgpack map does. */

@@ -78,6 +78,7 @@ struct store {
     int privacy;
     unsigned char body_key[SEAL_KEYBYTES];
     unsigned char join_key[crypto_generichash_KEYBYTES];
+    unsigned char ref_key[crypto_generichash_KEYBYTES]; /* clients' refs: store_txn_ref_key */
     int readonly;                     /* store_open_readonly */
     /* Read transactions open now, in any thread (job.c runs long reads off the
      * loop): the map may not be resized while one is (mdb_env_set_mapsize). */

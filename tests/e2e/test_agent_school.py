@@ -5,10 +5,12 @@ check what the broker stored by talking to it as outside agents (a Python
 school agent re-sending the program's event ids, an agency desk).
 
   * the same export sent twice makes no second event: every event of the
-    second run comes back duplicate:true, with the ids of the first, even
-    from a fresh spool (the id is derived from school + student + date);
-  * the event id is "abs:" + BLAKE2b-240 of school NUL student NUL date
-    (documented in docs/agents.md), so other tools can compute it too;
+    second run comes back duplicate:true, with the ids of the first, also
+    from a fresh spool given the school's id key (--id-key);
+  * the event id is "abs:" + BLAKE2b-240 of school NUL student NUL date, keyed
+    with the school's id key (SPOOL/school-id.key, made 0600 on the first run;
+    documented in docs/agents.md): a tool holding the key can compute it, and no
+    one without it can find the student from the id (issue 12, finding 2);
   * bad rows are reported with FILE:LINE and skipped; the good ones are sent;
     the exit code is 65;
   * a broker that is down: exit 75, the events stay in the spool and go out
@@ -68,8 +70,18 @@ def school(broker_or_ep, spool, *args, agent="school-0042", **kw):
     return run("carehub-school", "-b", ep, "-a", agent, "--spool", spool, *args, **kw)
 
 
-def abs_key(school_name, student, date):
-    d = hashlib.blake2b(f"{school_name}\0{student}\0{date}".encode(), digest_size=30).hexdigest()
+def id_key(spool):
+    """The school's id key carehub-school made in its spool (32 bytes, mode 0600)."""
+    p = Path(spool) / "school-id.key"
+    assert p.stat().st_mode & 0o777 == 0o600, oct(p.stat().st_mode)
+    key = p.read_bytes()
+    assert len(key) == 32, len(key)
+    return key
+
+
+def abs_key(school_name, student, date, key):
+    d = hashlib.blake2b(f"{school_name}\0{student}\0{date}".encode(), digest_size=30,
+                        key=key).hexdigest()
     return "abs:" + d
 
 
@@ -92,7 +104,7 @@ GOOD_ROWS = [
 ABSENT = [("S-001", 2), ("S-003", 4), ("S-004", 5)]   # (student, line)
 
 
-def check_acks(out, duplicate):
+def check_acks(out, duplicate, key):
     lines = json_lines(out)
     assert len(lines) == len(ABSENT), out
     by_student = {ln["student_id"]: ln for ln in lines}
@@ -102,7 +114,7 @@ def check_acks(out, duplicate):
         assert ln["status"] == "acknowledged", ln
         assert ln["line"] == line, ln
         assert ln["date"] == "2025-03-03"
-        assert ln["id"] == abs_key(SCHOOL, student, "2025-03-03"), ln
+        assert ln["id"] == abs_key(SCHOOL, student, "2025-03-03", key), ln
         assert ln["duplicate"] is duplicate, ln
         assert h.ID_RE.match(ln["event"]) and h.ID_RE.match(ln["case"]), ln
     return by_student
@@ -131,7 +143,9 @@ def test_same_export_twice_makes_no_duplicates(make_broker, connect, tmp_path):
 
     first = school(b, tmp_path / "spool", "--school", SCHOOL, "--json", csv)
     assert first.returncode == 0, first.stderr
-    acks1 = check_acks(first.stdout, duplicate=False)
+    key = id_key(tmp_path / "spool")
+    assert "made the school's id key" in first.stderr, first.stderr
+    acks1 = check_acks(first.stdout, duplicate=False, key=key)
     assert len({a["event"] for a in acks1.values()}) == 3, "three distinct events"
     assert len({a["case"] for a in acks1.values()}) == 3, "one case per child"
     assert "3 absent row(s) read, 2 present or late, 0 bad" in first.stderr
@@ -139,14 +153,16 @@ def test_same_export_twice_makes_no_duplicates(make_broker, connect, tmp_path):
     # Again, same spool: everything comes back duplicate, same ids.
     second = school(b, tmp_path / "spool", "--school", SCHOOL, "--json", csv)
     assert second.returncode == 0, second.stderr
-    acks2 = check_acks(second.stdout, duplicate=True)
+    acks2 = check_acks(second.stdout, duplicate=True, key=key)
+    assert "made the school's id key" not in second.stderr, second.stderr
     for s in acks1:
         assert (acks2[s]["event"], acks2[s]["case"]) == (acks1[s]["event"], acks1[s]["case"])
 
-    # Again from another machine (a fresh spool): the id is in the data, not the spool.
-    third = school(b, tmp_path / "spool-2", "--school", SCHOOL, "--json", csv)
+    # Again from another machine (a fresh spool) given the school's key: the same ids.
+    third = school(b, tmp_path / "spool-2", "--school", SCHOOL, "--json",
+                   "--id-key", tmp_path / "spool" / "school-id.key", csv)
     assert third.returncode == 0, third.stderr
-    acks3 = check_acks(third.stdout, duplicate=True)
+    acks3 = check_acks(third.stdout, duplicate=True, key=key)
     for s in acks1:
         assert acks3[s]["event"] == acks1[s]["event"]
 
@@ -160,10 +176,46 @@ def test_same_export_twice_makes_no_duplicates(make_broker, connect, tmp_path):
     # gets the same events back as duplicates.
     a = connect(b, login="school-0042")
     for student, _ in ABSENT:
-        key = abs_key(SCHOOL, student, "2025-03-03")
-        r = a.event("absence", h.absence_body(student), id=key)
-        ev, case = h.assert_ack(r, key, duplicate=True)
+        mid = abs_key(SCHOOL, student, "2025-03-03", key)
+        r = a.event("absence", h.absence_body(student), id=mid)
+        ev, case = h.assert_ack(r, mid, duplicate=True)
         assert (ev, case) == (acks1[student]["event"], acks1[student]["case"])
+
+
+def test_id_key_school_own_secret(make_broker, tmp_path):
+    """The id does not give the student away: two schools (two keys) get different
+    ids for the same school name, student and day, and the unkeyed hash a stranger
+    could compute by trying student ids is not the id. Lost key: the days sent
+    again are new events (what docs/agents.md warns of); a key with loose mode or
+    of the wrong size is refused with the fix."""
+    b = make_broker()
+    csv = write_csv(tmp_path / "a.csv", GOOD_ROWS)
+    one = school(b, tmp_path / "spool-a", "--school", SCHOOL, "--json", csv)
+    two = school(b, tmp_path / "spool-b", "--school", SCHOOL, "--json", csv)
+    assert one.returncode == 0 and two.returncode == 0, (one.stderr, two.stderr)
+    ids_one = {ln["student_id"]: ln["id"] for ln in json_lines(one.stdout)}
+    ids_two = {ln["student_id"]: ln["id"] for ln in json_lines(two.stdout)}
+    for student, _ in ABSENT:
+        unkeyed = "abs:" + hashlib.blake2b(f"{SCHOOL}\0{student}\0{'2025-03-03'}".encode(),
+                                           digest_size=30).hexdigest()
+        assert ids_one[student] != unkeyed and ids_two[student] != unkeyed
+        assert ids_one[student] != ids_two[student]
+    # the second spool's key is another: its events were new, not duplicates
+    assert all(ln["duplicate"] is False for ln in json_lines(two.stdout)), two.stdout
+    # a key others may read: refused, with the chmod
+    k = tmp_path / "spool-a" / "school-id.key"
+    k.chmod(0o644)
+    p = school(b, tmp_path / "spool-a", "--school", SCHOOL, "--json", csv)
+    assert p.returncode == 66 and f"chmod 600 {k}" in p.stderr, (p.returncode, p.stderr)
+    k.chmod(0o600)
+    short = tmp_path / "short.key"
+    short.write_bytes(b"0123456789")
+    short.chmod(0o600)
+    p = school(b, tmp_path / "spool-a", "--school", SCHOOL, "--id-key", short, csv)
+    assert p.returncode == 66 and "holds 10 bytes, not the 32" in p.stderr, (p.returncode, p.stderr)
+    missing = tmp_path / "missing.key"
+    p = school(b, tmp_path / "spool-a", "--school", SCHOOL, "--id-key", missing, csv)
+    assert p.returncode == 66 and "does not exist" in p.stderr and not missing.exists(), p.stderr
 
 
 def test_body_fields_reach_the_agency(make_broker, connect, tmp_path):
@@ -290,7 +342,8 @@ def test_broker_down_events_stay_in_spool(make_broker, tmp_path):
     p = school(b, tmp_path / "spool", "--school", SCHOOL, "--json", later)
     assert p.returncode == 0, p.stderr
     acks = json_lines(p.stdout)
-    assert sorted(a["id"] for a in acks) == sorted(abs_key(SCHOOL, s, "2025-03-03") for s, _ in ABSENT)
+    key = id_key(tmp_path / "spool")
+    assert sorted(a["id"] for a in acks) == sorted(abs_key(SCHOOL, s, "2025-03-03", key) for s, _ in ABSENT)
     assert all(a["duplicate"] is False and a["earlier_run"] is True for a in acks), acks
     # the spool remembers where each event came from
     assert sorted((a["file"], a["line"], a["student_id"]) for a in acks) == \
@@ -298,7 +351,7 @@ def test_broker_down_events_stay_in_spool(make_broker, tmp_path):
     # and the first file again: duplicates only
     p = school(b, tmp_path / "spool", "--school", SCHOOL, "--json", csv)
     assert p.returncode == 0
-    check_acks(p.stdout, duplicate=True)
+    check_acks(p.stdout, duplicate=True, key=key)
 
 
 def test_outcome_to_the_school_is_kept(make_broker, connect, tmp_path):

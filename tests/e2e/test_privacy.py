@@ -54,7 +54,7 @@ class Canaries:
         t = {k: tok() for k in ("name", "child_id", "guardian_name", "guardian_phone",
                                 "description", "reporter_name", "reporter_phone", "location",
                                 "note", "name2", "child_id2", "refused_name", "refused_gender",
-                                "desk_note")}
+                                "desk_note", "school_ref", "report_ref")}
         self.values["name"] = f"CANARY-名字-{t['name']}"
         self.values["child_id"] = f"CANARYID-{t['child_id']}"
         self.values["guardian_name"] = f"CANARY-监护人-{t['guardian_name']}"
@@ -71,6 +71,9 @@ class Canaries:
         # in a refused event (nothing may be stored, nor logged)
         self.values["refused_name"] = f"CANARY-拒绝-{t['refused_name']}"
         self.values["refused_gender"] = f"CANARYGENDER{t['refused_gender'][:20]}"
+        # the clients' own message ids: a school's names the student (issue 12, finding 2)
+        self.values["school_ref"] = f"abs:CANARYREF-{t['school_ref']}"
+        self.values["report_ref"] = f"rep:CANARYREF-{t['report_ref']}"
         self.tokens = {k: re.search(r"([0-9a-f]{16,32})$", v).group(1) for k, v in self.values.items()}
 
     def needles(self, labels=None):
@@ -111,7 +114,7 @@ class Canaries:
 
 EVENT_LABELS = ("name", "child_id", "guardian_name", "guardian_phone", "description",
                 "reporter_name", "reporter_phone", "location", "note", "name2", "child_id2",
-                "refused_name", "refused_gender")
+                "refused_name", "refused_gender", "school_ref", "report_ref")
 
 
 # --------------------------------------------------------------------------
@@ -194,8 +197,13 @@ def case_names(m):
 def send_all(c, school, reporter):
     """The events of a run. Returns {label: (msg id, event id, case id)}."""
     out = {}
-    out["absence1"] = send_event(school, "absence", c.absence(1))
-    out["report1"] = send_event(reporter, "mandatory_report", c.report())
+    out["absence1"] = send_event(school, "absence", c.absence(1), id=c.values["school_ref"])
+    out["report1"] = send_event(reporter, "mandatory_report", c.report(), id=c.values["report_ref"])
+    # a retry of each is answered with the first answer (found through the keyed ref)
+    for label, agent, type_, body, ref in (
+            ("absence1_again", school, "absence", c.absence(1), c.values["school_ref"]),
+            ("report1_again", reporter, "mandatory_report", c.report(), c.values["report_ref"])):
+        out[label] = (ref,) + h.assert_ack(agent.event(type_, body, id=ref), ref, duplicate=True)
     out["absence2"] = send_event(school, "absence", c.absence(2))
     out["report2"] = send_event(reporter, "mandatory_report", c.report())
     out["other_child"] = send_event(school, "absence", c.absence(1, second=True))
@@ -252,6 +260,11 @@ def enc(tmp_path_factory, carehub_bin):
         # The agency writes a note about the child (free text) on the report.
         mid, r = case_update(desk, run.report_push["id"], "in_progress", note=c.values["desk_note"])
         assert_assignment_ack(r, mid, run.report_push["id"])
+        # resolved: the reporter is told, naming its events by the refs it sent
+        mid, r = case_update(desk, run.report_push["id"], "resolved", note="")
+        assert_assignment_ack(r, mid, run.report_push["id"])
+        run.outcomes = [wait_push(reporter, op="outcome", timeout=5, what=f"outcome {i + 1} of 2")
+                        for i in range(2)]
         run.hot = mdb_copy(run.data, workdir / "hot-copy")
         assert b.running()
         for a in agents:
@@ -300,6 +313,17 @@ def test_same_child_joins_one_case_per_type(enc):
     assert a["other_child"][2] not in (a["absence1"][2], a["report1"][2]), \
         "another child's absence joined the first child's case"
     assert enc.absence_push["events_total"] == 2 and enc.report_push["events_total"] == 2
+
+
+def test_retry_answered_and_outcome_names_the_ref_sent(enc):
+    """With refs stored only as keyed hashes, a retry still gets the first answer, and
+    the outcome hands the reporter the ref it sent (opened from its sealed copy)."""
+    a, c = enc.acks, enc.canaries
+    assert a["absence1_again"][1:] == a["absence1"][1:], (a["absence1_again"], a["absence1"])
+    assert a["report1_again"][1:] == a["report1"][1:], (a["report1_again"], a["report1"])
+    refs = sorted(o["ref"] for o in enc.outcomes)
+    assert refs == sorted([c.values["report_ref"], a["report2"][0]]), refs
+    assert {o["event"] for o in enc.outcomes} == {a["report1"][1], a["report2"][1]}
 
 
 def test_sigterm_exit_code(enc):
