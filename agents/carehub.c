@@ -9,7 +9,8 @@
  *   carehub -b EP -a AGENT case ID [--json]
  *   carehub -b EP -a AGENT trail ID [--json]
  *   carehub -b EP -a AGENT verify [--json]         (online, supervisors)
- *   carehub verify --data DIR                      (offline: runs carehubd verify)
+ *   carehub verify --data DIR [--data-key F] [--head SEQ:HEX]  (offline: carehubd verify)
+ *   carehub -b EP -a AGENT trail-head              (the head to keep outside)
  *   carehub -b EP -a AGENT sample [--n N] [--seed S] [--json]
  *   carehub -b EP -a AGENT report [--since DATE] [--json|--csv|--html FILE]
  *   carehub -b EP -a AGENT stats [--json]
@@ -63,6 +64,8 @@ enum {
     OPT_DATA,
     OPT_N,
     OPT_SEED,
+    OPT_DATA_KEY,
+    OPT_HEAD,
     OPT_END
 };
 #define BIT(o) (1u << ((o) - CLI_OPT_FIRST_PROGRAM))
@@ -114,10 +117,23 @@ static int cmd_cases(sess_t *s, const opts_t *o)
 
 static int cmd_case(sess_t *s, const opts_t *o, const char *id)
 {
-    json_t *r = NULL;
-    int rc = sess_query_case(s, "case", id, &r);
-    if (rc)
+    /* a large case comes in pages of events (after: the page's `next`): read them all */
+    json_t *f = json_pack("{s:s}", "case", id), *evs_all = json_array(), *r = NULL;
+    int rc = sess_query_pages(s, "case", f, "events", 1, evs_all, &r, NULL);
+    json_decref(f);
+    if (!rc && (size_t)json_integer_value(json_object_get(r, "events_total")) != json_array_size(evs_all)) {
+        cli_err("case %s: %zu of its %lld events read (it changed while read?); run again",
+                cli_show(id), json_array_size(evs_all),
+                (long long)json_integer_value(json_object_get(r, "events_total")));
+        rc = CLI_EX_DATA;
+    }
+    if (rc) {
+        json_decref(evs_all);
+        json_decref(r);
         return rc;
+    }
+    json_object_set_new(r, "events", evs_all);
+    json_object_del(r, "next");
     if (o->json) {
         show_json_line(r);
         json_decref(r);
@@ -217,13 +233,28 @@ static int cmd_verify_online(sess_t *s, const opts_t *o)
     return intact ? CLI_EX_OK : EX_BROKEN;
 }
 
-/* verify --data DIR: run carehubd verify (next to this program, else on $PATH);
- * its output and exit code are ours. Returns only when it cannot be run. */
-static int cmd_verify_offline(const char *dir)
+/* verify --data DIR [--data-key F] [--head H]: run carehubd verify (next to this
+ * program, else on $PATH); its output and exit code are ours. Returns only when
+ * it cannot be run. */
+static int cmd_verify_offline(const opts_t *o)
 {
     char self[4096], path[4200];
     ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-    char *argv[] = {(char *)"carehubd", (char *)"verify", (char *)"--data", (char *)dir, NULL};
+    char *argv[10];
+    int a = 0;
+    argv[a++] = (char *)"carehubd";
+    argv[a++] = (char *)"verify";
+    argv[a++] = (char *)"--data";
+    argv[a++] = (char *)o->data;
+    if (o->data_key) {
+        argv[a++] = (char *)"--key-file";
+        argv[a++] = (char *)o->data_key;
+    }
+    if (o->head) {
+        argv[a++] = (char *)"--head";
+        argv[a++] = (char *)o->head;
+    }
+    argv[a] = NULL;
     fflush(NULL);
     if (n > 0) {
         self[n] = '\0';
@@ -241,6 +272,22 @@ static int cmd_verify_offline(const char *dir)
     execvp("carehubd", argv);
     cli_err("cannot run carehubd (not next to %s nor on $PATH): %s", cli_prog(), strerror(errno));
     return EX_UNAVAILABLE;
+}
+
+/* trail-head: the head to keep outside the store, as SEQ:HEX (verify --head takes it). */
+static int cmd_trail_head(sess_t *s, const opts_t *o)
+{
+    json_t *r = NULL;
+    int rc = sess_query(s, "trail_head", NULL, &r);
+    if (rc)
+        return rc;
+    if (o->json)
+        show_json_line(r);
+    else
+        printf("%lld:%s\n", (long long)json_integer_value(json_object_get(r, "seq")),
+               cli_json_str(r, "hash", ""));
+    json_decref(r);
+    return CLI_EX_OK;
 }
 
 /* ---- sample --------------------------------------------------------------------------------- */
@@ -441,12 +488,21 @@ static const command_t COMMANDS[] = {
     {"trail", 1, BIT(OPT_JSON), "trail CASE [--json]",
      "The case's trail records, one per line: seq, time, kind, actor, object, ref and the\n"
      "first 16 hex digits of the object's hash. --json: one JSON object per record.\n"},
-    {"verify", 0, BIT(OPT_JSON) | BIT(OPT_DATA), "verify [--json] | verify --data DIR",
+    {"verify", 0, BIT(OPT_JSON) | BIT(OPT_DATA) | BIT(OPT_DATA_KEY) | BIT(OPT_HEAD),
+     "verify [--json] | verify --data DIR [--data-key FILE] [--head SEQ:HEX]",
      "Check the trail's hash chain and every event, case and assignment against it.\n"
      "Online (supervisors): the broker walks its store. --data DIR: offline, on a stopped\n"
      "broker's data directory or an mdb_copy: runs `carehubd verify --data DIR` (carehubd\n"
-     "next to this program, else on $PATH) and passes its output and exit code through.\n"
+     "next to this program, else on $PATH) and passes its output and exit code through;\n"
+     "--data-key: the broker's privacy.key_file, without which a sealed store's keyed\n"
+     "chain is not checked (it says so); --head: a head taken with trail-head and kept\n"
+     "outside the store, which the trail must still pass through.\n"
      "Exit 0 intact, 1 broken (the problem is printed), 74 the store cannot be read.\n"},
+    {"trail-head", 0, BIT(OPT_JSON), "trail-head [--json]",
+     "The trail's head (supervisors): its record number and chain hash as SEQ:HEX. Keep it\n"
+     "outside the broker's machine (print it, mail it to the civil-affairs office): a\n"
+     "later `verify --data DIR --head SEQ:HEX` shows that nothing up to it was rewritten,\n"
+     "even by someone who holds the data key. The read is recorded in the trail.\n"},
     {"sample", 0, BIT(OPT_JSON) | BIT(OPT_N) | BIT(OPT_SEED), "sample [--n N] [--seed S] [--json]",
      "The yearly spot check: N cases (default 20) drawn at random from every case this\n"
      "agent may read, with what to check in each. The draw is reproducible: the same\n"
@@ -513,11 +569,14 @@ int main(int argc, char **argv)
         {"data", required_argument, NULL, OPT_DATA},
         {"n", required_argument, NULL, OPT_N},
         {"seed", required_argument, NULL, OPT_SEED},
+        {"data-key", required_argument, NULL, OPT_DATA_KEY},
+        {"head", required_argument, NULL, OPT_HEAD},
         {NULL, 0, NULL, 0},
     };
     static const char *const optnames[] = {"--json", "--csv", "--html", "--status", "--agency",
                                            "--type", "--overdue", "--since", "--limit", "--after",
-                                           "--all", "--data", "--n", "--seed"};
+                                           "--all", "--data", "--n", "--seed", "--data-key",
+                                           "--head"};
     cli_common_t co;
     opts_t o;
     int opt;
@@ -553,6 +612,8 @@ int main(int argc, char **argv)
         case OPT_ALL: o.all = 1; break;
         case OPT_AFTER: o.after = optarg; break;
         case OPT_DATA: o.data = optarg; break;
+        case OPT_DATA_KEY: o.data_key = optarg; break;
+        case OPT_HEAD: o.head = optarg; break;
         case OPT_SEED:
             if (!*optarg || strlen(optarg) > 256) {
                 cli_err("--seed: give 1-256 characters (e.g. 2025)");
@@ -593,11 +654,11 @@ int main(int argc, char **argv)
         return CLI_EX_OK;
     }
     if (optind >= argc) {
-        cli_err("no command: cases, case, trail, verify, sample, report or stats (--help)");
+        cli_err("no command: cases, case, trail, verify, trail-head, sample, report or stats (--help)");
         return CLI_EX_USAGE;
     }
     if (!cmd) {
-        cli_err("unknown command '%s': cases, case, trail, verify, sample, report or stats",
+        cli_err("unknown command '%s': cases, case, trail, verify, trail-head, sample, report or stats",
                 cli_show(argv[optind]));
         return CLI_EX_USAGE;
     }
@@ -631,7 +692,11 @@ int main(int argc, char **argv)
             cli_err("verify --data prints carehubd's own lines; --json goes with online verify");
             return CLI_EX_USAGE;
         }
-        return cmd_verify_offline(o.data);
+        return cmd_verify_offline(&o);
+    }
+    if (o.data_key || o.head) {
+        cli_err("--data-key and --head go with verify --data DIR");
+        return CLI_EX_USAGE;
     }
 
     co.no_spool = 1; /* it sends requests only: no spool, even with --spool */
@@ -651,6 +716,8 @@ int main(int argc, char **argv)
             rc = cmd_trail(&s, &o, args[0]);
         else if (!strcmp(cmd->name, "verify"))
             rc = cmd_verify_online(&s, &o);
+        else if (!strcmp(cmd->name, "trail-head"))
+            rc = cmd_trail_head(&s, &o);
         else if (!strcmp(cmd->name, "sample"))
             rc = cmd_sample(&s, &o);
         else if (!strcmp(cmd->name, "report"))

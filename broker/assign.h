@@ -156,6 +156,13 @@ int assign_case_of(store_txn_t *t, const char *assignment, char *case_id);
 int assign_agency(store_txn_t *t, const char *assignment, char *agency);
 int assign_agency_state(store_txn_t *t, const char *assignment, char *agency, assign_state_t *state);
 
+/* Verification (a read transaction): every case_assign entry names an
+ * assignment of that case, every assignment is listed under its case, which
+ * exists; every deadline is for an assignment (steps) or a case (quiet close,
+ * purge) that exists; every stored outcome is for an event that exists. 0
+ * consistent, 1 with the first problem in problem, or a store_rc_t. */
+int assign_verify_indexes(store_txn_t *t, char *problem, size_t size, unsigned long long *entries);
+
 /* 1 for the states an assignment ends in (resolved, referred, declined). */
 int assign_is_final(assign_state_t s);
 

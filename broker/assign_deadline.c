@@ -112,6 +112,17 @@ typedef struct {
     size_t n;
 } due_ctx_t;
 
+int assign_due_key_parse(const void *k, size_t kl, int *kind, char id[STORE_ID_MAX])
+{
+    const unsigned char *b = k;
+    if (kl <= 9 || kl - 9 >= STORE_ID_MAX || b[8] < DUE_STEP || b[8] >= DUE_KIND_END)
+        return -1;
+    *kind = b[8];
+    memcpy(id, b + 9, kl - 9);
+    id[kl - 9] = '\0';
+    return 0;
+}
+
 static int collect_due(void *ud, const void *k, size_t kl, const void *v, size_t vl)
 {
     (void)v;

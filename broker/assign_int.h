@@ -101,6 +101,9 @@ int assign_case_assignments(store_txn_t *t, const char *case_id, as_list_t *l);
 size_t assign_deadline_key(unsigned char *k, int64_t due, const char *id);
 /* The time at the front of such a key (at least 8 bytes). */
 int64_t assign_deadline_due(const void *k);
+/* A deadlines key: its kind (1 escalation step of an assignment, 2 quiet close
+ * and 3 purge of a case) and the id it is for. 0, or -1 when malformed. */
+int assign_due_key_parse(const void *k, size_t kl, int *kind, char id[STORE_ID_MAX]);
 
 /* Schedule the next escalation step (or none) and keep the index in step. */
 int assign_schedule(store_txn_t *t, as_t *a, assign_effects_t *fx);

@@ -139,6 +139,10 @@ broker_t *broker_new(const config_t *cfg, const char *schemas_dir, char *err, si
         util_fmt(err, errlen, "cannot key the stored refs in %s (see the log)", cfg->data_dir);
         goto fail;
     }
+    if (trail_key_mark(b->store, !cfg->privacy_off) < 0) {
+        util_fmt(err, errlen, "cannot mark the trail's key in %s (see the log)", cfg->data_dir);
+        goto fail;
+    }
     if (assign_deadlines_upgrade(b->store) < 0) {
         util_fmt(err, errlen, "cannot rewrite the deadline index in %s (see the log)", cfg->data_dir);
         goto fail;

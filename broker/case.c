@@ -306,7 +306,16 @@ int case_set_status(store_txn_t *t, const char *case_id, case_status_t to, int64
     }
     *moved = 1;
     const char *status = case_status_name(to);
-    const msgpack_object *join = frame_map_get(&u.data, "join");
+    /* The join key, copied: u points into the stored record, which the put below
+     * rewrites in place (LMDB's dirty page) — read after it, it could be other
+     * bytes, and the child's open_cases entry would be left naming a case that
+     * is no longer open (events joining a resolved case). */
+    const msgpack_object *jo = frame_map_get(&u.data, "join");
+    char join[512];
+    size_t jlen = jo && jo->type == MSGPACK_OBJECT_BIN && jo->via.bin.size <= sizeof join
+                      ? jo->via.bin.size : 0;
+    if (jlen)
+        memcpy(join, jo->via.bin.ptr, jlen);
     msgpack_sbuffer sb;
     msgpack_packer pk;
     msgpack_sbuffer_init(&sb);
@@ -335,13 +344,13 @@ int case_set_status(store_txn_t *t, const char *case_id, case_status_t to, int64
                           NULL);
     }
     msgpack_sbuffer_destroy(&sb);
-    if (!rc && join && join->type == MSGPACK_OBJECT_BIN && join->via.bin.size > 0) {
+    if (!rc && jlen) {
         /* Only if the child's open case is still this one. */
         const void *cur;
         size_t cl;
-        int g = store_get(t, STORE_DB_OPEN_CASES, join->via.bin.ptr, join->via.bin.size, &cur, &cl);
+        int g = store_get(t, STORE_DB_OPEN_CASES, join, jlen, &cur, &cl);
         if (g == 0 && cl == strlen(case_id) && memcmp(cur, case_id, cl) == 0)
-            rc = store_del(t, STORE_DB_OPEN_CASES, join->via.bin.ptr, join->via.bin.size, NULL, 0);
+            rc = store_del(t, STORE_DB_OPEN_CASES, join, jlen, NULL, 0);
         else if (g && g != STORE_NOTFOUND)
             rc = g;
     }
@@ -438,7 +447,11 @@ static int rekey_event(store_txn_t *t, const char *ev)
     rc = store_get(t, STORE_DB_IDEM, old, ol, &v, &vl);
     if (rc == STORE_NOTFOUND)
         return 0; /* purged, or never written */
-    if (rc || (rc = store_put(t, STORE_DB_IDEM, new_, nl, v, vl, 0)))
+    char val[2 * STORE_ID_MAX + 8]; /* copied: a value in the map is not input to a put */
+    if (rc || vl > sizeof val)
+        return rc ? rc : STORE_CORRUPTED;
+    memcpy(val, v, vl);
+    if ((rc = store_put(t, STORE_DB_IDEM, new_, nl, val, vl, 0)))
         return rc;
     rc = store_del(t, STORE_DB_IDEM, old, ol, NULL, 0);
     sodium_memzero(ref, sizeof ref);
@@ -482,6 +495,80 @@ int case_refs_upgrade(store_t *st, int privacy)
                  l.n);
     free(l.ids);
     return rc == STORE_OK ? 0 : -1;
+}
+
+/* ---- verification of the indexes this module owns ---------------------------------- */
+
+typedef struct {
+    store_txn_t *t;
+    char *problem;
+    size_t size;
+    unsigned long long *entries;
+} idx_check_t;
+
+#define idx_problem(c, db, k, kl, what) store_entry_problem((c)->problem, (c)->size, db, k, kl, what)
+
+/* open_cases: type NUL child key → an open case whose "join" is that key. */
+static int check_open_case(void *ud, const void *k, size_t kl, const void *v, size_t vl)
+{
+    idx_check_t *c = ud;
+    char id[STORE_ID_MAX];
+    msgpack_unpacked u;
+    ++*c->entries;
+    if (store_copy_id(v, vl, id, sizeof id))
+        return idx_problem(c, STORE_DB_OPEN_CASES, k, kl, "names no case id");
+    int rc = case_rec_get(c->t, id, &u);
+    const msgpack_object *join = rc ? NULL : frame_map_get(&u.data, "join");
+    const char *st;
+    size_t sn;
+    int ok = !rc && join && join->type == MSGPACK_OBJECT_BIN && join->via.bin.size == kl &&
+             memcmp(join->via.bin.ptr, k, kl) == 0 &&
+             frame_str(frame_map_get(&u.data, "status"), &st, &sn) &&
+             case_status_parse(st, sn) == CASE_OPEN;
+    msgpack_unpacked_destroy(&u);
+    if (rc && rc != STORE_NOTFOUND && rc != STORE_CORRUPTED)
+        return rc;
+    return ok ? 0 : idx_problem(c, STORE_DB_OPEN_CASES, k, kl, rc ? "names a case that is not there"
+                                                            : "names a case not open under it");
+}
+
+/* idem: agent NUL ref (as stored) → [event, case] of an event sent with them. */
+static int check_idem(void *ud, const void *k, size_t kl, const void *v, size_t vl)
+{
+    idx_check_t *c = ud;
+    char ev[STORE_ID_MAX], cs[STORE_ID_MAX], agent[CAREHUB_ID_MAX + 1], ref[CAREHUB_ID_MAX + 1];
+    const void *rec;
+    size_t rl;
+    ++*c->entries;
+    if (store_idem_unpack(v, vl, ev, cs))
+        return idx_problem(c, STORE_DB_IDEM, k, kl, "holds no [event, case]");
+    int rc = store_get(c->t, STORE_DB_EVENTS, ev, strlen(ev), &rec, &rl);
+    if (rc == STORE_NOTFOUND)
+        return idx_problem(c, STORE_DB_IDEM, k, kl, "names an event that is not there");
+    if (rc)
+        return rc;
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    char pair[2 * CAREHUB_ID_MAX + 2];
+    int ok = msgpack_unpack_next(&u, rec, rl, NULL) == MSGPACK_UNPACK_SUCCESS &&
+             copy_field(&u.data, "agent", agent, sizeof agent) &&
+             copy_field(&u.data, "ref", ref, sizeof ref) &&
+             copy_field(&u.data, "case", pair, sizeof pair) && strcmp(pair, cs) == 0;
+    size_t pl = ok ? store_pair_key(pair, sizeof pair, agent, ref) : 0;
+    msgpack_unpacked_destroy(&u);
+    if (!pl || pl != kl || memcmp(pair, k, kl) != 0)
+        return idx_problem(c, STORE_DB_IDEM, k, kl, "does not match the event it names");
+    return 0;
+}
+
+int case_verify_indexes(store_txn_t *t, char *problem, size_t size, unsigned long long *entries)
+{
+    idx_check_t c = {t, problem, size, entries};
+    problem[0] = '\0';
+    int rc = store_each(t, STORE_DB_OPEN_CASES, NULL, 0, 0, check_open_case, &c);
+    if (!rc && !problem[0])
+        rc = store_each(t, STORE_DB_IDEM, NULL, 0, 0, check_idem, &c);
+    return rc ? rc : problem[0] != '\0';
 }
 
 /* What case_put_events() hands to store_write(). */

@@ -107,6 +107,12 @@ int case_set_status(store_txn_t *t, const char *case_id, case_status_t to, int64
  * with (the chain cannot be rewritten). 0, or -1 (logged). */
 int case_refs_upgrade(store_t *st, int privacy);
 
+/* Verification (a read transaction): every open_cases entry names an open case
+ * joined under that key; every written idem entry names an event sent by that
+ * agent with that ref, in that case. 0 consistent, 1 with the first problem in
+ * problem, or a store_rc_t. *entries counts the entries checked. */
+int case_verify_indexes(store_txn_t *t, char *problem, size_t size, unsigned long long *entries);
+
 /* ---- reading back ------------------------------------------------------------ */
 
 /* The ref an event's agent sent (its own message id), from the event record

@@ -8,19 +8,23 @@
  * Exit codes: 0 clean stop / valid config / keys written; 1 runtime failure
  * (store, sockets); 64 usage error; 78 configuration error (EX_CONFIG).
  */
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sodium.h>
 
+#include "audit.h"
 #include "broker.h"
 #include "clock.h"
 #include "config.h"
+#include "keyfile.h"
 #include "keys.h"
 #include "log.h"
 #include "store.h"
 #include "trail.h"
+#include "util.h"
 
 #ifndef CAREHUB_SCHEMAS_DIR
 #define CAREHUB_SCHEMAS_DIR "schemas"
@@ -36,7 +40,7 @@ static void usage(FILE *f)
     fputs("usage: carehubd [-c FILE] [--ready-file FILE]\n"
           "       carehubd --check-config [-c FILE]\n"
           "       carehubd keygen NAME [--dir DIR]\n"
-          "       carehubd verify --data DIR\n"
+          "       carehubd verify --data DIR [--key-file KEY] [--head SEQ:HEX]\n"
           "\n"
           "  -c, --config FILE   configuration (default config/carehub.yaml; see docs/config.md)\n"
           "  --check-config      validate the configuration, print every error as FILE:LINE:COL, and exit\n"
@@ -45,7 +49,10 @@ static void usage(FILE *f)
           "                      named by broker.test_clock_agent (refused with security: curve)\n"
           "  keygen NAME         write CURVE keys NAME.key (secret, 0600) and NAME.pub\n"
           "  verify --data DIR   check the trail of a data directory (stopped broker or mdb_copy);\n"
-          "                      exit 1 naming the first changed, deleted or missing record\n"
+          "                      exit 1 naming the first changed, deleted or missing record;\n"
+          "                      --key-file: the data key (privacy.key_file), without which a\n"
+          "                      sealed store's keyed chain is not checked (it says so);\n"
+          "                      --head: a head kept outside (`carehub trail-head`), checked too\n"
           "  -h, --help          this text;  --version  the version\n"
           "\n"
           "exit codes: 0 ok, 1 runtime failure, 64 usage, 78 configuration error\n"
@@ -85,32 +92,76 @@ static int cmd_keygen(int argc, char **argv)
     return EX_OK;
 }
 
-/* carehubd verify --data DIR: walk the trail of a stopped broker's data
- * directory or of an mdb_copy; exit 0 intact, 1 broken (the first problem
- * named), 74 unreadable. */
+/* "SEQ:HEX" (carehub trail-head) into an anchor: 0, or -1. */
+static int parse_anchor(const char *s, trail_anchor_t *a)
+{
+    char *end;
+    errno = 0;
+    unsigned long long seq = strtoull(s, &end, 10);
+    size_t bin_len = 0;
+    if (errno || end == s || *end != ':' || seq == 0 ||
+        sodium_hex2bin(a->hash, sizeof a->hash, end + 1, strlen(end + 1), NULL, &bin_len, NULL) != 0 ||
+        bin_len != sizeof a->hash)
+        return -1;
+    a->seq = seq;
+    return 0;
+}
+
+/* carehubd verify --data DIR [--key-file K] [--head SEQ:HEX]: walk the trail of
+ * a stopped broker's data directory or of an mdb_copy; exit 0 intact (as far as
+ * it can be checked: the keyed chain of a sealed store needs its key), 1 broken
+ * (the first problem named), 64 usage, 74 unreadable. */
 static int cmd_verify(int argc, char **argv)
 {
-    const char *dir = NULL;
+    const char *dir = NULL, *key_file = NULL, *head = NULL;
     for (int i = 2; i < argc; i++) {
         if (strcmp(argv[i], "--data") == 0 && i + 1 < argc)
             dir = argv[++i];
+        else if (strcmp(argv[i], "--key-file") == 0 && i + 1 < argc)
+            key_file = argv[++i];
+        else if (strcmp(argv[i], "--head") == 0 && i + 1 < argc)
+            head = argv[++i];
         else {
             usage(stderr);
             return EX_USAGE_;
         }
     }
-    if (!dir) {
+    trail_anchor_t anchor;
+    if (!dir || (head && parse_anchor(head, &anchor) != 0)) {
+        if (head)
+            fprintf(stderr, "carehubd verify: --head %s: give SEQ:HEX as `carehub trail-head` "
+                    "prints it (a record number, a colon, 64 hex digits)\n", head);
         usage(stderr);
         return EX_USAGE_;
     }
+    unsigned char key[32];
+    if (key_file) {
+        char *buf, why[4400];
+        size_t len;
+        int e = keyfile_read(key_file, 1, sizeof key, &buf, &len);
+        if (e || len != sizeof key) {
+            if (e)
+                keyfile_why(e, key_file, sizeof key, why, sizeof why);
+            else
+                util_fmt(why, sizeof why, "holds %zu bytes, not the 32 of a data key", len);
+            fprintf(stderr, "carehubd verify: --key-file %s %s\n", key_file, why);
+            keyfile_free(buf, len);
+            return 66;
+        }
+        memcpy(key, buf, sizeof key);
+        keyfile_free(buf, len);
+    }
     char err[512];
     store_t *st = store_open_readonly(dir, err, sizeof err);
+    if (st && store_set_privacy(st, key_file ? key : NULL, err, sizeof err) != 0)
+        store_close(&st);
+    sodium_memzero(key, sizeof key);
     if (!st) {
         fprintf(stderr, "carehubd verify: %s\n", err);
         return 74;
     }
     trail_report_t r;
-    int rc = trail_verify(st, &r);
+    int rc = audit_verify(st, head ? &anchor : NULL, &r);
     store_close(&st);
     if (rc == 1) {
         printf("BROKEN: %s\n(%llu trail records walked, %llu records checked before it)\n", r.problem,
@@ -121,8 +172,13 @@ static int cmd_verify(int argc, char **argv)
         fprintf(stderr, "carehubd verify: cannot read %s\n", dir);
         return 74;
     }
-    printf("intact: %llu trail records chained; %llu events, cases and assignments match their trail\n",
-           r.records, r.objects);
+    printf("intact: %llu trail records chained; %llu events, cases and assignments match their trail; "
+           "%llu index entries match their records\n", r.records, r.objects, r.index_entries);
+    if (r.anchor_checked)
+        printf("the anchored head, record %llu, matches: nothing up to it was rewritten\n", anchor.seq);
+    if (r.unchecked_from)
+        printf("NOT CHECKED: the chain from record %llu on is keyed with the data key; without "
+               "--key-file only its order and the records' objects were checked\n", r.unchecked_from);
     return EX_OK;
 }
 

@@ -452,8 +452,8 @@ static void op_query(proto_t *p, proto_msg_t *m)
     util_fmt(why, sizeof why, "the query could not be read again; retry");
     field = NULL;
     if (msgpack_unpack_next(&c->u, c->frame, m->len, NULL) == MSGPACK_UNPACK_SUCCESS)
-        r = query_begin(p->cfg, p->store, m->s->agent, c->id, &c->u.data, &o, why, sizeof why,
-                        &field, &c->q);
+        r = query_begin(p->cfg, p->store, p->budget, m->s->agent, c->id, &c->u.data, &o, why,
+                        sizeof why, &field, &c->q);
     if (r == QUERY_OK && c->q) {
         turn_add(p->turn, query_fn, query_done, c);
         return;
@@ -714,6 +714,7 @@ proto_t *proto_new(const config_t *cfg, const schema_set_t *schemas, store_t *st
     p->turn = turn;
     p->send = send;
     p->send_ud = send_ud;
+    p->budget = budget_new();
     return p;
 }
 
@@ -723,6 +724,7 @@ void proto_destroy(proto_t **pp)
         return;
     proto_t *p = *pp;
     proto_batches_free(p);
+    budget_destroy(&p->budget);
     free(p);
     *pp = NULL;
 }

@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "budget.h"
 #include "carehub_wire.h"
 #include "frame.h"
 #include "proto.h"
@@ -23,6 +24,7 @@ struct proto {
     store_t *store;
     turn_t *turn;          /* this turn's write transaction: every write goes there */
     job_set_t *jobs;       /* long reads off the loop (verify); NULL: done in the loop */
+    budget_t *budget;      /* per-agent query budgets, refusals coalesced (budget.h) */
     deliver_t *deliver;    /* pushes and notices after commits; may be NULL (unit tests) */
     metrics_t *metrics;    /* counters; may be NULL */
     int64_t dropped_logged; /* monotonic ms of the last "reply dropped" warning */

@@ -7,6 +7,8 @@
 #include <string.h>
 
 #include "assign.h"
+#include "audit.h"
+#include "budget.h"
 #include "clock.h"
 #include "trail.h"
 #include "util.h"
@@ -26,7 +28,10 @@ typedef struct {
     query_result_t result;
     char what[16];
     char case_id[STORE_ID_MAX];
+    budget_t *budget;       /* per-agent budgets (budget.h); NULL: none (unit tests) */
 } q_t;
+
+static int opt_str(q_t *q, const char *key, char *out, size_t size);
 
 /* ---- who may read what ------------------------------------------------------------ */
 
@@ -195,23 +200,93 @@ static int get_case(q_t *q, store_txn_t *t, const void **rec, size_t *rl)
     return rc;
 }
 
+/* One page of a case file's events: those after `after`, packed while they fit in
+ * `budget` bytes (at least one); every event counted in total. */
+typedef struct {
+    store_txn_t *t;
+    const char *agency;
+    const char *after;      /* "" : from the first */
+    size_t budget;
+    msgpack_sbuffer items;  /* the page's events, packed */
+    size_t n, total;
+    int full;               /* one did not fit: `next` names the last that did */
+    char last[STORE_ID_MAX];
+} page_t;
+
+static int page_event_visit(void *ud, const void *k, size_t kl, const void *v, size_t vl)
+{
+    page_t *p = ud;
+    char ev[STORE_ID_MAX];
+    if (store_copy_id(v, vl, ev, sizeof ev))
+        return STORE_CORRUPTED;
+    p->total++;
+    if (p->full || (p->after[0] && strcmp(ev, p->after) <= 0)) /* ids sort in arrival order */
+        return 0;
+    msgpack_sbuffer one;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&one);
+    msgpack_packer_init(&pk, &one, msgpack_sbuffer_write);
+    pack_list_t l = {p->t, &pk, 0, 0, 0, p->agency};
+    int rc = pack_event_visit(&l, k, kl, v, vl);
+    if (!rc && p->n > 0 && p->items.size + one.size > p->budget) {
+        p->full = 1;
+    } else if (!rc) {
+        msgpack_sbuffer_write(&p->items, one.data, one.size);
+        p->n++;
+        memcpy(p->last, ev, sizeof ev);
+    }
+    if (one.data)
+        sodium_memzero(one.data, one.alloc); /* children's data */
+    msgpack_sbuffer_destroy(&one);
+    return rc;
+}
+
+/* what:"case", after?: the case record, one page of its events (as many as fit
+ * under max_message_bytes with the rest of the reply; `next` when more follow,
+ * `events_total` always) and its assignments. */
 static int case_file(q_t *q, store_txn_t *t)
 {
     const void *rec;
     size_t rl;
+    char after[STORE_ID_MAX] = "";
+    if (opt_str(q, "after", after, sizeof after) < 0) {
+        refuse(q, QUERY_INVALID, "/after", "`after` is the `next` of the page before (an event "
+               "id)%s", "");
+        return 0;
+    }
     int rc = get_case(q, t, &rec, &rl);
     if (rc || !rec)
         return rc;
-    frame_out_message(q->out, "result", q->id, 4);
-    frame_out_str(q->out, "what", "case");
-    frame_out_key(q->out, "case");
-    q->out->pk.callback(q->out->pk.data, rec, rl);
-    frame_out_key(q->out, "events");
     const char *agency = q->agent->role == ROLE_AGENCY ? q->agent->agency : NULL;
-    if ((rc = pack_list(t, &q->out->pk, 1, q->case_id, agency)))
-        return rc;
-    frame_out_key(q->out, "assignments");
-    return pack_list(t, &q->out->pk, 0, q->case_id, agency);
+    msgpack_sbuffer as;
+    msgpack_packer apk;
+    msgpack_sbuffer_init(&as);
+    msgpack_packer_init(&apk, &as, msgpack_sbuffer_write);
+    rc = pack_list(t, &apk, 0, q->case_id, agency);
+    size_t fixed = rl + as.size + 1024, max = q->cfg->max_message_bytes;
+    page_t p = {t, agency, after, max > fixed ? max - fixed : 1, {0}, 0, 0, 0, ""};
+    msgpack_sbuffer_init(&p.items);
+    if (!rc)
+        rc = store_each_case_event(t, q->case_id, page_event_visit, &p);
+    if (!rc) {
+        frame_out_message(q->out, "result", q->id, p.full ? 6 : 5);
+        frame_out_str(q->out, "what", "case");
+        frame_out_key(q->out, "case");
+        q->out->pk.callback(q->out->pk.data, rec, rl);
+        frame_out_key(q->out, "events");
+        msgpack_pack_array(&q->out->pk, (uint32_t)p.n);
+        q->out->pk.callback(q->out->pk.data, p.items.data, p.items.size);
+        frame_out_int(q->out, "events_total", (int64_t)p.total);
+        if (p.full)
+            frame_out_str(q->out, "next", p.last);
+        frame_out_key(q->out, "assignments");
+        q->out->pk.callback(q->out->pk.data, as.data, as.size);
+    }
+    if (p.items.data)
+        sodium_memzero(p.items.data, p.items.alloc);
+    msgpack_sbuffer_destroy(&p.items);
+    msgpack_sbuffer_destroy(&as);
+    return rc;
 }
 
 /* ---- what:"trail" -------------------------------------------------------------------- */
@@ -540,6 +615,43 @@ static int assignment_list(q_t *q, store_txn_t *t)
 
 /* ---- the op ------------------------------------------------------------------------------ */
 
+/* what:"trail_head" (supervisors): the head to keep outside the store, as
+ * `carehubd verify --head SEQ:HEX` takes it back. Read after the read's own
+ * record, so the anchor includes it. */
+/* The trail record of a refused read: at once, or counted and coalesced into the
+ * agent's next one (budget.h: "case+41" = 41 more refused since). */
+static int record_refusal(q_t *q, store_txn_t *t, const char *case_id)
+{
+    uint64_t more;
+    if (!budget_refusal(q->budget, q->agent->id, q->id, util_mono_ms(), &more))
+        return 0;
+    char ref[48];
+    if (more)
+        util_fmt(ref, sizeof ref, "%s+%llu", q->what, (unsigned long long)more);
+    else
+        util_fmt(ref, sizeof ref, "%s", q->what);
+    return trail_append(t, case_id, "read_refused", q->agent->id, -1, NULL, NULL, 0, ref);
+}
+
+static int trail_head_answer(q_t *q, store_txn_t *t)
+{
+    if (q->agent->role != ROLE_SUPERVISOR) {
+        refuse(q, QUERY_FORBIDDEN, NULL, "only supervisors anchor the trail%s", "");
+        return record_refusal(q, t, "");
+    }
+    int rc = trail_append(t, "", "read", q->agent->id, -1, NULL, NULL, 0, q->what);
+    trail_anchor_t head;
+    if (rc || (rc = trail_txn_head(t, &head)))
+        return rc;
+    char hex[2 * sizeof head.hash + 1];
+    sodium_bin2hex(hex, sizeof hex, head.hash, sizeof head.hash);
+    frame_out_message(q->out, "result", q->id, 3);
+    frame_out_str(q->out, "what", "trail_head");
+    frame_out_int(q->out, "seq", (int64_t)head.seq);
+    frame_out_str(q->out, "hash", hex);
+    return 0;
+}
+
 static int query_txn(store_txn_t *t, void *ud)
 {
     q_t *q = ud;
@@ -551,8 +663,10 @@ static int query_txn(store_txn_t *t, void *ud)
     q->why[0] = '\0';
     if (q->agent->role != ROLE_SUPERVISOR && q->agent->role != ROLE_AGENCY) {
         refuse(q, QUERY_FORBIDDEN, NULL, "agents of role %s read no case file", config_role_name(q->agent->role));
-        return trail_append(t, q->case_id, "read_refused", q->agent->id, -1, NULL, NULL, 0, q->what);
+        return record_refusal(q, t, q->case_id);
     }
+    if (strcmp(q->what, "trail_head") == 0)
+        return trail_head_answer(q, t);
     if (strcmp(q->what, "cases") == 0)
         return case_list(q, t);
     if (strcmp(q->what, "assignments") == 0)
@@ -563,7 +677,7 @@ static int query_txn(store_txn_t *t, void *ud)
             return rc;
         refuse(q, QUERY_FORBIDDEN, "/case", "your agency holds no open assignment in case %s (an "
                "agency reads a case while its part in it is open; a supervisor can show it)", q->case_id);
-        return trail_append(t, q->case_id, "read_refused", q->agent->id, -1, NULL, NULL, 0, q->what);
+        return record_refusal(q, t, q->case_id);
     }
     rc = strcmp(q->what, "case") == 0 ? case_file(q, t) : case_trail(q, t);
     if (rc || q->result != QUERY_OK)
@@ -590,7 +704,7 @@ query_verify_t *query_verify_new(store_t *st, const char *id)
 void query_verify_work(void *ud)
 {
     query_verify_t *v = ud;
-    v->rc = trail_verify(v->st, &v->r); /* read transactions only */
+    v->rc = audit_verify(v->st, NULL, &v->r); /* read transactions only */
 }
 
 query_result_t query_verify_answer(query_verify_t *v, frame_out_t *out, char *why, size_t whysize)
@@ -599,11 +713,12 @@ query_result_t query_verify_answer(query_verify_t *v, frame_out_t *out, char *wh
         util_fmt(why, whysize, "the store could not be read; retry later");
         return QUERY_UNAVAILABLE;
     }
-    frame_out_message(out, "result", v->id, 5);
+    frame_out_message(out, "result", v->id, 6);
     frame_out_str(out, "what", "verify");
     frame_out_bool(out, "intact", v->rc == 0);
     frame_out_int(out, "records", (int64_t)v->r.records);
     frame_out_int(out, "objects", (int64_t)v->r.objects);
+    frame_out_int(out, "index_entries", (int64_t)v->r.index_entries);
     frame_out_str(out, "problem", v->r.problem);
     return QUERY_OK;
 }
@@ -623,17 +738,27 @@ struct query {
     const char *field;
 };
 
-query_result_t query_begin(const config_t *cfg, store_t *st, const config_agent_t *agent,
-                           const char *id, const msgpack_object *map, frame_out_t *out,
-                           char *why, size_t whysize, const char **field, query_t **qp)
+query_result_t query_begin(const config_t *cfg, store_t *st, budget_t *budget,
+                           const config_agent_t *agent, const char *id, const msgpack_object *map,
+                           frame_out_t *out, char *why, size_t whysize, const char **field,
+                           query_t **qp)
 {
-    q_t q = {cfg, agent, id, map, out, why, whysize, field, QUERY_OK, "", ""};
+    q_t q = {cfg, agent, id, map, out, why, whysize, field, QUERY_OK, "", "", budget};
     *field = NULL;
     *qp = NULL;
+    int64_t retry_ms;
+    if (budget && !budget_query(budget, agent->id, util_mono_ms(), &retry_ms)) {
+        util_fmt(why, whysize, "agent %s asked more than %d queries at once or %d a second: retry "
+                 "in %lld ms", agent->id, BUDGET_QUERY_BURST, BUDGET_QUERY_PER_S,
+                 (long long)retry_ms);
+        return QUERY_UNAVAILABLE;
+    }
     if (opt_str(&q, "what", q.what, sizeof q.what) < 0 ||
         (strcmp(q.what, "case") != 0 && strcmp(q.what, "cases") != 0 && strcmp(q.what, "trail") != 0 &&
-         strcmp(q.what, "assignments") != 0 && strcmp(q.what, "verify") != 0)) {
-        util_fmt(why, whysize, "`what` is required: case, cases, trail, assignments or verify");
+         strcmp(q.what, "assignments") != 0 && strcmp(q.what, "verify") != 0 &&
+         strcmp(q.what, "trail_head") != 0)) {
+        util_fmt(why, whysize, "`what` is required: case, cases, trail, assignments, verify or "
+                 "trail_head");
         *field = "/what";
         return QUERY_INVALID;
     }
@@ -646,7 +771,7 @@ query_result_t query_begin(const config_t *cfg, store_t *st, const config_agent_
         return QUERY_VERIFY;
     }
     if (strcmp(q.what, "cases") != 0 && strcmp(q.what, "assignments") != 0 &&
-        (opt_str(&q, "case", q.case_id, sizeof q.case_id) < 0 || !q.case_id[0] ||
+        strcmp(q.what, "trail_head") != 0 && (opt_str(&q, "case", q.case_id, sizeof q.case_id) < 0 || !q.case_id[0] ||
          !util_valid_id(q.case_id, strlen(q.case_id)))) {
         util_fmt(why, whysize, "`case` is required: the case id, e.g. case-0000000001");
         *field = "/case";

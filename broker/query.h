@@ -16,6 +16,7 @@
 
 #include <msgpack.h>
 
+#include "budget.h"
 #include "config.h"
 #include "frame.h"
 #include "store.h"
@@ -40,11 +41,15 @@ typedef struct query query_t;
  *  - QUERY_VERIFY: a supervisor's what:"verify": it reads the whole store, so
  *    it runs in a job's thread (job.h): query_verify_new(), query_verify_work()
  *    in the thread, query_verify_answer() back in the loop.
- *  - otherwise a refusal: `why` (and `field`) say what to put in the nack.
+ *  - otherwise a refusal: `why` (and `field`) say what to put in the nack;
+ *    QUERY_UNAVAILABLE also when the agent is over its query budget (budget.h),
+ *    which is checked first. Refused reads are recorded in the trail, an agent's
+ *    many refusals within a minute coalesced into one record.
  */
-query_result_t query_begin(const config_t *cfg, store_t *st, const config_agent_t *agent,
-                           const char *id, const msgpack_object *map, frame_out_t *out,
-                           char *why, size_t whysize, const char **field, query_t **qp);
+query_result_t query_begin(const config_t *cfg, store_t *st, budget_t *budget,
+                           const config_agent_t *agent, const char *id, const msgpack_object *map,
+                           frame_out_t *out, char *why, size_t whysize, const char **field,
+                           query_t **qp);
 
 /* Inside the write transaction: 0 or another store_rc_t (re-runnable). */
 int query_run(store_txn_t *t, query_t *q);

@@ -250,6 +250,7 @@ int store_set_privacy(store_t *st, const uint8_t *key, char *err, size_t errlen)
         crypto_kdf_derive_from_key(st->join_key, sizeof st->join_key, 2, "carehub_", key);
         crypto_kdf_derive_from_key(ck, sizeof ck, 3, "carehub_", key);
         crypto_kdf_derive_from_key(st->ref_key, sizeof st->ref_key, 4, "carehub_", key);
+        crypto_kdf_derive_from_key(st->trail_key, sizeof st->trail_key, 5, "carehub_", key);
         crypto_generichash(check, sizeof check, (const unsigned char *)"carehub key check", 17, ck,
                            sizeof ck);
         sodium_memzero(ck, sizeof ck);
@@ -258,12 +259,17 @@ int store_set_privacy(store_t *st, const uint8_t *key, char *err, size_t errlen)
      * leave cases unreadable and a child's events split over two cases. */
     MDB_txn *txn;
     MDB_val k = store_val_str("privacy.check"), v;
-    int rc = mdb_txn_begin(st->env, NULL, 0, &txn);
+    int rc = mdb_txn_begin(st->env, NULL, st->readonly ? MDB_RDONLY : 0, &txn);
     if (rc) {
         util_fmt(err, errlen, "cannot read the store: %s", mdb_strerror(rc));
         return -1;
     }
     rc = mdb_get(txn, st->meta, &k, &v);
+    st->sealed = rc == 0;
+    if (rc == 0 && !key && st->readonly) { /* a verify without the key: what it can check */
+        mdb_txn_abort(txn);
+        return 0;
+    }
     if (rc == 0 && (!key || v.mv_size != sizeof check || memcmp(v.mv_data, check, sizeof check))) {
         mdb_txn_abort(txn);
         util_fmt(err, errlen, key ? "the data directory %s was sealed with another privacy key; "
@@ -273,9 +279,10 @@ int store_set_privacy(store_t *st, const uint8_t *key, char *err, size_t errlen)
                  st->dir);
         return -1;
     }
-    if (rc == MDB_NOTFOUND && key) {
+    if (rc == MDB_NOTFOUND && key && !st->readonly) {
         MDB_val nv = {sizeof check, check};
         rc = mdb_put(txn, st->meta, &k, &nv, 0);
+        st->sealed = rc == 0;
     } else if (rc == MDB_NOTFOUND) {
         rc = 0;
     }
@@ -289,6 +296,19 @@ int store_set_privacy(store_t *st, const uint8_t *key, char *err, size_t errlen)
     }
     st->privacy = key != NULL;
     return 0;
+}
+
+int store_sealed(const store_t *st)
+{
+    return st->sealed;
+}
+
+int store_txn_chain_hash(store_txn_t *t, unsigned char out[32], const void *data, size_t len)
+{
+    int keyed = t->st->privacy;
+    crypto_generichash(out, 32, data, len, keyed ? t->st->trail_key : NULL,
+                       keyed ? sizeof t->st->trail_key : 0);
+    return keyed;
 }
 
 static void seal_append(const store_t *st, const char *ad, const void *m, size_t mlen,
@@ -395,6 +415,15 @@ int store_txn_event_body(store_txn_t *t, const char *event_id, const msgpack_obj
         log_error("store: the body of %s does not open with this privacy key (another key, or "
                   "changed)", event_id);
     return rc;
+}
+
+int store_entry_problem(char *problem, size_t size, store_db_t db, const void *k, size_t kl,
+                        const char *what)
+{
+    char shown[52];
+    util_printable(shown, sizeof shown, k, kl);
+    util_fmt(problem, size, "%s: the entry %s %s", store_db_name(db), shown, what);
+    return STORE_EACH_STOP;
 }
 
 const char *store_db_name(store_db_t db)

@@ -165,6 +165,10 @@ int store_txn_index_add(store_txn_t *t, const char *case_id, const char *event_i
 int store_txn_idem_get(store_txn_t *t, const char *pair, size_t pair_len, char *event_id,
                        char *case_id);
 
+/* An idem value, msgpack [event id, case id], read back (STORE_ID_MAX each):
+ * 0, or STORE_CORRUPTED. */
+int store_idem_unpack(const void *v, size_t vl, char *event_id, char *case_id);
+
 /* Write the case index now (at close; tests). */
 store_rc_t store_flush_index(store_t *st);
 /* Delete a case's case_events entries, written and waiting (a purge): nothing
@@ -189,8 +193,20 @@ void store_next_id(store_txn_t *t, store_seq_t seq, char *out /* STORE_ID_MAX */
  * record's id as associated data) and the child-id join uses a keyed BLAKE2b
  * hash, with keys derived from this one. The store remembers a check value of
  * the key: -1 with a message in err when the store was sealed with another
- * key, or sealed and now opened without one. */
+ * key, or sealed and now opened without one. On a store_open_readonly store
+ * nothing is written, and no key is accepted on a sealed store (a verify
+ * without the key: what it cannot check, it says). */
 int store_set_privacy(store_t *st, const uint8_t *key, char *err, size_t errlen);
+
+/* 1 when the store was written with a privacy key (its check is stored),
+ * whether or not this process was given it (a verify without the key). */
+int store_sealed(const store_t *st);
+
+/* The trail's chain hash of data into out: BLAKE2b-256 keyed with the trail key
+ * (crypto_kdf context 5 of the data key) when privacy is on, so that only a
+ * holder of the key can write a chain that verifies; else plain BLAKE2b-256.
+ * Returns 1 when keyed. */
+int store_txn_chain_hash(store_txn_t *t, unsigned char out[32], const void *data, size_t len);
 
 /* 1 when privacy is on (store_set_privacy with a key). */
 int store_txn_privacy(const store_txn_t *t);
@@ -235,6 +251,11 @@ int store_txn_event_body(store_txn_t *t, const char *event_id, const msgpack_obj
 /* Open an existing store read-only (verification of a stopped broker's data or
  * of an mdb_copy). NULL with a message in err. */
 store_t *store_open_readonly(const char *dir, char *err, size_t errlen);
+
+/* For the index checks of a verify (case.h, assign.h): "DB: the entry KEY WHAT"
+ * in problem, the key shown printable; returns STORE_EACH_STOP to end the walk. */
+int store_entry_problem(char *problem, size_t size, store_db_t db, const void *k, size_t kl,
+                        const char *what);
 
 /* Name of a named database ("events", …). */
 const char *store_db_name(store_db_t db);

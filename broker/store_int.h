@@ -79,6 +79,8 @@ struct store {
     unsigned char body_key[SEAL_KEYBYTES];
     unsigned char join_key[crypto_generichash_KEYBYTES];
     unsigned char ref_key[crypto_generichash_KEYBYTES]; /* clients' refs: store_txn_ref_key */
+    unsigned char trail_key[crypto_generichash_KEYBYTES]; /* the trail's chain: store_txn_chain_hash */
+    int sealed;                       /* meta privacy.check is there: written with a key */
     int readonly;                     /* store_open_readonly */
     /* Read transactions open now, in any thread (job.c runs long reads off the
      * loop): the map may not be resized while one is (mdb_env_set_mapsize). */
@@ -129,10 +131,8 @@ void store_index_init(store_t *st);
 void store_index_drop_case(store_txn_t *t, const char *case_id);
 /* An aborted write transaction: its events (entries from pend_before on) never were. */
 void store_index_rollback(store_t *st, size_t pend_before);
-/* The idempotency value: msgpack [event id, case id]; and reading one back
- * (0, or STORE_CORRUPTED). */
+/* The idempotency value: msgpack [event id, case id] (reading one: store.h). */
 void store_idem_pack(msgpack_sbuffer *sb, const char *event_id, const char *case_id);
-int store_idem_unpack(const void *v, size_t vl, char *event_id, char *case_id);
 /* At open: the events after meta "case_events.upto" are not in the index yet. */
 int store_index_rebuild(MDB_txn *txn, store_t *st);
 /* In every write transaction: write the slice due (force: everything). */

@@ -205,13 +205,57 @@ int trail_append(store_txn_t *t, const char *case_id, const char *kind, const ch
     rc = store_put(t, STORE_DB_TRAIL, key, 8, sb.data, sb.size, 1);
     if (rc == 0) {
         be64(head, seq);
-        hash(head + 8, sb.data, sb.size);
+        store_txn_chain_hash(t, head + 8, sb.data, sb.size); /* keyed with privacy on */
         rc = store_put(t, STORE_DB_TRAIL_HEAD, "head", 4, head, sizeof head, 0);
     }
     if (rc == 0)
         rc = index_record(t, case_id, seq);
     msgpack_sbuffer_destroy(&sb);
     return rc;
+}
+
+/* ---- the key mark: from which record the chain is keyed ------------------------ */
+
+#define KEY_MARK "trail.keyed_from"
+
+/* The mark's value: 8-byte first keyed record + its MAC under the trail key. */
+static void mark_value(store_txn_t *t, uint64_t from, unsigned char out[8 + HASH_LEN])
+{
+    unsigned char m[sizeof KEY_MARK - 1 + 8];
+    memcpy(m, KEY_MARK, sizeof KEY_MARK - 1);
+    be64(m + sizeof KEY_MARK - 1, from);
+    be64(out, from);
+    store_txn_chain_hash(t, out + 8, m, sizeof m);
+}
+
+static int key_mark_txn(store_txn_t *t, void *ud)
+{
+    uint64_t *from = ud;
+    const void *v;
+    size_t vl;
+    int rc = store_get(t, STORE_DB_COUNTERS, KEY_MARK, strlen(KEY_MARK), &v, &vl);
+    if (rc != STORE_NOTFOUND)
+        return rc; /* marked before */
+    rc = store_get(t, STORE_DB_TRAIL_HEAD, "head", 4, &v, &vl);
+    if (rc && rc != STORE_NOTFOUND)
+        return rc;
+    *from = (rc == 0 && vl == 8 + HASH_LEN ? get_be64(v) : 0) + 1;
+    unsigned char mark[8 + HASH_LEN];
+    mark_value(t, *from, mark);
+    return store_put(t, STORE_DB_COUNTERS, KEY_MARK, strlen(KEY_MARK), mark, sizeof mark, 0);
+}
+
+int trail_key_mark(store_t *st, int privacy)
+{
+    uint64_t from = 0;
+    if (!privacy)
+        return 0;
+    if (store_write(st, key_mark_txn, &from) != STORE_OK)
+        return -1;
+    if (from > 1)
+        log_info("trail: keyed from record %llu on (the records before it, written before "
+                 "2026-12, keep their plain chain)", (unsigned long long)from);
+    return 0;
 }
 
 int trail_append_stored(store_txn_t *t, const char *case_id, const char *kind, const char *actor,
@@ -238,10 +282,15 @@ typedef struct {
 
 typedef struct {
     trail_report_t *r;
+    store_txn_t *t;
+    const trail_anchor_t *anchor;   /* NULL: none given */
     seen_t *seen;
     size_t n, cap;
     unsigned long long expect;      /* next sequence number */
     unsigned char prev[HASH_LEN];   /* hash of the previous record */
+    int known;                      /* prev is known (0: keyed, and no key here) */
+    int sealed, have_key;           /* written with a privacy key; given it here */
+    uint64_t keyed_from;            /* the first record whose chain hash is keyed */
     store_db_t db;                  /* the object database being checked */
 } verify_t;
 
@@ -287,7 +336,7 @@ static int walk_record(void *ud, const void *k, size_t kl, const void *val, size
         msgpack_unpacked_destroy(&u);
         return STORE_EACH_STOP;
     }
-    if (memcmp(prev->via.bin.ptr, v->prev, HASH_LEN) != 0) {
+    if (v->known && memcmp(prev->via.bin.ptr, v->prev, HASH_LEN) != 0) {
         problem(v, "trail record %llu: does not follow record %llu (one of the two was changed)",
                 (unsigned long long)seq, (unsigned long long)seq - 1);
         msgpack_unpacked_destroy(&u);
@@ -321,7 +370,30 @@ static int walk_record(void *ud, const void *k, size_t kl, const void *val, size
         s->purged = purged;
     }
     msgpack_unpacked_destroy(&u);
-    hash(v->prev, val, vl);
+    /* this record's chain hash: keyed from the key mark on (store_txn_chain_hash) */
+    int keyed = v->sealed && seq >= v->keyed_from;
+    if (keyed && !v->have_key) {
+        if (v->known)
+            v->r->unchecked_from = seq; /* the rest of the chain needs the key */
+        v->known = 0;
+    } else if (keyed) {
+        store_txn_chain_hash(v->t, v->prev, val, vl);
+    } else {
+        hash(v->prev, val, vl);
+    }
+    if (v->anchor && seq == v->anchor->seq) {
+        if (!v->known) {
+            problem(v, "trail: the anchor at record %llu cannot be checked without the data key "
+                       "(give --key-file)", (unsigned long long)seq);
+            return STORE_EACH_STOP;
+        }
+        if (memcmp(v->prev, v->anchor->hash, HASH_LEN) != 0) {
+            problem(v, "trail record %llu: does not match the anchored head (the trail up to it "
+                       "was rewritten)", (unsigned long long)seq);
+            return STORE_EACH_STOP;
+        }
+        v->r->anchor_checked = 1;
+    }
     v->expect++;
     return 0;
 }
@@ -377,11 +449,57 @@ static int check_object(void *ud, const void *k, size_t kl, const void *val, siz
     return 0;
 }
 
+/* From which record the chain is keyed, from the key mark (checked when the key
+ * is here). 0, or 1 with the problem named. */
+static int read_key_mark(verify_t *v)
+{
+    const void *mv, *hv;
+    size_t ml, hl;
+    v->keyed_from = 1;
+    int rc = store_get(v->t, STORE_DB_COUNTERS, KEY_MARK, strlen(KEY_MARK), &mv, &ml);
+    if (rc == STORE_NOTFOUND) {
+        if (store_get(v->t, STORE_DB_TRAIL_HEAD, "head", 4, &hv, &hl) == STORE_NOTFOUND)
+            return 0; /* no record yet: keyed from the first */
+        problem(v, "trail: the mark of its key is missing from a sealed store (removed, to pass a "
+                   "rewritten chain off as unkeyed?)");
+        return 1;
+    }
+    if (rc || ml != 8 + HASH_LEN) {
+        problem(v, "trail: the mark of its key is unreadable");
+        return 1;
+    }
+    v->keyed_from = get_be64(mv);
+    unsigned char want[8 + HASH_LEN];
+    if (v->have_key) {
+        mark_value(v->t, v->keyed_from, want);
+        if (memcmp(want, mv, sizeof want) != 0) {
+            problem(v, "trail: the mark of its key was changed (keyed from record %llu, says it)",
+                    (unsigned long long)v->keyed_from);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+typedef struct {
+    trail_report_t *r;
+    const trail_anchor_t *anchor;
+    int sealed;
+} verify_args_t;
+
 static int verify_txn(store_txn_t *t, void *ud)
 {
-    trail_report_t *r = ud;
-    verify_t v = {.r = r, .expect = 1};
+    verify_args_t *a = ud;
+    trail_report_t *r = a->r;
+    verify_t v = {.r = r, .t = t, .anchor = a->anchor, .expect = 1, .known = 1,
+                  .sealed = a->sealed, .have_key = store_txn_privacy(t), .keyed_from = 1};
+    if (v.sealed && read_key_mark(&v))
+        return 0;
+    r->keyed_from = v.sealed ? v.keyed_from : 0;
     int rc = store_each(t, STORE_DB_TRAIL, NULL, 0, 0, walk_record, &v);
+    if (rc == 0 && !r->problem[0] && v.anchor && !r->anchor_checked)
+        problem(&v, "trail: no record %llu, the anchored head (truncated below it)",
+                (unsigned long long)v.anchor->seq);
     if (rc == 0 && !r->problem[0]) {
         const void *hv;
         size_t hl;
@@ -392,7 +510,7 @@ static int verify_txn(store_txn_t *t, void *ud)
         } else if (g) {
             rc = g;
         } else if (hl != 8 + HASH_LEN || get_be64(hv) != v.expect - 1 ||
-                   memcmp((const unsigned char *)hv + 8, v.prev, HASH_LEN) != 0) {
+                   (v.known && memcmp((const unsigned char *)hv + 8, v.prev, HASH_LEN) != 0)) {
             problem(&v, "trail: ends at record %llu but its head says record %llu (truncated, "
                         "or the last record changed)",
                     v.expect - 1, hl == 8 + HASH_LEN ? (unsigned long long)get_be64(hv) : 0ull);
@@ -414,11 +532,27 @@ static int verify_txn(store_txn_t *t, void *ud)
     return rc;
 }
 
-int trail_verify(store_t *st, trail_report_t *r)
+int trail_verify(store_t *st, const trail_anchor_t *anchor, trail_report_t *r)
 {
     memset(r, 0, sizeof *r);
-    store_rc_t rc = store_read_long(st, verify_txn, r);
+    verify_args_t a = {r, anchor, store_sealed(st)};
+    store_rc_t rc = store_read_long(st, verify_txn, &a);
     if (rc != STORE_OK)
         return rc == STORE_NOTFOUND ? 0 : STORE_CORRUPTED;
     return r->problem[0] ? 1 : 0;
+}
+
+int trail_txn_head(store_txn_t *t, trail_anchor_t *head)
+{
+    memset(head, 0, sizeof *head);
+    const void *v;
+    size_t vl;
+    int rc = store_get(t, STORE_DB_TRAIL_HEAD, "head", 4, &v, &vl);
+    if (rc)
+        return rc;
+    if (vl != 8 + HASH_LEN)
+        return STORE_CORRUPTED;
+    head->seq = get_be64(v);
+    memcpy(head->hash, (const unsigned char *)v + 8, HASH_LEN);
+    return 0;
 }

@@ -5,9 +5,12 @@
  * assignment made or changed, a notice queued, delivered or given up, an
  * outcome stored or received — appends one record to the named database
  * `trail`, in the same transaction as the change. Records are numbered (key:
- * 8-byte big-endian sequence) and each carries the BLAKE2b-256 hash of the
- * record before it; the head (last sequence number and its hash) is kept in
- * `trail_head`. A record that names a stored object (an event, case or
+ * 8-byte big-endian sequence) and each carries the chain hash of the record
+ * before it: BLAKE2b-256, keyed with the trail key (derived from the data key)
+ * when privacy is on, so that whoever can write data.mdb without the key cannot
+ * write a chain that verifies (store_txn_chain_hash; counters["trail.keyed_from"]
+ * says from which record, for stores from before); the head (last sequence
+ * number and its hash) is kept in `trail_head`, and can be anchored outside. A record that names a stored object (an event, case or
  * assignment) also carries the hash of the object's bytes as written.
  *
  * trail_verify() walks the chain and then every event, case and assignment:
@@ -51,11 +54,37 @@ int trail_index_rebuild(store_t *st);
 typedef struct {
     unsigned long long records;   /* trail records walked */
     unsigned long long objects;   /* events, cases and assignments checked */
+    unsigned long long keyed_from;     /* the first record keyed (0: an unsealed store) */
+    unsigned long long unchecked_from; /* 0, or the first record whose chain was not
+                                          checked: it is keyed and the key was not given */
+    int anchor_checked;           /* the anchor given matched its record */
+    unsigned long long index_entries; /* audit_verify: index entries checked (audit.h) */
     char problem[512];            /* the first problem found, "" when intact */
 } trail_report_t;
 
-/* Verify the whole store (read transaction). 0 when intact; 1 with
- * r->problem naming the first broken record or object; a store_rc_t on a read failure. */
-int trail_verify(store_t *st, trail_report_t *r);
+/* A head taken earlier and kept outside the store (`carehub trail-head`): the
+ * record's number and its chain hash, the value the next record carries in
+ * `prev`. Whoever can rewrite the store (even with the key) cannot rewrite
+ * the records up to an anchor kept elsewhere without verify telling. */
+typedef struct {
+    unsigned long long seq;
+    unsigned char hash[32];
+} trail_anchor_t;
+
+/* Verify the whole store (read transaction): the chain (its keyed part only
+ * when the store was given its key: otherwise r->unchecked_from says where
+ * checking stopped), the key mark, the anchor when one is given (NULL: none),
+ * then every event, case and assignment against its last trail record. 0
+ * when intact; 1 with r->problem naming the first broken record or object; a
+ * store_rc_t on a read failure. */
+int trail_verify(store_t *st, const trail_anchor_t *anchor, trail_report_t *r);
+
+/* The current head (record number and chain hash): 0, STORE_NOTFOUND when the
+ * trail is empty, or another store_rc_t. */
+int trail_txn_head(store_txn_t *t, trail_anchor_t *head);
+
+/* At start, with privacy on: mark from which record on the chain is keyed (the
+ * head's next, 1 for a new store), with a MAC of the mark itself, once. 0 or -1. */
+int trail_key_mark(store_t *st, int privacy);
 
 #endif

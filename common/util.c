@@ -140,3 +140,18 @@ int64_t util_mono_ms(void)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
+
+void util_printable(char *out, size_t size, const void *data, size_t len)
+{
+    if (size == 0)
+        return;
+    size_t room = size > 4 ? size - 4 : 0; /* leave room for "…" and the NUL */
+    size_t n = len < room ? len : room;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = ((const unsigned char *)data)[i];
+        out[i] = ch >= 0x20 && ch < 0x7f ? (char)ch : '.';
+    }
+    if (n < len && size >= 4)
+        memcpy(out + n, "\xe2\x80\xa6", 3), n += 3;
+    out[n] = '\0';
+}

@@ -41,4 +41,8 @@ int64_t util_mono_ms(void);
 
 #define UTIL_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
+/* At most size-1 bytes of data as text for a message: bytes outside printable
+ * ASCII shown as '.', and "…" after what was cut. */
+void util_printable(char *out, size_t size, const void *data, size_t len);
+
 #endif

@@ -21,6 +21,7 @@ typedef struct {
     unsigned given;         /* BIT(OPT_*) of the options given */
     int json, csv, overdue, all;
     const char *html, *status, *agency, *type, *after, *data, *seed;
+    const char *data_key, *head;  /* verify --data: the data key file, an anchored head */
     int64_t since;          /* -1 = not given */
     long limit, n;
 } opts_t;

@@ -23,6 +23,7 @@ Main pieces:
   assert_ack / assert_nack  the reply shapes of PROTOCOL §4.
 """
 
+import hashlib
 import itertools
 import json
 import os
@@ -69,6 +70,22 @@ def now_ms():
 def uid(prefix="x"):
     """A fresh id in the protocol's id syntax."""
     return f"{prefix}-{uuid.uuid4().hex[:16]}"
+
+
+def kdf_subkey(master, subkey_id, size=32, context=b"carehub_"):
+    """libsodium's crypto_kdf_derive_from_key (BLAKE2b: key = master, salt = the id as
+    8 little-endian bytes + 8 zeros, personal = the 8-byte context + 8 zeros)."""
+    import struct
+    return hashlib.blake2b(b"", digest_size=size, key=master,
+                           salt=struct.pack("<Q", subkey_id) + bytes(8),
+                           person=context + bytes(16 - len(context))).digest()
+
+
+def stored_ref(data_key, ref):
+    """The form a client's ref is stored in with privacy on (docs/data-model.md):
+    "h:" + hex of BLAKE2b-128 keyed with crypto_kdf subkey 4 of the data key."""
+    sub = kdf_subkey(data_key, 4)
+    return "h:" + hashlib.blake2b(ref.encode(), digest_size=16, key=sub).hexdigest()
 
 
 def pack(obj):

@@ -83,7 +83,7 @@ def report(b, connect, name="王芳"):
 def test_help_and_usage_errors():
     r = run(None, None, "--help")
     assert r.returncode == 0 and "cases" in r.stdout and "Exit:" in r.stdout
-    for cmd in ("cases", "case", "trail", "verify", "sample", "report", "stats"):
+    for cmd in ("cases", "case", "trail", "verify", "trail-head", "sample", "report", "stats"):
         r = run(None, None, cmd, "--help")
         assert r.returncode == 0 and cmd in r.stdout, (cmd, r.stdout)
     assert run(None, None).returncode == 64
@@ -335,6 +335,33 @@ def test_verify_online_and_offline(make_broker, tmp_path, connect):
     assert r.stdout.startswith("intact"), r.stdout
     r = run(None, None, "verify", "--data", str(tmp_path / "nothing-here"))
     assert r.returncode == 74, r
+
+
+def test_trail_head_anchors_an_offline_verify(make_broker, tmp_path, connect):
+    """A supervisor takes the head (issue 12, finding 6) and keeps it outside; the trail
+    goes on; offline, verify with the data key passes through the anchor, refuses a head
+    it does not pass through, and without the key says what it could not check."""
+    b = start(make_broker, tmp_path)
+    report(b, connect)
+    head = ok(run(b, "supervisor-01", "trail-head")).stdout.strip()
+    seq, _, hexh = head.partition(":")
+    assert seq.isdigit() and int(seq) > 0 and len(hexh) == 64, head
+    (doc,) = json_lines(run(b, "supervisor-01", "trail-head", "--json"))
+    assert doc["what"] == "trail_head" and doc["seq"] > int(seq), doc  # its own read came after
+    assert run(b, "police-desk", "trail-head").returncode == 65
+    report(b, connect)
+    assert b.stop() == 0
+    key = tmp_path / "data.key"
+    r = ok(run(None, None, "verify", "--data", b.data_dir, "--data-key", key, "--head", head))
+    assert r.stdout.startswith("intact") and f"record {seq}, matches" in r.stdout, r.stdout
+    assert "NOT CHECKED" not in r.stdout, r.stdout
+    wrong = f"{seq}:{'0' * 64}"
+    r = run(None, None, "verify", "--data", b.data_dir, "--data-key", key, "--head", wrong)
+    assert r.returncode == 1 and "does not match the anchored head" in r.stdout, (r.returncode, r.stdout)
+    r = ok(run(None, None, "verify", "--data", b.data_dir))
+    assert "NOT CHECKED: the chain from record 1 on is keyed" in r.stdout, r.stdout
+    r = run(None, None, "verify", "--data", b.data_dir, "--head", "12:nothex")
+    assert r.returncode == 64 and "SEQ:HEX" in r.stderr, (r.returncode, r.stderr)
 
 
 def test_stats(make_broker, tmp_path, connect):

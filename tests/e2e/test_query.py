@@ -236,8 +236,9 @@ def test_agency_query_scope_is_its_own_cases(make_broker, tmp_path, connect):
     /case, and the refusal names nothing of that case), and so is a case that does not exist
     (the same answer: an agency cannot tell another's case from none); its `cases` and
     `assignments` lists hold its own only, whatever `agency` it asks for; `verify` is
-    refused. Another desk of the same agency reads its agency's case. Each refusal is in
-    the refused case's trail with the desk as actor."""
+    refused. Another desk of the same agency reads its agency's case. A desk's first
+    refusal is in the refused case's trail with the desk as actor; the others within the
+    minute are counted into its next record (budget.h), not written one by one."""
     b = start(make_broker, tmp_path, workflows=SPLIT)
     name = "CANARY-" + uid("n")
     _, pcase = report(b, connect, name)
@@ -268,4 +269,81 @@ def test_agency_query_scope_is_its_own_cases(make_broker, tmp_path, connect):
     sup = connect(b, login="supervisor-01")
     for case, who in ((ccase, "police-desk"), (pcase, "civil-desk")):
         refused = kinds(q(sup, what="trail", case=case), "read_refused")
-        assert {(r["actor"], r["ref"]) for r in refused} == {(who, "case"), (who, "trail")}, refused
+        assert {(r["actor"], r["ref"]) for r in refused} == {(who, "case")}, refused
+
+
+def test_large_case_file_comes_in_pages(make_broker, tmp_path, connect):
+    """Issue 12, finding 9: a case file larger than max_message_bytes is answered in pages
+    of events under it, with events_total and `next`; following `next` reads every event
+    once, in order; `carehub case` reads them all."""
+    key = tmp_path / "data.key"
+    key.write_bytes(os.urandom(32))
+    key.chmod(0o600)
+    cfg = routing_config(tmp_path / "b", workflows=WORKFLOWS, broker={"max_message_bytes": "8K"})
+    cfg["privacy"] = {"key_file": str(key)}
+    b = make_broker(config=cfg, name="b")
+    school = connect(b, login="school-0042")
+    child = uid("child")
+    sent = []
+    for day in range(1, 13):                       # 12 absences of one child: one case
+        note = f"第{day}天 " + "家访记录 " * 120   # about 1.9 KB of text each
+        body = h.absence_body(child, date=f"2025-03-{day:02d}", consecutive_days=day, note=note)
+        sent.append(send_event(school, "absence", body))
+    case = sent[0][2]
+    assert {c for _, _, c in sent} == {case}       # the precondition: one case
+    sup = connect(b, login="supervisor-01")
+    got, after, pages = [], None, 0
+    while True:
+        kw = {"what": "case", "case": case}
+        if after:
+            kw["after"] = after
+        r = sup.request(dict({"v": 1, "op": "query", "id": uid("q")}, **kw))
+        assert r.get("op") == "result", r
+        assert len(h.pack(r)) <= 8 * 1024, f"a page of {len(h.pack(r))} bytes"
+        assert r["events_total"] == 12 and r["case"]["id"] == case
+        got += [e["id"] for e in r["events"]]
+        pages += 1
+        after = r.get("next")
+        if not after:
+            break
+        assert r["events"] and after == r["events"][-1]["id"], r.get("next")
+    assert pages >= 3, f"{pages} page(s): the file was not large enough to page"
+    assert got == [ev for _, ev, _ in sent], got    # each once, in order
+    # bin/carehub reads every page
+    env = dict(os.environ)
+    carehub = os.path.join(os.environ.get("CAREHUB_BIN_DIR") or os.path.join(
+        os.path.dirname(__file__), "..", "..", "bin"), "carehub")
+    import json
+    import subprocess
+    p = subprocess.run([carehub, "-b", b.endpoint, "-a", "supervisor-01", "--wait", "10", "case", case,
+                        "--json"], capture_output=True, text=True, timeout=60, env=env)
+    assert p.returncode == 0, p.stderr
+    doc = json.loads(p.stdout)
+    assert [e["id"] for e in doc["events"]] == got and "next" not in doc
+
+
+def test_refusals_coalesced_and_queries_budgeted(make_broker, tmp_path, connect):
+    """Issue 12, finding 9: an agent asking without end neither grows the trail one record
+    per refusal nor makes the broker answer every query: its refusals within a minute are
+    one trail record, and past its budget (BUDGET_QUERY_BURST at once) it is answered
+    `unavailable` with the wait. Another agent is not held back."""
+    b = start(make_broker, tmp_path)
+    _, case = report(b, connect, "李四")
+    school = connect(b, login="school-0042")
+    t0, codes = time.monotonic(), []
+    while len(codes) < 5000 and "unavailable" not in codes:
+        codes.append(q(school, what="case", case=case).get("code"))
+    took = time.monotonic() - t0
+    assert codes[-1] == "unavailable", f"{len(codes)} queries in {took:.1f} s, none over budget"
+    answered = len(codes) - 1
+    assert set(codes[:-1]) == {"forbidden"}, set(codes[:-1])
+    # the burst (200), and what refilled at 20 a second while asking, each answered
+    assert 200 <= answered <= 200 + 20 * took + 1, (answered, took)
+    last = q(school, what="case", case=case)
+    if last.get("code") == "unavailable":
+        assert "retry in" in last.get("error", ""), last
+    sup = connect(b, login="supervisor-01")
+    t = q(sup, what="trail", case=case)
+    assert t.get("op") == "result", t                          # the supervisor is not held back
+    refused = kinds(t, "read_refused")
+    assert [r["actor"] for r in refused] == ["school-0042"], refused   # one record, not 200

@@ -5,6 +5,7 @@ purge takes the events' idempotency entries (the clients' refs), unconfirmed out
 the assignments' delivery records with it, and leaves the trail's stubs. Test clock."""
 
 import os
+from pathlib import Path
 
 import carehub_harness as h
 from carehub_harness import uid
@@ -86,7 +87,10 @@ def test_quiet_closed_case_purged_after_retention_across_a_restart(make_clock_br
     b.stop()
     t = tables(cfg, "events", "idem")
     assert ev.encode() not in {k for k, _ in t["events"]}
-    assert sum(ref.encode() in k for k, _ in t["idem"]) == 1, "only the new event's entry may hold the ref"
+    # refs are stored keyed (issue 12, finding 2): the form the broker stores, never the ref
+    kref = h.stored_ref(Path(cfg["privacy"]["key_file"]).read_bytes(), ref).encode()
+    assert sum(kref in k for k, _ in t["idem"]) == 1, "only the new event's entry may hold the ref"
+    assert not any(ref.encode() in k for k, _ in t["idem"]), "a ref in clear"
     stubs = purged_stubs(cfg)
     assert ("events", ev) in stubs and ("cases", case) in stubs, stubs
 
@@ -106,7 +110,8 @@ def test_resolved_case_purge_takes_outcomes_and_delivery_records(make_clock_brok
     b.stop()
     before = tables(cfg, "outcomes", "delivered", "idem")
     assert before["outcomes"] and before["delivered"], before   # precondition: they exist
-    assert any(ref.encode() in k for k, _ in before["idem"])
+    kref = h.stored_ref(Path(cfg["privacy"]["key_file"]).read_bytes(), ref).encode()
+    assert any(kref in k for k, _ in before["idem"])
     b.start()
     sup = connect(b, login="supervisor-01")
     resume(sup, resolved_at)
@@ -116,7 +121,8 @@ def test_resolved_case_purge_takes_outcomes_and_delivery_records(make_clock_brok
     after = tables(cfg, "outcomes", "delivered", "idem", "assignments")
     assert after["outcomes"] == [], after["outcomes"]
     assert not any(a["id"].encode() in k for k, _ in after["delivered"]), after["delivered"]
-    assert not any(ref.encode() in k for k, _ in after["idem"]), after["idem"]
+    assert not any(kref in k for k, _ in after["idem"]), after["idem"]
     assert a["id"].encode() not in {k for k, _ in after["assignments"]}
     stubs = purged_stubs(cfg)
     assert ("assignments", a["id"]) in stubs and ("events", ev) in stubs, stubs
+

@@ -73,7 +73,7 @@ static int verify(const char *dir, char *problem, size_t size)
     if (!st)
         fail_msg("%s", err);
     trail_report_t r;
-    int rc = trail_verify(st, &r);
+    int rc = trail_verify(st, NULL, &r);
     store_close(&st);
     snprintf(problem, size, "%s", r.problem);
     return rc;
