@@ -593,12 +593,7 @@ int main(int argc, char **argv)
     cli_common_init(&co);
     memset(&d, 0, sizeof d);
     d.ex.timeout_ms = DEFAULT_EXEC_TIMEOUT_MS;
-    while ((opt = getopt_long(argc, argv, CLI_COMMON_SHORTOPTS, longopts, NULL)) != -1) {
-        int k = cli_common_opt(&co, opt, optarg);
-        if (k < 0)
-            return CLI_EX_USAGE;
-        if (k > 0)
-            continue;
+    while ((opt = cli_getopt(&co, argc, argv, longopts)) > 0) {
         switch (opt) {
         case OPT_JSON:
             d.json = 1;
@@ -629,6 +624,8 @@ int main(int argc, char **argv)
             return CLI_EX_USAGE;
         }
     }
+    if (opt < 0)
+        return CLI_EX_USAGE;
     if (co.help) {
         usage(stdout);
         return CLI_EX_OK;

@@ -447,14 +447,7 @@ int main(int argc, char **argv)
     cli_init(argv[0]);
     cli_common_init(&co);
     memset(&r, 0, sizeof r);
-    while ((opt = getopt_long(argc, argv, CLI_COMMON_SHORTOPTS, longopts, NULL)) != -1) {
-        int k = cli_common_opt(&co, opt, optarg);
-        if (k < 0) {
-            rc = CLI_EX_USAGE;
-            goto out_fields;
-        }
-        if (k > 0)
-            continue;
+    while ((opt = cli_getopt(&co, argc, argv, longopts)) > 0) {
         if (opt >= OPT_FIELD && opt < OPT_FIELD + NFIELDS) {
             int f = opt - OPT_FIELD;
             const char *v = optarg ? optarg : (FIELDS[f].kind == K_BOOL ? "yes" : "");
@@ -489,6 +482,10 @@ int main(int argc, char **argv)
             rc = CLI_EX_USAGE;
             goto out_fields;
         }
+    }
+    if (opt < 0) {
+        rc = CLI_EX_USAGE;
+        goto out_fields;
     }
     if (co.help) {
         usage(stdout);

@@ -517,12 +517,7 @@ int main(int argc, char **argv)
     cli_init(argv[0]);
     cli_common_init(&co);
     memset(&s, 0, sizeof s);
-    while ((opt = getopt_long(argc, argv, CLI_COMMON_SHORTOPTS, longopts, NULL)) != -1) {
-        int k = cli_common_opt(&co, opt, optarg);
-        if (k < 0)
-            return CLI_EX_USAGE;
-        if (k > 0)
-            continue;
+    while ((opt = cli_getopt(&co, argc, argv, longopts)) > 0) {
         switch (opt) {
         case OPT_SCHOOL:
             s.school = optarg;
@@ -555,6 +550,8 @@ int main(int argc, char **argv)
             return CLI_EX_USAGE;
         }
     }
+    if (opt < 0)
+        return CLI_EX_USAGE;
     if (co.help) {
         usage(stdout);
         return CLI_EX_OK;

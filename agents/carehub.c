@@ -589,12 +589,7 @@ int main(int argc, char **argv)
         cli_err("libsodium cannot start");
         return CLI_EX_IO;
     }
-    while ((opt = getopt_long(argc, argv, CLI_COMMON_SHORTOPTS, longopts, NULL)) != -1) {
-        int k = cli_common_opt(&co, opt, optarg);
-        if (k < 0)
-            return CLI_EX_USAGE;
-        if (k > 0)
-            continue;
+    while ((opt = cli_getopt(&co, argc, argv, longopts)) > 0) {
         if (opt < CLI_OPT_FIRST_PROGRAM || opt >= OPT_END) {
             fprintf(stderr, "Try '%s --help'.\n", cli_prog());
             return CLI_EX_USAGE;
@@ -648,6 +643,8 @@ int main(int argc, char **argv)
             break;
         }
     }
+    if (opt < 0)
+        return CLI_EX_USAGE;
     const command_t *cmd = optind < argc ? find_command(argv[optind]) : NULL;
     if (co.help) {
         usage(stdout, cmd);

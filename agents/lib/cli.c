@@ -87,6 +87,20 @@ void cli_common_init(cli_common_t *c)
     c->wait_ms = -1;
 }
 
+int cli_getopt(cli_common_t *c, int argc, char **argv, const struct option *longopts)
+{
+    for (;;) {
+        int opt = getopt_long(argc, argv, CLI_COMMON_SHORTOPTS, longopts, NULL);
+        if (opt == -1)
+            return 0;
+        int k = cli_common_opt(c, opt, optarg);
+        if (k < 0)
+            return -1;
+        if (k == 0)
+            return opt;
+    }
+}
+
 int cli_common_opt(cli_common_t *c, int opt, const char *arg)
 {
     switch (opt) {

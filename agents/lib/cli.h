@@ -102,6 +102,12 @@ void cli_common_init(cli_common_t *c);
  * common option, -1 a bad value (the message is printed). */
 int cli_common_opt(cli_common_t *c, int opt, const char *arg);
 
+/* The next option of the program's own (getopt_long over longopts, which start
+ * with CLI_COMMON_LONGOPTS; the common ones are handled here on the way): its
+ * value, 0 at the end, -1 after a bad common value (the message is printed).
+ * An unknown option comes back as '?' for the program's `default:`. */
+int cli_getopt(cli_common_t *c, int argc, char **argv, const struct option *longopts);
+
 /* After parsing: fill defaults from the environment, check that there is an
  * agent id (need_agent; without it only when --spool is given), compute the
  * spool directory, load the CURVE keys. 0 or an exit code (the message is
