@@ -460,6 +460,9 @@ static int upgrade_txn(store_txn_t *t, void *ud)
 
 int assign_deadlines_upgrade(store_t *st)
 {
+    int marked = store_marked(st, TYPED_MARK);
+    if (marked)
+        return marked < 0 ? -1 : 0; /* rewritten before: no write transaction at start */
     legacy_t l = {NULL, NULL, 0, 0};
     store_rc_t rc = store_write(st, upgrade_txn, &l);
     if (rc == STORE_OK && l.n)

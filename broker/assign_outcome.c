@@ -38,12 +38,10 @@ static int outcome_for_event(void *ud, const void *k, size_t kl, const void *v, 
     int rc = store_get(c->t, STORE_DB_EVENTS, ev, vl, &rec, &rl);
     if (rc)
         return rc;
-    char agent[ID_LEN], stored_ref[ID_LEN], ref[ID_LEN];
-    assign_event_origin(rec, rl, agent, stored_ref);
-    if (!agent[0])
-        return STORE_CORRUPTED;
-    if ((rc = case_event_ref(c->t, ev, rec, rl, ref, sizeof ref)))
-        return rc; /* the ref sent, opened: the reporter matches its outcome by it */
+    char agent[CAREHUB_ID_MAX + 1], ref[ID_LEN];
+    /* its agent, and the ref it sent (opened): the reporter matches its outcome by it */
+    if ((rc = case_event_ref(c->t, ev, rec, rl, agent, ref, sizeof ref)))
+        return rc;
     char oid[ID_LEN];
     util_fmt(oid, sizeof oid, "out-%s", ev);
     frame_out_t o;

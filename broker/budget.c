@@ -21,9 +21,7 @@ typedef struct {
 
 struct budget {
     pthread_mutex_t mu;
-    hmap_t by_agent;
-    entry_t **all;
-    size_t n, cap;
+    hmap_t by_agent; /* agent id -> entry_t *, which it owns */
 };
 
 static int agent_eq(void *ctx, uintptr_t val, const void *key, size_t len)
@@ -46,9 +44,9 @@ void budget_destroy(budget_t **pb)
     if (!pb || !*pb)
         return;
     budget_t *b = *pb;
-    for (size_t i = 0; i < b->n; i++)
-        free(b->all[i]);
-    free(b->all);
+    size_t pos = 0;
+    for (uintptr_t e; (e = hmap_next(&b->by_agent, &pos));)
+        free((entry_t *)e);
     hmap_free(&b->by_agent);
     pthread_mutex_destroy(&b->mu);
     free(b);
@@ -69,11 +67,6 @@ static entry_t *entry(budget_t *b, const char *agent, int64_t now_ms)
     e->tokens = BUDGET_QUERY_BURST;
     e->refilled_ms = now_ms;
     e->refusal_window_ms = -1;
-    if (b->n == b->cap) {
-        b->cap = b->cap ? b->cap * 2 : 16;
-        b->all = xrealloc(b->all, b->cap * sizeof *b->all);
-    }
-    b->all[b->n++] = e;
     hmap_put(&b->by_agent, e->agent, len, (uintptr_t)e);
     return e;
 }

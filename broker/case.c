@@ -213,17 +213,29 @@ static int put_event(store_txn_t *t, const case_event_t *it, const char *ref_key
     return rc;
 }
 
-int case_event_ref(store_txn_t *t, const char *event_id, const void *rec, size_t rl, char *ref,
-                   size_t size)
+/* A string field of a map into out (NUL-terminated): 1, or 0 when it is absent,
+ * not a string or too long. */
+static int copy_field(const msgpack_object *map, const char *key, char *out, size_t size)
+{
+    const char *s;
+    size_t n;
+    if (!frame_str(frame_map_get(map, key), &s, &n) || n >= size)
+        return 0;
+    memcpy(out, s, n);
+    out[n] = '\0';
+    return 1;
+}
+
+int case_event_ref(store_txn_t *t, const char *event_id, const void *rec, size_t rl,
+                   char agent[CAREHUB_ID_MAX + 1], char *ref, size_t size)
 {
     ref[0] = '\0';
     msgpack_unpacked u;
     msgpack_unpacked_init(&u);
     int rc = STORE_CORRUPTED;
-    if (msgpack_unpack_next(&u, rec, rl, NULL) == MSGPACK_UNPACK_SUCCESS) {
+    if (msgpack_unpack_next(&u, rec, rl, NULL) == MSGPACK_UNPACK_SUCCESS &&
+        (!agent || (copy_field(&u.data, "agent", agent, CAREHUB_ID_MAX + 1) && agent[0]))) {
         const msgpack_object *enc = frame_map_get(&u.data, "ref_enc");
-        const char *s;
-        size_t n;
         if (enc && enc->type == MSGPACK_OBJECT_BIN) {
             char ad[STORE_ID_MAX + 8];
             ref_ad(ad, sizeof ad, event_id);
@@ -237,10 +249,8 @@ int case_event_ref(store_txn_t *t, const char *event_id, const void *rec, size_t
                 rc = STORE_CORRUPTED;
             }
             msgpack_sbuffer_destroy(&m);
-        } else if (frame_str(frame_map_get(&u.data, "ref"), &s, &n) && n < size) {
-            memcpy(ref, s, n); /* privacy off: the ref as sent */
-            ref[n] = '\0';
-            rc = 0;
+        } else if (copy_field(&u.data, "ref", ref, size)) {
+            rc = 0; /* privacy off: the ref as sent */
         }
     }
     msgpack_unpacked_destroy(&u);
@@ -386,19 +396,6 @@ static int collect_clear_ref(void *ud, const void *k, size_t kl, const void *v, 
     return store_copy_id(k, kl, l->ids[l->n++], STORE_ID_MAX) ? STORE_CORRUPTED : 0;
 }
 
-/* A string field of a map into out (NUL-terminated): 1, or 0 when it is absent,
- * not a string or too long. */
-static int copy_field(const msgpack_object *map, const char *key, char *out, size_t size)
-{
-    const char *s;
-    size_t n;
-    if (!frame_str(frame_map_get(map, key), &s, &n) || n >= size)
-        return 0;
-    memcpy(out, s, n);
-    out[n] = '\0';
-    return 1;
-}
-
 /* One event: its record with the ref keyed and sealed, its idempotency entry
  * moved to the keyed pair. */
 static int rekey_event(store_txn_t *t, const char *ev)
@@ -473,18 +470,11 @@ static int refs_upgrade_txn(store_txn_t *t, void *ud)
     return rc ? rc : store_put(t, STORE_DB_COUNTERS, REFS_MARK, strlen(REFS_MARK), "", 0, 0);
 }
 
-static int refs_marked(store_txn_t *t, void *ud)
-{
-    (void)ud;
-    const void *v;
-    size_t vl;
-    return store_get(t, STORE_DB_COUNTERS, REFS_MARK, strlen(REFS_MARK), &v, &vl);
-}
-
 int case_refs_upgrade(store_t *st, int privacy)
 {
-    if (!privacy || store_read(st, refs_marked, NULL) == STORE_OK)
-        return 0;
+    int marked = privacy ? store_marked(st, REFS_MARK) : 1;
+    if (marked)
+        return marked < 0 ? -1 : 0;
     /* the idempotency entries waiting in memory hold the refs as they were: on disk first */
     if (store_flush_index(st) != STORE_OK)
         return -1;
@@ -549,11 +539,11 @@ static int check_idem(void *ud, const void *k, size_t kl, const void *v, size_t 
         return rc;
     msgpack_unpacked u;
     msgpack_unpacked_init(&u);
-    char pair[2 * CAREHUB_ID_MAX + 2];
+    char pair[2 * CAREHUB_ID_MAX + 2], of[STORE_ID_MAX];
     int ok = msgpack_unpack_next(&u, rec, rl, NULL) == MSGPACK_UNPACK_SUCCESS &&
              copy_field(&u.data, "agent", agent, sizeof agent) &&
              copy_field(&u.data, "ref", ref, sizeof ref) &&
-             copy_field(&u.data, "case", pair, sizeof pair) && strcmp(pair, cs) == 0;
+             copy_field(&u.data, "case", of, sizeof of) && strcmp(of, cs) == 0;
     size_t pl = ok ? store_pair_key(pair, sizeof pair, agent, ref) : 0;
     msgpack_unpacked_destroy(&u);
     if (!pl || pl != kl || memcmp(pair, k, kl) != 0)

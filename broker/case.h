@@ -21,6 +21,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "carehub_wire.h"
 #include "store.h"
 
 /* ---- severity and case status: enums in memory, names in records and on the wire */
@@ -115,11 +116,12 @@ int case_verify_indexes(store_txn_t *t, char *problem, size_t size, unsigned lon
 
 /* ---- reading back ------------------------------------------------------------ */
 
-/* The ref an event's agent sent (its own message id), from the event record
- * rec of event_id: opened from "ref_enc" with privacy on, else "ref". 0, or a
- * store_rc_t (STORE_CORRUPTED: it does not open, or is longer than size - 1). */
-int case_event_ref(store_txn_t *t, const char *event_id, const void *rec, size_t rl, char *ref,
-                   size_t size);
+/* Who sent an event and the ref it sent (its own message id), from the event
+ * record rec of event_id: agent (may be NULL) and the ref, opened from
+ * "ref_enc" with privacy on, else "ref". 0, or a store_rc_t (STORE_CORRUPTED:
+ * no agent, or the ref does not open or is longer than size - 1). */
+int case_event_ref(store_txn_t *t, const char *event_id, const void *rec, size_t rl,
+                   char agent[CAREHUB_ID_MAX + 1], char *ref, size_t size);
 
 /* Copy out the stored record of an event (msgpack map, see above). *out is the
  * caller's to free(). STORE_OK, STORE_NOTFOUND or STORE_IO. */

@@ -702,6 +702,19 @@ store_rc_t store_read_long(store_t *st, store_fn fn, void *ud)
     return read_txn(st, fn, ud, 1);
 }
 
+static int marked_txn(store_txn_t *t, void *ud)
+{
+    const void *v;
+    size_t vl;
+    return store_get(t, STORE_DB_COUNTERS, ud, strlen(ud), &v, &vl);
+}
+
+int store_marked(store_t *st, const char *name)
+{
+    store_rc_t rc = store_read(st, marked_txn, (void *)name);
+    return rc == STORE_OK ? 1 : rc == STORE_NOTFOUND ? 0 : -1;
+}
+
 int store_get(store_txn_t *t, store_db_t db, const void *k, size_t kl, const void **v, size_t *vl)
 {
     MDB_val key = {kl, (void *)k}, val;

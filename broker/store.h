@@ -169,6 +169,11 @@ int store_txn_idem_get(store_txn_t *t, const char *pair, size_t pair_len, char *
  * 0, or STORE_CORRUPTED. */
 int store_idem_unpack(const void *v, size_t vl, char *event_id, char *case_id);
 
+/* 1 when `counters` holds the mark name (a once-only rewrite at start was done:
+ * its writer sets it in the same transaction), 0 when not, -1 when the store
+ * cannot be read. A read transaction: checking costs no write and no sync. */
+int store_marked(store_t *st, const char *name);
+
 /* Write the case index now (at close; tests). */
 store_rc_t store_flush_index(store_t *st);
 /* Delete a case's case_events entries, written and waiting (a purge): nothing

@@ -248,8 +248,9 @@ static int key_mark_txn(store_txn_t *t, void *ud)
 int trail_key_mark(store_t *st, int privacy)
 {
     uint64_t from = 0;
-    if (!privacy)
-        return 0;
+    int marked = privacy ? store_marked(st, KEY_MARK) : 1;
+    if (marked)
+        return marked < 0 ? -1 : 0;
     if (store_write(st, key_mark_txn, &from) != STORE_OK)
         return -1;
     if (from > 1)

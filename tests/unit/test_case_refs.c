@@ -113,7 +113,7 @@ static int ref_probe(store_txn_t *t, void *ud)
     int rc = store_get(t, STORE_DB_EVENTS, p->event_id, strlen(p->event_id), &v, &vl);
     if (rc)
         return rc;
-    p->rc = case_event_ref(t, p->event_id, v, vl, p->ref, sizeof p->ref);
+    p->rc = case_event_ref(t, p->event_id, v, vl, NULL, p->ref, sizeof p->ref);
     msgpack_unpacked u;
     msgpack_unpacked_init(&u);
     const char *s;
