@@ -34,6 +34,7 @@ typedef enum {
     ROLE_MONITOR,
     ROLE_AGENCY,
     ROLE_SUPERVISOR,
+    ROLE_DIRECTOR,         /* 儿童主任 (PROTOCOL §9): enrolment, visit, mandatory_report */
     ROLE_COUNT
 } config_role_t;
 

@@ -140,7 +140,7 @@ int cfg_agency_ref_ok(loader_t *ld, const yaml_node_t *n, const char *what, cons
 /* ---- agents -------------------------------------------------------------- */
 
 static const char *const role_names[ROLE_COUNT] = {
-    "school", "reporter", "monitor", "agency", "supervisor",
+    "school", "reporter", "monitor", "agency", "supervisor", "director",
 };
 
 const char *config_role_name(config_role_t role)

@@ -49,8 +49,11 @@ static const struct {
     unsigned roles;
 } EVENT_ROLES[] = {
     {"absence", 1u << ROLE_SCHOOL},
-    {"mandatory_report", 1u << ROLE_SCHOOL | 1u << ROLE_REPORTER},
+    {"mandatory_report", 1u << ROLE_SCHOOL | 1u << ROLE_REPORTER | 1u << ROLE_DIRECTOR},
     {"online_risk", 1u << ROLE_MONITOR},
+    {"enrolment", 1u << ROLE_DIRECTOR},
+    {"visit", 1u << ROLE_DIRECTOR},
+    /* visit_overdue: recorded by the broker itself (register.c); no role sends it */
 };
 
 static int role_may_send(config_role_t role, const char *type)
