@@ -23,16 +23,18 @@
 
 #define REGISTER_SAMPLE_N 10      /* the broker's default n */
 
+/* The figures of a row, in the columns' order after the two names. */
+enum { F_CHILDREN, F_CONTACTED, F_VISITED, F_CONTACT_OVERDUE, F_VISIT_OVERDUE, F_N };
+
 /* One row of the broker's answer: a (village, director) pair. The strings
  * live as long as the answer. */
 typedef struct {
     const char *village, *director;
-    long children, contacted, visited, contact_overdue, visit_overdue;
+    long n[F_N];            /* children, contacted, visited, contact_overdue, visit_overdue */
     long elevated;          /* -1: the broker did not send it */
 } reg_row_t;
 
-/* The figures of a row, in the columns' order after the two names. */
-enum { F_CHILDREN, F_CONTACTED, F_VISITED, F_CONTACT_OVERDUE, F_VISIT_OVERDUE, F_N };
+/* The broker's names of the figures (PROTOCOL §9). */
 static const char *const FIELD_KEYS[F_N] = {"children", "contacted", "visited",
                                             "contact_overdue", "visit_overdue"};
 
@@ -43,17 +45,6 @@ static const char *const H_FIELDS[F_N] = {"在册儿童", "本期已联系", "�
 static const char H_CONTACT_PCT[] = "联系覆盖率", H_VISIT_PCT[] = "走访覆盖率",
                   H_ELEVATED[] = "高风险";
 static const char TITLE[] = "儿童主任走访覆盖情况";
-
-static long *row_field(reg_row_t *r, int f)
-{
-    switch (f) {
-    case F_CHILDREN: return &r->children;
-    case F_CONTACTED: return &r->contacted;
-    case F_VISITED: return &r->visited;
-    case F_CONTACT_OVERDUE: return &r->contact_overdue;
-    default: return &r->visit_overdue;
-    }
-}
 
 /* part of whole in %, NAN when whole is 0 */
 static double pct(long part, long whole)
@@ -98,7 +89,7 @@ static int parse_rows(const json_t *answer, reg_row_t **rows, size_t *n)
         r->director = cli_json_str(x, "director", NULL);
         int bad = !r->village || !r->director;
         for (int f = 0; f < F_N && !bad; f++)
-            bad = count_of(x, FIELD_KEYS[f], row_field(r, f)) < 0;
+            bad = count_of(x, FIELD_KEYS[f], &r->n[f]) < 0;
         r->elevated = -1;
         if (!bad && json_object_get(x, "elevated"))
             bad = count_of(x, "elevated", &r->elevated) < 0;
@@ -124,7 +115,7 @@ static reg_row_t totals(const reg_row_t *rows, size_t n)
     t.elevated = -1;
     for (size_t i = 0; i < n; i++) {
         for (int f = 0; f < F_N; f++)
-            *row_field(&t, f) += *row_field((reg_row_t *)&rows[i], f);
+            t.n[f] += rows[i].n[f];
         if (rows[i].elevated >= 0)
             t.elevated = (t.elevated < 0 ? 0 : t.elevated) + rows[i].elevated;
     }
@@ -175,14 +166,14 @@ static void put_row(const reg_row_t *r, int wv, int wd, const int *wf, int with_
     fputs("  ", stdout);
     show_padded(stdout, r->director, wd, 0);
     for (int f = 0; f < F_N; f++) {
-        util_fmt(num, sizeof num, "%ld", *row_field((reg_row_t *)r, f));
+        util_fmt(num, sizeof num, "%ld", r->n[f]);
         fputs("  ", stdout);
         show_padded(stdout, num, wf[f], 1);
     }
-    fmt_pct(num, sizeof num, pct(r->contacted, r->children), "%");
+    fmt_pct(num, sizeof num, pct(r->n[F_CONTACTED], r->n[F_CHILDREN]), "%");
     fputs("  ", stdout);
     show_padded(stdout, num, (int)show_width(H_CONTACT_PCT), 1);
-    fmt_pct(num, sizeof num, pct(r->visited, r->children), "%");
+    fmt_pct(num, sizeof num, pct(r->n[F_VISITED], r->n[F_CHILDREN]), "%");
     fputs("  ", stdout);
     show_padded(stdout, num, (int)show_width(H_VISIT_PCT), 1);
     if (with_elevated) {
@@ -212,25 +203,13 @@ static void write_table(const reg_row_t *rows, size_t n, int64_t now, const opts
     int with_elevated = tot.elevated >= 0;
     for (size_t i = 0; i <= n; i++) {
         const reg_row_t *r = i < n ? &rows[i] : &tot;
-        char *buf = NULL;
-        size_t len = 0;
-        FILE *m = open_memstream(&buf, &len);
-        if (!m)
-            continue;
-        cli_put_safe(m, r->village);
-        fputc('\n', m);
-        cli_put_safe(m, r->director);
-        fclose(m);
-        char *nl = strchr(buf, '\n');
-        *nl = '\0';
-        int a = (int)show_width(buf), b = (int)show_width(nl + 1);
+        int a = (int)show_width(r->village), b = (int)show_width(r->director);
         wv = a > wv ? a : wv;
         wd = b > wd ? b : wd;
-        free(buf);
     }
     for (int f = 0; f < F_N; f++) {
         char num[32];
-        util_fmt(num, sizeof num, "%ld", *row_field(&tot, f));
+        util_fmt(num, sizeof num, "%ld", tot.n[f]);
         wf[f] = (int)show_width(H_FIELDS[f]);
         if ((int)strlen(num) > wf[f])
             wf[f] = (int)strlen(num);
@@ -284,8 +263,8 @@ static void write_csv(const reg_row_t *rows, size_t n)
         fputc(',', stdout);
         csv_text(stdout, r->director);
         for (int f = 0; f < F_N; f++)
-            printf(",%ld", *row_field((reg_row_t *)r, f));
-        double c = pct(r->contacted, r->children), v = pct(r->visited, r->children);
+            printf(",%ld", r->n[f]);
+        double c = pct(r->n[F_CONTACTED], r->n[F_CHILDREN]), v = pct(r->n[F_VISITED], r->n[F_CHILDREN]);
         fmt_pct(a, sizeof a, c, "");
         fmt_pct(b, sizeof b, v, "");
         printf(",%s,%s,", isnan(c) ? "" : a, isnan(v) ? "" : b);
@@ -312,7 +291,7 @@ static reg_row_t *per_village(const reg_row_t *rows, size_t n, size_t *nv)
             k++;
         }
         for (int f = 0; f < F_N; f++)
-            *row_field(&v[j], f) += *row_field((reg_row_t *)&rows[i], f);
+            v[j].n[f] += rows[i].n[f];
     }
     *nv = k;
     return v;
@@ -327,10 +306,10 @@ static void html_row(FILE *f, const reg_row_t *r, const char *cell)
     show_html_escape(f, r->director);
     fputs("</td>", f);
     for (int k = 0; k < F_N; k++)
-        fprintf(f, "<td>%ld</td>", *row_field((reg_row_t *)r, k));
-    fmt_pct(a, sizeof a, pct(r->contacted, r->children), "%");
+        fprintf(f, "<td>%ld</td>", r->n[k]);
+    fmt_pct(a, sizeof a, pct(r->n[F_CONTACTED], r->n[F_CHILDREN]), "%");
     fprintf(f, "<td>%s</td>", a);
-    fmt_pct(a, sizeof a, pct(r->visited, r->children), "%");
+    fmt_pct(a, sizeof a, pct(r->n[F_VISITED], r->n[F_CHILDREN]), "%");
     fprintf(f, "<td>%s</td>", a);
     if (r->elevated >= 0)
         fprintf(f, "<td>%ld</td>", r->elevated);
@@ -428,10 +407,10 @@ static int write_html(const char *file, const reg_row_t *rows, size_t n, int64_t
                 y + bar_h + 6);
         show_html_escape(f, vs[i].village);
         fputs("</text>\n", f);
-        svg_bar(f, label_w, y, bar_h, bar_w, H_CONTACT_PCT, vs[i].village, vs[i].contacted,
-                vs[i].children, "#1565c0");
-        svg_bar(f, label_w, y + bar_h + 4, bar_h, bar_w, H_VISIT_PCT, vs[i].village, vs[i].visited,
-                vs[i].children, "#2e7d32");
+        svg_bar(f, label_w, y, bar_h, bar_w, H_CONTACT_PCT, vs[i].village, vs[i].n[F_CONTACTED],
+                vs[i].n[F_CHILDREN], "#1565c0");
+        svg_bar(f, label_w, y + bar_h + 4, bar_h, bar_w, H_VISIT_PCT, vs[i].village, vs[i].n[F_VISITED],
+                vs[i].n[F_CHILDREN], "#2e7d32");
     }
     int axis_y = height - 20;
     fprintf(f, "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"#333\"/>\n"

@@ -210,20 +210,13 @@ size_t show_width(const char *s)
 
 void show_padded(FILE *f, const char *s, int width, int right)
 {
-    char *buf = NULL;
-    size_t len = 0;
-    FILE *m = open_memstream(&buf, &len);
-    if (!m)
-        return;
-    cli_put_safe(m, s);
-    fclose(m);
-    int pad = width - (int)show_width(buf);
+    /* cli_put_safe() writes a control character as '?': the same one column */
+    int pad = width - (int)show_width(s);
     if (right)
         for (; pad > 0; pad--)
             fputc(' ', f);
-    fputs(buf, f);
+    cli_put_safe(f, s);
     if (!right)
         for (; pad > 0; pad--)
             fputc(' ', f);
-    free(buf);
 }
