@@ -744,6 +744,10 @@ int main(int argc, char **argv)
         cli_err("--village and --director go with sample --register (cases have no village)");
         return CLI_EX_USAGE;
     }
+    if (o.reg && o.seed && strlen(o.seed) > REGISTER_SEED_MAX) {
+        cli_err("sample --register --seed: give at most %d bytes", REGISTER_SEED_MAX);
+        return CLI_EX_USAGE;
+    }
     if (o.reg && o.n > REGISTER_SAMPLE_MAX) {
         cli_err("sample --register --n %ld: give a whole number from 1 to %d", o.n,
                 REGISTER_SAMPLE_MAX);

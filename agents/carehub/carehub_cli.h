@@ -16,6 +16,7 @@
 
 #define PAGE_MAX 1000             /* the broker's largest page */
 #define REGISTER_SAMPLE_MAX 100   /* the broker's largest register_sample n */
+#define REGISTER_SEED_MAX 128     /* and its longest seed, in bytes */
 
 /* The options of the commands, as parsed by main. */
 typedef struct {

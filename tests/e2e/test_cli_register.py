@@ -323,6 +323,7 @@ def test_usage_errors():
                        (["register", "--village", "村" * 201], "--village"),
                        (["sample", "--village", "新河村"], "--register"),
                        (["sample", "--register", "--n", "101"], "1 to 100"),
+                       (["sample", "--register", "--seed", "x" * 129], "128"),
                        (["cases", "--village", "x"], "--village")):
         r = run(None, None, "-a", "supervisor-01", "-b", "tcp://127.0.0.1:9", "--wait", "1", *args)
         assert r.returncode == 64 and word in r.stderr, (args, r.returncode, r.stderr)
@@ -521,8 +522,14 @@ def test_register_sample_reproducible_and_in_the_trail(register_broker, connect)
     # the entry that had a home visit: its visit case is among its cases and can be read
     cases = [c for e in a["entries"] + other["entries"] for c in e["cases"]]
     assert all(re.fullmatch(r"[A-Za-z0-9._:-]{1,64}", c) for c in cases)
-    # each drawn entry is a trail record with the supervisor as the actor: in its cases' trail
+    # each drawn entry is a trail record with the supervisor as the actor, on its enrolment
+    # case (the first of its cases), naming the entry; one more at each draw
+    def drawn(entry, case):
+        return [r for r in trail_records(b, case) if r.get("actor") == "supervisor-01"
+                and r.get("kind") == "register_read" and r.get("ref") == entry]
+
     e = a["entries"][0]
-    recs = [r for c in e["cases"] for r in trail_records(b, c)]
-    assert any(r.get("actor") == "supervisor-01" and r.get("kind") not in ("read",) for r in recs) \
-        or any(r.get("actor") == "supervisor-01" and e["entry"] in json.dumps(r) for r in recs), recs
+    before = len(drawn(e["entry"], e["cases"][0]))
+    assert before >= 3, trail_records(b, e["cases"][0])   # the draws "2026" above, and the text one
+    draw("2026")
+    assert len(drawn(e["entry"], e["cases"][0])) == before + 1
