@@ -226,8 +226,9 @@ class Director:
 
 def demo_register_config(conf):
     """The demo's config gets what the village part needs if the default lacks it: a child
-    director, contact and visit rhythms, and a workflow that assigns a missed visit to civil
-    affairs and tells the district duty desk when it is not acknowledged."""
+    director, contact and visit rhythms, a workflow that assigns a missed visit to civil
+    affairs and tells the district duty desk when it is not acknowledged, and one that
+    records enrolments and visits without assigning them."""
     import yaml
     doc = yaml.safe_load(conf)
     if not any(a.get("id") == DIRECTOR for a in doc.get("agents") or []):
@@ -252,13 +253,19 @@ def demo_register_config(conf):
                       "        ack_within: 1d\n"
                       "        escalate:\n"
                       "          - {after: 0s, notify: [district-duty]}\n", conf, count=1)
+    if not any((w.get("match") or {}).get("type") in ("enrolment", ["enrolment", "visit"])
+               for w in doc.get("workflows") or []):
+        conf = re.sub(r"(?m)^workflows:\n", "workflows:\n"
+                      "  - name: demo-register              # 建档、走访：记录在案，不分派\n"
+                      "    match: {type: [enrolment, visit]}  # (recorded, not assigned)\n"
+                      "    assign: []\n", conf, count=1)
     return conf
 
 
 def village_days(clock, civil):
     """Part 6: thirty days of a child director's rhythm on the virtual clock."""
-    say("09:20 新河村: the child director enrols two children (建档，一人一档)")
-    now = clock.advance(5 * MIN)
+    say("09:17 新河村: the child director enrols two children (建档，一人一档)")
+    now = clock.advance(MIN)
     director = Director(DIRECTOR)
     red, gang = "xh-2025-017", "xh-2025-018"
     director.event("enrolment", {"child": {"id": red, "name": "小红", "category": ["left_behind"]},
