@@ -159,7 +159,7 @@ static void filter_note(const opts_t *o, char *buf, size_t len)
 
 /* ---- the table ------------------------------------------------------------------------------ */
 
-static void put_row(const reg_row_t *r, int wv, int wd, const int *wf, int with_elevated)
+static void put_row(const reg_row_t *r, int wv, int wd, const int *wf)
 {
     char num[32];
     show_padded(stdout, r->village, wv, 0);
@@ -176,14 +176,12 @@ static void put_row(const reg_row_t *r, int wv, int wd, const int *wf, int with_
     fmt_pct(num, sizeof num, pct(r->n[F_VISITED], r->n[F_CHILDREN]), "%");
     fputs("  ", stdout);
     show_padded(stdout, num, (int)show_width(H_VISIT_PCT), 1);
-    if (with_elevated) {
-        if (r->elevated >= 0)
-            util_fmt(num, sizeof num, "%ld", r->elevated);
-        else
-            util_fmt(num, sizeof num, "-");
-        fputs("  ", stdout);
-        show_padded(stdout, num, (int)show_width(H_ELEVATED), 1);
-    }
+    if (r->elevated >= 0)
+        util_fmt(num, sizeof num, "%ld", r->elevated);
+    else
+        util_fmt(num, sizeof num, "-");
+    fputs("  ", stdout);
+    show_padded(stdout, num, (int)show_width(H_ELEVATED), 1);
     fputc('\n', stdout);
 }
 
@@ -200,7 +198,6 @@ static void write_table(const reg_row_t *rows, size_t n, int64_t now, const opts
     util_fmt(dirs, sizeof dirs, "%zu 人", directors(rows, n));
     tot.director = dirs;
     int wv = (int)show_width(H_VILLAGE), wd = (int)show_width(H_DIRECTOR), wf[F_N];
-    int with_elevated = tot.elevated >= 0;
     for (size_t i = 0; i <= n; i++) {
         const reg_row_t *r = i < n ? &rows[i] : &tot;
         int a = (int)show_width(r->village), b = (int)show_width(r->director);
@@ -221,14 +218,13 @@ static void write_table(const reg_row_t *rows, size_t n, int64_t now, const opts
         fputs("  ", stdout);
         show_padded(stdout, H_FIELDS[f], wf[f], 1);
     }
-    printf("  %s  %s%s%s\n", H_CONTACT_PCT, H_VISIT_PCT, with_elevated ? "  " : "",
-           with_elevated ? H_ELEVATED : "");
+    printf("  %s  %s  %s\n", H_CONTACT_PCT, H_VISIT_PCT, H_ELEVATED);
     for (size_t i = 0; i < n; i++)
-        put_row(&rows[i], wv, wd, wf, with_elevated);
+        put_row(&rows[i], wv, wd, wf);
     if (!n)
         puts("（无在册儿童）");
     else
-        put_row(&tot, wv, wd, wf, with_elevated);
+        put_row(&tot, wv, wd, wf);
 }
 
 /* ---- CSV -------------------------------------------------------------------------------------- */

@@ -223,6 +223,22 @@ def test_empty_register(fake):
     assert read_csv(ok(run(f.endpoint, "supervisor-01", "register", "--csv")).stdout) == [CSV_HEADER]
 
 
+def test_without_elevated(fake):
+    """`elevated` is an extension: a broker without it gives "-" (text) and "" (CSV)."""
+    rows = [{k: v for k, v in r.items() if k != "elevated"} for r in ROWS[:2]]
+    f = fake({"register": {"now": NOW, "rows": rows}})
+    head, *lines = table_rows(ok(run(f.endpoint, "supervisor-01", "register")).stdout)
+    assert head == HEADINGS and [ln[9] for ln in lines] == ["-", "-", "-"], lines
+    _, *got = read_csv(ok(run(f.endpoint, "supervisor-01", "register", "--csv")).stdout)
+    assert [r[9] for r in got] == ["", ""], got
+
+
+def test_malformed_answer_is_65(fake):
+    f = fake({"register": {"now": NOW, "rows": [{"village": "新河村", "children": -1}]}})
+    r = run(f.endpoint, "supervisor-01", "register")
+    assert r.returncode == 65 and "row 1" in r.stderr and r.stdout == "", r
+
+
 def test_json_is_the_brokers_answer(fake):
     f = fake({"register": {"now": NOW, "rows": ROWS}})
     doc = one_json(run(f.endpoint, "supervisor-01", "register", "--json"))
