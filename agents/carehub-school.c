@@ -29,14 +29,18 @@
 
 #include "carehub_wire.h"
 #include "carehub.h"
-#include "carehub-school/idkey.h"
 #include "carehub-school/row.h"
 #include "cli.h"
 #include "csv.h"
+#include "idkey.h"
 #include "schema_tables.h"
 #include "util.h"
 
 #define SOFTWARE "carehub-school/1.0"
+/* The school's id key in the spool (idkey.h), and the prefix of an absence's id:
+ * "abs:" + 60 hex digits of BLAKE2b-240(school NUL student NUL date), keyed. */
+#define IDKEY_FILE "school-id.key"
+#define ABSENCE_ID_PREFIX "abs:"
 #define DEFAULT_WAIT_MS 30000
 
 /* ---- the run --------------------------------------------------------------------- */
@@ -433,7 +437,8 @@ static int read_file(school_t *s, carehub_t *c, const char *path, FILE *f, char 
             continue;
         }
         char key[CAREHUB_ID_MAX + 1];
-        idkey_absence_id(s->idkey, s->school, cells.v[COL_STUDENT_ID], cells.v[COL_DATE], key);
+        const char *parts[] = {s->school, cells.v[COL_STUDENT_ID], cells.v[COL_DATE]};
+        idkey_id(s->idkey, ABSENCE_ID_PREFIX, parts, 3, key);
         long prev;
         if (cli_map_get(s->by_key, key, &prev)) {
             util_fmt(why, sizeof why, "student %s is already absent on %s at %s:%ld (one "
