@@ -319,6 +319,17 @@ void carehub_destroy(carehub_t **cp)
     *cp = NULL;
 }
 
+int carehub_on_reminder(carehub_t *c, carehub_reminder_fn fn, void *ud)
+{
+    if (!c)
+        return CAREHUB_EINVAL;
+    if (c->in_cb)
+        return carehub__set_err(c, CAREHUB_EINVAL, "carehub_on_reminder() must not be called from a callback");
+    c->on_reminder = fn;
+    c->reminder_ud = fn ? ud : NULL;
+    return CAREHUB_OK;
+}
+
 /* ---- sending --------------------------------------------------------------------------- */
 
 static int valid_type(const char *t)
