@@ -116,27 +116,12 @@ static void usage(FILE *f)
             DEFAULT_WAIT_MS / 1000);
 }
 
-/* Header cell -> column: lower case, blanks and '-' as '_'. -1 when unknown. */
+/* Header cell -> column (csv_header_name: case, blanks and '-' ignored). -1 when unknown. */
 static int column_of(const char *cell)
 {
     char norm[64];
-    size_t n = 0;
-    const char *s = cell;
-    while (*s == ' ' || *s == '\t')
-        s++;
-    for (; *s && n + 1 < sizeof norm; s++) {
-        char c = *s;
-        if (c >= 'A' && c <= 'Z')
-            c = (char)(c - 'A' + 'a');
-        else if (c == ' ' || c == '-')
-            c = '_';
-        norm[n++] = c;
-    }
-    if (*s)
+    if (csv_header_name(cell, norm, sizeof norm) < 0)
         return -1;
-    while (n > 0 && norm[n - 1] == '_')
-        n--;   /* trailing blanks became '_' */
-    norm[n] = '\0';
     for (int i = 0; i < NCOLS; i++)
         if (!strcmp(norm, COLS[i].name))
             return i;
