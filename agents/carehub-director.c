@@ -91,7 +91,7 @@ static void usage(FILE *f)
     char cols[512];
     roster_column_list(cols, sizeof cols);
     fprintf(f,
-            "usage: %s [options] enrol FILE.csv... [--village V]\n"
+            "usage: %s [options] enrol FILE.csv... [--village V] [--check]\n"
             "       %s [options] visit CHILD_ID --kind KIND [--date YYYY-MM-DD] [--method M]\n"
             "                         [--findings TEXT] [--concern] [--needs a,b]\n"
             "       %s [options] --interactive   (or: interactive) a visit, asked on the terminal\n"
@@ -105,6 +105,7 @@ static void usage(FILE *f)
             "\n"
             "Options:\n%s"
             "      --json             print JSON lines instead of text\n"
+            "      --check            enrol: only check the roster(s), send nothing (no broker)\n"
             "      --id-key FILE      the director's id key (32 bytes, mode 0600); default\n"
             "                         SPOOL/%s, made on the first run: keep it with the spool\n"
             "\n"
@@ -462,12 +463,17 @@ static int enrol_file(director_t *d, const char *path, FILE *f, const char *vill
                 free(cells[i]);
             continue;
         }
-        char key[CAREHUB_ID_MAX + 1], tag[1400];
-        roster_enrolment_id(d->roster, cells[RC_CHILD_ID], body, key);
+        char key[CAREHUB_ID_MAX + 1] = "-", tag[1400];
+        if (d->roster)
+            roster_enrolment_id(d->roster, cells[RC_CHILD_ID], body, key);
         cli_map_put(children, cells[RC_CHILD_ID], (long)d->n);
         item_t *it = add_item(d, path, line, key, cells[RC_CHILD_ID]);
         for (int i = 0; i < RC_NCOLS; i++)
             free(cells[i]);
+        if (!d->c) { /* --check */
+            json_decref(body);
+            continue;
+        }
         item_tag(it, tag, sizeof tag);
         char *text = json_dumps(body, JSON_COMPACT);
         json_decref(body);
@@ -666,6 +672,7 @@ static int reminders_list(director_t *d, const char *path)
 
 enum {
     OPT_JSON = CLI_OPT_FIRST_PROGRAM, OPT_ID_KEY, OPT_VILLAGE, OPT_WITHIN, OPT_LOCAL, OPT_INTERACTIVE,
+    OPT_CHECK,
     OPT_FIELD = 0x300
 };
 
@@ -673,7 +680,7 @@ static const char *const COMMANDS[] = {"enrol", "visit", "interactive", "due", "
 
 int main(int argc, char **argv)
 {
-    struct option longopts[7 + 6 + VF_N + 1];
+    struct option longopts[7 + 7 + VF_N + 1];
     static const struct option common[] = {CLI_COMMON_LONGOPTS};
     size_t nl = 0;
     for (size_t i = 0; i < UTIL_ARRAY_LEN(common); i++)
@@ -684,6 +691,7 @@ int main(int argc, char **argv)
     longopts[nl++] = (struct option){"within", required_argument, NULL, OPT_WITHIN};
     longopts[nl++] = (struct option){"local", no_argument, NULL, OPT_LOCAL};
     longopts[nl++] = (struct option){"interactive", no_argument, NULL, OPT_INTERACTIVE};
+    longopts[nl++] = (struct option){"check", no_argument, NULL, OPT_CHECK};
     for (int i = 1; i < VF_N; i++)   /* VF_CHILD is the argument */
         longopts[nl++] = (struct option){VISIT_FIELDS[i].flag,
                                          VISIT_FIELDS[i].kind == VK_BOOL ? optional_argument
@@ -694,7 +702,7 @@ int main(int argc, char **argv)
     cli_common_t co;
     director_t d;
     visit_t v;
-    int opt, rc = CLI_EX_OK, local = 0, interactive = 0, nfields = 0;
+    int opt, rc = CLI_EX_OK, local = 0, interactive = 0, nfields = 0, check = 0;
     const char *id_key = NULL, *village = NULL;
     int64_t within = DEFAULT_WITHIN_MS;
     char why[4400];
@@ -744,6 +752,9 @@ int main(int argc, char **argv)
         case OPT_INTERACTIVE:
             interactive = 1;
             break;
+        case OPT_CHECK:
+            check = 1;
+            break;
         default:
             fprintf(stderr, "Try '%s --help'.\n", cli_prog());
             rc = CLI_EX_USAGE;
@@ -769,6 +780,7 @@ int main(int argc, char **argv)
         interactive = 1;
     int is_enrol = !strcmp(cmd, "enrol"), is_visit = !strcmp(cmd, "visit") || interactive;
     if ((nfields && !is_visit) || (village && !is_enrol) || (local && strcmp(cmd, "reminders")) ||
+        (check && !is_enrol) ||
         (within != DEFAULT_WITHIN_MS && strcmp(cmd, "due"))) {
         cli_err("an option given does not go with %s (see --help)", cmd);
         rc = CLI_EX_USAGE;
@@ -802,10 +814,10 @@ int main(int argc, char **argv)
         goto out;
     }
     int local_only = !strcmp(cmd, "reminders") && local;
-    if ((rc = cli_common_check(&co, !local_only)) != 0)
+    if (!check && (rc = cli_common_check(&co, !local_only)) != 0)
         goto out;
     char rpath[4200];
-    util_fmt(rpath, sizeof rpath, "%s/%s", co.spool_dir, REMINDERS_FILE);
+    util_fmt(rpath, sizeof rpath, "%s/%s", check ? "." : co.spool_dir, REMINDERS_FILE);
     if (local_only) {
         rc = reminders_list(&d, rpath);
         goto out;
@@ -831,7 +843,7 @@ int main(int argc, char **argv)
 
     d.by_key = cli_map_new();
     d.reminders_seen = cli_map_new();
-    if (rc == CLI_EX_OK) {
+    if (rc == CLI_EX_OK && !check) {
         carehub_callbacks_t cb = {on_ack, on_nack, on_push, on_reply, &d};
         d.outcomes = cli_outcomes_open(co.spool_dir);
         d.reminders = cli_pushlog_open(co.spool_dir, REMINDERS_FILE);
@@ -839,7 +851,7 @@ int main(int argc, char **argv)
         if (d.c)
             (void)carehub_on_reminder(d.c, on_reminder, &d);
     }
-    if (rc == CLI_EX_OK && (is_enrol || is_visit)) { /* after cli_open: the spool exists */
+    if (rc == CLI_EX_OK && (is_enrol || is_visit) && !check) { /* after cli_open: the spool exists */
         char path[4200];
         int created = 0;
         util_fmt(path, sizeof path, "%s/%s", co.spool_dir, IDKEY_FILE);
@@ -851,7 +863,7 @@ int main(int argc, char **argv)
                     "it, rows enrolled again become new events)\n", cli_prog(), path);
         }
     }
-    if (rc == CLI_EX_OK && is_enrol && !(d.roster = roster_state_load(co.spool_dir, d.idkey, why, sizeof why))) {
+    if (rc == CLI_EX_OK && is_enrol && !check && !(d.roster = roster_state_load(co.spool_dir, d.idkey, why, sizeof why))) {
         cli_err("%s", why);
         rc = CLI_EX_IO;
     }
@@ -868,16 +880,19 @@ int main(int argc, char **argv)
                 file_rc = k;
         }
         cli_map_destroy(&children);
-        if (roster_state_save(d.roster, why, sizeof why) < 0) {
+        if (d.roster && roster_state_save(d.roster, why, sizeof why) < 0) {
             cli_err("%s (the rows are spooled; a row changed back later may not be sent again)", why);
             if (rc == CLI_EX_OK)
                 rc = CLI_EX_IO;
         }
-        if (rc == CLI_EX_OK)
+        if (rc == CLI_EX_OK && !check)
             rc = wait_acks(&d, &co);
         FILE *sum = d.json ? stderr : stdout;
-        fprintf(sum, "%ld row(s) read, %ld bad; acknowledged: %ld new, %ld already sent; refused: %ld\n",
-                d.rows, d.bad, d.acked_new, d.acked_dup, d.refused);
+        if (check)
+            fprintf(sum, "%ld row(s) read, %ld bad (checked only; nothing sent)\n", d.rows, d.bad);
+        else
+            fprintf(sum, "%ld row(s) read, %ld bad; acknowledged: %ld new, %ld already sent; "
+                    "refused: %ld\n", d.rows, d.bad, d.acked_new, d.acked_dup, d.refused);
         if ((rc == CLI_EX_OK || rc == CLI_EX_UNREACHABLE) && (d.bad || d.refused || file_rc))
             rc = CLI_EX_DATA;
     } else if (rc == CLI_EX_OK && is_visit) {
