@@ -42,7 +42,7 @@
 #include "spool.h"
 #include "util.h"
 
-#define CAREHUB_VERSION_STR "1.0.0"
+#define CAREHUB_VERSION_STR "1.1.0"
 
 /* ---- small things -------------------------------------------------------------- */
 
