@@ -410,8 +410,9 @@ def test_reminder_not_kept_is_not_confirmed(fake_broker, tmp_path):
 # --------------------------------------------------------------------------
 # against the broker's register (PROTOCOL §9 and spec/register-wire.md)
 
+# The reminder falls due 2 s after the enrolment (it must come after its base).
 RHYTHMS = [{"name": "soon", "match": {}, "contact_every": "1d", "visit_every": "30d",
-            "remind_before": "1d"}]
+            "remind_before": "86398s"}]
 
 
 def test_reminders_from_the_register_and_due(make_broker, tmp_path):
@@ -421,7 +422,7 @@ def test_reminders_from_the_register_and_due(make_broker, tmp_path):
     p = director(b, spool, "--json", "enrol", "--village", VILLAGE, write_csv(tmp_path / "r.csv", ROWS))
     assert p.returncode == 0, p.stderr
 
-    # contact_every 1d, remind_before 1d: each child's contact reminder is due now
+    # contact_every 1d, remind_before 1d less 2 s: each contact reminder comes at once
     deadline = time.monotonic() + 30
     got = []
     while time.monotonic() < deadline:
