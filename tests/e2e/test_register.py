@@ -250,7 +250,9 @@ def hook_setup(receiver, agency="education"):
 def test_overdue_recorded_once_routed_and_again_each_period(make_clock_broker, tmp_path, connect,
                                                              receiver):
     secret, channels, agencies = hook_setup(receiver)
-    w = World(make_clock_broker, tmp_path, connect, rhythms=RHYTHM, overdue=overdue_workflow("education"),
+    wf = overdue_workflow("education", ack_within="2h")
+    wf["assign"][0]["escalate"] = [{"after": "0s", "notify": ["edu-hook"]}]
+    w = World(make_clock_broker, tmp_path, connect, rhythms=RHYTHM, overdue=wf,
               channels=channels, agencies=agencies)
     child, name = new_child()
     t0 = w.clk.now
@@ -295,6 +297,14 @@ def test_overdue_recorded_once_routed_and_again_each_period(make_clock_broker, t
     assert [e["body"]["due"] for e in contact] == [t0 + DAY, t0 + 2 * DAY, t0 + 3 * DAY], summary(evs)
     assert len(home) == 1, summary(evs)
     assert_overdue(home[0], child, "home_visit", t0 + 3 * DAY, "新河村", DIR_A)
+    # not acknowledged within 2 h: the escalation step fired once (§12: event_type visit_overdue)
+    late = [r.json for r in receiver.at("/edu") if r.json["type"] == "assignment.overdue"]
+    assert len(late) == 1, f"one escalation step, fired once: {late}"
+    d = late[0]["data"]
+    assert d.get("event_type") == "visit_overdue" and d.get("case") == ocase and d.get("level") == 1 \
+        and d.get("agency") == "education", f"assignment.overdue data {d!r}"
+    assert len([r for r in receiver.at("/edu") if r.json["type"] == "case.assigned"]) == 1, \
+        "the later overdue events joined the case: no second assignment"
     for r in receiver.requests:
         raw = r.body.decode("utf-8")
         assert child not in raw and name not in raw, f"a notice names the child: {raw}"
@@ -370,6 +380,42 @@ def test_visit_after_overdue_stops_the_next_one(make_clock_broker, tmp_path, con
     assert len(evs) == 2, summary(evs)
     assert_overdue(evs[1], child, "contact", t0 + 2 * DAY + HOUR, "新河村", DIR_A,
                    last=t0 + DAY + HOUR)
+
+
+def test_visit_edge_cases_of_the_wire_notes(make_clock_broker, tmp_path, connect):
+    """spec/register-wire.md: a visit before the child's enrolment has no register effect;
+    a visit by another director counts (the entry's director stays); an older visit never
+    moves a due time back; `at` in the future is clamped to the receive time."""
+    w = World(make_clock_broker, tmp_path, connect, rhythms=RHYTHM, overdue=overdue_workflow())
+    early, e_name = new_child()            # visited before its enrolment
+    other, o_name = new_child()            # visited by director-b, then an older visit
+    future, f_name = new_child()           # a visit dated 5 days ahead
+    t0 = w.clk.now
+    visit(w.a, early, "home_visit", t0)
+    w.clk.to(t0 + HOUR)
+    enrol(w.a, early, e_name, "新河村", w.clk.now)
+    enrol(w.a, other, o_name, "新河村", w.clk.now)
+    enrol(w.a, future, f_name, "新河村", w.clk.now)
+    w.clk.to(t0 + 6 * HOUR)
+    visit(w.bdir, other, "contact", w.clk.now)
+    w.clk.to(t0 + 12 * HOUR)
+    visit(w.a, other, "contact", t0 + 2 * HOUR)              # older than the newest: no effect
+    visit(w.a, future, "contact", t0 + 12 * HOUR + 5 * DAY)   # counts as now (t0 + 12 h)
+    w.clk.to(t0 + DAY + HOUR + SECOND)
+    evs = wait_overdue(w.sup, 1, why="the early child's contact: its enrolment + 1 d")
+    assert summary(evs) == [(early, "contact", t0 + HOUR + DAY, None)], \
+        f"a visit before the enrolment has no register effect: {summary(evs)}"
+    w.clk.to(t0 + DAY + 6 * HOUR + SECOND)
+    evs = wait_overdue(w.sup, 2, child=None, why="director-b's contact at 6 h counts")
+    got = [e for e in evs if e["body"]["child"]["id"] == other]
+    assert len(got) == 1, summary(evs)
+    assert_overdue(got[0], other, "contact", t0 + DAY + 6 * HOUR, "新河村", DIR_A, last=t0 + 6 * HOUR)
+    w.clk.to(t0 + DAY + 12 * HOUR + SECOND)
+    evs = wait_overdue(w.sup, 3, why="a contact dated in the future counts from its receipt")
+    got = [e for e in evs if e["body"]["child"]["id"] == future]
+    assert len(got) == 1, summary(evs)
+    assert_overdue(got[0], future, "contact", t0 + DAY + 12 * HOUR, "新河村", DIR_A, last=t0 + 12 * HOUR)
+    assert len(evs) == 3, summary(evs)
 
 
 def test_inactive_stops_rhythm_and_reactivation_counts_afresh(make_clock_broker, tmp_path, connect):
@@ -474,6 +520,7 @@ def test_reminder_before_due_resent_after_hello_until_received(make_clock_broker
     other = connect(w.b, login=DIR_A)              # a new connection of the same director
     check_reminder(wait_push(other, op="reminder", timeout=PROMPT, what="after a hello on a new "
                              "connection"), child, "contact", t0 + DAY)
+    reminders(w.a, wait=0.3)                       # whatever the new hello sent here too
     other.send({"v": 1, "op": "received", "id": m["id"]})
     assert reminders(other) == [], "`received` gets no reply and no push"
     w.a.login(DIR_A)
@@ -788,7 +835,9 @@ def test_register_forbidden_to_non_supervisors(fig):
 def test_register_due_lists_the_directors_own_children(fig):
     now, within = fig.final, 7 * DAY
     for d in (DIR_A, DIR_B):
+        s0 = trail_seq(fig.sup)
         r = result(q(fig.dirs[d], what="register_due"), "register_due")
+        assert trail_seq(fig.sup) - s0 >= 2, "the read of register_due is recorded in the trail"
         assert r.get("now") == now, r.get("now")
         want = {}
         for k in fig.kids:
