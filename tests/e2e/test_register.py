@@ -722,6 +722,7 @@ def fig(tmp_path_factory, carehub_bin):
         inactive = kids[48]
         do_enrol(inactive, clk.now, active=False)
         inactive.active = False
+        inactive.deactivated = clk.now
         clk.to(t0 + 8 * DAY)
         for k in kids[:48]:
             if k.i % 5 == 0:
@@ -758,6 +759,7 @@ def fig(tmp_path_factory, carehub_bin):
             pass
         f = F()
         f.broker, f.kids, f.t0, f.final, f.clk = b, kids, t0, final, clk
+        f.checkpoints = [t0 + 3 * DAY, t0 + 8 * DAY, t0 + 19 * DAY, t0 + 22 * DAY, final - MINUTE, final]
         f.login = login
         f.sup = login(SUP)
         f.dirs = dirs
@@ -864,6 +866,48 @@ def test_register_due_lists_the_directors_own_children(fig):
             f"{d}: overdue rows first"
     for who in (SUP, "school-0042", "police-desk"):
         assert_nack(q(fig.login(who) if who != SUP else fig.sup, what="register_due"), "forbidden")
+
+
+def fired(kids, checkpoints):
+    """(child, kind, due, last) of every visit_overdue the rhythm fires: the clock moved to
+    each checkpoint, everything due by then fired (and again each period), then the
+    visits made at that checkpoint moved the base."""
+    out = set()
+    for k in kids:
+        if k.enrolled is None:
+            continue
+        deact = None if k.active else k.deactivated
+        for kind in ("contact", "home_visit"):
+            xs = k.contacts if kind == "contact" else k.visits
+            last, due = None, k.enrolled + k.every(kind)
+            for t in checkpoints:
+                if t < k.enrolled:
+                    continue
+                while due <= t and (deact is None or due < deact):
+                    assert due != t, (k.i, kind, due)
+                    out.add((k.id, kind, due, last))
+                    due += k.every(kind)
+                for x in xs:
+                    if x == t:
+                        last, due = x, x + k.every(kind)
+    return out
+
+
+def test_register_overdue_events_of_many_children_each_once(fig):
+    sup = fig.sup
+    evs = overdue_events(sup)
+    got = [(e["body"]["child"]["id"], e["body"]["kind"], e["body"]["due"], e["body"].get("last"))
+           for e in evs]
+    assert len(got) == len(set(got)), \
+        f"visit_overdue recorded twice: {sorted(x for x in got if got.count(x) > 1)[:6]}"
+    want = fired(fig.kids, fig.checkpoints)
+    assert len(want) > 40, f"the scenario fires only {len(want)} overdue events"
+    assert set(got) == want, (f"{len(got)} visit_overdue events, the rhythm fires {len(want)}; "
+                              f"missing {sorted(want - set(got))[:5]}, extra {sorted(set(got) - want)[:5]}")
+    for e in evs:
+        k = [k for k in fig.kids if k.id == e["body"]["child"]["id"]][0]
+        assert e["agent"] == "broker" and e["body"]["village"] == k.village and \
+            e["body"]["director"] == k.director, h.summarize(e, 400)
 
 
 def trail_seq(sup):
@@ -1023,3 +1067,95 @@ def test_canary_child_is_in_clear_nowhere(make_clock_broker, tmp_path, connect, 
     log = b.all_logs().encode("utf-8", "replace")
     assert log.strip(), "no log at all"
     assert not _hits(log, needles), f"the broker's log holds {_hits(log, needles)}"
+
+
+# ============================================================================
+# More of the rhythm: durability of a visit, reminders across a crash, a new director,
+# a child no rule matches, query parameters
+
+def test_visit_acked_before_kill9_moves_the_due_time(make_clock_broker, tmp_path, connect):
+    w = World(make_clock_broker, tmp_path, connect, rhythms=RHYTHM, overdue=overdue_workflow())
+    child, name = new_child()
+    t0 = w.clk.now
+    enrol(w.a, child, name, "新河村", t0)
+    w.clk.to(t0 + 12 * HOUR)
+    visit(w.a, child, "home_visit", w.clk.now)
+    w.b.kill9()                                    # right after the ack
+    w.b.expect_clean_exit = False
+    w.b.restart(same_endpoints=True)
+    w.b.expect_clean_exit = True
+    w.reconnect()
+    w.clk.to(t0 + DAY + SECOND)
+    assert settled_overdue(w.sup) == [], "the acknowledged home visit at 12 h was lost by kill -9"
+    w.clk.to(t0 + DAY + 12 * HOUR + SECOND)
+    evs = wait_overdue(w.sup, 1)
+    assert summary(evs) == [(child, "contact", t0 + DAY + 12 * HOUR, t0 + 12 * HOUR)], summary(evs)
+
+
+def test_reminder_survives_kill9_and_goes_to_the_new_director(make_clock_broker, tmp_path, connect):
+    w = World(make_clock_broker, tmp_path, connect, rhythms=RHYTHM, overdue=overdue_workflow())
+    child, name = new_child()
+    moved, mname = new_child()
+    t0 = w.clk.now
+    enrol(w.a, child, name, "新河村", t0)
+    enrol(w.a, moved, mname, "新河村", t0)
+    w.clk.to(t0 + HOUR)
+    enrol(w.bdir, moved, mname, "东风村", w.clk.now)     # director-b keeps this file now
+    w.a.close()                                        # director-a is not connected...
+    w.clk.to(t0 + 18 * HOUR + SECOND)
+    m = check_reminder(wait_push(w.bdir, op="reminder", timeout=PROMPT,
+                                 what="the new director's child"), moved, "contact", t0 + DAY)
+    time.sleep(SETTLE)
+    w.b.kill9()
+    w.b.expect_clean_exit = False
+    w.b.restart(same_endpoints=True)
+    w.b.expect_clean_exit = True
+    w.reconnect()                                      # ...and says hello after the crash
+    got = reminders(w.a, wait=PROMPT)
+    assert [(r["child"], r["kind"], r["due"]) for r in got] == [(child, "contact", t0 + DAY)], \
+        f"director-a, connecting after the reminder time and a kill -9, gets its child's reminder " \
+        f"(and not the child it no longer keeps): {got}"
+    again = [r for r in reminders(w.bdir, wait=0.3)]
+    assert [(r["id"], r["child"]) for r in again] == [(m["id"], moved)], \
+        f"director-b's unconfirmed reminder is re-sent after its hello following the crash: {again}"
+
+
+def test_child_no_rule_matches_has_no_rhythm(make_clock_broker, tmp_path, connect):
+    rhythms = [rhythm("orphans", {"body.child.category": "orphan"}, contact="1d", visit="3d", remind="6h")]
+    w = World(make_clock_broker, tmp_path, connect, rhythms=rhythms, overdue=overdue_workflow())
+    ruled, rname = new_child()
+    free, fname = new_child()
+    t0 = w.clk.now
+    enrol(w.a, ruled, rname, "新河村", t0, category=["left_behind", "orphan"])
+    enrol(w.a, free, fname, "新河村", t0, category=["left_behind"])
+    w.clk.to(t0 + 4 * DAY)
+    evs = wait_overdue(w.sup, 5)
+    assert {e["body"]["child"]["id"] for e in evs} == {ruled}, \
+        f"a child no rhythm matches has no due times: {summary(evs)}"
+    w.a.login(DIR_A)
+    assert free not in {r["child"] for r in reminders(w.a)}, "a reminder for a child without rhythm"
+    r = result(q(w.sup, what="register"), "register")
+    assert [{k: row[k] for k in FIG_KEYS} for row in r["rows"]] == [
+        {"village": "新河村", "director": DIR_A, "children": 2, "contacted": 0, "visited": 0,
+         "contact_overdue": 1, "visit_overdue": 1}], r["rows"]
+    due = result(q(w.a, what="register_due"), "register_due")["rows"]
+    assert {row["child"] for row in due} == {ruled}, due
+
+
+def test_register_query_parameters(make_clock_broker, tmp_path, connect):
+    w = World(make_clock_broker, tmp_path, connect, rhythms=RHYTHM, overdue=overdue_workflow())
+    child, name = new_child()
+    t0 = w.clk.now
+    enrol(w.a, child, name, "新河村", t0)
+    for n in (0, 101, -1, "5"):
+        assert_nack(q(w.sup, what="register_sample", n=n), "invalid", field="/n")
+    assert_nack(q(w.a, what="register_due", within=-1), "invalid", field="/within")
+    rows = result(q(w.a, what="register_due", within=12 * HOUR), "register_due")["rows"]
+    assert rows == [], f"nothing is due within 12 h of the enrolment: {rows}"
+    rows = result(q(w.a, what="register_due", within=DAY), "register_due")["rows"]
+    assert [(r["child"], r["kind"], r["due"], r["overdue"]) for r in rows] == \
+        [(child, "contact", t0 + DAY, False)], rows
+    assert "last" not in rows[0], rows
+    assert result(q(w.bdir, what="register_due"), "register_due")["rows"] == [], \
+        "director-b sees none of director-a's children"
+    assert result(q(w.sup, what="register_sample", seed="s"), "register_sample")["population"] == 1
