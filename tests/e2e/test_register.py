@@ -921,6 +921,20 @@ def test_register_sample_is_seeded_and_in_the_trail(fig):
     s1 = trail_seq(fig.sup)
     assert s1 - s0 >= 5 + 1, \
         f"each drawn entry is a trail record: the trail grew by {s1 - s0} over a sample of 5"
+    reader = fig.login("supervisor-01")             # another supervisor reads the trails
+
+    def sup_records(case):
+        t = result(q(reader, what="trail", case=case), "trail")
+        return [r for r in t["records"] if r.get("actor") == SUP]
+
+    drawn = {by_case[c] for x in r1["rows"] for c in x["cases"] if c in by_case}
+    assert len(drawn) == 5, r1["rows"]
+    for k in drawn:
+        assert sup_records(k.enrol_case), \
+            f"the drawn entry of child {k.i} has no trail record with the supervisor as actor"
+    undrawn = [k for k in fig.kids if k not in drawn][:3]
+    for k in undrawn:
+        assert not sup_records(k.enrol_case), f"child {k.i} was not drawn, yet its trail has a record"
     r2 = result(q(fig.sup, what="register_sample", n=5, seed="抽查-2026"), "register_sample")
     assert [x["entry"] for x in r1["rows"]] == [x["entry"] for x in r2["rows"]], \
         "the same seed on the same register must draw the same sample"
@@ -1159,3 +1173,55 @@ def test_register_query_parameters(make_clock_broker, tmp_path, connect):
     assert result(q(w.bdir, what="register_due"), "register_due")["rows"] == [], \
         "director-b sees none of director-a's children"
     assert result(q(w.sup, what="register_sample", seed="s"), "register_sample")["population"] == 1
+
+
+def test_risk_changed_by_an_update_keeps_the_due_times_in_every_read(make_clock_broker, tmp_path,
+                                                                      connect):
+    """§9: a new enrolment updates the entry but does not move the due times (only visits
+    do). When the update changes the rule (risk normal <-> elevated), the overdue events
+    keep the due times already set (the broker does so), and the figures and
+    register_due must say the same: a home visit not due until 72 h is not overdue at
+    36 h, and a contact whose overdue event fired at 6 h is overdue."""
+    rhythms = [rhythm("elevated", {"body.risk": "elevated"}, contact="6h", visit="1d", remind="0s"),
+               rhythm("default", {}, contact="1d", visit="3d", remind="0s")]
+    w = World(make_clock_broker, tmp_path, connect, rhythms=rhythms, overdue=overdue_workflow())
+    up, uname = new_child()        # normal, raised to elevated at 2 h
+    down, dname = new_child()      # elevated, lowered to normal at 2 h
+    t0 = w.clk.now
+    enrol(w.a, up, uname, "上村", t0, risk="normal")
+    enrol(w.a, down, dname, "下村", t0, risk="elevated")
+    w.clk.to(t0 + 2 * HOUR)
+    enrol(w.a, up, uname, "上村", w.clk.now, risk="elevated", risk_reasons=["child_disabled"])
+    enrol(w.a, down, dname, "下村", w.clk.now, risk="normal")
+    w.clk.to(t0 + 7 * HOUR)
+    evs = wait_overdue(w.sup, 1, why="the lowered child's contact stays due at 6 h")
+    assert summary(evs) == [(down, "contact", t0 + 6 * HOUR, None)], summary(evs)
+
+    def fig_rows():
+        rows = result(q(w.sup, what="register"), "register")["rows"]
+        return {row["village"]: (row["contact_overdue"], row["visit_overdue"]) for row in rows}
+
+    def due_rows():
+        rows = result(q(w.a, what="register_due"), "register_due")["rows"]
+        return {(r["child"], r["kind"]): (r["due"], r["overdue"]) for r in rows}
+
+    assert fig_rows() == {"上村": (0, 0), "下村": (1, 0)}, \
+        (f"at 7 h (contact_overdue, visit_overdue) per village: the raised child's contact is due "
+         f"at 24 h (not overdue), the lowered child's contact fell due at 6 h (its overdue event "
+         f"was recorded): {fig_rows()}")
+    d = due_rows()
+    assert d.get((up, "contact")) == (t0 + DAY, False) and d.get((down, "contact"), (0, 0))[1] is True, \
+        f"register_due at 7 h: raised child's contact due at 24 h, not overdue; lowered child's overdue: {d}"
+    w.clk.to(t0 + 36 * HOUR + SECOND)
+    evs = wait_overdue(w.sup, 1, child=up)
+    assert of_kind(evs, "home_visit") == [], \
+        f"the raised child's home visit stays due at 72 h: {summary(evs)}"
+    assert fig_rows()["上村"] == (1, 0), \
+        f"at 36 h the raised child's home visit is due at 72 h, not overdue: {fig_rows()}"
+    due, late = due_rows()[(up, "home_visit")]
+    assert (due, late) == (t0 + 3 * DAY, False), \
+        f"register_due at 36 h: the raised child's home visit is due at 72 h ({t0 + 3 * DAY}), not " \
+        f"overdue; it says due {due} ({(due - t0) / HOUR:.0f} h), overdue {late}"
+    w.clk.to(t0 + 3 * DAY + SECOND)
+    evs = wait_overdue(w.sup, 1, child=up)
+    assert len(of_kind(evs, "home_visit")) == 1 and of_kind(evs, "home_visit")[0]["body"]["due"] == t0 + 3 * DAY
