@@ -418,6 +418,25 @@ def test_visit_edge_cases_of_the_wire_notes(make_clock_broker, tmp_path, connect
     assert len(evs) == 3, summary(evs)
 
 
+def test_visit_dated_before_the_enrolment_does_not_move_its_due_time_back(make_clock_broker, tmp_path,
+                                                                         connect):
+    """The enrolment starts the count (§9); a contact dated before it is older than what the
+    rhythm counts from, and an older visit never moves a due time back (register-wire)."""
+    w = World(make_clock_broker, tmp_path, connect, rhythms=RHYTHM, overdue=overdue_workflow())
+    child, name = new_child()
+    t0 = w.clk.now
+    w.clk.to(t0 + 12 * HOUR)
+    enrol(w.a, child, name, "新河村", w.clk.now)
+    visit(w.a, child, "contact", t0 + HOUR)                 # made before the file was opened
+    w.clk.to(t0 + DAY + 2 * HOUR)
+    evs = settled_overdue(w.sup)
+    assert evs == [], (f"a contact dated 11 h before the enrolment moved the due time back from "
+                       f"enrolment + 1 d to contact + 1 d: {summary(evs)}")
+    w.clk.to(t0 + DAY + 12 * HOUR + SECOND)
+    evs = wait_overdue(w.sup, 1)
+    assert [(k, d) for _, k, d, _ in summary(evs)] == [("contact", t0 + DAY + 12 * HOUR)], summary(evs)
+
+
 def test_inactive_stops_rhythm_and_reactivation_counts_afresh(make_clock_broker, tmp_path, connect):
     w = World(make_clock_broker, tmp_path, connect, rhythms=RHYTHM, overdue=overdue_workflow())
     child, name = new_child()
@@ -605,9 +624,12 @@ def test_restart_with_changed_rhythm_recomputes_due_times(make_clock_broker, tmp
     rhythms = [rhythm(contact="3d", visit="2d", remind="0s")]
     w = World(make_clock_broker, tmp_path, connect, rhythms=rhythms, overdue=overdue_workflow())
     child, name = new_child()
+    gone, gname = new_child()                       # inactive: no due times, before or after
     t0 = w.clk.now
     enrol(w.a, child, name, "新河村", t0)
+    enrol(w.a, gone, gname, "新河村", t0)
     w.clk.to(t0 + 12 * HOUR)
+    enrol(w.a, gone, gname, "新河村", w.clk.now, active=False)
     assert settled_overdue(w.sup) == []
     # contact shortened 3 d -> 1 d, home visit lengthened 2 d -> 5 d
     w.b.restart(overrides={"rhythms": [rhythm(contact="1d", visit="5d", remind="0s")]})
@@ -620,6 +642,10 @@ def test_restart_with_changed_rhythm_recomputes_due_times(make_clock_broker, tmp
     assert of_kind(evs, "home_visit") == [], \
         f"visit_every lengthened to 5 d: no home-visit overdue at the old 2 d: {summary(evs)}"
     assert len(evs) == 2, summary(evs)
+    assert gone not in {e["body"]["child"]["id"] for e in evs}, \
+        f"recomputing the due times at start revived an inactive child's rhythm: {summary(evs)}"
+    rows = result(q(w.sup, what="register"), "register")["rows"]
+    assert [r["children"] for r in rows] == [1], rows
 
 
 # ============================================================================
