@@ -18,12 +18,12 @@ import pytest
 import carehub_harness as h
 from carehub_harness import assert_nack, uid
 from register_harness import (DAY, DIRECTORS, HOUR, MINUTE, PROMPT, SECOND, SETTLE, Clock,
-                              enrol, enrolment_body, of_kind, overdue_cases, overdue_events,
+                              enrol, enrolment_body, of_kind, overdue_events,
                               overdue_workflow, q, register_config, result, rhythm, send,
                               settled_overdue, summary, visit, visit_body, wait_overdue)
 from routing_harness import (  # noqa: F401  (fixtures)
-    CLOCK_AGENT, check_webhook, make_clock_broker, new_secret, no_push, pushes, receiver,
-    send_event, sms_channel, wait_push, webhook_channel,
+    CLOCK_AGENT, check_webhook, make_clock_broker, new_secret, pushes, receiver, sms_channel,
+    wait_push, webhook_channel,
 )
 
 DIR_A, DIR_B = DIRECTORS
@@ -570,6 +570,43 @@ def test_visit_withdraws_the_reminder(make_clock_broker, tmp_path, connect):
     w.clk.to(t1 + 18 * HOUR + SECOND)
     check_reminder(wait_push(w.a, op="reminder", pred=lambda r: r["kind"] == "contact",
                              timeout=PROMPT), child, "contact", t1 + DAY)
+
+
+def test_leaving_the_register_withdraws_the_reminder(make_clock_broker, tmp_path, connect):
+    """register-wire: reminders are sent while the child is active."""
+    w = World(make_clock_broker, tmp_path, connect, rhythms=RHYTHM, overdue=overdue_workflow())
+    child, name = new_child()
+    t0 = w.clk.now
+    enrol(w.a, child, name, "新河村", t0)
+    w.clk.to(t0 + 18 * HOUR + SECOND)
+    check_reminder(wait_push(w.a, op="reminder", timeout=PROMPT), child, "contact", t0 + DAY)
+    enrol(w.a, child, name, "新河村", w.clk.now, active=False)
+    w.a.login(DIR_A)
+    assert reminders(w.a) == [], "the child left the register: its reminder is not re-sent"
+    w.clk.to(t0 + 4 * DAY)
+    assert settled_overdue(w.sup) == [] and reminders(w.a) == []
+
+
+def test_visit_with_concern_is_routed_like_any_event(make_clock_broker, tmp_path, connect):
+    """§9: `concern` (a problem found): workflows route it like any event."""
+    cfg = register_config(tmp_path / "b", rhythms=RHYTHM, overdue=overdue_workflow())
+    cfg["workflows"].insert(0, {"name": "concern", "match": {"type": "visit", "body.concern": True},
+                                "assign": [{"agency": "police", "ack_within": "1h"}]})
+    b = make_clock_broker(config=cfg, name="b")
+    clk = Clock(connect(b, login=CLOCK_AGENT))
+    d, police, sup = connect(b, login=DIR_A), connect(b, login="police-desk"), connect(b, login=SUP)
+    child, name = new_child()
+    enrol(d, child, name, "新河村", clk.now)
+    _, _, quiet = visit(d, child, "contact", clk.now)
+    other, oname = new_child()
+    enrol(d, other, oname, "新河村", clk.now)
+    _, _, loud = visit(d, other, "home_visit", clk.now, concern=True, needs=["safety"],
+                       findings="孩子身上有伤")
+    m = wait_push(police, pred=lambda m: m.get("case") == loud, timeout=PROMPT)
+    assert m["type"] == "visit" and m["events"][-1]["body"]["concern"] is True
+    cs = {c["id"]: c for c in result(q(sup, what="cases", type="visit"), "cases")["cases"]}
+    assert cs[quiet]["assignments"] == [], f"a visit without concern is only recorded: {cs[quiet]}"
+    assert [a["agency"] for a in cs[loud]["assignments"]] == ["police"], cs[loud]
 
 
 def test_no_reminders_with_remind_before_0s(make_clock_broker, tmp_path, connect):
