@@ -1288,3 +1288,48 @@ def test_risk_changed_by_an_update_keeps_the_due_times_in_every_read(make_clock_
     w.clk.to(t0 + 3 * DAY + SECOND)
     evs = wait_overdue(w.sup, 1, child=up)
     assert len(of_kind(evs, "home_visit")) == 1 and of_kind(evs, "home_visit")[0]["body"]["due"] == t0 + 3 * DAY
+
+
+def test_restart_without_rhythms_stops_every_rhythm(make_clock_broker, tmp_path, connect):
+    """CONFIG: a child no rule matches has no rhythm; with the `rhythms` key gone at a
+    restart, no rule matches anyone: no overdue, no reminder; the children still count."""
+    w = World(make_clock_broker, tmp_path, connect, rhythms=RHYTHM, overdue=overdue_workflow())
+    child, name = new_child()
+    t0 = w.clk.now
+    enrol(w.a, child, name, "新河村", t0)
+    w.clk.to(t0 + HOUR)
+    del w.b.config["rhythms"]
+    w.b.restart()
+    w.reconnect()
+    w.clk.to(t0 + 4 * DAY)
+    assert settled_overdue(w.sup) == [], "no rhythms configured: nothing falls due"
+    w.a.login(DIR_A)
+    assert reminders(w.a) == []
+    rows = result(q(w.sup, what="register"), "register")["rows"]
+    assert [(r["children"], r["contact_overdue"], r["visit_overdue"]) for r in rows] == [(1, 0, 0)], rows
+
+
+def test_store_verifies_after_register_activity_and_kill9(make_clock_broker, tmp_path, connect):
+    """The register's entries and timers are part of what `verify` walks (online, and
+    `carehubd verify --data` on the stopped store)."""
+    w = World(make_clock_broker, tmp_path, connect, rhythms=RHYTHM, overdue=overdue_workflow())
+    t0 = w.clk.now
+    kids = [new_child() for _ in range(4)]
+    for c, n in kids:
+        enrol(w.a, c, n, "新河村", t0)
+    w.clk.to(t0 + 12 * HOUR)
+    visit(w.a, kids[0][0], "home_visit", w.clk.now)
+    enrol(w.a, kids[1][0], kids[1][1], "新河村", w.clk.now, active=False)
+    w.clk.to(t0 + DAY + SECOND)
+    w.b.kill9()
+    w.b.expect_clean_exit = False
+    w.b.restart(same_endpoints=True)
+    w.b.expect_clean_exit = True
+    w.reconnect()
+    w.clk.to(t0 + DAY + SECOND)
+    assert len(wait_overdue(w.sup, 2)) == 2          # kids 2 and 3: their contacts
+    v = result(q(w.sup, what="verify"), "verify")
+    assert v["intact"] is True and v["problem"] == "", v
+    assert w.b.stop() == 0
+    r = h.run_bin(["verify", "--data", str(w.b.workdir / "data")], timeout=60)
+    assert r.returncode == 0 and "intact" in r.stdout, f"verify exited {r.returncode}:\n{r.stdout}{r.stderr}"
