@@ -191,6 +191,8 @@ static int sample(q_t *q, store_txn_t *t)
     register_sample_t *rows = NULL;
     size_t count = 0, population = 0;
     int rc = register_sample(t, seed, (size_t)n, village, director, &rows, &count, &population);
+    if (!rc) /* the draw itself, even of none */
+        rc = trail_append(t, "", "read", q->agent->id, -1, NULL, NULL, 0, q->what);
     for (size_t i = 0; !rc && i < count; i++) /* each drawn file is read: on its enrolment case */
         rc = trail_append(t, rows[i].enrol_case, "register_read", q->agent->id, -1, NULL, NULL, 0,
                           rows[i].entry);

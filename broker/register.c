@@ -24,6 +24,7 @@ static const char *const K_LAST[REGISTER_KINDS] = {"contact", "visit"};
 static const char *const K_DUE[REGISTER_KINDS] = {"c_due", "v_due"};
 static const char *const K_REM[REGISTER_KINDS] = {"c_rem", "v_rem"};
 static const char *const K_FIRED[REGISTER_KINDS] = {"c_fired", "v_fired"};
+static const char *const K_OWED[REGISTER_KINDS] = {"c_owed", "v_owed"};
 static const assign_due_kind_t DUE_KIND[REGISTER_KINDS] = {ASSIGN_DUE_CONTACT, ASSIGN_DUE_VISIT};
 static const assign_due_kind_t REM_KIND[REGISTER_KINDS] = {ASSIGN_DUE_REMIND_CONTACT,
                                                            ASSIGN_DUE_REMIND_VISIT};
@@ -81,6 +82,7 @@ int reg_decode(const void *v, size_t vl, reg_t *r, int with_entry)
         r->due[k] = get_int(m, K_DUE[k]);
         r->rem[k] = get_int(m, K_REM[k]);
         r->fired[k] = get_int(m, K_FIRED[k]);
+        r->owed[k] = get_int(m, K_OWED[k]);
     }
     const msgpack_object *e = frame_map_get(m, "entry");
     if (!r->director[0] || !e || e->type != MSGPACK_OBJECT_BIN) {
@@ -119,7 +121,7 @@ int reg_put(store_txn_t *t, const char *key, const reg_t *r)
     msgpack_packer pk;
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 10 + 4 * REGISTER_KINDS);
+    msgpack_pack_map(&pk, 10 + 5 * REGISTER_KINDS);
     pack_str(&pk, "director", r->director);
     pack_str(&pk, "village", r->village);
     pack_str(&pk, "risk", r->risk);
@@ -136,6 +138,7 @@ int reg_put(store_txn_t *t, const char *key, const reg_t *r)
         pack_int(&pk, K_DUE[k], r->due[k]);
         pack_int(&pk, K_REM[k], r->rem[k]);
         pack_int(&pk, K_FIRED[k], r->fired[k]);
+        pack_int(&pk, K_OWED[k], r->owed[k]);
     }
     pack_str(&pk, "enrol_case", r->enrol_case);
     pack_str(&pk, "visit_case", r->visit_case);
@@ -197,6 +200,11 @@ int64_t reg_every(const config_rhythm_t *rule, register_kind_t k)
     return k == REGISTER_CONTACT ? rule->contact_every_ms : rule->visit_every_ms;
 }
 
+int64_t reg_owed(const reg_t *r, register_kind_t k)
+{
+    return r->owed[k] ? r->owed[k] : r->due[k];
+}
+
 int64_t reg_base(const reg_t *r, register_kind_t k)
 {
     return r->last[k] > r->enrolled ? r->last[k] : r->enrolled;
@@ -238,6 +246,10 @@ static int schedule(store_txn_t *t, const char *key, reg_t *r, const config_rhyt
         due = base + every;
         if (r->fired[k] >= due) /* fired already for this base: the period after it */
             due = r->fired[k] + every;
+        if (!r->fired[k])
+            r->owed[k] = due; /* a new period: it is owed then, until a visit */
+    } else {
+        r->owed[k] = 0;
     }
     int rc;
     /* a reminder already sent (rem 0) is not set again for the same due time */
@@ -404,10 +416,11 @@ static int record_overdue(const config_t *cfg, store_txn_t *t, const char *key, 
     int rc = entry_child(t, key, r, child, sizeof child, NULL, 0);
     if (rc)
         return rc;
-    json_t *body = json_pack("{s:{s:s}, s:s, s:s, s:s, s:I}", "child", "id", child, "village",
-                             r->village, "director", r->director, "kind", KIND_NAMES[k], "due",
-                             (json_int_t)due);
-    if (r->last[k])
+    /* severity as the schema's default would store it, so that workflows match it */
+    json_t *body = json_pack("{s:s, s:{s:s}, s:s, s:s, s:s, s:I}", "severity", "normal", "child",
+                             "id", child, "village", r->village, "director", r->director, "kind",
+                             KIND_NAMES[k], "due", (json_int_t)due);
+    if (r->last[k] && r->last[k] >= r->enrolled) /* absent: none since the enrolment */
         json_object_set_new(body, "last", json_integer(r->last[k]));
     msgpack_sbuffer sb;
     msgpack_packer pk;

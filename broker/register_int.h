@@ -23,6 +23,8 @@ typedef struct {
     int64_t due[REGISTER_KINDS];   /* the timer set, 0 none */
     int64_t rem[REGISTER_KINDS];   /* the reminder's timer, 0 none (or sent) */
     int64_t fired[REGISTER_KINDS]; /* the last overdue recorded for this base, 0 none */
+    int64_t owed[REGISTER_KINDS];  /* when the current period fell or falls due (not moved by
+                                    * the overdue notices after it, nor by an enrolment update) */
     char enrol_case[STORE_ID_MAX], visit_case[STORE_ID_MAX];
     unsigned char *entry;   /* the sealed enrolment body (with_entry: malloc'd) */
     size_t entry_len;
@@ -44,6 +46,8 @@ const config_rhythm_t *reg_rule(const config_t *cfg, const char *name);
 int64_t reg_every(const config_rhythm_t *rule, register_kind_t k);
 /* What kind k's due time counts from: the later of the enrolment and the newest of k. */
 int64_t reg_base(const reg_t *r, register_kind_t k);
+/* When kind k is (or was) due for the current period: owed, else the timer. */
+int64_t reg_owed(const reg_t *r, register_kind_t k);
 /* store_fn: 0 when the rules mark equals the 32-byte fingerprint ud, else STORE_NOTFOUND. */
 int reg_rules_same(store_txn_t *t, void *ud);
 

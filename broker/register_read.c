@@ -84,14 +84,16 @@ static int fig_visit(void *ud, const void *k, size_t kl, const void *v, size_t v
     if (!rule)
         return 0; /* no rhythm: counted, never due */
     /* contacted / visited: one recorded within the last period of the rhythm;
-     * overdue: the period since the base (enrolment or the newest) has passed */
+     * overdue: the current period's due time (as scheduled: an enrolment
+     * update moves none) has passed */
     uint64_t *done[REGISTER_KINDS] = {&row->contacted, &row->visited};
     uint64_t *late[REGISTER_KINDS] = {&row->contact_overdue, &row->visit_overdue};
     for (int kd = 0; kd < REGISTER_KINDS; kd++) {
         int64_t every = reg_every(rule, (register_kind_t)kd);
         if (r.last[kd] && c->now - r.last[kd] < every)
             ++*done[kd];
-        if (c->now - reg_base(&r, (register_kind_t)kd) >= every)
+        int64_t owed = reg_owed(&r, (register_kind_t)kd);
+        if (owed && owed <= c->now)
             ++*late[kd];
     }
     return 0;
@@ -149,9 +151,9 @@ static int due_visit(void *ud, const void *k, size_t kl, const void *v, size_t v
     key[kl] = '\0';
     int rc = 0;
     for (int kd = 0; kd < REGISTER_KINDS && !rc; kd++) {
-        /* due since the base, whatever overdue notices fired since */
-        int64_t due = reg_base(&r, (register_kind_t)kd) + reg_every(rule, (register_kind_t)kd);
-        if (due > c->until)
+        /* the current period's due time, whatever overdue notices fired since */
+        int64_t due = reg_owed(&r, (register_kind_t)kd);
+        if (!due || due > c->until)
             continue;
         if (c->n == c->cap) {
             c->cap = c->cap ? 2 * c->cap : 64;
@@ -183,7 +185,7 @@ static int due_visit(void *ud, const void *k, size_t kl, const void *v, size_t v
         util_fmt(row->village, sizeof row->village, "%s", r.village);
         row->kind = (register_kind_t)kd;
         row->due = due;
-        row->last = r.last[kd];
+        row->last = r.last[kd] >= r.enrolled ? r.last[kd] : 0; /* none since the enrolment */
         c->n++;
     }
     return rc;
@@ -260,8 +262,8 @@ static int sample_visit(void *ud, const void *k, size_t kl, const void *v, size_
     s.enrolled = r.enrolled;
     s.contact = r.last[REGISTER_CONTACT];
     s.visit = r.last[REGISTER_VISIT];
-    s.c_due = r.due[REGISTER_CONTACT];
-    s.v_due = r.due[REGISTER_VISIT];
+    s.c_due = r.active ? reg_owed(&r, REGISTER_CONTACT) : 0;
+    s.v_due = r.active ? reg_owed(&r, REGISTER_VISIT) : 0;
     /* the categories, from the sealed enrolment */
     reg_t full;
     int rc = reg_decode(v, vl, &full, 1);
