@@ -60,6 +60,8 @@ def new_child(prefix="RC"):
 
 
 def body_keys_ok(e):
+    # stored like an agent's body after its schema's defaults, so `severity:` conditions match
+    assert e["body"].get("severity") == "normal", f"visit_overdue severity: {e['body']!r}"
     extra = set(e["body"]) - {"child", "village", "director", "kind", "due", "last", "severity",
                               "note"}
     assert not extra, f"visit_overdue body has fields the schema does not know: {e['body']!r}"
@@ -467,6 +469,9 @@ def test_inactive_stops_rhythm_and_reactivation_counts_afresh(make_clock_broker,
         evs[0]["body"]["due"] == t1 + DAY, \
         f"after re-activation the contact is due 1 d later ({t1 + DAY}): {summary(evs)}"
     body_keys_ok(evs[0])
+    # the 6 h contact was before this enrolment: nothing was recorded since it
+    assert "last" not in evs[0]["body"], \
+        f"`last` is absent when nothing was recorded since the enrolment: {evs[0]['body']!r}"
 
 
 def test_new_enrolment_does_not_move_due_times(make_clock_broker, tmp_path, connect):
