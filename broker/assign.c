@@ -118,6 +118,7 @@ void assign_effects_clear(assign_effects_t *e)
     e->n_deliver = e->n_outcome_to = e->n_webhooks = 0;
     e->deadlines_changed = 0;
     e->escalations = 0;
+    e->overdue_events = 0;
 }
 
 void assign_effects_free(assign_effects_t *e)

@@ -69,6 +69,7 @@ typedef struct {
     size_t n_webhooks, cap_webhooks;
     int deadlines_changed;         /* the deadline index changed: recompute the next wake-up */
     unsigned escalations;          /* escalation steps fired (for metrics) */
+    unsigned overdue_events;       /* visit_overdue events the broker recorded (for metrics) */
 } assign_effects_t;
 
 void assign_effects_clear(assign_effects_t *e);

@@ -347,7 +347,9 @@ static long poll_timeout(broker_t *b)
     if (b->next_redeliver - now < t)
         t = b->next_redeliver - now;
     int64_t due = deliver_next_due(b->deliver), clk = clock_now_ms();
-    if (due != INT64_MAX && due - clk < t)
+    /* while a slice of due steps waits for its commit, the writer's byte wakes the
+     * loop: a due time already past must not make it spin meanwhile */
+    if (due != INT64_MAX && !deliver_fire_pending(b->deliver) && due - clk < t)
         t = due - clk;
     long h = hook_timeout_ms(b->hook);
     if (h >= 0 && h < t)

@@ -377,6 +377,8 @@ void deliver_effects(deliver_t *d, const assign_effects_t *fx)
         submit_webhook(d, fx->webhooks[i]);
     if (fx->deadlines_changed)
         d->next_due_known = 0;
+    for (unsigned i = 0; i < fx->overdue_events; i++) /* committed: counted once */
+        metrics_event(d->metrics, "visit_overdue");
     for (unsigned i = 0; i < fx->escalations; i++)
         metrics_escalation(d->metrics);
 }

@@ -37,7 +37,8 @@
 #define METRICS_RENDER_START 4096
 
 /* Label values. The last entry of each table is the catch-all. */
-static const char *const event_types[] = {"absence", "mandatory_report", "online_risk", "other"};
+static const char *const event_types[] = {"absence",  "mandatory_report", "online_risk", "enrolment",
+                                          "visit",    "visit_overdue",    "other"};
 #define N_EVENT_TYPES UTIL_ARRAY_LEN(event_types)
 
 static const char *const nack_codes[] = {

@@ -435,6 +435,8 @@ static int record_overdue(const config_t *cfg, store_txn_t *t, const char *key, 
                        .body_len = sb.size};
     overdue_ctx_t c = {cfg, body, fx, now};
     rc = case_txn_put_events(t, &it, 1, overdue_route, &c);
+    if (!rc && it.status == CASE_ITEM_STORED)
+        fx->overdue_events++;
     if (!rc)
         log_info("register: %s of a child of %s (%s) overdue since %lld: %s %s", KIND_NAMES[k],
                  r->director, r->village, (long long)due, it.event_id,

@@ -231,3 +231,36 @@ def test_events_total_not_counted_when_the_commit_fails(make_clock_broker, conne
     msg = h.event_msg("absence", h.absence_body(uid("child")), "after-space")
     assert_ack(a.request(msg), msg["id"], duplicate=False)
     assert sample(b.metrics_text(), 'carehub_events_total{type="absence"}') == len(acked) + 1
+
+
+# ---------------------------------------------------------------- the register (§9)
+
+def test_register_events_counted_by_type_and_overdue_once(make_clock_broker, tmp_path, connect):
+    """A director's enrolment and visit count under their own types; the visit_overdue the
+    broker records itself counts once per due time, after its commit, and not before."""
+    wf = [{"name": "missed", "match": {"type": "visit_overdue"},
+           "assign": [{"agency": "civil_affairs", "ack_within": "1d"}]},
+          {"name": "records", "match": {"type": ["enrolment", "visit"]}, "assign": []}]
+    cfg = routing_config(tmp_path / "b", workflows=wf, broker=METRICS,
+                         agents=[{"id": "director-m1", "role": "director"}])
+    cfg["rhythms"] = [{"name": "all", "match": {}, "contact_every": "1d", "visit_every": "10d",
+                       "remind_before": "0s"}]
+    b = make_clock_broker(config=cfg, name="b")
+    clk = connect(b, login=CLOCK_AGENT)
+    d = connect(b, login="director-m1")
+    now = clock(clk)
+    kid = uid("child")
+    send_event(d, "enrolment", {"child": {"id": kid, "name": "X", "category": ["left_behind"]},
+                                "village": "V"}, at=now)
+    send_event(d, "visit", {"child": {"id": kid}, "kind": "contact", "date": "2026-12-03"}, at=now)
+    names = ['carehub_events_total{type="enrolment"}', 'carehub_events_total{type="visit"}',
+             'carehub_events_total{type="visit_overdue"}', 'carehub_events_total{type="other"}']
+    assert values(b, *names) == (1, 1, 0, 0)
+    clock(clk, advance=86_400_000 - 1)
+    time.sleep(0.3)
+    assert values(b, *names) == (1, 1, 0, 0), "nothing is due a millisecond before the contact"
+    clock(clk, advance=1)
+    settles_at(b, names[2], 1)
+    clock(clk, advance=86_400_000)                 # one period later, still no contact
+    settles_at(b, names[2], 2)
+    assert values(b, names[0], names[1], names[3]) == (1, 1, 0)
