@@ -17,8 +17,8 @@ What it does, on the real clock (no --test-clock), children's data sealed at res
      for elevated children has `contact_every PERIOD` (default 300 s), everyone else
      30d / 90d. The elevated children's enrolments carry `at` = due - PERIOD, so their
      contacts fall due at one chosen instant (or evenly over --due-spread s) about
-     --quiet s after the restart (PROTOCOL §9: the rhythm counts from `at`; an `at` in the
-     past is not clamped). Reports the intake rate;
+     --quiet s after the restart (the rhythm counts from the enrolment's `at`; only an
+     `at` in the future is clamped). Reports the intake rate;
   2. restart: SIGTERM (exit 0, timed), then exec carehubd on the same store, with a
      supervisor's DEALER already connecting to its (fixed) port and its `hello` queued:
      exec -> ready file, and exec -> the first `welcome` (the first answered message).
@@ -36,7 +36,8 @@ What it does, on the real clock (no --test-clock), children's data sealed at res
   5. SIGTERM both brokers (exit 0).
 
 Fails (exit 1) when a limit is missed (restart > --ready-max s, an overdue missing, twice,
-late or early, quiet CPU above --quiet-cpu-max ms per second) or the run went wrong. The
+late or early, quiet CPU above --quiet-cpu-max ms per second or more than
+--quiet-wakeups-max context switches in the quiet window) or the run went wrong. The
 figures are printed either way; JSON with --json. Exit 2 on a usage error.
 
 Usage (from the project root, after `make`):
@@ -611,7 +612,8 @@ def run(args):
               f"stop after the load {stop_s:.2f} s)")
         print(f"broker CPU, utime+stime (/proc/PID/stat, all threads, {benchlib.CLK_TCK} ticks/s):")
         print(w_load.line("load (informational)"))
-        print(w_quiet.line(f"quiet: {args.n} children, nothing due", args.quiet_cpu_max * w_quiet.secs / 1000))
+        print(w_quiet.line(f"quiet: {args.n} children, nothing due", args.quiet_cpu_max * w_quiet.secs / 1000,
+                           args.quiet_wakeups_max))
         print(w_empty.line("  same window, the empty register"))
         print(f"  quiet CPU: {res['quiet']['cpu_ms_per_s']:.2f} ms per s with {args.n} children, "
               f"{res['quiet']['empty_cpu_ms_per_s']:.2f} ms per s empty (limit {args.quiet_cpu_max:g} ms per s)")
@@ -650,6 +652,9 @@ def run(args):
         if res["quiet"]["cpu_ms_per_s"] > args.quiet_cpu_max:
             problems.append(f"quiet window: {res['quiet']['cpu_ms_per_s']:.2f} ms CPU per s "
                             f"(limit {args.quiet_cpu_max:g})")
+        if w_quiet.switches > args.quiet_wakeups_max:
+            problems.append(f"quiet window: the broker's threads were switched in {w_quiet.switches} times "
+                            f"(limit {args.quiet_wakeups_max}): something wakes it between due times")
         res["pass"] = not problems
         res["problems"] = problems
         if args.json:
@@ -694,6 +699,8 @@ def main():
                    help="limit on received - due of each overdue, ms (default 1000)")
     p.add_argument("--quiet-cpu-max", type=float, default=5.0,
                    help="limit on the quiet window's CPU, ms per s (default 5: 0.5 %% of a CPU)")
+    p.add_argument("--quiet-wakeups-max", type=int, default=10,
+                   help="most context switches of the broker's threads in the quiet window (default 10)")
     p.add_argument("--start-timeout", type=float, default=120.0, help="give up a start after this many s")
     p.add_argument("--load-timeout", type=float, default=600.0, help="give up the load after this many s")
     p.add_argument("--json", action="store_true", help="also one JSON line with every figure")
