@@ -27,12 +27,14 @@ What it does, on the real clock (no --test-clock), children's data sealed at res
      due time within the next --quiet s at its start; heartbeat and redelivery set to 1 h).
      utime+stime (/proc/PID/stat), on-CPU ns (schedstat) and context switches of all the
      broker's threads, for the loaded broker and, over the same window, the empty one;
-  4. firing: waits until FAST visit_overdue events are counted (metrics) or gives up, then
+  4. firing: waits until the broker has logged FAST overdue records (or gives up), then
      2 s more (late duplicates). Reads every visit_overdue case back as supervisors
      (what:"cases" type visit_overdue, then what:"case" for each: the events with their
      `received` and body `due`, `kind`, `child`), and checks: exactly one visit_overdue per
      elevated child and kind contact, none for anyone else, lag = received - due in
-     0..--max-late-ms ms. Then what:"register" (informational: its time, and the counts);
+     0..--max-late-ms ms, and the same for the time the broker logged writing it (its
+     `received` is the clock of the turn that wrote it, taken before the turn's work).
+     Then what:"register" (informational: its time, and the counts);
   5. SIGTERM both brokers (exit 0).
 
 Fails (exit 1) when a limit is missed (restart > --ready-max s, an overdue missing, twice,
@@ -47,6 +49,7 @@ Environment: CAREHUBD (default bin/carehubd), BENCH_TMPDIR (default /var/tmp).
 """
 
 import argparse
+import calendar
 import json
 import os
 import re
@@ -401,6 +404,37 @@ def list_cases(sup, type_):
             return out
 
 
+LOG_OVERDUE = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)\.(\d{3})Z INFO +register: (\S+) of a child .* "
+                         r"overdue since (\d+): (\S+) (recorded|\(recorded before\))")
+
+
+class LogOverdue:
+    """The broker's 'register: <kind> of a child ... overdue since <due>: <event> recorded'
+    log records, read as the log grows: [(log ms, due ms, kind, event id, new?)]."""
+
+    def __init__(self, path):
+        self.path, self.offset, self.records, self.rest = path, 0, [], b""
+
+    def poll(self):
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                data = f.read()
+        except OSError:
+            return len(self.records)
+        self.offset += len(data)
+        data = self.rest + data
+        lines = data.split(b"\n")
+        self.rest = lines.pop()
+        for ln in lines:
+            m = LOG_OVERDUE.match(ln.decode(errors="replace"))
+            if m:
+                secs = calendar.timegm(time.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S"))
+                self.records.append((secs * 1000 + int(m.group(2)), int(m.group(4)), m.group(3), m.group(5),
+                                     m.group(6) == "recorded"))
+        return len(self.records)
+
+
 def overdue_count(broker, base=None):
     """visit_overdue events counted by the broker's metrics: its own label, else the growth
     of type="other" since `base` (that label's value before the firing); None unreadable."""
@@ -507,20 +541,25 @@ def run(args):
         # ---- 4. firing
         say("firing: waiting for the overdue contacts")
         base = overdue_count(loaded.broker)
+        log = LogOverdue(loaded.broker.log_path)
+        log.poll()
+        log.records.clear()
         w_fire = Window("firing", pid)
         give_up = last_due / 1000.0 + args.max_late_ms / 1000.0 + GIVE_UP_S
         counted = None
         while time.time() < give_up:
             loaded.broker.alive("the firing window")
-            if time.time() > last_due / 1000.0:
-                counted = overdue_count(loaded.broker, base)
-                if counted is not None and counted >= args.fast:
-                    break
-            time.sleep(0.25)
+            # done when the log holds FAST new overdue records (the metrics may not count the
+            # broker's own events)
+            if time.time() > last_due / 1000.0 and log.poll() >= args.fast:
+                break
+            time.sleep(0.1)
+        counted = overdue_count(loaded.broker, base)
         w_fire.end()
         w_after = Window("after", pid)
         time.sleep(AFTER_S)
         w_after.end()
+        log.poll()
         loaded.broker.alive("the window after the overdue contacts")
 
         # read back
@@ -572,6 +611,8 @@ def run(args):
         lags = sorted(r - d for v in per.values() for r, d, _ in v if isinstance(r, int) and isinstance(d, int))
         late = sum(1 for x in lags if x > args.max_late_ms)
         early = sum(1 for x in lags if x < 0)
+        log_lags = sorted(lm - d for lm, d, _, _, new in log.records if new)
+        log_before = sum(1 for r in log.records if not r[4])
         rows = reg.get("rows") or []
         reg_children = sum(r.get("children", 0) for r in rows)
         reg_contact_overdue = sum(r.get("contact_overdue", 0) for r in rows)
@@ -583,7 +624,10 @@ def run(args):
                           "metrics_count": counted,
                           "lag_ms": {"p50": pct(lags, 0.5), "p99": pct(lags, 0.99),
                                      "max": lags[-1] if lags else None, "min": lags[0] if lags else None},
-                          "late": late, "early": early}
+                          "late": late, "early": early,
+                          "log_records": len(log_lags), "log_recorded_before": log_before,
+                          "log_lag_ms": {"p50": pct(log_lags, 0.5), "p99": pct(log_lags, 0.99),
+                                         "max": log_lags[-1] if log_lags else None}}
         res["quiet"] = {"seconds": w_quiet.secs, "cpu_s": w_quiet.cpu, "oncpu_ms": w_quiet.oncpu_ms,
                         "switches": w_quiet.switches, "cpu_ms_per_s": 1000 * w_quiet.cpu / w_quiet.secs,
                         "empty_cpu_s": w_empty.cpu, "empty_oncpu_ms": w_empty.oncpu_ms,
@@ -622,12 +666,16 @@ def run(args):
         print(f"overdue: {od['events']} visit_overdue events in {od['cases']} cases; expected {od['expected']} "
               f"(one per elevated child, kind contact): {od['missing']} missing, {od['more_than_once']} more "
               f"than once, {od['stray']} for another child or kind, {wrong_due} with another due, "
-              f"metrics count {counted}")
+              f"carehub_events_total counted {counted}")
         if lags:
             print(f"lag, received - due: p50 {pct(lags, 0.5)} ms  p99 {pct(lags, 0.99)} ms  max {lags[-1]} ms  "
                   f"min {lags[0]} ms  (limit 0..{args.max_late_ms:.0f} ms; {late} late, {early} early)")
         if "refused" in reg:
             print(f"what:\"register\": {reg['refused']}")
+        if log_lags:
+            print(f"  written, the broker's 'overdue ... recorded' log record - due (before the turn's commit): "
+                  f"p50 {pct(log_lags, 0.5)} ms  p99 {pct(log_lags, 0.99)} ms  max {log_lags[-1]} ms  "
+                  f"({len(log_lags)} records, {log_before} 'recorded before'; limit {args.max_late_ms:.0f} ms)")
         print(f"read back: list {t_list:.2f} s, {len(listed)} case files in {t_read:.1f} s by {n_sup} supervisors; "
               f"what:\"register\" {t_reg * 1000:.0f} ms: {len(rows)} rows, {reg_children} children, "
               f"{reg_contact_overdue} contact_overdue, {reg_visit_overdue} visit_overdue")
@@ -644,6 +692,11 @@ def run(args):
         if stray or other_type or wrong_agent or wrong_due:
             problems.append(f"unexpected: {len(stray)} overdue for another child or kind, {other_type} events "
                             f"of another type, {wrong_agent} not by agent broker, {wrong_due} with another due")
+        log_late = sum(1 for x in log_lags if x > args.max_late_ms)
+        if log_late:
+            problems.append(f"{log_late} overdue written (the broker's log record) more than "
+                            f"{args.max_late_ms:.0f} ms after due (max {log_lags[-1]} ms), though stamped "
+                            f"`received` earlier: the stamp is the turn's clock, taken before the work")
         if late:
             problems.append(f"{late} overdue recorded more than {args.max_late_ms:.0f} ms after due "
                             f"(max {lags[-1]} ms)")
