@@ -72,6 +72,8 @@ typedef struct {
 } assign_effects_t;
 
 void assign_effects_clear(assign_effects_t *e);
+/* An agent with new pushes waiting in `outcomes` (outcomes, reminders): push after the commit. */
+void assign_fx_outcome(assign_effects_t *e, const char *agent);
 void assign_effects_free(assign_effects_t *e);
 
 /*
@@ -110,6 +112,29 @@ typedef struct {
 /* case_ack / case_update inside a write transaction. Returns 0 (see r->result)
  * or a store_rc_t to abort the transaction. */
 int assign_request(const config_t *cfg, store_txn_t *t, assign_request_t *r, assign_effects_t *fx);
+
+/* The kinds of timer in the deadline index (one byte of its key, after the
+ * 8-byte due time), and what each fires on. */
+typedef enum {
+    ASSIGN_DUE_STEP = 1,           /* an escalation step of an assignment (id: assignment) */
+    ASSIGN_DUE_QUIET = 2,          /* quiet close of a case (id: case) */
+    ASSIGN_DUE_PURGE = 3,          /* retention purge of a case (id: case) */
+    ASSIGN_DUE_CONTACT = 4,        /* a registered child's contact falls due (id: child key) */
+    ASSIGN_DUE_VISIT = 5,          /* … its home visit (register.h) */
+    ASSIGN_DUE_REMIND_CONTACT = 6, /* the director's reminder of the contact */
+    ASSIGN_DUE_REMIND_VISIT = 7,   /* … of the home visit */
+    ASSIGN_DUE_KIND_END
+} assign_due_kind_t;
+/* The longest id a timer fires on, with its NUL (a child key with privacy off
+ * is the child id itself: up to 64 bytes). */
+#define ASSIGN_DUE_ID_MAX 80
+
+/* Move a timer of `kind` for `id` from old_due to new_due (either 0: none) in
+ * the deadline index, in the caller's transaction. */
+int assign_due_set(store_txn_t *t, assign_due_kind_t kind, const char *id, int64_t old_due,
+                   int64_t new_due, assign_effects_t *fx);
+/* 0 when that timer is in the index, STORE_NOTFOUND when not, or another store_rc_t. */
+int assign_due_has(store_txn_t *t, assign_due_kind_t kind, const char *id, int64_t due);
 
 /* Fire every escalation step due at or before `now` (at most `max` of them;
  * returns how many fired in *fired). */

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "register.h"
 #include "trail.h"
 #include "util.h"
 
@@ -35,22 +36,49 @@ int64_t assign_deadline_due(const void *k)
     return (int64_t)d;
 }
 
-/* The deadline index holds three kinds of timers. A key is the due time (8
- * bytes big-endian, so the first key is the next to fall due), a kind byte and
- * the id the kind fires on (an assignment, a case, a case). The kind bytes are
- * below any id character: a key of a carehubd from before them (an id right
- * after the time, told apart by its prefix) is recognised and rewritten once
- * (assign_deadlines_upgrade). */
-typedef enum { DUE_STEP = 1, DUE_QUIET = 2, DUE_PURGE = 3, DUE_KIND_END } due_kind_t;
-#define DUE_KEY_MAX (8 + 1 + STORE_ID_MAX)
+/* The deadline index holds typed timers (assign_due_kind_t, assign.h). A key
+ * is the due time (8 bytes big-endian, so the first key is the next to fall
+ * due), a kind byte and the id the kind fires on (an assignment, a case, a
+ * register entry's child key). The kind bytes are below any id character: a
+ * key of a carehubd from before them (an id right after the time, told apart
+ * by its prefix) is recognised and rewritten once (assign_deadlines_upgrade). */
+typedef assign_due_kind_t due_kind_t;
+#define DUE_STEP ASSIGN_DUE_STEP
+#define DUE_QUIET ASSIGN_DUE_QUIET
+#define DUE_PURGE ASSIGN_DUE_PURGE
+#define DUE_KIND_END ASSIGN_DUE_KIND_END
+#define DUE_KEY_MAX (8 + 1 + ASSIGN_DUE_ID_MAX)
 
 static size_t due_key(unsigned char *k, int64_t due, due_kind_t kind, const char *id)
 {
     assign_deadline_key(k, due, ""); /* the 8-byte time */
     k[8] = (unsigned char)kind;
-    size_t n = strlen(id);
+    size_t n = strnlen(id, ASSIGN_DUE_ID_MAX - 1);
     memcpy(k + 9, id, n);
     return 9 + n;
+}
+
+int assign_due_has(store_txn_t *t, assign_due_kind_t kind, const char *id, int64_t due)
+{
+    unsigned char k[DUE_KEY_MAX];
+    const void *v;
+    size_t vl;
+    return store_get(t, STORE_DB_DEADLINES, k, due_key(k, due, kind, id), &v, &vl);
+}
+
+int assign_due_set(store_txn_t *t, assign_due_kind_t kind, const char *id, int64_t old_due,
+                   int64_t new_due, assign_effects_t *fx)
+{
+    unsigned char k[DUE_KEY_MAX];
+    int rc = 0;
+    if (old_due == new_due)
+        return 0;
+    if (old_due > 0 && (rc = store_del(t, STORE_DB_DEADLINES, k, due_key(k, old_due, kind, id), NULL, 0)))
+        return rc;
+    if (new_due > 0 && (rc = store_put(t, STORE_DB_DEADLINES, k, due_key(k, new_due, kind, id), "", 0, 0)))
+        return rc;
+    fx->deadlines_changed = 1;
+    return 0;
 }
 
 /* Schedule the next escalation step (or none) and keep the index in step. */
@@ -106,16 +134,16 @@ int assign_quiet_set(store_txn_t *t, const char *case_id, int64_t due, assign_ef
 typedef struct {
     int64_t now;
     size_t max;
-    char (*ids)[STORE_ID_MAX];
+    char (*ids)[ASSIGN_DUE_ID_MAX];
     int64_t *dues;
     due_kind_t *kinds;
     size_t n;
 } due_ctx_t;
 
-int assign_due_key_parse(const void *k, size_t kl, int *kind, char id[STORE_ID_MAX])
+int assign_due_key_parse(const void *k, size_t kl, int *kind, char id[ASSIGN_DUE_ID_MAX])
 {
     const unsigned char *b = k;
-    if (kl <= 9 || kl - 9 >= STORE_ID_MAX || b[8] < DUE_STEP || b[8] >= DUE_KIND_END)
+    if (kl <= 9 || kl - 9 >= ASSIGN_DUE_ID_MAX || b[8] < DUE_STEP || b[8] >= DUE_KIND_END)
         return -1;
     *kind = b[8];
     memcpy(id, b + 9, kl - 9);
@@ -129,7 +157,7 @@ static int collect_due(void *ud, const void *k, size_t kl, const void *v, size_t
     (void)vl;
     due_ctx_t *c = ud;
     const unsigned char *b = k;
-    if (kl <= 9 || kl - 9 >= STORE_ID_MAX || b[8] < DUE_STEP || b[8] >= DUE_KIND_END)
+    if (kl <= 9 || kl - 9 >= ASSIGN_DUE_ID_MAX || b[8] < DUE_STEP || b[8] >= DUE_KIND_END)
         return STORE_CORRUPTED;
     int64_t due = assign_deadline_due(k);
     if (due > c->now || c->n == c->max)
@@ -370,6 +398,10 @@ static int (*const DUE_FIRE[DUE_KIND_END])(const config_t *cfg, store_txn_t *t, 
     [DUE_STEP] = step_due,
     [DUE_QUIET] = quiet_close,
     [DUE_PURGE] = purge_case,
+    [ASSIGN_DUE_CONTACT] = register_due_contact,
+    [ASSIGN_DUE_VISIT] = register_due_visit,
+    [ASSIGN_DUE_REMIND_CONTACT] = register_remind_contact,
+    [ASSIGN_DUE_REMIND_VISIT] = register_remind_visit,
 };
 
 int assign_fire_due(const config_t *cfg, store_txn_t *t, int64_t now, size_t max, size_t *fired,
@@ -377,7 +409,7 @@ int assign_fire_due(const config_t *cfg, store_txn_t *t, int64_t now, size_t max
 {
     *fired = 0;
     size_t m = max ? max : 1;
-    due_ctx_t c = {now, max, xcalloc(m, STORE_ID_MAX), xcalloc(m, sizeof(int64_t)),
+    due_ctx_t c = {now, max, xcalloc(m, ASSIGN_DUE_ID_MAX), xcalloc(m, sizeof(int64_t)),
                    xcalloc(m, sizeof(due_kind_t)), 0};
     int rc = store_each(t, STORE_DB_DEADLINES, NULL, 0, 0, collect_due, &c);
     for (size_t i = 0; !rc && i < c.n; i++) {

@@ -70,7 +70,6 @@ typedef struct {
 /* resolved, referred or declined. */
 
 /* Add an agent with new outcomes / an outbox entry to the effects (once each). */
-void assign_fx_outcome(assign_effects_t *e, const char *agent);
 void assign_fx_webhook(assign_effects_t *e, const char *id);
 
 /* A msgpack string into dst (NUL-terminated, cut to size; "" when not a string). */
@@ -101,9 +100,9 @@ int assign_case_assignments(store_txn_t *t, const char *case_id, as_list_t *l);
 size_t assign_deadline_key(unsigned char *k, int64_t due, const char *id);
 /* The time at the front of such a key (at least 8 bytes). */
 int64_t assign_deadline_due(const void *k);
-/* A deadlines key: its kind (1 escalation step of an assignment, 2 quiet close
- * and 3 purge of a case) and the id it is for. 0, or -1 when malformed. */
-int assign_due_key_parse(const void *k, size_t kl, int *kind, char id[STORE_ID_MAX]);
+/* A deadlines key: its kind (assign_due_kind_t) and the id it is for. 0, or -1
+ * when malformed. */
+int assign_due_key_parse(const void *k, size_t kl, int *kind, char id[ASSIGN_DUE_ID_MAX]);
 
 /* Schedule the next escalation step (or none) and keep the index in step. */
 int assign_schedule(store_txn_t *t, as_t *a, assign_effects_t *fx);

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "register.h"
 #include "trail.h"
 #include "util.h"
 
@@ -42,6 +43,8 @@ static int outcome_for_event(void *ud, const void *k, size_t kl, const void *v, 
     /* its agent, and the ref it sent (opened): the reporter matches its outcome by it */
     if ((rc = case_event_ref(c->t, ev, rec, rl, agent, ref, sizeof ref)))
         return rc;
+    if (strcmp(agent, REGISTER_AGENT) == 0)
+        return 0; /* the broker's own visit_overdue: nobody to tell */
     char oid[ID_LEN];
     util_fmt(oid, sizeof oid, "out-%s", ev);
     frame_out_t o;
@@ -186,5 +189,7 @@ int assign_outcome_received(store_txn_t *t, const char *agent, const char *outco
     msgpack_sbuffer_destroy(&m);
     if ((rc = store_del(t, STORE_DB_OUTCOMES, key, kl, NULL, 0)))
         return rc;
-    return trail_append(t, case_id, "outcome_received", agent, -1, NULL, NULL, 0, outcome_id);
+    int reminder = strncmp(outcome_id, REGISTER_REMINDER_PREFIX, 3) == 0;
+    return trail_append(t, case_id, reminder ? "reminder_received" : "outcome_received", agent, -1,
+                        NULL, NULL, 0, outcome_id);
 }

@@ -7,6 +7,7 @@
 
 #include <string.h>
 
+#include "register.h"
 #include "util.h"
 
 typedef struct {
@@ -85,17 +86,21 @@ static int check_deadline(void *ud, const void *k, size_t kl, const void *v, siz
     (void)vl;
     chk_t *c = ud;
     int kind;
-    char id[STORE_ID_MAX];
+    char id[ASSIGN_DUE_ID_MAX];
     ++*c->entries;
     if (assign_due_key_parse(k, kl, &kind, id))
         return fail(c, STORE_DB_DEADLINES, (const char *)k + 8, kl > 8 ? kl - 8 : 0, "is malformed");
-    int rc = absent(c->t, kind == 1 ? STORE_DB_ASSIGNMENTS : STORE_DB_CASES, id);
+    store_db_t of = kind == ASSIGN_DUE_STEP    ? STORE_DB_ASSIGNMENTS
+                    : kind >= ASSIGN_DUE_CONTACT ? STORE_DB_REGISTER
+                                                 : STORE_DB_CASES;
+    int rc = absent(c->t, of, id);
     if (rc == 1)
         return fail(c, STORE_DB_DEADLINES, id, strlen(id), "is for a record that is not there");
     return rc;
 }
 
-/* outcomes: agent NUL "out-" + event id, for an event that is there. */
+/* outcomes: agent NUL "out-" + event id, for an event that is there; or agent
+ * NUL a reminder id (register.h), which names no record. */
 static int check_outcome(void *ud, const void *k, size_t kl, const void *v, size_t vl)
 {
     (void)v;
@@ -105,6 +110,8 @@ static int check_outcome(void *ud, const void *k, size_t kl, const void *v, size
     ++*c->entries;
     size_t off = nul ? (size_t)(nul - (const char *)k) + 1 : kl;
     char oid[STORE_ID_MAX + 8];
+    if (nul && kl - off > 3 && memcmp(nul + 1, REGISTER_REMINDER_PREFIX, 3) == 0)
+        return 0;
     if (!nul || kl - off <= 4 || kl - off >= sizeof oid || memcmp(nul + 1, "out-", 4) != 0)
         return fail(c, STORE_DB_OUTCOMES, k, kl, "is malformed");
     memcpy(oid, nul + 1, kl - off);

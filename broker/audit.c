@@ -3,6 +3,7 @@
 
 #include "assign.h"
 #include "case.h"
+#include "register.h"
 
 static int indexes_txn(store_txn_t *t, void *ud)
 {
@@ -10,6 +11,8 @@ static int indexes_txn(store_txn_t *t, void *ud)
     int rc = case_verify_indexes(t, r->problem, sizeof r->problem, &r->index_entries);
     if (rc == 0)
         rc = assign_verify_indexes(t, r->problem, sizeof r->problem, &r->index_entries);
+    if (rc == 0)
+        rc = register_verify(t, r->problem, sizeof r->problem, &r->index_entries);
     return rc == 1 ? 0 : rc; /* a problem is in r->problem */
 }
 

@@ -19,6 +19,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "proto.h"
+#include "register.h"
 #include "schema.h"
 #include "session.h"
 #include "store.h"
@@ -145,6 +146,12 @@ broker_t *broker_new(const config_t *cfg, const char *schemas_dir, char *err, si
     }
     if (assign_deadlines_upgrade(b->store) < 0) {
         util_fmt(err, errlen, "cannot rewrite the deadline index in %s (see the log)", cfg->data_dir);
+        goto fail;
+    }
+    size_t recomputed;
+    if (register_rules_apply(b->store, cfg, clock_now_ms(), &recomputed) < 0) {
+        util_fmt(err, errlen, "cannot recompute the register's rhythm in %s (see the log)",
+                 cfg->data_dir);
         goto fail;
     }
     if (trail_index_rebuild(b->store) < 0) {

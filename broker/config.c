@@ -114,7 +114,8 @@ static void load_root(loader_t *ld, yaml_node_t *root)
 {
     config_t *cfg = ld->cfg;
     field_t f[] = {{"broker", 0, 0},   {"privacy", 0, 0},  {"agents", 0, 0},
-                   {"agencies", 0, 0}, {"channels", 0, 0}, {"workflows", 0, 0}};
+                   {"agencies", 0, 0}, {"channels", 0, 0}, {"workflows", 0, 0},
+                   {"rhythms", 0, 0}};
     if (!root || cfg_is_null(root)) {
         cfg_err_pos(ld, 1, 1, "the configuration is empty; it needs at least a privacy section "
                     "(see docs/config.md)");
@@ -171,6 +172,14 @@ static void load_root(loader_t *ld, yaml_node_t *root)
         cfg->workflows = xcalloc(n, sizeof *cfg->workflows);
         for (size_t i = 0; i < n; i++)
             cfg_parse_workflow(ld, cfg_seq_at(ld, wfs, i), i);
+    }
+
+    yaml_node_t *rhs = section_list(ld, FV("rhythms"), "rhythms", "name: default");
+    if (rhs) {
+        size_t n = cfg_seq_len(rhs);
+        cfg->rhythms = xcalloc(n, sizeof *cfg->rhythms);
+        for (size_t i = 0; i < n; i++)
+            cfg_parse_rhythm(ld, cfg_seq_at(ld, rhs, i), i);
     }
 }
 
@@ -386,11 +395,7 @@ void config_destroy(config_t **pcfg)
     for (size_t i = 0; i < cfg->n_workflows; i++) {
         config_workflow_t *wf = &cfg->workflows[i];
         free(wf->name);
-        for (size_t j = 0; j < wf->n_match; j++) {
-            free(wf->match[j].key);
-            cfg_free_strs(wf->match[j].values, wf->match[j].n_values);
-        }
-        free(wf->match);
+        cfg_free_match(wf->match, wf->n_match);
         for (size_t j = 0; j < wf->n_assign; j++) {
             config_assign_t *as = &wf->assign[j];
             free(as->agency);
@@ -401,6 +406,11 @@ void config_destroy(config_t **pcfg)
         free(wf->assign);
     }
     free(cfg->workflows);
+    for (size_t i = 0; i < cfg->n_rhythms; i++) {
+        free(cfg->rhythms[i].name);
+        cfg_free_match(cfg->rhythms[i].match, cfg->rhythms[i].n_match);
+    }
+    free(cfg->rhythms);
     free(cfg);
     *pcfg = NULL;
 }

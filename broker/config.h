@@ -117,6 +117,18 @@ typedef struct {
     int line;
 } config_workflow_t;
 
+/* One `rhythms` rule (CONFIG.md additions; PROTOCOL §9): how often a registered
+ * child whose newest enrolment matches is to be contacted and visited at home. */
+typedef struct {
+    char *name;
+    config_match_t *match;    /* a workflow match's syntax, against the enrolment */
+    size_t n_match;
+    int64_t contact_every_ms; /* > 0 */
+    int64_t visit_every_ms;   /* > 0 */
+    int64_t remind_before_ms; /* default 3d; 0: no reminders */
+    int line;
+} config_rhythm_t;
+
 typedef struct {
     uint8_t family;        /* 4 or 6 */
     uint8_t addr[16];      /* network address, big-endian; IPv4 in the first 4 bytes */
@@ -162,6 +174,7 @@ typedef struct {
     config_agency_t *agencies;  size_t n_agencies;
     config_channel_t *channels; size_t n_channels;
     config_workflow_t *workflows; size_t n_workflows;
+    config_rhythm_t *rhythms;   size_t n_rhythms;   /* tried in order; the first match applies */
 } config_t;
 
 /* Diagnostics collected by config_load(). */

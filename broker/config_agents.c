@@ -171,6 +171,9 @@ void cfg_parse_agent(loader_t *ld, yaml_node_t *node, size_t idx)
         if (dup)
             cfg_err_at(ld, v, "agent id %s is used twice (first at line %d); ids must be unique",
                        cfg_qv(ld, s), dup->line);
+        else if (strcmp(s, "broker") == 0) /* the broker's own events (visit_overdue) carry it */
+            cfg_err_at(ld, v, "agent id \"broker\" is reserved for the events the broker records "
+                       "itself; choose another id");
         else
             ag->id = xstrdup(s);
     }

@@ -162,5 +162,12 @@ void cfg_parse_agent(loader_t *ld, yaml_node_t *node, size_t idx);
 
 /* config_workflows.c */
 void cfg_parse_workflow(loader_t *ld, yaml_node_t *node, size_t idx);
+/* A `match:` mapping (workflows, rhythms) into *match / *n_match. */
+void cfg_parse_match(loader_t *ld, yaml_node_t *node, const char *where, config_match_t **match,
+                     size_t *n_match);
+void cfg_free_match(config_match_t *match, size_t n);
+
+/* config_rhythms.c */
+void cfg_parse_rhythm(loader_t *ld, yaml_node_t *node, size_t idx);
 
 #endif

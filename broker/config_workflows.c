@@ -113,7 +113,17 @@ static char *match_text(const yaml_node_t *n, const char *s)
     return xstrdup(s);
 }
 
-static void parse_match(loader_t *ld, yaml_node_t *node, const char *where, config_workflow_t *wf)
+void cfg_free_match(config_match_t *match, size_t n)
+{
+    for (size_t j = 0; j < n; j++) {
+        free(match[j].key);
+        cfg_free_strs(match[j].values, match[j].n_values);
+    }
+    free(match);
+}
+
+void cfg_parse_match(loader_t *ld, yaml_node_t *node, const char *where, config_match_t **match,
+                     size_t *n_match)
 {
     if (!node || cfg_is_null(node))
         return; /* no conditions: every event matches */
@@ -123,7 +133,7 @@ static void parse_match(loader_t *ld, yaml_node_t *node, const char *where, conf
         return;
     }
     size_t np = (size_t)(node->data.mapping.pairs.top - node->data.mapping.pairs.start);
-    wf->match = xcalloc(np, sizeof *wf->match);
+    *match = xcalloc(np, sizeof **match);
     char w[WHERE_SIZE];
     for (yaml_node_pair_t *p = node->data.mapping.pairs.start; p < node->data.mapping.pairs.top; p++) {
         yaml_node_t *k = yaml_document_get_node(&ld->doc, p->key);
@@ -146,8 +156,8 @@ static void parse_match(loader_t *ld, yaml_node_t *node, const char *where, conf
             continue;
         }
         int dup = 0;
-        for (size_t i = 0; i < wf->n_match; i++)
-            if (!strcmp(wf->match[i].key, key))
+        for (size_t i = 0; i < *n_match; i++)
+            if (!strcmp((*match)[i].key, key))
                 dup = 1;
         if (dup) {
             cfg_err_at(ld, k, "key %s appears twice in %s.match; keep one", cfg_qv(ld, key), where);
@@ -242,7 +252,7 @@ static void parse_match(loader_t *ld, yaml_node_t *node, const char *where, conf
             continue;
         }
         m.key = xstrdup(key);
-        wf->match[wf->n_match++] = m;
+        (*match)[(*n_match)++] = m;
     }
 }
 
@@ -386,7 +396,7 @@ void cfg_parse_workflow(loader_t *ld, yaml_node_t *node, size_t idx)
         if ((s = cfg_scalar(ld, v, w)) != NULL && cfg_parse_bool(s, &wf->cont) != 0)
             cfg_err_at(ld, v, "%s %s must be true or false", w, cfg_qv(ld, s));
     }
-    parse_match(ld, FV("match"), where, wf);
+    cfg_parse_match(ld, FV("match"), where, &wf->match, &wf->n_match);
     v = FV("assign");
     if (!v || cfg_is_null(v))
         cfg_err_at(ld, v ? v : node, "%s needs assign: a list of agencies to assign (- agency: "

@@ -14,6 +14,7 @@
 #include "carehub_wire.h"
 #include "clock.h"
 #include "log.h"
+#include "register.h"
 #include "util.h"
 
 /* One staged event: the store item plus the copies it points into. */
@@ -203,7 +204,8 @@ static int route_stored(store_txn_t *t, case_event_t *item, void *ud)
 {
     proto_batch_t *b = ud;
     staged_t *st = &b->staged[item - b->items];
-    return assign_on_event(b->p->cfg, t, item, st->json, item->received, b->fx);
+    int rc = assign_on_event(b->p->cfg, t, item, st->json, item->received, b->fx);
+    return rc ? rc : register_on_event(b->p->cfg, t, item, st->json, item->received, b->fx);
 }
 
 static int batch_fn(store_txn_t *t, assign_effects_t *fx, void *ud)

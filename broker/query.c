@@ -360,7 +360,7 @@ static int assignment_list(q_t *q, store_txn_t *t)
  * record, so the anchor includes it. */
 /* The trail record of a refused read: at once, or counted and coalesced into the
  * agent's next one (budget.h: "case+41" = 41 more refused since). */
-static int record_refusal(q_t *q, store_txn_t *t, const char *case_id)
+int query_record_refusal(q_t *q, store_txn_t *t, const char *case_id)
 {
     uint64_t more;
     if (!budget_refusal(q->budget, q->agent->id, q->id, util_mono_ms(), &more))
@@ -377,7 +377,7 @@ static int trail_head_answer(q_t *q, store_txn_t *t)
 {
     if (q->agent->role != ROLE_SUPERVISOR) {
         query_refuse(q, QUERY_FORBIDDEN, NULL, "only supervisors anchor the trail%s", "");
-        return record_refusal(q, t, "");
+        return query_record_refusal(q, t, "");
     }
     int rc = trail_append(t, "", "read", q->agent->id, -1, NULL, NULL, 0, q->what);
     trail_anchor_t head;
@@ -401,9 +401,11 @@ static int query_txn(store_txn_t *t, void *ud)
     }
     q->result = QUERY_OK;
     q->why[0] = '\0';
+    if (strncmp(q->what, "register", 8) == 0)
+        return query_register(q, t);
     if (q->agent->role != ROLE_SUPERVISOR && q->agent->role != ROLE_AGENCY) {
         query_refuse(q, QUERY_FORBIDDEN, NULL, "agents of role %s read no case file", config_role_name(q->agent->role));
-        return record_refusal(q, t, q->case_id);
+        return query_record_refusal(q, t, q->case_id);
     }
     if (strcmp(q->what, "trail_head") == 0)
         return trail_head_answer(q, t);
@@ -417,7 +419,7 @@ static int query_txn(store_txn_t *t, void *ud)
             return rc;
         query_refuse(q, QUERY_FORBIDDEN, "/case", "your agency holds no open assignment in case %s (an "
                "agency reads a case while its part in it is open; a supervisor can show it)", q->case_id);
-        return record_refusal(q, t, q->case_id);
+        return query_record_refusal(q, t, q->case_id);
     }
     rc = strcmp(q->what, "case") == 0 ? query_case_file(q, t) : query_case_trail(q, t);
     if (rc || q->result != QUERY_OK)
@@ -496,9 +498,10 @@ query_result_t query_begin(const config_t *cfg, store_t *st, budget_t *budget,
     if (query_opt_str(&q, "what", q.what, sizeof q.what) < 0 ||
         (strcmp(q.what, "case") != 0 && strcmp(q.what, "cases") != 0 && strcmp(q.what, "trail") != 0 &&
          strcmp(q.what, "assignments") != 0 && strcmp(q.what, "verify") != 0 &&
-         strcmp(q.what, "trail_head") != 0)) {
-        util_fmt(why, whysize, "`what` is required: case, cases, trail, assignments, verify or "
-                 "trail_head");
+         strcmp(q.what, "trail_head") != 0 && strcmp(q.what, "register") != 0 &&
+         strcmp(q.what, "register_due") != 0 && strcmp(q.what, "register_sample") != 0)) {
+        util_fmt(why, whysize, "`what` is required: case, cases, trail, assignments, verify, "
+                 "trail_head, register, register_due or register_sample");
         *field = "/what";
         return QUERY_INVALID;
     }
@@ -511,7 +514,7 @@ query_result_t query_begin(const config_t *cfg, store_t *st, budget_t *budget,
         return QUERY_VERIFY;
     }
     if (strcmp(q.what, "cases") != 0 && strcmp(q.what, "assignments") != 0 &&
-        strcmp(q.what, "trail_head") != 0 && (query_opt_str(&q, "case", q.case_id, sizeof q.case_id) < 0 || !q.case_id[0] ||
+        strcmp(q.what, "trail_head") != 0 && strncmp(q.what, "register", 8) != 0 && (query_opt_str(&q, "case", q.case_id, sizeof q.case_id) < 0 || !q.case_id[0] ||
          !util_valid_id(q.case_id, strlen(q.case_id)))) {
         util_fmt(why, whysize, "`case` is required: the case id, e.g. case-0000000001");
         *field = "/case";

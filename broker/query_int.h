@@ -33,6 +33,16 @@ void query_refuse(q_t *q, query_result_t r, const char *field, const char *fmt, 
  * a string, too long, or holding a NUL. */
 int query_opt_str(q_t *q, const char *key, char *out, size_t size);
 
+/* The trail record of a refused read (at once, or coalesced: budget.h). */
+int query_record_refusal(q_t *q, store_txn_t *t, const char *case_id);
+
+/* ---- query_register.c -------------------------------------------------------------- */
+
+/* what:"register" (supervisors: figures per village and director),
+ * "register_due" (a director: its children due soon), "register_sample"
+ * (supervisors: the spot check). 0 or a store_rc_t; a refusal in q. */
+int query_register(q_t *q, store_txn_t *t);
+
 /* ---- query_case.c ---------------------------------------------------------------- */
 
 /* what:"case": the case record, a page of its events (after?: the page before's

@@ -93,12 +93,25 @@ int route_condition(const config_match_t *m, const char *type, const json_t *bod
     return value_matches(m, v);
 }
 
-static int workflow_applies(const config_workflow_t *wf, const char *type, const json_t *body)
+static int all_hold(const config_match_t *m, size_t n, const char *type, const json_t *body)
 {
-    for (size_t i = 0; i < wf->n_match; i++)
-        if (!route_condition(&wf->match[i], type, body))
+    for (size_t i = 0; i < n; i++)
+        if (!route_condition(&m[i], type, body))
             return 0;
     return 1;
+}
+
+static int workflow_applies(const config_workflow_t *wf, const char *type, const json_t *body)
+{
+    return all_hold(wf->match, wf->n_match, type, body);
+}
+
+const config_rhythm_t *route_rhythm(const config_t *cfg, const json_t *enrolment)
+{
+    for (size_t i = 0; i < cfg->n_rhythms; i++)
+        if (all_hold(cfg->rhythms[i].match, cfg->rhythms[i].n_match, "enrolment", enrolment))
+            return &cfg->rhythms[i];
+    return NULL;
 }
 
 size_t route_match(const config_t *cfg, const char *type, const json_t *body, route_hit_t *out,

@@ -43,6 +43,10 @@ typedef struct {
 size_t route_match(const config_t *cfg, const char *type, const json_t *body, route_hit_t *out,
                    size_t max, int *matched);
 
+/* The first `rhythms` rule (CONFIG.md additions) whose match holds for an
+ * enrolment body (type "enrolment"), or NULL when none does. */
+const config_rhythm_t *route_rhythm(const config_t *cfg, const json_t *enrolment);
+
 /* 1 when one condition holds for the event (exposed for tests). */
 int route_condition(const config_match_t *m, const char *type, const json_t *body);
 

@@ -50,6 +50,7 @@ static const struct {
     [STORE_DB_TRAIL_PREV] = {"trail_prev", 0},
     [STORE_DB_ACK_DUE] = {"ack_due", 0},
     [STORE_DB_COUNTERS] = {"counters", 0},
+    [STORE_DB_REGISTER] = {"register", 0},
 };
 
 

@@ -54,6 +54,7 @@ typedef enum {
     STORE_DB_TRAIL_PREV,   /* 8-byte sequence → 8-byte sequence of the same case's record before it */
     STORE_DB_ACK_DUE,      /* ack_by (8 bytes big-endian ms) + assignment id → "": unacknowledged */
     STORE_DB_COUNTERS,     /* name → u64 (host order): "assignments.open" (not final); "deadlines.typed" → "" */
+    STORE_DB_REGISTER,     /* child key → register entry (register.h) */
     STORE_DB_COUNT
 } store_db_t;
 
