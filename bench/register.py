@@ -176,6 +176,26 @@ class Started:
         return time.monotonic() - t
 
 
+def thread_cpu(pid):
+    """{"<comm> <tid>": utime+stime s} of each of the broker's threads."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                head, _, rest = f.read().rpartition(")")
+            fields = rest.split()
+            out[f"{head.partition('(')[2]} {tid}"] = (int(fields[11]) + int(fields[12])) / benchlib.CLK_TCK
+        except (OSError, ValueError, IndexError):
+            pass
+    return out
+
+
+def thread_delta(a, b):
+    """The threads that ran between two thread_cpu readings, busiest first."""
+    d = {k: v - a.get(k, 0.0) for k, v in b.items()}
+    return sorted(((k, v) for k, v in d.items() if v > 0), key=lambda kv: -kv[1])
+
+
 # ---------------------------------------------------------------------------
 # Load: enrolments from the directors
 
@@ -545,6 +565,7 @@ def run(args):
         log.poll()
         log.records.clear()
         w_fire = Window("firing", pid)
+        th_fire0 = thread_cpu(pid)
         give_up = last_due / 1000.0 + args.max_late_ms / 1000.0 + GIVE_UP_S
         counted = None
         while time.time() < give_up:
@@ -554,6 +575,7 @@ def run(args):
             if time.time() > last_due / 1000.0 and log.poll() >= args.fast:
                 break
             time.sleep(0.1)
+        th_fire = thread_delta(th_fire0, thread_cpu(pid))
         counted = overdue_count(loaded.broker, base)
         w_fire.end()
         w_after = Window("after", pid)
@@ -633,7 +655,7 @@ def run(args):
                         "empty_cpu_s": w_empty.cpu, "empty_oncpu_ms": w_empty.oncpu_ms,
                         "empty_switches": w_empty.switches,
                         "empty_cpu_ms_per_s": 1000 * w_empty.cpu / w_empty.secs}
-        res["firing"] = {"seconds": w_fire.secs, "cpu_s": w_fire.cpu, "after_cpu_s": w_after.cpu,
+        res["firing"] = {"seconds": w_fire.secs, "cpu_s": w_fire.cpu, "threads": dict(th_fire), "after_cpu_s": w_after.cpu,
                          "after_switches": w_after.switches}
         res["read_back"] = {"list_s": t_list, "read_s": t_read, "supervisors": n_sup, "register_query_ms": t_reg * 1000,
                             "register_rows": len(rows), "register_children": reg_children,
@@ -662,6 +684,7 @@ def run(args):
         print(f"  quiet CPU: {res['quiet']['cpu_ms_per_s']:.2f} ms per s with {args.n} children, "
               f"{res['quiet']['empty_cpu_ms_per_s']:.2f} ms per s empty (limit {args.quiet_cpu_max:g} ms per s)")
         print(w_fire.line("firing: overdue contacts falling due (info.)"))
+        print("    by thread: " + ", ".join(f"{k} {v:.2f} s" for k, v in th_fire))
         print(w_after.line("after the last overdue (informational)"))
         print(f"overdue: {od['events']} visit_overdue events in {od['cases']} cases; expected {od['expected']} "
               f"(one per elevated child, kind contact): {od['missing']} missing, {od['more_than_once']} more "
