@@ -43,7 +43,7 @@ late or early, quiet CPU above --quiet-cpu-max ms per second or more than
 figures are printed either way; JSON with --json. Exit 2 on a usage error.
 
 Usage (from the project root, after `make`):
-    /usr/bin/python3 bench/register.py                        # 100,000 children, 10,000 due (~3 min)
+    /usr/bin/python3 bench/register.py                        # 100,000 children, 10,000 due (~2.5 min)
     /usr/bin/python3 bench/register.py --n 20000 --fast 2000 --quiet 15   # quick
 Environment: CAREHUBD (default bin/carehubd), BENCH_TMPDIR (default /var/tmp).
 """
