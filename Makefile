@@ -135,6 +135,7 @@ $(PUBLIB_DIR)/libcarehub.a: $(PUBLIB_OBJ)
 $(PUBLIB_DIR)/libcarehub.so.$(PUBLIB_VERSION): $(PUBLIB_OBJ) agents/lib/libcarehub.map
 	@mkdir -p $(dir $@)
 	$(say) "  LD [$(VARIANT)]  $@"
+	$(Q)rm -f $(PUBLIB_DIR)/libcarehub.so.*   # an earlier version's object would be found first
 	$(Q)$(CC) $(LDFLAGS_ALL) -shared -Wl,-soname,$(PUBLIB_SONAME) -Wl,--no-undefined \
 		-Wl,--version-script,agents/lib/libcarehub.map -o $@ $(PUBLIB_OBJ) \
 		$(shell pkg-config --libs $(PUBLIB_PKGS) 2>/dev/null)
@@ -143,7 +144,8 @@ $(PUBLIB_DIR)/libcarehub.so.$(PUBLIB_VERSION): $(PUBLIB_OBJ) agents/lib/libcareh
 
 # pkg-config finds libcarehub-uninstalled.pc before an installed libcarehub.pc when
 # PKG_CONFIG_PATH names this directory: programs build against the tree as is.
-$(PUBLIB_DIR)/libcarehub-uninstalled.pc: Makefile
+# (its Version is carehub.c's CAREHUB_VERSION_STR)
+$(PUBLIB_DIR)/libcarehub-uninstalled.pc: Makefile agents/lib/carehub.c
 	@mkdir -p $(dir $@)
 	$(Q)printf '%s\n' 'libdir=$${pcfiledir}' 'includedir=$(CURDIR)/include' '' \
 		'Name: libcarehub' 'Description: carehub agent library: events to a carehub broker, store-and-forward' \

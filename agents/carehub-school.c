@@ -29,14 +29,18 @@
 
 #include "carehub_wire.h"
 #include "carehub.h"
-#include "carehub-school/idkey.h"
 #include "carehub-school/row.h"
 #include "cli.h"
 #include "csv.h"
+#include "idkey.h"
 #include "schema_tables.h"
 #include "util.h"
 
 #define SOFTWARE "carehub-school/1.0"
+/* The school's id key in the spool (idkey.h), and the prefix of an absence's id:
+ * "abs:" + 60 hex digits of BLAKE2b-240(school NUL student NUL date), keyed. */
+#define IDKEY_FILE "school-id.key"
+#define ABSENCE_ID_PREFIX "abs:"
 #define DEFAULT_WAIT_MS 30000
 
 /* ---- the run --------------------------------------------------------------------- */
@@ -112,27 +116,12 @@ static void usage(FILE *f)
             DEFAULT_WAIT_MS / 1000);
 }
 
-/* Header cell -> column: lower case, blanks and '-' as '_'. -1 when unknown. */
+/* Header cell -> column (csv_header_name: case, blanks and '-' ignored). -1 when unknown. */
 static int column_of(const char *cell)
 {
     char norm[64];
-    size_t n = 0;
-    const char *s = cell;
-    while (*s == ' ' || *s == '\t')
-        s++;
-    for (; *s && n + 1 < sizeof norm; s++) {
-        char c = *s;
-        if (c >= 'A' && c <= 'Z')
-            c = (char)(c - 'A' + 'a');
-        else if (c == ' ' || c == '-')
-            c = '_';
-        norm[n++] = c;
-    }
-    if (*s)
+    if (csv_header_name(cell, norm, sizeof norm) < 0)
         return -1;
-    while (n > 0 && norm[n - 1] == '_')
-        n--;   /* trailing blanks became '_' */
-    norm[n] = '\0';
     for (int i = 0; i < NCOLS; i++)
         if (!strcmp(norm, COLS[i].name))
             return i;
@@ -433,7 +422,8 @@ static int read_file(school_t *s, carehub_t *c, const char *path, FILE *f, char 
             continue;
         }
         char key[CAREHUB_ID_MAX + 1];
-        idkey_absence_id(s->idkey, s->school, cells.v[COL_STUDENT_ID], cells.v[COL_DATE], key);
+        const char *parts[] = {s->school, cells.v[COL_STUDENT_ID], cells.v[COL_DATE]};
+        idkey_id(s->idkey, ABSENCE_ID_PREFIX, parts, 3, key);
         long prev;
         if (cli_map_get(s->by_key, key, &prev)) {
             util_fmt(why, sizeof why, "student %s is already absent on %s at %s:%ld (one "

@@ -12,6 +12,8 @@
  *   carehub verify --data DIR [--data-key F] [--head SEQ:HEX]  (offline: carehubd verify)
  *   carehub -b EP -a AGENT trail-head              (the head to keep outside)
  *   carehub -b EP -a AGENT sample [--n N] [--seed S] [--json]
+ *   carehub -b EP -a AGENT sample --register [--n N] [--seed S] [--village V] [--director D] [--json]
+ *   carehub -b EP -a AGENT register [--village V] [--director D] [--json|--csv|--html FILE]
  *   carehub -b EP -a AGENT report [--since DATE] [--json|--csv|--html FILE]
  *   carehub -b EP -a AGENT stats [--json]
  *
@@ -25,9 +27,10 @@
  * The common options (-b, -a, --key-file, --server-key, --wait) are those of
  * agents/lib/cli.h.
  *
- * This file: the options, the commands but `report`, main. agents/carehub/:
- * session.c (the broker), show.c (printing), report.c (`report`);
- * carehub_cli.h is what they share.
+ * This file: the options, the commands but `report` and `register`, main.
+ * agents/carehub/: session.c (the broker), show.c (printing), report.c
+ * (`report`), register.c (`register`, `sample --register`); carehub_cli.h is
+ * what they share.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -66,6 +69,9 @@ enum {
     OPT_SEED,
     OPT_DATA_KEY,
     OPT_HEAD,
+    OPT_REGISTER,
+    OPT_VILLAGE,
+    OPT_DIRECTOR,
     OPT_END
 };
 #define BIT(o) (1u << ((o) - CLI_OPT_FIRST_PROGRAM))
@@ -323,6 +329,8 @@ static int by_id(const void *a, const void *b)
 
 static int cmd_sample(sess_t *s, const opts_t *o)
 {
+    if (o->reg)
+        return register_sample_command(s, o);
     char year[16];
     const char *seed = o->seed;
     if (!seed) {
@@ -503,10 +511,29 @@ static const command_t COMMANDS[] = {
      "outside the broker's machine (print it, mail it to the civil-affairs office): a\n"
      "later `verify --data DIR --head SEQ:HEX` shows that nothing up to it was rewritten,\n"
      "even by someone who holds the data key. The read is recorded in the trail.\n"},
-    {"sample", 0, BIT(OPT_JSON) | BIT(OPT_N) | BIT(OPT_SEED), "sample [--n N] [--seed S] [--json]",
+    {"sample", 0,
+     BIT(OPT_JSON) | BIT(OPT_N) | BIT(OPT_SEED) | BIT(OPT_REGISTER) | BIT(OPT_VILLAGE) |
+         BIT(OPT_DIRECTOR),
+     "sample [--n N] [--seed S] [--json]\n"
+     "  sample --register [--n N] [--seed S] [--village V] [--director D] [--json]",
      "The yearly spot check: N cases (default 20) drawn at random from every case this\n"
      "agent may read, with what to check in each. The draw is reproducible: the same\n"
-     "seed (any text; default the current year) and the same cases give the same sample.\n"},
+     "seed (any text; default the current year) and the same cases give the same sample.\n"
+     "--register (supervisors; 每年开展一次抽查): N register entries (1-100, default 10)\n"
+     "drawn by the broker, of the village and director if given: each entry's opaque id,\n"
+     "village, director, risk, categories, enrolment, last contact and home visit, due\n"
+     "times and the cases to read with `case`. No names, no child ids. The same seed and\n"
+     "the same register give the same entries; each drawn entry is recorded in the trail.\n"},
+    {"register", 0, BIT(OPT_JSON) | BIT(OPT_CSV) | BIT(OPT_HTML) | BIT(OPT_VILLAGE) |
+         BIT(OPT_DIRECTOR),
+     "register [--village V] [--director D] [--json | --csv | --html FILE]",
+     "The child register per village and child director (supervisors; docs/register.md):\n"
+     "在册儿童 active children; 本期已联系 / 本期已走访 those with a contact / home visit\n"
+     "within the last period of their rhythm; 联系逾期 / 走访逾期 those past due; the\n"
+     "coverage (已联系, 已走访 of 在册儿童) and 高风险 (risk elevated); a totals line.\n"
+     "No names, no child ids. --json: the broker's answer as one JSON object. --csv: UTF-8\n"
+     "with a byte order mark, a Chinese header row, one row per village and director.\n"
+     "--html FILE: a self-contained page with the table and a coverage chart per village.\n"},
     {"report", 0, BIT(OPT_JSON) | BIT(OPT_CSV) | BIT(OPT_HTML) | BIT(OPT_SINCE),
      "report [--since DATE|ms] [--json | --csv | --html FILE]",
      "Acknowledgement per agency, from every assignment (created since --since):\n"
@@ -571,12 +598,15 @@ int main(int argc, char **argv)
         {"seed", required_argument, NULL, OPT_SEED},
         {"data-key", required_argument, NULL, OPT_DATA_KEY},
         {"head", required_argument, NULL, OPT_HEAD},
+        {"register", no_argument, NULL, OPT_REGISTER},
+        {"village", required_argument, NULL, OPT_VILLAGE},
+        {"director", required_argument, NULL, OPT_DIRECTOR},
         {NULL, 0, NULL, 0},
     };
     static const char *const optnames[] = {"--json", "--csv", "--html", "--status", "--agency",
                                            "--type", "--overdue", "--since", "--limit", "--after",
                                            "--all", "--data", "--n", "--seed", "--data-key",
-                                           "--head"};
+                                           "--head", "--register", "--village", "--director"};
     cli_common_t co;
     opts_t o;
     int opt;
@@ -609,6 +639,23 @@ int main(int argc, char **argv)
         case OPT_DATA: o.data = optarg; break;
         case OPT_DATA_KEY: o.data_key = optarg; break;
         case OPT_HEAD: o.head = optarg; break;
+        case OPT_REGISTER: o.reg = 1; break;
+        case OPT_VILLAGE:
+            /* the enrolment schema's village: 1-200 characters */
+            if (!*optarg || !cli_utf8_valid(optarg) || cli_utf8_len(optarg) > 200) {
+                cli_err("--village: give the village or community as registered (1-200 characters)");
+                return CLI_EX_USAGE;
+            }
+            o.village = optarg;
+            break;
+        case OPT_DIRECTOR:
+            if (!util_valid_id(optarg, strlen(optarg))) {
+                cli_err("--director %s: give the child director's agent id (1-64 characters of "
+                        "A-Z a-z 0-9 . _ : -)", cli_show(optarg));
+                return CLI_EX_USAGE;
+            }
+            o.director = optarg;
+            break;
         case OPT_SEED:
             if (!*optarg || strlen(optarg) > 256) {
                 cli_err("--seed: give 1-256 characters (e.g. 2025)");
@@ -651,11 +698,13 @@ int main(int argc, char **argv)
         return CLI_EX_OK;
     }
     if (optind >= argc) {
-        cli_err("no command: cases, case, trail, verify, trail-head, sample, report or stats (--help)");
+        cli_err("no command: cases, case, trail, verify, trail-head, sample, report, register or "
+                "stats (--help)");
         return CLI_EX_USAGE;
     }
     if (!cmd) {
-        cli_err("unknown command '%s': cases, case, trail, verify, trail-head, sample, report or stats",
+        cli_err("unknown command '%s': cases, case, trail, verify, trail-head, sample, report, "
+                "register or stats",
                 cli_show(argv[optind]));
         return CLI_EX_USAGE;
     }
@@ -691,6 +740,19 @@ int main(int argc, char **argv)
         }
         return cmd_verify_offline(&o);
     }
+    if ((o.village || o.director) && !strcmp(cmd->name, "sample") && !o.reg) {
+        cli_err("--village and --director go with sample --register (cases have no village)");
+        return CLI_EX_USAGE;
+    }
+    if (o.reg && o.seed && strlen(o.seed) > REGISTER_SEED_MAX) {
+        cli_err("sample --register --seed: give at most %d bytes", REGISTER_SEED_MAX);
+        return CLI_EX_USAGE;
+    }
+    if (o.reg && o.n > REGISTER_SAMPLE_MAX) {
+        cli_err("sample --register --n %ld: give a whole number from 1 to %d", o.n,
+                REGISTER_SAMPLE_MAX);
+        return CLI_EX_USAGE;
+    }
     if (o.data_key || o.head) {
         cli_err("--data-key and --head go with verify --data DIR");
         return CLI_EX_USAGE;
@@ -719,6 +781,8 @@ int main(int argc, char **argv)
             rc = cmd_sample(&s, &o);
         else if (!strcmp(cmd->name, "report"))
             rc = report_command(&s, &o);
+        else if (!strcmp(cmd->name, "register"))
+            rc = register_command(&s, &o);
         else
             rc = cmd_stats(&s, &o);
     }

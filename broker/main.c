@@ -246,8 +246,9 @@ int main(int argc, char **argv)
         return EX_CONFIG_;
     }
     if (check) {
-        printf("%s: ok (%zu agents, %zu agencies, %zu channels, %zu workflows)\n", cfg_path,
-               cfg->n_agents, cfg->n_agencies, cfg->n_channels, cfg->n_workflows);
+        printf("%s: ok (%zu agents, %zu agencies, %zu channels, %zu workflows, %zu rhythms)\n",
+               cfg_path, cfg->n_agents, cfg->n_agencies, cfg->n_channels, cfg->n_workflows,
+               cfg->n_rhythms);
         config_destroy(&cfg);
         return EX_OK;
     }

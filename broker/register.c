@@ -240,7 +240,8 @@ static int schedule(store_txn_t *t, const char *key, reg_t *r, const config_rhyt
             due = r->fired[k] + every;
     }
     int rc;
-    if (due != r->due[k] || force) {
+    /* a reminder already sent (rem 0) is not set again for the same due time */
+    if (due != r->due[k] || (force && r->rem[k])) {
         if (r->due[k] && due != r->due[k] &&
             (rc = reminder_withdraw(t, key, r->director, k, r->due[k])))
             return rc;

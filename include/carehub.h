@@ -19,7 +19,9 @@
  *    answering the broker's `ping`; noticing a silent broker.
  *  - Pushes. `case` messages (agencies) and `outcome` messages (reporters) are
  *    handed to callbacks; outcomes are confirmed with `received` after the
- *    callback returns.
+ *    callback returns. `reminder` messages (directors, PROTOCOL §9) go to
+ *    their own handler (carehub_on_reminder()), which says when a reminder is
+ *    kept, and only then is it confirmed.
  *
  * Threads: a carehub_t is not thread-safe; use it from one thread (all calls,
  * and the callbacks, which run inside carehub_poll()). Different carehub_t
@@ -135,6 +137,19 @@ typedef struct {
     void *ud;
 } carehub_callbacks_t;
 
+/* A `reminder` push (PROTOCOL §9, role director): the contact or home visit of
+ * the child `child` (its id) of kind `kind` ("contact" | "home_visit") is due
+ * at `due` (ms since the epoch); `id` is the reminder's id and `json` the whole
+ * message as a JSON object text (for fields added later). Return 0 once the
+ * reminder is kept where it survives a crash (a file fsync'ed, a database
+ * commit): the library then confirms it with `received` and the broker does
+ * not send it again. Any other value leaves it unconfirmed: the broker sends it
+ * again after the next hello. The same id may come more than once (a
+ * `received` lost on the way): treat it as the same reminder. The strings are
+ * valid until the handler returns. */
+typedef int (*carehub_reminder_fn)(void *ud, const char *id, const char *child, const char *kind,
+                                   int64_t due, const char *json);
+
 /* ---- life cycle ---------------------------------------------------------------- */
 
 /* Open the spool and connect (connecting never blocks: the broker may be
@@ -147,6 +162,16 @@ CAREHUB_API carehub_t *carehub_new(const carehub_opts_t *opts, const carehub_cal
 CAREHUB_API void carehub_destroy(carehub_t **c);
 
 CAREHUB_API const char *carehub_last_error(const carehub_t *c);
+
+/*
+ * Extension: hand `reminder` pushes to fn (with ud), from the next
+ * carehub_poll() on; fn NULL removes the handler. Without one, a reminder goes
+ * to on_push (op "reminder") if there is one and is never confirmed (the broker
+ * keeps re-sending it to an agent program that keeps it). A reminder without
+ * an id, a child id, a kind or an integer `due` is ignored (carehub_last_error()
+ * says so). CAREHUB_OK, or CAREHUB_EINVAL when c is NULL or inside a callback.
+ */
+CAREHUB_API int carehub_on_reminder(carehub_t *c, carehub_reminder_fn fn, void *ud);
 
 /* ---- sending ------------------------------------------------------------------- */
 

@@ -14,7 +14,13 @@ online monitor, and the police, education and civil-affairs desks. Then:
   4. education misses its 30-minute deadline: the district duty webhook is told, and
      30 minutes later the duty officers get an SMS;
   5. the agencies report back; the case is resolved and the teacher's tool shows the
-     outcome.
+     outcome;
+  6. thirty days in a village (PROTOCOL §9): a child director enrols two children, the
+     broker reminds her of each contact before it falls due and she phones; the elevated
+     child's monthly home visit is missed: the broker records it as visit_overdue, civil
+     affairs is assigned (case.assigned), does not acknowledge in time and the district
+     duty desk is told (assignment.overdue); the supervisors' register shows it
+     (`carehub register`).
 
 The data stays in var/demo/data for queries afterwards. Ports 5570 and 9100 on
 127.0.0.1 must be free.
@@ -42,6 +48,8 @@ BIN = os.path.join(ROOT, "bin")
 DEMO = os.path.join(ROOT, "var", "demo")
 EP = "tcp://127.0.0.1:5570"
 MIN = 60 * 1000
+DAY = 24 * 60 * MIN
+DIRECTOR = "director-xinhe-01"
 
 procs = []
 
@@ -168,6 +176,153 @@ class Clock:
         return self._req({"op": "test_clock", "set": ms})["now"]
 
 
+class Director:
+    """A child director's phone (儿童主任), as a bare DEALER: enrols children, records
+    contacts, and confirms the broker's reminders (PROTOCOL §9) with `received`."""
+
+    def __init__(self, agent):
+        self.agent = agent
+        self.s = zmq.Context.instance().socket(zmq.DEALER)
+        self.s.connect(EP)
+        self.s.RCVTIMEO = 5000
+        self.n = 0
+        self.reminders = []
+        self._req({"op": "hello", "agent": agent, "software": "demo-director"})
+
+    def _other(self, r):
+        if r.get("op") == "ping":
+            self.s.send(msgpack.packb({"v": 1, "op": "pong", "id": r["id"]}))
+        elif r.get("op") == "reminder":
+            self.s.send(msgpack.packb({"v": 1, "op": "received", "id": r["id"]}))
+            if all(x["id"] != r["id"] for x in self.reminders):
+                self.reminders.append(r)
+
+    def _req(self, m):
+        self.n += 1
+        m = dict(m, v=1, id=f"dir-{self.n}")
+        self.s.send(msgpack.packb(m))
+        while True:
+            r = msgpack.unpackb(self.s.recv(), raw=False)
+            if r.get("id") == m["id"] and r.get("op") != "reminder":
+                return r
+            self._other(r)
+
+    def event(self, type, body, at):
+        r = self._req({"op": "event", "type": type, "at": at, "body": body})
+        if r.get("op") != "ack":
+            sys.exit(f"demo: the broker refused the director's {type}: {r}")
+        return r
+
+    def pump(self, seconds):
+        end = time.time() + seconds
+        while time.time() < end:
+            if self.s.poll(int(max(0, end - time.time()) * 1000)):
+                self._other(msgpack.unpackb(self.s.recv(), raw=False))
+
+    def take(self):
+        out, self.reminders = self.reminders, []
+        return out
+
+
+def demo_register_config(conf):
+    """The demo's config gets what the village part needs if the default lacks it: a child
+    director, contact and visit rhythms, a workflow that assigns a missed visit to civil
+    affairs and tells the district duty desk when it is not acknowledged, and one that
+    records enrolments and visits without assigning them."""
+    import yaml
+    doc = yaml.safe_load(conf)
+    if not any(a.get("id") == DIRECTOR for a in doc.get("agents") or []):
+        conf = re.sub(r"(?m)^agents:\n", f"agents:\n  - {{id: {DIRECTOR}, role: director}}   "
+                      "# 新河村儿童主任 (the demo's)\n", conf, count=1)
+    if not doc.get("rhythms"):
+        conf += ("\n# 走访频次 (the demo's): 高风险每 14 天联系、每 30 天入户；其余 30 / 90 天\n"
+                 "rhythms:\n"
+                 "  - {name: elevated, match: {body.risk: elevated}, contact_every: 14d, "
+                 "visit_every: 30d, remind_before: 2d}\n"
+                 "  - {name: default, match: {}, contact_every: 30d, visit_every: 90d, "
+                 "remind_before: 3d}\n")
+    missed = [w for w in doc.get("workflows") or []
+              if (w.get("match") or {}).get("type") in ("visit_overdue", ["visit_overdue"])]
+    if not any(st.get("notify") for w in missed[:1] for a in w.get("assign") or []
+               for st in a.get("escalate") or a.get("escalate_unresolved") or []):
+        conf = re.sub(r"(?m)^workflows:\n", "workflows:\n"
+                      "  - name: demo-missed-visit          # 走访逾期：民政跟进，超时告知区值班室\n"
+                      "    match: {type: visit_overdue}\n"
+                      "    assign:\n"
+                      "      - agency: civil_affairs\n"
+                      "        ack_within: 1d\n"
+                      "        escalate:\n"
+                      "          - {after: 0s, notify: [district-duty]}\n", conf, count=1)
+    if not any((w.get("match") or {}).get("type") in ("enrolment", ["enrolment", "visit"])
+               for w in doc.get("workflows") or []):
+        conf = re.sub(r"(?m)^workflows:\n", "workflows:\n"
+                      "  - name: demo-register              # 建档、走访：记录在案，不分派\n"
+                      "    match: {type: [enrolment, visit]}  # (recorded, not assigned)\n"
+                      "    assign: []\n", conf, count=1)
+    return conf
+
+
+def village_days(clock, civil):
+    """Part 6: thirty days of a child director's rhythm on the virtual clock."""
+    say("09:17 新河村: the child director enrols two children (建档，一人一档)")
+    now = clock.advance(MIN)
+    director = Director(DIRECTOR)
+    red, gang = "xh-2025-017", "xh-2025-018"
+    director.event("enrolment", {"child": {"id": red, "name": "小红", "category": ["left_behind"]},
+                                 "village": "新河村", "risk": "elevated",
+                                 "risk_reasons": ["parent_disabled"],
+                                 "note": "父亲重度残疾，母亲外出务工，由祖母照看。"}, now)
+    director.event("enrolment", {"child": {"id": gang, "name": "小刚", "category": ["left_behind"]},
+                                 "village": "新河村"}, now)
+    note("小红: risk elevated (a parent seriously disabled: 加大走访频次); 小刚: normal")
+    note("the rhythms: elevated children contacted every 14 days and visited at home every 30;")
+    note("the others every 30 and 90 days; the director is reminded ahead of each")
+    say("The days go by (the virtual clock, a day at a time)")
+    t0, seen = now, None
+    for day in range(1, 61):
+        now = clock.advance(DAY)
+        director.pump(0.25)
+        for rm in director.take():
+            who = "小红" if rm.get("child") == red else "小刚"
+            due = time.strftime("%m-%d", time.localtime(rm["due"] / 1000))
+            kind = "home visit" if rm.get("kind") == "home_visit" else "contact"
+            print(f"   \033[35m[{DIRECTOR}] day {day}: reminder: {who}'s {kind} is due {due}"
+                  f"\033[0m", flush=True)
+            if rm.get("kind") == "contact":
+                director.event("visit", {"child": {"id": rm["child"]}, "kind": "contact",
+                                         "date": time.strftime("%Y-%m-%d", time.localtime(now / 1000)),
+                                         "method": "phone", "findings": "电话联系祖母，孩子在校正常。"},
+                               now)
+                note(f"day {day}: she phones the family: contact recorded, the next one due "
+                     f"{'14' if rm['child'] == red else '30'} days on")
+            else:
+                note(f"day {day}: she is away at a training that week: no home visit")
+        seen = next((m for m in civil.cases if m["type"] == "visit_overdue"), None)
+        if seen:
+            break
+    if not seen:
+        sys.exit("demo: no missed visit reached civil affairs within 60 days")
+    say(f"Day {(now - t0) // DAY}: 小红's home visit is past due: the broker records visit_overdue")
+    wait_for(lambda: any(m.get("type") == "case.assigned" and m["data"].get("case") == seen["case"]
+                         for _, m in notices), 5)
+    note(f"case {seen['case']}: civil affairs assigned (case.assigned on its webhook), "
+         f"to acknowledge by {time.strftime('%m-%d %H:%M', time.localtime(seen['ack_by'] / 1000))}")
+    say("Civil affairs does not acknowledge in time: the district duty desk is told")
+    clock.set(seen["ack_by"] + MIN)
+    wait_for(lambda: any(m.get("type") == "assignment.overdue" and m["data"].get("case") == seen["case"]
+                         for _, m in notices), 5)
+    say("The supervisors' view: carehub register (no names, no child ids)")
+    r = run("carehub", "-b", EP, "-a", "supervisor-01", "register")
+    print("   " + r.stdout.strip().replace("\n", "\n   "), flush=True)
+    run("carehub-agency", "-b", EP, "-a", "civil-desk", "ack", seen["id"], "--by", "刘主任")
+    now = clock.advance(MIN)
+    director.event("visit", {"child": {"id": red}, "kind": "home_visit",
+                             "date": time.strftime("%Y-%m-%d", time.localtime(now / 1000)),
+                             "method": "in_person", "findings": "入户走访：祖母身体尚可，孩子学习正常。"},
+                   now)
+    note("civil affairs acknowledges; the director visits 小红 at home the same day")
+
+
 def wait_for(pred, timeout=5):
     end = time.time() + timeout
     while time.time() < end:
@@ -179,7 +334,8 @@ def wait_for(pred, timeout=5):
 
 def main():
     global SECRET
-    for prog in ("carehubd", "carehub-agency", "carehub-report", "carehub-school", "carehub-monitor"):
+    for prog in ("carehubd", "carehub", "carehub-agency", "carehub-report", "carehub-school",
+                 "carehub-monitor"):
         if not os.access(os.path.join(BIN, prog), os.X_OK):
             sys.exit(f"demo: bin/{prog} is missing: run make first")
     shutil.rmtree(DEMO, ignore_errors=True)
@@ -192,6 +348,7 @@ def main():
     conf = re.sub(r"(?m)^(\s*key_file:).*$", r"\1 keys/data.key", conf)
     # --test-clock: the Clock below (supervisor-01) is the one agent that may move it
     conf = re.sub(r"(?m)^broker:\n", "broker:\n  test_clock_agent: supervisor-01\n", conf, count=1)
+    conf = demo_register_config(conf)
     with open(os.path.join(DEMO, "carehub.yaml"), "w", encoding="utf-8") as f:
         f.write(conf)
     SECRET = re.search(r"(whsec_[A-Za-z0-9+/=]+)", conf).group(1)
@@ -276,6 +433,8 @@ def main():
     r = run("carehub-report", "-b", EP, "-a", "reporter-01", "--spool", spool("reporter-01"),
             "outcomes", "--wait", "2")
     print("   " + r.stdout.strip().replace("\n", "\n   "), flush=True)
+
+    village_days(clock, civil)
 
     say(f"Done: {len(notices)} signed notices received; the data stays in var/demo/data")
 

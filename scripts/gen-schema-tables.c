@@ -71,29 +71,84 @@ static int check_refs(const gen_t *g, const json_t *node, const char *path)
     return 0;
 }
 
-/* The keyword `key` of node, or of the schema its $ref chain leads to. */
-static json_t *keyword(const gen_t *g, const json_t *node, const char *key)
+/*
+ * node as one schema without "$ref": the schema its "$ref" chain leads to, with
+ * node's own keywords over it (JSON Schema applies both). "required" is the
+ * union along the chain, and "properties" are merged by name, so that a
+ * property node adds or narrows (e.g. "category": {"minItems": 1} beside a
+ * "$ref" to a "child" with its other properties) keeps the target's others and
+ * the target's keywords of that property. A new reference (the caller
+ * json_decref()s it), or NULL when a $ref cannot be followed.
+ */
+static json_t *resolved(const gen_t *g, json_t *node, int depth)
 {
-    for (int depth = 0; node && depth <= REF_DEPTH_MAX; depth++) {
-        json_t *v = json_object_get(node, key);
-        if (v)
-            return v;
-        node = ref_target(g, node);
+    if (!json_is_object(node) || !json_object_get(node, "$ref"))
+        return json_incref(node);
+    json_t *target = depth < REF_DEPTH_MAX ? ref_target(g, node) : NULL;
+    json_t *base = target ? resolved(g, target, depth + 1) : NULL;
+    if (!base)
+        return NULL;
+    json_t *m = json_copy(base);   /* shallow: the values are shared, never changed */
+    json_decref(base);
+    const char *key;
+    json_t *v;
+    json_object_foreach(node, key, v) {
+        if (!strcmp(key, "$ref"))
+            continue;
+        json_t *have = json_object_get(m, key);
+        if (!strcmp(key, "required") && json_is_array(have) && json_is_array(v)) {
+            json_t *u = json_copy(have);
+            json_array_extend(u, v);
+            json_object_set_new(m, key, u);
+        } else if (!strcmp(key, "properties") && json_is_object(have) && json_is_object(v)) {
+            json_t *props = json_copy(have);
+            const char *pk;
+            json_t *pv;
+            json_object_foreach(v, pk, pv) {
+                json_t *under = json_object_get(props, pk);
+                if (json_is_object(under) && json_is_object(pv)) {
+                    /* the local keywords over the target's property: a $ref to it */
+                    json_t *over = json_copy(pv);
+                    json_t *ru = resolved(g, under, depth + 1);
+                    json_t *ro = ru ? resolved(g, over, depth + 1) : NULL;
+                    json_decref(over);
+                    if (!ro) {
+                        json_decref(ru);
+                        json_decref(props);
+                        json_decref(m);
+                        return NULL;
+                    }
+                    json_t *both = json_copy(ru);
+                    json_object_update(both, ro);
+                    json_decref(ru);
+                    json_decref(ro);
+                    json_object_set_new(props, pk, both);
+                } else {
+                    json_object_set(props, pk, pv);
+                }
+            }
+            json_object_set_new(m, key, props);
+        } else {
+            json_object_set(m, key, v);
+        }
     }
-    return NULL;
+    return m;
 }
 
-/* Whether `name` is in the "required" of node or of any schema of its $ref chain. */
-static int is_required(const gen_t *g, const json_t *node, const char *name)
+/* The keyword `key` of a resolved node. */
+static json_t *keyword(const json_t *node, const char *key)
 {
-    for (int depth = 0; node && depth <= REF_DEPTH_MAX; depth++) {
-        size_t i;
-        json_t *v;
-        json_array_foreach(json_object_get(node, "required"), i, v)
-            if (json_is_string(v) && !strcmp(json_string_value(v), name))
-                return 1;
-        node = ref_target(g, node);
-    }
+    return json_object_get(node, key);
+}
+
+/* Whether `name` is in the "required" of a resolved node. */
+static int is_required(const json_t *node, const char *name)
+{
+    size_t i;
+    json_t *v;
+    json_array_foreach(json_object_get(node, "required"), i, v)
+        if (json_is_string(v) && !strcmp(json_string_value(v), name))
+            return 1;
     return 0;
 }
 
@@ -157,25 +212,43 @@ static int emit_enum(gen_t *g, const char *name, const json_t *vals, const char 
 
 /* The macros of one property `node` named `name` (with `_REQUIRED` when say_required:
  * not for the schema itself or an array's items), then of what it holds. */
-static int emit_node(gen_t *g, const json_t *node, const char *name, const char *path, int required,
+static int emit_node(gen_t *g, json_t *node, const char *name, const char *path, int required,
+                     int say_required);
+
+/* emit_node() of the resolved node. */
+static int emit_resolved(gen_t *g, const json_t *node, const char *name, const char *path,
+                         int required, int say_required);
+
+static int emit_node(gen_t *g, json_t *node, const char *name, const char *path, int required,
                      int say_required)
+{
+    if (!json_is_object(node))
+        return 0;   /* a boolean schema: nothing to tell */
+    if (check_refs(g, node, path) < 0)
+        return -1;
+    json_t *r = resolved(g, node, 0);
+    if (!r)
+        return fail(g, path, "a $ref that cannot be followed");
+    int rc = emit_resolved(g, r, name, path, required, say_required);
+    json_decref(r);
+    return rc;
+}
+
+static int emit_resolved(gen_t *g, const json_t *node, const char *name, const char *path,
+                         int required, int say_required)
 {
     static const struct {
         const char *keyword, *suffix;
     } INTS[] = {{"minLength", "_MIN_LENGTH"}, {"maxLength", "_MAX_LENGTH"},
                 {"minimum", "_MINIMUM"},      {"maximum", "_MAXIMUM"},
                 {"minItems", "_MIN_ITEMS"},   {"maxItems", "_MAX_ITEMS"}};
-    if (!json_is_object(node))
-        return 0;   /* a boolean schema: nothing to tell */
-    if (check_refs(g, node, path) < 0)
-        return -1;
     if (say_required) {
         if (define(g, name, "_REQUIRED", path) < 0)
             return -1;
         fprintf(g->out, "%d\n", required);
     }
     for (size_t i = 0; i < sizeof INTS / sizeof INTS[0]; i++) {
-        json_t *v = keyword(g, node, INTS[i].keyword);
+        json_t *v = keyword(node, INTS[i].keyword);
         if (!v)
             continue;
         if (!json_is_integer(v))
@@ -184,11 +257,11 @@ static int emit_node(gen_t *g, const json_t *node, const char *name, const char 
             return -1;
         fprintf(g->out, "%" JSON_INTEGER_FORMAT "\n", json_integer_value(v));
     }
-    json_t *vals = keyword(g, node, "enum");
+    json_t *vals = keyword(node, "enum");
     if (vals && emit_enum(g, name, vals, path) < 0)
         return -1;
 
-    json_t *items = keyword(g, node, "items");
+    json_t *items = keyword(node, "items");
     if (items) {
         char iname[512], ipath[512];
         snprintf(iname, sizeof iname, "%s_ITEMS", name);
@@ -198,7 +271,7 @@ static int emit_node(gen_t *g, const json_t *node, const char *name, const char 
     }
     const char *key;
     json_t *sub;
-    json_object_foreach(keyword(g, node, "properties"), key, sub) {
+    json_object_foreach(keyword(node, "properties"), key, sub) {
         char sname[512], spath[512];
         size_t n = (size_t)snprintf(sname, sizeof sname, "%s_%s", name, key);
         if (n >= sizeof sname)
@@ -206,7 +279,7 @@ static int emit_node(gen_t *g, const json_t *node, const char *name, const char 
         for (char *p = sname + strlen(name) + 1; *p; p++)
             *p = isalnum((unsigned char)*p) ? (char)toupper((unsigned char)*p) : '_';
         snprintf(spath, sizeof spath, "%s/properties/%s", path, key);
-        if (emit_node(g, sub, sname, spath, required && is_required(g, node, key), 1) < 0)
+        if (emit_node(g, sub, sname, spath, required && is_required(node, key), 1) < 0)
             return -1;
     }
     return 0;

@@ -15,6 +15,8 @@
 #include "cli.h"
 
 #define PAGE_MAX 1000             /* the broker's largest page */
+#define REGISTER_SAMPLE_MAX 100   /* the broker's largest register_sample n */
+#define REGISTER_SEED_MAX 128     /* and its longest seed, in bytes */
 
 /* The options of the commands, as parsed by main. */
 typedef struct {
@@ -22,6 +24,8 @@ typedef struct {
     int json, csv, overdue, all;
     const char *html, *status, *agency, *type, *after, *data, *seed;
     const char *data_key, *head;  /* verify --data: the data key file, an anchored head */
+    const char *village, *director; /* register, sample --register: filters (NULL: all) */
+    int reg;                /* sample --register: draw register entries, not cases */
     int64_t since;          /* -1 = not given */
     long limit, n;
 } opts_t;
@@ -63,10 +67,26 @@ void show_case_row(const json_t *c);
 void show_case_header(void);
 /* " key=value" for each of keys (NULL-terminated) that o has, values as show_val. */
 void show_fields(FILE *f, const json_t *o, const char *const *keys);
+/* s with HTML's special characters as entities, control characters as '?'. */
+void show_html_escape(FILE *f, const char *s);
+/* s as one CSV field (RFC 4180: quoted when it holds a comma, quote or newline). */
+void show_csv_field(FILE *f, const char *s);
+/* The columns s (UTF-8) takes in a terminal: CJK and fullwidth characters count 2. */
+size_t show_width(const char *s);
+/* s as cli_put_safe() writes it, padded with blanks to width terminal columns
+ * (right: on the left, for numbers); nothing is cut. */
+void show_padded(FILE *f, const char *s, int width, int right);
 
 /* ---- report.c --------------------------------------------------------------- */
 
 /* `carehub report`: an exit code. */
 int report_command(sess_t *s, const opts_t *o);
+
+/* ---- register.c --------------------------------------------------------------- */
+
+/* `carehub register` (the register per village and director, PROTOCOL §9): an exit code. */
+int register_command(sess_t *s, const opts_t *o);
+/* `carehub sample --register` (the yearly spot check of register entries): an exit code. */
+int register_sample_command(sess_t *s, const opts_t *o);
 
 #endif

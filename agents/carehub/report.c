@@ -51,39 +51,6 @@ static void fmt_num(char *buf, size_t len, double x, const char *suffix)
         util_fmt(buf, len, "%.1f%s", x, suffix);
 }
 
-static void html_escape(FILE *f, const char *s)
-{
-    for (; *s; s++) {
-        switch (*s) {
-        case '&': fputs("&amp;", f); break;
-        case '<': fputs("&lt;", f); break;
-        case '>': fputs("&gt;", f); break;
-        case '"': fputs("&quot;", f); break;
-        case '\'': fputs("&#39;", f); break;
-        default:
-            if ((unsigned char)*s < 0x20 && *s != '\n' && *s != '\t')
-                fputc('?', f);
-            else
-                fputc(*s, f);
-        }
-    }
-}
-
-static void csv_field(FILE *f, const char *s)
-{
-    if (!strpbrk(s, ",\"\r\n")) {
-        fputs(s, f);
-        return;
-    }
-    fputc('"', f);
-    for (; *s; s++) {
-        if (*s == '"')
-            fputc('"', f);
-        fputc(*s, f);
-    }
-    fputc('"', f);
-}
-
 static int write_html(const char *file, agency_row_t *rows, size_t n, const double *pct,
                       const double *p50, const double *p90, int64_t now, int64_t since,
                       const cli_common_t *co)
@@ -105,16 +72,16 @@ static int write_html(const char *file, agency_row_t *rows, size_t n, const doub
           "</style>\n</head>\n<body>\n<h1>Acknowledgement per agency</h1>\n<p class=\"note\">",
           f);
     fputs("Figures at ", f);
-    html_escape(f, t);
+    show_html_escape(f, t);
     if (since > 0) {
         cli_format_time(since, t2, sizeof t2);
         fputs(", assignments created since ", f);
-        html_escape(f, t2);
+        show_html_escape(f, t2);
     }
     fputs("; broker ", f);
-    html_escape(f, co->endpoint);
+    show_html_escape(f, co->endpoint);
     fputs(", read as ", f);
-    html_escape(f, co->agent);
+    show_html_escape(f, co->agent);
     fputs(".</p>\n<table>\n<tr><th>agency</th><th>assignments</th><th>due</th>"
           "<th>on time</th><th>on time %</th><th>ack p50 (min)</th><th>ack p90 (min)</th>"
           "<th>escalations</th><th>open overdue</th></tr>\n", f);
@@ -124,14 +91,14 @@ static int write_html(const char *file, agency_row_t *rows, size_t n, const doub
         fmt_num(b, sizeof b, p50[i], "");
         fmt_num(c, sizeof c, p90[i], "");
         fputs("<tr><td>", f);
-        html_escape(f, rows[i].agency);
+        show_html_escape(f, rows[i].agency);
         fprintf(f, "</td><td>%ld</td><td>%ld</td><td>%ld</td><td>", rows[i].count, rows[i].due,
                 rows[i].on_time);
-        html_escape(f, a);
+        show_html_escape(f, a);
         fputs("</td><td>", f);
-        html_escape(f, b);
+        show_html_escape(f, b);
         fputs("</td><td>", f);
-        html_escape(f, c);
+        show_html_escape(f, c);
         fprintf(f, "</td><td>%ld</td><td>%ld</td></tr>\n", rows[i].escalations,
                 rows[i].open_overdue);
     }
@@ -149,16 +116,16 @@ static int write_html(const char *file, agency_row_t *rows, size_t n, const doub
         fmt_num(a, sizeof a, pct[i], "%");
         fprintf(f, "<text x=\"%d\" y=\"%d\" font-size=\"14\" text-anchor=\"end\" "
                    "font-family=\"sans-serif\">", label_w - 8, y + 16);
-        html_escape(f, rows[i].agency);
+        show_html_escape(f, rows[i].agency);
         fprintf(f, "</text>\n<rect x=\"%d\" y=\"%d\" width=\"%.1f\" height=\"%d\" "
                    "fill=\"%s\"><title>",
                 label_w, y, p * bar_w / 100.0, row_h - 8, p >= 90 ? "#2e7d32" : p >= 60 ? "#f9a825" : "#c62828");
-        html_escape(f, rows[i].agency);
+        show_html_escape(f, rows[i].agency);
         fputs(": ", f);
-        html_escape(f, a);
+        show_html_escape(f, a);
         fprintf(f, "</title></rect>\n<text x=\"%.1f\" y=\"%d\" font-size=\"13\" "
                    "font-family=\"sans-serif\">", label_w + p * bar_w / 100.0 + 6, y + 16);
-        html_escape(f, a);
+        show_html_escape(f, a);
         fputs("</text>\n", f);
     }
     fprintf(f, "<line x1=\"%d\" y1=\"5\" x2=\"%d\" y2=\"%d\" stroke=\"#333\"/>\n"
@@ -270,7 +237,7 @@ int report_command(sess_t *s, const opts_t *o)
             fmt_num(a1, sizeof a1, pct[i], "");
             fmt_num(a2, sizeof a2, p50[i], "");
             fmt_num(a3, sizeof a3, p90[i], "");
-            csv_field(stdout, rows[i].agency);
+            show_csv_field(stdout, rows[i].agency);
             printf(",%ld,%ld,%ld,%s,%s,%s,%ld,%ld\n", rows[i].count, rows[i].due,
                    rows[i].on_time, isnan(pct[i]) ? "" : a1, isnan(p50[i]) ? "" : a2,
                    isnan(p90[i]) ? "" : a3, rows[i].escalations, rows[i].open_overdue);

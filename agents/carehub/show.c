@@ -16,7 +16,10 @@ int show_is_time_key(const char *k)
 {
     static const char *const keys[] = {"opened", "at", "received", "created", "ack_by", "acked_at",
                                        "next_due", "closed", "updated", "occurred_at", "resolved_at",
-                                       "last_event", "now", NULL};
+                                       "last_event", "now",
+                                       /* the register (PROTOCOL §9) and visit_overdue */
+                                       "enrolled", "last_contact", "last_visit", "contact_due",
+                                       "visit_due", "due", "last", NULL};
     return cli_enum_index(k, keys) >= 0;
 }
 
@@ -140,4 +143,80 @@ void show_fields(FILE *f, const json_t *o, const char *const *keys)
         fprintf(f, " %s=", keys[k]);
         show_val(f, keys[k], v);
     }
+}
+
+void show_html_escape(FILE *f, const char *s)
+{
+    for (; *s; s++) {
+        switch (*s) {
+        case '&': fputs("&amp;", f); break;
+        case '<': fputs("&lt;", f); break;
+        case '>': fputs("&gt;", f); break;
+        case '"': fputs("&quot;", f); break;
+        case '\'': fputs("&#39;", f); break;
+        default:
+            if ((unsigned char)*s < 0x20 && *s != '\n' && *s != '\t')
+                fputc('?', f);
+            else
+                fputc(*s, f);
+        }
+    }
+}
+
+void show_csv_field(FILE *f, const char *s)
+{
+    if (!strpbrk(s, ",\"\r\n")) {
+        fputs(s, f);
+        return;
+    }
+    fputc('"', f);
+    for (; *s; s++) {
+        if (*s == '"')
+            fputc('"', f);
+        fputc(*s, f);
+    }
+    fputc('"', f);
+}
+
+/* Columns a code point takes in a terminal: 2 for the East Asian wide and
+ * fullwidth ranges (Chinese, Japanese, Korean, fullwidth forms), else 1. */
+static int cp_width(uint32_t c)
+{
+    return (c >= 0x1100 && c <= 0x115F) || (c >= 0x2E80 && c <= 0x303E) ||
+                   (c >= 0x3041 && c <= 0xA4CF) || (c >= 0xAC00 && c <= 0xD7A3) ||
+                   (c >= 0xF900 && c <= 0xFAFF) || (c >= 0xFE30 && c <= 0xFE4F) ||
+                   (c >= 0xFF00 && c <= 0xFF60) || (c >= 0xFFE0 && c <= 0xFFE6) ||
+                   (c >= 0x20000 && c <= 0x3FFFD)
+               ? 2
+               : 1;
+}
+
+size_t show_width(const char *s)
+{
+    size_t w = 0;
+    const unsigned char *p = (const unsigned char *)s;
+    while (*p) {
+        uint32_t c = *p;
+        int more = c >= 0xF0 ? 3 : c >= 0xE0 ? 2 : c >= 0xC0 ? 1 : 0;
+        if (more)
+            c &= 0x3Fu >> more;
+        p++;
+        for (; more && (*p & 0xC0) == 0x80; more--, p++)
+            c = (c << 6) | (*p & 0x3F);
+        w += (size_t)cp_width(c);
+    }
+    return w;
+}
+
+void show_padded(FILE *f, const char *s, int width, int right)
+{
+    /* cli_put_safe() writes a control character as '?': the same one column */
+    int pad = width - (int)show_width(s);
+    if (right)
+        for (; pad > 0; pad--)
+            fputc(' ', f);
+    cli_put_safe(f, s);
+    if (!right)
+        for (; pad > 0; pad--)
+            fputc(' ', f);
 }

@@ -42,7 +42,7 @@
 #include "spool.h"
 #include "util.h"
 
-#define CAREHUB_VERSION_STR "1.0.0"
+#define CAREHUB_VERSION_STR "1.1.0"
 
 /* ---- small things -------------------------------------------------------------- */
 
@@ -317,6 +317,17 @@ void carehub_destroy(carehub_t **cp)
     sodium_memzero(c->secret_key, sizeof c->secret_key);
     free(c);
     *cp = NULL;
+}
+
+int carehub_on_reminder(carehub_t *c, carehub_reminder_fn fn, void *ud)
+{
+    if (!c)
+        return CAREHUB_EINVAL;
+    if (c->in_cb)
+        return carehub__set_err(c, CAREHUB_EINVAL, "carehub_on_reminder() must not be called from a callback");
+    c->on_reminder = fn;
+    c->reminder_ud = fn ? ud : NULL;
+    return CAREHUB_OK;
 }
 
 /* ---- sending --------------------------------------------------------------------------- */

@@ -402,6 +402,42 @@ static void on_push(carehub_t *c, const msgpack_object *map, const char *op, con
         send_simple(c, "received", id);
 }
 
+/* A reminder (PROTOCOL §9): to the reminder handler, which says whether it is
+ * kept (then `received`), or else, unconfirmed, to on_push. */
+static void on_reminder(carehub_t *c, const msgpack_object *map, const char *id)
+{
+    char child[CAREHUB_ID_MAX + 1], kind[33];
+    const char *s;
+    size_t n;
+    int64_t due;
+    if (!id) {
+        carehub__set_err(c, CAREHUB_OK, "the broker sent a reminder without an id; ignored");
+        return;
+    }
+    if (!frame_str(frame_map_get(map, "child"), &s, &n) || !util_valid_id(s, n) ||
+        !frame_str(frame_map_get(map, "kind"), &s, &n) || n == 0 || n >= sizeof kind ||
+        !frame_int(frame_map_get(map, "due"), &due)) {
+        carehub__set_err(c, CAREHUB_OK, "the broker sent a reminder %s without a child id, a kind "
+                         "or a due time; ignored", id);
+        return;
+    }
+    carehub__copy_str(frame_map_get(map, "child"), child, sizeof child);
+    carehub__copy_str(frame_map_get(map, "kind"), kind, sizeof kind);
+    if (!c->on_reminder) {
+        on_push(c, map, "reminder", id); /* not confirmed: nobody said it is kept */
+        return;
+    }
+    char *json = msg_json(c, map, "reminder");
+    if (!json)
+        return;
+    c->in_cb = 1;
+    int kept = c->on_reminder(c->reminder_ud, id, child, kind, due, json) == 0;
+    c->in_cb = 0;
+    free(json);
+    if (kept)
+        send_simple(c, "received", id);
+}
+
 static void on_frame(carehub_t *c, const char *buf, size_t len)
 {
     frame_rc_t frc = frame_check(buf, len);
@@ -452,6 +488,8 @@ static void on_frame(carehub_t *c, const char *buf, size_t len)
         on_nack(c, map, id);
     } else if (strcmp(op, "case") == 0 || strcmp(op, "outcome") == 0) {
         on_push(c, map, op, id);
+    } else if (strcmp(op, "reminder") == 0) {
+        on_reminder(c, map, id);
     } else if (id) {
         if (strcmp(op, "ack") == 0)
             on_ack(c, map, id);

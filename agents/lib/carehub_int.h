@@ -55,6 +55,8 @@ struct carehub {
     char secret_key[41], public_key[41], server_key[41];
     int request_timeout_ms, max_backoff_ms;
     carehub_callbacks_t cb;
+    carehub_reminder_fn on_reminder;  /* carehub_on_reminder() */
+    void *reminder_ud;
 
     void *zctx;
     void *sock;

@@ -614,8 +614,18 @@ struct cli_outcomes {
 
 cli_outcomes_t *cli_outcomes_open(const char *spool_dir)
 {
+    return cli_pushlog_open(spool_dir, CLI_OUTCOMES_FILE);
+}
+
+const char *cli_pushlog_path(const cli_pushlog_t *o)
+{
+    return o->path;
+}
+
+cli_pushlog_t *cli_pushlog_open(const char *spool_dir, const char *file)
+{
     cli_outcomes_t *o = xcalloc(1, sizeof *o);
-    util_fmt(o->path, sizeof o->path, "%s/%s", spool_dir, CLI_OUTCOMES_FILE);
+    util_fmt(o->path, sizeof o->path, "%s/%s", spool_dir, file);
     o->seen = cli_map_new();
     FILE *f = fopen(o->path, "r");
     if (!f)
@@ -670,7 +680,8 @@ int cli_outcomes_add(cli_outcomes_t *o, const char *json)
         }
     }
     if (rc < 0)
-        cli_err("cannot write the outcome %s to %s: %s", id, o->path, cli_open_errstr(errno));
+        cli_err("cannot write the %s %s to %s: %s", cli_json_str(j, "op", "message"), id, o->path,
+                cli_open_errstr(errno));
     if (fd >= 0)
         close(fd);
     free(text);

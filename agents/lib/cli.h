@@ -235,6 +235,10 @@ int cli_parse_rfc3339(const char *s, int64_t *out_ms);
  * suffix ms, s, m or h; at most one day. 0 or -1. */
 int cli_parse_duration_ms(const char *s, int *out_ms);
 
+/* A longer span: a number (may have a fraction) with a suffix s, m, h, d (days
+ * of 24 h) or w (weeks); a bare number is seconds. At most 366 days. 0 or -1. */
+int cli_parse_span_ms(const char *s, int64_t *out_ms);
+
 /* ms since the epoch as local time "YYYY-MM-DD HH:MM:SS ZONE". */
 void cli_format_time(int64_t ms, char *buf, size_t len);
 
@@ -293,6 +297,17 @@ void cli_outcomes_close(cli_outcomes_t **o);
  * id is logged already, -1 when it cannot be written (message printed) or is
  * not an outcome object. */
 int cli_outcomes_add(cli_outcomes_t *o, const char *json);
+
+/*
+ * The same log for other pushes kept by id (carehub-director's reminders in
+ * SPOOL/reminders.jsonl): cli_pushlog_open(spool_dir, FILE), then
+ * cli_outcomes_add() and cli_outcomes_close() as above. A message is on disk
+ * (fsync'ed) when cli_outcomes_add() returns 1 or 0.
+ */
+typedef cli_outcomes_t cli_pushlog_t;
+cli_pushlog_t *cli_pushlog_open(const char *spool_dir, const char *file);
+/* The log's path (SPOOL/FILE). */
+const char *cli_pushlog_path(const cli_pushlog_t *o);
 
 
 #endif

@@ -1,6 +1,7 @@
 /* cli_time.c — the agents' dates and times as people and feeds write them; see cli.h. */
 #include "cli.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -135,4 +136,27 @@ int cli_parse_time(const char *s, int64_t *out_ms)
 int cli_parse_rfc3339(const char *s, int64_t *out_ms)
 {
     return parse_time(s, 1, out_ms);
+}
+
+int cli_parse_span_ms(const char *s, int64_t *out_ms)
+{
+    char *end = NULL;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (end == s || errno || !(v >= 0))
+        return -1;
+    static const struct {
+        const char *suffix;
+        double ms;
+    } U[] = {{"", 1e3}, {"s", 1e3}, {"m", 6e4}, {"h", 3.6e6}, {"d", 8.64e7}, {"w", 6.048e8}};
+    for (size_t i = 0; i < sizeof U / sizeof U[0]; i++) {
+        if (strcmp(end, U[i].suffix) != 0)
+            continue;
+        double ms = v * U[i].ms;
+        if (ms > 366 * 8.64e7)
+            return -1;
+        *out_ms = (int64_t)(ms + 0.5);
+        return 0;
+    }
+    return -1;
 }

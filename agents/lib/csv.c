@@ -343,3 +343,29 @@ const char *csv_error(const csv_reader_t *r)
 {
     return r->err[0] ? r->err : "no error";
 }
+
+int csv_header_name(const char *cell, char *out, size_t outlen)
+{
+    size_t n = 0;
+    const char *s = cell;
+    if (outlen == 0)
+        return -1;
+    while (*s == ' ' || *s == '\t')
+        s++;
+    for (; *s && n + 1 < outlen; s++) {
+        char c = *s;
+        if (c >= 'A' && c <= 'Z')
+            c = (char)(c - 'A' + 'a');
+        else if (c == ' ' || c == '-' || c == '\t')
+            c = '_';
+        out[n++] = c;
+    }
+    if (*s) {
+        out[0] = '\0';
+        return -1;
+    }
+    while (n > 0 && out[n - 1] == '_')
+        n--;   /* trailing blanks became '_' */
+    out[n] = '\0';
+    return 0;
+}

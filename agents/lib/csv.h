@@ -70,4 +70,9 @@ long csv_line(const csv_reader_t *r);
  * number (prefix it with csv_line()). */
 const char *csv_error(const csv_reader_t *r);
 
+/* A header cell as a column name, into out: blanks around dropped, ASCII
+ * letters lower-cased, blanks and '-' inside as '_' ("Student ID" and
+ * "student-id" are student_id). 0, or -1 when it does not fit in out. */
+int csv_header_name(const char *cell, char *out, size_t outlen);
+
 #endif

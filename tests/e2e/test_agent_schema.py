@@ -11,7 +11,10 @@ changed without the programs being rebuilt, fails here:
     schema's maxLength and required fields; every schema value is accepted;
     a text of maxLength characters (not bytes) is accepted, one more refused;
   * carehub-school (--check, no broker): the same for the enum columns and the
-    text columns of an absent row.
+    text columns of an absent row;
+  * carehub-director: the roster's enum and list columns and text columns
+    (enrol --check, no broker), the visit options (--kind, --method, --needs,
+    --findings), and --help's lists.
 
 No broker is needed: fields are checked before anything connects.
 Programs: $CAREHUB_BIN_DIR (make e2e: build/san/bin) or <repo>/bin.
@@ -59,7 +62,14 @@ def node(schema, path):
         while True:
             req |= set(n.get("required", []))
             for k, v in n.items():
-                merged.setdefault(k, v)
+                if k == "properties" and "properties" in merged:
+                    # properties beside a $ref merge with the target's by name
+                    props = dict(v)
+                    for pk, pv in merged["properties"].items():
+                        props[pk] = {**props.get(pk, {}), **pv} if pk in props else pv
+                    merged["properties"] = props
+                else:
+                    merged.setdefault(k, v)
             ref = n.get("$ref")
             if not ref:
                 break
@@ -215,3 +225,99 @@ def test_school_help_is_the_schema():
     schema = load("absence")
     for path in SCHOOL_ENUM.values():
         assert "|".join(node(schema, path)["enum"]) in p.stdout, path
+
+
+# --------------------------------------------------------------------------
+# carehub-director: enrolment.json (the roster) and visit.json (visit options)
+
+ROSTER_COLUMNS = ["child_id", "name", "category", "village", "gender", "birth_date",
+                  "jurisdiction", "guardian_name", "guardian_relation", "guardian_phone",
+                  "risk", "risk_reasons", "active", "note"]
+ROSTER_ENUM = {"gender": "child.gender", "risk": "risk", "category": "child.category.[]",
+               "risk_reasons": "risk_reasons.[]"}
+ROSTER_TEXT = {"child_id": "child.id", "name": "child.name", "village": "village",
+               "jurisdiction": "child.jurisdiction", "guardian_name": "child.guardian.name",
+               "guardian_relation": "child.guardian.relation",
+               "guardian_phone": "child.guardian.phone", "note": "note"}
+VISIT_ENUM = {"kind": "kind", "method": "method", "needs": "needs.[]"}
+
+
+def roster_check(tmp_path, rows):
+    """carehub-director enrol --check over rows (dicts of cells): {line: message}."""
+    base = {"child_id": "C-1", "name": "王芳", "category": "left_behind", "village": "新河村"}
+    lines = [",".join(ROSTER_COLUMNS)]
+    for i, r in enumerate(rows):
+        cells = {**base, "child_id": f"C-{i}", **r}
+        lines.append(",".join('"%s"' % cells.get(c, "").replace('"', '""') for c in ROSTER_COLUMNS))
+    path = tmp_path / "roster.csv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    p = run("carehub-director", "enrol", "--check", path)
+    bad = {}
+    for ln in p.stderr.splitlines():
+        m = re.match(re.escape(str(path)) + r":(\d+): (.*)$", ln)
+        if m:
+            bad[int(m.group(1))] = m.group(2)
+    return bad
+
+
+def test_director_schema_paths_exist():
+    """The tables below name properties the schemas have (a renamed one fails here)."""
+    for path in list(ROSTER_ENUM.values()) + list(ROSTER_TEXT.values()):
+        node(load("enrolment"), path)
+    for path in VISIT_ENUM.values():
+        node(load("visit"), path)
+    assert node(load("enrolment"), "child.category")["minItems"] == 1
+    assert node(load("enrolment"), "child.id")["_required"] is True
+
+
+@pytest.mark.parametrize("column", sorted(ROSTER_ENUM))
+def test_director_roster_enum_is_the_schema(tmp_path, column):
+    want = node(load("enrolment"), ROSTER_ENUM[column])["enum"]
+    rows = [{column: v} for v in want] + [{column: "no_such_value"}]
+    bad = roster_check(tmp_path, rows)
+    line = len(want) + 2
+    assert list(bad) == [line], bad
+    assert refused_values(bad[line].split(" (several")[0]) == want, bad
+    if column in ("category", "risk_reasons"):   # lists: every value at once
+        assert roster_check(tmp_path, [{column: ";".join(want)}]) == {}
+
+
+@pytest.mark.parametrize("column", sorted(ROSTER_TEXT))
+def test_director_roster_max_length_is_the_schema(tmp_path, column):
+    n = node(load("enrolment"), ROSTER_TEXT[column])
+    mx = n["maxLength"]
+    ch = "a" if column == "child_id" else "童"
+    bad = roster_check(tmp_path, [{column: ch * mx}, {column: ch * (mx + 1)}])
+    assert list(bad) == [3], bad
+    assert f"{column} is longer than {mx} characters" in bad[3], bad
+
+
+@pytest.mark.parametrize("flag", sorted(VISIT_ENUM))
+def test_director_visit_enum_is_the_schema(tmp_path, flag):
+    want = node(load("visit"), VISIT_ENUM[flag])["enum"]
+    args = ["--spool", tmp_path / "s", "visit", "C-1"]
+    p = run("carehub-director", *args, f"--{flag}", "no_such_value")
+    assert p.returncode == 64, p.stderr
+    assert refused_values(p.stderr) == want, p.stderr
+    for v in want:   # accepted: the next option fails
+        p = run("carehub-director", *args, f"--{flag}", v, "--date", "no-date")
+        assert p.returncode == 64 and "--date:" in p.stderr, (v, p.stderr)
+
+
+def test_director_visit_findings_max_length_is_the_schema(tmp_path):
+    mx = node(load("visit"), "findings")["maxLength"]
+    args = ["--spool", tmp_path / "s", "visit", "C-1"]
+    p = run("carehub-director", *args, "--findings", "童" * mx, "--date", "no-date")
+    assert p.returncode == 64 and "--date:" in p.stderr, p.stderr
+    p = run("carehub-director", *args, "--findings", "童" * (mx + 1))
+    assert p.returncode == 64 and f"--findings: at most {mx} characters" in p.stderr, p.stderr
+
+
+def test_director_help_is_the_schema():
+    p = run("carehub-director", "--help")
+    assert p.returncode == 0, p.stderr
+    for path in ROSTER_ENUM.values():
+        assert "|".join(node(load("enrolment"), path)["enum"]) in p.stdout, path
+    for path in VISIT_ENUM.values():
+        assert "|".join(node(load("visit"), path)["enum"]) in p.stdout, path
+    assert ", ".join(ROSTER_COLUMNS) in p.stdout

@@ -1037,6 +1037,69 @@ static void test_error_match(void **state)
                      "workflow name \"w\" is used twice (first at line 3)");
 }
 
+/* rhythms (CONFIG.md additions): the rules, their defaults, and their errors. */
+static void test_rhythms(void **state)
+{
+    (void)state;
+    config_t *cfg = expect_ok(MIN "rhythms:\n"
+                                  "  - name: elevated\n"
+                                  "    match: {body.risk: elevated}\n"
+                                  "    contact_every: 14d\n"
+                                  "    visit_every: 30d\n"
+                                  "    remind_before: 2d\n"
+                                  "  - name: default\n"
+                                  "    match: {}\n"
+                                  "    contact_every: 30d\n"
+                                  "    visit_every: 90d\n"
+                                  "  - {contact_every: 1h, visit_every: 2h, remind_before: 0s}\n");
+    assert_int_equal(cfg->n_rhythms, 3);
+    assert_string_equal(cfg->rhythms[0].name, "elevated");
+    assert_int_equal(cfg->rhythms[0].n_match, 1);
+    assert_string_equal(cfg->rhythms[0].match[0].key, "body.risk");
+    assert_int_equal(cfg->rhythms[0].contact_every_ms, 14 * 86400000LL);
+    assert_int_equal(cfg->rhythms[0].visit_every_ms, 30 * 86400000LL);
+    assert_int_equal(cfg->rhythms[0].remind_before_ms, 2 * 86400000LL);
+    assert_int_equal(cfg->rhythms[1].n_match, 0);
+    assert_int_equal(cfg->rhythms[1].remind_before_ms, 3 * 86400000LL); /* the default */
+    assert_string_equal(cfg->rhythms[2].name, "rhythm-3");
+    assert_int_equal(cfg->rhythms[2].remind_before_ms, 0); /* 0s: no reminders */
+    config_destroy(&cfg);
+    cfg = expect_ok(MIN);
+    assert_int_equal(cfg->n_rhythms, 0); /* a file without them: no rhythm */
+    config_destroy(&cfg);
+
+    expect_one_error(MIN "rhythms:\n  - {name: r, visit_every: 90d}\n", 3, 5,
+                     "rhythm r needs contact_every");
+    expect_one_error(MIN "rhythms:\n  - {name: r, contact_every: 30d}\n", 3, 5,
+                     "rhythm r needs visit_every");
+    expect_one_error(MIN "rhythms:\n  - {name: r, contact_every: 0s, visit_every: 1d}\n", 3, 30,
+                     "rhythm r.contact_every must be more than 0");
+    expect_one_error(MIN "rhythms:\n  - {name: r, contact_every: 20wd, visit_every: 1d}\n", 3, 30,
+                     "counts working days, which need a `calendar` section");
+    expect_one_error(MIN "rhythms:\n  - {name: r, contact_every: 1d, visit_every: 1d, remind: 1d}\n",
+                     3, 51, "unknown key \"remind\" in rhythms[0]");
+    expect_one_error(MIN "rhythms:\n  - {name: r, contact_every: 1d, visit_every: 1d}\n"
+                         "  - {name: r, contact_every: 1d, visit_every: 1d}\n",
+                     4, 12, "rhythm name \"r\" is used twice (first at line 3)");
+    expect_one_error(MIN "rhythms:\n  - {name: r, match: {body.risk: []}, contact_every: 1d, visit_every: 1d}\n",
+                     3, 34, "is an empty list, which matches nothing");
+    expect_one_error(MIN "rhythms: {name: r}\n", 2, 10, "rhythms must be a list");
+}
+
+/* role director; the id the broker's own events carry is reserved. */
+static void test_director_role(void **state)
+{
+    (void)state;
+    config_t *cfg = expect_ok(MIN "agents:\n  - {id: director-xinhe-01, role: director}\n");
+    const config_agent_t *a = config_find_agent(cfg, "director-xinhe-01");
+    assert_non_null(a);
+    assert_int_equal(a->role, ROLE_DIRECTOR);
+    assert_string_equal(config_role_name(a->role), "director");
+    config_destroy(&cfg);
+    expect_one_error(MIN "agents:\n  - {id: broker, role: supervisor}\n", 3, 10,
+                     "agent id \"broker\" is reserved");
+}
+
 static void test_match_forms(void **state)
 {
     (void)state;
@@ -1506,6 +1569,8 @@ int main(void)
         cmocka_unit_test(test_channel_concurrency),
         cmocka_unit_test(test_error_match),
         cmocka_unit_test(test_match_forms),
+        cmocka_unit_test(test_rhythms),
+        cmocka_unit_test(test_director_role),
         cmocka_unit_test(test_error_sizes),
         cmocka_unit_test(test_error_wrong_types),
         cmocka_unit_test(test_error_yaml_syntax),

@@ -1,4 +1,4 @@
-/* idkey.c — carehub-school's id key; see idkey.h. */
+/* idkey.c — an agent's id key; see idkey.h. */
 #include "idkey.h"
 
 #include <errno.h>
@@ -43,7 +43,7 @@ int idkey_load(const char *path, int create, unsigned char key[IDKEY_BYTES], int
     if (e) {
         if (e == ENOENT)
             util_fmt(why, whylen, "does not exist: it is made on the first run that sends "
-                     "(or give the school's key with --id-key)");
+                     "(or give the agent's key with --id-key)");
         else
             keyfile_why(e, path, IDKEY_BYTES, why, whylen);
         return -1;
@@ -52,24 +52,30 @@ int idkey_load(const char *path, int create, unsigned char key[IDKEY_BYTES], int
     if (ok)
         memcpy(key, buf, IDKEY_BYTES);
     else
-        util_fmt(why, whylen, "holds %zu bytes, not the %d of a school id key", len, IDKEY_BYTES);
+        util_fmt(why, whylen, "holds %zu bytes, not the %d of an id key", len, IDKEY_BYTES);
     keyfile_free(buf, len);
     return ok ? 0 : -1;
 }
 
-void idkey_absence_id(const unsigned char key[IDKEY_BYTES], const char *school,
-                      const char *student, const char *date, char out[65])
+void idkey_id(const unsigned char key[IDKEY_BYTES], const char *prefix, const char *const *parts,
+              size_t n, char out[65])
 {
     crypto_generichash_state st;
-    unsigned char h[30];
+    unsigned char h[32];
     static const unsigned char nul = 0;
-    crypto_generichash_init(&st, key, IDKEY_BYTES, sizeof h);
-    crypto_generichash_update(&st, (const unsigned char *)school, strlen(school));
-    crypto_generichash_update(&st, &nul, 1);
-    crypto_generichash_update(&st, (const unsigned char *)student, strlen(student));
-    crypto_generichash_update(&st, &nul, 1);
-    crypto_generichash_update(&st, (const unsigned char *)date, strlen(date));
-    crypto_generichash_final(&st, h, sizeof h);
-    memcpy(out, "abs:", 4);
-    sodium_bin2hex(out + 4, 61, h, sizeof h);
+    size_t plen = strlen(prefix);
+    if (plen > 56)
+        plen = 56;
+    size_t hlen = (64 - plen) / 2;
+    if (hlen > sizeof h)
+        hlen = sizeof h;
+    crypto_generichash_init(&st, key, IDKEY_BYTES, hlen);
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            crypto_generichash_update(&st, &nul, 1);
+        crypto_generichash_update(&st, (const unsigned char *)parts[i], strlen(parts[i]));
+    }
+    crypto_generichash_final(&st, h, hlen);
+    memcpy(out, prefix, plen);
+    sodium_bin2hex(out + plen, 65 - plen, h, hlen);
 }
