@@ -5,7 +5,8 @@
 #   make check      the whole test suite: unit tests (cmocka) and end-to-end tests (pytest),
 #                   everything built with AddressSanitizer + UndefinedBehaviorSanitizer
 #   make bench      intake against a minimal baseline server; escalation timing; intake ->
-#                   webhook against Alertmanager; an escalation storm; agency replies (docs/bench.md)
+#                   webhook against Alertmanager; an escalation storm; agency replies; the child
+#                   register with 100,000 children (docs/bench.md)
 #   make deps       install missing Debian packages (as root) or print the apt-get command
 #
 # Objects go under build/<variant>/, programs under bin/ (release) or build/san/bin (sanitized).
@@ -224,6 +225,7 @@ bench: deps
 	@$(PY) bench/egress.py
 	@$(PY) bench/storm.py
 	@$(PY) bench/desks.py
+	@$(PY) bench/register.py
 
 # libFuzzer targets for every reader of outside input (tests/fuzz; FUZZ_SECONDS each).
 fuzz: deps
