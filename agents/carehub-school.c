@@ -29,6 +29,7 @@
 
 #include "carehub_wire.h"
 #include "carehub.h"
+#include "carehub-school/enc.h"
 #include "carehub-school/row.h"
 #include "cli.h"
 #include "csv.h"
@@ -76,9 +77,9 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: %s [-b ENDPOINT] -a AGENT --school NAME [options] FILE.csv...\n"
-            "       %s --check --school NAME [--separator C] FILE.csv...\n"
+            "       %s --check --school NAME [--separator C] [--encoding E] FILE.csv...\n"
             "\n"
-            "Send the absent rows of a school's attendance export (CSV, UTF-8) to carehub as\n"
+            "Send the absent rows of a school's attendance export (CSV, UTF-8 or GB18030) to carehub as\n"
             "`absence` events, one per pupil and day. Running it again on the same file sends\n"
             "nothing twice (the event id comes from school + student + date, hashed with the\n"
             "school's own id key, so that the id does not give the student away).\n"
@@ -90,6 +91,8 @@ static void usage(FILE *f)
             "      --check            only check the file(s): report bad rows, send nothing\n"
             "      --separator C      the field separator: , (default) ; or tab\n"
             "      --allow-extra-columns  ignore columns this program does not know\n"
+            "      --encoding E       the file's encoding: utf-8, gb18030 or gbk; default: detected\n"
+            "                         (a UTF-8 byte order mark or valid UTF-8: UTF-8; else GB18030)\n"
             "      --id-key FILE      the school's id key (32 bytes, mode 0600); default\n"
             "                         SPOOL/school-id.key, made on the first run: keep it with\n"
             "                         the spool (lost, the days sent again become new events)\n"
@@ -104,6 +107,8 @@ static void usage(FILE *f)
             "(%s;\n"
             "several separated by ';'), jurisdiction, severity (%s),\n"
             "note. Empty optional cells are left out (the values: schemas/absence.json).\n"
+            "Chinese headers and values are accepted too (学号, 姓名, 日期, 出勤状态, 缺勤原因,\n"
+            "连续缺勤天数, …; 缺勤, 病假, 男, 全天, 是, …): the table is in docs/agents.md.\n"
             "\n"
             "Exit: 0 all sent and acknowledged; 64 usage; 65 a bad row or a refused event (the\n"
             "good rows are still sent); 66 a file cannot be opened (nothing is sent); 74 the\n"
@@ -116,16 +121,50 @@ static void usage(FILE *f)
             DEFAULT_WAIT_MS / 1000);
 }
 
-/* Header cell -> column (csv_header_name: case, blanks and '-' ignored). -1 when unknown. */
+/* Header cell (UTF-8) -> column (csv_header_name: case, blanks and '-' ignored; the
+ * Chinese names of row_column_alias). -1 when unknown, ROW_COL_IGNORED for one that is
+ * known and not sent. */
 static int column_of(const char *cell)
 {
     char norm[64];
+    if (!strncmp(cell, "\xef\xbb\xbf", 3))
+        cell += 3; /* U+FEFF: a byte order mark converted from GB18030 */
     if (csv_header_name(cell, norm, sizeof norm) < 0)
         return -1;
     for (int i = 0; i < NCOLS; i++)
         if (!strcmp(norm, COLS[i].name))
             return i;
-    return -1;
+    return row_column_alias(norm);
+}
+
+/* The fields of the record just read, converted to UTF-8 (n of them, each freed by
+ * free_fields); NULL with why[] naming the field when one cannot be decoded. */
+static char **convert_fields(csv_reader_t *r, enc_conv_t *conv, size_t n, char **hdr,
+                             char *why, size_t whylen)
+{
+    char **u = xcalloc(n ? n : 1, sizeof *u);
+    char sub[200];
+    for (size_t i = 0; i < n; i++) {
+        if (!(u[i] = enc_to_utf8(conv, csv_field(r, i), csv_field_len(r, i), sub, sizeof sub))) {
+            if (hdr)
+                util_fmt(why, whylen, "field %zu (%s) cannot be read: %s", i + 1,
+                         cli_show(hdr[i]), sub);
+            else
+                util_fmt(why, whylen, "field %zu cannot be read: %s", i + 1, sub);
+            for (size_t j = 0; j < i; j++)
+                free(u[j]);
+            free(u);
+            return NULL;
+        }
+    }
+    return u;
+}
+
+static void free_fields(char **u, size_t n)
+{
+    for (size_t i = 0; u && i < n; i++)
+        free(u[i]);
+    free(u);
 }
 
 
@@ -295,17 +334,38 @@ static void bad_row(school_t *s, const char *file, long line, const char *why)
  * message is printed).
  */
 static int read_file(school_t *s, carehub_t *c, const char *path, FILE *f, char sep,
-                     int allow_extra)
+                     int allow_extra, enc_t enc)
 {
     csv_limits_t lim = {sep, 16384, 64, 262144};
-    csv_reader_t *r = csv_new(f, &lim);
+    csv_reader_t *r = NULL;
+    enc_conv_t *conv = NULL;
+    FILE *in = f;   /* with a detection: a stream over f (enc_detect_stream) */
+    char **hdr = NULL;
     int colpos[NCOLS];
     size_t ncells = 0;
     int rc = 0;
     char why[512];
+    const char *how = enc == ENC_AUTO ? "detected" : "given";
 
     for (int i = 0; i < NCOLS; i++)
         colpos[i] = -1;
+    if (enc == ENC_AUTO && !(in = enc_detect_stream(f, &enc))) {
+        fprintf(stderr, "%s: cannot read: %s\n", path, strerror(errno));
+        return CLI_EX_IO;
+    }
+    if (!enc_separator_ok(enc, sep)) {
+        fprintf(stderr, "%s: the separator '%c' can be part of a %s character (%s): use , ; "
+                        "or tab\n", path, sep, enc_name(enc), how);
+        rc = CLI_EX_DATA;
+        goto out;
+    }
+    if (!(conv = enc_conv_new(enc))) {
+        fprintf(stderr, "%s: iconv cannot convert %s to UTF-8: %s\n", path, enc_name(enc),
+                strerror(errno));
+        rc = CLI_EX_IO;
+        goto out;
+    }
+    r = csv_new(in, &lim);
 
     /* the header */
     for (;;) {
@@ -329,18 +389,28 @@ static int read_file(school_t *s, carehub_t *c, const char *path, FILE *f, char 
         break;
     }
     ncells = csv_count(r);
+    if (!(hdr = convert_fields(r, conv, ncells, NULL, why, sizeof why))) {
+        fprintf(stderr, "%s:%ld: the header line is not %s (%s; --encoding utf-8|gb18030|gbk "
+                        "names the file's encoding): %s\n",
+                path, csv_line(r), enc_name(enc), how, why);
+        rc = CLI_EX_DATA;
+        goto out;
+    }
     for (size_t i = 0; i < ncells; i++) {
-        const char *h = csv_field(r, i);
+        const char *h = hdr[i];
         int col = column_of(h);
+        if (col == ROW_COL_IGNORED)
+            continue;
         if (col < 0) {
             if (allow_extra)
                 continue;
             fprintf(stderr, "%s:%ld: unknown column '%s' (misspelt? known: student_id, name, "
                             "date, status, reason, consecutive_days, gender, birth_date, "
                             "guardian_contacted, period, guardian_name, guardian_relation, "
-                            "guardian_phone, category, jurisdiction, severity, note; "
+                            "guardian_phone, category, jurisdiction, severity, note, or "
+                            "their Chinese names (docs/agents.md); file read as %s, %s; "
                             "--allow-extra-columns ignores others)\n",
-                    path, csv_line(r), cli_show(h));
+                    path, csv_line(r), cli_show(h), enc_name(enc), how);
             rc = CLI_EX_DATA;
             goto out;
         }
@@ -390,17 +460,20 @@ static int read_file(school_t *s, carehub_t *c, const char *path, FILE *f, char 
             bad_row(s, path, line, why);
             continue;
         }
-        int utf8 = 1;
-        for (size_t i = 0; i < n && utf8; i++)
-            utf8 = util_utf8_valid(csv_field(r, i), csv_field_len(r, i));
-        if (!utf8) {
-            bad_row(s, path, line, "the row is not valid UTF-8 (convert the export, e.g. "
-                                   "iconv -f GBK -t UTF-8)");
+        char sub[400];
+        char **u = convert_fields(r, conv, n, hdr, sub, sizeof sub);
+        if (!u) {
+            util_fmt(why, sizeof why, "the row is not valid %s (%s): %s%s", enc_name(enc), how,
+                     sub, enc == ENC_UTF8 ? " (a GB18030/GBK export? give --encoding gb18030)"
+                                          : "");
+            bad_row(s, path, line, why);
             continue;
         }
         cells_t cells;
         for (int i = 0; i < NCOLS; i++)
-            cells.v[i] = cli_trim(xstrdup(colpos[i] >= 0 ? csv_field(r, (size_t)colpos[i]) : ""));
+            cells.v[i] = cli_trim(xstrdup(colpos[i] >= 0 ? u[colpos[i]] : ""));
+        free_fields(u, n);
+        row_map_values(&cells);
 
         char *status = cells.v[COL_STATUS];
         row_lower_ascii(status);
@@ -470,7 +543,11 @@ static int read_file(school_t *s, carehub_t *c, const char *path, FILE *f, char 
         json_decref(body);
     }
 out:
+    free_fields(hdr, ncells);
     csv_destroy(&r);
+    enc_conv_free(&conv);
+    if (in != f)
+        fclose(in);
     return rc;
 }
 
@@ -484,7 +561,8 @@ static size_t answer_count(carehub_t *c, void *ud)
 
 /* ---- main ------------------------------------------------------------------------------ */
 
-enum { OPT_SCHOOL = CLI_OPT_FIRST_PROGRAM, OPT_JSON, OPT_CHECK, OPT_SEPARATOR, OPT_EXTRA, OPT_ID_KEY };
+enum { OPT_SCHOOL = CLI_OPT_FIRST_PROGRAM, OPT_JSON, OPT_CHECK, OPT_SEPARATOR, OPT_EXTRA, OPT_ID_KEY,
+       OPT_ENCODING };
 
 int main(int argc, char **argv)
 {
@@ -496,6 +574,7 @@ int main(int argc, char **argv)
         {"separator", required_argument, NULL, OPT_SEPARATOR},
         {"allow-extra-columns", no_argument, NULL, OPT_EXTRA},
         {"id-key", required_argument, NULL, OPT_ID_KEY},
+        {"encoding", required_argument, NULL, OPT_ENCODING},
         {NULL, 0, NULL, 0},
     };
     cli_common_t co;
@@ -503,6 +582,7 @@ int main(int argc, char **argv)
     int check = 0, allow_extra = 0, opt, rc;
     const char *id_key = NULL;
     char sep = ',';
+    enc_t enc = ENC_AUTO;
 
     cli_init(argv[0]);
     cli_common_init(&co);
@@ -534,6 +614,12 @@ int main(int argc, char **argv)
             break;
         case OPT_ID_KEY:
             id_key = optarg;
+            break;
+        case OPT_ENCODING:
+            if (enc_parse(optarg, &enc) < 0) {
+                cli_err("--encoding %s: give utf-8, gb18030 or gbk", optarg);
+                return CLI_EX_USAGE;
+            }
             break;
         default:
             fprintf(stderr, "Try '%s --help'.\n", cli_prog());
@@ -612,7 +698,7 @@ int main(int argc, char **argv)
     cli_catch_signals();
     int file_rc = 0;
     for (int i = 0; rc == CLI_EX_OK && i < nfiles && !cli_stop; i++) {
-        int k = read_file(&s, c, argv[optind + i], files[i], sep, allow_extra);
+        int k = read_file(&s, c, argv[optind + i], files[i], sep, allow_extra, enc);
         if (k == CLI_EX_IO) {
             rc = CLI_EX_IO;   /* the spool or the file broke: stop */
         } else if (k && !file_rc) {

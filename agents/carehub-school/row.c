@@ -43,6 +43,112 @@ static const char *const PERIODS[] = AB(PERIOD_ENUM);
 static const char *const CATEGORIES[] = AB(CHILD_CATEGORY_ITEMS_ENUM);
 static const char *const SEVERITIES[] = AB(SEVERITY_ENUM);
 
+/* ---- Chinese headers and values (docs/agents.md, "Chinese exports") ---- */
+
+static const struct {
+    const char *zh;
+    int col;
+} COL_ZH[] = {
+    {"学号", COL_STUDENT_ID}, {"学生编号", COL_STUDENT_ID}, {"学籍号", COL_STUDENT_ID},
+    {"姓名", COL_NAME}, {"学生姓名", COL_NAME},
+    {"日期", COL_DATE}, {"考勤日期", COL_DATE}, {"缺勤日期", COL_DATE},
+    {"出勤状态", COL_STATUS}, {"考勤状态", COL_STATUS}, {"状态", COL_STATUS},
+    {"原因", COL_REASON}, {"缺勤原因", COL_REASON},
+    {"连续缺勤天数", COL_CONSECUTIVE_DAYS}, {"连续缺勤", COL_CONSECUTIVE_DAYS},
+    {"性别", COL_GENDER},
+    {"出生日期", COL_BIRTH_DATE},
+    {"联系监护人", COL_GUARDIAN_CONTACTED}, {"已联系监护人", COL_GUARDIAN_CONTACTED},
+    {"是否联系监护人", COL_GUARDIAN_CONTACTED},
+    {"时段", COL_PERIOD}, {"缺勤时段", COL_PERIOD},
+    {"监护人", COL_GUARDIAN_NAME}, {"监护人姓名", COL_GUARDIAN_NAME},
+    {"监护人关系", COL_GUARDIAN_RELATION}, {"与学生关系", COL_GUARDIAN_RELATION},
+    {"监护人电话", COL_GUARDIAN_PHONE}, {"联系电话", COL_GUARDIAN_PHONE},
+    {"类别", COL_CATEGORY}, {"学生类别", COL_CATEGORY},
+    {"辖区", COL_JURISDICTION}, {"街镇", COL_JURISDICTION},
+    {"紧急程度", COL_SEVERITY},
+    {"备注", COL_NOTE},
+    {"班级", ROW_COL_IGNORED},
+};
+
+static const struct {
+    col_t col;
+    const char *zh, *en;
+} VAL_ZH[] = {
+    {COL_STATUS, "出勤", "present"}, {COL_STATUS, "到校", "present"},
+    {COL_STATUS, "正常", "present"}, {COL_STATUS, "迟到", "late"},
+    {COL_STATUS, "缺勤", "absent"}, {COL_STATUS, "缺席", "absent"},
+    {COL_STATUS, "病假", "absent"}, {COL_STATUS, "事假", "absent"},
+    {COL_STATUS, "旷课", "absent"},
+    {COL_REASON, "病假", "sick"}, {COL_REASON, "生病", "sick"},
+    {COL_REASON, "事假", "leave"}, {COL_REASON, "请假", "leave"},
+    {COL_REASON, "无故", "unexplained"}, {COL_REASON, "无故缺勤", "unexplained"},
+    {COL_REASON, "旷课", "unexplained"},
+    {COL_REASON, "家庭原因", "family"}, {COL_REASON, "家事", "family"},
+    {COL_REASON, "不明", "unknown"}, {COL_REASON, "未知", "unknown"},
+    {COL_GENDER, "男", "male"}, {COL_GENDER, "女", "female"}, {COL_GENDER, "未知", "unknown"},
+    {COL_PERIOD, "全天", "full_day"}, {COL_PERIOD, "上午", "morning"},
+    {COL_PERIOD, "下午", "afternoon"},
+    {COL_GUARDIAN_CONTACTED, "是", "yes"}, {COL_GUARDIAN_CONTACTED, "否", "no"},
+    {COL_GUARDIAN_CONTACTED, "已联系", "yes"}, {COL_GUARDIAN_CONTACTED, "未联系", "no"},
+    {COL_SEVERITY, "紧急", "critical"}, {COL_SEVERITY, "高", "high"},
+    {COL_SEVERITY, "一般", "normal"}, {COL_SEVERITY, "低", "low"},
+    {COL_CATEGORY, "留守儿童", "left_behind"}, {COL_CATEGORY, "困境儿童", "in_difficulty"},
+    {COL_CATEGORY, "孤儿", "orphan"}, {COL_CATEGORY, "事实无人抚养儿童", "unattended"},
+    {COL_CATEGORY, "事实无人抚养", "unattended"}, {COL_CATEGORY, "残疾儿童", "disabled"},
+    {COL_CATEGORY, "残疾", "disabled"}, {COL_CATEGORY, "其他", "other"},
+};
+
+/* A status that is an absence with its reason (a one-column export: 出勤/迟到/病假/…). */
+static const struct {
+    const char *zh, *reason;
+} STATUS_REASON_ZH[] = {{"病假", "sick"}, {"事假", "leave"}, {"旷课", "unexplained"}};
+
+int row_column_alias(const char *name)
+{
+    for (size_t i = 0; i < UTIL_ARRAY_LEN(COL_ZH); i++)
+        if (!strcmp(name, COL_ZH[i].zh))
+            return COL_ZH[i].col;
+    return -1;
+}
+
+const char *row_value_alias(col_t col, const char *cell)
+{
+    for (size_t i = 0; i < UTIL_ARRAY_LEN(VAL_ZH); i++)
+        if (VAL_ZH[i].col == col && !strcmp(cell, VAL_ZH[i].zh))
+            return VAL_ZH[i].en;
+    return NULL;
+}
+
+static void set_cell(cells_t *c, col_t col, const char *v)
+{
+    free(c->v[col]);
+    c->v[col] = xstrdup(v);
+}
+
+void row_map_values(cells_t *c)
+{
+    static const col_t ENUMS[] = {COL_REASON, COL_GENDER, COL_PERIOD, COL_GUARDIAN_CONTACTED,
+                                  COL_SEVERITY};
+    if (!*c->v[COL_REASON])
+        for (size_t i = 0; i < UTIL_ARRAY_LEN(STATUS_REASON_ZH); i++)
+            if (!strcmp(c->v[COL_STATUS], STATUS_REASON_ZH[i].zh))
+                set_cell(c, COL_REASON, STATUS_REASON_ZH[i].reason);
+    const char *en = row_value_alias(COL_STATUS, c->v[COL_STATUS]);
+    if (en)
+        set_cell(c, COL_STATUS, en);
+    for (size_t i = 0; i < UTIL_ARRAY_LEN(ENUMS); i++)
+        if ((en = row_value_alias(ENUMS[i], c->v[ENUMS[i]])))
+            set_cell(c, ENUMS[i], en);
+    /* 、 ， ； (3 bytes each in UTF-8) separate categories: as ';' */
+    static const char *const SEPS[] = {"\xe3\x80\x81", "\xef\xbc\x8c", "\xef\xbc\x9b"};
+    char *cat = c->v[COL_CATEGORY];
+    for (size_t i = 0; i < UTIL_ARRAY_LEN(SEPS); i++)
+        for (char *p; (p = strstr(cat, SEPS[i]));) {
+            *p = ';';
+            memmove(p + 1, p + 3, strlen(p + 3) + 1);
+        }
+}
+
 /* The reason of a row whose reason cell is empty. */
 #define DEFAULT_REASON "unknown"
 /* consecutive_days above this is a mistake in the export (the schema sets no maximum). */
@@ -178,6 +284,9 @@ json_t *row_absence_body(const char *school, cells_t *c, char *why, size_t whyle
             row_lower_ascii(tok);
             if (!*tok)
                 continue;
+            const char *zh = row_value_alias(COL_CATEGORY, tok);
+            if (zh)
+                tok = (char *)zh; /* read only from here on */
             int k = cli_enum_check(tok, CATEGORIES, ", ", sub, sizeof sub);
             if (k < 0)
                 ROW_BAD("category %s", sub);

@@ -46,6 +46,20 @@ typedef struct {
 } cells_t;
 
 void row_cells_free(cells_t *c);
+
+/* A header name (as csv_header_name() made it) in Chinese -> its column
+ * (docs/agents.md lists them); ROW_COL_IGNORED for a column that is known and
+ * not sent (班级, the class); -1 when unknown. */
+#define ROW_COL_IGNORED (-2)
+int row_column_alias(const char *name);
+/* A Chinese value of an enumerated column (status, reason, gender, period,
+ * guardian_contacted, severity, category) -> its English value; NULL when cell
+ * is not one (left as it is). */
+const char *row_value_alias(col_t col, const char *cell);
+/* Replace the Chinese values of the enumerated columns by their English ones
+ * (a status 病假, 事假 or 旷课 is absent with that reason when the reason cell is
+ * empty; 、，； separate categories as ; does). */
+void row_map_values(cells_t *c);
 void row_lower_ascii(char *s);
 int row_set_str(json_t *o, const char *k, const char *v);
 /* Check one absent row of `school` and build its body. NULL with why[] on a bad row. */

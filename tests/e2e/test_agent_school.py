@@ -409,3 +409,191 @@ def test_garbage_never_crashes(tmp_path):
         path.write_bytes(data)
         p = run("carehub-school", "--check", "--school", SCHOOL, path, timeout=60)
         assert p.returncode in (0, 65), (i, data[:200], p.returncode, p.stderr[-2000:])
+
+
+
+# --------------------------------------------------------------------------
+# Exports as Chinese spreadsheet programs save them (issue 14): Chinese headers
+# and values, GB18030/GBK or UTF-8 with a byte order mark, CRLF, a trailing
+# empty line. docs/agents.md, "Chinese exports".
+
+ZH_HEADER = "学号,姓名,性别,出生日期,班级,日期,出勤状态,缺勤原因,连续缺勤天数,联系监护人,时段,监护人,监护人电话,类别"
+ZH_ROWS = [
+    "S-001,李明,男,2015-01-01,三年级二班,2025-03-03,缺勤,无故,1,否,全天,李华,+86 22 5555 0101,留守儿童",
+    "S-002,王芳,女,2015-02-01,三年级二班,2025-03-03,出勤,,,,,,,",
+    "S-003,张伟,男,2014-05-05,三年级二班,2025-03-03,病假,,3,是,上午,,,留守儿童、残疾儿童",
+    "S-004,赵丽,,,三年级二班,2025-03-03,迟到,,,,,,,",
+    "S-005,刘洋,女,,四年级一班,2025-03-03,缺席,家庭原因,2,,下午,,,",
+]
+ZH_ABSENT = [("S-001", 2), ("S-003", 4), ("S-005", 6)]
+
+
+def write_zh(path, encoding, rows=ZH_ROWS, bom=False, header=ZH_HEADER):
+    """As a spreadsheet program saves it: CRLF, and a trailing empty line."""
+    data = ("\r\n".join([header] + rows) + "\r\n\r\n").encode(encoding)
+    if bom:
+        data = b"\xef\xbb\xbf" + data
+    Path(path).write_bytes(data)
+    return path
+
+
+def check_zh_acks(out, duplicate, key, absent=ZH_ABSENT):
+    acks = {ln["student_id"]: ln for ln in json_lines(out)}
+    assert sorted(acks) == sorted(s for s, _ in absent), out
+    for student, line in absent:
+        a = acks[student]
+        assert a["status"] == "acknowledged" and a["duplicate"] is duplicate, a
+        assert a["line"] == line and a["date"] == "2025-03-03", a
+        assert a["id"] == abs_key(SCHOOL, student, "2025-03-03", key), a
+    return acks
+
+
+def routed_broker(make_broker, tmp_path):
+    name = "carehubd-routed"
+    cfg = routing_config(tmp_path / name, workflows=[
+        {"name": "absence", "match": {"type": "absence"},
+         "assign": [{"agency": "education", "ack_within": "1d"}]}])
+    return make_broker(config=cfg, name=name)
+
+
+def test_gb18030_export_with_chinese_headers(make_broker, connect, tmp_path):
+    b = routed_broker(make_broker, tmp_path)
+    gb = write_zh(tmp_path / "考勤.csv", "gb18030")
+    with pytest.raises(UnicodeDecodeError):
+        gb.read_bytes().decode("utf-8")
+
+    p = school(b, tmp_path / "spool", "--school", SCHOOL, "--json", gb)
+    assert p.returncode == 0, p.stderr
+    assert "3 absent row(s) read, 2 present or late, 0 bad" in p.stderr, p.stderr
+    key = id_key(tmp_path / "spool")
+    acks = check_zh_acks(p.stdout, duplicate=False, key=key)
+    assert len({a["case"] for a in acks.values()}) == 3
+
+    # what the broker stored, as the education desk receives it
+    desk = connect(b, login="edu-desk")
+    bodies = {}
+    for student in acks:
+        m = wait_push(desk, "case", pred=lambda m, c=acks[student]["case"]: m["case"] == c)
+        bodies[student] = m["events"][-1]["body"]
+    assert bodies["S-001"] == {
+        "school": SCHOOL, "date": "2025-03-03", "reason": "unexplained", "consecutive_days": 1,
+        "period": "full_day", "guardian_contacted": False, "severity": "normal",
+        "child": {"id": "S-001", "name": "李明", "gender": "male", "birth_date": "2015-01-01",
+                  "category": ["left_behind"],
+                  "guardian": {"name": "李华", "phone": "+86 22 5555 0101"}},
+    }, bodies["S-001"]
+    # status 病假 with no reason: absent, sick; 、 separates categories
+    assert bodies["S-003"] == {
+        "school": SCHOOL, "date": "2025-03-03", "reason": "sick", "consecutive_days": 3,
+        "period": "morning", "guardian_contacted": True, "severity": "normal",
+        "child": {"id": "S-003", "name": "张伟", "gender": "male", "birth_date": "2014-05-05",
+                  "category": ["left_behind", "disabled"]},
+    }, bodies["S-003"]
+    assert bodies["S-005"] == {
+        "school": SCHOOL, "date": "2025-03-03", "reason": "family", "consecutive_days": 2,
+        "period": "afternoon", "severity": "normal",
+        "child": {"id": "S-005", "name": "刘洋", "gender": "female"},
+    }, bodies["S-005"]
+
+    # the same file again: nothing new, the same events
+    again = school(b, tmp_path / "spool", "--school", SCHOOL, "--json", gb)
+    assert again.returncode == 0, again.stderr
+    acks2 = check_zh_acks(again.stdout, duplicate=True, key=key)
+    for s in acks:
+        assert (acks2[s]["event"], acks2[s]["case"]) == (acks[s]["event"], acks[s]["case"])
+
+    # the same export saved as UTF-8 (no byte order mark): the same ids, duplicates
+    u8 = write_zh(tmp_path / "考勤-utf8.csv", "utf-8")
+    p = school(b, tmp_path / "spool", "--school", SCHOOL, "--json", u8)
+    assert p.returncode == 0, p.stderr
+    acks3 = check_zh_acks(p.stdout, duplicate=True, key=key)
+    for s in acks:
+        assert (acks3[s]["id"], acks3[s]["event"]) == (acks[s]["id"], acks[s]["event"])
+
+    # the broker holds each once: re-sent by the same school, all duplicates
+    a = connect(b, login="school-0042")
+    for student, _ in ZH_ABSENT:
+        mid = abs_key(SCHOOL, student, "2025-03-03", key)
+        r = a.event("absence", h.absence_body(student), id=mid)
+        ev, case = h.assert_ack(r, mid, duplicate=True)
+        assert (ev, case) == (acks[student]["event"], acks[student]["case"])
+
+
+def test_utf8_bom_and_the_encoding_option(make_broker, tmp_path):
+    b = make_broker()
+    key_file = None
+    bom = write_zh(tmp_path / "bom.csv", "utf-8", bom=True)
+    gb = write_zh(tmp_path / "gb.csv", "gb18030")
+    # the same rows: one spool, so the second file's rows are the first one's
+    p = school(b, tmp_path / "spool", "--school", SCHOOL, "--json", bom)
+    assert p.returncode == 0, p.stderr
+    key_file = tmp_path / "spool" / "school-id.key"
+    key = id_key(tmp_path / "spool")
+    first = check_zh_acks(p.stdout, duplicate=False, key=key)
+
+    for enc in ("gb18030", "GBK"):
+        p = school(b, tmp_path / "spool", "--school", SCHOOL, "--json", "--encoding", enc, gb)
+        assert p.returncode == 0, (enc, p.stderr)
+        acks = check_zh_acks(p.stdout, duplicate=True, key=key)
+        assert all(acks[s]["event"] == first[s]["event"] for s in acks)
+    p = school(b, tmp_path / "spool", "--school", SCHOOL, "--json", "--encoding", "utf-8", bom)
+    assert p.returncode == 0, p.stderr
+    check_zh_acks(p.stdout, duplicate=True, key=key)
+
+    # the wrong encoding given: the header cannot be read, nothing is sent
+    p = school(b, tmp_path / "spool", "--school", SCHOOL, "--encoding", "utf-8", gb)
+    assert p.returncode == 65, p.stderr
+    assert f"{gb}:1: the header line is not UTF-8 (given" in p.stderr, p.stderr
+    assert "acknowledged: 0 new, 0 already sent" in p.stdout, p.stdout
+    p = school(b, tmp_path / "spool", "--school", SCHOOL, "--encoding", "latin1", gb)
+    assert p.returncode == 64 and "utf-8, gb18030 or gbk" in p.stderr, p.stderr
+    # a separator that can be the second byte of a GB18030 character is refused
+    bar = write_zh(tmp_path / "bar.csv", "gb18030", rows=[r.replace(",", "|") for r in ZH_ROWS],
+                   header=ZH_HEADER.replace(",", "|"))
+    p = run("carehub-school", "--check", "--school", SCHOOL, "--separator", "|", bar)
+    assert p.returncode == 65 and "use , ; or tab" in p.stderr, p.stderr
+    # English headers with Chinese values, GBK, semicolons: --check reads them
+    semi = write_zh(tmp_path / "semi.csv", "gbk", header=ZH_HEADER.replace(",", ";"),
+                    rows=[r.replace(",", ";") for r in ZH_ROWS])
+    p = run("carehub-school", "--check", "--school", SCHOOL, "--separator", ";", semi)
+    assert p.returncode == 0, p.stderr
+    assert "3 absent row(s) read, 2 present or late, 0 bad" in p.stdout, p.stdout
+    assert key_file.exists()
+
+
+def test_undecodable_byte_is_a_row_error(make_broker, tmp_path):
+    b = make_broker()
+    good = write_zh(tmp_path / "gb.csv", "gb18030").read_bytes()
+    # S-003's name (line 4) gets a byte GB18030 has no character for
+    bad = good.replace("张伟".encode("gb18030"), b"\x80\xff")
+    assert bad != good
+    path = tmp_path / "bad.csv"
+    path.write_bytes(bad)
+    p = school(b, tmp_path / "spool", "--school", SCHOOL, "--json", path)
+    assert p.returncode == 65, (p.stdout, p.stderr)
+    (hit,) = [ln for ln in p.stderr.splitlines() if ln.startswith(f"{path}:")]
+    assert hit.startswith(f"{path}:4: the row is not valid GB18030 (detected): field 2 (姓名)"), hit
+    assert "0x80" in hit and hit.endswith("row skipped"), hit
+    key = id_key(tmp_path / "spool")
+    check_zh_acks(p.stdout, duplicate=False, key=key, absent=[("S-001", 2), ("S-005", 6)])
+    assert "2 absent row(s) read, 2 present or late, 1 bad" in p.stderr, p.stderr
+
+    # the fixed file: the rows sent before are duplicates, S-003 is new
+    fixed = tmp_path / "fixed.csv"
+    fixed.write_bytes(good)
+    p = school(b, tmp_path / "spool", "--school", SCHOOL, "--json", fixed)
+    assert p.returncode == 0, p.stderr
+    acks = {a["student_id"]: a["duplicate"] for a in json_lines(p.stdout)}
+    assert acks == {"S-001": True, "S-003": False, "S-005": True}, acks
+
+    # a UTF-8 file (byte order mark) with a stray GBK byte: that row, as UTF-8
+    u8 = write_zh(tmp_path / "u8.csv", "utf-8", bom=True).read_bytes()
+    u8 = u8.replace("刘洋".encode(), "刘洋".encode("gbk"))
+    path = tmp_path / "u8bad.csv"
+    path.write_bytes(u8)
+    p = run("carehub-school", "--check", "--school", SCHOOL, path)
+    assert p.returncode == 65, p.stderr
+    (hit,) = [ln for ln in p.stderr.splitlines() if ln.startswith(f"{path}:")]
+    assert hit.startswith(f"{path}:6: the row is not valid UTF-8 (detected): field 2 (姓名)"), hit
+    assert "--encoding gb18030" in hit, hit
+    assert "2 absent row(s) read, 2 present or late, 1 bad" in p.stdout, p.stdout
