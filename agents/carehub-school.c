@@ -14,9 +14,13 @@
  * waits for the broker, and what the broker has not acknowledged within
  * --wait stays there for the next run (exit 75).
  *
- * The CSV format (header names, values) is documented in docs/agents.md and
- * in --help. A bad row is reported as FILE:LINE and skipped; the good rows
- * are still sent, and the exit code is 65.
+ * The CSV format (header names, values, also the Chinese ones of row.c) is
+ * documented in docs/agents.md and in --help. The file is UTF-8 or GB18030/GBK
+ * (--encoding, or detected: carehub-school/enc.h); each field is converted to
+ * UTF-8 with iconv after the CSV reader split the record, so that the ids come
+ * from the converted text and an undecodable byte spoils only its row. A bad
+ * row is reported as FILE:LINE and skipped; the good rows are still sent, and
+ * the exit code is 65.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -92,7 +96,8 @@ static void usage(FILE *f)
             "      --separator C      the field separator: , (default) ; or tab\n"
             "      --allow-extra-columns  ignore columns this program does not know\n"
             "      --encoding E       the file's encoding: utf-8, gb18030 or gbk; default: detected\n"
-            "                         (a UTF-8 byte order mark or valid UTF-8: UTF-8; else GB18030)\n"
+            "                         (a UTF-8 byte order mark or (mostly) valid UTF-8: UTF-8;\n"
+            "                         else GB18030)\n"
             "      --id-key FILE      the school's id key (32 bytes, mode 0600); default\n"
             "                         SPOOL/school-id.key, made on the first run: keep it with\n"
             "                         the spool (lost, the days sent again become new events)\n"
