@@ -1,0 +1,86 @@
+"""PROTOCOL §10 working days, end to end: `Nwd` deadlines on the official 2026 calendar
+(config/calendar-cn-2026.yaml) in Asia/Shanghai, on the broker's test clock. The test
+clock only moves forward from the wall clock, so the dates are the year end (no 2027
+holidays are known: the weekend of 2027-01-02/03 still does not work): the
+acknowledgement deadline of a workflow step (`ack_within: 1wd`) and of the fallback
+(`default_ack_within: 2wd`), and quiet close (`quiet_close: 1wd`). The arithmetic on the
+whole 2026 calendar is tests/unit/test_calendar.c."""
+
+import calendar as pycal
+import os
+
+import pytest
+import yaml
+
+import carehub_harness as h
+from carehub_harness import uid
+from routing_harness import (CLOCK_AGENT, check_case_msg, clock, critical_report,  # noqa: F401
+                             make_clock_broker, routing_config, send_event, wait_push)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def shanghai(y, mo, d, hh, mi, s=0):
+    """Epoch ms of a local time in Asia/Shanghai (UTC+08:00 all year)."""
+    return (pycal.timegm((y, mo, d, hh, mi, s)) - 8 * 3600) * 1000
+
+
+WORKFLOWS = [
+    {"name": "first-days", "match": {"type": "absence", "body.consecutive_days": "<3"},
+     "assign": []},
+    {"name": "long", "match": {"type": "absence"},
+     "assign": [{"agency": "education", "ack_within": "1wd"}]},
+]
+
+
+def start(make_clock_broker, tmp_path):
+    if h.now_ms() > shanghai(2026, 12, 31, 12, 0):
+        pytest.skip("the test clock cannot go back to 2026-12-31 (it starts at the wall clock)")
+    with open(os.path.join(ROOT, "config", "calendar-cn-2026.yaml"), encoding="utf-8") as f:
+        cal = yaml.safe_load(f)["calendar"]
+    cfg = routing_config(tmp_path / "b", workflows=WORKFLOWS,
+                         broker={"timezone": "Asia/Shanghai", "default_ack_within": "2wd",
+                                 "quiet_close": "1wd"})
+    cfg["calendar"] = cal
+    return make_clock_broker(config=cfg, name="b")
+
+
+def test_ack_by_in_working_days(make_clock_broker, tmp_path, connect):
+    b = start(make_clock_broker, tmp_path)
+    clk = connect(b, login=CLOCK_AGENT)
+    now = clock(clk, set=shanghai(2026, 12, 31, 17, 0))      # Thursday
+    school = connect(b, login="school-0042")
+    edu = connect(b, login="edu-desk")
+    _, _, case = send_event(school, "absence", h.absence_body(uid("child"), consecutive_days=3))
+    m = wait_push(edu, "case", lambda m: m.get("case") == case, what="the education assignment")
+    assert m["opened"] == now
+    assert m["ack_by"] == shanghai(2027, 1, 1, 17, 0), \
+        f"ack_within 1wd from Thu 12-31 17:00 is Fri 2027-01-01 17:00 (+08:00): got {m['ack_by']}"
+
+    rep = connect(b, login="reporter-01")
+    civil = connect(b, login="civil-desk")
+    _, _, case2 = send_event(rep, "mandatory_report", critical_report(uid("child")))
+    m2 = wait_push(civil, "case", lambda m: m.get("case") == case2, what="the fallback assignment")
+    assert m2["ack_by"] == shanghai(2027, 1, 4, 17, 0), \
+        f"default_ack_within 2wd from Thu 12-31 17:00 is Mon 2027-01-04 17:00: got {m2['ack_by']}"
+
+    clock(clk, set=shanghai(2027, 1, 2, 11, 0))               # Saturday: counts from Monday 09:00
+    _, _, case3 = send_event(school, "absence", h.absence_body(uid("child"), consecutive_days=3))
+    m3 = wait_push(edu, "case", lambda m: m.get("case") == case3, what="the Saturday assignment")
+    assert m3["ack_by"] == shanghai(2027, 1, 5, 9, 0), \
+        f"ack_within 1wd from Sat 2027-01-02 11:00 is Tue 01-05 09:00: got {m3['ack_by']}"
+
+
+def test_quiet_close_in_working_days(make_clock_broker, tmp_path, connect):
+    b = start(make_clock_broker, tmp_path)
+    clk = connect(b, login=CLOCK_AGENT)
+    clock(clk, set=shanghai(2027, 1, 1, 10, 0))               # Friday
+    school = connect(b, login="school-0042")
+    child = uid("child")
+    _, _, case1 = send_event(school, "absence", h.absence_body(child, consecutive_days=1))
+    clock(clk, set=shanghai(2027, 1, 4, 9, 59))               # 3 days later, 1 working day
+    _, _, same = send_event(school, "absence", h.absence_body(child, consecutive_days=1))
+    assert same == case1, "quiet_close 1wd from Fri 10:00 is Mon 10:00: the case is still open"
+    clock(clk, set=shanghai(2027, 1, 5, 10, 0))               # 1wd after Mon 09:59 has passed
+    _, _, new = send_event(school, "absence", h.absence_body(child, consecutive_days=1))
+    assert new != case1, "1wd after Mon 09:59 (Tue 09:59) the quiet case closed"
