@@ -15,7 +15,8 @@ import yaml
 import carehub_harness as h
 from carehub_harness import uid
 from routing_harness import (CLOCK_AGENT, check_case_msg, clock, critical_report,  # noqa: F401
-                             make_clock_broker, routing_config, send_event, wait_push)
+                             make_clock_broker, new_secret, receiver, routing_config, send_event,
+                             wait_push)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -33,12 +34,12 @@ WORKFLOWS = [
 ]
 
 
-def start(make_clock_broker, tmp_path):
+def start(make_clock_broker, tmp_path, workflows=WORKFLOWS, channels=None):
     if h.now_ms() > shanghai(2026, 12, 31, 12, 0):
         pytest.skip("the test clock cannot go back to 2026-12-31 (it starts at the wall clock)")
     with open(os.path.join(ROOT, "config", "calendar-cn-2026.yaml"), encoding="utf-8") as f:
         cal = yaml.safe_load(f)["calendar"]
-    cfg = routing_config(tmp_path / "b", workflows=WORKFLOWS,
+    cfg = routing_config(tmp_path / "b", workflows=workflows, channels=channels,
                          broker={"timezone": "Asia/Shanghai", "default_ack_within": "2wd",
                                  "quiet_close": "1wd"})
     cfg["calendar"] = cal
@@ -84,3 +85,32 @@ def test_quiet_close_in_working_days(make_clock_broker, tmp_path, connect):
     clock(clk, set=shanghai(2027, 1, 5, 10, 0))               # 1wd after Mon 09:59 has passed
     _, _, new = send_event(school, "absence", h.absence_body(child, consecutive_days=1))
     assert new != case1, "1wd after Mon 09:59 (Tue 09:59) the quiet case closed"
+
+
+def test_escalation_after_in_working_days(make_clock_broker, tmp_path, receiver, connect):
+    """An escalation step `after: 1wd` counts from ack_by: Fri 18:00 -> Mon 18:00."""
+    wf = [{"name": "report", "match": {"type": "mandatory_report"},
+           "assign": [{"agency": "police", "ack_within": "1h",
+                       "escalate": [{"after": "1wd", "notify": ["duty-hook"]}]}]}]
+    ch = [{"id": "duty-hook", "url": receiver.url("/duty"), "secret": new_secret()}]
+    b = start(make_clock_broker, tmp_path, workflows=wf, channels=ch)
+    clk = connect(b, login=CLOCK_AGENT)
+    clock(clk, set=shanghai(2027, 1, 1, 17, 0))               # Friday
+    rep = connect(b, login="reporter-01")
+    police = connect(b, login="police-desk")
+    _, _, case = send_event(rep, "mandatory_report", critical_report(uid("child")))
+    m = wait_push(police, "case", lambda m: m.get("case") == case, what="the police assignment")
+    assert m["ack_by"] == shanghai(2027, 1, 1, 18, 0)
+
+    def overdue(r):
+        try:
+            return r.json.get("type") == "assignment.overdue"
+        except Exception:  # noqa: BLE001
+            return False
+    clock(clk, set=shanghai(2027, 1, 4, 17, 59))              # Monday, before the step
+    receiver.quiet("/duty", 0.5)
+    assert not [r for r in receiver.requests if overdue(r)], \
+        "after: 1wd from Fri 18:00 is Mon 18:00: nothing may escalate over the weekend"
+    clock(clk, set=shanghai(2027, 1, 4, 18, 0, 1))
+    got = receiver.wait("/duty", 1, timeout=5.0, pred=overdue)
+    assert got[0].json["data"]["assignment"] == m["id"]
