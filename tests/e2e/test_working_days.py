@@ -114,3 +114,37 @@ def test_escalation_after_in_working_days(make_clock_broker, tmp_path, receiver,
     clock(clk, set=shanghai(2027, 1, 4, 18, 0, 1))
     got = receiver.wait("/duty", 1, timeout=5.0, pred=overdue)
     assert got[0].json["data"]["assignment"] == m["id"]
+
+
+def test_register_rhythm_in_working_days(make_clock_broker, tmp_path, connect):
+    """contact_every: 2wd and remind_before: 1wd (§9 with §10): enrolled Thu 12-31 10:00,
+    the contact is due Mon 2027-01-04 10:00 (not Sat 01-02), the reminder comes Fri 01-01
+    10:00 (one working day before the due date, at its time of day)."""
+    import register_harness as rh
+    from routing_harness import pushes
+    if h.now_ms() > shanghai(2026, 12, 31, 9, 0):
+        pytest.skip("the test clock cannot go back to 2026-12-31 (it starts at the wall clock)")
+    with open(os.path.join(ROOT, "config", "calendar-cn-2026.yaml"), encoding="utf-8") as f:
+        cal = yaml.safe_load(f)["calendar"]
+    cfg = rh.register_config(tmp_path / "b",
+                             rhythms=[rh.rhythm(contact="2wd", visit="30d", remind="1wd")],
+                             broker={"timezone": "Asia/Shanghai"})
+    cfg["calendar"] = cal
+    b = make_clock_broker(config=cfg, name="b")
+    clk = rh.Clock(connect(b, login=CLOCK_AGENT))
+    sup = connect(b, login="supervisor-02")
+    a = connect(b, login=rh.DIRECTORS[0])
+    t0 = clk.to(shanghai(2026, 12, 31, 10, 0))                # Thursday
+    child = uid("RC")
+    rh.enrol(a, child, "CANARY-儿童-" + uid("n"), "新河村", t0)
+    due = shanghai(2027, 1, 4, 10, 0)
+    clk.to(shanghai(2027, 1, 1, 9, 59))
+    assert pushes(a, op="reminder", wait=rh.SETTLE) == [], "the reminder is Fri 10:00, not before"
+    clk.to(shanghai(2027, 1, 1, 10, 0, 1))
+    m = wait_push(a, op="reminder", timeout=rh.PROMPT, what="1wd before the contact")
+    assert (m.get("child"), m.get("kind"), m.get("due")) == (child, "contact", due), m
+    clk.to(shanghai(2027, 1, 2, 10, 0, 1))                    # 2 calendar days: not yet due
+    assert rh.settled_overdue(sup, child) == [], "contact_every 2wd over a weekend is Monday"
+    clk.to(shanghai(2027, 1, 4, 10, 0, 1))
+    evs = rh.wait_overdue(sup, 1, child=child, why="the contact is due Mon 2027-01-04 10:00")
+    assert [(e["body"]["kind"], e["body"]["due"]) for e in evs] == [("contact", due)], rh.summary(evs)
