@@ -28,6 +28,7 @@
 #define DEFAULT_TZ "UTC"
 #define DEFAULT_START_MIN (9 * 60)
 #define MAX_RANGE_DAYS 366     /* one range: at most a year of dates */
+#define MAX_LIST_DAYS 36600    /* one list (holidays, extra_workdays): at most 100 years of dates */
 #define MAX_WD 3660            /* Nwd: at most about ten years of working days */
 #define MAX_SCAN_DAYS 3660     /* a calendar with no working day ahead: give up */
 #define DAY_MS 86400000LL
@@ -141,10 +142,13 @@ dflt:
         cfg->timezone = xstrdup(DEFAULT_TZ);
 }
 
-/* Add day numbers to a sorted-later list. */
+/* Add a day number to a list sorted later; capacity doubles (a power of two from 16). */
 static void push_day(int32_t **v, size_t *n, int32_t day)
 {
-    *v = xrealloc(*v, (*n + 1) * sizeof **v);
+    if (*n >= 16 && (*n & (*n - 1)) == 0)
+        *v = xrealloc(*v, 2 * *n * sizeof **v);
+    else if (*n == 0)
+        *v = xrealloc(*v, 16 * sizeof **v);
     (*v)[(*n)++] = day;
 }
 
@@ -157,6 +161,11 @@ static void parse_dates(loader_t *ld, yaml_node_t *n, const char *what, int32_t 
     size_t cnt = cfg_str_list(ld, n, what, &vals, &items);
     for (size_t i = 0; i < cnt; i++) {
         const char *s = vals[i];
+        if (*n_out > MAX_LIST_DAYS) {
+            cfg_err_at(ld, items[i], "%s lists more than %d dates; keep the calendar to the "
+                       "years it is used for", what, MAX_LIST_DAYS);
+            break;
+        }
         const char *dots = strstr(s, "..");
         int32_t a, b;
         if (!dots) {

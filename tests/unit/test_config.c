@@ -1229,6 +1229,23 @@ static void test_calendar_errors(void **state)
                      30, "rhythm r.contact_every must be more than 0");
 }
 
+/* A calendar is bounded: 102 whole years of holidays are refused (at most 36600 dates). */
+static void test_calendar_bounded(void **state)
+{
+    (void)state;
+    static char text[8192];
+    size_t n = (size_t)snprintf(text, sizeof text, MIN "calendar:\n  holidays:\n");
+    for (int y = 1970; y < 1970 + 102; y++)
+        n += (size_t)snprintf(text + n, sizeof text - n, "    - \"%d-01-01..%d-12-31\"\n", y, y);
+    assert_true(n < sizeof text);
+    config_diag_t d = {0};
+    config_t *cfg = load_text(text, &d);
+    assert_null(cfg);
+    assert_int_equal(d.n, 1);
+    assert_int_equal(count_at(&d, 4 + 101, "calendar.holidays lists more than 36600 dates"), 1);
+    config_diag_free(&d);
+}
+
 static void test_calendar_warning(void **state)
 {
     (void)state;
@@ -1759,6 +1776,7 @@ int main(void)
         cmocka_unit_test(test_calendar_keys),
         cmocka_unit_test(test_calendar_errors),
         cmocka_unit_test(test_calendar_warning),
+        cmocka_unit_test(test_calendar_bounded),
         cmocka_unit_test(test_director_role),
         cmocka_unit_test(test_error_sizes),
         cmocka_unit_test(test_error_wrong_types),
