@@ -447,9 +447,12 @@ static int make_assignment(const config_t *cfg, store_txn_t *t, const char *case
     a.state = AS_OPEN;
     a.severity = severity;
     a.created = now;
-    a.ack_by = now + (spec   ? spec->ack_within_ms
-                      : from ? from->ack_by - from->created
-                             : cfg->default_ack_within_ms);
+    /* config_deadline: clock time, or working days (PROTOCOL §10); a referral keeps
+     * the length of the window it came from */
+    a.ack_by = spec   ? config_deadline(cfg, now, spec->ack_within_ms, spec->ack_within_wd)
+               : from ? now + (from->ack_by - from->created)
+                      : config_deadline(cfg, now, cfg->default_ack_within_ms,
+                                        cfg->default_ack_within_wd);
     if (from) {
         a.n_steps = from->n_steps;
         memcpy(a.steps, from->steps, sizeof a.steps);
@@ -459,7 +462,10 @@ static int make_assignment(const config_t *cfg, store_txn_t *t, const char *case
                      agency, spec->n_escalate, MAX_STEPS);
         for (size_t i = 0; i < spec->n_escalate && a.n_steps < MAX_STEPS; i++) {
             step_t *sp = &a.steps[a.n_steps++];
-            sp->after_ms = spec->escalate[i].after_ms;
+            /* a step in working days is stored as the clock time it makes after this
+             * ack_by (records keep after_ms, as before working days) */
+            sp->after_ms = config_deadline(cfg, a.ack_by, spec->escalate[i].after_ms,
+                                           spec->escalate[i].after_wd) - a.ack_by;
             for (size_t j = 0; j < spec->escalate[i].n_notify && sp->n_notify < MAX_NOTIFY; j++)
                 util_fmt(sp->notify[sp->n_notify++], ID_LEN, "%s", spec->escalate[i].notify[j]);
         }
@@ -504,7 +510,11 @@ int assign_on_event(const config_t *cfg, store_txn_t *t, const case_event_t *it,
                              NULL, NULL, now, &existing, fx);
     /* No assignment (assign: []): the case closes by itself unless events keep coming. */
     if (!rc)
-        rc = assign_quiet_set(t, it->case_id, existing.n ? 0 : it->received + cfg->quiet_close_ms, fx);
+        rc = assign_quiet_set(t, it->case_id,
+                              existing.n ? 0
+                                         : config_deadline(cfg, it->received, cfg->quiet_close_ms,
+                                                           cfg->quiet_close_wd),
+                              fx);
     /* A new event joined: the agencies that have not acknowledged see it again. */
     for (size_t i = 0; !rc && i < existing.n; i++)
         if (existing.list[i].state == AS_OPEN)

@@ -115,7 +115,7 @@ static void load_root(loader_t *ld, yaml_node_t *root)
     config_t *cfg = ld->cfg;
     field_t f[] = {{"broker", 0, 0},   {"privacy", 0, 0},  {"agents", 0, 0},
                    {"agencies", 0, 0}, {"channels", 0, 0}, {"workflows", 0, 0},
-                   {"rhythms", 0, 0}};
+                   {"rhythms", 0, 0},  {"calendar", 0, 0}};
     if (!root || cfg_is_null(root)) {
         cfg_err_pos(ld, 1, 1, "the configuration is empty; it needs at least a privacy section "
                     "(see docs/config.md)");
@@ -130,7 +130,10 @@ static void load_root(loader_t *ld, yaml_node_t *root)
     }
     (void)GET_FIELDS(ld, root, "the configuration");
 
+    cfg_parse_calendar(ld, FV("calendar")); /* first: the deadline keys may count on it */
     cfg_parse_broker(ld, FV("broker"));
+    if (!cfg->timezone) /* no broker section */
+        cfg_parse_timezone(ld, NULL);
     cfg_parse_privacy(ld, FV("privacy"), root);
 
     yaml_node_t *chs = section_list(ld, FV("channels"), "channels", "id: police-hook");
@@ -224,6 +227,8 @@ static config_t *config_new_defaults(void)
     cfg->default_ack_within_ms = (int64_t)86400 * 1000;
     cfg->redeliver_every_ms = 30 * 1000;
     cfg->quiet_close_ms = (int64_t)14 * 86400 * 1000;
+    cfg->default_ack_within_wd = CONFIG_NOT_WD;
+    cfg->quiet_close_wd = CONFIG_NOT_WD;
     cfg->map_size = (uint64_t)64 << 20;
     cfg->map_max = (uint64_t)64 << 30;
     cfg->peer_queue = 4096;
@@ -360,6 +365,9 @@ void config_destroy(config_t **pcfg)
         return;
     config_t *cfg = *pcfg;
     free(cfg->path);
+    free(cfg->timezone);
+    free(cfg->calendar.holidays);
+    free(cfg->calendar.extra);
     cfg_free_strs(cfg->listen, cfg->n_listen);
     free(cfg->data_dir);
     free(cfg->schemas_dir);

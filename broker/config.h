@@ -92,8 +92,15 @@ typedef struct {
     int line;
 } config_match_t;
 
+/* A deadline key's working days: CONFIG_NOT_WD when the key is written in clock
+ * time (ms/s/m/h/d, the *_ms field beside it), else N >= 0 (`Nwd`, the *_ms field 0).
+ * A config built by hand without a calendar (tests) may leave it 0: without a
+ * calendar config_deadline() always uses the milliseconds. */
+#define CONFIG_NOT_WD (-1)
+
 typedef struct {
     int64_t after_ms;      /* time after the ack deadline */
+    int after_wd;          /* or working days after it (CONFIG_NOT_WD: after_ms) */
     char **notify;         /* channel ids */
     size_t n_notify;
     int line;
@@ -102,6 +109,7 @@ typedef struct {
 typedef struct {
     char *agency;
     int64_t ack_within_ms; /* default broker.default_ack_within */
+    int ack_within_wd;     /* or working days (CONFIG_NOT_WD: ack_within_ms) */
     config_escalate_t *escalate;
     size_t n_escalate;
     int line;
@@ -126,6 +134,9 @@ typedef struct {
     int64_t contact_every_ms; /* > 0 */
     int64_t visit_every_ms;   /* > 0 */
     int64_t remind_before_ms; /* default 3d; 0: no reminders */
+    int contact_every_wd;     /* each: working days (> 0), or CONFIG_NOT_WD: the *_ms */
+    int visit_every_wd;
+    int remind_before_wd;     /* >= 0 */
     int line;
 } config_rhythm_t;
 
@@ -135,8 +146,25 @@ typedef struct {
     uint8_t prefix;        /* prefix length */
 } config_cidr_t;
 
+/* The `calendar` section (CONFIG.md additions; PROTOCOL §10): which local dates
+ * are working days, for `Nwd` durations. Dates are day numbers: days since
+ * 1970-01-01 in the proleptic Gregorian calendar (a civil date, no time zone). */
+typedef struct {
+    int present;           /* a `calendar` section was given */
+    uint8_t workdays;      /* bit w set: weekday w (0 = Sunday .. 6 = Saturday) works */
+    int start_min;         /* workday_start: minutes after local midnight (default 09:00) */
+    int32_t *holidays;     /* sorted, unique: dates off although their weekday works */
+    size_t n_holidays;
+    int32_t *extra;        /* sorted, unique: make-up working days (调休) */
+    size_t n_extra;
+    int32_t last_day;      /* the latest date listed in holidays or extra_workdays; 0: none */
+    int line;
+} config_calendar_t;
+
 typedef struct {
     char *path;            /* the config file as given */
+    char *timezone;        /* broker.timezone: an IANA name; default "UTC" */
+    config_calendar_t calendar;
 
     /* broker: */
     char **listen;         /* ZeroMQ endpoints; at least one; default tcp://127.0.0.1:5570 */
@@ -152,8 +180,10 @@ typedef struct {
     char *fallback_agency;         /* default "civil_affairs"; must be a configured agency
                                       when any agencies are configured */
     int64_t default_ack_within_ms; /* default 1d */
+    int default_ack_within_wd;     /* or working days (CONFIG_NOT_WD: the ms) */
     int64_t redeliver_every_ms;    /* default 30s */
     int64_t quiet_close_ms;        /* default 14d */
+    int quiet_close_wd;            /* or working days (CONFIG_NOT_WD: the ms) */
     config_cidr_t *webhook_allow;  /* default: none */
     size_t n_webhook_allow;
     uint64_t map_size;     /* extension broker.map_size: initial LMDB map, bytes; default 64 MiB */
@@ -215,6 +245,51 @@ int config_test_clock_check(const config_t *cfg, char *why, size_t whylen);
 
 /* Parse "15m", "1d", "250ms", "0s" into milliseconds; -1 when not a duration. */
 int64_t config_parse_duration(const char *s);
+
+/* ---- working days (config_calendar.c; PROTOCOL §10) -------------------------
+ *
+ * Local dates and times are the C library's: localtime_r() and mktime() in the
+ * process's time zone. carehubd calls config_apply_timezone() once at start,
+ * before any thread, so that TZ is broker.timezone; a test does the same. */
+
+/* setenv("TZ", cfg->timezone) and tzset(); 0, or -1 when setenv fails. */
+int config_apply_timezone(const config_t *cfg);
+
+/*
+ * The deadline `ms` milliseconds or `wd` working days after start_ms (epoch
+ * milliseconds). With wd == CONFIG_NOT_WD, or without a calendar, it is
+ * start_ms + ms: clock arithmetic, as before working days. With wd = N >= 0:
+ *  - a start on a working day: the same local time of day N working days later
+ *    (0wd: the start itself);
+ *  - a start on a non-working day: counted from workday_start of the next
+ *    working day (0wd: that moment; 1wd: workday_start of the working day after).
+ * A start before workday_start on a working day keeps its own time of day.
+ */
+int64_t config_deadline(const config_t *cfg, int64_t start_ms, int64_t ms, int wd);
+
+/*
+ * The other way, for reminders before a due time: `ms` before due_ms, or `wd`
+ * working days before it: the same local time of day on the Nth working day
+ * before due's date (whether or not due's date is itself a working day; 0wd:
+ * due_ms itself).
+ */
+int64_t config_deadline_before(const config_t *cfg, int64_t due_ms, int64_t ms, int wd);
+
+/*
+ * --check-config's reminder that a calendar runs out: 1 with a one-line
+ * "FILE:LINE:COL: warning: ..." in buf when the calendar's last listed date
+ * (holidays, extra_workdays) is less than 60 days after now_ms's local date
+ * (or already past), else 0. Uses the process's time zone (call it after
+ * config_apply_timezone(), or accept the host's zone for a date 60 days out).
+ */
+int config_calendar_warning(const config_t *cfg, int64_t now_ms, char *buf, size_t n);
+
+/* 1 when the local date of day number `day` is a working day on the calendar. */
+int config_is_workday(const config_calendar_t *cal, int32_t day);
+
+/* Day number <-> civil date (proleptic Gregorian). */
+int32_t config_day_number(int y, int m, int d);
+void config_day_date(int32_t day, int *y, int *m, int *d);
 
 /* 1 when the address (family 4 or 6, bytes in network order) lies inside one of
  * the configured webhook_allow networks; 0 otherwise (also when none are set). */

@@ -188,7 +188,7 @@ void cfg_parse_broker(loader_t *ld, yaml_node_t *node)
     field_t f[] = {
         {"listen", 0, 0}, {"data_dir", 0, 0}, {"security", 0, 0}, {"secret_key_file", 0, 0},
         {"heartbeat", 0, 0}, {"max_message_bytes", 0, 0}, {"fallback_agency", 0, 0},
-        {"default_ack_within", 0, 0}, {"redeliver_every", 0, 0}, {"quiet_close", 0, 0},
+        {"default_ack_within", 0, 0}, {"redeliver_every", 0, 0}, {"quiet_close", 0, 0}, {"timezone", 0, 0},
         {"webhook_allow", 0, 0}, {"schemas", 0, 0}, {"map_size", 0, 0}, {"map_max", 0, 0},
         {"peer_queue", 0, 0}, {"metrics", 0, 0}, {"test_clock_agent", 0, 0},
     };
@@ -273,12 +273,14 @@ void cfg_parse_broker(loader_t *ld, yaml_node_t *node)
 
     /* durations */
     cfg->heartbeat_ms = cfg_duration(ld, FV("heartbeat"), "broker.heartbeat", cfg->heartbeat_ms, 0);
-    cfg->default_ack_within_ms = cfg_duration(
-        ld, FV("default_ack_within"), "broker.default_ack_within", cfg->default_ack_within_ms, 1);
+    cfg->default_ack_within_ms = cfg_deadline_duration(
+        ld, FV("default_ack_within"), "broker.default_ack_within", cfg->default_ack_within_ms, 1,
+        &cfg->default_ack_within_wd);
     cfg->redeliver_every_ms = cfg_duration(ld, FV("redeliver_every"), "broker.redeliver_every",
                                            cfg->redeliver_every_ms, 0);
-    cfg->quiet_close_ms = cfg_duration(ld, FV("quiet_close"), "broker.quiet_close",
-                                       cfg->quiet_close_ms, 0);
+    cfg->quiet_close_ms = cfg_deadline_duration(ld, FV("quiet_close"), "broker.quiet_close",
+                                                cfg->quiet_close_ms, 0, &cfg->quiet_close_wd);
+    cfg_parse_timezone(ld, FV("timezone"));
 
     /* sizes */
     if ((v = FV("max_message_bytes")) != NULL &&

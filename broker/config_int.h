@@ -18,6 +18,9 @@
  *   config_channels.c  the channels section (URLs, hosts, secrets, fallbacks)
  *   config_agents.c    the agencies (with the built-in ones) and agents sections
  *   config_workflows.c the workflows section (match, assign, escalate)
+ *   config_rhythms.c   the rhythms section
+ *   config_calendar.c  broker.timezone, the calendar section, `Nwd` durations and
+ *                      the working-day arithmetic (config_deadline)
  */
 #ifndef CAREHUB_CONFIG_INT_H
 #define CAREHUB_CONFIG_INT_H
@@ -166,6 +169,19 @@ void cfg_parse_workflow(loader_t *ld, yaml_node_t *node, size_t idx);
 void cfg_parse_match(loader_t *ld, yaml_node_t *node, const char *where, config_match_t **match,
                      size_t *n_match);
 void cfg_free_match(config_match_t *match, size_t n);
+
+/* config_calendar.c */
+/* broker.timezone: a name in the host's tz database; default UTC. */
+void cfg_parse_timezone(loader_t *ld, yaml_node_t *v);
+/* The `calendar` section (node may be NULL: no calendar). Parsed before the
+ * others, so that a deadline key knows whether `Nwd` is possible. */
+void cfg_parse_calendar(loader_t *ld, yaml_node_t *node);
+/* A deadline key (CONFIG.md: ack_within, escalation after, default_ack_within,
+ * quiet_close, contact_every, visit_every, remind_before): as cfg_duration(), or
+ * `Nwd`: then *wd = N and the return is 0 (with a calendar; without one, an
+ * error naming the missing calendar). *wd is left alone for a clock duration. */
+int64_t cfg_deadline_duration(loader_t *ld, yaml_node_t *n, const char *what, int64_t dflt,
+                              int allow_zero, int *wd);
 
 /* config_rhythms.c */
 void cfg_parse_rhythm(loader_t *ld, yaml_node_t *node, size_t idx);

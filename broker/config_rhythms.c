@@ -9,6 +9,8 @@
  *       contact_every: 14d
  *       visit_every: 30d
  *       remind_before: 2d      # default 3d; 0s: no reminders
+ *
+ * Each duration may be `Nwd`, working days on the `calendar` (config_calendar.c).
  */
 #include "config_int.h"
 
@@ -16,20 +18,6 @@
 #include <string.h>
 
 #define REMIND_BEFORE_DEFAULT (3 * 86400000LL)
-
-/* A duration key of a rule; `Nwd` is named for what it needs. */
-static int64_t rule_duration(loader_t *ld, yaml_node_t *v, const char *what, int64_t dflt,
-                             int allow_zero)
-{
-    const char *s = v && v->type == YAML_SCALAR_NODE ? (const char *)v->data.scalar.value : NULL;
-    size_t n = s ? strlen(s) : 0;
-    if (n > 2 && strcmp(s + n - 2, "wd") == 0) {
-        cfg_err_at(ld, v, "%s %s counts working days, which need a `calendar` section; this "
-                   "broker has none yet: write calendar days (e.g. 30d)", what, cfg_qv(ld, s));
-        return dflt;
-    }
-    return cfg_duration(ld, v, what, dflt, allow_zero);
-}
 
 void cfg_parse_rhythm(loader_t *ld, yaml_node_t *node, size_t idx)
 {
@@ -64,6 +52,8 @@ void cfg_parse_rhythm(loader_t *ld, yaml_node_t *node, size_t idx)
     cfg_parse_match(ld, FV("match"), where, &r->match, &r->n_match);
     static const char *const keys[] = {"contact_every", "visit_every"};
     int64_t *dst[] = {&r->contact_every_ms, &r->visit_every_ms};
+    int *dst_wd[] = {&r->contact_every_wd, &r->visit_every_wd};
+    r->contact_every_wd = r->visit_every_wd = r->remind_before_wd = CONFIG_NOT_WD;
     for (size_t i = 0; i < 2; i++) {
         util_fmt(w, sizeof w, "%s.%s", where, keys[i]);
         if (!(v = cfg_fget(f, UTIL_ARRAY_LEN(f), keys[i]))) {
@@ -71,8 +61,9 @@ void cfg_parse_rhythm(loader_t *ld, yaml_node_t *node, size_t idx)
                        where, keys[i], i == 0 ? "contact_every: 30d" : "visit_every: 90d");
             continue;
         }
-        *dst[i] = rule_duration(ld, v, w, 0, 0);
+        *dst[i] = cfg_deadline_duration(ld, v, w, 0, 0, dst_wd[i]);
     }
     util_fmt(w, sizeof w, "%s.remind_before", where);
-    r->remind_before_ms = rule_duration(ld, FV("remind_before"), w, REMIND_BEFORE_DEFAULT, 1);
+    r->remind_before_ms = cfg_deadline_duration(ld, FV("remind_before"), w, REMIND_BEFORE_DEFAULT,
+                                                1, &r->remind_before_wd);
 }

@@ -267,7 +267,8 @@ static void parse_escalate(loader_t *ld, yaml_node_t *node, const char *where, c
     }
     size_t n = cfg_seq_len(node);
     as->escalate = xcalloc(n, sizeof *as->escalate);
-    int64_t prev = -1;
+    int64_t prev = -1;  /* the previous step's after, in its unit */
+    int prev_wd = CONFIG_NOT_WD;
     for (size_t i = 0; i < n; i++) {
         yaml_node_t *it = cfg_seq_at(ld, node, i);
         util_fmt(ws, sizeof ws, "%s[%zu]", w, i);
@@ -276,6 +277,7 @@ static void parse_escalate(loader_t *ld, yaml_node_t *node, const char *where, c
             continue;
         config_escalate_t *st = &as->escalate[as->n_escalate++];
         st->line = cfg_node_line(it);
+        st->after_wd = CONFIG_NOT_WD;
         yaml_node_t *v;
         char wf[WHERE_SIZE];
         if ((v = FV("after")) == NULL) {
@@ -283,8 +285,15 @@ static void parse_escalate(loader_t *ld, yaml_node_t *node, const char *where, c
                        ws);
         } else {
             util_fmt(wf, sizeof wf, "%s.after", ws);
-            st->after_ms = cfg_duration(ld, v, wf, -1, 1);
-            if (st->after_ms >= 0) {
+            st->after_ms = cfg_deadline_duration(ld, v, wf, -1, 1, &st->after_wd);
+            if (st->after_wd >= 0) {
+                /* steps in working days are compared with each other; with clock
+                 * times they are not (which comes first depends on the date) */
+                if (prev_wd >= 0 && st->after_wd < prev_wd)
+                    cfg_err_at(ld, v, "%s comes before the previous step's; list escalation steps "
+                               "in order of after", wf);
+                prev_wd = st->after_wd;
+            } else if (st->after_ms >= 0) {
                 if (st->after_ms < prev)
                     cfg_err_at(ld, v, "%s comes before the previous step's; list escalation steps "
                                "in order of after", wf);
@@ -345,8 +354,16 @@ static void parse_assign(loader_t *ld, yaml_node_t *node, const char *where, con
             }
         }
         util_fmt(wk, sizeof wk, "%s.ack_within", w);
-        as->ack_within_ms =
-            cfg_duration(ld, FV("ack_within"), wk, ld->cfg->default_ack_within_ms, 1);
+        as->ack_within_ms = ld->cfg->default_ack_within_ms;
+        as->ack_within_wd = ld->cfg->default_ack_within_wd;
+        if ((v = FV("ack_within")) != NULL) {
+            int wd = CONFIG_NOT_WD;
+            int64_t ms = cfg_deadline_duration(ld, v, wk, -1, 1, &wd);
+            if (wd >= 0 || ms >= 0) {
+                as->ack_within_ms = wd >= 0 ? 0 : ms;
+                as->ack_within_wd = wd;
+            }
+        }
         if ((v = FV("escalate")) != NULL && !cfg_is_null(v))
             parse_escalate(ld, v, w, as);
     }

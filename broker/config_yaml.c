@@ -207,6 +207,14 @@ int64_t cfg_duration(loader_t *ld, yaml_node_t *n, const char *what, int64_t dfl
     if (!v)
         return dflt;
     int64_t ms = config_parse_duration(v);
+    size_t vl = strlen(v);
+    if (ms < 0 && vl > 2 && strcmp(v + vl - 2, "wd") == 0) {
+        cfg_err_at(ld, n, "%s %s counts working days, which this key does not: write clock time "
+                   "(ms, s, m, h, d); working days are for deadlines (ack_within, escalation "
+                   "after, default_ack_within, quiet_close, and the rhythms' durations)",
+                   what, cfg_qv(ld, v));
+        return dflt;
+    }
     if (ms < 0) {
         if (v[0] == '-')
             cfg_err_at(ld, n, "%s %s is negative; durations are 0 or more", what, cfg_qv(ld, v));

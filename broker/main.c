@@ -245,6 +245,14 @@ int main(int argc, char **argv)
         config_destroy(&cfg);
         return EX_CONFIG_;
     }
+    /* local dates (working days) in broker.timezone from here on; no thread runs yet */
+    if (config_apply_timezone(cfg) < 0) {
+        fprintf(stderr, "carehubd: cannot set TZ to %s: %s\n", cfg->timezone, strerror(errno));
+        config_destroy(&cfg);
+        return EX_FAIL;
+    }
+    if (config_calendar_warning(cfg, clock_now_ms(), why, sizeof why))
+        fprintf(stderr, "%s\n", why); /* a warning: the config is still fine */
     if (check) {
         printf("%s: ok (%zu agents, %zu agencies, %zu channels, %zu workflows, %zu rhythms)\n",
                cfg_path, cfg->n_agents, cfg->n_agencies, cfg->n_channels, cfg->n_workflows,

@@ -195,9 +195,11 @@ const config_rhythm_t *reg_rule(const config_t *cfg, const char *name)
     return NULL;
 }
 
-int64_t reg_every(const config_rhythm_t *rule, register_kind_t k)
+int64_t reg_next(const config_t *cfg, const config_rhythm_t *rule, register_kind_t k, int64_t from)
 {
-    return k == REGISTER_CONTACT ? rule->contact_every_ms : rule->visit_every_ms;
+    return k == REGISTER_CONTACT
+               ? config_deadline(cfg, from, rule->contact_every_ms, rule->contact_every_wd)
+               : config_deadline(cfg, from, rule->visit_every_ms, rule->visit_every_wd);
 }
 
 int64_t reg_owed(const reg_t *r, register_kind_t k)
@@ -236,16 +238,16 @@ static int reminder_withdraw(store_txn_t *t, const char *key, const char *direct
  * that just fired. The reminder is set with a new due time (or when `force`,
  * at start after a rules change) and only when it falls after `from`.
  */
-static int schedule(store_txn_t *t, const char *key, reg_t *r, const config_rhythm_t *rule,
-                    register_kind_t k, int force, assign_effects_t *fx)
+static int schedule(const config_t *cfg, store_txn_t *t, const char *key, reg_t *r,
+                    const config_rhythm_t *rule, register_kind_t k, int force,
+                    assign_effects_t *fx)
 {
     int64_t due = 0, rem = r->rem[k];
     if (r->active && rule) {
-        int64_t every = reg_every(rule, k);
         int64_t base = reg_base(r, k);
-        due = base + every;
+        due = reg_next(cfg, rule, k, base);
         if (r->fired[k] >= due) /* fired already for this base: the period after it */
-            due = r->fired[k] + every;
+            due = reg_next(cfg, rule, k, r->fired[k]);
         if (!r->fired[k])
             r->owed[k] = due; /* a new period: it is owed then, until a visit */
     } else {
@@ -258,10 +260,13 @@ static int schedule(store_txn_t *t, const char *key, reg_t *r, const config_rhyt
             (rc = reminder_withdraw(t, key, r->director, k, r->due[k])))
             return rc;
         rem = 0;
-        if (due && rule->remind_before_ms > 0) {
+        if (due && (rule->remind_before_wd > 0 ||
+                    (rule->remind_before_wd < 0 && rule->remind_before_ms > 0))) {
             int64_t from = r->fired[k] > reg_base(r, k) ? r->fired[k] : reg_base(r, k);
-            if (due - rule->remind_before_ms > from)
-                rem = due - rule->remind_before_ms;
+            int64_t at = config_deadline_before(cfg, due, rule->remind_before_ms,
+                                                rule->remind_before_wd);
+            if (at > from)
+                rem = at;
         }
     }
     if ((rc = assign_due_set(t, DUE_KIND[k], key, r->due[k], due, fx)) ||
@@ -320,7 +325,7 @@ static int on_enrolment(const config_t *cfg, store_txn_t *t, const case_event_t 
     r.entry_len = sealed.size;
     /* a new enrolment of an active child moves no due time (PROTOCOL §9) */
     for (int k = 0; k < REGISTER_KINDS && !rc && (fresh || !active); k++)
-        rc = schedule(t, key, &r, rule, (register_kind_t)k, 0, fx);
+        rc = schedule(cfg, t, key, &r, rule, (register_kind_t)k, 0, fx);
     if (!rc)
         rc = reg_put(t, key, &r);
     msgpack_sbuffer_destroy(&sealed); /* r.entry is its data */
@@ -349,7 +354,7 @@ static int on_visit(const config_t *cfg, store_txn_t *t, const case_event_t *it,
             continue; /* not this kind, or older than the newest recorded */
         r.last[k] = at;
         r.fired[k] = 0;
-        rc = schedule(t, key, &r, rule, (register_kind_t)k, 0, fx);
+        rc = schedule(cfg, t, key, &r, rule, (register_kind_t)k, 0, fx);
     }
     util_fmt(r.visit_case, sizeof r.visit_case, "%s", it->case_id);
     if (!rc)
@@ -467,7 +472,7 @@ static int due_fire(const config_t *cfg, store_txn_t *t, const char *key, regist
         *fired = 1;
     }
     if (!rc)
-        rc = schedule(t, key, &r, rule, k, 0, fx);
+        rc = schedule(cfg, t, key, &r, rule, k, 0, fx);
     if (!rc)
         rc = reg_put(t, key, &r);
     reg_free(&r);
@@ -559,6 +564,7 @@ int register_remind_visit(const config_t *cfg, store_txn_t *t, const char *id, i
 static void rules_fingerprint(const config_t *cfg, unsigned char out[32])
 {
     crypto_generichash_state h;
+    int uses_wd = 0;
     crypto_generichash_init(&h, NULL, 0, 32);
     for (size_t i = 0; i < cfg->n_rhythms; i++) {
         const config_rhythm_t *r = &cfg->rhythms[i];
@@ -567,6 +573,14 @@ static void rules_fingerprint(const config_t *cfg, unsigned char out[32])
         util_fmt(num, sizeof num, "%lld %lld %lld %zu", (long long)r->contact_every_ms,
                  (long long)r->visit_every_ms, (long long)r->remind_before_ms, r->n_match);
         crypto_generichash_update(&h, (const unsigned char *)num, strlen(num) + 1);
+        /* working days: their counts, and once the calendar and zone they count on
+         * (rules in clock time only hash as they did before working days) */
+        if (r->contact_every_wd >= 0 || r->visit_every_wd >= 0 || r->remind_before_wd >= 0) {
+            util_fmt(num, sizeof num, "wd %d %d %d", r->contact_every_wd, r->visit_every_wd,
+                     r->remind_before_wd);
+            crypto_generichash_update(&h, (const unsigned char *)num, strlen(num) + 1);
+            uses_wd = 1;
+        }
         for (size_t j = 0; j < r->n_match; j++) {
             const config_match_t *m = &r->match[j];
             util_fmt(num, sizeof num, "%d %.17g %zu", (int)m->op, m->number, m->n_values);
@@ -576,6 +590,19 @@ static void rules_fingerprint(const config_t *cfg, unsigned char out[32])
                 crypto_generichash_update(&h, (const unsigned char *)m->values[v],
                                           strlen(m->values[v]) + 1);
         }
+    }
+    if (uses_wd) {
+        const config_calendar_t *cal = &cfg->calendar;
+        char num[96];
+        util_fmt(num, sizeof num, "calendar %s %u %d %zu %zu", cfg->timezone ? cfg->timezone : "",
+                 (unsigned)cal->workdays, cal->start_min, cal->n_holidays, cal->n_extra);
+        crypto_generichash_update(&h, (const unsigned char *)num, strlen(num) + 1);
+        if (cal->n_holidays)
+            crypto_generichash_update(&h, (const unsigned char *)cal->holidays,
+                                      cal->n_holidays * sizeof *cal->holidays);
+        if (cal->n_extra)
+            crypto_generichash_update(&h, (const unsigned char *)cal->extra,
+                                      cal->n_extra * sizeof *cal->extra);
     }
     crypto_generichash_final(&h, out, 32);
 }
@@ -626,7 +653,7 @@ static int recompute(rules_ctx_t *c, store_txn_t *t, const char *key)
     if (!rc) {
         util_fmt(r.rhythm, sizeof r.rhythm, "%s", rule ? rule->name : "");
         for (int k = 0; k < REGISTER_KINDS && !rc; k++)
-            rc = schedule(t, key, &r, rule, (register_kind_t)k, 1, &c->fx);
+            rc = schedule(c->cfg, t, key, &r, rule, (register_kind_t)k, 1, &c->fx);
     }
     if (!rc)
         rc = reg_put(t, key, &r);

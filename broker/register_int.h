@@ -43,7 +43,10 @@ int reg_entry_open(store_txn_t *t, const char *key, const reg_t *r, msgpack_sbuf
 void reg_entry_close(msgpack_sbuffer *body, msgpack_unpacked *u);
 /* The configured rule of that name, or NULL. */
 const config_rhythm_t *reg_rule(const config_t *cfg, const char *name);
-int64_t reg_every(const config_rhythm_t *rule, register_kind_t k);
+/* When kind k is next due after `from` under the rule: its every (contact_every,
+ * visit_every) after from, in clock time or working days (config_deadline). */
+int64_t reg_next(const config_t *cfg, const config_rhythm_t *rule, register_kind_t k,
+                 int64_t from);
 /* What kind k's due time counts from: the later of the enrolment and the newest of k. */
 int64_t reg_base(const reg_t *r, register_kind_t k);
 /* When kind k is (or was) due for the current period: owed, else the timer. */

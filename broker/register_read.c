@@ -89,8 +89,7 @@ static int fig_visit(void *ud, const void *k, size_t kl, const void *v, size_t v
     uint64_t *done[REGISTER_KINDS] = {&row->contacted, &row->visited};
     uint64_t *late[REGISTER_KINDS] = {&row->contact_overdue, &row->visit_overdue};
     for (int kd = 0; kd < REGISTER_KINDS; kd++) {
-        int64_t every = reg_every(rule, (register_kind_t)kd);
-        if (r.last[kd] && c->now - r.last[kd] < every)
+        if (r.last[kd] && c->now < reg_next(c->cfg, rule, (register_kind_t)kd, r.last[kd]))
             ++*done[kd];
         int64_t owed = reg_owed(&r, (register_kind_t)kd);
         if (owed && owed <= c->now)

@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include <zmq.h>
 
@@ -1075,7 +1076,7 @@ static void test_rhythms(void **state)
     expect_one_error(MIN "rhythms:\n  - {name: r, contact_every: 0s, visit_every: 1d}\n", 3, 30,
                      "rhythm r.contact_every must be more than 0");
     expect_one_error(MIN "rhythms:\n  - {name: r, contact_every: 20wd, visit_every: 1d}\n", 3, 30,
-                     "counts working days, which need a `calendar` section");
+                     "counts working days, which needs a `calendar` section");
     expect_one_error(MIN "rhythms:\n  - {name: r, contact_every: 1d, visit_every: 1d, remind: 1d}\n",
                      3, 51, "unknown key \"remind\" in rhythms[0]");
     expect_one_error(MIN "rhythms:\n  - {name: r, contact_every: 1d, visit_every: 1d}\n"
@@ -1084,6 +1085,188 @@ static void test_rhythms(void **state)
     expect_one_error(MIN "rhythms:\n  - {name: r, match: {body.risk: []}, contact_every: 1d, visit_every: 1d}\n",
                      3, 34, "is an empty list, which matches nothing");
     expect_one_error(MIN "rhythms: {name: r}\n", 2, 10, "rhythms must be a list");
+}
+
+/* ---- working days: broker.timezone, calendar, Nwd ------------------------- */
+
+#define CAL                                                                                      \
+    "calendar:\n"                                                                                \
+    "  workdays: [mon, tue, wed, thu, fri]\n"                                                    \
+    "  workday_start: \"09:00\"\n"                                                               \
+    "  holidays: [\"2026-10-01..2026-10-07\", \"2026-09-25\"]\n"                                 \
+    "  extra_workdays: [\"2026-09-20\", \"2026-10-10\"]\n"
+
+static void test_calendar_keys(void **state)
+{
+    (void)state;
+    config_t *cfg = expect_ok(MIN "broker:\n  timezone: Asia/Shanghai\n  default_ack_within: 2wd\n"
+                                  "  quiet_close: 10wd\n  webhook_allow: [127.0.0.0/8]\n" CAL HOOK
+                                  "workflows:\n"
+                                  "  - name: w\n"
+                                  "    match: {type: absence}\n"
+                                  "    assign:\n"
+                                  "      - agency: education\n"
+                                  "        ack_within: 1wd\n"
+                                  "        escalate:\n"
+                                  "          - {after: 0wd, notify: [hook]}\n"
+                                  "          - {after: 2h, notify: [hook]}\n"
+                                  "          - {after: 1wd, notify: [hook]}\n"
+                                  "      - agency: police\n"
+                                  "      - agency: civil_affairs\n"
+                                  "        ack_within: 4h\n"
+                                  "rhythms:\n"
+                                  "  - {name: r, contact_every: 10wd, visit_every: 30d, "
+                                  "remind_before: 2wd}\n");
+    assert_string_equal(cfg->timezone, "Asia/Shanghai");
+    assert_true(cfg->calendar.present);
+    assert_int_equal(cfg->calendar.workdays, 0x3e);
+    assert_int_equal(cfg->calendar.start_min, 9 * 60);
+    assert_int_equal(cfg->calendar.n_holidays, 8); /* a range of 7 and one date */
+    assert_int_equal(cfg->calendar.n_extra, 2);
+    assert_int_equal(cfg->calendar.last_day, config_day_number(2026, 10, 10));
+    assert_true(config_is_workday(&cfg->calendar, config_day_number(2026, 9, 20)));  /* Sun */
+    assert_false(config_is_workday(&cfg->calendar, config_day_number(2026, 10, 5))); /* Mon */
+    assert_false(config_is_workday(&cfg->calendar, config_day_number(2026, 10, 11))); /* Sun */
+    assert_int_equal(cfg->default_ack_within_wd, 2);
+    assert_int_equal(cfg->default_ack_within_ms, 0);
+    assert_int_equal(cfg->quiet_close_wd, 10);
+    const config_assign_t *as = cfg->workflows[0].assign;
+    assert_int_equal(as[0].ack_within_wd, 1);
+    assert_int_equal(as[0].escalate[0].after_wd, 0);
+    assert_int_equal(as[0].escalate[1].after_wd, CONFIG_NOT_WD);
+    assert_int_equal(as[0].escalate[1].after_ms, 2 * 3600000LL);
+    assert_int_equal(as[0].escalate[2].after_wd, 1);
+    assert_int_equal(as[1].ack_within_wd, 2); /* broker.default_ack_within */
+    assert_int_equal(as[2].ack_within_wd, CONFIG_NOT_WD);
+    assert_int_equal(as[2].ack_within_ms, 4 * 3600000LL);
+    assert_int_equal(cfg->rhythms[0].contact_every_wd, 10);
+    assert_int_equal(cfg->rhythms[0].visit_every_wd, CONFIG_NOT_WD);
+    assert_int_equal(cfg->rhythms[0].visit_every_ms, 30 * 86400000LL);
+    assert_int_equal(cfg->rhythms[0].remind_before_wd, 2);
+    config_destroy(&cfg);
+
+    /* without them: UTC, no calendar, every deadline in clock time */
+    cfg = expect_ok(MIN);
+    assert_string_equal(cfg->timezone, "UTC");
+    assert_false(cfg->calendar.present);
+    assert_int_equal(cfg->default_ack_within_wd, CONFIG_NOT_WD);
+    assert_int_equal(cfg->quiet_close_wd, CONFIG_NOT_WD);
+    assert_int_equal(config_deadline(cfg, 1000, 5000, CONFIG_NOT_WD), 6000);
+    assert_int_equal(config_deadline_before(cfg, 6000, 5000, CONFIG_NOT_WD), 1000);
+    config_destroy(&cfg);
+    /* a calendar of defaults: mon..fri from 09:00 */
+    cfg = expect_ok(MIN "calendar: {}\n");
+    assert_int_equal(cfg->calendar.workdays, 0x3e);
+    assert_int_equal(cfg->calendar.start_min, 540);
+    config_destroy(&cfg);
+    cfg = expect_ok(MIN "calendar: {workdays: [sun, sat], workday_start: \"23:59\"}\n");
+    assert_int_equal(cfg->calendar.workdays, 0x41);
+    assert_int_equal(cfg->calendar.start_min, 23 * 60 + 59);
+    config_destroy(&cfg);
+}
+
+static void test_calendar_errors(void **state)
+{
+    (void)state;
+    /* broker.timezone: the tz database decides */
+    expect_one_error(MIN "broker: {timezone: Asia/Shanghia}\n", 2, 20,
+                     "broker.timezone \"Asia/Shanghia\" is not in this host's time zone database");
+    expect_one_error(MIN "broker: {timezone: ../../etc/passwd}\n", 2, 20,
+                     "is not a time zone name");
+    expect_one_error(MIN "broker: {timezone: /etc/localtime}\n", 2, 20, "is not a time zone name");
+    expect_one_error(MIN "broker: {timezone: Asia}\n", 2, 20, "is not a file");
+    /* the calendar */
+    expect_one_error(MIN "calendar: {workdays: [mon, tues]}\n", 2, 28,
+                     "calendar.workdays \"tues\" is not a weekday");
+    expect_one_error(MIN "calendar: {workdays: [mon, mon]}\n", 2, 28,
+                     "calendar.workdays lists \"mon\" twice");
+    expect_one_error(MIN "calendar: {workdays: []}\n", 2, 22, "calendar.workdays is empty");
+    expect_one_error(MIN "calendar: {workday_start: \"9:00\"}\n", 2, 27,
+                     "calendar.workday_start \"9:00\" is not a time of day");
+    expect_one_error(MIN "calendar: {workday_start: \"24:00\"}\n", 2, 27, "is not a time of day");
+    expect_one_error(MIN "calendar: {holidays: [\"2026-02-30\"]}\n", 2, 23,
+                     "calendar.holidays \"2026-02-30\" is not a date");
+    expect_one_error(MIN "calendar: {holidays: [\"2026-10-1\"]}\n", 2, 23, "is not a date");
+    expect_one_error(MIN "calendar: {holidays: [\"2026-10-07..2026-10-01\"]}\n", 2, 23,
+                     "ends before it starts");
+    expect_one_error(MIN "calendar: {holidays: [\"2026-01-01..2027-06-01\"]}\n", 2, 23,
+                     "a range is at most 366 days");
+    expect_one_error(MIN "calendar: {extra_workdays: [\"2026-10-10..\"]}\n", 2, 29,
+                     "calendar.extra_workdays \"2026-10-10..\" is not a date");
+    expect_one_error(MIN "calendar: {holidays: [\"2026-10-01..2026-10-07\"], "
+                         "extra_workdays: [\"2026-10-03\"]}\n", 2, 66,
+                     "2026-10-03 is both a holiday and an extra working day");
+    expect_one_error(MIN "calendar: {workday: [mon]}\n", 2, 12, "unknown key \"workday\"");
+    /* Nwd: deadline keys only, and only with a calendar */
+    expect_one_error(MIN "broker: {default_ack_within: 2wd}\n", 2, 30,
+                     "broker.default_ack_within \"2wd\" counts working days, which needs a "
+                     "`calendar` section");
+    expect_one_error(MIN "broker: {quiet_close: 1wd}\n", 2, 23, "needs a `calendar` section");
+    expect_one_error(MIN "broker: {heartbeat: 1wd}\n" CAL, 2, 21,
+                     "broker.heartbeat \"1wd\" counts working days, which this key does not");
+    expect_one_error(MIN "broker: {redeliver_every: 1wd}\n" CAL, 2, 27,
+                     "which this key does not");
+    expect_one_error("privacy: {key_file: keys/data.key, retention: 5wd}\n" CAL, 1, 47,
+                     "privacy.retention \"5wd\" counts working days, which this key does not");
+    expect_one_error(MIN ALLOW CAL HOOK "    timeout: 1wd\n", 12, 14, "which this key does not");
+    expect_one_error(MIN ALLOW CAL HOOK "    max_age: 1wd\n", 12, 14, "which this key does not");
+    expect_one_error(MIN "broker: {quiet_close: 0wd}\n" CAL, 2, 23,
+                     "broker.quiet_close must be more than 0");
+    expect_one_error(MIN "broker: {default_ack_within: 1.5wd}\n" CAL, 2, 30,
+                     "is not a number of working days");
+    expect_one_error(MIN "broker: {default_ack_within: wd}\n" CAL, 2, 30,
+                     "is not a duration");
+    expect_one_error(MIN "broker: {default_ack_within: 99999wd}\n" CAL, 2, 30,
+                     "is not a number of working days");
+    expect_one_error(MIN ALLOW CAL HOOK "workflows:\n  - name: w\n    match: {type: absence}\n"
+                                        "    assign:\n      - {agency: police, escalate: [{after: "
+                                        "2wd, notify: [hook]}, {after: 1wd, notify: [hook]}]}\n",
+                     16, 75, "comes before the previous step's");
+    expect_one_error(MIN "workflows:\n  - name: w\n    match: {type: absence}\n"
+                         "    assign:\n      - {agency: police, ack_within: 3wd}\n",
+                     6, 38, "ack_within \"3wd\" counts working days, which needs a `calendar`");
+    expect_one_error(MIN "rhythms:\n  - {name: r, contact_every: 0wd, visit_every: 1d}\n" CAL, 3,
+                     30, "rhythm r.contact_every must be more than 0");
+}
+
+/* A calendar is bounded: 102 whole years of holidays are refused (at most 36600 dates). */
+static void test_calendar_bounded(void **state)
+{
+    (void)state;
+    static char text[8192];
+    size_t n = (size_t)snprintf(text, sizeof text, MIN "calendar:\n  holidays:\n");
+    for (int y = 1970; y < 1970 + 102; y++)
+        n += (size_t)snprintf(text + n, sizeof text - n, "    - \"%d-01-01..%d-12-31\"\n", y, y);
+    assert_true(n < sizeof text);
+    config_diag_t d = {0};
+    config_t *cfg = load_text(text, &d);
+    assert_null(cfg);
+    assert_int_equal(d.n, 1);
+    assert_int_equal(count_at(&d, 4 + 101, "calendar.holidays lists more than 36600 dates"), 1);
+    config_diag_free(&d);
+}
+
+static void test_calendar_warning(void **state)
+{
+    (void)state;
+    char buf[512];
+    assert_int_equal(setenv("TZ", "UTC", 1), 0);
+    tzset();
+    config_t *cfg = expect_ok(MIN CAL);
+    int64_t day_ms = 86400000LL;
+    int64_t last = (int64_t)config_day_number(2026, 10, 10) * day_ms;
+    /* 61 days before the last date: quiet; 59 days: a warning naming the date */
+    assert_int_equal(config_calendar_warning(cfg, last - 61 * day_ms, buf, sizeof buf), 0);
+    assert_int_equal(config_calendar_warning(cfg, last - 59 * day_ms, buf, sizeof buf), 1);
+    assert_non_null(strstr(buf, "warning: the calendar's last listed date, 2026-10-10"));
+    assert_non_null(strstr(buf, "less than 60 days away"));
+    assert_int_equal(strncmp(buf, g_cfg, strlen(g_cfg)), 0);
+    assert_int_equal(config_calendar_warning(cfg, last + day_ms, buf, sizeof buf), 1);
+    assert_non_null(strstr(buf, "is past"));
+    config_destroy(&cfg);
+    cfg = expect_ok(MIN);
+    assert_int_equal(config_calendar_warning(cfg, last, buf, sizeof buf), 0); /* no calendar */
+    config_destroy(&cfg);
 }
 
 /* role director; the id the broker's own events carry is reserved. */
@@ -1541,7 +1724,27 @@ static void test_default_config_file(void **state)
     assert_int_equal(config_find_agent(cfg, "police-desk")->role, ROLE_AGENCY);
     assert_string_equal(config_find_agent(cfg, "civil-desk")->agency, "civil_affairs");
     assert_true(cfg->n_workflows >= 5);
+    /* working days: Beijing time, the official 2026 calendar, the very lines of
+     * config/calendar-cn-2026.yaml (there is no include: the section is copied) */
+    assert_string_equal(cfg->timezone, "Asia/Shanghai");
+    assert_true(cfg->calendar.present);
+    assert_int_equal(cfg->calendar.n_holidays, 33);
+    assert_int_equal(cfg->calendar.n_extra, 6);
     config_destroy(&cfg);
+    static const char *const cals[] = {"config/calendar-cn-2026.yaml",
+                                       "../config/calendar-cn-2026.yaml",
+                                       "../../config/calendar-cn-2026.yaml"};
+    in = NULL;
+    for (size_t i = 0; !in && i < sizeof cals / sizeof cals[0]; i++)
+        in = fopen(cals[i], "rb");
+    assert_non_null(in);
+    static char cal[16 * 1024];
+    size_t cn = fread(cal, 1, sizeof cal - 1, in);
+    fclose(in);
+    cal[cn] = '\0';
+    const char *section = strstr(cal, "\ncalendar:\n");
+    assert_non_null(section);
+    assert_non_null(strstr(text, section + 1));
 }
 
 int main(void)
@@ -1570,6 +1773,10 @@ int main(void)
         cmocka_unit_test(test_error_match),
         cmocka_unit_test(test_match_forms),
         cmocka_unit_test(test_rhythms),
+        cmocka_unit_test(test_calendar_keys),
+        cmocka_unit_test(test_calendar_errors),
+        cmocka_unit_test(test_calendar_warning),
+        cmocka_unit_test(test_calendar_bounded),
         cmocka_unit_test(test_director_role),
         cmocka_unit_test(test_error_sizes),
         cmocka_unit_test(test_error_wrong_types),
