@@ -336,9 +336,12 @@ def test_flooding_agent_does_not_starve_the_others(make_broker, connect):
           f"consecutive polite events: {worst}; polite events during the flood: {during}; "
           f"flood events re-sent after a dropped reply: {flood.resent}")
     assert during >= 10, f"only {during} polite events were sent while the flood lasted: no test"
-    # one read turn takes at most PROTO_BATCH_MAX (1024) messages, fair-queued across peers;
-    # the polite agent's next event lands in the next turn or the one after
-    assert worst <= 3 * 1024, (f"{worst} flood events were committed between two events of a polite agent "
+    # one read turn takes at most PROTO_BATCH_MAX (1024) messages, fair-queued across peers.
+    # Between two polite events: the rest of the turn of the first (< 1024), and, since its
+    # ack leaves only once that turn is synced, the two turns that may be written meanwhile
+    # (TURNS_UNSYNCED_MAX), then the flood's share of the turn the next one is read into:
+    # under 4 turns. (3 turns held on a quiet machine; a loaded one showed 3,210.)
+    assert worst < 4 * 1024, (f"{worst} flood events were committed between two events of a polite agent "
                                f"that sends one at a time: the flood starves the others")
 
 
