@@ -315,3 +315,90 @@ def test_restart_keeps_silences_and_trail_records(make_clock_broker, tmp_path, c
     assert set(stored) == {sid.encode(), sid2.encode(), sid3.encode()}
     ev = [rec for _, rec in read_db(b.workdir / "data", "events") if rec.get("silenced")]
     assert [e["silenced"] for e in ev] == [sid]
+
+
+# ---------------------------------------------------------------- the CLI
+
+def cli(b, agent, *args):
+    cmd = [str(CAREHUB), "-b", b.endpoint, "-a", agent, "--wait", "10"] + [str(a) for a in args]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert "Sanitizer" not in r.stderr and "runtime error" not in r.stderr, r.stderr
+    return r
+
+
+def test_cli_silence_add_list_expire(make_clock_broker, tmp_path, connect):
+    if not (CAREHUB.is_file() and os.access(CAREHUB, os.X_OK)):
+        pytest.fail(f"{CAREHUB} not found: build it or set CAREHUB_BIN_DIR", pytrace=False)
+    b = start(make_clock_broker, tmp_path)
+    sup = connect(b, login="supervisor-01")
+    edu = connect(b, login="edu-desk")
+    school = connect(b, login="school-0042")
+    now = clock(sup)
+
+    r = cli(b, "supervisor-01", "silence", "add", "--type", "absence", "--match",
+            "body.reason=unexplained,sick", "--match", "body.consecutive_days=<3", "--for", "2h",
+            "--reason", "秋游 autumn outing")
+    assert r.returncode == 0, r.stderr
+    sid = r.stdout.strip()
+    assert sid == "sil-000001", r.stdout
+    r = cli(b, "supervisor-01", "silence", "add", "--type", "online_risk", "--match",
+            "body.risk=gambling", "--starts", str(now + HOUR), "--ends", str(now + 3 * HOUR),
+            "--reason", "game week", "--json")
+    assert r.returncode == 0, r.stderr
+    ack = json.loads(r.stdout)
+    assert ack["op"] == "ack" and ack["silence"] == "sil-000002", ack
+
+    # refused by the broker: exit 65 with the reason
+    r = cli(b, "supervisor-01", "silence", "add", "--type", "online_risk", "--for", "1h",
+            "--reason", "x")
+    assert r.returncode == 65 and DANGER in r.stderr, (r.returncode, r.stderr)
+    r = cli(b, "supervisor-01", "silence", "add", "--type", "absence,mandatory_report", "--for",
+            "1h", "--reason", "x")
+    assert r.returncode == 65 and DANGER in r.stderr, (r.returncode, r.stderr)
+    r = cli(b, "supervisor-01", "silence", "add", "--type", "absence", "--for", "91d",
+            "--reason", "x")
+    assert r.returncode == 65 and "90 days" in r.stderr, (r.returncode, r.stderr)
+    r = cli(b, "police-desk", "silence", "add", "--type", "absence", "--for", "1h", "--reason", "x")
+    assert r.returncode == 65 and "forbidden" in r.stderr, r.stderr
+    # usage errors, before anything is sent
+    for args in (["silence"], ["silence", "add", "--type", "absence", "--for", "1h"],
+                 ["silence", "add", "--type", "absence", "--reason", "x"],
+                 ["silence", "add", "--type", "absence", "--reason", "x", "--for", "1h",
+                  "--ends", "now"],
+                 ["silence", "add", "--type", "absence", "--reason", "x", "--for", "soon"],
+                 ["silence", "add", "--type", "absence", "--reason", "x", "--for", "1h",
+                  "--match", "severity"],
+                 ["silence", "list", "--reason", "x"], ["silence", "expire"],
+                 ["silence", "expire", "bad id"], ["silence", "mute"]):
+        r = cli(b, "supervisor-01", *args)
+        assert r.returncode == 64, (args, r.returncode, r.stderr)
+
+    # the silence works
+    _, _, case = send_event(school, "absence", h.absence_body(uid("child")))
+    no_push(edu, "case", lambda m: m.get("case") == case, why="silenced from the CLI")
+    assert case_events(sup, case)[0].get("silenced") == sid
+
+    r = cli(b, "supervisor-01", "silence", "list", "--json")
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(ln) for ln in r.stdout.splitlines() if ln.strip()]
+    assert [x["id"] for x in rows] == [sid, "sil-000002"], rows
+    assert rows[0]["match"] == {"type": "absence", "body.reason": ["unexplained", "sick"],
+                                "body.consecutive_days": "<3"}, rows[0]
+    assert rows[0]["reason"] == "秋游 autumn outing" and rows[0]["author"] == "supervisor-01"
+    assert rows[1]["starts"] == now + HOUR and rows[1]["ends"] == now + 3 * HOUR, rows[1]
+    assert abs(rows[0]["ends"] - rows[0]["starts"] - 2 * HOUR) < 60_000, rows[0]
+    r = cli(b, "supervisor-01", "silence", "list")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].split()[:2] == ["ID", "STATE"], lines
+    assert lines[1].split()[:2] == [sid, "active"] and "秋游 autumn outing" in lines[1], lines
+    assert lines[2].split()[:2] == ["sil-000002", "pending"], lines
+
+    r = cli(b, "supervisor-01", "silence", "expire", sid)
+    assert r.returncode == 0 and r.stdout.strip() == f"{sid} expired", (r.stdout, r.stderr)
+    r = cli(b, "supervisor-01", "silence", "expire", "sil-000404")
+    assert r.returncode == 65 and "not_found" in r.stderr, r.stderr
+    r = cli(b, "supervisor-01", "silence", "list")
+    assert r.stdout.splitlines()[1].split()[:2] == [sid, "expired"], r.stdout
+    _, _, case2 = send_event(school, "absence", h.absence_body(uid("child")))
+    wait_push(edu, "case", lambda m: m.get("case") == case2)
