@@ -165,7 +165,8 @@ static int cmd_case(sess_t *s, const opts_t *o, const char *id)
     json_array_foreach(evs, i, x) {
         printf("  %zu. ", i + 1);
         cli_put_safe(stdout, cli_json_str(x, "type", "?"));
-        static const char *const keys[] = {"id", "at", "received", "severity", "agent", "ref", NULL};
+        static const char *const keys[] = {"id", "at", "received", "severity", "agent", "ref",
+                                           "silenced", NULL};
         show_fields(stdout, x, keys);
         fputc('\n', stdout);
         json_t *body = json_object_get(x, "body");

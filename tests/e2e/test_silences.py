@@ -377,6 +377,8 @@ def test_cli_silence_add_list_expire(make_clock_broker, tmp_path, connect):
     _, _, case = send_event(school, "absence", h.absence_body(uid("child")))
     no_push(edu, "case", lambda m: m.get("case") == case, why="silenced from the CLI")
     assert case_events(sup, case)[0].get("silenced") == sid
+    r = cli(b, "supervisor-01", "case", case)
+    assert r.returncode == 0 and f"silenced={sid}" in r.stdout, (r.stdout, r.stderr)
 
     r = cli(b, "supervisor-01", "silence", "list", "--json")
     assert r.returncode == 0, r.stderr
