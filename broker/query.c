@@ -393,29 +393,42 @@ static int trail_head_answer(q_t *q, store_txn_t *t)
     return 0;
 }
 
-/* what:"silences" (supervisors, PROTOCOL §10): every silence, oldest first, as
- * stored (silence.h), the read in the trail. */
+/* what:"silences", after? (supervisors, PROTOCOL §10): the silences, oldest
+ * first, as stored (silence.h), as many as fit in max_message_bytes; `next`
+ * when more follow. The read in the trail. */
 static int silences_answer(q_t *q, store_txn_t *t)
 {
     if (q->agent->role != ROLE_SUPERVISOR) {
         query_refuse(q, QUERY_FORBIDDEN, NULL, "only supervisors read the silences%s", "");
         return query_record_refusal(q, t, "");
     }
+    char after[SILENCE_ID_MAX];
+    if (query_opt_str(q, "after", after, sizeof after) < 0) {
+        query_refuse(q, QUERY_INVALID, "/after", "`after` is the `next` of the page before (a "
+                     "silence id)%s", "");
+        return 0;
+    }
     msgpack_sbuffer sb;
-    msgpack_packer pk;
     msgpack_sbuffer_init(&sb);
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
     uint32_t n = 0;
-    int rc = silence_pack_all(t, &pk, &n);
+    char next[SILENCE_ID_MAX];
+    size_t max = q->cfg->max_message_bytes, budget = max > 2048 ? max - 1024 : max;
+    int rc = silence_pack_page(t, after, budget, &sb, &n, next);
     if (!rc)
         rc = trail_append(t, "", "read", q->agent->id, -1, NULL, NULL, 0, q->what);
     if (!rc) {
-        frame_out_message(q->out, "result", q->id, 3);
+        frame_out_message(q->out, "result", q->id, 4);
         frame_out_str(q->out, "what", "silences");
         frame_out_int(q->out, "now", clock_now_ms());
         frame_out_key(q->out, "silences");
         msgpack_pack_array(&q->out->pk, n);
-        q->out->pk.callback(q->out->pk.data, sb.data, sb.size);
+        if (sb.size)
+            q->out->pk.callback(q->out->pk.data, sb.data, sb.size);
+        frame_out_key(q->out, "next");
+        if (next[0])
+            frame_pack_cstr(&q->out->pk, next);
+        else
+            msgpack_pack_nil(&q->out->pk);
     }
     msgpack_sbuffer_destroy(&sb);
     return rc;

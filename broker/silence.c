@@ -587,14 +587,22 @@ const char *silence_find(const silence_set_t *s, const char *type, const json_t 
 
 typedef struct {
     msgpack_packer *pk;
+    msgpack_sbuffer *sb;
+    size_t budget;
     uint32_t n;
+    int more;
+    char last[SILENCE_ID_MAX];
 } list_t;
 
 static int list_visit(void *ud, const void *k, size_t kl, const void *v, size_t vl)
 {
-    (void)k;
-    (void)kl;
     list_t *l = ud;
+    if (kl >= SILENCE_ID_MAX)
+        return STORE_CORRUPTED;
+    if (l->n > 0 && l->sb->size + vl > l->budget) {
+        l->more = 1;
+        return STORE_EACH_STOP;
+    }
     msgpack_unpacked u;
     msgpack_unpacked_init(&u);
     int ok = msgpack_unpack_next(&u, v, vl, NULL) == MSGPACK_UNPACK_SUCCESS &&
@@ -602,15 +610,25 @@ static int list_visit(void *ud, const void *k, size_t kl, const void *v, size_t 
     if (ok) {
         msgpack_pack_object(l->pk, u.data); /* the record is what the list shows */
         l->n++;
+        memcpy(l->last, k, kl);
+        l->last[kl] = '\0';
     }
     msgpack_unpacked_destroy(&u);
     return ok ? 0 : STORE_CORRUPTED;
 }
 
-int silence_pack_all(store_txn_t *t, msgpack_packer *pk, uint32_t *n)
+int silence_pack_page(store_txn_t *t, const char *after, size_t budget, msgpack_sbuffer *sb,
+                      uint32_t *n, char next[SILENCE_ID_MAX])
 {
-    list_t l = {pk, 0};
-    int rc = store_each(t, STORE_DB_SILENCES, NULL, 0, 0, list_visit, &l);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+    list_t l = {&pk, sb, budget, 0, 0, ""};
+    /* keys sort in the order made: start at the first one after `after` */
+    char from[SILENCE_ID_MAX + 1] = "";
+    if (after && *after)
+        util_fmt(from, sizeof from, "%s%c", after, 1); /* the key after `after` itself */
+    int rc = store_each(t, STORE_DB_SILENCES, from, strlen(from), 0, list_visit, &l);
     *n = l.n;
+    util_fmt(next, SILENCE_ID_MAX, "%s", l.more ? l.last : "");
     return rc;
 }

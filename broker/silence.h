@@ -91,9 +91,12 @@ void silence_set_free(silence_set_t **s);
 const char *silence_find(const silence_set_t *s, const char *type, const json_t *body,
                          int64_t received);
 
-/* Pack every silence (oldest first) as the `silences` query shows them into
- * pk; *n gets how many. 0 or a store_rc_t. */
-int silence_pack_all(store_txn_t *t, msgpack_packer *pk, uint32_t *n);
+/* Pack the silences made after `after` ("" or NULL: from the first), oldest
+ * first, as the `silences` query shows them, appended to sb while they fit in
+ * `budget` bytes (at least one); *n gets how many, next the last one packed
+ * when more follow ("" when none). 0 or a store_rc_t. */
+int silence_pack_page(store_txn_t *t, const char *after, size_t budget, msgpack_sbuffer *sb,
+                      uint32_t *n, char next[SILENCE_ID_MAX]);
 
 /* 1 when match conditions (parsed) could hold for an event that concerns a
  * child in danger (exposed for tests); why gets the sentence. */

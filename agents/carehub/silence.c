@@ -117,15 +117,12 @@ static const char *state(const json_t *sil, int64_t now)
 
 static int cmd_list(sess_t *s, const opts_t *o)
 {
-    json_t *r = NULL;
-    int rc = sess_query(s, "silences", NULL, &r);
-    if (rc)
-        return rc;
-    json_t *list = json_object_get(r, "silences");
-    if (!json_is_array(list)) {
-        cli_err("the broker's answer has no list `silences`");
+    json_t *r = NULL, *list = json_array();
+    int rc = sess_query_pages(s, "silences", NULL, "silences", 1, list, &r, NULL);
+    if (rc) {
         json_decref(r);
-        return CLI_EX_DATA;
+        json_decref(list);
+        return rc;
     }
     int64_t now = json_integer_value(json_object_get(r, "now"));
     size_t i;
@@ -151,6 +148,7 @@ static int cmd_list(sess_t *s, const opts_t *o)
         fputc('\n', stdout);
         free(m);
     }
+    json_decref(list);
     json_decref(r);
     return CLI_EX_OK;
 }

@@ -188,6 +188,23 @@ static const char *find(store_t *st, const char *type, const char *body, int64_t
     return f->got;
 }
 
+typedef struct {
+    char after[SILENCE_ID_MAX];
+    size_t budget;
+    uint32_t n;
+    char next[SILENCE_ID_MAX];
+} page_t;
+
+static int page_fn(store_txn_t *t, void *ud)
+{
+    page_t *p = ud;
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    int rc = silence_pack_page(t, p->after, p->budget, &sb, &p->n, p->next);
+    msgpack_sbuffer_destroy(&sb);
+    return rc;
+}
+
 static void test_store_create_find_expire(void **state)
 {
     (void)state;
@@ -237,6 +254,30 @@ static void test_store_create_find_expire(void **state)
     assert_int_equal(trail_verify(st, NULL, &r), 0);
     assert_int_equal(r.records, 2); /* created, expired once */
     assert_int_equal(r.objects, 1);
+
+    /* two more, then the list page by page: a small budget holds one each */
+    for (int i = 0; i < 2; i++) {
+        snprintf(json, sizeof json, "{\"match\":{\"type\":\"absence\"},\"ends\":%lld,"
+                 "\"reason\":\"r%d\"}", (long long)(NOW + HOUR), i);
+        assert_int_equal(silence_parse(msg(&m, json), "supervisor-01", NOW, &req, &field, why,
+                                       sizeof why), 0);
+        msg_free(&m);
+        w = (write_t){&req, NULL, 0, 0};
+        assert_int_equal(store_write(st, write_fn, &w), STORE_OK);
+        silence_new_free(&req);
+    }
+    page_t pg = {"", 1, 0, ""};
+    static const char *const want[] = {"sil-000001", "sil-000002", ""}; /* next: the last packed */
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(store_read(st, page_fn, &pg), STORE_OK);
+        assert_int_equal(pg.n, 1);
+        assert_string_equal(pg.next, want[i]);
+        snprintf(pg.after, sizeof pg.after, "%s", pg.next);
+    }
+    pg = (page_t){"", 1 << 20, 0, ""};
+    assert_int_equal(store_read(st, page_fn, &pg), STORE_OK);
+    assert_int_equal(pg.n, 3);
+    assert_string_equal(pg.next, "");
     store_close(&st);
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
