@@ -253,6 +253,34 @@ def test_silenced_absence_no_assignment_no_notice_then_expire(make_clock_broker,
     assert "silenced" not in case_events(sup, case2)[0]
 
 
+def test_silenced_event_joining_an_assigned_case_tells_nobody(make_clock_broker, tmp_path,
+                                                              connect, receiver):
+    """A held event of a case that already has an open assignment joins it, but the
+    desk is not pushed the case again and no notice leaves."""
+    b = start(make_clock_broker, tmp_path, receiver)
+    sup = connect(b, login="supervisor-01")
+    edu = connect(b, login="edu-desk")
+    school = connect(b, login="school-0042")
+    now = clock(sup)
+    child = uid("child")
+    _, ev1, case = absence(school, child)
+    first = wait_push(edu, "case", lambda m: m.get("case") == case)
+    receiver.wait("/edu", 1, timeout=5)
+    sid = silence_ok(sup, {"type": "absence"}, now=now)
+    _, ev2, case2 = absence(school, child)
+    assert case2 == case
+    no_push(edu, "case", lambda m: m.get("case") == case, why="a held event pushes nothing")
+    assert not receiver.quiet("/edu", 0.3)
+    events = case_events(sup, case)
+    assert [(e["id"], e.get("silenced")) for e in events] == [(ev1, None), (ev2, sid)], events
+    q = query(sup, "case", case=case)
+    assert [a["id"] for a in q["assignments"]] == [first["id"]], q["assignments"]
+    # the assignment itself goes on: its desk still acknowledges it
+    r = edu.request({"v": 1, "op": "case_ack", "id": edu.new_id(), "assignment": first["id"],
+                     "by": "officer-1"})
+    assert r.get("op") == "ack", r
+
+
 def test_silence_holds_by_receive_time_until_ends(make_clock_broker, tmp_path, connect):
     b = start(make_clock_broker, tmp_path)
     sup = connect(b, login="supervisor-01")
