@@ -16,6 +16,9 @@
  *   carehub -b EP -a AGENT register [--village V] [--director D] [--json|--csv|--html FILE]
  *   carehub -b EP -a AGENT report [--since DATE] [--json|--csv|--html FILE]
  *   carehub -b EP -a AGENT stats [--json]
+ *   carehub -b EP -a AGENT silence add --type T [--match KEY=V ...] [--starts TIME]
+ *                                      (--ends TIME | --for DURATION) --reason TEXT
+ *   carehub -b EP -a AGENT silence list [--json] | silence expire ID
  *
  * The broker decides what the agent may read (least privilege) and writes
  * every read and every refusal to the trail; a refusal is printed and the
@@ -27,9 +30,10 @@
  * The common options (-b, -a, --key-file, --server-key, --wait) are those of
  * agents/lib/cli.h.
  *
- * This file: the options, the commands but `report` and `register`, main.
- * agents/carehub/: session.c (the broker), show.c (printing), report.c
- * (`report`), register.c (`register`, `sample --register`); carehub_cli.h is
+ * This file: the options, the commands but `report`, `register` and `silence`,
+ * main. agents/carehub/: session.c (the broker), show.c (printing), report.c
+ * (`report`), register.c (`register`, `sample --register`), silence.c
+ * (`silence`); carehub_cli.h is
  * what they share.
  */
 #include <errno.h>
@@ -72,6 +76,11 @@ enum {
     OPT_REGISTER,
     OPT_VILLAGE,
     OPT_DIRECTOR,
+    OPT_MATCH,
+    OPT_STARTS,
+    OPT_ENDS,
+    OPT_FOR,
+    OPT_REASON,
     OPT_END
 };
 #define BIT(o) (1u << ((o) - CLI_OPT_FIRST_PROGRAM))
@@ -156,7 +165,8 @@ static int cmd_case(sess_t *s, const opts_t *o, const char *id)
     json_array_foreach(evs, i, x) {
         printf("  %zu. ", i + 1);
         cli_put_safe(stdout, cli_json_str(x, "type", "?"));
-        static const char *const keys[] = {"id", "at", "received", "severity", "agent", "ref", NULL};
+        static const char *const keys[] = {"id", "at", "received", "severity", "agent", "ref",
+                                           "silenced", NULL};
         show_fields(stdout, x, keys);
         fputc('\n', stdout);
         json_t *body = json_object_get(x, "body");
@@ -543,6 +553,24 @@ static const command_t COMMANDS[] = {
      "--html FILE writes a self-contained page with the table and a bar chart.\n"},
     {"stats", 0, BIT(OPT_JSON), "stats [--json]",
      "Counts of cases by status and type, and of assignments by state.\n"},
+    {"silence", -1,
+     BIT(OPT_JSON) | BIT(OPT_TYPE) | BIT(OPT_MATCH) | BIT(OPT_STARTS) | BIT(OPT_ENDS) |
+         BIT(OPT_FOR) | BIT(OPT_REASON),
+     "silence add --type T[,T...] [--match KEY=V[,V...] ...] [--starts TIME]\n"
+     "             (--ends TIME | --for DURATION) --reason TEXT [--json]\n"
+     "  silence list [--json]\n"
+     "  silence expire ID [--json]",
+     "Silences (supervisors; PROTOCOL §10): while one is active, the events the broker\n"
+     "receives that match it are stored and joined to their cases but make no assignment\n"
+     "and send no notice; their case files mark them `silenced`. --type and --match are a\n"
+     "workflow's match (KEY: severity or body.FIELD; V1,V2: any of these values; \">=3\": a\n"
+     "comparison on a body field). The broker refuses any silence that could hold a\n"
+     "mandatory_report, or an online_risk whose body.risk could be self_harm, suicide,\n"
+     "grooming or sexual_content: a child in danger is never silenced. --starts TIME\n"
+     "(default: now); --ends TIME, or --for DURATION (e.g. 3d, 12h, 2w) from --starts or\n"
+     "from now on this machine's clock; at most 90 days. `add` prints the silence's id;\n"
+     "`list` every silence with its state at the broker's now (active, pending, ended,\n"
+     "expired); `expire ID` ends one now. Creating and expiring are in the trail.\n"},
 };
 
 static const command_t *find_command(const char *name)
@@ -601,12 +629,18 @@ int main(int argc, char **argv)
         {"register", no_argument, NULL, OPT_REGISTER},
         {"village", required_argument, NULL, OPT_VILLAGE},
         {"director", required_argument, NULL, OPT_DIRECTOR},
+        {"match", required_argument, NULL, OPT_MATCH},
+        {"starts", required_argument, NULL, OPT_STARTS},
+        {"ends", required_argument, NULL, OPT_ENDS},
+        {"for", required_argument, NULL, OPT_FOR},
+        {"reason", required_argument, NULL, OPT_REASON},
         {NULL, 0, NULL, 0},
     };
     static const char *const optnames[] = {"--json", "--csv", "--html", "--status", "--agency",
                                            "--type", "--overdue", "--since", "--limit", "--after",
                                            "--all", "--data", "--n", "--seed", "--data-key",
-                                           "--head", "--register", "--village", "--director"};
+                                           "--head", "--register", "--village", "--director",
+                                           "--match", "--starts", "--ends", "--for", "--reason"};
     cli_common_t co;
     opts_t o;
     int opt;
@@ -615,6 +649,7 @@ int main(int argc, char **argv)
     cli_common_init(&co);
     memset(&o, 0, sizeof o);
     o.since = -1;
+    o.starts = o.ends = o.span = -1;
     if (sodium_init() < 0) {
         cli_err("libsodium cannot start");
         return CLI_EX_IO;
@@ -663,6 +698,30 @@ int main(int argc, char **argv)
             }
             o.seed = optarg;
             break;
+        case OPT_MATCH:
+            if (o.n_match == SILENCE_MATCH_MAX) {
+                cli_err("--match: at most %d conditions", SILENCE_MATCH_MAX);
+                return CLI_EX_USAGE;
+            }
+            o.match[o.n_match++] = optarg;
+            break;
+        case OPT_REASON: o.reason = optarg; break;
+        case OPT_STARTS:
+        case OPT_ENDS: {
+            int64_t *t = opt == OPT_STARTS ? &o.starts : &o.ends;
+            if (cli_parse_time(optarg, t) < 0 || *t < 0) {
+                cli_err("%s %s: give a date (2025-03-01), a date and time (2025-03-01T08:00) or "
+                        "ms since the epoch", optnames[opt - OPT_JSON], cli_show(optarg));
+                return CLI_EX_USAGE;
+            }
+            break;
+        }
+        case OPT_FOR:
+            if (cli_parse_span_ms(optarg, &o.span) < 0 || o.span <= 0) {
+                cli_err("--for %s: give a duration such as 90m, 12h, 3d or 2w", cli_show(optarg));
+                return CLI_EX_USAGE;
+            }
+            break;
         case OPT_SINCE:
             if (cli_parse_time(optarg, &o.since) < 0 || o.since < 0) {
                 cli_err("--since %s: give a date (2025-03-01), a date and time "
@@ -698,20 +757,20 @@ int main(int argc, char **argv)
         return CLI_EX_OK;
     }
     if (optind >= argc) {
-        cli_err("no command: cases, case, trail, verify, trail-head, sample, report, register or "
-                "stats (--help)");
+        cli_err("no command: cases, case, trail, verify, trail-head, sample, report, register, "
+                "stats or silence (--help)");
         return CLI_EX_USAGE;
     }
     if (!cmd) {
         cli_err("unknown command '%s': cases, case, trail, verify, trail-head, sample, report, "
-                "register or stats",
+                "register, stats or silence",
                 cli_show(argv[optind]));
         return CLI_EX_USAGE;
     }
     optind++;
     int nargs = argc - optind;
     char **args = argv + optind;
-    if (nargs != cmd->nargs) {
+    if (cmd->nargs >= 0 && nargs != cmd->nargs) {
         cli_err("usage: %s %s", cli_prog(), cmd->synopsis);
         return CLI_EX_USAGE;
     }
@@ -753,6 +812,11 @@ int main(int argc, char **argv)
                 REGISTER_SAMPLE_MAX);
         return CLI_EX_USAGE;
     }
+    if (!strcmp(cmd->name, "silence")) {
+        int urc = silence_usage(&o, nargs, args);
+        if (urc)
+            return urc;
+    }
     if (o.data_key || o.head) {
         cli_err("--data-key and --head go with verify --data DIR");
         return CLI_EX_USAGE;
@@ -783,6 +847,8 @@ int main(int argc, char **argv)
             rc = report_command(&s, &o);
         else if (!strcmp(cmd->name, "register"))
             rc = register_command(&s, &o);
+        else if (!strcmp(cmd->name, "silence"))
+            rc = silence_command(&s, &o, nargs, args);
         else
             rc = cmd_stats(&s, &o);
     }

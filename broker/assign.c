@@ -497,8 +497,14 @@ int assign_on_event(const config_t *cfg, store_txn_t *t, const case_event_t *it,
                     const json_t *body, int64_t now, assign_effects_t *fx)
 {
     route_hit_t hits[32];
-    int matched;
-    size_t n = route_match(cfg, it->type, body, hits, UTIL_ARRAY_LEN(hits), &matched);
+    int matched = 0;
+    size_t n = 0;
+    /* A silenced event (silence.h) is routed nowhere: no assignment, no
+     * fallback, and the agencies already in the case are not told again. */
+    if (!it->silenced)
+        n = route_match(cfg, it->type, body, hits, UTIL_ARRAY_LEN(hits), &matched);
+    else
+        matched = 1;
     as_list_t existing;
     int rc = assign_case_assignments(t, it->case_id, &existing);
     for (size_t i = 0; !rc && i < n; i++)
@@ -516,7 +522,7 @@ int assign_on_event(const config_t *cfg, store_txn_t *t, const case_event_t *it,
                                                            cfg->quiet_close_wd),
                               fx);
     /* A new event joined: the agencies that have not acknowledged see it again. */
-    for (size_t i = 0; !rc && i < existing.n; i++)
+    for (size_t i = 0; !rc && !it->silenced && i < existing.n; i++)
         if (existing.list[i].state == AS_OPEN)
             fx_deliver(fx, existing.list[i].id);
     free(existing.list);

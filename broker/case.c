@@ -190,7 +190,7 @@ static int put_event(store_txn_t *t, const case_event_t *it, const char *ref_key
     msgpack_packer pk;
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, sealed ? 10 : 9);
+    msgpack_pack_map(&pk, (sealed ? 10 : 9) + (it->silenced != NULL));
     frame_pack_cstr(&pk, "id");       frame_pack_cstr(&pk, it->event_id);
     frame_pack_cstr(&pk, "agent");    frame_pack_cstr(&pk, it->agent);
     frame_pack_cstr(&pk, "ref");      frame_pack_cstr(&pk, ref_key);
@@ -199,6 +199,10 @@ static int put_event(store_txn_t *t, const case_event_t *it, const char *ref_key
     frame_pack_cstr(&pk, "received"); msgpack_pack_int64(&pk, it->received);
     frame_pack_cstr(&pk, "case");     frame_pack_cstr(&pk, it->case_id);
     frame_pack_cstr(&pk, "severity"); frame_pack_cstr(&pk, case_severity_name(it->severity));
+    if (it->silenced) {
+        frame_pack_cstr(&pk, "silenced");
+        frame_pack_cstr(&pk, it->silenced);
+    }
     if (sealed) {
         char ad[STORE_ID_MAX + 8];
         ref_ad(ad, sizeof ad, it->event_id);

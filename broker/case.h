@@ -6,7 +6,7 @@
  *
  * The records (docs/data-model.md):
  *   events      event id → {id, agent, ref, type, at, received, case, severity,
- *                            body | ref_enc + body_enc}; ref as store_txn_ref_key
+ *                            silenced?, body | ref_enc + body_enc}; ref as store_txn_ref_key
  *               stores it (a keyed hash with privacy on), the ref sent in ref_enc
  *   cases       case id → {join, id, type, status, opened, severity}
  *   open_cases  type NUL child key → case id (store_txn_child_key: a keyed hash
@@ -64,6 +64,8 @@ typedef struct {
     int severity;            /* 0 low .. 3 critical */
     const char *body;        /* the body, packed msgpack */
     size_t body_len;
+    const char *silenced;    /* the id of the silence that holds it (silence.h), or NULL:
+                              * recorded as "silenced"; it makes no assignment, no notice */
     int refuse;              /* the body is invalid: answer a duplicate, store nothing new */
     /* output */
     case_item_status_t status;

@@ -1,7 +1,8 @@
 /*
  * proto.c — envelope checks, the op table, replies and nacks, and the ops but
  * `event` (hello, ping, pong, case_ack, case_update, received, query,
- * test_clock); see proto.h. The event op and its batches: proto_event.c.
+ * test_clock); see proto.h. The event op and its batches: proto_event.c;
+ * silence and silence_expire: proto_silence.c.
  */
 #include "proto_int.h"
 
@@ -543,6 +544,10 @@ static const struct op_def {
      "only agency agents acknowledge or update assignments"},
     {"received", op_received, OP_HELLO | OP_NO_REPLY, ANY_ROLE, NULL},
     {"query", op_query, OP_HELLO, ANY_ROLE, NULL}, /* what each role may read: query.c */
+    {"silence", proto_op_silence, OP_HELLO, 1u << ROLE_SUPERVISOR,
+     "only supervisors silence events (PROTOCOL §10)"},
+    {"silence_expire", proto_op_silence_expire, OP_HELLO, 1u << ROLE_SUPERVISOR,
+     "only supervisors silence events (PROTOCOL §10)"},
     {"test_clock", op_test_clock, OP_HELLO | OP_TEST_ONLY, ANY_ROLE, NULL},
 };
 

@@ -15,6 +15,7 @@
 #include "clock.h"
 #include "log.h"
 #include "register.h"
+#include "silence.h"
 #include "util.h"
 
 /* One staged event: the store item plus the copies it points into. */
@@ -211,10 +212,28 @@ static int route_stored(store_txn_t *t, case_event_t *item, void *ud)
 static int batch_fn(store_txn_t *t, assign_effects_t *fx, void *ud)
 {
     proto_batch_t *b = ud;
-    for (size_t i = 0; i < b->n; i++)
+    int64_t first = INT64_MAX;
+    for (size_t i = 0; i < b->n; i++) {
         b->items[i] = b->staged[i].item; /* afresh on every run */
+        if (b->items[i].received < first)
+            first = b->items[i].received;
+    }
     b->fx = fx;
-    return case_txn_put_events(t, b->items, b->n, route_stored, b);
+    /* Silences (PROTOCOL §10): read from the store in this transaction, so that
+     * one created or expired by an op before this batch counts. */
+    silence_set_t *sil = NULL;
+    int rc = silence_load(t, first, &sil);
+    if (rc)
+        return rc;
+    for (size_t i = 0; i < b->n; i++)
+        if (!b->items[i].refuse)
+            b->items[i].silenced = silence_find(sil, b->items[i].type, b->staged[i].json,
+                                                b->items[i].received);
+    rc = case_txn_put_events(t, b->items, b->n, route_stored, b);
+    for (size_t i = 0; i < b->n; i++)
+        b->items[i].silenced = NULL; /* pointed into sil */
+    silence_set_free(&sil);
+    return rc;
 }
 
 /* After the turn's commit: answer every event of the batch. */

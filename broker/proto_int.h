@@ -1,7 +1,7 @@
 /*
  * proto_int.h — what broker/proto.c (envelope, op table, replies, the other
  * ops) and broker/proto_event.c (the event op: validation, staging, the batch
- * commit) share. Private to those two files; the module's API is proto.h.
+ * commit) and broker/proto_silence.c (silences) share. Private to those files; the module's API is proto.h.
  */
 #ifndef CAREHUB_PROTO_INT_H
 #define CAREHUB_PROTO_INT_H
@@ -68,6 +68,10 @@ void proto_join(char *buf, size_t size, const char *(*name)(const void *ctx, siz
 
 /* The `event` op: validate the event and stage it in p->cur (proto_event.c). */
 void proto_op_event(proto_t *p, proto_msg_t *m);
+
+/* The supervisors' `silence` and `silence_expire` ops (proto_silence.c, PROTOCOL §10). */
+void proto_op_silence(proto_t *p, proto_msg_t *m);
+void proto_op_silence_expire(proto_t *p, proto_msg_t *m);
 
 /* Free the staged events not yet queued and the batches kept for reuse (proto_destroy). */
 void proto_batches_free(proto_t *p);

@@ -12,6 +12,7 @@
 #include "audit.h"
 #include "budget.h"
 #include "clock.h"
+#include "silence.h"
 #include "trail.h"
 #include "util.h"
 
@@ -392,6 +393,47 @@ static int trail_head_answer(q_t *q, store_txn_t *t)
     return 0;
 }
 
+/* what:"silences", after? (supervisors, PROTOCOL §10): the silences, oldest
+ * first, as stored (silence.h), as many as fit in max_message_bytes; `next`
+ * when more follow. The read in the trail. */
+static int silences_answer(q_t *q, store_txn_t *t)
+{
+    if (q->agent->role != ROLE_SUPERVISOR) {
+        query_refuse(q, QUERY_FORBIDDEN, NULL, "only supervisors read the silences%s", "");
+        return query_record_refusal(q, t, "");
+    }
+    char after[SILENCE_ID_MAX];
+    if (query_opt_str(q, "after", after, sizeof after) < 0) {
+        query_refuse(q, QUERY_INVALID, "/after", "`after` is the `next` of the page before (a "
+                     "silence id)%s", "");
+        return 0;
+    }
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    uint32_t n = 0;
+    char next[SILENCE_ID_MAX];
+    size_t max = q->cfg->max_message_bytes, budget = max > 2048 ? max - 1024 : max;
+    int rc = silence_pack_page(t, after, budget, &sb, &n, next);
+    if (!rc)
+        rc = trail_append(t, "", "read", q->agent->id, -1, NULL, NULL, 0, q->what);
+    if (!rc) {
+        frame_out_message(q->out, "result", q->id, 4);
+        frame_out_str(q->out, "what", "silences");
+        frame_out_int(q->out, "now", clock_now_ms());
+        frame_out_key(q->out, "silences");
+        msgpack_pack_array(&q->out->pk, n);
+        if (sb.size)
+            q->out->pk.callback(q->out->pk.data, sb.data, sb.size);
+        frame_out_key(q->out, "next");
+        if (next[0])
+            frame_pack_cstr(&q->out->pk, next);
+        else
+            msgpack_pack_nil(&q->out->pk);
+    }
+    msgpack_sbuffer_destroy(&sb);
+    return rc;
+}
+
 static int query_txn(store_txn_t *t, void *ud)
 {
     q_t *q = ud;
@@ -403,6 +445,8 @@ static int query_txn(store_txn_t *t, void *ud)
     q->why[0] = '\0';
     if (strncmp(q->what, "register", 8) == 0)
         return query_register(q, t);
+    if (strcmp(q->what, "silences") == 0)
+        return silences_answer(q, t);
     if (q->agent->role != ROLE_SUPERVISOR && q->agent->role != ROLE_AGENCY) {
         query_refuse(q, QUERY_FORBIDDEN, NULL, "agents of role %s read no case file", config_role_name(q->agent->role));
         return query_record_refusal(q, t, q->case_id);
@@ -499,9 +543,10 @@ query_result_t query_begin(const config_t *cfg, store_t *st, budget_t *budget,
         (strcmp(q.what, "case") != 0 && strcmp(q.what, "cases") != 0 && strcmp(q.what, "trail") != 0 &&
          strcmp(q.what, "assignments") != 0 && strcmp(q.what, "verify") != 0 &&
          strcmp(q.what, "trail_head") != 0 && strcmp(q.what, "register") != 0 &&
-         strcmp(q.what, "register_due") != 0 && strcmp(q.what, "register_sample") != 0)) {
+         strcmp(q.what, "register_due") != 0 && strcmp(q.what, "register_sample") != 0 &&
+         strcmp(q.what, "silences") != 0)) {
         util_fmt(why, whysize, "`what` is required: case, cases, trail, assignments, verify, "
-                 "trail_head, register, register_due or register_sample");
+                 "trail_head, register, register_due, register_sample or silences");
         *field = "/what";
         return QUERY_INVALID;
     }
@@ -514,7 +559,8 @@ query_result_t query_begin(const config_t *cfg, store_t *st, budget_t *budget,
         return QUERY_VERIFY;
     }
     if (strcmp(q.what, "cases") != 0 && strcmp(q.what, "assignments") != 0 &&
-        strcmp(q.what, "trail_head") != 0 && strncmp(q.what, "register", 8) != 0 && (query_opt_str(&q, "case", q.case_id, sizeof q.case_id) < 0 || !q.case_id[0] ||
+        strcmp(q.what, "trail_head") != 0 && strncmp(q.what, "register", 8) != 0 &&
+        strcmp(q.what, "silences") != 0 && (query_opt_str(&q, "case", q.case_id, sizeof q.case_id) < 0 || !q.case_id[0] ||
          !util_valid_id(q.case_id, strlen(q.case_id)))) {
         util_fmt(why, whysize, "`case` is required: the case id, e.g. case-0000000001");
         *field = "/case";

@@ -51,6 +51,7 @@ static const struct {
     [STORE_DB_ACK_DUE] = {"ack_due", 0},
     [STORE_DB_COUNTERS] = {"counters", 0},
     [STORE_DB_REGISTER] = {"register", 0},
+    [STORE_DB_SILENCES] = {"silences", 0},
 };
 
 

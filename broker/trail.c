@@ -519,7 +519,8 @@ static int verify_txn(store_txn_t *t, void *ud)
     }
     if (rc == 0 && !r->problem[0]) {
         keep_last(&v);
-        static const store_db_t objs[] = {STORE_DB_EVENTS, STORE_DB_CASES, STORE_DB_ASSIGNMENTS};
+        static const store_db_t objs[] = {STORE_DB_EVENTS, STORE_DB_CASES, STORE_DB_ASSIGNMENTS,
+                                          STORE_DB_SILENCES};
         for (size_t i = 0; rc == 0 && !r->problem[0] && i < UTIL_ARRAY_LEN(objs); i++) {
             v.db = objs[i];
             rc = store_each(t, objs[i], NULL, 0, 0, check_object, &v);

@@ -20,7 +20,9 @@
  * first problem is named.
  *
  * Records hold ids and hashes, never names or free text (the trail is for
- * supervisors and is kept longer than the data).
+ * supervisors and is kept longer than the data); the one exception is a
+ * silence's records (silence.h), whose `ref` is the supervisor's reason,
+ * which PROTOCOL §10 wants in the trail (it names no child).
  */
 #ifndef CAREHUB_TRAIL_H
 #define CAREHUB_TRAIL_H
@@ -74,7 +76,7 @@ typedef struct {
 /* Verify the whole store (read transaction): the chain (its keyed part only
  * when the store was given its key: otherwise r->unchecked_from says where
  * checking stopped), the key mark, the anchor when one is given (NULL: none),
- * then every event, case and assignment against its last trail record. 0
+ * then every event, case, assignment and silence against its last trail record. 0
  * when intact; 1 with r->problem naming the first broken record or object; a
  * store_rc_t on a read failure. */
 int trail_verify(store_t *st, const trail_anchor_t *anchor, trail_report_t *r);

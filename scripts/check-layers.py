@@ -14,7 +14,7 @@ header of a higher layer than its own or outside what its side may see:
               1 services    store config schema keys job session metrics hook zap route budget
               2 trail       (the hash chain: over the store)
               3 records     case (events and cases: over the store, writing the trail)
-              4 domain      assign query turn deliver audit register
+              4 domain      assign query turn deliver audit register silence
               5 protocol    proto
               6 the broker  broker main
             It never includes anything of agents/.
@@ -39,7 +39,7 @@ LAYERS = {
         "budget"],
     2: ["trail"],
     3: ["case"],
-    4: ["assign", "query", "turn", "deliver", "audit", "register"],
+    4: ["assign", "query", "turn", "deliver", "audit", "register", "silence"],
     5: ["proto"],
     6: ["broker", "main"],
 }

@@ -17,6 +17,7 @@
 #define PAGE_MAX 1000             /* the broker's largest page */
 #define REGISTER_SAMPLE_MAX 100   /* the broker's largest register_sample n */
 #define REGISTER_SEED_MAX 128     /* and its longest seed, in bytes */
+#define SILENCE_MATCH_MAX 15      /* --match options: with --type, the broker's 16 conditions */
 
 /* The options of the commands, as parsed by main. */
 typedef struct {
@@ -27,6 +28,11 @@ typedef struct {
     const char *village, *director; /* register, sample --register: filters (NULL: all) */
     int reg;                /* sample --register: draw register entries, not cases */
     int64_t since;          /* -1 = not given */
+    /* silence add: --match key=value (up to SILENCE_MATCH_MAX), --starts, --ends, --for, --reason */
+    const char *match[SILENCE_MATCH_MAX];
+    int n_match;
+    int64_t starts, ends, span; /* -1 = not given */
+    const char *reason;
     long limit, n;
 } opts_t;
 
@@ -46,6 +52,9 @@ typedef struct {
  * (75 unreachable, 77 refused, 64 a bad option). */
 int sess_open(sess_t *s, cli_common_t *co);
 void sess_close(sess_t *s);
+/* One request ({op, ...} without v and id): 0 and the answer in *out, or an
+ * exit code with the message printed (65 refused, 75 no answer). */
+int sess_request(sess_t *s, json_t *req, json_t **out);
 /* A query {op:"query", what, ...fields}: 0 and the answer in *out, or an exit
  * code with the message printed (65 refused, 75 no answer). */
 int sess_query(sess_t *s, const char *what, json_t *fields, json_t **out);
@@ -88,5 +97,14 @@ int report_command(sess_t *s, const opts_t *o);
 int register_command(sess_t *s, const opts_t *o);
 /* `carehub sample --register` (the yearly spot check of register entries): an exit code. */
 int register_sample_command(sess_t *s, const opts_t *o);
+
+/* ---- silence.c --------------------------------------------------------------- */
+
+/* `carehub silence add|list|expire` (PROTOCOL §10; supervisors): args[0] is the
+ * subcommand, args[1] the silence id for expire. silence_usage() checks them
+ * and the options before anything is sent (0, or CLI_EX_USAGE with the message
+ * printed); silence_command() runs it: an exit code. */
+int silence_usage(const opts_t *o, int nargs, char **args);
+int silence_command(sess_t *s, const opts_t *o, int nargs, char **args);
 
 #endif

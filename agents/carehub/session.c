@@ -65,9 +65,8 @@ void sess_close(sess_t *s)
     s->reply = NULL;
 }
 
-/* One request ({op, ...} without v and id): 0 and the answer in *out, or an
- * exit code with the message printed (65 refused, 75 no answer). */
-static int sess_request(sess_t *s, json_t *req, json_t **out)
+/* One request (carehub_cli.h). */
+int sess_request(sess_t *s, json_t *req, json_t **out)
 {
     *out = NULL;
     char *text = json_dumps(req, JSON_COMPACT);
