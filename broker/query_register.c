@@ -24,16 +24,16 @@
 #define SAMPLE_MAX 100
 
 /* An optional integer of the request in [lo, hi]: *out = def when absent; -1
- * (refused invalid) otherwise. */
-static int opt_int(q_t *q, const char *key, int64_t def, int64_t lo, int64_t hi, int64_t *out)
+ * (refused invalid, at `field`: a literal, "/" + key, which outlives the call) otherwise. */
+static int opt_int(q_t *q, const char *key, const char *field, int64_t def, int64_t lo, int64_t hi,
+                   int64_t *out)
 {
     const msgpack_object *o = frame_map_get(q->map, key);
     *out = def;
     if (!o || o->type == MSGPACK_OBJECT_NIL)
         return 0;
     if (!frame_int(o, out) || *out < lo || *out > hi) {
-        char field[32], range[64];
-        util_fmt(field, sizeof field, "/%s", key);
+        char range[64];
         util_fmt(range, sizeof range, "`%s` must be an integer from %lld to %lld", key, (long long)lo,
                  (long long)hi);
         query_refuse(q, QUERY_INVALID, field, "%s", range);
@@ -105,7 +105,7 @@ static int figures(q_t *q, store_txn_t *t)
 static int due_list(q_t *q, store_txn_t *t)
 {
     int64_t within;
-    if (opt_int(q, "within", DUE_WITHIN_DEFAULT, 0, DUE_WITHIN_MAX, &within) < 0)
+    if (opt_int(q, "within", "/within", DUE_WITHIN_DEFAULT, 0, DUE_WITHIN_MAX, &within) < 0)
         return 0;
     int64_t now = clock_now_ms();
     register_due_t *rows = NULL;
@@ -174,7 +174,7 @@ static int sample(q_t *q, store_txn_t *t)
     char village[REGISTER_TEXT_MAX], director[CAREHUB_ID_MAX + 1], seed[129];
     int64_t n;
     if (opt_filters(q, village, director) < 0 ||
-        opt_int(q, "n", SAMPLE_DEFAULT, 1, SAMPLE_MAX, &n) < 0)
+        opt_int(q, "n", "/n", SAMPLE_DEFAULT, 1, SAMPLE_MAX, &n) < 0)
         return 0;
     if (query_opt_str(q, "seed", seed, sizeof seed) < 0) {
         query_refuse(q, QUERY_INVALID, "/seed", "`seed` must be a string of at most 128 bytes (the "
