@@ -181,6 +181,47 @@ static int as_decode_head(const msgpack_object *m, as_brief_t *b)
     return 0;
 }
 
+/* An escalation plan: [[after_ms, [channel, …]] or [after_ms, [channel, …], after_wd], …]. */
+static void decode_plan(const msgpack_object *plan, step_t *steps, size_t *n)
+{
+    *n = 0;
+    if (!plan || plan->type != MSGPACK_OBJECT_ARRAY)
+        return;
+    for (uint32_t i = 0; i < plan->via.array.size && *n < MAX_STEPS; i++) {
+        const msgpack_object *st_o = &plan->via.array.ptr[i];
+        if (st_o->type != MSGPACK_OBJECT_ARRAY || st_o->via.array.size < 2 ||
+            st_o->via.array.size > 3)
+            continue;
+        step_t *sp = &steps[(*n)++];
+        memset(sp, 0, sizeof *sp);
+        sp->after_wd = CONFIG_NOT_WD;
+        (void)frame_int(&st_o->via.array.ptr[0], &sp->after_ms);
+        int64_t wd;
+        if (st_o->via.array.size == 3 && frame_int(&st_o->via.array.ptr[2], &wd) && wd >= 0 &&
+            wd <= INT32_MAX)
+            sp->after_wd = (int)wd;
+        const msgpack_object *nl = &st_o->via.array.ptr[1];
+        if (nl->type == MSGPACK_OBJECT_ARRAY)
+            for (uint32_t j = 0; j < nl->via.array.size && sp->n_notify < MAX_NOTIFY; j++)
+                assign_copy_str(sp->notify[sp->n_notify++], ID_LEN, &nl->via.array.ptr[j]);
+    }
+}
+
+static void pack_plan(msgpack_packer *pk, const step_t *steps, size_t n)
+{
+    msgpack_pack_array(pk, n);
+    for (size_t i = 0; i < n; i++) {
+        int wd = steps[i].after_wd >= 0;
+        msgpack_pack_array(pk, wd ? 3 : 2);
+        msgpack_pack_int64(pk, steps[i].after_ms);
+        msgpack_pack_array(pk, steps[i].n_notify);
+        for (size_t j = 0; j < steps[i].n_notify; j++)
+            frame_pack_cstr(pk, steps[i].notify[j]);
+        if (wd)
+            msgpack_pack_int(pk, steps[i].after_wd);
+    }
+}
+
 /* The whole record: the head (with its case required), the note opened, the plan. */
 int assign_rec_decode(store_txn_t *t, const void *data, size_t len, as_t *a)
 {
@@ -226,20 +267,19 @@ int assign_rec_decode(store_txn_t *t, const void *data, size_t len, as_t *a)
         a->acked_at = assign_get_int(m, "acked_at");
         a->next_due = assign_get_int(m, "next_due");
         a->level = (int)assign_get_int(m, "level");
-        const msgpack_object *plan = frame_map_get(m, "plan");
-        if (plan && plan->type == MSGPACK_OBJECT_ARRAY) {
-            for (uint32_t i = 0; i < plan->via.array.size && a->n_steps < MAX_STEPS; i++) {
-                const msgpack_object *st_o = &plan->via.array.ptr[i];
-                if (st_o->type != MSGPACK_OBJECT_ARRAY || st_o->via.array.size != 2)
-                    continue;
-                step_t *sp = &a->steps[a->n_steps++];
-                (void)frame_int(&st_o->via.array.ptr[0], &sp->after_ms);
-                const msgpack_object *nl = &st_o->via.array.ptr[1];
-                if (nl->type == MSGPACK_OBJECT_ARRAY)
-                    for (uint32_t j = 0; j < nl->via.array.size && sp->n_notify < MAX_NOTIFY; j++)
-                        assign_copy_str(sp->notify[sp->n_notify++], ID_LEN, &nl->via.array.ptr[j]);
-            }
+        decode_plan(frame_map_get(m, "plan"), a->steps, &a->n_steps);
+        /* the second deadline: absent in records from before it */
+        const msgpack_object *rw = frame_map_get(m, "rw");
+        if (rw && rw->type == MSGPACK_OBJECT_ARRAY && rw->via.array.size == 2) {
+            int64_t wd = CONFIG_NOT_WD;
+            a->has_rw = frame_int(&rw->via.array.ptr[0], &a->rw_ms) &&
+                        frame_int(&rw->via.array.ptr[1], &wd);
+            a->rw_wd = wd >= 0 && wd <= INT32_MAX ? (int)wd : CONFIG_NOT_WD;
         }
+        a->resolve_by = assign_get_int(m, "resolve_by");
+        a->final_at = assign_get_int(m, "final_at");
+        a->rlevel = (int)assign_get_int(m, "rlevel");
+        decode_plan(frame_map_get(m, "rplan"), a->rsteps, &a->n_rsteps);
         if (head == 0 && a->case_id[0]) {
             a->state = h.state;
             rc = 0;
@@ -255,7 +295,7 @@ int assign_rec_put(store_txn_t *t, const as_t *a)
     msgpack_packer pk;
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 15);
+    msgpack_pack_map(&pk, 16 + (a->has_rw ? 4 : 0));
     frame_pack_cstr(&pk, "id");       frame_pack_cstr(&pk, a->id);
     frame_pack_cstr(&pk, "case");     frame_pack_cstr(&pk, a->case_id);
     frame_pack_cstr(&pk, "agency");   frame_pack_cstr(&pk, a->agency);
@@ -283,13 +323,17 @@ int assign_rec_put(store_txn_t *t, const as_t *a)
     msgpack_sbuffer_destroy(&sealed);
     frame_pack_cstr(&pk, "level");    msgpack_pack_int(&pk, a->level);
     frame_pack_cstr(&pk, "plan");
-    msgpack_pack_array(&pk, a->n_steps);
-    for (size_t i = 0; i < a->n_steps; i++) {
+    pack_plan(&pk, a->steps, a->n_steps);
+    frame_pack_cstr(&pk, "final_at"); msgpack_pack_int64(&pk, a->final_at);
+    if (a->has_rw) { /* the second deadline */
+        frame_pack_cstr(&pk, "rw");
         msgpack_pack_array(&pk, 2);
-        msgpack_pack_int64(&pk, a->steps[i].after_ms);
-        msgpack_pack_array(&pk, a->steps[i].n_notify);
-        for (size_t j = 0; j < a->steps[i].n_notify; j++)
-            frame_pack_cstr(&pk, a->steps[i].notify[j]);
+        msgpack_pack_int64(&pk, a->rw_ms);
+        msgpack_pack_int(&pk, a->rw_wd);
+        frame_pack_cstr(&pk, "resolve_by"); msgpack_pack_int64(&pk, a->resolve_by);
+        frame_pack_cstr(&pk, "rlevel");     msgpack_pack_int(&pk, a->rlevel);
+        frame_pack_cstr(&pk, "rplan");
+        pack_plan(&pk, a->rsteps, a->n_rsteps);
     }
     int rc = store_put(t, STORE_DB_ASSIGNMENTS, a->id, strlen(a->id), sb.data, sb.size, 0);
     if (rc == 0) {
@@ -337,8 +381,26 @@ size_t assign_pending_key(char *k, size_t size, const char *agency, const char *
 
 /* ---- the state machine --------------------------------------------------- */
 
+/* The second deadline starts with the acknowledgement: resolve_by, and the
+ * escalate_unresolved steps written in working days made clock times after it. */
+static void start_resolve_deadline(const config_t *cfg, as_t *a, int64_t now)
+{
+    if (!a->has_rw || a->resolve_by)
+        return;
+    a->resolve_by = config_deadline(cfg, now, a->rw_ms, a->rw_wd);
+    if (a->resolve_by <= 0)
+        a->resolve_by = 1;
+    for (size_t i = 0; i < a->n_rsteps; i++)
+        if (a->rsteps[i].after_wd >= 0) {
+            a->rsteps[i].after_ms =
+                config_deadline(cfg, a->resolve_by, 0, a->rsteps[i].after_wd) - a->resolve_by;
+            a->rsteps[i].after_wd = CONFIG_NOT_WD;
+        }
+}
+
 /* The one place an assignment's state changes. */
-static int set_state(store_txn_t *t, as_t *a, assign_state_t to, int64_t now, assign_effects_t *fx)
+static int set_state(const config_t *cfg, store_txn_t *t, as_t *a, assign_state_t to, int64_t now,
+                     assign_effects_t *fx)
 {
     assign_state_t from = a->state;
     int rc;
@@ -352,18 +414,25 @@ static int set_state(store_txn_t *t, as_t *a, assign_state_t to, int64_t now, as
     log_debug("assign: %s (%s, %s) %s -> %s", a->id, a->case_id, a->agency, assign_state_name(from),
              assign_state_name(to));
     a->state = to;
-    if (!assign_is_final(from) && assign_is_final(to) && (rc = assign_open_count_add(t, -1)))
-        return rc;
+    if (!assign_is_final(from) && assign_is_final(to)) {
+        a->final_at = now;
+        if ((rc = assign_open_count_add(t, -1)))
+            return rc;
+    }
     if (from == AS_OPEN) {
         char k[2 * ID_LEN + 2];
         a->acked_at = now;
+        if (!assign_is_final(to))
+            start_resolve_deadline(cfg, a, now);
         if ((rc = store_del(t, STORE_DB_PENDING, k, assign_pending_key(k, sizeof k, a->agency, a->id),
                             NULL, 0)) ||
             (rc = assign_ack_due_put(t, a, 1)))
             return rc;
-        if ((rc = assign_schedule(t, a, fx))) /* acknowledged: escalation stops */
-            return rc;
     }
+    /* acknowledged: the ack escalation stops (the resolve one may start); final:
+     * every escalation stops */
+    if (from == AS_OPEN || assign_is_final(to))
+        return assign_schedule(t, a, fx);
     return 0;
 }
 
@@ -379,9 +448,10 @@ static int tell_assigned(const config_t *cfg, store_txn_t *t, const as_t *a, int
     json_t *data = json_pack("{s:s, s:s, s:s, s:s, s:s, s:I}", "case", a->case_id, "assignment",
                              a->id, "agency", a->agency, "event_type", a->type, "severity",
                              case_severity_name(a->severity), "ack_by", (json_int_t)a->ack_by);
-    char text[512];
-    util_fmt(text, sizeof text, "【carehub】新案件 %s 已分派给%s，请于时限内确认。", a->case_id,
-             assign_agency_name(cfg, a->agency));
+    char text[512], when[64];
+    config_local_time(cfg, a->ack_by, when, sizeof when);
+    util_fmt(text, sizeof text, "【carehub】新案件 %s 已分派给%s，请于 %s 前确认。", a->case_id,
+             assign_agency_name(cfg, a->agency), when);
     int rc = 0;
     for (size_t i = 0; i < ag->n_channels && !rc; i++) {
         const config_channel_t *ch = config_find_channel(cfg, ag->channels[i]);
@@ -456,6 +526,13 @@ static int make_assignment(const config_t *cfg, store_txn_t *t, const char *case
     if (from) {
         a.n_steps = from->n_steps;
         memcpy(a.steps, from->steps, sizeof a.steps);
+        /* and the second deadline's length and steps (as clock times once the one
+         * it comes from was acknowledged) */
+        a.has_rw = from->has_rw;
+        a.rw_ms = from->rw_ms;
+        a.rw_wd = from->rw_wd;
+        a.n_rsteps = from->n_rsteps;
+        memcpy(a.rsteps, from->rsteps, sizeof a.rsteps);
     } else if (spec) {
         if (spec->n_escalate > MAX_STEPS)
             log_warn("assign: workflow step for %s has %zu escalation steps; the first %d are used",
@@ -469,7 +546,26 @@ static int make_assignment(const config_t *cfg, store_txn_t *t, const char *case
             for (size_t j = 0; j < spec->escalate[i].n_notify && sp->n_notify < MAX_NOTIFY; j++)
                 util_fmt(sp->notify[sp->n_notify++], ID_LEN, "%s", spec->escalate[i].notify[j]);
         }
+        if (spec->has_resolve) {
+            a.has_rw = 1;
+            a.rw_ms = spec->resolve_within_ms;
+            a.rw_wd = spec->resolve_within_wd;
+        }
+        if (spec->n_escalate_unresolved > MAX_STEPS)
+            log_warn("assign: workflow step for %s has %zu escalate_unresolved steps; the first %d "
+                     "are used", agency, spec->n_escalate_unresolved, MAX_STEPS);
+        /* as written (working days stay working days until resolve_by is known) */
+        for (size_t i = 0; i < spec->n_escalate_unresolved && a.n_rsteps < MAX_STEPS; i++) {
+            const config_escalate_t *ce = &spec->escalate_unresolved[i];
+            step_t *sp = &a.rsteps[a.n_rsteps++];
+            sp->after_wd = ce->after_wd >= 0 ? ce->after_wd : CONFIG_NOT_WD;
+            sp->after_ms = sp->after_wd >= 0 ? 0 : ce->after_ms;
+            for (size_t j = 0; j < ce->n_notify && sp->n_notify < MAX_NOTIFY; j++)
+                util_fmt(sp->notify[sp->n_notify++], ID_LEN, "%s", ce->notify[j]);
+        }
     }
+    for (size_t i = 0; i < a.n_steps; i++)
+        a.steps[i].after_wd = CONFIG_NOT_WD; /* made clock times above */
     int rc;
     char pk[2 * ID_LEN + 2];
     if ((rc = assign_schedule(t, &a, fx)) || (rc = assign_rec_put(t, &a)) ||
@@ -553,8 +649,10 @@ int assign_request(const config_t *cfg, store_txn_t *t, assign_request_t *r, ass
             return 0;
         if (r->by)
             util_fmt(a.by, sizeof a.by, "%s", r->by);
-        if ((rc = set_state(t, &a, AS_ACKNOWLEDGED, r->now, fx)))
+        if ((rc = set_state(cfg, t, &a, AS_ACKNOWLEDGED, r->now, fx)))
             return rc;
+        if (a.resolve_by > 0)
+            fx_deliver(fx, a.id); /* the `case` message again, now with resolve_by */
         return assign_rec_put(t, &a);
     }
     int to = assign_update_status(r->status, strlen(r->status));
@@ -593,8 +691,11 @@ int assign_request(const config_t *cfg, store_txn_t *t, assign_request_t *r, ass
         util_fmt(a.note, sizeof a.note, "%s", r->note);
     if (to == AS_REFERRED)
         util_fmt(a.to, sizeof a.to, "%s", r->to);
-    if ((rc = set_state(t, &a, (assign_state_t)to, r->now, fx)) || (rc = assign_rec_put(t, &a)))
+    int64_t had_resolve_by = a.resolve_by;
+    if ((rc = set_state(cfg, t, &a, (assign_state_t)to, r->now, fx)) || (rc = assign_rec_put(t, &a)))
         return rc;
+    if (!had_resolve_by && a.resolve_by > 0)
+        fx_deliver(fx, a.id); /* in progress straight from open: the `case` with resolve_by */
     if (to == AS_REFERRED || to == AS_DECLINED) {
         as_list_t all;
         const char *target = to == AS_REFERRED ? r->to : cfg->fallback_agency;

@@ -25,6 +25,10 @@
  * left, keyed by due time (8 bytes big-endian ms) + assignment id, so the
  * loop reads only the first key to know when to wake up. A step fires at
  * ack_by + after, once: firing removes the entry and schedules the next step.
+ * The second deadline (PROTOCOL §10): a step with resolve_within sets
+ * resolve_by = acknowledgement + resolve_within; while acknowledged or in
+ * progress the same one entry holds the next escalate_unresolved step
+ * (resolve_by + after; notices with stage "resolve"); a final status removes it.
  */
 #ifndef CAREHUB_ASSIGN_H
 #define CAREHUB_ASSIGN_H
@@ -163,7 +167,9 @@ int assign_deadlines_upgrade(store_t *st);
 /* Build the `case` message of an assignment (PROTOCOL §5) into o, with as many
  * of the case's events (newest last) as fit in max_bytes. Returns 0,
  * STORE_NOTFOUND, or another store_rc_t. Fills *agency (STORE_ID_MAX) and *open_ (1
- * while it still wants delivering: not yet acknowledged). */
+ * while it still wants delivering: not yet acknowledged — or acknowledged with a
+ * resolve_by and not final, the one push after the acknowledgement that carries
+ * resolve_by; PROTOCOL §10). */
 int assign_case_message(store_txn_t *t, const char *assignment, size_t max_bytes, frame_out_t *o,
                         char *agency, int *open_);
 

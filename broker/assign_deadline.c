@@ -90,8 +90,11 @@ int assign_schedule(store_txn_t *t, as_t *a, assign_effects_t *fx)
         (rc = store_del(t, STORE_DB_DEADLINES, k, due_key(k, a->next_due, DUE_STEP, a->id), NULL, 0)))
         return rc;
     a->next_due = 0;
-    if (a->state == AS_OPEN && (size_t)a->level < a->n_steps) {
+    if (a->state == AS_OPEN && (size_t)a->level < a->n_steps)
         a->next_due = a->ack_by + a->steps[a->level].after_ms;
+    else if (assign_resolve_stage(a))
+        a->next_due = a->resolve_by + a->rsteps[a->rlevel].after_ms;
+    if (a->next_due) {
         if (a->next_due <= 0)
             a->next_due = 1;
         if ((rc = store_put(t, STORE_DB_DEADLINES, k, due_key(k, a->next_due, DUE_STEP, a->id), "", 0,
@@ -170,20 +173,35 @@ static int collect_due(void *ud, const void *k, size_t kl, const void *v, size_t
     return 0;
 }
 
-/* Fire the current step of one overdue assignment and schedule the next. */
+/* Fire the current step of one overdue assignment and schedule the next: of
+ * the acknowledgement deadline while open (stage "ack"), of resolve_by once
+ * acknowledged (stage "resolve"; `level` counts that stage's steps from 1). */
 static int fire(const config_t *cfg, store_txn_t *t, as_t *a, int64_t now, assign_effects_t *fx)
 {
-    int level = a->level + 1; /* 1-based in notices */
-    const step_t *sp = &a->steps[a->level];
-    int64_t overdue_min = (now - a->ack_by) / 60000;
-    json_t *data = json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:i}", "case", a->case_id, "assignment",
-                             a->id, "agency", a->agency, "event_type", a->type, "severity",
-                             case_severity_name(a->severity), "ack_by", (json_int_t)a->ack_by,
-                             "level", level);
-    char text[512];
-    util_fmt(text, sizeof text, "【carehub】案件 %s 分派给%s，已超过确认时限 %lld 分钟仍未确认（第%d级升级）。",
-             a->case_id, assign_agency_name(cfg, a->agency), (long long)(overdue_min < 0 ? 0 : overdue_min),
-             level);
+    int resolve = a->state != AS_OPEN;
+    int level = (resolve ? a->rlevel : a->level) + 1; /* 1-based in notices */
+    const step_t *sp = resolve ? &a->rsteps[a->rlevel] : &a->steps[a->level];
+    int64_t due = resolve ? a->resolve_by : a->ack_by;
+    int64_t overdue_min = (now - due) / 60000;
+    json_t *data = json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:i, s:s}", "case", a->case_id,
+                             "assignment", a->id, "agency", a->agency, "event_type", a->type,
+                             "severity", case_severity_name(a->severity), "ack_by",
+                             (json_int_t)a->ack_by, "level", level, "stage",
+                             resolve ? "resolve" : "ack");
+    char text[512], when[64];
+    config_local_time(cfg, due, when, sizeof when);
+    if (resolve) {
+        json_object_set_new(data, "resolve_by", json_integer(a->resolve_by));
+        util_fmt(text, sizeof text,
+                 "【carehub】案件 %s 由%s办理，办结时限 %s 已过 %lld 分钟仍未办结（第%d级升级）。",
+                 a->case_id, assign_agency_name(cfg, a->agency), when,
+                 (long long)(overdue_min < 0 ? 0 : overdue_min), level);
+    } else {
+        util_fmt(text, sizeof text,
+                 "【carehub】案件 %s 分派给%s，确认时限 %s 已过 %lld 分钟仍未确认（第%d级升级）。",
+                 a->case_id, assign_agency_name(cfg, a->agency), when,
+                 (long long)(overdue_min < 0 ? 0 : overdue_min), level);
+    }
     int rc = 0;
     for (size_t i = 0; i < sp->n_notify && !rc; i++) {
         const config_channel_t *ch = config_find_channel(cfg, sp->notify[i]);
@@ -196,9 +214,13 @@ static int fire(const config_t *cfg, store_txn_t *t, as_t *a, int64_t now, assig
     json_decref(data);
     if (rc)
         return rc;
-    log_debug("assign: %s overdue: escalation step %d fired", a->id, level);
+    log_debug("assign: %s overdue: %s escalation step %d fired", a->id, resolve ? "resolve" : "ack",
+              level);
     fx->escalations++;
-    a->level++;
+    if (resolve)
+        a->rlevel++;
+    else
+        a->level++;
     if ((rc = assign_schedule(t, a, fx)))
         return rc;
     return assign_rec_put(t, a);
@@ -372,7 +394,6 @@ static int quiet_close(const config_t *cfg, store_txn_t *t, const char *case_id,
 static int step_due(const config_t *cfg, store_txn_t *t, const char *id, int64_t due, int64_t now,
                     assign_effects_t *fx, int *fired)
 {
-    (void)due;
     as_t a;
     *fired = 0;
     int rc = assign_rec_get(t, id, &a);
@@ -383,8 +404,14 @@ static int step_due(const config_t *cfg, store_txn_t *t, const char *id, int64_t
     }
     if (rc)
         return rc;
-    if (a.state != AS_OPEN || (size_t)a.level >= a.n_steps) {
-        rc = assign_schedule(t, &a, fx); /* stale entry: re-sync the index */
+    int open_step = a.state == AS_OPEN && (size_t)a.level < a.n_steps;
+    if (due != a.next_due || (!open_step && !assign_resolve_stage(&a))) {
+        /* stale entry: drop it, re-sync the index from the record */
+        unsigned char k[DUE_KEY_MAX];
+        if (due != a.next_due &&
+            (rc = store_del(t, STORE_DB_DEADLINES, k, due_key(k, due, DUE_STEP, id), NULL, 0)))
+            return rc;
+        rc = assign_schedule(t, &a, fx);
         return rc ? rc : assign_rec_put(t, &a);
     }
     *fired = 1;

@@ -31,6 +31,9 @@
 
 typedef struct {
     int64_t after_ms;
+    int after_wd;           /* escalate_unresolved before the acknowledgement: working
+                             * days after resolve_by (CONFIG_NOT_WD: after_ms); made
+                             * clock time when resolve_by is set */
     size_t n_notify;
     char notify[MAX_NOTIFY][ID_LEN];
 } step_t;
@@ -58,6 +61,16 @@ typedef struct {
     int level;              /* escalation steps fired so far */
     size_t n_steps;
     step_t steps[MAX_STEPS];
+    /* The second deadline (PROTOCOL §10): resolve_within from the workflow step
+     * (has_rw), resolve_by set at the acknowledgement, its own steps. */
+    int has_rw;
+    int64_t rw_ms;
+    int rw_wd;
+    int64_t resolve_by;     /* 0: not set (not acknowledged, or no resolve_within) */
+    int64_t final_at;       /* when it reached a final status; 0 while not final */
+    int rlevel;             /* escalate_unresolved steps fired so far */
+    size_t n_rsteps;
+    step_t rsteps[MAX_STEPS];
 } as_t;
 
 typedef struct {
@@ -104,7 +117,16 @@ int64_t assign_deadline_due(const void *k);
  * when malformed. */
 int assign_due_key_parse(const void *k, size_t kl, int *kind, char id[ASSIGN_DUE_ID_MAX]);
 
-/* Schedule the next escalation step (or none) and keep the index in step. */
+/* Acknowledged or in progress, with a resolve_by and escalate_unresolved steps left. */
+static inline int assign_resolve_stage(const as_t *a)
+{
+    return (a->state == AS_ACKNOWLEDGED || a->state == AS_IN_PROGRESS) && a->resolve_by > 0 &&
+           (size_t)a->rlevel < a->n_rsteps;
+}
+
+/* Schedule the next escalation step (or none) and keep the index in step: while
+ * open, the next `escalate` step after ack_by; acknowledged or in progress with a
+ * resolve_by, the next `escalate_unresolved` step after it; final, none. */
 int assign_schedule(store_txn_t *t, as_t *a, assign_effects_t *fx);
 
 /* Set (due > 0) or cancel (due <= 0) the quiet close of a case. */

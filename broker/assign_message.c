@@ -77,7 +77,8 @@ int assign_case_message(store_txn_t *t, const char *assignment, size_t max_bytes
     if (rc)
         return rc;
     util_fmt(agency, STORE_ID_MAX, "%s", a.agency);
-    *open_ = a.state == AS_OPEN;
+    /* pushed while open; once more when acknowledged with a resolve_by (PROTOCOL §10) */
+    *open_ = a.state == AS_OPEN || (a.resolve_by > 0 && !assign_is_final(a.state));
     const void *cv;
     size_t cl;
     int64_t opened = 0;
@@ -119,13 +120,15 @@ int assign_case_message(store_txn_t *t, const char *assignment, size_t max_bytes
         used += sz;
         first--;
     }
-    frame_out_message(o, "case", a.id, 8);
+    frame_out_message(o, "case", a.id, 8 + (a.resolve_by > 0 ? 1 : 0));
     frame_out_str(o, "case", a.case_id);
     frame_out_str(o, "agency", a.agency);
     frame_out_str(o, "type", a.type);
     frame_out_str(o, "severity", case_severity_name(sev));
     frame_out_int(o, "opened", opened);
     frame_out_int(o, "ack_by", a.ack_by);
+    if (a.resolve_by > 0) /* the second deadline, once acknowledged (PROTOCOL §10) */
+        frame_out_int(o, "resolve_by", a.resolve_by);
     frame_out_key(o, "events");
     msgpack_pack_array(&o->pk, l.n - first);
     for (size_t i = first; i < l.n && !rc; i++)
@@ -179,7 +182,7 @@ int assign_pack_record(store_txn_t *t, const char *assignment, msgpack_packer *p
         return rc;
     if (reader_agency && strcmp(a.agency, reader_agency) != 0)
         with_note = 0; /* another agency's words are its own */
-    msgpack_pack_map(pk, 13 + (with_note ? 1 : 0));
+    msgpack_pack_map(pk, 17 + (with_note ? 1 : 0));
     frame_pack_cstr(pk, "id");       frame_pack_cstr(pk, a.id);
     frame_pack_cstr(pk, "case");     frame_pack_cstr(pk, a.case_id);
     frame_pack_cstr(pk, "agency");   frame_pack_cstr(pk, a.agency);
@@ -193,6 +196,11 @@ int assign_pack_record(store_txn_t *t, const char *assignment, msgpack_packer *p
     frame_pack_cstr(pk, "to");       frame_pack_cstr(pk, a.to);
     frame_pack_cstr(pk, "level");    msgpack_pack_int(pk, a.level);
     frame_pack_cstr(pk, "steps");    msgpack_pack_uint64(pk, a.n_steps);
+    /* the second deadline: resolve_by 0 while none is set; final_at 0 while not final */
+    frame_pack_cstr(pk, "resolve_by");     msgpack_pack_int64(pk, a.resolve_by);
+    frame_pack_cstr(pk, "final_at");       msgpack_pack_int64(pk, a.final_at);
+    frame_pack_cstr(pk, "resolve_level");  msgpack_pack_int(pk, a.rlevel);
+    frame_pack_cstr(pk, "resolve_steps");  msgpack_pack_uint64(pk, a.n_rsteps);
     if (with_note) {
         frame_pack_cstr(pk, "note");
         frame_pack_cstr(pk, a.note);

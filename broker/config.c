@@ -410,6 +410,9 @@ void config_destroy(config_t **pcfg)
             for (size_t k = 0; k < as->n_escalate; k++)
                 cfg_free_strs(as->escalate[k].notify, as->escalate[k].n_notify);
             free(as->escalate);
+            for (size_t k = 0; k < as->n_escalate_unresolved; k++)
+                cfg_free_strs(as->escalate_unresolved[k].notify, as->escalate_unresolved[k].n_notify);
+            free(as->escalate_unresolved);
         }
         free(wf->assign);
     }

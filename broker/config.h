@@ -99,7 +99,7 @@ typedef struct {
 #define CONFIG_NOT_WD (-1)
 
 typedef struct {
-    int64_t after_ms;      /* time after the ack deadline */
+    int64_t after_ms;      /* time after the deadline (ack_by; resolve_by for escalate_unresolved) */
     int after_wd;          /* or working days after it (CONFIG_NOT_WD: after_ms) */
     char **notify;         /* channel ids */
     size_t n_notify;
@@ -112,6 +112,13 @@ typedef struct {
     int ack_within_wd;     /* or working days (CONFIG_NOT_WD: ack_within_ms) */
     config_escalate_t *escalate;
     size_t n_escalate;
+    /* The second deadline (PROTOCOL §10): once acknowledged, a final status is due
+     * resolve_within later (resolve_by); escalate_unresolved's steps count from it. */
+    int has_resolve;          /* resolve_within given */
+    int64_t resolve_within_ms;
+    int resolve_within_wd;    /* or working days (CONFIG_NOT_WD: resolve_within_ms) */
+    config_escalate_t *escalate_unresolved;
+    size_t n_escalate_unresolved;
     int line;
 } config_assign_t;
 
@@ -283,6 +290,11 @@ int64_t config_deadline_before(const config_t *cfg, int64_t due_ms, int64_t ms, 
  * config_apply_timezone(), or accept the host's zone for a date 60 days out).
  */
 int config_calendar_warning(const config_t *cfg, int64_t now_ms, char *buf, size_t n);
+
+/* A time as people read it in an SMS text: local (broker.timezone, the process's
+ * zone), month, day and minute, e.g. "12月4日 20:00"; with " UTC" after it when
+ * the zone is UTC (no broker.timezone), so nobody takes it for Beijing time. */
+void config_local_time(const config_t *cfg, int64_t ms, char *buf, size_t size);
 
 /* 1 when the local date of day number `day` is a working day on the calendar. */
 int config_is_workday(const config_calendar_t *cal, int32_t day);

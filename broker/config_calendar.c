@@ -303,6 +303,19 @@ int64_t cfg_deadline_duration(loader_t *ld, yaml_node_t *n, const char *what, in
 
 /* ---- the arithmetic ------------------------------------------------------ */
 
+void config_local_time(const config_t *cfg, int64_t ms, char *buf, size_t size)
+{
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+    const char *tz = cfg && cfg->timezone ? cfg->timezone : DEFAULT_TZ;
+    if (!localtime_r(&t, &tm)) {
+        util_fmt(buf, size, "%lld", (long long)ms);
+        return;
+    }
+    util_fmt(buf, size, "%d月%d日 %02d:%02d%s", tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+             strcmp(tz, "UTC") == 0 ? " UTC" : "");
+}
+
 int config_apply_timezone(const config_t *cfg)
 {
     const char *tz = cfg && cfg->timezone ? cfg->timezone : DEFAULT_TZ;

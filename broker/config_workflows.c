@@ -256,17 +256,20 @@ void cfg_parse_match(loader_t *ld, yaml_node_t *node, const char *where, config_
     }
 }
 
-static void parse_escalate(loader_t *ld, yaml_node_t *node, const char *where, config_assign_t *as)
+/* escalate (steps after ack_by) or escalate_unresolved (after resolve_by): `key`
+ * names the list, `from` the deadline its steps count from. */
+static void parse_escalate(loader_t *ld, yaml_node_t *node, const char *where, const char *key,
+                           const char *from, config_escalate_t **steps, size_t *n_steps)
 {
     char w[WHERE_SIZE], ws[WHERE_SIZE];
-    util_fmt(w, sizeof w, "%s.escalate", where);
+    util_fmt(w, sizeof w, "%s.%s", where, key);
     if (node->type != YAML_SEQUENCE_NODE) {
         cfg_err_at(ld, node, "%s must be a list of steps (- after: 0s, notify: [CHANNEL]), not %s",
                    w, cfg_kind_name(node));
         return;
     }
     size_t n = cfg_seq_len(node);
-    as->escalate = xcalloc(n, sizeof *as->escalate);
+    *steps = xcalloc(n, sizeof **steps);
     int64_t prev = -1;  /* the previous step's after, in its unit */
     int prev_wd = CONFIG_NOT_WD;
     for (size_t i = 0; i < n; i++) {
@@ -275,14 +278,13 @@ static void parse_escalate(loader_t *ld, yaml_node_t *node, const char *where, c
         field_t f[] = {{"after", 0, 0}, {"notify", 0, 0}};
         if (!GET_FIELDS(ld, it, ws))
             continue;
-        config_escalate_t *st = &as->escalate[as->n_escalate++];
+        config_escalate_t *st = &(*steps)[(*n_steps)++];
         st->line = cfg_node_line(it);
         st->after_wd = CONFIG_NOT_WD;
         yaml_node_t *v;
         char wf[WHERE_SIZE];
         if ((v = FV("after")) == NULL) {
-            cfg_err_at(ld, it, "%s needs after: the time after the ack deadline (0s = at once)",
-                       ws);
+            cfg_err_at(ld, it, "%s needs after: the time after %s (0s = at once)", ws, from);
         } else {
             util_fmt(wf, sizeof wf, "%s.after", ws);
             st->after_ms = cfg_deadline_duration(ld, v, wf, -1, 1, &st->after_wd);
@@ -329,7 +331,9 @@ static void parse_assign(loader_t *ld, yaml_node_t *node, const char *where, con
     for (size_t i = 0; i < n; i++) {
         yaml_node_t *it = cfg_seq_at(ld, node, i);
         util_fmt(w, sizeof w, "%s.assign[%zu]", where, i);
-        field_t f[] = {{"agency", 0, 0}, {"ack_within", 0, 0}, {"escalate", 0, 0}};
+        field_t f[] = {{"agency", 0, 0},         {"ack_within", 0, 0},
+                       {"escalate", 0, 0},       {"resolve_within", 0, 0},
+                       {"escalate_unresolved", 0, 0}};
         if (!GET_FIELDS(ld, it, w))
             continue;
         config_assign_t *as = &wf->assign[wf->n_assign++];
@@ -365,7 +369,28 @@ static void parse_assign(loader_t *ld, yaml_node_t *node, const char *where, con
             }
         }
         if ((v = FV("escalate")) != NULL && !cfg_is_null(v))
-            parse_escalate(ld, v, w, as);
+            parse_escalate(ld, v, w, "escalate", "the ack deadline", &as->escalate,
+                           &as->n_escalate);
+        as->resolve_within_wd = CONFIG_NOT_WD;
+        if ((v = FV("resolve_within")) != NULL) {
+            util_fmt(wk, sizeof wk, "%s.resolve_within", w);
+            int wd = CONFIG_NOT_WD;
+            int64_t ms = cfg_deadline_duration(ld, v, wk, -1, 0, &wd);
+            if (wd >= 0 || ms >= 0) {
+                as->has_resolve = 1;
+                as->resolve_within_ms = wd >= 0 ? 0 : ms;
+                as->resolve_within_wd = wd;
+            }
+        }
+        yaml_node_t *eu = FV("escalate_unresolved");
+        if (eu && !cfg_is_null(eu)) {
+            if (!FV("resolve_within"))
+                cfg_err_at(ld, eu, "%s.escalate_unresolved needs resolve_within beside it: the time "
+                           "after acknowledgement a final status is due (e.g. resolve_within: 10wd)",
+                           w);
+            parse_escalate(ld, eu, w, "escalate_unresolved", "resolve_by",
+                           &as->escalate_unresolved, &as->n_escalate_unresolved);
+        }
     }
 }
 

@@ -139,6 +139,43 @@ def test_escalation_after_in_working_days(make_clock_broker, tmp_path, receiver,
     assert got[0].json["data"]["assignment"] == m["id"]
 
 
+def test_resolve_within_and_escalate_unresolved_in_working_days(make_clock_broker, tmp_path,
+                                                                receiver, connect):
+    """`resolve_within: 1wd` counts from the acknowledgement (Thu 17:00 -> Fri 17:00) and
+    an `escalate_unresolved` step `after: 1wd` from resolve_by (Fri 17:00 -> Mon 17:00):
+    nothing fires over the weekend, the step fires Monday with stage "resolve"."""
+    wf = [{"name": "report", "match": {"type": "mandatory_report"},
+           "assign": [{"agency": "police", "ack_within": "1h", "resolve_within": "1wd",
+                       "escalate_unresolved": [{"after": "1wd", "notify": ["duty-hook"]}]}]}]
+    ch = [{"id": "duty-hook", "url": receiver.url("/duty"), "secret": new_secret()}]
+    b = start(make_clock_broker, tmp_path, workflows=wf, channels=ch)
+    clk = connect(b, login=CLOCK_AGENT)
+    clock(clk, set=day(0, 17, 0))               # Thursday
+    rep = connect(b, login="reporter-01")
+    police = connect(b, login="police-desk")
+    _, _, case = send_event(rep, "mandatory_report", critical_report(uid("child")))
+    m = wait_push(police, "case", lambda m: m.get("case") == case, what="the police assignment")
+    r = police.request({"v": 1, "op": "case_ack", "id": uid("ack"), "assignment": m["id"],
+                        "by": "officer-1"})
+    assert r.get("op") == "ack", r
+    m2 = wait_push(police, "case", lambda x: x.get("id") == m["id"], what="the case with resolve_by")
+    assert m2["resolve_by"] == day(1, 17, 0), (m2["resolve_by"], day(1, 17, 0))
+
+    def overdue(r):
+        try:
+            return r.json.get("type") == "assignment.overdue"
+        except Exception:  # noqa: BLE001
+            return False
+    clock(clk, set=day(4, 16, 59))              # Monday, before the step
+    receiver.quiet("/duty", 0.5)
+    assert not [r for r in receiver.requests if overdue(r)], \
+        "after: 1wd from resolve_by Fri 17:00 is Mon 17:00: nothing may escalate over the weekend"
+    clock(clk, set=day(4, 17, 0, 1))
+    got = receiver.wait("/duty", 1, timeout=5.0, pred=overdue)
+    d = got[0].json["data"]
+    assert d["assignment"] == m["id"] and d["stage"] == "resolve" and d["resolve_by"] == day(1, 17, 0), d
+
+
 def test_register_rhythm_in_working_days(make_clock_broker, tmp_path, connect):
     """contact_every: 2wd and remind_before: 1wd (§9 with §10): enrolled Thu day 0 10:00,
     the contact is due Mon day 4 10:00 (not Sat day 2), the reminder comes Fri day 1
