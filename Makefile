@@ -1,19 +1,24 @@
 # carehub — build, test and run.
 #
 #   make            build bin/carehubd (release: -O2 -g)
-#   make run        install missing Debian packages, build, start carehubd on config/carehub.yaml
+#   make run        install missing build/run Debian packages, build, start carehubd on
+#                   config/carehub.yaml (no test tool, no npm: scripts/deps.sh run)
 #   make check      the whole test suite: unit tests (cmocka) and end-to-end tests (pytest),
 #                   everything built with AddressSanitizer + UndefinedBehaviorSanitizer
 #   make bench      intake against a minimal baseline server; escalation timing; intake ->
 #                   webhook against Alertmanager; an escalation storm; agency replies; the child
 #                   register with 100,000 children (docs/bench.md)
-#   make deps       install missing Debian packages (as root) or print the apt-get command
+#   make deps       install missing build/run Debian packages (as root) or print the apt-get command
+#   make deps-test  the same for the test tools (make check, fuzz, memcheck and soak run it)
+#   make install    PREFIX (default /usr/local) and DESTDIR: programs, libcarehub, schemas,
+#                   man pages, the systemd unit, the config (never overwritten); docs/install.md
+#   make uninstall  remove what install installed, except the config
 #
 # Objects go under build/<variant>/, programs under bin/ (release) or build/san/bin (sanitized).
 
 SAN ?= 0
 CC  ?= gcc
-PKGS := libzmq lmdb msgpack libcurl yaml-0.1 jansson libsodium libmicrohttpd
+PKGS := libzmq lmdb msgpack libcurl yaml-0.1 jansson libsodium libmicrohttpd libsystemd
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 CMOCKA_LIBS := $(shell pkg-config --libs cmocka 2>/dev/null)
@@ -78,7 +83,8 @@ BENCH_BIN   := $(BENCH_SRC:bench/%.c=$(BIN)/%)
 PY := /usr/bin/python3
 CONFIG ?= config/carehub.yaml
 
-.PHONY: all deps run check layers unit e2e libcheck lib bench clean san-build demo fuzz memcheck soak
+.PHONY: all deps deps-test run check layers unit e2e libcheck opscheck lib bench clean san-build demo fuzz \
+	memcheck soak install uninstall
 all: $(BIN)/carehubd $(AGENT_PROGS) lib
 lib: $(PUBLIB)
 
@@ -191,8 +197,13 @@ $(BIN)/%: $(OUT)/bench/%.o
          $(AGENT_LIB_SRC:%.c=$(OUT)/%.d) $(AGENT_PROG_SRC:%.c=$(OUT)/%.d) $(PUBLIB_OBJ:.o=.d) \
          $(AGENT_PART_SRC:%.c=$(OUT)/%.d)
 
+# What a target needs from Debian (scripts/deps.sh names the sets): building and running
+# only for make, run, install; the test tools only for the test targets.
 deps:
-	@sh scripts/deps.sh
+	@sh scripts/deps.sh run
+
+deps-test:
+	@sh scripts/deps.sh test
 
 run: deps
 	@$(MAKE) --no-print-directory all
@@ -210,10 +221,11 @@ e2e: san-build
 	CAREHUB_BIN=$(CURDIR)/build/san/bin/carehubd CAREHUB_BIN_DIR=$(CURDIR)/build/san/bin \
 		$(PY) -m pytest -q -rs tests/e2e
 
-check: deps
+check: deps-test
 	@$(MAKE) --no-print-directory layers
 	@$(MAKE) --no-print-directory unit
 	@$(MAKE) --no-print-directory libcheck
+	@$(MAKE) --no-print-directory opscheck
 	@$(MAKE) --no-print-directory e2e
 
 # libcarehub as an integrator gets it: only carehub_* exported (archive and shared
@@ -226,7 +238,8 @@ libcheck:
 	@$(MAKE) --no-print-directory SAN=0 lib
 	@sh scripts/check-lib.sh build/rel/lib
 
-bench: deps
+bench:
+	@sh scripts/deps.sh bench
 	@$(MAKE) --no-print-directory all $(BENCH_BIN)
 	@sh bench/run.sh
 	@$(PY) bench/escalation.py
@@ -236,7 +249,7 @@ bench: deps
 	@$(PY) bench/register.py
 
 # libFuzzer targets for every reader of outside input (tests/fuzz; FUZZ_SECONDS each).
-fuzz: deps
+fuzz: deps-test
 	@sh tests/fuzz/run.sh
 
 # The end-to-end suite against the release carehubd under valgrind: a memory error or a
@@ -247,7 +260,7 @@ fuzz: deps
 # Under valgrind the crash loop runs fewer cycles and the flood is smaller (the same
 # code paths; `make check` runs the full counts against the sanitized build).
 VG_LOG_DIR := build/memcheck
-memcheck: deps
+memcheck: deps-test
 	@$(MAKE) --no-print-directory all
 	@rm -rf $(VG_LOG_DIR) && mkdir -p $(VG_LOG_DIR)
 	CAREHUB_BIN=$(CURDIR)/scripts/valgrind-carehubd CAREHUB_BIN_DIR=$(CURDIR)/bin \
@@ -259,7 +272,7 @@ memcheck: deps
 
 # Long runs, not in check: SOAK_MINUTES (default 30) of load at half the measured
 # maximum rate with escalations and webhooks, then the crash loop for 200 cycles.
-soak: deps
+soak: deps-test
 	@$(MAKE) --no-print-directory all $(BENCH_BIN) san-build
 	@$(PY) bench/soak.py
 	CAREHUB_BIN=$(CURDIR)/build/san/bin/carehubd CAREHUB_BIN_DIR=$(CURDIR)/build/san/bin \
@@ -267,7 +280,8 @@ soak: deps
 		$(PY) -m pytest -q -s tests/e2e/test_crash_loop.py
 
 # A day at the hub, narrated (scripts/demo.py): under a minute; data left in var/demo.
-demo: deps
+demo:
+	@sh scripts/deps.sh demo
 	@$(MAKE) --no-print-directory all
 	@$(PY) scripts/demo.py
 

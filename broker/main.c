@@ -22,6 +22,7 @@
 #include "keyfile.h"
 #include "keys.h"
 #include "log.h"
+#include "service.h"
 #include "store.h"
 #include "trail.h"
 #include "util.h"
@@ -269,6 +270,7 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     log_info("carehubd %s starting with %s", CAREHUB_VERSION, cfg_path);
+    service_init();
     if (clock_is_test())
         log_warn("--test-clock: time is virtual and moved by agent %s's test_clock op (tests only)",
                  cfg->test_clock_agent);
