@@ -57,7 +57,9 @@ static void usage(FILE *f)
           "  -h, --help          this text;  --version  the version\n"
           "\n"
           "exit codes: 0 ok, 1 runtime failure, 64 usage, 78 configuration error\n"
-          "environment: CAREHUB_LOG=debug|info|warn|error (default info)\n",
+          "schemas: " CAREHUB_SCHEMAS_DIR " (broker.schemas names another directory)\n"
+          "environment: CAREHUB_LOG=debug|info|warn|error (default info); under systemd\n"
+          "  NOTIFY_SOCKET, WATCHDOG_USEC (sd_notify) and JOURNAL_STREAM (records as <N>text)\n",
           f);
 }
 

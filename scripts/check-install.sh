@@ -147,6 +147,8 @@ start_broker() { # $1: log; 0 when it wrote its ready file, 1 when it exited fir
     done
     return 0
 }
+"$prefix/sbin/carehubd" --help | grep -qx "schemas: $prefix/share/carehub/schemas (.*" ||
+    fail "carehubd --help of the installed broker does not name $prefix/share/carehub/schemas"
 start_broker "$tmp/run1.log" || fail "the installed carehubd did not start: $(cat "$tmp/run1.log")"
 kill -TERM "$pid" && wait "$pid" || fail "the installed carehubd did not stop cleanly: $(cat "$tmp/run1.log")"
 pid=""
