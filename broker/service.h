@@ -5,8 +5,9 @@
  * systemd passes NOTIFY_SOCKET (where to send notices) and, with WatchdogSec=,
  * WATCHDOG_USEC (how often it wants to hear from the service). Without
  * NOTIFY_SOCKET every function here does nothing: carehubd run by hand, by a
- * test or under another supervisor behaves as before. Notices are datagrams to
- * a local socket: they never block the event loop.
+ * test or under another supervisor behaves as before. A notice is one datagram
+ * to a local socket that systemd reads at once; no answer is awaited, so the
+ * event loop does not wait on systemd (a failed send is logged, never fatal).
  *
  * Sequence: service_init() once at start; service_ready() once every listening
  * socket is bound and the store is open; service_watchdog() on each turn of the
