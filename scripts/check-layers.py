@@ -36,7 +36,7 @@ import sys
 LAYERS = {
     0: ["util", "log", "clock", "frame", "hmap", "seal", "keyfile", "strbuf", "carehub_wire"],
     1: ["store", "config", "schema", "keys", "job", "session", "metrics", "hook", "zap", "route",
-        "budget"],
+        "budget", "service"],
     2: ["trail"],
     3: ["case"],
     4: ["assign", "query", "turn", "deliver", "audit", "register", "silence"],
