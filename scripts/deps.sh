@@ -22,9 +22,10 @@ RUN_PKGS="$BUILD_PKGS lmdb-utils"
 DEMO_PKGS="$RUN_PKGS python3 python3-zmq python3-msgpack"
 # The test tools: add a package here when a test needs one (one list for make check,
 # fuzz, memcheck and soak). chromium: the report pages; prometheus: promtool; systemd:
-# systemd-analyze verify of contrib/carehubd.service; clang: libFuzzer; valgrind: memcheck.
+# systemd-analyze verify of contrib/carehubd.service; clang: libFuzzer; valgrind: memcheck;
+# man-db, groff-base: the man pages rendered with warnings on (tests/e2e/test_man_pages.py).
 TEST_PKGS="$DEMO_PKGS libcmocka-dev python3-pytest python3-jsonschema python3-lmdb
-chromium prometheus valgrind clang systemd"
+chromium prometheus valgrind clang systemd man-db groff-base"
 
 want=""
 npm_needed=0
