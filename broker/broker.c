@@ -22,6 +22,7 @@
 #include "proto.h"
 #include "register.h"
 #include "schema.h"
+#include "service.h"
 #include "session.h"
 #include "store.h"
 #include "trail.h"
@@ -365,6 +366,9 @@ static long poll_timeout(broker_t *b)
     long pt = phone_timeout_ms(b->phone);
     if (pt >= 0 && pt < t)
         t = pt;
+    long wd = service_timeout_ms(now);
+    if (wd >= 0 && wd < t)
+        t = wd;
     return t < 0 ? 0 : (long)t;
 }
 
@@ -383,7 +387,12 @@ int broker_run(broker_t *b)
     deliver_fire_due(b->deliver, clock_now_ms(), 0);
     turn_flush(b->turn);
     log_info("broker: ready (%zu agents configured)", b->cfg->n_agents);
+    char status[512];
+    util_fmt(status, sizeof status, "listening on %s%s", b->n_endpoints ? b->endpoints[0] : "-",
+             b->n_endpoints > 1 ? " and more" : "");
+    service_ready(status); /* systemd (Type=notify): the sockets are bound, the store open */
     while (!stop_requested) {
+        service_watchdog(util_mono_ms()); /* a loop that turns is a live broker */
         size_t need = FIXED_POLL + hook_socket_count(b->hook);
         if (need > cap) { /* as many items as libcurl has sockets: no ceiling */
             cap = need * 2;
@@ -474,6 +483,7 @@ int broker_run(broker_t *b)
             b->next_redeliver = now + b->cfg->redeliver_every_ms;
         }
     }
+    service_stopping();
     /* What the last turns left: written, synced and answered before we go. */
     proto_flush(b->proto);
     turn_flush(b->turn);
