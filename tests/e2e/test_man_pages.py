@@ -13,7 +13,8 @@ lacks fails, naming it. What counts:
     `silence add`; `(or: interactive)` gives `interactive`;
   * the man page: the tags of its `.TP` paragraphs (the line after `.TP`): every
     option in any tag is documented; the leading lower-case words of a tag in the
-    COMMANDS section are its subcommands.
+    COMMANDS section are its subcommands. An option its SYNOPSIS names must be in
+    --help too (a synopsis alone does not document one).
 
 An option or subcommand documented ahead of its branch is listed in man-pending.txt
 (`PROGRAM OPTION`): the man -> help direction ignores exactly those, and an entry
@@ -225,6 +226,18 @@ def man_tags(page):
     return out
 
 
+def synopsis_options(page):
+    """The options the page's SYNOPSIS names (checked against --help too, one way)."""
+    out, section = set(), ""
+    for line in (MAN_DIR / page).read_text(encoding="utf-8").splitlines():
+        if line.startswith(".SH"):
+            section = line[3:].strip().strip('"')
+        elif section == "SYNOPSIS" and not line.startswith(".\\\""):
+            text = roff_text(re.sub(r"^\.(OP|SY)\s+", "", line))
+            out |= set(LONG_RE.findall(text)) | set(SHORT_RE.findall(text))
+    return out
+
+
 def man_of(page):
     """(options, subcommands) a page documents."""
     opts, cmds = set(), set()
@@ -296,11 +309,13 @@ def test_man_page_matches_help(program):
     assert m_opts, f"man/{page}: no option found in a .TP tag (the extractor is broken)"
     ahead = pending().get(program, set())
     problems = []
-    for what, h_set, m_set in (("option", h_opts, m_opts), ("subcommand", h_cmds, m_cmds)):
+    syn = synopsis_options(page)
+    for what, h_set, m_set, named in (("option", h_opts, m_opts, m_opts | syn),
+                                      ("subcommand", h_cmds, m_cmds, m_cmds)):
         for x in sorted(h_set - m_set):
             problems.append(f"{program} --help lists the {what} {x}, which man/{page} does not "
                             f"document (add a .TP entry for it)")
-        for x in sorted(m_set - h_set - ahead):
+        for x in sorted(named - h_set - ahead):
             problems.append(f"man/{page} documents the {what} {x}, which `{program} --help` does "
                             f"not list (remove it from the page, or add `{program} {x}` to "
                             f"tests/e2e/{PENDING.name} if its branch has not landed yet)")
