@@ -98,12 +98,10 @@ def without_examples(text):
     return "\n".join(out)
 
 
-def help_options(text):
-    """Options of the usage lines and a `Commands:` block (all of them), and the ones that
-    begin an indented line of an option list (`  -w, --wait S`, `  * --harm`) or follow a
-    `;` in one (`this text;  -V, --version`); not the options of other programs a
-    description mentions (`/bin/sh -c CMD`, `like tail -F`)."""
-    opts = set()
+def help_lines(text):
+    """(block, line) for each line of a help text without its examples: block is "usage"
+    from a `usage:` line to the next blank line, "commands" in a `Commands:` block, else
+    None (the heading lines themselves are not yielded)."""
     block = None
     for line in without_examples(text).splitlines():
         if line.startswith("usage:"):
@@ -114,11 +112,21 @@ def help_options(text):
         elif not line.strip():
             block = None
             continue
+        yield block, line
+
+
+def help_options(text):
+    """Options of the usage lines and a `Commands:` block (all of them), and the ones that
+    begin an indented line of an option list (`  -w, --wait S`, `  * --harm`) or follow a
+    `;` in one (`this text;  -V, --version`); not the options of other programs a
+    description mentions (`/bin/sh -c CMD`, `like tail -F`)."""
+    opts = set()
+    for block, line in help_lines(text):
         if block:
-            opts |= set(LONG_RE.findall(line)) | set(SHORT_RE.findall(line))
-            continue
-        heads = re.findall(r"^\s+(?:\*\s+)?((?:-[A-Za-z], )?--?[A-Za-z][\w-]*)", line)
-        heads += re.findall(r";\s+((?:-[A-Za-z], )?--[a-z][\w-]*)", line)
+            heads = [line]
+        else:
+            heads = re.findall(r"^\s+(?:\*\s+)?((?:-[A-Za-z], )?--?[A-Za-z][\w-]*)", line)
+            heads += re.findall(r";\s+((?:-[A-Za-z], )?--[a-z][\w-]*)", line)
         for head in heads:
             opts |= set(LONG_RE.findall(head)) | set(SHORT_RE.findall(head))
     return opts
@@ -170,36 +178,22 @@ def _line_commands(line, program):
 
 def help_commands(text, program):
     cmds = set()
-    lines = text.splitlines()
-    block = None
-    for line in lines:
-        if line.startswith("usage:"):
-            block = "usage"
-        elif line.strip() in ("Commands:",):
-            block = "commands"
-            continue
-        elif not line.strip():
-            block = None
-            continue
-        if block == "usage":
-            cmds.update(_line_commands(line, program))
-        elif block == "commands" and re.match(r"^  \S", line):
+    for block, line in help_lines(text):
+        if block == "usage" or (block == "commands" and re.match(r"^  \S", line)):
             cmds.update(_line_commands(line, program))
     return cmds
 
 
 def help_of(program):
-    """(options, subcommands, the help texts read) of a program."""
+    """(options, subcommands) of a program's --help, and of each command's --help when
+    its help says `PROG COMMAND --help` describes one."""
     path = program_path(program)
     text = run_help(path, [])
     opts, cmds = help_options(text), help_commands(text, program)
-    texts = [text]
     if re.search(rf"{re.escape(program)} COMMAND --help", text):
         for cmd in sorted(cmds):
-            sub = run_help(path, cmd.split())
-            texts.append(sub)
-            opts |= help_options(sub)
-    return opts, cmds, texts
+            opts |= help_options(run_help(path, cmd.split()))
+    return opts, cmds
 
 
 # ---------------------------------------------------------------------------
@@ -303,7 +297,7 @@ def test_extraction_reads_what_it_should():
 def test_man_page_matches_help(program):
     page = PROGRAMS[program]
     assert (MAN_DIR / page).is_file(), f"man/{page} is missing: every program has a page"
-    h_opts, h_cmds, _ = help_of(program)
+    h_opts, h_cmds = help_of(program)
     m_opts, m_cmds = man_of(page)
     assert h_opts, f"{program} --help: no option found (the extractor is broken)"
     assert m_opts, f"man/{page}: no option found in a .TP tag (the extractor is broken)"
