@@ -20,6 +20,12 @@ An option or subcommand documented ahead of its branch is listed in man-pending.
 (`PROGRAM OPTION`): the man -> help direction ignores exactly those, and an entry
 that --help now lists, or that its page does not document, fails as stale.
 
+carehub.yaml(5) documents every key the loader knows: a file with an unknown key in each
+section makes `carehubd --check-config` list the keys known there, and each must be a
+.TP tag of the page's section for it (assign keys as `assign[].KEY`, escalation steps'
+as `assign[].escalate[].KEY`, the top level as the page's sections); a tag that names
+no known key fails unless CONFIG_AHEAD lists it (keys of the contract not accepted yet).
+
 Every page (man/*.[1-8]) renders without a warning:
 `LC_ALL=C.UTF-8 MANWIDTH=80 man --warnings -E UTF-8 -l PAGE` prints nothing on stderr.
 Programs: $CAREHUB_BIN_DIR (make e2e: build/san/bin) or <repo>/bin; carehubd:
@@ -52,6 +58,10 @@ PROGRAMS = {
 }
 # pages that document no program's --help (rendering check only)
 OTHER_PAGES = ["carehub.yaml.5"]
+
+# carehub.yaml(5): keys the page documents that the loader does not accept yet (shared/
+# CONFIG.md "Additions of 2026-12"; the page says so); the test fails once it does.
+CONFIG_AHEAD = {"broker": {"http"}, "channels": {"can_acknowledge"}}
 
 LONG_RE = re.compile(r"(?<![\w-])--[a-z][a-z0-9]*(?:-[a-z0-9]+)*")
 SHORT_RE = re.compile(r"(?<![\w-])-[A-Za-z](?![\w-])")
@@ -345,3 +355,74 @@ def test_man_page_renders_without_warnings(page):
                                                f"{r.stdout[:400]}"
     assert "NAME" in r.stdout and "DESCRIPTION" in r.stdout, \
         f"man/{page} lacks a NAME or DESCRIPTION section"
+
+
+# A file with an unknown key `zz-SECTION` in every section: --check-config names the keys
+# each section knows.
+UNKNOWN_KEYS_YAML = """\
+broker: {zz-broker: 1}
+privacy: {zz-privacy: 1}
+agents: [{id: a, role: school, zz-agents: 1}]
+agencies: [{id: police, zz-agencies: 1}]
+channels: [{id: c, url: "http://127.0.0.1:9/x", secret: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw,
+            zz-channels: 1}]
+workflows:
+  - name: w
+    zz-workflows: 1
+    match: {type: absence}
+    assign:
+      - agency: police
+        zz-assign: 1
+        escalate: [{after: 0s, notify: [c], zz-escalate: 1}]
+rhythms: [{name: r, contact_every: 1d, visit_every: 1d, zz-rhythms: 1}]
+calendar: {zz-calendar: 1}
+zz-top: 1
+"""
+# section of the file -> (section of the page, prefix of its tags)
+CONFIG_SECTIONS = {
+    "broker": ("BROKER", ""), "privacy": ("PRIVACY", ""), "agents": ("AGENTS", ""),
+    "agencies": ("AGENCIES", ""), "channels": ("CHANNELS", ""), "workflows": ("WORKFLOWS", ""),
+    "assign": ("WORKFLOWS", "assign[]."), "escalate": ("WORKFLOWS", "assign[].escalate[]."),
+    "rhythms": ("RHYTHMS", ""), "calendar": ("CALENDAR", ""),
+}
+
+
+def loader_keys(tmp_path):
+    """{section: [keys]} as `carehubd --check-config` lists them for unknown keys."""
+    conf = tmp_path / "unknown-keys.yaml"
+    conf.write_text(UNKNOWN_KEYS_YAML, encoding="utf-8")
+    r = subprocess.run([program_path("carehubd"), "--check-config", "-c", str(conf)],
+                       stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    for m in h.SANITIZER_MARKERS:
+        assert m not in r.stderr, f"carehubd --check-config: sanitizer report:\n{r.stderr}"
+    found = dict(re.findall(r'unknown key "zz-([a-z]+)" in [^(]*\(known: ([^)]*)\)', r.stderr))
+    missing = sorted({*CONFIG_SECTIONS, "top"} - set(found))
+    assert not missing, f"carehubd --check-config named no known keys for {missing}:\n{r.stderr}"
+    return {k: [x.strip() for x in v.split(",")] for k, v in found.items()}
+
+
+def test_config_page_documents_every_key(tmp_path):
+    known = loader_keys(tmp_path)
+    page = "carehub.yaml.5"
+    text = (MAN_DIR / page).read_text(encoding="utf-8")
+    sections = {x.strip().strip('"').lower() for x in re.findall(r"^\.SH (.*)$", text, re.M)}
+    tags = {}
+    for section, tag in man_tags(page):
+        tags.setdefault(section, set()).add(tag.split()[0] if tag.split() else "")
+    problems = [f"man/{page} has no section {s.upper()} for the top-level key {s}"
+                for s in known["top"] if s not in sections]
+    for sect, (man_sect, prefix) in CONFIG_SECTIONS.items():
+        documented = {t[len(prefix):] for t in tags.get(man_sect, set())
+                      if t.startswith(prefix) and "[]." not in t[len(prefix):]}
+        for key in known[sect]:
+            if key not in documented:
+                problems.append(f"the loader knows {sect} key {key}, which man/{page} does not "
+                                f"document (add `.TP` `.B {prefix}{key}` under {man_sect})")
+        ahead = CONFIG_AHEAD.get(sect, set())
+        for key in sorted(ahead & set(known[sect])):
+            problems.append(f"the loader accepts {sect} key {key} now: remove it from "
+                            f"CONFIG_AHEAD and the page's \"not accepted yet\"")
+        for key in sorted(documented - set(known[sect]) - ahead):
+            problems.append(f"man/{page} documents {sect} key {key} under {man_sect}, which the "
+                            f"loader does not know")
+    assert not problems, "\n".join(problems)
