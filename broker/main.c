@@ -25,6 +25,7 @@
 #include "service.h"
 #include "store.h"
 #include "trail.h"
+#include "web.h"
 #include "util.h"
 
 #ifndef CAREHUB_SCHEMAS_DIR
@@ -42,6 +43,7 @@ static void usage(FILE *f)
           "       carehubd --check-config [-c FILE]\n"
           "       carehubd keygen NAME [--dir DIR]\n"
           "       carehubd verify --data DIR [--key-file KEY] [--head SEQ:HEX]\n"
+          "       carehubd passwd\n"
           "\n"
           "  -c, --config FILE   configuration (default config/carehub.yaml; see docs/config.md)\n"
           "  --check-config      validate the configuration, print every error as FILE:LINE:COL, and exit\n"
@@ -54,6 +56,8 @@ static void usage(FILE *f)
           "                      --key-file: the data key (privacy.key_file), without which a\n"
           "                      sealed store's keyed chain is not checked (it says so);\n"
           "                      --head: a head kept outside (`carehub trail-head`), checked too\n"
+          "  passwd              read a web view password from stdin (no echo on a terminal) and\n"
+          "                      print its argon2id hash for broker.http.users (docs/web.md)\n"
           "  -h, --help          this text;  --version  the version\n"
           "\n"
           "exit codes: 0 ok, 1 runtime failure, 64 usage, 78 configuration error\n"
@@ -216,6 +220,8 @@ int main(int argc, char **argv)
         return cmd_keygen(argc, argv);
     if (argc >= 2 && strcmp(argv[1], "verify") == 0)
         return cmd_verify(argc, argv);
+    if (argc >= 2 && strcmp(argv[1], "passwd") == 0)
+        return web_passwd_main(argc, argv);
     for (int i = 1; i < argc; i++) {
         if ((strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) && i + 1 < argc)
             cfg_path = argv[++i];
