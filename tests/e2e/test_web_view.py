@@ -9,7 +9,9 @@ the page and the web user; the child's personal data appears only after the expl
 
 import os
 import re
+import urllib.error
 import urllib.parse
+import urllib.request
 
 import pytest
 
@@ -19,7 +21,7 @@ from routing_harness import (  # noqa: F401  (fixtures)
     case_ack, make_clock_broker, receiver, wait_push,
 )
 from test_phone_ack import (
-    LINK, PHONE_A, PHONE_B, base_url, http, kinds, trail,
+    LINK, PHONE_A, PHONE_B, base_url, kinds, trail,
 )
 from test_webhooks import PROMPT, Setup, of_type
 
@@ -79,6 +81,23 @@ def browser(tmp_path, monkeypatch):
     drv.set_page_load_timeout(30)
     yield drv
     drv.quit()
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *a, **kw):
+        return None  # a 303 is an answer to look at, not to follow
+
+
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect)
+
+
+def http(method, url, body=None, headers=None):
+    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with _OPENER.open(req, timeout=10) as r:
+            return r.status, r.read().decode(), dict(r.headers)
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode(), dict(e.headers)
 
 
 def web_setup(make_clock_broker, tmp_path, receiver, connect, password_hash):
