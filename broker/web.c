@@ -28,7 +28,6 @@
 #define HASH_LEN 32
 #define TOKEN_CHARS 44  /* base64url of 32 bytes, no padding, + NUL */
 #define NAME_MAX_ 65
-#define FAILS_MAX 64    /* user names whose failures are counted */
 #define SESSION_COOKIE "carehub_session"
 #define LOGIN_COOKIE "carehub_login"
 
@@ -40,9 +39,8 @@ typedef struct {
 } session_t;
 
 typedef struct {
-    char name[NAME_MAX_];
-    int64_t since;
-    int count;
+    int64_t since;  /* the window's start */
+    int count;      /* failures in it */
 } fail_t;
 
 struct web {
@@ -51,7 +49,7 @@ struct web {
     turn_t *turn;
     job_set_t *jobs;
     session_t sess[WEB_SESSIONS_MAX];
-    fail_t fails[FAILS_MAX];
+    fail_t *fails;                /* one per configured user (cfg->http_users) */
     web_verify_t verify;
     unsigned long long seq;       /* query ids */
 };
@@ -242,32 +240,24 @@ static session_t *session_new(web_t *w, const config_user_t *u, int64_t now, cha
     return s;
 }
 
-static fail_t *fail_of(web_t *w, const char *name, int64_t now, int create)
+/* The failure count of a configured user (unknown names are not counted: they
+ * never log in, and counting them would let a stream of made-up names crowd out
+ * a real user's count), its window restarted when over. NULL for an unknown name. */
+static fail_t *fail_of(web_t *w, const config_user_t *u, int64_t now)
 {
-    fail_t *oldest = &w->fails[0];
-    for (size_t i = 0; i < FAILS_MAX; i++) {
-        fail_t *f = &w->fails[i];
-        if (f->count && strcmp(f->name, name) == 0) {
-            if (now - f->since >= WEB_FAIL_WINDOW_MS) { /* a new window */
-                f->count = 0;
-                f->since = now;
-            }
-            return f;
-        }
-        if (f->since < oldest->since || (!f->count && oldest->count))
-            oldest = f;
-    }
-    if (!create)
+    if (!u)
         return NULL;
-    memset(oldest, 0, sizeof *oldest);
-    util_fmt(oldest->name, sizeof oldest->name, "%s", name);
-    oldest->since = now;
-    return oldest;
+    fail_t *f = &w->fails[u - w->cfg->http_users];
+    if (now - f->since >= WEB_FAIL_WINDOW_MS) { /* a new window */
+        f->count = 0;
+        f->since = now;
+    }
+    return f;
 }
 
-static int locked(web_t *w, const char *name, int64_t now)
+static int locked(web_t *w, const config_user_t *u, int64_t now)
 {
-    fail_t *f = fail_of(w, name, now, 0);
+    fail_t *f = fail_of(w, u, now);
     return f && f->count >= WEB_FAIL_MAX;
 }
 
@@ -309,9 +299,7 @@ static void login_result(wreq_t *r)
     web_t *w = r->w;
     int64_t now = clock_now_ms();
     if (r->ok && r->u) {
-        fail_t *f = fail_of(w, r->u->name, now, 0);
-        if (f)
-            f->count = 0;
+        fail_of(w, r->u, now)->count = 0;
         char tok[TOKEN_CHARS];
         (void)session_new(w, r->u, now, tok);
         set_cookie(w, r->cookie, sizeof r->cookie, SESSION_COOKIE, tok,
@@ -319,9 +307,11 @@ static void login_result(wreq_t *r)
         log_info("web: user %s (agent %s) logged in", r->u->name, r->u->agent);
         redirect(r, "/cases");
     } else {
-        fail_t *f = fail_of(w, r->user, now, 1);
-        f->count++;
-        log_warn("web: failed login for user %s (%d in this window)", r->user, f->count);
+        fail_t *f = fail_of(w, r->u, now);
+        if (f && f->count++ == 0)
+            f->since = now; /* the window starts at its first failure */
+        log_warn("web: failed login for %suser %s (%d in this window)", f ? "" : "an unknown ",
+                 r->user, f ? f->count : 1);
         r->user[0] = '\0';
         answer_login(r, MHD_HTTP_UNAUTHORIZED, "用户名或密码错误。");
     }
@@ -354,14 +344,14 @@ static enum MHD_Result do_login(wreq_t *r, struct MHD_Connection *c)
         return queue(r, c);
     }
     int64_t now = clock_now_ms();
-    if (locked(w, r->user, now)) {
+    r->u = config_find_user(w->cfg, r->user);
+    if (locked(w, r->u, now)) {
         log_warn("web: login for user %s refused: locked out", r->user);
         r->user[0] = '\0';
         sodium_memzero(r->password, sizeof r->password);
         answer_login(r, MHD_HTTP_TOO_MANY_REQUESTS, "登录失败次数过多，此账户已锁定 15 分钟。");
         return queue(r, c);
     }
-    r->u = config_find_user(w->cfg, r->user);
     /* an unknown name costs the same hash check (against another user's hash,
      * and fails whatever it says), so timing does not tell names apart */
     r->check_hash = r->u ? r->u->password_hash
@@ -798,6 +788,7 @@ web_t *web_new(const config_t *cfg, store_t *st, turn_t *turn, job_set_t *jobs)
     w->st = st;
     w->turn = turn;
     w->jobs = jobs;
+    w->fails = xcalloc(cfg->n_http_users ? cfg->n_http_users : 1, sizeof *w->fails);
     return w;
 }
 
@@ -806,6 +797,7 @@ void web_destroy(web_t **pw)
     if (!pw || !*pw)
         return;
     sodium_memzero((*pw)->sess, sizeof (*pw)->sess);
+    free((*pw)->fails);
     free(*pw);
     *pw = NULL;
 }
