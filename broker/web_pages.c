@@ -497,7 +497,8 @@ void web_page_report(FILE *f, const web_ctx_t *x, const msgpack_object *res)
                 k * 24 + 18, pct);
     }
     fputs("</svg>", f);
-    if (frame_str(frame_map_get(res, "next"), &(const char *){NULL}, &(size_t){0}))
+    const msgpack_object *next = frame_map_get(res, "next");
+    if (next && next->type == MSGPACK_OBJECT_STR)
         fputs("<p class=\"note\">仅统计前 1000 个任务；完整报告请用 carehub report。</p>", f);
     for (size_t k = 0; k < nr; k++)
         free(rows[k].mins);
