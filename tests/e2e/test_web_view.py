@@ -38,6 +38,7 @@ try:
     from selenium.webdriver.chrome.options import Options
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
     from selenium.webdriver.support.ui import Select, WebDriverWait
     HAVE_SELENIUM = True
 except ImportError:  # pragma: no cover - reported by the fixture below
@@ -125,11 +126,19 @@ def report(s, receiver, name, description=None, already=0):
     return case, links
 
 
+def submit(drv, element_id=None, element=None):
+    """Click a button (or link) and wait until the next page has replaced this one."""
+    html = drv.find_element(By.TAG_NAME, "html")
+    (element or drv.find_element(By.ID, element_id)).click()
+    WebDriverWait(drv, 15).until(EC.staleness_of(html))
+    WebDriverWait(drv, 15).until(lambda d: d.execute_script("return document.readyState") == "complete")
+
+
 def login(drv, url, user="alice", password=PASSWORD):
     drv.get(url + "/")
     drv.find_element(By.ID, "user").send_keys(user)
     drv.find_element(By.ID, "password").send_keys(password)
-    drv.find_element(By.ID, "login").click()
+    submit(drv, "login")
 
 
 def case_ids(drv):
@@ -161,26 +170,27 @@ def test_browse_filter_reveal_and_audit(make_clock_broker, tmp_path, receiver, c
 
     # filters: overdue only → c2; agency civil_affairs → none; status closed → none
     browser.find_element(By.ID, "f-overdue").click()
-    browser.find_element(By.ID, "f-go").click()
+    submit(browser, "f-go")
     assert case_ids(browser) == [c2], browser.page_source[-2000:]
     assert "overdue=1" in browser.current_url
     browser.get(url + "/cases?agency=civil_affairs")
     assert case_ids(browser) == []
     browser.get(url + "/cases")
     Select(browser.find_element(By.ID, "f-status")).select_by_value("closed")
-    browser.find_element(By.ID, "f-go").click()
+    submit(browser, "f-go")
     assert case_ids(browser) == []
     browser.get(url + "/cases?status=bogus")
     assert "status" in browser.find_element(By.ID, "msg").text
 
     # the case file: no personal data until asked for
     browser.get(url + "/cases")
-    next(a for a in browser.find_elements(By.CSS_SELECTOR, "#cases a.case") if a.text == c1).click()
+    submit(browser, element=next(a for a in browser.find_elements(By.CSS_SELECTOR, "#cases a.case")
+                                 if a.text == c1))
     assert browser.title.startswith("案件档案")
     assert PLAIN_NAME not in browser.page_source
     assert ("supervisor-01", "case_file web:alice") in web_reads(s, c1)
     assert not any(ref.startswith("personal_data") for _, ref in web_reads(s, c1))
-    browser.find_element(By.ID, "reveal").click()
+    submit(browser, "reveal")
     assert PLAIN_NAME in browser.find_element(By.ID, "events").text
     assert ("supervisor-01", "personal_data web:alice") in web_reads(s, c1), web_reads(s, c1)
 
@@ -190,7 +200,7 @@ def test_browse_filter_reveal_and_audit(make_clock_broker, tmp_path, receiver, c
     seen = [(r.find_element(By.CLASS_NAME, "actor").text, r.find_element(By.CLASS_NAME, "ref").text)
             for r in rows[1:]]
     assert ("supervisor-01", "personal_data web:alice") in seen, seen
-    browser.find_element(By.ID, "run-verify").click()
+    submit(browser, "run-verify")
     assert "完好" in browser.find_element(By.ID, "verify").text, browser.page_source[-1500:]
 
     # the other pages render, with their reads in the trail
@@ -202,7 +212,7 @@ def test_browse_filter_reveal_and_audit(make_clock_broker, tmp_path, receiver, c
     assert "滨海新区公安局" in browser.find_element(By.ID, "report").text
 
     # logout: the session is gone
-    browser.find_element(By.ID, "logout").click()
+    submit(browser, "logout")
     browser.get(url + "/cases")
     assert browser.find_elements(By.ID, "login") and not case_ids(browser)
 
@@ -214,7 +224,7 @@ def test_payload_never_executes(make_clock_broker, tmp_path, receiver, connect, 
     case, _ = report(s, receiver, XSS_NAME, XSS_DESC)
     login(browser, url)
     browser.get(f"{url}/case?id={case}")
-    browser.find_element(By.ID, "reveal").click()
+    submit(browser, "reveal")
     assert browser.title == "案件档案 · carehub", "a script ran: the title changed"
     body = browser.find_element(By.ID, "events")
     assert XSS_NAME in body.text and XSS_DESC in body.text, body.text
