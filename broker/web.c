@@ -372,7 +372,7 @@ static enum MHD_Result do_login(wreq_t *r, struct MHD_Connection *c)
     r->state = W_WAIT;
     if (job_start(w->jobs, login_work, login_done, r) != 0) {
         sodium_memzero(r->password, sizeof r->password);
-        r->state = W_BODY;
+        r->state = W_HEAD; /* answered now */
         r->user[0] = '\0';
         answer_login(r, MHD_HTTP_SERVICE_UNAVAILABLE, "系统繁忙，请稍后再试。");
         return queue(r, c);
@@ -566,7 +566,7 @@ static enum MHD_Result start_verify(wreq_t *r, struct MHD_Connection *c)
     r->state = W_WAIT;
     if (job_start(w->jobs, verify_work, verify_done, r) != 0) {
         query_verify_free(&r->v);
-        r->state = W_BODY;
+        r->state = W_HEAD; /* answered now */
         answer_message(r, MHD_HTTP_SERVICE_UNAVAILABLE, "请稍后再试",
                        "另一项校验或登录正在进行，请稍后再试。");
         return queue(r, c);
