@@ -209,7 +209,11 @@ def test_browse_filter_reveal_and_audit(make_clock_broker, tmp_path, receiver, c
         assert browser.title.startswith(title), (path, browser.title)
     browser.get(url + "/report")
     assert browser.find_elements(By.CSS_SELECTOR, "#chart rect"), "the report has its chart"
-    assert "滨海新区公安局" in browser.find_element(By.ID, "report").text
+    rows = [[td.text for td in tr.find_elements(By.TAG_NAME, "td")]
+            for tr in browser.find_elements(By.CSS_SELECTOR, "#report tr")[1:]]
+    # police: 2 assignments, 1 acknowledged (on time), 1 open past its deadline
+    assert [r[:5] for r in rows] == [["滨海新区公安局", "2", "1", "1", "1"]], rows
+    assert "50%" in browser.find_element(By.ID, "chart").text
 
     # logout: the session is gone
     submit(browser, "logout")
