@@ -492,9 +492,10 @@ void web_page_report(FILE *f, const web_ctx_t *x, const msgpack_object *res)
         char nb[80];
         fprintf(f, "<text x=\"0\" y=\"%zu\">", k * 24 + 18);
         web_esc(f, agency_name(x->cfg, r->id, strlen(r->id), nb, sizeof nb));
-        fprintf(f, "</text><rect x=\"160\" y=\"%zu\" width=\"%u\" height=\"16\" fill=\"#4a7\"/>"
-                "<text x=\"%u\" y=\"%zu\">%u%%</text>", k * 24 + 6, pct * 3, 166 + pct * 3,
-                k * 24 + 18, pct);
+        fprintf(f, "</text><rect x=\"160\" y=\"%zu\" width=\"300\" height=\"16\" fill=\"#eee\"/>"
+                "<rect x=\"160\" y=\"%zu\" width=\"%u\" height=\"16\" fill=\"#4a7\"/>"
+                "<text x=\"%u\" y=\"%zu\">%u%%</text>", k * 24 + 6, k * 24 + 6, pct * 3,
+                pct > 85 ? 166 + pct * 3 - 50 : 166 + pct * 3, k * 24 + 18, pct);
     }
     fputs("</svg>", f);
     const msgpack_object *next = frame_map_get(res, "next");
