@@ -24,6 +24,7 @@
 #include "keyfile.h"
 #include "keys.h"
 #include "log.h"
+#include "rekey.h"
 #include "store.h"
 #include "trail.h"
 #include "util.h"
@@ -184,6 +185,40 @@ static int cmd_restore(int argc, char **argv)
     return rc;
 }
 
+/* carehubd rekey --data DIR --old-key FILE --new-key FILE: the store under a new data key (rekey.h). */
+static int cmd_rekey(int argc, char **argv)
+{
+    const char *dir = NULL, *old_file = NULL, *new_file = NULL;
+    for (int i = 2; i < argc; i++) {
+        if (strcmp(argv[i], "--data") == 0 && i + 1 < argc)
+            dir = argv[++i];
+        else if (strcmp(argv[i], "--old-key") == 0 && i + 1 < argc)
+            old_file = argv[++i];
+        else if (strcmp(argv[i], "--new-key") == 0 && i + 1 < argc)
+            new_file = argv[++i];
+        else
+            dir = NULL, i = argc;
+    }
+    if (!dir || !old_file || !new_file) {
+        usage(stderr);
+        return EX_USAGE_;
+    }
+    unsigned char old_key[32], new_key[32];
+    if (load_data_key("rekey", "--old-key", old_file, old_key) < 0)
+        return 66;
+    if (load_data_key("rekey", "--new-key", new_file, new_key) < 0) {
+        sodium_memzero(old_key, sizeof old_key);
+        return 66;
+    }
+    char err[2048];
+    int rc = rekey_run(dir, old_key, new_key, err, sizeof err);
+    sodium_memzero(old_key, sizeof old_key);
+    sodium_memzero(new_key, sizeof new_key);
+    if (rc != BACKUP_OK)
+        fprintf(stderr, "carehubd rekey: %s\n", err);
+    return rc;
+}
+
 /* "SEQ:HEX" (carehub trail-head) into an anchor: 0, or -1. */
 static int parse_anchor(const char *s, trail_anchor_t *a)
 {
@@ -295,6 +330,8 @@ int main(int argc, char **argv)
         return cmd_backup(argc, argv);
     if (argc >= 2 && strcmp(argv[1], "restore") == 0)
         return cmd_restore(argc, argv);
+    if (argc >= 2 && strcmp(argv[1], "rekey") == 0)
+        return cmd_rekey(argc, argv);
     for (int i = 1; i < argc; i++) {
         if ((strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) && i + 1 < argc)
             cfg_path = argv[++i];
@@ -362,6 +399,7 @@ int main(int argc, char **argv)
 
     char err[1024];
     int rc = EX_OK;
+    (void)rekey_clean_leftover(cfg->data_dir); /* a rekey killed midway; logged */
     broker_t *b = broker_new(cfg, CAREHUB_SCHEMAS_DIR, err, sizeof err);
     if (!b) {
         log_error("cannot start: %s", err);
