@@ -15,16 +15,19 @@
 #include "trail.h"
 #include "util.h"
 
+store_t *backup_open(const char *dir, const uint8_t *key, char *err, size_t errlen)
+{
+    store_t *st = store_open_readonly(dir, err, errlen);
+    if (st && store_set_privacy(st, key, err, errlen) != 0)
+        store_close(&st);
+    return st;
+}
+
 int backup_verify(const char *dir, const uint8_t *key, char *msg, size_t msglen)
 {
-    char err[512];
-    store_t *st = store_open_readonly(dir, err, sizeof err);
-    if (st && store_set_privacy(st, key, err, sizeof err) != 0)
-        store_close(&st);
-    if (!st) {
-        util_fmt(msg, msglen, "%s", err);
+    store_t *st = backup_open(dir, key, msg, msglen);
+    if (!st)
         return BACKUP_UNREADABLE;
-    }
     trail_report_t r;
     int rc = audit_verify(st, NULL, &r);
     store_close(&st);
@@ -137,13 +140,9 @@ int backup_run(const char *data_dir, const uint8_t *key, const char *dest, char 
                size_t errlen)
 {
     char why[1024], data[4096], lock[4096];
-    store_t *st = store_open_readonly(data_dir, why, sizeof why);
-    if (st && store_set_privacy(st, key, why, sizeof why) != 0)
-        store_close(&st);
-    if (!st) {
-        util_fmt(err, errlen, "%s", why);
+    store_t *st = backup_open(data_dir, key, err, errlen);
+    if (!st)
         return BACKUP_UNREADABLE;
-    }
     if (backup_dir_new_or_empty(dest, err, errlen) < 0) {
         store_close(&st);
         return BACKUP_CANTCREATE;

@@ -23,8 +23,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "store.h"
+
 /* Exit codes shared by backup, restore and rekey (main.c returns them). */
 enum { BACKUP_OK = 0, BACKUP_BROKEN = 1, BACKUP_UNREADABLE = 74, BACKUP_CANTCREATE = 73 };
+
+/* The store in dir opened read-only with its key (NULL: none; a sealed store
+ * then opens for what can be checked without it): NULL with the reason in err
+ * (another key: "… sealed with another privacy key …"). */
+store_t *backup_open(const char *dir, const uint8_t *key, char *err, size_t errlen);
 
 /* Verify the store in dir as `carehubd verify` does, key (32 bytes) or NULL.
  * BACKUP_OK with a one-line summary in msg, BACKUP_BROKEN with the first

@@ -112,6 +112,30 @@ static int cmd_keygen(int argc, char **argv)
     return EX_OK;
 }
 
+/* A subcommand's options, each "--NAME VALUE". */
+typedef struct {
+    const char *name;
+    const char **val;
+} opt_t;
+
+/* argv[2..] into opts and at most one operand (pos NULL: none taken): 0, or -1
+ * on anything else (an unknown option, a missing value, a second operand). */
+static int parse_opts(int argc, char **argv, const opt_t *opts, size_t n, const char **pos)
+{
+    for (int i = 2; i < argc; i++) {
+        size_t j = 0;
+        while (j < n && !(strcmp(argv[i], opts[j].name) == 0 && i + 1 < argc))
+            j++;
+        if (j < n)
+            *opts[j].val = argv[++i];
+        else if (pos && !*pos && argv[i][0] != '-')
+            *pos = argv[i];
+        else
+            return -1;
+    }
+    return 0;
+}
+
 /* A data key (privacy.key_file: 32 bytes, a secret file) into key: 0, or -1
  * with the reason on stderr ("carehubd CMD: OPT FILE …"). */
 static int load_data_key(const char *cmd, const char *opt, const char *path, unsigned char key[32])
@@ -137,17 +161,8 @@ static int load_data_key(const char *cmd, const char *opt, const char *path, uns
 static int cmd_backup(int argc, char **argv)
 {
     const char *dir = NULL, *key_file = NULL, *dest = NULL;
-    for (int i = 2; i < argc; i++) {
-        if (strcmp(argv[i], "--data") == 0 && i + 1 < argc)
-            dir = argv[++i];
-        else if (strcmp(argv[i], "--key-file") == 0 && i + 1 < argc)
-            key_file = argv[++i];
-        else if (!dest && argv[i][0] != '-')
-            dest = argv[i];
-        else
-            dir = NULL, i = argc;
-    }
-    if (!dir || !dest) {
+    const opt_t opts[] = {{"--data", &dir}, {"--key-file", &key_file}};
+    if (parse_opts(argc, argv, opts, UTIL_ARRAY_LEN(opts), &dest) < 0 || !dir || !dest) {
         usage(stderr);
         return EX_USAGE_;
     }
@@ -166,15 +181,8 @@ static int cmd_backup(int argc, char **argv)
 static int cmd_restore(int argc, char **argv)
 {
     const char *dir = NULL, *src = NULL;
-    for (int i = 2; i < argc; i++) {
-        if (strcmp(argv[i], "--data") == 0 && i + 1 < argc)
-            dir = argv[++i];
-        else if (!src && argv[i][0] != '-')
-            src = argv[i];
-        else
-            dir = NULL, i = argc;
-    }
-    if (!dir || !src) {
+    const opt_t opts[] = {{"--data", &dir}};
+    if (parse_opts(argc, argv, opts, UTIL_ARRAY_LEN(opts), &src) < 0 || !dir || !src) {
         usage(stderr);
         return EX_USAGE_;
     }
@@ -189,17 +197,9 @@ static int cmd_restore(int argc, char **argv)
 static int cmd_rekey(int argc, char **argv)
 {
     const char *dir = NULL, *old_file = NULL, *new_file = NULL;
-    for (int i = 2; i < argc; i++) {
-        if (strcmp(argv[i], "--data") == 0 && i + 1 < argc)
-            dir = argv[++i];
-        else if (strcmp(argv[i], "--old-key") == 0 && i + 1 < argc)
-            old_file = argv[++i];
-        else if (strcmp(argv[i], "--new-key") == 0 && i + 1 < argc)
-            new_file = argv[++i];
-        else
-            dir = NULL, i = argc;
-    }
-    if (!dir || !old_file || !new_file) {
+    const opt_t opts[] = {{"--data", &dir}, {"--old-key", &old_file}, {"--new-key", &new_file}};
+    if (parse_opts(argc, argv, opts, UTIL_ARRAY_LEN(opts), NULL) < 0 || !dir || !old_file ||
+        !new_file) {
         usage(stderr);
         return EX_USAGE_;
     }
@@ -241,17 +241,10 @@ static int parse_anchor(const char *s, trail_anchor_t *a)
 static int cmd_verify(int argc, char **argv)
 {
     const char *dir = NULL, *key_file = NULL, *head = NULL;
-    for (int i = 2; i < argc; i++) {
-        if (strcmp(argv[i], "--data") == 0 && i + 1 < argc)
-            dir = argv[++i];
-        else if (strcmp(argv[i], "--key-file") == 0 && i + 1 < argc)
-            key_file = argv[++i];
-        else if (strcmp(argv[i], "--head") == 0 && i + 1 < argc)
-            head = argv[++i];
-        else {
-            usage(stderr);
-            return EX_USAGE_;
-        }
+    const opt_t opts[] = {{"--data", &dir}, {"--key-file", &key_file}, {"--head", &head}};
+    if (parse_opts(argc, argv, opts, UTIL_ARRAY_LEN(opts), NULL) < 0) {
+        usage(stderr);
+        return EX_USAGE_;
     }
     trail_anchor_t anchor;
     if (!dir || (head && parse_anchor(head, &anchor) != 0)) {
@@ -265,9 +258,7 @@ static int cmd_verify(int argc, char **argv)
     if (key_file && load_data_key("verify", "--key-file", key_file, key) < 0)
         return 66;
     char err[512];
-    store_t *st = store_open_readonly(dir, err, sizeof err);
-    if (st && store_set_privacy(st, key_file ? key : NULL, err, sizeof err) != 0)
-        store_close(&st);
+    store_t *st = backup_open(dir, key_file ? key : NULL, err, sizeof err);
     sodium_memzero(key, sizeof key);
     if (!st) {
         fprintf(stderr, "carehubd verify: %s\n", err);

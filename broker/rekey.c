@@ -730,9 +730,7 @@ int rekey_run(const char *data_dir, const uint8_t *old_key, const uint8_t *new_k
     const char *hook = getenv("CAREHUB_REKEY_KILL_AFTER");
     if (hook && *hook)
         r.kill_after = strtoll(hook, NULL, 10);
-    r.old = store_open_readonly(data_dir, why, sizeof why);
-    if (r.old && store_set_privacy(r.old, old_key, why, sizeof why) != 0)
-        store_close(&r.old);
+    r.old = backup_open(data_dir, old_key, why, sizeof why);
     if (!r.old) {
         util_fmt(err, errlen, "--old-key: %s", why);
         return BACKUP_UNREADABLE;
