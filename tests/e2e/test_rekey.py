@@ -86,6 +86,11 @@ def store(make_broker, connect, tmp_path):
     enrol(director, c.values["child_id"], c.values["name"], "滨海村", h.now_ms() - 1000)
     for i in range(N_BULK):
         send_event(school, "absence", h.absence_body(f"bulk-{i % 97}"))
+    # a head kept outside before the rekey (`carehub trail-head`)
+    r = connect(b, login="supervisor-01").request(
+        {"v": 1, "op": "query", "id": uid("q"), "what": "trail_head"})
+    assert r.get("op") == "result", h.summarize(r)
+    s.head = f"{r['seq']}:{r['hash']}"
     assert b.stop() == 0
     return s
 
@@ -136,6 +141,13 @@ def test_rekey_serves_with_the_new_key_and_refuses_the_old(store, connect):
 
     v = verify(s.data, s.key_b)
     assert v.returncode == 0 and "intact" in v.stdout and "NOT CHECKED" not in v.stdout, output(v)
+    # the records before the rekey keep their chain: the anchor taken before still matches
+    v = h.run_bin(["verify", "--data", str(s.data), "--key-file", str(s.key_b), "--head", s.head],
+                  timeout=300)
+    seq = s.head.split(":")[0]
+    assert v.returncode == 0 and f"the anchored head, record {seq}, matches" in v.stdout, output(v)
+    v = verify(s.data)   # without the key: what it cannot check it says
+    assert v.returncode == 0 and "NOT CHECKED" in v.stdout, output(v)
     v = verify(s.data, s.key_a)
     assert v.returncode == 74 and "sealed with another privacy key" in v.stderr, output(v)
 
@@ -203,3 +215,27 @@ def test_rekey_refuses_a_wrong_old_key(store, tmp_path):
     assert digest(s.data / "data.mdb") == before
     r = rekey(s.data, s.key_a, s.key_a)
     assert r.returncode == 1 and "hold the same key" in r.stderr, output(r)
+
+
+def test_a_second_rekey_keeps_both_earlier_keys_chains(store, connect, tmp_path):
+    """A -> B, records written under B, B -> C: verify with C checks the records of all three
+    keys (the earlier trail keys are re-sealed under each new key) and the old anchor."""
+    s = store
+    assert rekey(s.data, s.key_a, s.key_b).returncode == 0
+    start_with(s, s.key_b)
+    assert_serves_the_canary_case(s, connect, "key B")
+    assert s.b.stop() == 0
+    key_c = write_key(tmp_path / "c.key")
+    r = rekey(s.data, s.key_b, key_c)
+    assert r.returncode == 0, output(r)
+    v = h.run_bin(["verify", "--data", str(s.data), "--key-file", str(key_c), "--head", s.head],
+                  timeout=300)
+    assert v.returncode == 0 and "matches" in v.stdout and "NOT CHECKED" not in v.stdout, output(v)
+    raw = (s.data / "data.mdb").read_bytes()
+    assert f"old:{fingerprint(s.key_b)} new:{fingerprint(key_c)}".encode() in raw
+    assert f"old:{fingerprint(s.key_a)} new:{fingerprint(s.key_b)}".encode() in raw
+    start_with(s, key_c)
+    desk = connect(s.b, login="police-desk")
+    m = wait_push(desk, pred=lambda m: m["case"] == s.first[2], timeout=10, what="the case, key C")
+    assert case_names(m)[0] == s.c.values["name"], case_names(m)
+    assert s.b.stop() == 0
