@@ -150,10 +150,12 @@ int backup_run(const char *data_dir, const uint8_t *key, const char *dest, char 
     int64_t t0 = util_mono_ms();
     int rc = store_copy(st, dest, err, errlen);
     store_close(&st);
-    if (rc < 0)
-        return BACKUP_CANTCREATE;
     util_fmt(data, sizeof data, "%s/data.mdb", dest);
     util_fmt(lock, sizeof lock, "%s/lock.mdb", dest);
+    if (rc < 0) {
+        (void)unlink(data); /* half a copy (DEST was empty): nothing anyone should find */
+        return BACKUP_CANTCREATE;
+    }
     if (chmod(data, 0600) < 0 || backup_fsync_path(data) < 0 || backup_fsync_path(dest) < 0) {
         util_fmt(err, errlen, "cannot make %s private and durable: %s", data, strerror(errno));
         return BACKUP_CANTCREATE;
