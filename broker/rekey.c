@@ -125,9 +125,13 @@ static int map_event(void *ud, const void *k, size_t kl, const void *v, size_t v
     rk_t *r = ud;
     char id[STORE_ID_MAX], child[CAREHUB_ID_MAX + 1];
     msgpack_unpacked u;
-    if (store_copy_id(k, kl, id, sizeof id) != 0 || unpack_map(&u, v, vl) != 0) {
+    if (store_copy_id(k, kl, id, sizeof id) != 0) {
+        util_fmt(r->err, sizeof r->err, "events: a key is not an id");
+        return STORE_CORRUPTED;
+    }
+    if (unpack_map(&u, v, vl) != 0) {
         msgpack_unpacked_destroy(&u);
-        util_fmt(r->err, sizeof r->err, "events: a record does not decode");
+        util_fmt(r->err, sizeof r->err, "events/%s: does not decode", id);
         return STORE_CORRUPTED;
     }
     msgpack_sbuffer body;
@@ -143,11 +147,11 @@ static int map_event(void *ud, const void *k, size_t kl, const void *v, size_t v
     return rc;
 }
 
-/* A register entry's sealed enrolment (the child key as associated data) into body. */
+/* A register entry's sealed enrolment (the child key as associated data) appended
+ * to body (initialised by the caller). */
 static int open_entry(rk_t *r, const char *key, const msgpack_object *rec, msgpack_sbuffer *body)
 {
     const msgpack_object *e = frame_map_get(rec, "entry");
-    msgpack_sbuffer_init(body);
     if (!e || e->type != MSGPACK_OBJECT_BIN)
         return STORE_CORRUPTED;
     return store_txn_open(r->ot, key, e->via.bin.ptr, e->via.bin.size, body);
@@ -364,17 +368,18 @@ static int rekey_assignment(rk_t *r, const char *id, const msgpack_object *rec, 
 static int rekey_object(rk_t *r, const void *k, size_t kl, const void *v, size_t vl)
 {
     char id[STORE_ID_MAX];
-    msgpack_unpacked u;
-    int rc = store_copy_id(k, kl, id, sizeof id) ? STORE_CORRUPTED : unpack_map(&u, v, vl);
-    if (rc) {
-        util_fmt(r->err, sizeof r->err, "%s: a record does not decode", store_db_name(r->db));
-        if (!store_copy_id(k, kl, id, sizeof id))
-            msgpack_unpacked_destroy(&u);
-        return rc;
+    if (store_copy_id(k, kl, id, sizeof id)) {
+        util_fmt(r->err, sizeof r->err, "%s: a key is not an id", store_db_name(r->db));
+        return STORE_CORRUPTED;
     }
-    rc = r->db == STORE_DB_EVENTS  ? rekey_event(r, id, &u.data, v, vl)
-         : r->db == STORE_DB_CASES ? rekey_case(r, id, &u.data, v, vl)
-                                   : rekey_assignment(r, id, &u.data, v, vl);
+    msgpack_unpacked u;
+    int rc = unpack_map(&u, v, vl);
+    if (rc)
+        util_fmt(r->err, sizeof r->err, "%s/%s: does not decode", store_db_name(r->db), id);
+    else
+        rc = r->db == STORE_DB_EVENTS  ? rekey_event(r, id, &u.data, v, vl)
+             : r->db == STORE_DB_CASES ? rekey_case(r, id, &u.data, v, vl)
+                                       : rekey_assignment(r, id, &u.data, v, vl);
     msgpack_unpacked_destroy(&u);
     return rc;
 }
@@ -408,22 +413,25 @@ static int rekey_entry(rk_t *r, const void *k, size_t kl, const void *v, size_t 
 {
     char key[STORE_CHILD_KEY_MAX];
     const char *neu = store_copy_id(k, kl, key, sizeof key) ? NULL : map_find(r, key, strlen(key));
-    msgpack_unpacked u;
-    if (!neu || unpack_map(&u, v, vl) != 0) {
-        if (neu)
-            msgpack_unpacked_destroy(&u);
-        util_fmt(r->err, sizeof r->err, "register: an entry that does not decode or name a child");
+    if (!neu) {
+        util_fmt(r->err, sizeof r->err, "register: an entry whose key names no child");
         return STORE_CORRUPTED;
     }
+    msgpack_unpacked u;
     msgpack_sbuffer body, sealed, out;
+    msgpack_sbuffer_init(&body);
     msgpack_sbuffer_init(&sealed);
     msgpack_sbuffer_init(&out);
-    int rc = open_entry(r, key, &u.data, &body);
+    int rc = unpack_map(&u, v, vl);
+    if (rc == 0)
+        rc = open_entry(r, key, &u.data, &body);
     if (rc == 0) {
         (void)store_txn_seal(r->nt, neu, body.data, body.size, &sealed);
         repl_t repl = {"entry", 1, sealed.data, sealed.size};
         repack(&u.data, &repl, 1, &out);
         rc = store_put(r->nt, r->db, neu, strlen(neu), out.data, out.size, 0);
+    } else {
+        util_fmt(r->err, sizeof r->err, "register: an entry does not open with the old key");
     }
     wipe(&body);
     msgpack_sbuffer_destroy(&sealed);
