@@ -81,6 +81,14 @@ int backup_dir_new_or_empty(const char *path, char *err, size_t errlen)
     return 0;
 }
 
+void backup_sibling(char *out, size_t size, const char *dir, const char *suffix)
+{
+    size_t n = strlen(dir);
+    while (n > 1 && dir[n - 1] == '/') /* "data/" + ".tmp" would be inside data */
+        n--;
+    util_fmt(out, size, "%.*s%s", (int)n, dir, suffix);
+}
+
 int backup_fsync_path(const char *path)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -241,7 +249,7 @@ int backup_restore(const char *data_dir, const char *src, char *err, size_t errl
         util_fmt(err, errlen, "cannot look at %s: %s", data_dir, strerror(errno));
         return BACKUP_CANTCREATE;
     }
-    util_fmt(tmp, sizeof tmp, "%s.tmp", data_dir);
+    backup_sibling(tmp, sizeof tmp, data_dir, ".tmp");
     if (stat(tmp, &sb) == 0 && backup_remove_store_dir(tmp, why, sizeof why) < 0) {
         util_fmt(err, errlen, "a restore that did not finish left %s: %s", tmp, why);
         return BACKUP_CANTCREATE;

@@ -56,6 +56,10 @@ int backup_restore(const char *data_dir, const char *src, char *err, size_t errl
  * then the directory. 0, or -1 (anything else in it is left, and said). */
 int backup_remove_store_dir(const char *path, char *err, size_t errlen);
 
+/* The path beside dir with suffix appended ("DIR.tmp", "DIR.rekey"), trailing
+ * slashes of dir left out, into out. */
+void backup_sibling(char *out, size_t size, const char *dir, const char *suffix);
+
 /* fsync a directory (after a rename or a new file in it). 0 or -1 (errno). */
 int backup_fsync_path(const char *path);
 

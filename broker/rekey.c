@@ -647,7 +647,7 @@ int rekey_clean_leftover(const char *data_dir)
 {
     char tmp[4096], err[512];
     struct stat sb;
-    util_fmt(tmp, sizeof tmp, "%s.rekey", data_dir);
+    backup_sibling(tmp, sizeof tmp, data_dir, ".rekey");
     if (stat(tmp, &sb) < 0)
         return 0;
     if (backup_remove_store_dir(tmp, err, sizeof err) < 0) {
@@ -725,7 +725,7 @@ int rekey_run(const char *data_dir, const uint8_t *old_key, const uint8_t *new_k
         return BACKUP_BROKEN;
     }
     int64_t t0 = util_mono_ms();
-    util_fmt(tmp, sizeof tmp, "%s.rekey", data_dir);
+    backup_sibling(tmp, sizeof tmp, data_dir, ".rekey");
     int rc = check_not_busy(data_dir, err, errlen);
     if (rc)
         return rc;
