@@ -669,22 +669,20 @@ static unsigned long long file_size(const char *dir)
 
 /* ---- the whole --------------------------------------------------------------------- */
 
-/* The databases in the order they are rewritten: the trail and everything copied
- * as it is first (the rekey record goes after the trail copied), then what the
- * key seals or hashes. idem and case_events are rebuilt from the events. */
-static const struct {
-    int db; /* a store_db_t, or -1: the rekey record */
-    int dupsort;
-} ORDER[] = {
-    {STORE_DB_TRAIL, 0},      {STORE_DB_TRAIL_HEAD, 0}, {STORE_DB_TRAIL_LAST, 0},
-    {STORE_DB_TRAIL_PREV, 0}, {STORE_DB_COUNTERS, 0},   {STORE_DB_DELIVERED, 0},
-    {STORE_DB_ACK_DUE, 0},    {STORE_DB_PENDING, 0},    {STORE_DB_QUIET, 0},
-    {STORE_DB_OUTBOX, 0},     {STORE_DB_SILENCES, 0},   {STORE_DB_CASE_ASSIGN, 1},
-    {STORE_DB_CASE_LOG, 1},   {-1, 0}, /* the rekey record */
-    {STORE_DB_EVENTS, 0},     {STORE_DB_CASES, 0},      {STORE_DB_ASSIGNMENTS, 0},
-    {STORE_DB_OUTCOMES, 0},   {STORE_DB_REGISTER, 0},   {STORE_DB_DEADLINES, 0},
-    {STORE_DB_OPEN_CASES, 0},
-};
+/* What the key seals or hashes, rewritten after the rekey record (rekey_record);
+ * idem and case_events are rebuilt from the events; every other database, the
+ * trail first among them, is copied as it is before the rekey record. */
+static const store_db_t KEYED[] = {STORE_DB_EVENTS,   STORE_DB_CASES,    STORE_DB_ASSIGNMENTS,
+                                   STORE_DB_OUTCOMES, STORE_DB_REGISTER, STORE_DB_DEADLINES,
+                                   STORE_DB_OPEN_CASES};
+
+static int keyed_db(store_db_t db)
+{
+    for (size_t i = 0; i < UTIL_ARRAY_LEN(KEYED); i++)
+        if (KEYED[i] == db)
+            return 1;
+    return db == STORE_DB_IDEM || db == STORE_DB_CASE_EVENTS;
+}
 
 static int rewrite(rk_t *r, const uint8_t *old_key, const uint8_t *new_key, const char *tmp)
 {
@@ -701,17 +699,18 @@ static int rewrite(rk_t *r, const uint8_t *old_key, const uint8_t *new_key, cons
                 r->map[w++] = r->map[i];
         r->n_map = w;
     }
-    for (size_t i = 0; i < UTIL_ARRAY_LEN(ORDER); i++) {
-        if (ORDER[i].db < 0) {
-            mark_ctx_t c = {r, old_key, new_key, NULL, 0};
-            store_rc_t rc = store_write(r->neu, rekey_record_txn, &c);
-            trail_epochs_free(&c.epochs, &c.n);
-            if (rc != STORE_OK)
-                return -1;
-        } else if (rekey_db(r, (store_db_t)ORDER[i].db, ORDER[i].dupsort, tmp) < 0) {
+    for (int db = 0; db < STORE_DB_COUNT; db++) /* as they are: the trail, counters, … */
+        if (!keyed_db((store_db_t)db) &&
+            rekey_db(r, (store_db_t)db, store_db_dupsort((store_db_t)db), tmp) < 0)
             return -1;
-        }
-    }
+    mark_ctx_t c = {r, old_key, new_key, NULL, 0};
+    store_rc_t rc = store_write(r->neu, rekey_record_txn, &c);
+    trail_epochs_free(&c.epochs, &c.n);
+    if (rc != STORE_OK)
+        return -1;
+    for (size_t i = 0; i < UTIL_ARRAY_LEN(KEYED); i++)
+        if (rekey_db(r, KEYED[i], store_db_dupsort(KEYED[i]), tmp) < 0)
+            return -1;
     return 0;
 }
 

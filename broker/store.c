@@ -447,6 +447,11 @@ int store_entry_problem(char *problem, size_t size, store_db_t db, const void *k
     return STORE_EACH_STOP;
 }
 
+int store_db_dupsort(store_db_t db)
+{
+    return db < STORE_DB_COUNT && (DBS[db].flags & MDB_DUPSORT) != 0;
+}
+
 const char *store_db_name(store_db_t db)
 {
     return db < STORE_DB_COUNT ? DBS[db].name : "?";

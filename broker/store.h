@@ -281,6 +281,9 @@ int store_copy(store_t *st, const char *dest, char *err, size_t errlen);
 int store_entry_problem(char *problem, size_t size, store_db_t db, const void *k, size_t kl,
                         const char *what);
 
+/* 1 when a named database holds several values a key (MDB_DUPSORT). */
+int store_db_dupsort(store_db_t db);
+
 /* Name of a named database ("events", …). */
 const char *store_db_name(store_db_t db);
 
