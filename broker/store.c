@@ -15,6 +15,7 @@
 #include <sodium.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <unistd.h>
 
 #include "frame.h"
 #include "log.h"
@@ -462,6 +463,14 @@ int store_copy(store_t *st, const char *dest, char *err, size_t errlen)
     /* one read transaction over the whole copy: a consistent snapshot, whatever
      * the broker writes meanwhile; compacted: free pages are not copied */
     int rc = mdb_env_copy2(st->env, dest, MDB_CP_COMPACT);
+    if (rc == MDB_MAP_RESIZED) { /* the broker grew the map since the open: adopt its size */
+        char path[4096];
+        util_fmt(path, sizeof path, "%s/data.mdb", dest);
+        (void)unlink(path); /* created before the read transaction failed; empty */
+        rc = mdb_env_set_mapsize(st->env, 0);
+        if (rc == 0)
+            rc = mdb_env_copy2(st->env, dest, MDB_CP_COMPACT);
+    }
     if (rc) {
         util_fmt(err, errlen, "cannot copy the store in %s to %s: %s", st->dir, dest,
                  mdb_strerror(rc));
