@@ -602,45 +602,43 @@ static int rekey_record_txn(store_txn_t *nt, void *ud)
 
 /* ---- the directories ---------------------------------------------------------------- */
 
-/* The pid of another process that has the LMDB environment in dir open (LMDB
- * holds a lock on the first byte of lock.mdb while it is open), 0 when none,
- * -1 when it cannot be told (errno). Not to be called while this process has
- * it open: closing the descriptor here would drop LMDB's own lock. */
-static long lock_holder(const char *dir)
+/* Take the lock LMDB takes on the first byte of dir/lock.mdb while a process has
+ * the environment open (shared once open, exclusive only while nobody else has
+ * it): held by this process, no other can have the store open, and one that
+ * starts meanwhile waits in mdb_env_open until it is released (closing *fd).
+ * 0 with *fd, REKEY_BUSY naming the process that has it, or BACKUP_UNREADABLE.
+ * Not while this process has the environment open: closing *fd would drop
+ * LMDB's own lock too. */
+static int lock_store(const char *dir, int *fd, char *err, size_t errlen)
 {
     char path[4096];
     util_fmt(path, sizeof path, "%s/lock.mdb", dir);
-    int fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
-    if (fd < 0)
-        return errno == ENOENT ? 0 : -1;
+    *fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (*fd < 0) {
+        util_fmt(err, errlen, "cannot open %s: %s", path, strerror(errno));
+        return BACKUP_UNREADABLE;
+    }
     struct flock fl;
     memset(&fl, 0, sizeof fl);
     fl.l_type = F_WRLCK;
     fl.l_whence = SEEK_SET;
     fl.l_start = 0;
     fl.l_len = 1;
-    int rc = fcntl(fd, F_GETLK, &fl);
+    if (fcntl(*fd, F_SETLK, &fl) == 0)
+        return 0;
     int e = errno;
-    close(fd);
-    errno = e;
-    if (rc < 0)
-        return -1;
-    return fl.l_type == F_UNLCK ? 0 : (long)fl.l_pid;
-}
-
-static int check_not_busy(const char *dir, char *err, size_t errlen)
-{
-    long pid = lock_holder(dir);
-    if (pid > 0) {
+    long pid = (e == EAGAIN || e == EACCES) && fcntl(*fd, F_GETLK, &fl) == 0 && fl.l_type != F_UNLCK
+                   ? (long)fl.l_pid
+                   : 0;
+    close(*fd);
+    *fd = -1;
+    if (e == EAGAIN || e == EACCES) {
         util_fmt(err, errlen, "the store in %s is open in process %ld (a running carehubd, or a "
                  "verify or backup); stop it first: rekey works offline", dir, pid);
         return REKEY_BUSY;
     }
-    if (pid < 0) {
-        util_fmt(err, errlen, "cannot tell whether a process has %s open: %s", dir, strerror(errno));
-        return BACKUP_UNREADABLE;
-    }
-    return 0;
+    util_fmt(err, errlen, "cannot lock %s: %s", path, strerror(e));
+    return BACKUP_UNREADABLE;
 }
 
 int rekey_clean_leftover(const char *data_dir)
@@ -725,9 +723,11 @@ int rekey_run(const char *data_dir, const uint8_t *old_key, const uint8_t *new_k
     }
     int64_t t0 = util_mono_ms();
     backup_sibling(tmp, sizeof tmp, data_dir, ".rekey");
-    int rc = check_not_busy(data_dir, err, errlen);
+    int lock_fd;
+    int rc = lock_store(data_dir, &lock_fd, err, errlen);
     if (rc)
         return rc;
+    close(lock_fd); /* a first look; taken again for the swap */
     if (rekey_clean_leftover(data_dir) < 0) {
         util_fmt(err, errlen, "cannot remove %s, left by an earlier rekey (see the log line above)",
                  tmp);
@@ -795,17 +795,20 @@ int rekey_run(const char *data_dir, const uint8_t *old_key, const uint8_t *new_k
                  data_dir);
         return BACKUP_CANTCREATE;
     }
-    if ((rc = check_not_busy(data_dir, err, errlen)))
+    /* held over the swap: a broker that starts now waits, then opens the new store */
+    if ((rc = lock_store(data_dir, &lock_fd, err, errlen)))
         return rc; /* a broker started meanwhile: it keeps the old store */
     if (renameat2(AT_FDCWD, data_dir, AT_FDCWD, tmp, RENAME_EXCHANGE) < 0) {
         util_fmt(err, errlen, "cannot swap %s and %s: %s; nothing was changed in %s", tmp, data_dir,
                  strerror(errno), data_dir);
+        close(lock_fd);
         return BACKUP_CANTCREATE;
     }
     util_fmt(parent, sizeof parent, "%s/..", data_dir);
     (void)backup_fsync_path(parent);
     if (backup_remove_store_dir(tmp, why, sizeof why) < 0) /* now the old store */
         fprintf(stderr, "carehubd rekey: the old store stays in %s: %s\n", tmp, why);
+    close(lock_fd);
     char ofp[STORE_KEY_FP_MAX], nfp[STORE_KEY_FP_MAX];
     store_key_fingerprint(old_key, ofp);
     store_key_fingerprint(new_key, nfp);
