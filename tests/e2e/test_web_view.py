@@ -101,7 +101,7 @@ def http(method, url, body=None, headers=None):
         return e.code, e.read().decode(), dict(e.headers)
 
 
-def web_setup(make_clock_broker, tmp_path, receiver, connect, password_hash):
+def web_setup(make_clock_broker, tmp_path, receiver, connect, password_hash, **http_extra):
     """test_phone_ack's broker (police, an SMS channel that can acknowledge) with a web user."""
     wf = [{"name": "report", "match": {"type": "mandatory_report"},
            "assign": [{"agency": "police", "ack_within": "1h"}]}]
@@ -110,7 +110,7 @@ def web_setup(make_clock_broker, tmp_path, receiver, connect, password_hash):
                  channels=[{"id": "duty-sms", "kind": "sms", "path": "/sms",
                             "to": [PHONE_A, PHONE_B], "can_acknowledge": True}],
                  agencies=[{"id": "police", "name": "滨海新区公安局", "channels": ["duty-sms"]}],
-                 broker={"http": {"listen": "127.0.0.1:0", "users": users},
+                 broker={"http": {"listen": "127.0.0.1:0", "users": users, **http_extra},
                          "timezone": "Asia/Shanghai"})
 
 
@@ -315,6 +315,23 @@ def test_csrf_and_headers(make_clock_broker, tmp_path, receiver, connect, passwo
     assert st == 200
     st, _, _ = http("GET", f"{url}/case?id=../../etc", None, {"Cookie": cookie})
     assert st == 400
+
+
+def test_cookies_are_secure_behind_https(make_clock_broker, tmp_path, receiver, connect,
+                                         password_hash):
+    s = web_setup(make_clock_broker, tmp_path, receiver, connect, password_hash,
+                  public_url="https://hub.example.cn")
+    log = s.b.log()
+    assert "broker: http on https://hub.example.cn" in log, log
+    port = re.search(r"http: listening on 127\.0\.0\.1:0 \(port (\d+)\)", log).group(1)
+    url = f"http://127.0.0.1:{port}"  # the proxy's side of https
+    st, page, hdrs = http("GET", url + "/")
+    assert st == 200 and hdrs["Set-Cookie"].endswith("; Secure"), hdrs
+    tok = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+    body = urllib.parse.urlencode({"user": "alice", "password": PASSWORD, "csrf": tok})
+    st, _, hdrs = http("POST", url + "/login", body.encode(),
+                       {"Cookie": hdrs["Set-Cookie"].split(";")[0]})
+    assert st == 303 and "HttpOnly" in hdrs["Set-Cookie"] and "Secure" in hdrs["Set-Cookie"], hdrs
 
 
 def test_user_bound_to_a_school_is_refused_at_load(tmp_path, password_hash):
