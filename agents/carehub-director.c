@@ -264,8 +264,10 @@ static int on_reminder(void *ud, const char *id, const char *child, const char *
         cli_map_put(d->reminders_seen, id, 1);
     if (k == 1) {
         char t[64];
+        cli_follow_broker_zone(d->c); /* the welcome may have come in this same poll */
         cli_format_time(due, t, sizeof t);
-        fprintf(stderr, "%s: reminder: %s of child %s due %s (kept; `%s reminders` lists them)\n",
+        fprintf(stderr, cli_tr("%s: reminder: %s of child %s due %s (kept; `%s reminders` lists them)\n",
+                               "%1$s：提醒：儿童 %3$s 的%2$s 应于 %4$s 完成（已保存；`%5$s reminders` 可列出）\n"),
                 cli_prog(), kind, child, t, cli_prog());
     }
     return 0;

@@ -190,9 +190,11 @@ static void write_table(const reg_row_t *rows, size_t n, int64_t now, const opts
     char t[64], filt[1024];
     cli_format_time(now, t, sizeof t);
     filter_note(o, filt, sizeof filt);
+    char zone[CAREHUB_TZ_NAME_MAX + 8];
+    cli_zone_note(zone, sizeof zone);
     fputs(TITLE, stdout);
     cli_put_safe(stdout, filt);
-    printf("  截至 %s\n", t);
+    printf("  截至 %s%s\n", t, zone);
     reg_row_t tot = totals(rows, n);
     char dirs[64];
     util_fmt(dirs, sizeof dirs, "%zu 人", directors(rows, n));
@@ -354,8 +356,11 @@ static int write_html(const char *file, const reg_row_t *rows, size_t n, int64_t
           ".note{color:#555;font-size:90%}\ndt{font-weight:bold;margin-top:.4em}\n"
           "svg text{font-family:\"Noto Sans CJK SC\",\"Microsoft YaHei\",sans-serif}\n"
           "</style>\n</head>\n<body>\n<h1>", f);
+    char zone[CAREHUB_TZ_NAME_MAX + 8];
+    cli_zone_note(zone, sizeof zone);
     fprintf(f, "%s</h1>\n<p class=\"note\">截至 ", TITLE);
     show_html_escape(f, t);
+    show_html_escape(f, zone);
     show_html_escape(f, filt);
     fputs("；数据来自 ", f);
     show_html_escape(f, co->endpoint);

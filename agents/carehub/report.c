@@ -17,7 +17,8 @@
 #include "util.h"
 
 typedef struct {
-    char agency[128];
+    char agency[128];       /* the agency's id (--json, --csv, the order) */
+    char label[256];        /* what people read: its name from welcome, else the id */
     long count, due, on_time, escalations, open_overdue;
     double *mins;           /* time to acknowledge, minutes */
     size_t nmins;
@@ -60,38 +61,53 @@ static int write_html(const char *file, agency_row_t *rows, size_t n, const doub
         cli_err("--html %s: cannot write: %s", file, strerror(errno));
         return CLI_EX_IO;
     }
-    char t[64], t2[64];
+    char t[64], t2[64], zone[CAREHUB_TZ_NAME_MAX + 8];
     cli_format_time(now, t, sizeof t);
-    fputs("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-          "<title>carehub: acknowledgement per agency</title>\n<style>\n"
+    cli_zone_note(zone, sizeof zone);
+    const char *title = cli_tr("Acknowledgement per agency", "各单位签收情况");
+    fprintf(f, "<!DOCTYPE html>\n<html lang=\"%s\">\n<head>\n<meta charset=\"utf-8\">\n<title>",
+            cli_tr("en", "zh-CN"));
+    fputs(cli_tr("carehub: ", "carehub：") , f);
+    fputs(title, f);
+    fputs("</title>\n<style>\n"
           "body{font-family:sans-serif;margin:2em;color:#1a1a1a;background:#ffffff}\n"
           "table{border-collapse:collapse;margin:1em 0}\n"
           "th,td{border:1px solid #888;padding:4px 10px;text-align:right}\n"
           "th:first-child,td:first-child{text-align:left}\n"
           "th{background:#e8eef4}\n.note{color:#555;font-size:90%}\n"
-          "</style>\n</head>\n<body>\n<h1>Acknowledgement per agency</h1>\n<p class=\"note\">",
-          f);
-    fputs("Figures at ", f);
+          "</style>\n</head>\n<body>\n<h1>", f);
+    fputs(title, f);
+    fputs("</h1>\n<p class=\"note\">", f);
+    fputs(cli_tr("Figures at ", "统计时间："), f);
     show_html_escape(f, t);
+    show_html_escape(f, zone);
     if (since > 0) {
         cli_format_time(since, t2, sizeof t2);
-        fputs(", assignments created since ", f);
+        fputs(cli_tr(", assignments created since ", "，统计自此时间起派发的任务："), f);
         show_html_escape(f, t2);
     }
-    fputs("; broker ", f);
+    fputs(cli_tr("; broker ", "；服务端 "), f);
     show_html_escape(f, co->endpoint);
-    fputs(", read as ", f);
+    fputs(cli_tr(", read as ", "，查询身份 "), f);
     show_html_escape(f, co->agent);
-    fputs(".</p>\n<table>\n<tr><th>agency</th><th>assignments</th><th>due</th>"
-          "<th>on time</th><th>on time %</th><th>ack p50 (min)</th><th>ack p90 (min)</th>"
-          "<th>escalations</th><th>open overdue</th></tr>\n", f);
+    fputs(cli_tr(".</p>\n", "。</p>\n"), f);
+    static const char *const head_en[] = {"agency", "assignments", "due", "on time", "on time %",
+                                          "ack p50 (min)", "ack p90 (min)", "escalations",
+                                          "open overdue"};
+    static const char *const head_zh[] = {"单位", "派发任务", "已到期", "按时签收", "按时签收率",
+                                          "签收用时中位数（分钟）", "签收用时 P90（分钟）",
+                                          "升级次数", "逾期未签收"};
+    fputs("<table>\n<tr>", f);
+    for (size_t k = 0; k < UTIL_ARRAY_LEN(head_en); k++)
+        fprintf(f, "<th>%s</th>", cli_tr(head_en[k], head_zh[k]));
+    fputs("</tr>\n", f);
     for (size_t i = 0; i < n; i++) {
         char a[32], b[32], c[32];
         fmt_num(a, sizeof a, pct[i], "%");
         fmt_num(b, sizeof b, p50[i], "");
         fmt_num(c, sizeof c, p90[i], "");
         fputs("<tr><td>", f);
-        show_html_escape(f, rows[i].agency);
+        show_html_escape(f, rows[i].label);
         fprintf(f, "</td><td>%ld</td><td>%ld</td><td>%ld</td><td>", rows[i].count, rows[i].due,
                 rows[i].on_time);
         show_html_escape(f, a);
@@ -102,13 +118,13 @@ static int write_html(const char *file, agency_row_t *rows, size_t n, const doub
         fprintf(f, "</td><td>%ld</td><td>%ld</td></tr>\n", rows[i].escalations,
                 rows[i].open_overdue);
     }
-    fputs("</table>\n<h2>Acknowledged on time (%)</h2>\n", f);
-    const int label_w = 180, bar_w = 500, row_h = 28;
+    const char *chart = cli_tr("Acknowledged on time (%)", "按时签收率（%）");
+    fprintf(f, "</table>\n<h2>%s</h2>\n", chart);
+    const int label_w = 240, bar_w = 500, row_h = 28;
     int height = (int)n * row_h + 40;
     fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
-               "viewBox=\"0 0 %d %d\" role=\"img\" aria-label=\"acknowledged on time per agency\">\n"
-               "<title>Acknowledged on time, per agency</title>\n",
-            label_w + bar_w + 80, height, label_w + bar_w + 80, height);
+               "viewBox=\"0 0 %d %d\" role=\"img\" aria-label=\"%s\">\n<title>%s</title>\n",
+            label_w + bar_w + 80, height, label_w + bar_w + 80, height, chart, chart);
     for (size_t i = 0; i < n; i++) {
         int y = 10 + (int)i * row_h;
         double p = isnan(pct[i]) ? 0 : pct[i];
@@ -116,12 +132,12 @@ static int write_html(const char *file, agency_row_t *rows, size_t n, const doub
         fmt_num(a, sizeof a, pct[i], "%");
         fprintf(f, "<text x=\"%d\" y=\"%d\" font-size=\"14\" text-anchor=\"end\" "
                    "font-family=\"sans-serif\">", label_w - 8, y + 16);
-        show_html_escape(f, rows[i].agency);
+        show_html_escape(f, rows[i].label);
         fprintf(f, "</text>\n<rect x=\"%d\" y=\"%d\" width=\"%.1f\" height=\"%d\" "
                    "fill=\"%s\"><title>",
                 label_w, y, p * bar_w / 100.0, row_h - 8, p >= 90 ? "#2e7d32" : p >= 60 ? "#f9a825" : "#c62828");
-        show_html_escape(f, rows[i].agency);
-        fputs(": ", f);
+        show_html_escape(f, rows[i].label);
+        fputs(cli_tr(": ", "："), f);
         show_html_escape(f, a);
         fprintf(f, "</title></rect>\n<text x=\"%.1f\" y=\"%d\" font-size=\"13\" "
                    "font-family=\"sans-serif\">", label_w + p * bar_w / 100.0 + 6, y + 16);
@@ -134,10 +150,14 @@ static int write_html(const char *file, agency_row_t *rows, size_t n, const doub
                "font-family=\"sans-serif\">100%%</text>\n</svg>\n",
             label_w, label_w, height - 20, label_w, height - 20, label_w + bar_w, height - 20,
             label_w + bar_w, height - 6);
-    fputs("<p class=\"note\">On time: acknowledged no later than its deadline (ack_by), of the "
-          "assignments that are due (acknowledged, or past the deadline). Time to acknowledge: "
-          "from the assignment's creation, in minutes (nearest-rank percentiles). "
-          "Escalations: escalation steps fired.</p>\n</body>\n</html>\n", f);
+    fputs(cli_tr("<p class=\"note\">On time: acknowledged no later than its deadline (ack_by), of "
+                 "the assignments that are due (acknowledged, or past the deadline). Time to "
+                 "acknowledge: from the assignment's creation, in minutes (nearest-rank "
+                 "percentiles). Escalations: escalation steps fired.</p>\n</body>\n</html>\n",
+                 "<p class=\"note\">按时签收：在签收期限（ack_by）之前签收；只计已到期的任务（已签收，"
+                 "或已过期限）。签收用时：自任务派发起，以分钟计（最近秩百分位数）。升级次数：已触发的"
+                 "升级步骤数。</p>\n</body>\n</html>\n"),
+          f);
     int bad = ferror(f);
     if (fclose(f) != 0 || bad) {
         cli_err("--html %s: cannot write: %s", file, strerror(errno));
@@ -177,6 +197,7 @@ int report_command(sess_t *s, const opts_t *o)
             rows = xrealloc(rows, (n + 1) * sizeof *rows);
             memset(&rows[n], 0, sizeof rows[n]);
             util_fmt(rows[n].agency, sizeof rows[n].agency, "%s", ag);
+            util_fmt(rows[n].label, sizeof rows[n].label, "%s", cli_agency_label(s->c, ag));
             n++;
         }
         agency_row_t *row = &rows[r];
@@ -243,24 +264,34 @@ int report_command(sess_t *s, const opts_t *o)
                    isnan(p90[i]) ? "" : a3, rows[i].escalations, rows[i].open_overdue);
         }
     } else {
-        char t[64];
+        char t[64], zone[CAREHUB_TZ_NAME_MAX + 8];
         cli_format_time(now, t, sizeof t);
-        printf("acknowledgement per agency, at %s\n", t);
-        printf("%-20s %11s %5s %8s %9s %9s %9s %11s %12s\n", "AGENCY", "ASSIGNMENTS", "DUE",
-               "ON TIME", "ON TIME %", "ACK p50", "ACK p90", "ESCALATIONS", "OPEN OVERDUE");
+        cli_zone_note(zone, sizeof zone);
+        printf(cli_tr("acknowledgement per agency, at %s%s\n", "各单位签收情况，统计时间 %s%s\n"), t,
+               zone);
+        static const char *const head_en[] = {"AGENCY", "ASSIGNMENTS", "DUE", "ON TIME",
+                                              "ON TIME %", "ACK p50", "ACK p90", "ESCALATIONS",
+                                              "OPEN OVERDUE"};
+        static const char *const head_zh[] = {"单位", "派发任务", "已到期", "按时签收", "按时率",
+                                              "签收p50", "签收p90", "升级次数", "逾期未签收"};
+        static const int width[] = {20, 11, 5, 8, 9, 9, 9, 11, 12};
+        for (size_t k = 0; k < UTIL_ARRAY_LEN(width); k++) {
+            if (k)
+                fputc(' ', stdout);
+            show_padded(stdout, cli_tr(head_en[k], head_zh[k]), width[k], k > 0);
+        }
+        fputc('\n', stdout);
         for (i = 0; i < n; i++) {
             char a1[32], a2[32], a3[32];
             fmt_num(a1, sizeof a1, pct[i], "%");
             fmt_num(a2, sizeof a2, p50[i], "m");
             fmt_num(a3, sizeof a3, p90[i], "m");
-            fputs(cli_show(rows[i].agency), stdout);
-            for (size_t w = cli_utf8_len(cli_show(rows[i].agency)); w < 21; w++)
-                fputc(' ', stdout);
+            show_padded(stdout, cli_show(rows[i].label), 21, 0);
             printf("%11ld %5ld %8ld %9s %9s %9s %11ld %12ld\n", rows[i].count, rows[i].due,
                    rows[i].on_time, a1, a2, a3, rows[i].escalations, rows[i].open_overdue);
         }
         if (!n)
-            printf("(no assignments)\n");
+            puts(cli_tr("(no assignments)", "（没有任务）"));
     }
     for (i = 0; i < n; i++)
         free(rows[i].mins);

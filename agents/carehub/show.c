@@ -115,7 +115,7 @@ void show_case_row(const json_t *c)
     show_cell("type", json_object_get(c, "type"), 16);
     show_cell("status", json_object_get(c, "status"), 11);
     show_cell("severity", json_object_get(c, "severity"), 8);
-    show_cell("opened", json_object_get(c, "opened"), 23);
+    show_cell("opened", json_object_get(c, "opened"), 26);
     size_t i;
     json_t *a;
     json_array_foreach(json_object_get(c, "assignments"), i, a) {
@@ -128,10 +128,26 @@ void show_case_row(const json_t *c)
     fputc('\n', stdout);
 }
 
+void show_header(const char *const *en, const char *const *zh, const int *width, size_t n)
+{
+    for (size_t k = 0; k < n; k++) {
+        const char *t = cli_tr(en[k], zh[k]);
+        if (k + 1 < n) {
+            show_padded(stdout, t, width[k], 0);
+            fputc(' ', stdout);
+        } else {
+            fputs(t, stdout);
+        }
+    }
+    fputc('\n', stdout);
+}
+
 void show_case_header(void)
 {
-    printf("%-20s %-16s %-11s %-8s %-23s %s\n", "CASE", "TYPE", "STATUS", "SEVERITY", "OPENED",
-           "ASSIGNMENTS");
+    static const char *const en[] = {"CASE", "TYPE", "STATUS", "SEVERITY", "OPENED", "ASSIGNMENTS"};
+    static const char *const zh[] = {"案件", "类型", "状态", "严重程度", "立案时间", "任务（单位:状态）"};
+    static const int width[] = {20, 16, 11, 8, 26, 0};
+    show_header(en, zh, width, UTIL_ARRAY_LEN(en));
 }
 
 void show_fields(FILE *f, const json_t *o, const char *const *keys)

@@ -275,6 +275,8 @@ void cli_follow_broker_zone(const carehub_t *c);
 /* The zone times are shown in, for a heading: the name cli_use_timezone() set,
  * else $TZ, else NULL (the host's zone; the offset in each time says which). */
 const char *cli_zone_name(void);
+/* " (ZONE)" of cli_zone_name() for a heading after a time, or "" without one. */
+void cli_zone_note(char *buf, size_t len);
 /* The agency's name from welcome (carehub_agency_name), else its id. */
 const char *cli_agency_label(const carehub_t *c, const char *agency);
 

@@ -96,6 +96,15 @@ const char *cli_zone_name(void)
     return NULL;
 }
 
+void cli_zone_note(char *buf, size_t len)
+{
+    const char *z = cli_zone_name();
+    if (z)
+        util_fmt(buf, len, " (%s)", z);
+    else if (len)
+        buf[0] = '\0';
+}
+
 const char *cli_agency_label(const carehub_t *c, const char *agency)
 {
     const char *name = c ? carehub_agency_name(c, agency) : NULL;
