@@ -311,9 +311,9 @@ def test_sample_register_lines(fake):
     assert "rg-0123456789abcdef01234567  新河村  director director-xinhe-01  risk elevated  " \
            "left_behind,in_difficulty" in out, out
     # times in local time (TZ=Asia/Shanghai here), a due time past `now` marked
-    assert "enrolled:        2026-10-22 00:00:00 CST" in out, out
-    assert re.search(r"contact due:     2026-11-25 00:00:00 CST  OVERDUE", out), out
-    assert re.search(r"home visit due:  2026-12-11 00:00:00 CST\n", out), out
+    assert "enrolled:        2026-10-22 00:00:00 +08:00" in out, out
+    assert re.search(r"contact due:     2026-11-25 00:00:00 \+08:00  OVERDUE", out), out
+    assert re.search(r"home visit due:  2026-12-11 00:00:00 \+08:00\n", out), out
     assert "last home visit: - (none recorded)" in out
     assert "case-0000000011,case-0000000012  (read them: carehub case CASE)" in out
     assert "(left the register)" in out and out.count("[ ] ") == 8
