@@ -83,8 +83,9 @@ static int write_html(const char *file, agency_row_t *rows, size_t n, const doub
     show_html_escape(f, zone);
     if (since > 0) {
         cli_format_time(since, t2, sizeof t2);
-        fputs(cli_tr(", assignments created since ", "，统计自此时间起派发的任务："), f);
+        fputs(cli_tr(", assignments created since ", "，统计范围：自 "), f);
         show_html_escape(f, t2);
+        fputs(cli_tr("", " 起派发的任务"), f);
     }
     fputs(cli_tr("; broker ", "；服务端 "), f);
     show_html_escape(f, co->endpoint);

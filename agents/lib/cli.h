@@ -72,6 +72,7 @@ enum {
     {"key-file", required_argument, NULL, CLI_OPT_KEY_FILE},                  \
     {"server-key", required_argument, NULL, CLI_OPT_SERVER_KEY},              \
     {"wait", required_argument, NULL, 'w'},                                   \
+    {"lang", required_argument, NULL, CLI_OPT_LANG},                          \
     {"help", no_argument, NULL, 'h'}
 
 /* The help text of the common options (for a program's --help). */
