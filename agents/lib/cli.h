@@ -281,6 +281,10 @@ void cli_zone_note(char *buf, size_t len);
 /* The agency's name from welcome (carehub_agency_name), else its id. */
 const char *cli_agency_label(const carehub_t *c, const char *agency);
 
+/* Terminal columns of a UTF-8 string: Chinese (East Asian wide) characters take
+ * two, so that tables line up under Chinese headings. */
+size_t cli_display_width(const char *s);
+
 /* ms since the epoch as local time "YYYY-MM-DD HH:MM:SS +08:00" (the numeric
  * offset of the zone in effect: cli_use_timezone). */
 void cli_format_time(int64_t ms, char *buf, size_t len);

@@ -127,3 +127,33 @@ void cli_format_time(int64_t ms, char *buf, size_t len)
     size_t n = strlen(buf);
     util_fmt(buf + n, len - n, " %.3s:%.2s", off, off + 3);
 }
+
+/* Columns a code point takes in a terminal: 2 for the East Asian wide and
+ * fullwidth ranges (Chinese, Japanese, Korean, fullwidth forms), else 1. */
+static int cp_width(uint32_t c)
+{
+    return (c >= 0x1100 && c <= 0x115F) || (c >= 0x2E80 && c <= 0x303E) ||
+                   (c >= 0x3041 && c <= 0xA4CF) || (c >= 0xAC00 && c <= 0xD7A3) ||
+                   (c >= 0xF900 && c <= 0xFAFF) || (c >= 0xFE30 && c <= 0xFE4F) ||
+                   (c >= 0xFF00 && c <= 0xFF60) || (c >= 0xFFE0 && c <= 0xFFE6) ||
+                   (c >= 0x20000 && c <= 0x3FFFD)
+               ? 2
+               : 1;
+}
+
+size_t cli_display_width(const char *s)
+{
+    size_t w = 0;
+    const unsigned char *p = (const unsigned char *)s;
+    while (*p) {
+        uint32_t c = *p;
+        int more = c >= 0xF0 ? 3 : c >= 0xE0 ? 2 : c >= 0xC0 ? 1 : 0;
+        if (more)
+            c &= 0x3Fu >> more;
+        p++;
+        for (; more && (*p & 0xC0) == 0x80; more--, p++)
+            c = (c << 6) | (*p & 0x3F);
+        w += (size_t)cp_width(c);
+    }
+    return w;
+}

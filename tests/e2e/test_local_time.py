@@ -169,6 +169,23 @@ def test_agency_desk_shows_name_and_local_deadline(make_clock_broker, tmp_path, 
     assert "acknowledge by 2027-03-01 21:00:00 +08:00" in r.stdout, r.stdout
 
 
+def test_director_reminders_in_chinese(tmp_path):
+    """carehub-director's reminder list (--local: no broker, so the host's zone)."""
+    spool = tmp_path / "spool"
+    spool.mkdir(mode=0o700)
+    rem = {"v": 1, "op": "reminder", "id": "rm-1", "child": "C-001", "kind": "home_visit",
+           "due": T0, "received_at": T0}
+    (spool / "reminders.jsonl").write_text(json.dumps(rem) + "\n")
+    args = ["-a", "director-01", "--spool", spool, "reminders", "--local"]
+    r = run_agent("carehub-director", args, env={"TZ": "Asia/Shanghai"})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("2027-03-01 20:00:00 +08:00  待办  入户走访    C-001  收到于 "
+                               "2027-03-01 20:00:00 +08:00"), r.stdout
+    assert "1 条提醒" in r.stderr, r.stderr
+    r = run_agent("carehub-director", ["--lang", "en"] + args, env={"TZ": "Asia/Shanghai"})
+    assert r.stdout.startswith("2027-03-01 20:00:00 +08:00  due   home_visit  C-001  received "), r.stdout
+
+
 @pytest.mark.parametrize("prog", ["carehub", "carehub-agency", "carehub-director"])
 def test_bad_language_is_a_usage_error(prog):
     r = run_agent(prog, ["-a", "x", "--lang", "fr", "--help"])
