@@ -274,8 +274,8 @@ static char *msg_json(carehub_t *c, const msgpack_object *map, const char *op)
 }
 
 /* welcome's `timezone` (an IANA name) into c->timezone; "" when absent or not a
- * plausible name (letters, digits, / _ + -, no leading '/', no ".."), so that a
- * program never hands TZ a path of the broker's choosing. */
+ * name as the broker's loader accepts it (letters, digits, / _ + -, no leading
+ * '/'), so that a program never hands TZ a path of the broker's choosing. */
 static void welcome_timezone(carehub_t *c, const msgpack_object *map)
 {
     const char *s;
@@ -287,8 +287,7 @@ static void welcome_timezone(carehub_t *c, const msgpack_object *map)
     for (size_t i = 0; i < n; i++) {
         char ch = s[i];
         if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
-              ch == '/' || ch == '_' || ch == '+' || ch == '-' ||
-              (ch == '.' && !(i + 1 < n && s[i + 1] == '.'))))
+              ch == '/' || ch == '_' || ch == '+' || ch == '-'))
             return;
     }
     memcpy(c->timezone, s, n);
