@@ -536,8 +536,8 @@ static const char *const COMMANDS[] = {"enrol", "visit", "interactive", "due", "
 
 int main(int argc, char **argv)
 {
-    struct option longopts[7 + 7 + VF_N + 1];
     static const struct option common[] = {CLI_COMMON_LONGOPTS};
+    struct option longopts[UTIL_ARRAY_LEN(common) + 7 + VF_N + 1];
     size_t nl = 0;
     for (size_t i = 0; i < UTIL_ARRAY_LEN(common); i++)
         longopts[nl++] = common[i];
