@@ -1,19 +1,24 @@
 # carehub — build, test and run.
 #
 #   make            build bin/carehubd (release: -O2 -g)
-#   make run        install missing Debian packages, build, start carehubd on config/carehub.yaml
+#   make run        install missing build/run Debian packages, build, start carehubd on
+#                   config/carehub.yaml (no test tool, no npm: scripts/deps.sh run)
 #   make check      the whole test suite: unit tests (cmocka) and end-to-end tests (pytest),
 #                   everything built with AddressSanitizer + UndefinedBehaviorSanitizer
 #   make bench      intake against a minimal baseline server; escalation timing; intake ->
 #                   webhook against Alertmanager; an escalation storm; agency replies; the child
 #                   register with 100,000 children (docs/bench.md)
-#   make deps       install missing Debian packages (as root) or print the apt-get command
+#   make deps       install missing build/run Debian packages (as root) or print the apt-get command
+#   make deps-test  the same for the test tools (make check, fuzz, memcheck and soak run it)
+#   make install    PREFIX (default /usr/local) and DESTDIR: programs, libcarehub, schemas,
+#                   man pages, the systemd unit, the config (never overwritten); docs/install.md
+#   make uninstall  remove what install installed, except the config
 #
 # Objects go under build/<variant>/, programs under bin/ (release) or build/san/bin (sanitized).
 
 SAN ?= 0
 CC  ?= gcc
-PKGS := libzmq lmdb msgpack libcurl yaml-0.1 jansson libsodium libmicrohttpd
+PKGS := libzmq lmdb msgpack libcurl yaml-0.1 jansson libsodium libmicrohttpd libsystemd
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 CMOCKA_LIBS := $(shell pkg-config --libs cmocka 2>/dev/null)
@@ -78,7 +83,8 @@ BENCH_BIN   := $(BENCH_SRC:bench/%.c=$(BIN)/%)
 PY := /usr/bin/python3
 CONFIG ?= config/carehub.yaml
 
-.PHONY: all deps run check layers unit e2e libcheck lib bench clean san-build demo fuzz memcheck soak
+.PHONY: all deps deps-test run check layers unit e2e libcheck opscheck lib bench clean san-build demo fuzz \
+	memcheck soak install uninstall
 all: $(BIN)/carehubd $(AGENT_PROGS) lib
 lib: $(PUBLIB)
 
@@ -142,15 +148,17 @@ $(PUBLIB_DIR)/libcarehub.so.$(PUBLIB_VERSION): $(PUBLIB_OBJ) agents/lib/libcareh
 	$(Q)ln -sf libcarehub.so.$(PUBLIB_VERSION) $(PUBLIB_DIR)/$(PUBLIB_SONAME)
 	$(Q)ln -sf $(PUBLIB_SONAME) $(PUBLIB_DIR)/libcarehub.so
 
+# The pc file's body after its variables, the same for the tree and the installed library.
+PUBLIB_PC_BODY := '' 'Name: libcarehub' \
+	'Description: carehub agent library: events to a carehub broker, store-and-forward' \
+	'Version: $(PUBLIB_VERSION)' 'Requires.private: $(PUBLIB_PKGS)' \
+	'Libs: -L$${libdir} -lcarehub' 'Cflags: -I$${includedir}'
 # pkg-config finds libcarehub-uninstalled.pc before an installed libcarehub.pc when
 # PKG_CONFIG_PATH names this directory: programs build against the tree as is.
 # (its Version is carehub.c's CAREHUB_VERSION_STR)
 $(PUBLIB_DIR)/libcarehub-uninstalled.pc: Makefile agents/lib/carehub.c
 	@mkdir -p $(dir $@)
-	$(Q)printf '%s\n' 'libdir=$${pcfiledir}' 'includedir=$(CURDIR)/include' '' \
-		'Name: libcarehub' 'Description: carehub agent library: events to a carehub broker, store-and-forward' \
-		'Version: $(PUBLIB_VERSION)' 'Requires.private: $(PUBLIB_PKGS)' \
-		'Libs: -L$${libdir} -lcarehub' 'Cflags: -I$${includedir}' > $@
+	$(Q)printf '%s\n' 'libdir=$${pcfiledir}' 'includedir=$(CURDIR)/include' $(PUBLIB_PC_BODY) > $@
 
 .SECONDEXPANSION:
 $(BIN)/carehub-%: $(OUT)/agents/carehub-%.o $$(call agent_parts,carehub-$$*) $(AGENT_LIB)
@@ -197,8 +205,13 @@ $(BIN)/%: $(OUT)/bench/%.o
          $(AGENT_LIB_SRC:%.c=$(OUT)/%.d) $(AGENT_PROG_SRC:%.c=$(OUT)/%.d) $(PUBLIB_OBJ:.o=.d) \
          $(AGENT_PART_SRC:%.c=$(OUT)/%.d)
 
+# What a target needs from Debian (scripts/deps.sh names the sets): building and running
+# only for make, run, install; the test tools only for the test targets.
 deps:
-	@sh scripts/deps.sh
+	@sh scripts/deps.sh run
+
+deps-test:
+	@sh scripts/deps.sh test
 
 run: deps
 	@$(MAKE) --no-print-directory all
@@ -216,10 +229,11 @@ e2e: san-build
 	CAREHUB_BIN=$(CURDIR)/build/san/bin/carehubd CAREHUB_BIN_DIR=$(CURDIR)/build/san/bin \
 		$(PY) -m pytest -q -rs tests/e2e
 
-check: deps
+check: deps-test
 	@$(MAKE) --no-print-directory layers
 	@$(MAKE) --no-print-directory unit
 	@$(MAKE) --no-print-directory libcheck
+	@$(MAKE) --no-print-directory opscheck
 	@$(MAKE) --no-print-directory e2e
 
 # libcarehub as an integrator gets it: only carehub_* exported (archive and shared
@@ -232,7 +246,20 @@ libcheck:
 	@$(MAKE) --no-print-directory SAN=0 lib
 	@sh scripts/check-lib.sh build/rel/lib
 
-bench: deps
+# Running carehub as a service (docs/install.md): make install/uninstall into a staging
+# root and a prefix, the unit through systemd-analyze verify, the alert rules through
+# promtool, and sd_notify and the journal format against the sanitized broker.
+opscheck:
+	@$(MAKE) --no-print-directory SAN=0 all
+	@sh scripts/check-install.sh
+	@promtool check rules contrib/carehub-alerts.yml
+	@promtool test rules tests/ops/carehub-alerts.test.yml
+	@$(MAKE) --no-print-directory san-build
+	CAREHUB_BIN=$(CURDIR)/build/san/bin/carehubd CAREHUB_BIN_DIR=$(CURDIR)/build/san/bin \
+		$(PY) -m pytest -q -rs tests/ops
+
+bench:
+	@sh scripts/deps.sh bench
 	@$(MAKE) --no-print-directory all $(BENCH_BIN)
 	@sh bench/run.sh
 	@$(PY) bench/escalation.py
@@ -242,7 +269,7 @@ bench: deps
 	@$(PY) bench/register.py
 
 # libFuzzer targets for every reader of outside input (tests/fuzz; FUZZ_SECONDS each).
-fuzz: deps
+fuzz: deps-test
 	@sh tests/fuzz/run.sh
 
 # The end-to-end suite against the release carehubd under valgrind: a memory error or a
@@ -253,7 +280,7 @@ fuzz: deps
 # Under valgrind the crash loop runs fewer cycles and the flood is smaller (the same
 # code paths; `make check` runs the full counts against the sanitized build).
 VG_LOG_DIR := build/memcheck
-memcheck: deps
+memcheck: deps-test
 	@$(MAKE) --no-print-directory all
 	@rm -rf $(VG_LOG_DIR) && mkdir -p $(VG_LOG_DIR)
 	CAREHUB_BIN=$(CURDIR)/scripts/valgrind-carehubd CAREHUB_BIN_DIR=$(CURDIR)/bin \
@@ -265,7 +292,7 @@ memcheck: deps
 
 # Long runs, not in check: SOAK_MINUTES (default 30) of load at half the measured
 # maximum rate with escalations and webhooks, then the crash loop for 200 cycles.
-soak: deps
+soak: deps-test
 	@$(MAKE) --no-print-directory all $(BENCH_BIN) san-build
 	@$(PY) bench/soak.py
 	CAREHUB_BIN=$(CURDIR)/build/san/bin/carehubd CAREHUB_BIN_DIR=$(CURDIR)/build/san/bin \
@@ -273,9 +300,98 @@ soak: deps
 		$(PY) -m pytest -q -s tests/e2e/test_crash_loop.py
 
 # A day at the hub, narrated (scripts/demo.py): under a minute; data left in var/demo.
-demo: deps
+demo:
+	@sh scripts/deps.sh demo
 	@$(MAKE) --no-print-directory all
 	@$(PY) scripts/demo.py
+
+# ---------------------------------------------------------------------------------------
+# make install / uninstall (docs/install.md). PREFIX (default /usr/local) and DESTDIR (a
+# staging root, for packages and the test) as usual; the config goes to
+# $(DESTDIR)$(SYSCONFDIR)/carehub (SYSCONFDIR: /etc), the unit to $(SYSTEMDUNITDIR).
+PREFIX         ?= /usr/local
+SYSCONFDIR     ?= /etc
+BINDIR         ?= $(PREFIX)/bin
+SBINDIR        ?= $(PREFIX)/sbin
+LIBDIR         ?= $(PREFIX)/lib
+INCLUDEDIR     ?= $(PREFIX)/include
+DATADIR        ?= $(PREFIX)/share
+MANDIR         ?= $(DATADIR)/man
+PKGCONFIGDIR   ?= $(LIBDIR)/pkgconfig
+SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
+INSTALL        ?= install
+LDCONFIG       ?= ldconfig
+SHAREDIR       := $(DATADIR)/carehub
+SCHEMADIR      := $(SHAREDIR)/schemas
+CONFDIR        := $(SYSCONFDIR)/carehub
+# Whatever pages man/ holds when make runs (written by their own change).
+MAN_PAGES      := $(sort $(wildcard man/*.1 man/*.5 man/*.8))
+PUBLIB_HEADERS := include/carehub.h include/carehub_wire.h
+# The installed carehubd differs from bin/carehubd in one string: where the schemas
+# are (broker.schemas still overrides it). Its main.o is compiled again whenever
+# SCHEMADIR changes (the stamp holds the last one).
+INST_DIR       := $(OUT)/inst
+# The installed config: the shipped one with its data under the unit's StateDirectory.
+INST_CONFIG_SED := -e 's|^\(  data_dir: *\)\.\./var/carehub |\1/var/lib/carehub/data|' \
+	-e 's|^\(  key_file: *\)\.\./var/keys/data\.key |\1/var/lib/carehub/keys/data.key|'
+
+.PHONY: FORCE
+$(INST_DIR)/schemadir: FORCE
+	@mkdir -p $(dir $@)
+	@echo '$(SCHEMADIR)' | cmp -s - $@ || echo '$(SCHEMADIR)' > $@
+
+$(INST_DIR)/main.o: broker/main.c $(INST_DIR)/schemadir
+	$(say) "  CC [$(VARIANT) inst]  $<"
+	$(Q)$(CC) $(CFLAGS_ALL) -UCAREHUB_SCHEMAS_DIR -DCAREHUB_SCHEMAS_DIR='"$(SCHEMADIR)"' \
+		-MMD -MP -c $< -o $@
+
+$(INST_DIR)/carehubd: $(INST_DIR)/main.o $(LIB_OBJ)
+	$(say) "  LD [$(VARIANT) inst]  $@"
+	$(Q)$(CC) $(LDFLAGS_ALL) -o $@ $^ $(PKG_LIBS)
+
+-include $(INST_DIR)/main.d
+
+install: all $(INST_DIR)/carehubd
+	$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SBINDIR) $(DESTDIR)$(LIBDIR) \
+		$(DESTDIR)$(PKGCONFIGDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(SCHEMADIR) \
+		$(DESTDIR)$(SHAREDIR)/prometheus $(DESTDIR)$(SYSTEMDUNITDIR) $(DESTDIR)$(CONFDIR)
+	$(INSTALL) -m 755 $(INST_DIR)/carehubd $(DESTDIR)$(SBINDIR)/carehubd
+	$(INSTALL) -m 755 $(AGENT_PROGS) $(DESTDIR)$(BINDIR)/
+	$(INSTALL) -m 644 $(PUBLIB_DIR)/libcarehub.a $(DESTDIR)$(LIBDIR)/
+	$(INSTALL) -m 755 $(PUBLIB_DIR)/libcarehub.so.$(PUBLIB_VERSION) $(DESTDIR)$(LIBDIR)/
+	ln -sf libcarehub.so.$(PUBLIB_VERSION) $(DESTDIR)$(LIBDIR)/$(PUBLIB_SONAME)
+	ln -sf $(PUBLIB_SONAME) $(DESTDIR)$(LIBDIR)/libcarehub.so
+	printf '%s\n' 'prefix=$(PREFIX)' 'libdir=$(LIBDIR)' 'includedir=$(INCLUDEDIR)' $(PUBLIB_PC_BODY) \
+		> $(DESTDIR)$(PKGCONFIGDIR)/libcarehub.pc
+	$(INSTALL) -m 644 $(PUBLIB_HEADERS) $(DESTDIR)$(INCLUDEDIR)/
+	$(INSTALL) -m 644 $(SCHEMA_JSON) $(DESTDIR)$(SCHEMADIR)/
+	$(INSTALL) -m 644 contrib/carehub-alerts.yml $(DESTDIR)$(SHAREDIR)/prometheus/
+	set -e; for m in $(MAN_PAGES); do s=$${m##*.}; $(INSTALL) -d $(DESTDIR)$(MANDIR)/man$$s; \
+		$(INSTALL) -m 644 $$m $(DESTDIR)$(MANDIR)/man$$s/; done
+	sed -e 's|/usr/local/sbin/carehubd|$(SBINDIR)/carehubd|' -e 's|/etc/carehub/|$(CONFDIR)/|g' \
+		contrib/carehubd.service > $(DESTDIR)$(SYSTEMDUNITDIR)/carehubd.service
+	sed $(INST_CONFIG_SED) config/carehub.yaml > $(DESTDIR)$(SHAREDIR)/carehub.yaml.dist
+	@grep -q '^  data_dir: /var/lib/carehub/data' $(DESTDIR)$(SHAREDIR)/carehub.yaml.dist && \
+		grep -q '^  key_file: /var/lib/carehub/keys/data.key' $(DESTDIR)$(SHAREDIR)/carehub.yaml.dist || \
+		{ echo "install: config/carehub.yaml's data_dir or key_file line changed: update INST_CONFIG_SED"; exit 1; }
+	@if [ -e $(DESTDIR)$(CONFDIR)/carehub.yaml ]; then \
+		echo "install: kept $(DESTDIR)$(CONFDIR)/carehub.yaml (yours); the shipped one is $(DESTDIR)$(SHAREDIR)/carehub.yaml.dist"; \
+	else $(INSTALL) -m 644 $(DESTDIR)$(SHAREDIR)/carehub.yaml.dist $(DESTDIR)$(CONFDIR)/carehub.yaml && \
+		echo "install: wrote $(DESTDIR)$(CONFDIR)/carehub.yaml"; fi
+	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ]; then $(LDCONFIG); fi
+
+# Everything install wrote but the configuration, which is the operator's.
+uninstall:
+	rm -f $(DESTDIR)$(SBINDIR)/carehubd $(AGENT_PROGS:$(BIN)/%=$(DESTDIR)$(BINDIR)/%) \
+		$(DESTDIR)$(LIBDIR)/libcarehub.a $(DESTDIR)$(LIBDIR)/libcarehub.so.$(PUBLIB_VERSION) \
+		$(DESTDIR)$(LIBDIR)/$(PUBLIB_SONAME) $(DESTDIR)$(LIBDIR)/libcarehub.so \
+		$(DESTDIR)$(PKGCONFIGDIR)/libcarehub.pc $(PUBLIB_HEADERS:include/%=$(DESTDIR)$(INCLUDEDIR)/%) \
+		$(SCHEMA_JSON:schemas/%=$(DESTDIR)$(SCHEMADIR)/%) $(DESTDIR)$(SHAREDIR)/carehub.yaml.dist \
+		$(DESTDIR)$(SHAREDIR)/prometheus/carehub-alerts.yml $(DESTDIR)$(SYSTEMDUNITDIR)/carehubd.service \
+		$(foreach m,$(MAN_PAGES),$(DESTDIR)$(MANDIR)/man$(subst .,,$(suffix $(m)))/$(notdir $(m)))
+	@rmdir $(DESTDIR)$(SCHEMADIR) $(DESTDIR)$(SHAREDIR)/prometheus $(DESTDIR)$(SHAREDIR) 2>/dev/null || :
+	@echo "uninstall: left $(DESTDIR)$(CONFDIR) in place (your configuration) and any data in" \
+		"/var/lib/carehub; remove them yourself if they should go too"
 
 clean:
 	rm -rf build bin

@@ -57,6 +57,7 @@ typedef struct {
     int printing;           /* run/list: case pushes are shown */
     int out_failed;         /* standard output cannot be written (a closed pipe) */
     cli_map_t *seen;        /* assignment id -> events_total shown */
+    cli_map_t *resolving;   /* assignment ids whose resolve_by was shown (PROTOCOL §10) */
     execer_t ex;
     /* ack/update: the one request of this run */
     char req_id[CAREHUB_ID_MAX + 1];
@@ -245,16 +246,23 @@ static void print_case_to(const desk_t *d, const json_t *m, const char *json, in
     if (!update)
         fprintf(f, cli_tr("  events %lld", "  事件 %lld 个"), ntotal);
     fputc('\n', f);
-    json_t *ack_by = json_object_get(m, "ack_by");
-    if (json_is_integer(ack_by)) {
+    /* the deadline that runs: resolve_by once acknowledged (PROTOCOL §10), else ack_by */
+    json_t *resolve_by = json_object_get(m, "resolve_by"), *ack_by = json_object_get(m, "ack_by");
+    json_t *by = json_is_integer(resolve_by) ? resolve_by : ack_by;
+    if (json_is_integer(by)) {
         char t[64], span[32];
-        int64_t left = json_integer_value(ack_by) - util_now_ms();
-        cli_format_time(json_integer_value(ack_by), t, sizeof t);
+        int64_t left = json_integer_value(by) - util_now_ms();
+        cli_format_time(json_integer_value(by), t, sizeof t);
         fmt_span(left, span, sizeof span);
+        int res = by == resolve_by;
         if (left >= 0)
-            fprintf(f, cli_tr("  acknowledge by %s (in %s)\n", "  签收期限 %s（剩余 %s）\n"), t, span);
+            fprintf(f, res ? cli_tr("  resolve by %s (in %s)\n", "  办结期限 %s（剩余 %s）\n")
+                           : cli_tr("  acknowledge by %s (in %s)\n", "  签收期限 %s（剩余 %s）\n"),
+                    t, span);
         else
-            fprintf(f, cli_tr("  acknowledge by %s (overdue by %s)\n", "  签收期限 %s（已逾期 %s）\n"),
+            fprintf(f, res ? cli_tr("  resolve by %s (overdue by %s)\n", "  办结期限 %s（已逾期 %s）\n")
+                           : cli_tr("  acknowledge by %s (overdue by %s)\n",
+                                    "  签收期限 %s（已逾期 %s）\n"),
                     t, span);
     }
     if (nev)
@@ -286,6 +294,11 @@ static void on_push(void *ud, const char *op, const char *json)
             exec_queue(&d->ex, m, json);
     } else if (total > before) {
         cli_map_put(d->seen, id, total);
+        print_case(d, m, json, 1);
+    } else if (json_is_integer(json_object_get(m, "resolve_by")) &&
+               !cli_map_get(d->resolving, id, NULL)) {
+        /* pushed again once acknowledged: the second deadline now runs */
+        cli_map_put(d->resolving, id, 1);
         print_case(d, m, json, 1);
     }
     json_decref(m);
@@ -687,6 +700,7 @@ int main(int argc, char **argv)
 
     cli_catch_signals();
     d.seen = cli_map_new();
+    d.resolving = cli_map_new();
     d.printing = COMMANDS[k].printing;
     d.ex.stdout_to_stderr = d.json;
     carehub_callbacks_t cb = {NULL, on_nack, on_push, on_reply, &d};
@@ -698,6 +712,7 @@ int main(int argc, char **argv)
     json_decref(req);
     free(d.reply);
     cli_map_destroy(&d.seen);
+    cli_map_destroy(&d.resolving);
     while (d.ex.head) {
         job_t *j = d.ex.head;
         d.ex.head = j->next;

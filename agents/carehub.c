@@ -186,7 +186,8 @@ static int cmd_case(sess_t *s, const opts_t *o, const char *id)
             cli_put_safe(stdout, ag);
         }
         static const char *const keys[] = {"id", "state", "created", "ack_by", "acked_at", "by",
-                                           "level", "to", NULL};
+                                           "level", "to", "resolve_by", "final_at",
+                                           "resolve_level", NULL};
         show_fields(stdout, x, keys);
         fputc('\n', stdout);
         const char *note = cli_json_str(x, "note", "");
@@ -557,10 +558,13 @@ static const command_t COMMANDS[] = {
      "--html FILE: a self-contained page with the table and a coverage chart per village.\n"},
     {"report", 0, BIT(OPT_JSON) | BIT(OPT_CSV) | BIT(OPT_HTML) | BIT(OPT_SINCE),
      "report [--since DATE|ms] [--json | --csv | --html FILE]",
-     "Acknowledgement per agency, from every assignment (created since --since):\n"
+     "Response per agency, from every assignment (created since --since):\n"
      "assignments; due (acknowledged, or past the deadline); on time (acked_at <= ack_by)\n"
-     "and its % of due; time to acknowledge p50/p90 in minutes from creation; escalations\n"
-     "(steps fired); open overdue (open and past ack_by at the broker's now).\n"
+     "and its % of due; time to acknowledge p50/p90 in minutes from creation; the same for\n"
+     "the second deadline where a workflow sets resolve_within: due (final, or past\n"
+     "resolve_by), on time (final_at <= resolve_by), its %, time to resolve p50/p90 from\n"
+     "the acknowledgement to the final status; escalations (steps fired, both deadlines);\n"
+     "open overdue (open and past ack_by at the broker's now).\n"
      "--html FILE writes a self-contained page with the table and a bar chart.\n"},
     {"stats", 0, BIT(OPT_JSON), "stats [--json]",
      "Counts of cases by status and type, and of assignments by state.\n"},

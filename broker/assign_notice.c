@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include "log.h"
+#include "phone.h"
 #include "trail.h"
 #include "util.h"
 
@@ -73,10 +74,31 @@ int assign_notify_channel(store_txn_t *t, const config_channel_t *ch, const char
 {
     if (ch->kind == CHANNEL_WEBHOOK)
         return outbox_put(t, ch, case_id, type, data, now, fx);
+    /* PROTOCOL §11: a text about an assignment not yet acknowledged carries a link and
+     * a reply code for its recipient, where the channel allows it */
+    const char *stage = json_string_value(json_object_get(data, "stage"));
+    const char *assignment = json_string_value(json_object_get(data, "assignment"));
+    int ack_link = ch->can_acknowledge && assignment &&
+                   (!strcmp(type, "case.assigned") ||
+                    (!strcmp(type, "assignment.overdue") && stage && !strcmp(stage, "ack")));
     for (size_t i = 0; i < ch->n_to; i++) {
         json_t *d = json_deep_copy(data);
         json_object_set_new(d, "to", json_string(ch->to[i]));
-        json_object_set_new(d, "text", json_string(text));
+        if (ack_link) {
+            char suffix[256], full[1024];
+            int rc = phone_issue(t, assignment, case_id,
+                                 json_string_value(json_object_get(data, "agency")),
+                                 json_integer_value(json_object_get(data, "ack_by")), ch->to[i], now,
+                                 suffix, sizeof suffix);
+            if (rc) {
+                json_decref(d);
+                return rc;
+            }
+            util_fmt(full, sizeof full, "%s%s", text, suffix);
+            json_object_set_new(d, "text", json_string(full));
+        } else {
+            json_object_set_new(d, "text", json_string(text));
+        }
         int rc = outbox_put(t, ch, case_id, type, d, now, fx);
         json_decref(d);
         if (rc)

@@ -18,9 +18,11 @@
 #include "job.h"
 #include "log.h"
 #include "metrics.h"
+#include "phone.h"
 #include "proto.h"
 #include "register.h"
 #include "schema.h"
+#include "service.h"
 #include "session.h"
 #include "store.h"
 #include "trail.h"
@@ -50,6 +52,7 @@ struct broker {
     deliver_t *deliver;
     hook_t *hook;
     metrics_t *metrics;      /* broker.metrics; NULL when not configured */
+    phone_t *phone;          /* broker.http (PROTOCOL §11); NULL when not configured */
     char **endpoints;        /* as bound (ports resolved) */
     size_t n_endpoints;
     int64_t next_heartbeat;  /* monotonic ms */
@@ -186,6 +189,9 @@ broker_t *broker_new(const config_t *cfg, const char *schemas_dir, char *err, si
         log_info("broker: metrics on http://%.*s:%d/metrics", (int)(colon - cfg->metrics),
                  cfg->metrics, metrics_port(b->metrics));
     }
+
+    if (cfg->http_listen && !(b->phone = phone_new(cfg, b->store, b->turn, err, errlen)))
+        goto fail;
 
     b->ctx = zmq_ctx_new();
     if (!b->ctx) {
@@ -357,6 +363,12 @@ static long poll_timeout(broker_t *b)
     long mt = metrics_timeout_ms(b->metrics);
     if (mt >= 0 && mt < t)
         t = mt;
+    long pt = phone_timeout_ms(b->phone);
+    if (pt >= 0 && pt < t)
+        t = pt;
+    long wd = service_timeout_ms(now);
+    if (wd >= 0 && wd < t)
+        t = wd;
     return t < 0 ? 0 : (long)t;
 }
 
@@ -375,7 +387,12 @@ int broker_run(broker_t *b)
     deliver_fire_due(b->deliver, clock_now_ms(), 0);
     turn_flush(b->turn);
     log_info("broker: ready (%zu agents configured)", b->cfg->n_agents);
+    char status[512];
+    util_fmt(status, sizeof status, "listening on %s%s", b->n_endpoints ? b->endpoints[0] : "-",
+             b->n_endpoints > 1 ? " and more" : "");
+    service_ready(status); /* systemd (Type=notify): the sockets are bound, the store open */
     while (!stop_requested) {
+        service_watchdog(util_mono_ms()); /* a loop that turns is a live broker */
         size_t need = FIXED_POLL + hook_socket_count(b->hook);
         if (need > cap) { /* as many items as libcurl has sockets: no ceiling */
             cap = need * 2;
@@ -402,6 +419,7 @@ int broker_run(broker_t *b)
         if (b->zap)
             items[n_items++] = (zmq_pollitem_t){b->zap, 0, ZMQ_POLLIN, 0};
         n_items += metrics_pollitems(b->metrics, items + n_items, FIXED_POLL - n_items);
+        n_items += phone_pollitems(b->phone, items + n_items, FIXED_POLL - n_items);
         int hook_first = n_items;
         n_items += hook_pollitems(b->hook, items + n_items, (int)cap - n_items);
         int rc = zmq_poll(items, n_items, poll_timeout(b));
@@ -426,6 +444,7 @@ int broker_run(broker_t *b)
         /* libcurl's ready sockets; the ends of deliveries are queued in the turn */
         hook_perform_items(b->hook, items + hook_first, n_items - hook_first);
         metrics_perform(b->metrics);
+        phone_perform(b->phone); /* links and replies: acknowledgements go into this turn */
         int64_t now;
         if (can_read && (items[0].revents & ZMQ_POLLIN)) {
             b->drained = 1;
@@ -464,6 +483,7 @@ int broker_run(broker_t *b)
             b->next_redeliver = now + b->cfg->redeliver_every_ms;
         }
     }
+    service_stopping();
     /* What the last turns left: written, synced and answered before we go. */
     proto_flush(b->proto);
     turn_flush(b->turn);
@@ -487,6 +507,7 @@ void broker_destroy(broker_t **pb)
     if (b->ctx)
         zmq_ctx_term(b->ctx);
     metrics_destroy(&b->metrics); /* before the store: its gauges read it */
+    phone_destroy(&b->phone);     /* after the turn: its ops' `done` resume its requests */
     hook_destroy(&b->hook);
     deliver_destroy(&b->deliver);
     proto_destroy(&b->proto);

@@ -372,6 +372,8 @@ void config_destroy(config_t **pcfg)
     free(cfg->data_dir);
     free(cfg->schemas_dir);
     free(cfg->metrics);
+    free(cfg->http_listen);
+    free(cfg->http_public_url);
     free_secret(cfg->secret_key);
     free(cfg->secret_key_file);
     free(cfg->fallback_agency);

@@ -70,6 +70,7 @@ typedef struct {
     size_t n_to;
     char *fallback;        /* extension: channel told when a delivery fails for good; or NULL */
     int concurrency;       /* extension: deliveries in flight at once (connections kept alive) */
+    int can_acknowledge;   /* sms: recipients may acknowledge by link or reply (PROTOCOL §11) */
     int line;
 } config_channel_t;
 
@@ -180,6 +181,8 @@ typedef struct {
     char *data_dir;        /* absolute; default var/carehub relative to the config file */
     char *schemas_dir;     /* extension broker.schemas; NULL = the broker's built-in default */
     char *metrics;         /* extension broker.metrics: "HOST:PORT" of /metrics; NULL = none */
+    char *http_listen;     /* broker.http.listen: "HOST:PORT" of the phone/web listener; NULL = none */
+    char *http_public_url; /* broker.http.public_url, no trailing '/'; NULL: http://HOST:PORT as bound */
     config_security_t security;
     char *secret_key;      /* curve: the broker's secret key, 40 Z85 chars read from secret_key_file */
     char *secret_key_file; /* absolute */

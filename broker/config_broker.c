@@ -182,6 +182,44 @@ static int map_bound(loader_t *ld, yaml_node_t *v, const char *what, uint64_t *o
     return 1;
 }
 
+/* broker.http: {listen: HOST:PORT, public_url?: http(s)://…} */
+static void parse_http(loader_t *ld, yaml_node_t *node)
+{
+    config_t *cfg = ld->cfg;
+    field_t f[] = {{"listen", 0, 0}, {"public_url", 0, 0}};
+    if (!GET_FIELDS(ld, node, "broker.http"))
+        return;
+    yaml_node_t *v;
+    const char *s;
+    if (!FV("listen"))
+        cfg_err_at(ld, node, "broker.http needs listen: the HOST:PORT of the phone and web "
+                   "listener (e.g. 127.0.0.1:8470, behind a reverse proxy)");
+    if ((v = FV("listen")) != NULL && (s = cfg_scalar(ld, v, "broker.http.listen")) != NULL) {
+        char why[256];
+        if (metrics_check_address(s, why, sizeof why) < 0)
+            cfg_err_at(ld, v, "broker.http.listen %s: %s (e.g. 127.0.0.1:8470; port 0: any free one)",
+                       cfg_qv(ld, s), why);
+        else
+            cfg->http_listen = xstrdup(s);
+    }
+    if ((v = FV("public_url")) != NULL && (s = cfg_scalar(ld, v, "broker.http.public_url")) != NULL) {
+        size_t n = strlen(s);
+        while (n > 0 && s[n - 1] == '/')
+            n--;
+        int ok = (!strncmp(s, "http://", 7) && n > 7) || (!strncmp(s, "https://", 8) && n > 8);
+        for (size_t i = 0; i < n && ok; i++)
+            if ((unsigned char)s[i] <= 0x20 || s[i] == 0x7f || s[i] == '"' || s[i] == '<' ||
+                s[i] == '>' || s[i] == '?' || s[i] == '#')
+                ok = 0;
+        if (!ok)
+            cfg_err_at(ld, v, "broker.http.public_url %s is not an http:// or https:// URL without "
+                       "spaces, query or fragment (e.g. https://hub.example.cn): phones open "
+                       "<public_url>/a/<token>", cfg_qv(ld, s));
+        else
+            cfg->http_public_url = xstrndup(s, n);
+    }
+}
+
 void cfg_parse_broker(loader_t *ld, yaml_node_t *node)
 {
     config_t *cfg = ld->cfg;
@@ -190,7 +228,7 @@ void cfg_parse_broker(loader_t *ld, yaml_node_t *node)
         {"heartbeat", 0, 0}, {"max_message_bytes", 0, 0}, {"fallback_agency", 0, 0},
         {"default_ack_within", 0, 0}, {"redeliver_every", 0, 0}, {"quiet_close", 0, 0}, {"timezone", 0, 0},
         {"webhook_allow", 0, 0}, {"schemas", 0, 0}, {"map_size", 0, 0}, {"map_max", 0, 0},
-        {"peer_queue", 0, 0}, {"metrics", 0, 0}, {"test_clock_agent", 0, 0},
+        {"peer_queue", 0, 0}, {"metrics", 0, 0}, {"test_clock_agent", 0, 0}, {"http", 0, 0},
     };
     ld->broker_node = node;
     if (node && !cfg_is_null(node) && !GET_FIELDS(ld, node, "broker"))
@@ -256,6 +294,10 @@ void cfg_parse_broker(loader_t *ld, yaml_node_t *node)
         else
             cfg->metrics = xstrdup(s);
     }
+
+    /* http (PROTOCOL §11): the phone/web listener and how phones reach it */
+    if ((v = FV("http")) != NULL && !cfg_is_null(v))
+        parse_http(ld, v);
 
     /* the broker's secret key (curve) */
     yaml_node_t *skf = FV("secret_key_file");

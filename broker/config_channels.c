@@ -159,7 +159,7 @@ void cfg_parse_channel(loader_t *ld, yaml_node_t *node, size_t idx, yaml_node_t 
     field_t f[] = {
         {"id", 0, 0}, {"kind", 0, 0}, {"url", 0, 0}, {"secret", 0, 0}, {"secret_file", 0, 0},
         {"timeout", 0, 0}, {"max_age", 0, 0}, {"to", 0, 0}, {"fallback", 0, 0},
-        {"concurrency", 0, 0},
+        {"concurrency", 0, 0}, {"can_acknowledge", 0, 0},
     };
     if (!GET_FIELDS(ld, node, where))
         return;
@@ -294,6 +294,17 @@ void cfg_parse_channel(loader_t *ld, yaml_node_t *node, size_t idx, yaml_node_t 
             cfg_free_strs(to, n);
             free(items);
         }
+    }
+
+    if ((v = FV("can_acknowledge")) != NULL && (s = cfg_scalar(ld, v, "can_acknowledge")) != NULL) {
+        if (cfg_parse_bool(s, &ch->can_acknowledge) < 0)
+            cfg_err_at(ld, v, "%s.can_acknowledge %s: expected true or false", where, cfg_qv(ld, s));
+        else if (ch->can_acknowledge && ch->kind != CHANNEL_SMS)
+            cfg_err_at(ld, v, "%s.can_acknowledge: only an sms channel's recipients acknowledge by "
+                       "link or reply (PROTOCOL §11); remove it from this webhook channel", where);
+        else if (ch->can_acknowledge && !cfg->http_listen)
+            cfg_err_at(ld, v, "%s.can_acknowledge needs broker.http (listen, public_url): the links "
+                       "and the SMS gateway's replies come in there", where);
     }
 
     if ((v = FV("fallback")) != NULL) {

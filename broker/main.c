@@ -22,6 +22,7 @@
 #include "keyfile.h"
 #include "keys.h"
 #include "log.h"
+#include "service.h"
 #include "store.h"
 #include "trail.h"
 #include "util.h"
@@ -56,7 +57,9 @@ static void usage(FILE *f)
           "  -h, --help          this text;  --version  the version\n"
           "\n"
           "exit codes: 0 ok, 1 runtime failure, 64 usage, 78 configuration error\n"
-          "environment: CAREHUB_LOG=debug|info|warn|error (default info)\n",
+          "schemas: " CAREHUB_SCHEMAS_DIR " (broker.schemas names another directory)\n"
+          "environment: CAREHUB_LOG=debug|info|warn|error (default info); under systemd\n"
+          "  NOTIFY_SOCKET, WATCHDOG_USEC (sd_notify) and JOURNAL_STREAM (records as <N>text)\n",
           f);
 }
 
@@ -269,6 +272,7 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     log_info("carehubd %s starting with %s", CAREHUB_VERSION, cfg_path);
+    service_init();
     if (clock_is_test())
         log_warn("--test-clock: time is virtual and moved by agent %s's test_clock op (tests only)",
                  cfg->test_clock_agent);

@@ -7,10 +7,7 @@
  * the text is a few KiB) and hands it to MHD, which frees it with free()
  * when sent.
  *
- * MHD runs with neither an internal thread nor select(): MHD_USE_EPOLL
- * without MHD_USE_INTERNAL_POLLING_THREAD, and the loop polls
- * MHD_DAEMON_INFO_EPOLL_FD. MHD makes every socket non-blocking in that mode
- * (edge-triggered epoll needs it), so MHD_run() never waits on a peer.
+ * The server is httpd.h's: libmicrohttpd in epoll mode inside the loop.
  */
 #include "metrics.h"
 
@@ -27,13 +24,13 @@
 #include <sys/socket.h>
 
 #include "carehub_wire.h"
+#include "httpd.h"
 #include "log.h"
 #include "strbuf.h"
 #include "util.h"
 
 #define METRICS_PATH "/metrics"
 #define METRICS_CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"
-#define METRICS_ERR_LEN 256
 #define METRICS_RENDER_START 4096
 
 /* Label values. The last entry of each table is the catch-all. */
@@ -56,11 +53,7 @@ static const double commit_buckets[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02
 #define N_COMMIT_BUCKETS UTIL_ARRAY_LEN(commit_buckets)
 
 struct metrics {
-    struct MHD_Daemon *daemon;
-    int epoll_fd;                        /* MHD's; what the loop polls */
-    int port;                            /* bound port */
-    char *err;                           /* during metrics_new: where MHD's log goes */
-    size_t errlen;
+    httpd_t *http;                       /* the server (httpd.h) */
 
     uint64_t events[N_EVENT_TYPES];      /* carehub_events_total{type} */
     uint64_t nacks[N_NACK_CODES];        /* carehub_nacks_total{code} */
@@ -283,23 +276,6 @@ char *metrics_render(metrics_t *m, size_t *len)
 
 /* ---- HTTP ---------------------------------------------------------------- */
 
-/* Queue a small fixed answer (static text, not copied). */
-static enum MHD_Result answer_text(struct MHD_Connection *c, unsigned status, const char *text,
-                                   const char *allow)
-{
-    struct MHD_Response *r =
-        MHD_create_response_from_buffer(strlen(text), (void *)text, MHD_RESPMEM_PERSISTENT);
-    if (!r)
-        return MHD_NO; /* MHD closes the connection */
-    enum MHD_Result ok = MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/plain; charset=utf-8");
-    if (ok == MHD_YES && allow)
-        ok = MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, allow);
-    if (ok == MHD_YES)
-        ok = MHD_queue_response(c, status, r);
-    MHD_destroy_response(r);
-    return ok;
-}
-
 /*
  * MHD's access handler. It answers on the first call, before any body is
  * read: nothing here accepts a body, and an answer queued this early makes MHD
@@ -318,165 +294,29 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return MHD_YES;
     }
     if (strcmp(url, METRICS_PATH) != 0)
-        return answer_text(c, MHD_HTTP_NOT_FOUND, "not found: the metrics are at /metrics\n", NULL);
+        return httpd_answer_text(c, MHD_HTTP_NOT_FOUND, "not found: the metrics are at /metrics\n", NULL);
     if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
-        return answer_text(c, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed: use GET\n", "GET, HEAD");
-
+        return httpd_answer_text(c, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed: use GET\n", "GET, HEAD");
     size_t len;
     char *text = metrics_render(m, &len);
-    struct MHD_Response *r = MHD_create_response_from_buffer_with_free_callback(len, text, free);
-    if (!r) {
-        free(text);
-        return MHD_NO;
-    }
-    enum MHD_Result ok = MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, METRICS_CONTENT_TYPE);
-    if (ok == MHD_YES)
-        ok = MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
-    if (ok == MHD_YES)
-        ok = MHD_queue_response(c, MHD_HTTP_OK, r);
-    MHD_destroy_response(r); /* MHD holds its own reference while sending */
-    return ok;
-}
-
-/* MHD's error log: into the caller's err buffer while starting (so "cannot
- * bind" reaches the caller), into the broker's log afterwards. */
-static void on_mhd_log(void *cls, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
-
-static void on_mhd_log(void *cls, const char *fmt, va_list ap)
-{
-    metrics_t *m = cls;
-    char line[METRICS_ERR_LEN];
-    int n = vsnprintf(line, sizeof line, fmt, ap);
-    if (n < 0)
-        return;
-    size_t len = strlen(line);
-    while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
-        line[--len] = '\0';
-    if (m->err && m->errlen > 0) {
-        if (m->err[0] == '\0') /* the first message is the cause; later ones are consequences */
-            util_fmt(m->err, m->errlen, "%s", line);
-        return;
-    }
-    log_warn("metrics: %s", line);
-}
-
-/* "HOST:PORT" → a socket address. 0, or -1 with a reason in why. */
-static int parse_listen(const char *listen, struct sockaddr_storage *ss, int *ipv6,
-                        char *why, size_t whylen)
-{
-    const char *colon = listen ? strrchr(listen, ':') : NULL;
-    if (!colon || colon == listen) {
-        util_fmt(why, whylen, "expected HOST:PORT, e.g. 127.0.0.1:9570");
-        return -1;
-    }
-    const char *p = colon + 1;
-    char *end;
-    long port = *p >= '0' && *p <= '9' ? strtol(p, &end, 10) : -1;
-    if (port < 0 || port > 65535 || *end != '\0') {
-        util_fmt(why, whylen, "the port must be a number 0-65535 (0: any free port)");
-        return -1;
-    }
-    char host[INET6_ADDRSTRLEN + 2];
-    size_t hlen = (size_t)(colon - listen);
-    int bracketed = listen[0] == '[' && hlen >= 2 && listen[hlen - 1] == ']';
-    if (bracketed) {
-        listen++;
-        hlen -= 2;
-    }
-    if (hlen == 0 || hlen >= sizeof host) {
-        util_fmt(why, whylen, "the host must be a numeric IPv4 address or a bracketed IPv6 one");
-        return -1;
-    }
-    memcpy(host, listen, hlen);
-    host[hlen] = '\0';
-    memset(ss, 0, sizeof *ss);
-    if (!bracketed) {
-        struct sockaddr_in *a = (struct sockaddr_in *)ss;
-        if (inet_pton(AF_INET, host, &a->sin_addr) != 1) {
-            util_fmt(why, whylen, "the host must be a numeric IPv4 address (e.g. 127.0.0.1) or "
-                                  "a bracketed IPv6 one (e.g. [::1]); names are not looked up");
-            return -1;
-        }
-        a->sin_family = AF_INET;
-        a->sin_port = htons((uint16_t)port);
-        *ipv6 = 0;
-    } else {
-        struct sockaddr_in6 *a = (struct sockaddr_in6 *)ss;
-        if (inet_pton(AF_INET6, host, &a->sin6_addr) != 1) {
-            util_fmt(why, whylen, "'%s' is not an IPv6 address", host);
-            return -1;
-        }
-        a->sin6_family = AF_INET6;
-        a->sin6_port = htons((uint16_t)port);
-        *ipv6 = 1;
-    }
-    return 0;
+    return httpd_answer(c, MHD_HTTP_OK, METRICS_CONTENT_TYPE, text, len, NULL);
 }
 
 int metrics_check_address(const char *listen, char *why, size_t whylen)
 {
-    struct sockaddr_storage ss;
-    int ipv6;
-    char buf[METRICS_ERR_LEN];
-    int rc = parse_listen(listen, &ss, &ipv6, buf, sizeof buf);
-    if (rc < 0 && why && whylen)
-        util_fmt(why, whylen, "%s", buf);
-    return rc;
+    return httpd_check_address(listen, why, whylen);
 }
 
 metrics_t *metrics_new(const char *listen, char *err, size_t errlen)
 {
-    char why[METRICS_ERR_LEN] = "";
-    struct sockaddr_storage ss;
-    int ipv6;
-    if (err && errlen)
-        err[0] = '\0';
-    if (parse_listen(listen, &ss, &ipv6, why, sizeof why) < 0) {
-        if (err)
-            util_fmt(err, errlen, "metrics: bad address '%s': %s", listen ? listen : "(null)", why);
-        return NULL;
-    }
-    if (MHD_is_feature_supported(MHD_FEATURE_EPOLL) != MHD_YES) {
-        if (err)
-            util_fmt(err, errlen, "metrics: this libmicrohttpd was built without epoll support");
-        return NULL;
-    }
-
     metrics_t *m = xcalloc(1, sizeof *m);
-    m->epoll_fd = -1;
-    m->err = why; /* MHD's startup complaints land here */
-    m->errlen = sizeof why;
-    unsigned flags = MHD_USE_EPOLL | MHD_USE_ERROR_LOG | (ipv6 ? MHD_USE_IPv6 : 0);
-    m->daemon = MHD_start_daemon(
-        flags, 0, NULL, NULL, on_request, m,
-        MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, m, /* first, or MHD complains on stderr */
-        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned)METRICS_MAX_CONNECTIONS,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)METRICS_IDLE_TIMEOUT_S,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)METRICS_REQUEST_MAX,
-        MHD_OPTION_LISTEN_BACKLOG_SIZE, 16u,
-        MHD_OPTION_END);
-    m->err = NULL;
-    m->errlen = 0;
-    if (!m->daemon) {
-        if (err)
-            util_fmt(err, errlen, "metrics: cannot listen on %s: %s", listen,
-                     why[0] ? why : "libmicrohttpd could not start");
+    httpd_opts_t o = {.name = "metrics", .handler = on_request, .ud = m,
+                      .max_connections = METRICS_MAX_CONNECTIONS,
+                      .idle_timeout_s = METRICS_IDLE_TIMEOUT_S, .request_max = METRICS_REQUEST_MAX};
+    if (!(m->http = httpd_new(listen, &o, err, errlen))) {
         free(m);
         return NULL;
     }
-    const union MHD_DaemonInfo *info = MHD_get_daemon_info(m->daemon, MHD_DAEMON_INFO_EPOLL_FD);
-    const union MHD_DaemonInfo *pinfo = MHD_get_daemon_info(m->daemon, MHD_DAEMON_INFO_BIND_PORT);
-    if (!info || info->epoll_fd < 0 || !pinfo) {
-        if (err)
-            util_fmt(err, errlen, "metrics: libmicrohttpd gave no epoll descriptor or port");
-        MHD_stop_daemon(m->daemon);
-        free(m);
-        return NULL;
-    }
-    m->epoll_fd = info->epoll_fd;
-    m->port = pinfo->port;
-    log_info("metrics: listening on %s (port %d), GET %s", listen, m->port, METRICS_PATH);
     return m;
 }
 
@@ -484,40 +324,28 @@ void metrics_destroy(metrics_t **pm)
 {
     if (!pm || !*pm)
         return;
-    metrics_t *m = *pm;
-    if (m->daemon)
-        MHD_stop_daemon(m->daemon);
-    free(m);
+    httpd_destroy(&(*pm)->http);
+    free(*pm);
     *pm = NULL;
 }
 
 int metrics_port(const metrics_t *m)
 {
-    return m ? m->port : 0;
+    return m ? httpd_port(m->http) : 0;
 }
 
 int metrics_pollitems(metrics_t *m, zmq_pollitem_t *items, int max)
 {
-    if (!m || !items || max < 1)
-        return 0;
-    items[0] = (zmq_pollitem_t){NULL, m->epoll_fd, ZMQ_POLLIN, 0};
-    return 1;
+    return m ? httpd_pollitems(m->http, items, max) : 0;
 }
 
 long metrics_timeout_ms(metrics_t *m)
 {
-    if (!m)
-        return -1;
-    MHD_UNSIGNED_LONG_LONG t;
-    if (MHD_get_timeout(m->daemon, &t) != MHD_YES)
-        return -1;
-    return t > (MHD_UNSIGNED_LONG_LONG)LONG_MAX ? LONG_MAX : (long)t;
+    return m ? httpd_timeout_ms(m->http) : -1;
 }
 
 void metrics_perform(metrics_t *m)
 {
-    if (!m)
-        return;
-    if (MHD_run(m->daemon) != MHD_YES)
-        log_warn("metrics: MHD_run failed; scrapes may stall until the next turn");
+    if (m)
+        httpd_perform(m->http);
 }

@@ -52,6 +52,7 @@ static const struct {
     [STORE_DB_COUNTERS] = {"counters", 0},
     [STORE_DB_REGISTER] = {"register", 0},
     [STORE_DB_SILENCES] = {"silences", 0},
+    [STORE_DB_PHONE] = {"phone", 0},
 };
 
 

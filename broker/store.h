@@ -56,6 +56,7 @@ typedef enum {
     STORE_DB_COUNTERS,     /* name → u64 (host order): "assignments.open" (not final); "deadlines.typed" → "" */
     STORE_DB_REGISTER,     /* child key → register entry (register.h) */
     STORE_DB_SILENCES,     /* silence id → silence record (silence.h) */
+    STORE_DB_PHONE,        /* phone acknowledgement: links, reply codes (phone.h) */
     STORE_DB_COUNT
 } store_db_t;
 

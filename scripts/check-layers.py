@@ -12,9 +12,10 @@ header of a higher layer than its own or outside what its side may see:
               0 base        log clock, and common/ (util frame hmap seal keyfile strbuf),
                             include/carehub_wire.h
               1 services    store config schema keys job session metrics hook zap route budget
+                            service httpd
               2 trail       (the hash chain: over the store)
               3 records     case (events and cases: over the store, writing the trail)
-              4 domain      assign query turn deliver audit register silence
+              4 domain      assign query turn deliver audit register silence phone
               5 protocol    proto
               6 the broker  broker main
             It never includes anything of agents/.
@@ -36,10 +37,10 @@ import sys
 LAYERS = {
     0: ["util", "log", "clock", "frame", "hmap", "seal", "keyfile", "strbuf", "carehub_wire"],
     1: ["store", "config", "schema", "keys", "job", "session", "metrics", "hook", "zap", "route",
-        "budget"],
+        "budget", "service", "httpd"],
     2: ["trail"],
     3: ["case"],
-    4: ["assign", "query", "turn", "deliver", "audit", "register", "silence"],
+    4: ["assign", "query", "turn", "deliver", "audit", "register", "silence", "phone"],
     5: ["proto"],
     6: ["broker", "main"],
 }

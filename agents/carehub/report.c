@@ -1,6 +1,9 @@
 /*
- * report.c — `carehub report`: response times per agency (acknowledged within
- * the deadline, medians and percentiles) as a table, JSON, CSV or an HTML page.
+ * report.c — `carehub report`: response times per agency as a table, JSON, CSV or an
+ * HTML page. Per agency: acknowledged within the deadline (ack_by) and the time to
+ * acknowledge (from creation); resolved within the second deadline (resolve_by,
+ * PROTOCOL §10) and the time to resolve (from the acknowledgement to the final
+ * status: resolved, referred or declined) — medians and 90th percentiles.
  * See carehub_cli.h.
  */
 #include <errno.h>
@@ -16,12 +19,20 @@
 #include "cli.h"
 #include "util.h"
 
+/* One kind of deadline's figures for one agency. */
+typedef struct {
+    long due, on_time;      /* due: met or missed already; on_time: met */
+    double *mins;           /* time taken, minutes */
+    size_t nmins;
+    double pct, p50, p90;   /* NAN when there is nothing to count */
+} deadline_fig_t;
+
 typedef struct {
     char agency[128];       /* the agency's id (--json, --csv, the order) */
     char label[256];        /* what people read: its name from welcome, else the id */
-    long count, due, on_time, escalations, open_overdue;
-    double *mins;           /* time to acknowledge, minutes */
-    size_t nmins;
+    long count, escalations, open_overdue;
+    deadline_fig_t ack;     /* ack_by, from creation to acknowledgement */
+    deadline_fig_t res;     /* resolve_by, from acknowledgement to a final status */
 } agency_row_t;
 
 static int cmp_double(const void *a, const void *b)
@@ -44,6 +55,21 @@ static json_t *num_or_null(double x)
     return isnan(x) ? json_null() : json_real(round(x * 10) / 10);
 }
 
+static void fig_add(deadline_fig_t *d, int64_t from, int64_t to)
+{
+    d->mins = xrealloc(d->mins, (d->nmins + 1) * sizeof *d->mins);
+    d->mins[d->nmins++] = (double)(to - from) / 60000.0;
+}
+
+static void fig_finish(deadline_fig_t *d)
+{
+    if (d->nmins)
+        qsort(d->mins, d->nmins, sizeof *d->mins, cmp_double);
+    d->pct = d->due ? 100.0 * (double)d->on_time / (double)d->due : NAN;
+    d->p50 = percentile(d->mins, d->nmins, 0.5);
+    d->p90 = percentile(d->mins, d->nmins, 0.9);
+}
+
 static void fmt_num(char *buf, size_t len, double x, const char *suffix)
 {
     if (isnan(x))
@@ -52,9 +78,41 @@ static void fmt_num(char *buf, size_t len, double x, const char *suffix)
         util_fmt(buf, len, "%.1f%s", x, suffix);
 }
 
-static int write_html(const char *file, agency_row_t *rows, size_t n, const double *pct,
-                      const double *p50, const double *p90, int64_t now, int64_t since,
-                      const cli_common_t *co)
+/* The cells of one deadline's figures in a table row: due, on time, %, p50, p90. */
+static void html_fig_cells(FILE *f, const deadline_fig_t *d)
+{
+    char a[32], b[32], c[32];
+    fmt_num(a, sizeof a, d->pct, "%");
+    fmt_num(b, sizeof b, d->p50, "");
+    fmt_num(c, sizeof c, d->p90, "");
+    fprintf(f, "<td>%ld</td><td>%ld</td><td>", d->due, d->on_time);
+    show_html_escape(f, a);
+    fputs("</td><td>", f);
+    show_html_escape(f, b);
+    fputs("</td><td>", f);
+    show_html_escape(f, c);
+    fputs("</td>", f);
+}
+
+/* The page's closing note: what each figure means. */
+#define HTML_NOTE_EN \
+    "<p class=\"note\">Acknowledgement on time: acknowledged no later than its deadline " \
+    "(ack_by), of the assignments that are due (acknowledged, or past the deadline); time " \
+    "to acknowledge from the assignment's creation. Resolution on time: a final status " \
+    "(resolved, referred, declined) no later than the second deadline (resolve_by, set at " \
+    "the acknowledgement where the workflow has resolve_within), of the assignments that " \
+    "have one and are due (final, or past it); time to resolve from the acknowledgement " \
+    "to the final status. Minutes, nearest-rank percentiles. Escalations: escalation " \
+    "steps fired, both deadlines.</p>\n</body>\n</html>\n"
+#define HTML_NOTE_ZH \
+    "<p class=\"note\">按时签收：在签收期限（ack_by）之前签收；只计已到期的任务（已签收，或已过" \
+    "期限）；签收用时自任务派发起算。按时办结：在办结期限（resolve_by，流程设有 resolve_within " \
+    "时于签收时设定）之前给出最终状态（办结、转交、退回）；只计设有该期限且已到期的任务（已有最终" \
+    "状态，或已过期限）；办结用时自签收起算至最终状态。以分钟计，最近秩百分位数。升级次数：两个" \
+    "期限已触发的升级步骤数。</p>\n</body>\n</html>\n"
+
+static int write_html(const char *file, const agency_row_t *rows, size_t n, int64_t now,
+                      int64_t since, const cli_common_t *co)
 {
     FILE *f = fopen(file, "w");
     if (!f) {
@@ -64,21 +122,17 @@ static int write_html(const char *file, agency_row_t *rows, size_t n, const doub
     char t[64], t2[64], zone[CAREHUB_TZ_NAME_MAX + 8];
     cli_format_time(now, t, sizeof t);
     cli_zone_note(zone, sizeof zone);
-    const char *title = cli_tr("Acknowledgement per agency", "各单位签收情况");
-    fprintf(f, "<!DOCTYPE html>\n<html lang=\"%s\">\n<head>\n<meta charset=\"utf-8\">\n<title>",
-            cli_tr("en", "zh-CN"));
-    fputs(cli_tr("carehub: ", "carehub：") , f);
-    fputs(title, f);
+    const char *title = cli_tr("Response per agency", "各单位响应情况");
+    fprintf(f, "<!DOCTYPE html>\n<html lang=\"%s\">\n<head>\n<meta charset=\"utf-8\">\n<title>%s%s",
+            cli_tr("en", "zh-CN"), cli_tr("carehub: ", "carehub："), title);
     fputs("</title>\n<style>\n"
           "body{font-family:sans-serif;margin:2em;color:#1a1a1a;background:#ffffff}\n"
           "table{border-collapse:collapse;margin:1em 0}\n"
           "th,td{border:1px solid #888;padding:4px 10px;text-align:right}\n"
           "th:first-child,td:first-child{text-align:left}\n"
           "th{background:#e8eef4}\n.note{color:#555;font-size:90%}\n"
-          "</style>\n</head>\n<body>\n<h1>", f);
-    fputs(title, f);
-    fputs("</h1>\n<p class=\"note\">", f);
-    fputs(cli_tr("Figures at ", "统计时间："), f);
+          "</style>\n</head>\n<body>\n", f);
+    fprintf(f, "<h1>%s</h1>\n<p class=\"note\">%s", title, cli_tr("Figures at ", "统计时间："));
     show_html_escape(f, t);
     show_html_escape(f, zone);
     if (since > 0) {
@@ -92,31 +146,26 @@ static int write_html(const char *file, agency_row_t *rows, size_t n, const doub
     fputs(cli_tr(", read as ", "，查询身份 "), f);
     show_html_escape(f, co->agent);
     fputs(cli_tr(".</p>\n", "。</p>\n"), f);
-    static const char *const head_en[] = {"agency", "assignments", "due", "on time", "on time %",
-                                          "ack p50 (min)", "ack p90 (min)", "escalations",
-                                          "open overdue"};
-    static const char *const head_zh[] = {"单位", "派发任务", "已到期", "按时签收", "按时签收率",
-                                          "签收用时中位数（分钟）", "签收用时 P90（分钟）",
-                                          "升级次数", "逾期未签收"};
-    fputs("<table>\n<tr>", f);
-    for (size_t k = 0; k < UTIL_ARRAY_LEN(head_en); k++)
-        fprintf(f, "<th>%s</th>", cli_tr(head_en[k], head_zh[k]));
-    fputs("</tr>\n", f);
+    fputs(cli_tr("<table>\n<tr><th rowspan=\"2\">agency</th><th rowspan=\"2\">assignments</th>"
+                 "<th colspan=\"5\">acknowledgement</th><th colspan=\"5\">resolution</th>"
+                 "<th rowspan=\"2\">escalations</th><th rowspan=\"2\">open overdue</th></tr>\n<tr>"
+                 "<th>due</th><th>on time</th><th>on time %</th><th>ack p50 (min)</th>"
+                 "<th>ack p90 (min)</th><th>due</th><th>on time</th><th>on time %</th>"
+                 "<th>resolve p50 (min)</th><th>resolve p90 (min)</th></tr>\n",
+                 "<table>\n<tr><th rowspan=\"2\">单位</th><th rowspan=\"2\">派发任务</th>"
+                 "<th colspan=\"5\">签收</th><th colspan=\"5\">办结</th>"
+                 "<th rowspan=\"2\">升级次数</th><th rowspan=\"2\">逾期未签收</th></tr>\n<tr>"
+                 "<th>已到期</th><th>按时签收</th><th>按时签收率</th><th>签收用时中位数（分钟）</th>"
+                 "<th>签收用时 P90（分钟）</th><th>已到期</th><th>按时办结</th><th>按时办结率</th>"
+                 "<th>办结用时中位数（分钟）</th><th>办结用时 P90（分钟）</th></tr>\n"),
+          f);
     for (size_t i = 0; i < n; i++) {
-        char a[32], b[32], c[32];
-        fmt_num(a, sizeof a, pct[i], "%");
-        fmt_num(b, sizeof b, p50[i], "");
-        fmt_num(c, sizeof c, p90[i], "");
         fputs("<tr><td>", f);
         show_html_escape(f, rows[i].label);
-        fprintf(f, "</td><td>%ld</td><td>%ld</td><td>%ld</td><td>", rows[i].count, rows[i].due,
-                rows[i].on_time);
-        show_html_escape(f, a);
-        fputs("</td><td>", f);
-        show_html_escape(f, b);
-        fputs("</td><td>", f);
-        show_html_escape(f, c);
-        fprintf(f, "</td><td>%ld</td><td>%ld</td></tr>\n", rows[i].escalations,
+        fprintf(f, "</td><td>%ld</td>", rows[i].count);
+        html_fig_cells(f, &rows[i].ack);
+        html_fig_cells(f, &rows[i].res);
+        fprintf(f, "<td>%ld</td><td>%ld</td></tr>\n", rows[i].escalations,
                 rows[i].open_overdue);
     }
     const char *chart = cli_tr("Acknowledged on time (%)", "按时签收率（%）");
@@ -128,9 +177,9 @@ static int write_html(const char *file, agency_row_t *rows, size_t n, const doub
             label_w + bar_w + 80, height, label_w + bar_w + 80, height, chart, chart);
     for (size_t i = 0; i < n; i++) {
         int y = 10 + (int)i * row_h;
-        double p = isnan(pct[i]) ? 0 : pct[i];
+        double p = isnan(rows[i].ack.pct) ? 0 : rows[i].ack.pct;
         char a[32];
-        fmt_num(a, sizeof a, pct[i], "%");
+        fmt_num(a, sizeof a, rows[i].ack.pct, "%");
         fprintf(f, "<text x=\"%d\" y=\"%d\" font-size=\"14\" text-anchor=\"end\" "
                    "font-family=\"sans-serif\">", label_w - 8, y + 16);
         show_html_escape(f, rows[i].label);
@@ -151,20 +200,74 @@ static int write_html(const char *file, agency_row_t *rows, size_t n, const doub
                "font-family=\"sans-serif\">100%%</text>\n</svg>\n",
             label_w, label_w, height - 20, label_w, height - 20, label_w + bar_w, height - 20,
             label_w + bar_w, height - 6);
-    fputs(cli_tr("<p class=\"note\">On time: acknowledged no later than its deadline (ack_by), of "
-                 "the assignments that are due (acknowledged, or past the deadline). Time to "
-                 "acknowledge: from the assignment's creation, in minutes (nearest-rank "
-                 "percentiles). Escalations: escalation steps fired.</p>\n</body>\n</html>\n",
-                 "<p class=\"note\">按时签收：在签收期限（ack_by）之前签收；只计已到期的任务（已签收，"
-                 "或已过期限）。签收用时：自任务派发起，以分钟计（最近秩百分位数）。升级次数：已触发的"
-                 "升级步骤数。</p>\n</body>\n</html>\n"),
-          f);
+    fputs(cli_lang() == CLI_LANG_EN ? HTML_NOTE_EN : HTML_NOTE_ZH, f);
     int bad = ferror(f);
     if (fclose(f) != 0 || bad) {
         cli_err("--html %s: cannot write: %s", file, strerror(errno));
         return CLI_EX_IO;
     }
     return 0;
+}
+
+/* Count one assignment record of the `assignments` query into its agency's row. */
+static void count_assignment(agency_row_t *row, const json_t *a, int64_t now)
+{
+    json_int_t created = json_integer_value(json_object_get(a, "created"));
+    json_int_t ack_by = json_integer_value(json_object_get(a, "ack_by"));
+    json_int_t acked = json_integer_value(json_object_get(a, "acked_at"));
+    json_int_t resolve_by = json_integer_value(json_object_get(a, "resolve_by"));
+    json_int_t final_at = json_integer_value(json_object_get(a, "final_at"));
+    row->count++;
+    if (acked > 0 || ack_by < now)
+        row->ack.due++;
+    if (acked > 0 && acked <= ack_by)
+        row->ack.on_time++;
+    if (acked > 0)
+        fig_add(&row->ack, created, acked);
+    if (resolve_by > 0 && (final_at > 0 || resolve_by < now))
+        row->res.due++;
+    if (resolve_by > 0 && final_at > 0 && final_at <= resolve_by)
+        row->res.on_time++;
+    if (acked > 0 && final_at >= acked)
+        fig_add(&row->res, acked, final_at);
+    row->escalations += (long)json_integer_value(json_object_get(a, "level")) +
+                        (long)json_integer_value(json_object_get(a, "resolve_level"));
+    if (!strcmp(cli_json_str(a, "state", ""), "open") && ack_by < now)
+        row->open_overdue++;
+}
+
+/* The JSON keys of each deadline's figures: the acknowledgement's kept their first names. */
+static const char *const ACK_KEYS[5] = {"due", "on_time", "on_time_pct", "ack_p50_min",
+                                        "ack_p90_min"};
+static const char *const RES_KEYS[5] = {"resolve_due", "resolve_on_time", "resolve_on_time_pct",
+                                        "resolve_p50_min", "resolve_p90_min"};
+
+static void json_fig(json_t *row, const deadline_fig_t *d, const char *const keys[5])
+{
+    json_object_set_new(row, keys[0], json_integer(d->due));
+    json_object_set_new(row, keys[1], json_integer(d->on_time));
+    json_object_set_new(row, keys[2], num_or_null(d->pct));
+    json_object_set_new(row, keys[3], num_or_null(d->p50));
+    json_object_set_new(row, keys[4], num_or_null(d->p90));
+}
+
+static void csv_fig(const deadline_fig_t *d)
+{
+    char a1[32], a2[32], a3[32];
+    fmt_num(a1, sizeof a1, d->pct, "");
+    fmt_num(a2, sizeof a2, d->p50, "");
+    fmt_num(a3, sizeof a3, d->p90, "");
+    printf(",%ld,%ld,%s,%s,%s", d->due, d->on_time, isnan(d->pct) ? "" : a1,
+           isnan(d->p50) ? "" : a2, isnan(d->p90) ? "" : a3);
+}
+
+static void text_fig(const deadline_fig_t *d)
+{
+    char a1[32], a2[32], a3[32];
+    fmt_num(a1, sizeof a1, d->pct, "%");
+    fmt_num(a2, sizeof a2, d->p50, "m");
+    fmt_num(a3, sizeof a3, d->p90, "m");
+    printf(" %5ld %8ld %9s %9s %9s", d->due, d->on_time, a1, a2, a3);
 }
 
 int report_command(sess_t *s, const opts_t *o)
@@ -185,10 +288,7 @@ int report_command(sess_t *s, const opts_t *o)
     size_t n = 0, i;
     json_t *a;
     json_array_foreach(items, i, a) {
-        json_int_t created = json_integer_value(json_object_get(a, "created"));
-        json_int_t ack_by = json_integer_value(json_object_get(a, "ack_by"));
-        json_int_t acked = json_integer_value(json_object_get(a, "acked_at"));
-        if (o->since >= 0 && created < o->since)
+        if (o->since >= 0 && json_integer_value(json_object_get(a, "created")) < o->since)
             continue;
         const char *ag = cli_json_str(a, "agency", "?");
         size_t r;
@@ -201,19 +301,7 @@ int report_command(sess_t *s, const opts_t *o)
             util_fmt(rows[n].label, sizeof rows[n].label, "%s", cli_agency_label(s->c, ag));
             n++;
         }
-        agency_row_t *row = &rows[r];
-        row->count++;
-        if (acked > 0 || ack_by < now)
-            row->due++;
-        if (acked > 0 && acked <= ack_by)
-            row->on_time++;
-        if (acked > 0) {
-            row->mins = xrealloc(row->mins, (row->nmins + 1) * sizeof *row->mins);
-            row->mins[row->nmins++] = (double)(acked - created) / 60000.0;
-        }
-        row->escalations += (long)json_integer_value(json_object_get(a, "level"));
-        if (!strcmp(cli_json_str(a, "state", ""), "open") && ack_by < now)
-            row->open_overdue++;
+        count_assignment(&rows[r], a, now);
     }
     json_decref(items);
     /* agencies in name order */
@@ -223,59 +311,58 @@ int report_command(sess_t *s, const opts_t *o)
             rows[y] = rows[y - 1];
             rows[y - 1] = tmp;
         }
-    double *pct = xcalloc(n + 1, sizeof *pct), *p50 = xcalloc(n + 1, sizeof *p50),
-           *p90 = xcalloc(n + 1, sizeof *p90);
     for (i = 0; i < n; i++) {
-        if (rows[i].nmins)
-            qsort(rows[i].mins, rows[i].nmins, sizeof *rows[i].mins, cmp_double);
-        pct[i] = rows[i].due ? 100.0 * (double)rows[i].on_time / (double)rows[i].due : NAN;
-        p50[i] = percentile(rows[i].mins, rows[i].nmins, 0.5);
-        p90[i] = percentile(rows[i].mins, rows[i].nmins, 0.9);
+        fig_finish(&rows[i].ack);
+        fig_finish(&rows[i].res);
     }
 
     if (o->html) {
-        rc = write_html(o->html, rows, n, pct, p50, p90, now, o->since, s->co);
+        rc = write_html(o->html, rows, n, now, o->since, s->co);
         if (!rc)
             fprintf(stderr, "%s: wrote %s (%zu agencies)\n", cli_prog(), o->html, n);
     } else if (o->json) {
         json_t *out = json_pack("{s:I, s:o, s:[]}", "now", (json_int_t)now, "since",
                                 o->since >= 0 ? json_integer(o->since) : json_null(), "agencies");
         json_t *arr = json_object_get(out, "agencies");
-        for (i = 0; i < n; i++)
-            json_array_append_new(arr, json_pack(
-                "{s:s, s:I, s:I, s:I, s:o, s:o, s:o, s:I, s:I}", "agency", rows[i].agency,
-                "assignments", (json_int_t)rows[i].count, "due", (json_int_t)rows[i].due,
-                "on_time", (json_int_t)rows[i].on_time, "on_time_pct", num_or_null(pct[i]),
-                "ack_p50_min", num_or_null(p50[i]), "ack_p90_min", num_or_null(p90[i]),
-                "escalations", (json_int_t)rows[i].escalations, "open_overdue",
-                (json_int_t)rows[i].open_overdue));
+        for (i = 0; i < n; i++) {
+            json_t *row = json_pack("{s:s, s:I, s:I, s:I}", "agency", rows[i].agency,
+                                    "assignments", (json_int_t)rows[i].count, "escalations",
+                                    (json_int_t)rows[i].escalations, "open_overdue",
+                                    (json_int_t)rows[i].open_overdue);
+            json_fig(row, &rows[i].ack, ACK_KEYS);
+            json_fig(row, &rows[i].res, RES_KEYS);
+            json_array_append_new(arr, row);
+        }
         show_json_line(out);
         json_decref(out);
     } else if (o->csv) {
         puts("agency,assignments,due,on_time,on_time_pct,ack_p50_min,ack_p90_min,escalations,"
-             "open_overdue");
+             "open_overdue,resolve_due,resolve_on_time,resolve_on_time_pct,resolve_p50_min,"
+             "resolve_p90_min");
         for (i = 0; i < n; i++) {
-            char a1[32], a2[32], a3[32];
-            fmt_num(a1, sizeof a1, pct[i], "");
-            fmt_num(a2, sizeof a2, p50[i], "");
-            fmt_num(a3, sizeof a3, p90[i], "");
             show_csv_field(stdout, rows[i].agency);
-            printf(",%ld,%ld,%ld,%s,%s,%s,%ld,%ld\n", rows[i].count, rows[i].due,
-                   rows[i].on_time, isnan(pct[i]) ? "" : a1, isnan(p50[i]) ? "" : a2,
-                   isnan(p90[i]) ? "" : a3, rows[i].escalations, rows[i].open_overdue);
+            printf(",%ld", rows[i].count);
+            csv_fig(&rows[i].ack);
+            printf(",%ld,%ld", rows[i].escalations, rows[i].open_overdue);
+            csv_fig(&rows[i].res);
+            putchar('\n');
         }
     } else {
         char t[64], zone[CAREHUB_TZ_NAME_MAX + 8];
         cli_format_time(now, t, sizeof t);
         cli_zone_note(zone, sizeof zone);
-        printf(cli_tr("acknowledgement per agency, at %s%s\n", "各单位签收情况，统计时间 %s%s\n"), t,
-               zone);
+        printf(cli_tr("response per agency, at %s%s (acknowledgement | resolution)\n",
+                      "各单位响应情况，统计时间 %s%s（签收 | 办结）\n"),
+               t, zone);
         static const char *const head_en[] = {"AGENCY", "ASSIGNMENTS", "DUE", "ON TIME",
-                                              "ON TIME %", "ACK p50", "ACK p90", "ESCALATIONS",
+                                              "ON TIME %", "ACK p50", "ACK p90", "DUE", "ON TIME",
+                                              "ON TIME %", "RES p50", "RES p90", "ESCALATIONS",
                                               "OPEN OVERDUE"};
-        static const char *const head_zh[] = {"单位", "派发任务", "已到期", "按时签收", "按时率",
-                                              "签收p50", "签收p90", "升级次数", "逾期未签收"};
-        static const int width[] = {20, 11, 5, 8, 9, 9, 9, 11, 12};
+        static const char *const head_zh[] = {"单位", "派发任务", "已到期", "按时签收", "签收率",
+                                              "签收p50", "签收p90", "已到期", "按时办结",
+                                              "办结率", "办结p50", "办结p90", "升级次数",
+                                              "逾期未签收"};
+        static const int width[] = {20, 11, 5, 8, 9, 9, 9, 5, 8, 9, 9, 9, 11, 12};
         for (size_t k = 0; k < UTIL_ARRAY_LEN(width); k++) {
             if (k)
                 fputc(' ', stdout);
@@ -283,22 +370,19 @@ int report_command(sess_t *s, const opts_t *o)
         }
         fputc('\n', stdout);
         for (i = 0; i < n; i++) {
-            char a1[32], a2[32], a3[32];
-            fmt_num(a1, sizeof a1, pct[i], "%");
-            fmt_num(a2, sizeof a2, p50[i], "m");
-            fmt_num(a3, sizeof a3, p90[i], "m");
             show_padded(stdout, cli_show(rows[i].label), 21, 0);
-            printf("%11ld %5ld %8ld %9s %9s %9s %11ld %12ld\n", rows[i].count, rows[i].due,
-                   rows[i].on_time, a1, a2, a3, rows[i].escalations, rows[i].open_overdue);
+            printf("%11ld", rows[i].count);
+            text_fig(&rows[i].ack);
+            text_fig(&rows[i].res);
+            printf(" %11ld %12ld\n", rows[i].escalations, rows[i].open_overdue);
         }
         if (!n)
             puts(cli_tr("(no assignments)", "（没有任务）"));
     }
-    for (i = 0; i < n; i++)
-        free(rows[i].mins);
+    for (i = 0; i < n; i++) {
+        free(rows[i].ack.mins);
+        free(rows[i].res.mins);
+    }
     free(rows);
-    free(pct);
-    free(p50);
-    free(p90);
     return rc;
 }

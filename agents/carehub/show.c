@@ -16,7 +16,7 @@ int show_is_time_key(const char *k)
 {
     static const char *const keys[] = {"opened", "at", "received", "created", "ack_by", "acked_at",
                                        "next_due", "closed", "updated", "occurred_at", "resolved_at",
-                                       "last_event", "now",
+                                       "last_event", "now", "resolve_by", "final_at",
                                        /* the register (PROTOCOL §9) and visit_overdue */
                                        "enrolled", "last_contact", "last_visit", "contact_due",
                                        "visit_due", "due", "last", NULL};

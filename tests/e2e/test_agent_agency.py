@@ -22,6 +22,7 @@ import os
 import queue
 import signal
 import subprocess
+import re
 import threading
 import time
 from pathlib import Path
@@ -239,6 +240,27 @@ def test_repeats_are_printed_once(make_broker, connect, desks, tmp_path):
     assert m2["id"] == m["id"] and m2["events_total"] == 2, m2
     more = desk.drain(2.0)
     assert [ln for ln in more if case in ln] == [], more
+    assert desk.stop() == 0
+
+
+def test_desk_shows_the_resolve_deadline_once_acknowledged(make_broker, connect, desks, tmp_path):
+    """With resolve_within (PROTOCOL §10) the broker pushes the case again after the
+    acknowledgement, with resolve_by: the desk then names that deadline instead of
+    the acknowledgement's."""
+    wf = dict(REPORT_TO_POLICE, assign=[{"agency": "police", "ack_within": "1h",
+                                         "resolve_within": "3d"}])
+    b = routed_broker(make_broker, tmp_path, workflows=(wf,))
+    desk = desks(b, tmp_path, name="desk-r")
+    _, case = report(connect(b, login="reporter-01"), "C-RB1")
+    desk.wait_text("acknowledge by")
+    p = agency(b, "list", "--json", "--wait", "1")
+    assert p.returncode == 0, p.stderr
+    (a,) = [m["id"] for m in map(json.loads, p.stdout.splitlines()) if m["case"] == case]
+    assert "resolve by" not in "\n".join(desk.lines), "no resolve deadline before the acknowledgement"
+    assert agency(b, "ack", a, "--by", "王警官").returncode == 0
+    desk.wait_text("resolve by")
+    line = next(ln for ln in desk.lines if "resolve by" in ln)
+    assert re.search(r"resolve by .* \(in 2d 23h", line), line
     assert desk.stop() == 0
 
 

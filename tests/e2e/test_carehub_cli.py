@@ -227,7 +227,9 @@ def test_report_figures(make_clock_broker, tmp_path, connect, receiver):
     assert (e["ack_p50_min"], e["ack_p90_min"], e["open_overdue"]) == (None, None, 1), e
 
     csv = ok(run(b, "supervisor-01", "report", "--csv")).stdout.splitlines()
-    assert csv[0].startswith("agency,assignments") and "police,2,2,1,50.0,30.0,120.0,1,0" in csv, csv
+    assert csv[0].startswith("agency,assignments") and "police,2,2,1,50.0,30.0,120.0,1,0,0,0,,," in csv, csv
+    # no resolve_within in these workflows: nothing for the second deadline
+    assert (p["resolve_due"], p["resolve_on_time_pct"], p["resolve_p50_min"]) == (0, None, None), p
     text = ok(run(b, "supervisor-01", "report")).stdout
     assert "滨海新区公安局" in text and "50.0%" in text, text   # the agency's configured name
     # --since after everything: no rows

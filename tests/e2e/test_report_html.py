@@ -113,11 +113,12 @@ def test_rendered_report_is_chinese_with_names_and_local_times(scenario, chromiu
     text = rendered_text(chromium, page, tmp_path)
     joined = "\n".join(text)
     # Chinese headings: the page's title heading, the table's columns, the chart
-    assert "各单位签收情况" in text, joined
-    for col in ("单位", "派发任务", "按时签收率", "逾期未签收"):
+    assert "各单位响应情况" in text, joined
+    for col in ("单位", "派发任务", "签收", "办结", "按时签收率", "按时办结率", "逾期未签收"):
         assert col in text, (col, joined)
     assert "按时签收率（%）" in text, joined
-    assert "Acknowledgement per agency" not in joined and "assignments" not in joined, joined
+    assert "Response per agency" not in joined and "assignments" not in joined, joined
+    assert "acknowledgement" not in text and "resolution" not in text, joined
     # the agency's configured name, in the table and the chart; an agency without a
     # name keeps its id
     assert text.count(POLICE) >= 2 and "police" not in text, joined
@@ -134,11 +135,11 @@ def test_rendered_report_in_english_keeps_names_and_local_times(scenario, chromi
     run(scenario, "--lang", "en", "report", "--html", page)
     text = rendered_text(chromium, page, tmp_path)
     joined = "\n".join(text)
-    assert "Acknowledgement per agency" in text and "on time %" in text, joined
-    assert "各单位签收情况" not in joined, joined
+    assert "Response per agency" in text and "on time %" in text, joined
+    assert "各单位响应情况" not in joined, joined
     assert POLICE in text and "2027-03-01 20:00:00 +08:00 (Asia/Shanghai)" in joined, joined
     # CAREHUB_LANG=en says the same as --lang en; --lang wins over it
     run(scenario, "report", "--html", page, lang="en")
-    assert "Acknowledgement per agency" in rendered_text(chromium, page, tmp_path)
+    assert "Response per agency" in rendered_text(chromium, page, tmp_path)
     run(scenario, "--lang", "zh", "report", "--html", page, lang="en")
-    assert "各单位签收情况" in rendered_text(chromium, page, tmp_path)
+    assert "各单位响应情况" in rendered_text(chromium, page, tmp_path)

@@ -247,3 +247,58 @@ def test_config_refuses_escalate_unresolved_without_resolve_within(tmp_path):
     path.write_text(h.to_yaml(cfg))
     r = h.run_bin(["--check-config", "-c", str(path)])
     assert r.returncode == 0, r.stderr
+
+
+def test_report_counts_the_second_deadline(make_clock_broker, tmp_path, receiver, connect):
+    """`carehub report` per agency: resolve due / on time / % and time to resolve
+    p50/p90 (from the acknowledgement to the final status), and escalations of both
+    stages — a scripted scenario on the virtual clock, the figures counted by hand:
+      A acknowledged at T, resolved at T+1h (in time, 60 min);
+      B acknowledged at T, resolved at T+3h (1 h late, 180 min; its resolve step fired);
+      C acknowledged at T, never final (past resolve_by at T+2h; its step fired);
+      D acknowledged at T+3h (resolve_by T+5h: not yet due)."""
+    import test_carehub_cli as cli
+    wf = resolve_wf("2h", steps=[{"after": "0s", "notify": ["duty-hook"]}])
+    s = Setup(make_clock_broker, tmp_path, receiver, connect, workflows=wf,
+              channels=[{"id": "duty-hook", "path": "/duty"}])
+    desk = s.desk["police-desk"]
+
+    def new_acked():
+        _, _, case = s.report()
+        a = wait_push(desk, pred=lambda m: m["case"] == case)["id"]
+        _, r = case_ack(desk, a)
+        assert r.get("op") == "ack", r
+        return case, a
+
+    (_, a), (b_case, b), (_, c) = new_acked(), new_acked(), new_acked()
+    s.advance(HOUR)
+    assert case_update(desk, a, "resolved", note="done")[1].get("op") == "ack"
+    s.advance(2 * HOUR)
+    late = receiver.wait("/duty", 2, timeout=PROMPT, pred=lambda r: stage_of(r) == "resolve")
+    assert sorted(r.json["data"]["assignment"] for r in late) == sorted([b, c]), \
+        "B and C went past resolve_by: one resolve-stage notice each (the precondition)"
+    assert case_update(desk, b, "resolved", note="late")[1].get("op") == "ack"
+    new_acked()   # D
+
+    (doc,) = cli.json_lines(cli.run(s.b, "supervisor-01", "report", "--json"))
+    (p,) = doc["agencies"]
+    assert (p["agency"], p["assignments"], p["due"], p["on_time"]) == ("police", 4, 4, 4), p
+    assert (p["resolve_due"], p["resolve_on_time"], p["resolve_on_time_pct"]) == (3, 1, 33.3), p
+    assert (p["resolve_p50_min"], p["resolve_p90_min"]) == (60.0, 180.0), p
+    assert p["escalations"] == 2, f"B's and C's resolve steps: {p}"
+    csv = cli.ok(cli.run(s.b, "supervisor-01", "report", "--csv")).stdout.splitlines()
+    assert csv[0].endswith(",resolve_due,resolve_on_time,resolve_on_time_pct,resolve_p50_min,"
+                           "resolve_p90_min"), csv[0]
+    assert csv[1].startswith("police,4,4,4,100.0,") and csv[1].endswith(",3,1,33.3,60.0,180.0"), csv
+    text = cli.ok(cli.run(s.b, "supervisor-01", "report")).stdout
+    assert "RES p50" in text and "33.3%" in text and "180.0m" in text, text
+    html = tmp_path / "r.html"
+    cli.ok(cli.run(s.b, "supervisor-01", "report", "--html", html))
+    page = html.read_text()
+    assert "resolve p90 (min)" in page and "<td>33.3%</td><td>60.0</td><td>180.0</td>" in page, page
+
+    # the case file shows resolve_by and final_at as local times, not as milliseconds
+    out = cli.ok(cli.run(s.b, "supervisor-01", "case", b_case)).stdout
+    line = next(ln for ln in out.splitlines() if f"id={b}" in ln)
+    assert "resolve_by=" in line and "final_at=" in line and "resolve_level=1" in line, out
+    assert str(assignment_in(case_file(s, b_case), b)["resolve_by"]) not in line, line

@@ -24,12 +24,12 @@ TOP=$(pwd)
 SECONDS_PER=${FUZZ_SECONDS:-10}
 CC=${FUZZ_CC:-clang}
 OUT=build/fuzz
-PKGS="libzmq lmdb msgpack libcurl yaml-0.1 jansson libsodium libmicrohttpd"
-ALL_TARGETS="fuzz_frame fuzz_schema fuzz_config fuzz_csv fuzz_jsonl fuzz_proto fuzz_hook"
+PKGS="libzmq lmdb msgpack libcurl yaml-0.1 jansson libsodium libmicrohttpd libsystemd"
+ALL_TARGETS="fuzz_frame fuzz_schema fuzz_config fuzz_csv fuzz_jsonl fuzz_proto fuzz_hook fuzz_sms_inbound"
 TARGETS=${*:-$ALL_TARGETS}
 
 if ! PKG_CFLAGS=$(pkg-config --cflags $PKGS) || ! PKG_LIBS=$(pkg-config --libs $PKGS); then
-    echo "fuzz: pkg-config cannot find: $PKGS (make deps)" >&2
+    echo "fuzz: pkg-config cannot find: $PKGS (make deps-test)" >&2
     exit 2
 fi
 
