@@ -163,7 +163,7 @@ static int join_case(store_txn_t *t, case_event_t *it)
 
 /* The associated data of an event's sealed ref: not the body's, so that neither
  * box opens in the other's place. */
-static void ref_ad(char *ad, size_t size, const char *event_id)
+void case_ref_ad(char *ad, size_t size, const char *event_id)
 {
     util_fmt(ad, size, "%s#ref", event_id);
 }
@@ -205,7 +205,7 @@ static int put_event(store_txn_t *t, const case_event_t *it, const char *ref_key
     }
     if (sealed) {
         char ad[STORE_ID_MAX + 8];
-        ref_ad(ad, sizeof ad, it->event_id);
+        case_ref_ad(ad, sizeof ad, it->event_id);
         pack_box(&pk, t, "ref_enc", ad, it->ref, strlen(it->ref));
         pack_box(&pk, t, "body_enc", it->event_id, it->body, it->body_len);
     } else {
@@ -242,7 +242,7 @@ int case_event_ref(store_txn_t *t, const char *event_id, const void *rec, size_t
         const msgpack_object *enc = frame_map_get(&u.data, "ref_enc");
         if (enc && enc->type == MSGPACK_OBJECT_BIN) {
             char ad[STORE_ID_MAX + 8];
-            ref_ad(ad, sizeof ad, event_id);
+            case_ref_ad(ad, sizeof ad, event_id);
             msgpack_sbuffer m;
             msgpack_sbuffer_init(&m);
             rc = store_txn_open_box(t, ad, enc->via.bin.ptr, enc->via.bin.size, &m);
@@ -435,7 +435,7 @@ static int rekey_event(store_txn_t *t, const char *ev)
         else
             msgpack_pack_object(&pk, kv->val);
     }
-    ref_ad(ad, sizeof ad, ev);
+    case_ref_ad(ad, sizeof ad, ev);
     pack_box(&pk, t, "ref_enc", ad, ref, strlen(ref));
     msgpack_unpacked_destroy(&u);
     rc = store_put(t, STORE_DB_EVENTS, ev, strlen(ev), sb.data, sb.size, 0);

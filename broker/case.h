@@ -118,6 +118,11 @@ int case_verify_indexes(store_txn_t *t, char *problem, size_t size, unsigned lon
 
 /* ---- reading back ------------------------------------------------------------ */
 
+/* The associated data an event's sealed ref ("ref_enc") is bound to: the
+ * event id + "#ref" (not the body's, so that neither box opens in the other's
+ * place). ad has STORE_ID_MAX + 8 bytes. */
+void case_ref_ad(char *ad, size_t size, const char *event_id);
+
 /* Who sent an event and the ref it sent (its own message id), from the event
  * record rec of event_id: agent (may be NULL) and the ref, opened from
  * "ref_enc" with privacy on, else "ref". 0, or a store_rc_t (STORE_CORRUPTED:

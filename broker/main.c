@@ -4,6 +4,7 @@
  *   carehubd [-c FILE] [--ready-file FILE]   run the broker (default config/carehub.yaml)
  *   carehubd --check-config [-c FILE]        validate a config, print every error, exit 0/78
  *   carehubd keygen NAME [--dir DIR]         write DIR/NAME.key (secret) and DIR/NAME.pub
+ *   carehubd verify|backup|restore|rekey …   the store's tools (usage() below; backup.h, rekey.h)
  *
  * Exit codes: 0 clean stop / valid config / keys written; 1 runtime failure
  * (store, sockets); 64 usage error; 78 configuration error (EX_CONFIG).
@@ -16,12 +17,14 @@
 #include <sodium.h>
 
 #include "audit.h"
+#include "backup.h"
 #include "broker.h"
 #include "clock.h"
 #include "config.h"
 #include "keyfile.h"
 #include "keys.h"
 #include "log.h"
+#include "rekey.h"
 #include "service.h"
 #include "store.h"
 #include "trail.h"
@@ -42,6 +45,9 @@ static void usage(FILE *f)
           "       carehubd --check-config [-c FILE]\n"
           "       carehubd keygen NAME [--dir DIR]\n"
           "       carehubd verify --data DIR [--key-file KEY] [--head SEQ:HEX]\n"
+          "       carehubd backup --data DIR [--key-file KEY] DEST\n"
+          "       carehubd restore --data DIR SRC\n"
+          "       carehubd rekey --data DIR --old-key FILE --new-key FILE\n"
           "\n"
           "  -c, --config FILE   configuration (default config/carehub.yaml; see docs/config.md)\n"
           "  --check-config      validate the configuration, print every error as FILE:LINE:COL, and exit\n"
@@ -54,9 +60,23 @@ static void usage(FILE *f)
           "                      --key-file: the data key (privacy.key_file), without which a\n"
           "                      sealed store's keyed chain is not checked (it says so);\n"
           "                      --head: a head kept outside (`carehub trail-head`), checked too\n"
+          "  backup --data DIR [--key-file KEY] DEST\n"
+          "                      a consistent copy of DIR (the broker may run) into DEST, new or\n"
+          "                      empty (0700, data.mdb 0600), then verified: exit 0 only if the\n"
+          "                      copy verifies; --key-file: the data key, to check the keyed chain\n"
+          "  restore --data DIR SRC\n"
+          "                      a backup into DIR (new or empty): copied to DIR.tmp, verified,\n"
+          "                      then renamed; the broker opens it with the key it was sealed with\n"
+          "  rekey --data DIR --old-key FILE --new-key FILE\n"
+          "                      the broker stopped: re-seal and re-hash everything under the new\n"
+          "                      data key into a new store, verify it, swap it in (a `rekey` trail\n"
+          "                      record names both keys' fingerprints); then point privacy.key_file\n"
+          "                      at the new key (see docs/backup-and-keys.md)\n"
           "  -h, --help          this text;  --version  the version\n"
           "\n"
-          "exit codes: 0 ok, 1 runtime failure, 64 usage, 78 configuration error\n"
+          "exit codes: 0 ok, 1 runtime failure (backup, restore, rekey: a copy that does not verify),\n"
+          "  64 usage, 66 a key file that cannot be used, 73 cannot create, 74 cannot read,\n"
+          "  75 rekey: a process has the store open, 78 configuration error\n"
           "schemas: " CAREHUB_SCHEMAS_DIR " (broker.schemas names another directory)\n"
           "environment: CAREHUB_LOG=debug|info|warn|error (default info); under systemd\n"
           "  NOTIFY_SOCKET, WATCHDOG_USEC (sd_notify) and JOURNAL_STREAM (records as <N>text)\n",
@@ -95,6 +115,113 @@ static int cmd_keygen(int argc, char **argv)
     return EX_OK;
 }
 
+/* A subcommand's options, each "--NAME VALUE". */
+typedef struct {
+    const char *name;
+    const char **val;
+} opt_t;
+
+/* argv[2..] into opts and at most one operand (pos NULL: none taken): 0, or -1
+ * on anything else (an unknown option, a missing value, a second operand). */
+static int parse_opts(int argc, char **argv, const opt_t *opts, size_t n, const char **pos)
+{
+    for (int i = 2; i < argc; i++) {
+        size_t j = 0;
+        while (j < n && !(strcmp(argv[i], opts[j].name) == 0 && i + 1 < argc))
+            j++;
+        if (j < n)
+            *opts[j].val = argv[++i];
+        else if (pos && !*pos && argv[i][0] != '-')
+            *pos = argv[i];
+        else
+            return -1;
+    }
+    return 0;
+}
+
+/* A data key (privacy.key_file: 32 bytes, a secret file) into key: 0, or -1
+ * with the reason on stderr ("carehubd CMD: OPT FILE …"). */
+static int load_data_key(const char *cmd, const char *opt, const char *path, unsigned char key[32])
+{
+    char *buf, why[4400];
+    size_t len;
+    int e = keyfile_read(path, 1, 32, &buf, &len);
+    if (e || len != 32) {
+        if (e)
+            keyfile_why(e, path, 32, why, sizeof why);
+        else
+            util_fmt(why, sizeof why, "holds %zu bytes, not the 32 of a data key", len);
+        fprintf(stderr, "carehubd %s: %s %s %s\n", cmd, opt, path, why);
+        keyfile_free(buf, len);
+        return -1;
+    }
+    memcpy(key, buf, 32);
+    keyfile_free(buf, len);
+    return 0;
+}
+
+/* carehubd backup --data DIR [--key-file KEY] DEST: a verified hot copy (backup.h). */
+static int cmd_backup(int argc, char **argv)
+{
+    const char *dir = NULL, *key_file = NULL, *dest = NULL;
+    const opt_t opts[] = {{"--data", &dir}, {"--key-file", &key_file}};
+    if (parse_opts(argc, argv, opts, UTIL_ARRAY_LEN(opts), &dest) < 0 || !dir || !dest) {
+        usage(stderr);
+        return EX_USAGE_;
+    }
+    unsigned char key[32];
+    if (key_file && load_data_key("backup", "--key-file", key_file, key) < 0)
+        return 66;
+    char err[2048];
+    int rc = backup_run(dir, key_file ? key : NULL, dest, err, sizeof err);
+    sodium_memzero(key, sizeof key);
+    if (rc != BACKUP_OK)
+        fprintf(stderr, "carehubd backup: %s\n", err);
+    return rc;
+}
+
+/* carehubd restore --data DIR SRC: a backup into a new data directory, verified first. */
+static int cmd_restore(int argc, char **argv)
+{
+    const char *dir = NULL, *src = NULL;
+    const opt_t opts[] = {{"--data", &dir}};
+    if (parse_opts(argc, argv, opts, UTIL_ARRAY_LEN(opts), &src) < 0 || !dir || !src) {
+        usage(stderr);
+        return EX_USAGE_;
+    }
+    char err[2048];
+    int rc = backup_restore(dir, src, err, sizeof err);
+    if (rc != BACKUP_OK)
+        fprintf(stderr, "carehubd restore: %s\n", err);
+    return rc;
+}
+
+/* carehubd rekey --data DIR --old-key FILE --new-key FILE: the store under a new data key (rekey.h). */
+static int cmd_rekey(int argc, char **argv)
+{
+    const char *dir = NULL, *old_file = NULL, *new_file = NULL;
+    const opt_t opts[] = {{"--data", &dir}, {"--old-key", &old_file}, {"--new-key", &new_file}};
+    if (parse_opts(argc, argv, opts, UTIL_ARRAY_LEN(opts), NULL) < 0 || !dir || !old_file ||
+        !new_file) {
+        usage(stderr);
+        return EX_USAGE_;
+    }
+    unsigned char old_key[32], new_key[32];
+    if (load_data_key("rekey", "--old-key", old_file, old_key) < 0)
+        return 66;
+    if (load_data_key("rekey", "--new-key", new_file, new_key) < 0) {
+        sodium_memzero(old_key, sizeof old_key);
+        return 66;
+    }
+    char err[2048];
+    int rc = rekey_run(dir, old_key, new_key, err, sizeof err);
+    sodium_memzero(old_key, sizeof old_key);
+    sodium_memzero(new_key, sizeof new_key);
+    if (rc != BACKUP_OK)
+        fprintf(stderr, "carehubd rekey: %s\n", err);
+    return rc;
+}
+
 /* "SEQ:HEX" (carehub trail-head) into an anchor: 0, or -1. */
 static int parse_anchor(const char *s, trail_anchor_t *a)
 {
@@ -117,17 +244,10 @@ static int parse_anchor(const char *s, trail_anchor_t *a)
 static int cmd_verify(int argc, char **argv)
 {
     const char *dir = NULL, *key_file = NULL, *head = NULL;
-    for (int i = 2; i < argc; i++) {
-        if (strcmp(argv[i], "--data") == 0 && i + 1 < argc)
-            dir = argv[++i];
-        else if (strcmp(argv[i], "--key-file") == 0 && i + 1 < argc)
-            key_file = argv[++i];
-        else if (strcmp(argv[i], "--head") == 0 && i + 1 < argc)
-            head = argv[++i];
-        else {
-            usage(stderr);
-            return EX_USAGE_;
-        }
+    const opt_t opts[] = {{"--data", &dir}, {"--key-file", &key_file}, {"--head", &head}};
+    if (parse_opts(argc, argv, opts, UTIL_ARRAY_LEN(opts), NULL) < 0) {
+        usage(stderr);
+        return EX_USAGE_;
     }
     trail_anchor_t anchor;
     if (!dir || (head && parse_anchor(head, &anchor) != 0)) {
@@ -138,26 +258,10 @@ static int cmd_verify(int argc, char **argv)
         return EX_USAGE_;
     }
     unsigned char key[32];
-    if (key_file) {
-        char *buf, why[4400];
-        size_t len;
-        int e = keyfile_read(key_file, 1, sizeof key, &buf, &len);
-        if (e || len != sizeof key) {
-            if (e)
-                keyfile_why(e, key_file, sizeof key, why, sizeof why);
-            else
-                util_fmt(why, sizeof why, "holds %zu bytes, not the 32 of a data key", len);
-            fprintf(stderr, "carehubd verify: --key-file %s %s\n", key_file, why);
-            keyfile_free(buf, len);
-            return 66;
-        }
-        memcpy(key, buf, sizeof key);
-        keyfile_free(buf, len);
-    }
+    if (key_file && load_data_key("verify", "--key-file", key_file, key) < 0)
+        return 66;
     char err[512];
-    store_t *st = store_open_readonly(dir, err, sizeof err);
-    if (st && store_set_privacy(st, key_file ? key : NULL, err, sizeof err) != 0)
-        store_close(&st);
+    store_t *st = backup_open(dir, key_file ? key : NULL, err, sizeof err);
     sodium_memzero(key, sizeof key);
     if (!st) {
         fprintf(stderr, "carehubd verify: %s\n", err);
@@ -216,6 +320,12 @@ int main(int argc, char **argv)
         return cmd_keygen(argc, argv);
     if (argc >= 2 && strcmp(argv[1], "verify") == 0)
         return cmd_verify(argc, argv);
+    if (argc >= 2 && strcmp(argv[1], "backup") == 0)
+        return cmd_backup(argc, argv);
+    if (argc >= 2 && strcmp(argv[1], "restore") == 0)
+        return cmd_restore(argc, argv);
+    if (argc >= 2 && strcmp(argv[1], "rekey") == 0)
+        return cmd_rekey(argc, argv);
     for (int i = 1; i < argc; i++) {
         if ((strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) && i + 1 < argc)
             cfg_path = argv[++i];
@@ -284,6 +394,7 @@ int main(int argc, char **argv)
 
     char err[1024];
     int rc = EX_OK;
+    (void)rekey_clean_leftover(cfg->data_dir); /* a rekey killed midway; logged */
     broker_t *b = broker_new(cfg, CAREHUB_SCHEMAS_DIR, err, sizeof err);
     if (!b) {
         log_error("cannot start: %s", err);

@@ -15,6 +15,7 @@
 #include <sodium.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <unistd.h>
 
 #include "frame.h"
 #include "log.h"
@@ -244,19 +245,37 @@ fail:
     return NULL;
 }
 
+/* The check value meta["privacy.check"] holds: a keyed hash (crypto_kdf
+ * context 3) that names the key without revealing it. */
+static void key_check(const uint8_t *key, unsigned char check[32])
+{
+    unsigned char ck[crypto_generichash_KEYBYTES];
+    crypto_kdf_derive_from_key(ck, sizeof ck, 3, "carehub_", key);
+    crypto_generichash(check, 32, (const unsigned char *)"carehub key check", 17, ck, sizeof ck);
+    sodium_memzero(ck, sizeof ck);
+}
+
+void store_key_fingerprint(const uint8_t *key, char out[STORE_KEY_FP_MAX])
+{
+    unsigned char check[32];
+    key_check(key, check);
+    sodium_bin2hex(out, STORE_KEY_FP_MAX, check, (STORE_KEY_FP_MAX - 1) / 2);
+}
+
+void store_derive_trail_key(const uint8_t *key, unsigned char out[32])
+{
+    crypto_kdf_derive_from_key(out, 32, 5, "carehub_", key);
+}
+
 int store_set_privacy(store_t *st, const uint8_t *key, char *err, size_t errlen)
 {
     unsigned char check[32] = {0};
     if (key) {
-        unsigned char ck[crypto_generichash_KEYBYTES];
         crypto_kdf_derive_from_key(st->body_key, sizeof st->body_key, 1, "carehub_", key);
         crypto_kdf_derive_from_key(st->join_key, sizeof st->join_key, 2, "carehub_", key);
-        crypto_kdf_derive_from_key(ck, sizeof ck, 3, "carehub_", key);
         crypto_kdf_derive_from_key(st->ref_key, sizeof st->ref_key, 4, "carehub_", key);
-        crypto_kdf_derive_from_key(st->trail_key, sizeof st->trail_key, 5, "carehub_", key);
-        crypto_generichash(check, sizeof check, (const unsigned char *)"carehub key check", 17, ck,
-                           sizeof ck);
-        sodium_memzero(ck, sizeof ck);
+        store_derive_trail_key(key, st->trail_key);
+        key_check(key, check);
     }
     /* The store remembers which key sealed it: another key, or none, would
      * leave cases unreadable and a child's events split over two cases. */
@@ -429,9 +448,35 @@ int store_entry_problem(char *problem, size_t size, store_db_t db, const void *k
     return STORE_EACH_STOP;
 }
 
+int store_db_dupsort(store_db_t db)
+{
+    return db < STORE_DB_COUNT && (DBS[db].flags & MDB_DUPSORT) != 0;
+}
+
 const char *store_db_name(store_db_t db)
 {
     return db < STORE_DB_COUNT ? DBS[db].name : "?";
+}
+
+int store_copy(store_t *st, const char *dest, char *err, size_t errlen)
+{
+    /* one read transaction over the whole copy: a consistent snapshot, whatever
+     * the broker writes meanwhile; compacted: free pages are not copied */
+    int rc = mdb_env_copy2(st->env, dest, MDB_CP_COMPACT);
+    if (rc == MDB_MAP_RESIZED) { /* the broker grew the map since the open: adopt its size */
+        char path[4096];
+        util_fmt(path, sizeof path, "%s/data.mdb", dest);
+        (void)unlink(path); /* created before the read transaction failed; empty */
+        rc = mdb_env_set_mapsize(st->env, 0);
+        if (rc == 0)
+            rc = mdb_env_copy2(st->env, dest, MDB_CP_COMPACT);
+    }
+    if (rc) {
+        util_fmt(err, errlen, "cannot copy the store in %s to %s: %s", st->dir, dest,
+                 mdb_strerror(rc));
+        return -1;
+    }
+    return 0;
 }
 
 store_t *store_open_readonly(const char *dir, char *err, size_t errlen)

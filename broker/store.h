@@ -206,6 +206,16 @@ void store_next_id(store_txn_t *t, store_seq_t seq, char *out /* STORE_ID_MAX */
  * without the key: what it cannot check, it says). */
 int store_set_privacy(store_t *st, const uint8_t *key, char *err, size_t errlen);
 
+/* A key's fingerprint for logs and the trail: the hex of the first 8 bytes of
+ * its check value (meta "privacy.check"), never the key nor anything derived
+ * that seals or hashes. */
+#define STORE_KEY_FP_MAX 17
+void store_key_fingerprint(const uint8_t *key, char out[STORE_KEY_FP_MAX]);
+
+/* The trail key of a data key (crypto_kdf context 5): what store_txn_chain_hash
+ * keys the chain with (rekey.c keeps the old one for the records it keyed). */
+void store_derive_trail_key(const uint8_t *key, unsigned char out[32]);
+
 /* 1 when the store was written with a privacy key (its check is stored),
  * whether or not this process was given it (a verify without the key). */
 int store_sealed(const store_t *st);
@@ -260,10 +270,19 @@ int store_txn_event_body(store_txn_t *t, const char *event_id, const msgpack_obj
  * of an mdb_copy). NULL with a message in err. */
 store_t *store_open_readonly(const char *dir, char *err, size_t errlen);
 
+/* A consistent copy of the whole store into the existing directory dest
+ * (mdb_env_copy2 with MDB_CP_COMPACT: one read transaction, free pages left
+ * out), while a broker may be writing it. Writes dest/data.mdb only. 0, or -1
+ * with a message in err. */
+int store_copy(store_t *st, const char *dest, char *err, size_t errlen);
+
 /* For the index checks of a verify (case.h, assign.h): "DB: the entry KEY WHAT"
  * in problem, the key shown printable; returns STORE_EACH_STOP to end the walk. */
 int store_entry_problem(char *problem, size_t size, store_db_t db, const void *k, size_t kl,
                         const char *what);
+
+/* 1 when a named database holds several values a key (MDB_DUPSORT). */
+int store_db_dupsort(store_db_t db);
 
 /* Name of a named database ("events", …). */
 const char *store_db_name(store_db_t db);

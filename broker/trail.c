@@ -259,6 +259,111 @@ int trail_key_mark(store_t *st, int privacy)
     return 0;
 }
 
+/* ---- key epochs: the chain keyed with earlier data keys (rekey) ------------------- */
+
+#define EPOCHS "trail.epochs"
+
+int trail_txn_epochs(store_txn_t *t, trail_epoch_t **out, size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    const void *v;
+    size_t vl;
+    int rc = store_get(t, STORE_DB_COUNTERS, EPOCHS, strlen(EPOCHS), &v, &vl);
+    if (rc)
+        return rc == STORE_NOTFOUND ? 0 : rc;
+    msgpack_sbuffer m;
+    msgpack_sbuffer_init(&m);
+    rc = store_txn_open_box(t, EPOCHS, v, vl, &m);
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    if (rc == 0 && (msgpack_unpack_next(&u, m.data, m.size, NULL) != MSGPACK_UNPACK_SUCCESS ||
+                    u.data.type != MSGPACK_OBJECT_ARRAY))
+        rc = STORE_CORRUPTED;
+    for (uint32_t i = 0; rc == 0 && i < u.data.via.array.size; i++) {
+        const msgpack_object *e = &u.data.via.array.ptr[i];
+        int64_t until;
+        if (e->type != MSGPACK_OBJECT_ARRAY || e->via.array.size != 2 ||
+            !frame_int(&e->via.array.ptr[0], &until) || until < 1 ||
+            e->via.array.ptr[1].type != MSGPACK_OBJECT_BIN ||
+            e->via.array.ptr[1].via.bin.size != HASH_LEN || (*n && (uint64_t)until <= (*out)[*n - 1].until)) {
+            rc = STORE_CORRUPTED;
+            break;
+        }
+        *out = xrealloc(*out, (*n + 1) * sizeof **out);
+        (*out)[*n].until = (uint64_t)until;
+        memcpy((*out)[*n].key, e->via.array.ptr[1].via.bin.ptr, HASH_LEN);
+        (*n)++;
+    }
+    msgpack_unpacked_destroy(&u);
+    if (m.data)
+        sodium_memzero(m.data, m.alloc);
+    msgpack_sbuffer_destroy(&m);
+    if (rc) {
+        trail_epochs_free(out, n);
+        return STORE_CORRUPTED;
+    }
+    return 0;
+}
+
+void trail_epochs_free(trail_epoch_t **e, size_t *n)
+{
+    if (*e)
+        sodium_memzero(*e, *n * sizeof **e);
+    free(*e);
+    *e = NULL;
+    *n = 0;
+}
+
+int trail_txn_rekey(store_txn_t *t, const trail_epoch_t *before, size_t n,
+                    const unsigned char old_trail_key[32], const char *old_fp, const char *new_fp)
+{
+    trail_anchor_t head;
+    int rc = trail_txn_head(t, &head);
+    if (rc && rc != STORE_NOTFOUND)
+        return rc;
+    if (rc == 0 && head.seq > 0) { /* records to keep under the old key: a new epoch */
+        if (n && before[n - 1].until >= head.seq)
+            return STORE_CORRUPTED;
+        msgpack_sbuffer sb, box;
+        msgpack_packer pk;
+        msgpack_sbuffer_init(&sb);
+        msgpack_sbuffer_init(&box);
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        msgpack_pack_array(&pk, n + 1);
+        for (size_t i = 0; i <= n; i++) {
+            msgpack_pack_array(&pk, 2);
+            msgpack_pack_uint64(&pk, i < n ? before[i].until : head.seq);
+            msgpack_pack_bin(&pk, HASH_LEN);
+            msgpack_pack_bin_body(&pk, i < n ? before[i].key : old_trail_key, HASH_LEN);
+        }
+        store_txn_seal_box(t, EPOCHS, sb.data, sb.size, &box);
+        rc = store_put(t, STORE_DB_COUNTERS, EPOCHS, strlen(EPOCHS), box.data, box.size, 0);
+        sodium_memzero(sb.data, sb.alloc);
+        msgpack_sbuffer_destroy(&sb);
+        msgpack_sbuffer_destroy(&box);
+    }
+    /* the key mark, MAC'd anew with the new trail key (from where it was) */
+    const void *mv;
+    size_t ml;
+    if (rc == STORE_NOTFOUND) /* no record yet */
+        rc = 0;
+    int g = rc ? rc : store_get(t, STORE_DB_COUNTERS, KEY_MARK, strlen(KEY_MARK), &mv, &ml);
+    if (g == 0 && ml == 8 + HASH_LEN) {
+        unsigned char mark[8 + HASH_LEN];
+        mark_value(t, get_be64(mv), mark);
+        rc = store_put(t, STORE_DB_COUNTERS, KEY_MARK, strlen(KEY_MARK), mark, sizeof mark, 0);
+    } else if (g != STORE_NOTFOUND) { /* none: the broker marks it at its next start */
+        rc = g ? g : STORE_CORRUPTED;
+    }
+    if (rc == 0) {
+        char ref[64];
+        util_fmt(ref, sizeof ref, "old:%s new:%s", old_fp, new_fp);
+        rc = trail_append(t, "", "rekey", "rekey", -1, NULL, NULL, 0, ref);
+    }
+    return rc;
+}
+
 int trail_append_stored(store_txn_t *t, const char *case_id, const char *kind, const char *actor,
                         store_db_t db, const char *obj_id, const char *ref)
 {
@@ -292,6 +397,8 @@ typedef struct {
     int known;                      /* prev is known (0: keyed, and no key here) */
     int sealed, have_key;           /* written with a privacy key; given it here */
     uint64_t keyed_from;            /* the first record whose chain hash is keyed */
+    trail_epoch_t *epochs;          /* records keyed with earlier data keys (rekey) */
+    size_t n_epochs, epoch;         /* how many; the one the walk is in */
     store_db_t db;                  /* the object database being checked */
 } verify_t;
 
@@ -378,7 +485,12 @@ static int walk_record(void *ud, const void *k, size_t kl, const void *val, size
             v->r->unchecked_from = seq; /* the rest of the chain needs the key */
         v->known = 0;
     } else if (keyed) {
-        store_txn_chain_hash(v->t, v->prev, val, vl);
+        while (v->epoch < v->n_epochs && seq > v->epochs[v->epoch].until)
+            v->epoch++;
+        if (v->epoch < v->n_epochs) /* before a rekey: the key of its time */
+            crypto_generichash(v->prev, HASH_LEN, val, vl, v->epochs[v->epoch].key, HASH_LEN);
+        else
+            store_txn_chain_hash(v->t, v->prev, val, vl);
     } else {
         hash(v->prev, val, vl);
     }
@@ -496,6 +608,11 @@ static int verify_txn(store_txn_t *t, void *ud)
                   .sealed = a->sealed, .have_key = store_txn_privacy(t), .keyed_from = 1};
     if (v.sealed && read_key_mark(&v))
         return 0;
+    if (v.sealed && v.have_key && trail_txn_epochs(t, &v.epochs, &v.n_epochs) != 0) {
+        problem(&v, "trail: the keys of the records written before a rekey (counters/%s) do not "
+                    "open with this key (changed?)", EPOCHS);
+        return 0;
+    }
     r->keyed_from = v.sealed ? v.keyed_from : 0;
     int rc = store_each(t, STORE_DB_TRAIL, NULL, 0, 0, walk_record, &v);
     if (rc == 0 && !r->problem[0] && v.anchor && !r->anchor_checked)
@@ -531,6 +648,7 @@ static int verify_txn(store_txn_t *t, void *ud)
                         v.seen[i].key, v.seen[i].seq);
     }
     free(v.seen);
+    trail_epochs_free(&v.epochs, &v.n_epochs);
     return rc;
 }
 

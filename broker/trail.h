@@ -28,6 +28,7 @@
 #define CAREHUB_TRAIL_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "store.h"
 
@@ -84,6 +85,28 @@ int trail_verify(store_t *st, const trail_anchor_t *anchor, trail_report_t *r);
 /* The current head (record number and chain hash): 0, STORE_NOTFOUND when the
  * trail is empty, or another store_rc_t. */
 int trail_txn_head(store_txn_t *t, trail_anchor_t *head);
+
+/* Key epochs (carehubd rekey, rekey.h): the records up to `until` were chained
+ * with an earlier data key's trail key, kept in counters["trail.epochs"],
+ * sealed with the current data key, so that verify with the current key checks
+ * the whole chain (and an anchor taken before the rekey still matches). */
+typedef struct {
+    uint64_t until;          /* the last record chained with this key */
+    unsigned char key[32];   /* that trail key (crypto_kdf context 5 of the old data key) */
+} trail_epoch_t;
+
+/* The epochs of a store opened with its key, oldest first: 0 (n = 0: none),
+ * STORE_CORRUPTED when they do not open. Free with trail_epochs_free. */
+int trail_txn_epochs(store_txn_t *t, trail_epoch_t **out, size_t *n);
+void trail_epochs_free(trail_epoch_t **e, size_t *n);
+
+/* In a store rekeyed to a new key (t's), whose trail was copied as it was: add
+ * the epoch of the records so far (old_trail_key) to `before` (the old store's
+ * epochs), write the key mark anew under the new key, and append a `rekey`
+ * record (actor "rekey", ref "old:FP new:FP": the keys' fingerprints,
+ * store_key_fingerprint). 0 or a store_rc_t. */
+int trail_txn_rekey(store_txn_t *t, const trail_epoch_t *before, size_t n,
+                    const unsigned char old_trail_key[32], const char *old_fp, const char *new_fp);
 
 /* At start, with privacy on: mark from which record on the chain is keyed (the
  * head's next, 1 for a new store), with a MAC of the mark itself, once. 0 or -1. */
