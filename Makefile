@@ -7,7 +7,7 @@
 #                   everything built with AddressSanitizer + UndefinedBehaviorSanitizer
 #   make bench      intake against a minimal baseline server; escalation timing; intake ->
 #                   webhook against Alertmanager; an escalation storm; agency replies; the child
-#                   register with 100,000 children (docs/bench.md)
+#                   register with 100,000 children; 1,000 phone links at once (docs/bench.md)
 #   make deps       install missing build/run Debian packages (as root) or print the apt-get command
 #   make deps-test  the same for the test tools (make check, fuzz, memcheck and soak run it)
 #   make install    PREFIX (default /usr/local) and DESTDIR: programs, libcarehub, schemas,
@@ -267,6 +267,7 @@ bench:
 	@$(PY) bench/storm.py
 	@$(PY) bench/desks.py
 	@$(PY) bench/register.py
+	@$(PY) bench/phone_links.py
 
 # libFuzzer targets for every reader of outside input (tests/fuzz; FUZZ_SECONDS each).
 fuzz: deps-test

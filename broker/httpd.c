@@ -181,7 +181,7 @@ httpd_t *httpd_new(const char *listen, const httpd_opts_t *o, char *err, size_t 
         MHD_OPTION_CONNECTION_LIMIT, o->max_connections,
         MHD_OPTION_CONNECTION_TIMEOUT, o->idle_timeout_s,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, o->request_max,
-        MHD_OPTION_LISTEN_BACKLOG_SIZE, 16u,
+        MHD_OPTION_LISTEN_BACKLOG_SIZE, o->backlog ? o->backlog : 16u,
         MHD_OPTION_END);
     m->err = NULL;
     m->errlen = 0;

@@ -35,6 +35,7 @@ typedef struct {
     unsigned max_connections;           /* more wait in the listen backlog */
     unsigned idle_timeout_s;            /* a connection silent this long is closed */
     size_t request_max;                 /* bytes of request line + headers (MHD's pool) */
+    unsigned backlog;                   /* the listen backlog (0: 16) */
     int suspend;                        /* handlers suspend/resume connections */
 } httpd_opts_t;
 

@@ -792,7 +792,7 @@ phone_t *phone_new(const config_t *cfg, store_t *st, turn_t *turn, char *err, si
     hmap_init(&p->wrong, wrong_eq, p);
     httpd_opts_t o = {.name = "http", .handler = on_request, .ud = p, .completed = on_completed,
                       .max_connections = PHONE_MAX_CONNECTIONS, .idle_timeout_s = 30,
-                      .request_max = 16384, .suspend = 1};
+                      .request_max = 16384, .suspend = 1, .backlog = PHONE_BACKLOG};
     if (!(p->http = httpd_new(cfg->http_listen, &o, err, errlen))) {
         hmap_free(&p->wrong);
         free(p);

@@ -50,7 +50,8 @@
 #define PHONE_WRONG_MAX 5                 /* wrong codes per number and hour */
 #define PHONE_INBOUND_MAX (64 * 1024)     /* bytes of an inbound body */
 #define PHONE_SIG_TOLERANCE_S 300         /* webhook-timestamp within this of the clock */
-#define PHONE_MAX_CONNECTIONS 1024
+#define PHONE_MAX_CONNECTIONS 1024       /* at once; more wait in the listen backlog */
+#define PHONE_BACKLOG 1024               /* a burst of links (a page to many phones) */
 #define PHONE_CODES_MAX 8                 /* codes looked at in one reply */
 
 typedef struct phone phone_t;
