@@ -4,7 +4,7 @@ headings, the agencies' configured names (滨海新区公安局, not `police`) a
 times in broker.timezone (an event at 12:00Z reads 20:00, Asia/Shanghai); with
 --lang en the headings are English and the names and local times stay.
 
-Chromium is the Debian package `chromium` (in `make deps`). Without it this test
+Chromium is the Debian package `chromium` (in `make deps-test`, which `make check` runs). Without it this test
 skips on a developer's machine and FAILS in CI (CI=true): the acceptance check must
 not quietly stop running there.
 
@@ -41,7 +41,7 @@ WORKFLOWS = [{"name": "reports", "match": {"type": "mandatory_report"},
 def chromium():
     if os.access(CHROMIUM, os.X_OK):
         return CHROMIUM
-    why = f"{CHROMIUM} is not installed (Debian package chromium, in `make deps`)"
+    why = f"{CHROMIUM} is not installed (Debian package chromium, in `make deps-test`, which `make check` runs)"
     if os.environ.get("CI", "").lower() in ("true", "1", "yes"):
         pytest.fail(f"{why}: CI must render the HTML report", pytrace=False)
     pytest.skip(why)
