@@ -182,6 +182,12 @@ $(OUT)/tests/test_libcarehub: $(OUT)/tests/unit/test_libcarehub.o $(AGENT_LIB)
 	$(say) "  LD [$(VARIANT)]  $@"
 	$(Q)$(CC) $(LDFLAGS_ALL) -o $@ $^ $(PKG_LIBS) $(CMOCKA_LIBS) -lm
 
+# What people read (agents/lib/cli_local.c, welcome's extensions) with the agents' runtime.
+$(OUT)/tests/test_cli_local: $(OUT)/tests/unit/test_cli_local.o $(AGENT_LIB)
+	@mkdir -p $(dir $@)
+	$(say) "  LD [$(VARIANT)]  $@"
+	$(Q)$(CC) $(LDFLAGS_ALL) -o $@ $^ $(PKG_LIBS) $(CMOCKA_LIBS) -lm
+
 # carehub-school's own parts (rows, encodings) with the agents' runtime.
 $(OUT)/tests/test_school: $(OUT)/tests/unit/test_school.o $(call agent_parts,carehub-school) $(AGENT_LIB)
 	@mkdir -p $(dir $@)

@@ -64,6 +64,7 @@ typedef struct {
     int answered;           /* 1 reply, -1 nack */
     char *reply;            /* the reply (JSON) */
     cli_nack_t nack;        /* the refusal, when answered is -1 */
+    const carehub_t *c;     /* the connection: agency names and the zone from welcome */
 } desk_t;
 
 /* ---- printing ------------------------------------------------------------------------------ */
@@ -117,15 +118,15 @@ static void put_event(FILE *f, const json_t *ev, int show_names)
     char t[64];
     json_t *at = json_object_get(ev, "at");
 
-    fputs("  latest: ", f);
+    fputs(cli_tr("  latest: ", "  最新事件："), f);
     cli_put_safe(f, type);
     if (json_is_integer(at)) {
         cli_format_time(json_integer_value(at), t, sizeof t);
-        fprintf(f, " at %s", t);
+        fprintf(f, cli_tr(" at %s", "，时间 %s"), t);
     }
-    fputs(" (event ", f);
+    fputs(cli_tr(" (event ", "（事件 "), f);
     cli_put_safe(f, cli_json_str(ev, "event", "?"));
-    fputs(")\n   ", f);
+    fputs(cli_tr(")\n   ", "）\n   "), f);
     put_field(f, body, "severity", NULL);
     if (!strcmp(type, "absence")) {
         put_field(f, body, "school", NULL);
@@ -163,7 +164,9 @@ static void put_event(FILE *f, const json_t *ev, int show_names)
     }
     fputc('\n', f);
     if (!show_names) {
-        fputs("   (child's name and id, guardian and free texts hidden: --show-names or --json)\n",
+        fputs(cli_tr("   (child's name and id, guardian and free texts hidden: --show-names or "
+                     "--json)\n",
+                     "   （儿童姓名和编号、监护人及自由文本已隐藏：--show-names 或 --json 可显示）\n"),
               f);
         return;
     }
@@ -219,20 +222,29 @@ static void print_case_to(const desk_t *d, const json_t *m, const char *json, in
     json_t *total = json_object_get(m, "events_total");
     long long ntotal = json_is_integer(total) ? json_integer_value(total) : (long long)nev;
 
-    fputs(update ? "assignment " : "NEW assignment ", f);
+    /* a push may come in the same poll as the welcome that names the zone */
+    cli_follow_broker_zone(d->c);
+    fputs(update ? cli_tr("assignment ", "任务 ") : cli_tr("NEW assignment ", "新任务 "), f);
     cli_put_safe(f, cli_json_str(m, "id", "?"));
     if (update)
-        fprintf(f, ": a new event joined the case (%lld events)", ntotal);
-    fputs("\n  case ", f);
+        fprintf(f, cli_tr(": a new event joined the case (%lld events)", "：案件有新事件（共 %lld 个）"),
+                ntotal);
+    fputs(cli_tr("\n  case ", "\n  案件 "), f);
     cli_put_safe(f, cli_json_str(m, "case", "?"));
-    fputs("  agency ", f);
-    cli_put_safe(f, cli_json_str(m, "agency", "?"));
-    fputs("  type ", f);
+    const char *ag = cli_json_str(m, "agency", "?"), *name = carehub_agency_name(d->c, ag);
+    fputs(cli_tr("  agency ", "  单位 "), f);
+    cli_put_safe(f, name ? name : ag);
+    if (name) {
+        fputs(" (", f);
+        cli_put_safe(f, ag);
+        fputc(')', f);
+    }
+    fputs(cli_tr("  type ", "  类型 "), f);
     cli_put_safe(f, cli_json_str(m, "type", "?"));
-    fputs("  severity ", f);
+    fputs(cli_tr("  severity ", "  严重程度 "), f);
     cli_put_safe(f, cli_json_str(m, "severity", "?"));
     if (!update)
-        fprintf(f, "  events %lld", ntotal);
+        fprintf(f, cli_tr("  events %lld", "  事件 %lld 个"), ntotal);
     fputc('\n', f);
     /* the deadline that runs: resolve_by once acknowledged (PROTOCOL §10), else ack_by */
     json_t *resolve_by = json_object_get(m, "resolve_by"), *ack_by = json_object_get(m, "ack_by");
@@ -242,8 +254,16 @@ static void print_case_to(const desk_t *d, const json_t *m, const char *json, in
         int64_t left = json_integer_value(by) - util_now_ms();
         cli_format_time(json_integer_value(by), t, sizeof t);
         fmt_span(left, span, sizeof span);
-        fprintf(f, "  %s by %s (%s %s)\n", by == resolve_by ? "resolve" : "acknowledge", t,
-                left >= 0 ? "in" : "overdue by", span);
+        int res = by == resolve_by;
+        if (left >= 0)
+            fprintf(f, res ? cli_tr("  resolve by %s (in %s)\n", "  办结期限 %s（剩余 %s）\n")
+                           : cli_tr("  acknowledge by %s (in %s)\n", "  签收期限 %s（剩余 %s）\n"),
+                    t, span);
+        else
+            fprintf(f, res ? cli_tr("  resolve by %s (overdue by %s)\n", "  办结期限 %s（已逾期 %s）\n")
+                           : cli_tr("  acknowledge by %s (overdue by %s)\n",
+                                    "  签收期限 %s（已逾期 %s）\n"),
+                    t, span);
     }
     if (nev)
         put_event(f, json_array_get(events, nev - 1), d->show_names);
@@ -386,7 +406,7 @@ static int cmd_request(desk_t *d, carehub_t *c, const cli_common_t *co, json_t *
         if (d->json) {
             printf("%s\n", d->reply);
         } else if (!strcmp(op, "case_ack")) {
-            printf("assignment %s acknowledged by %s (case %s)\n", as,
+            printf(cli_tr("assignment %s acknowledged by %s (case %s)\n", "任务 %s 已由 %s 签收（案件 %s）\n"), as,
                    cli_json_str(req, "by", "?"), cli_json_str(r, "case", "?"));
         } else {
             printf("assignment %s: %s", as, cli_json_str(req, "status", "?"));
@@ -685,6 +705,7 @@ int main(int argc, char **argv)
     d.ex.stdout_to_stderr = d.json;
     carehub_callbacks_t cb = {NULL, on_nack, on_push, on_reply, &d};
     carehub_t *c = cli_open(&co, SOFTWARE, &cb, &rc);
+    d.c = c;
     if (c)
         rc = COMMANDS[k].run(&d, c, &co, req);
     carehub_destroy(&c);

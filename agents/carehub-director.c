@@ -264,8 +264,10 @@ static int on_reminder(void *ud, const char *id, const char *child, const char *
         cli_map_put(d->reminders_seen, id, 1);
     if (k == 1) {
         char t[64];
+        cli_follow_broker_zone(d->c); /* the welcome may have come in this same poll */
         cli_format_time(due, t, sizeof t);
-        fprintf(stderr, "%s: reminder: %s of child %s due %s (kept; `%s reminders` lists them)\n",
+        fprintf(stderr, cli_tr("%s: reminder: %s of child %s due %s (kept; `%s reminders` lists them)\n",
+                               "%1$s：提醒：儿童 %3$s 的%2$s 应于 %4$s 完成（已保存；`%5$s reminders` 可列出）\n"),
                 cli_prog(), kind, child, t, cli_prog());
     }
     return 0;
@@ -534,8 +536,8 @@ static const char *const COMMANDS[] = {"enrol", "visit", "interactive", "due", "
 
 int main(int argc, char **argv)
 {
-    struct option longopts[7 + 7 + VF_N + 1];
     static const struct option common[] = {CLI_COMMON_LONGOPTS};
+    struct option longopts[UTIL_ARRAY_LEN(common) + 7 + VF_N + 1];
     size_t nl = 0;
     for (size_t i = 0; i < UTIL_ARRAY_LEN(common); i++)
         longopts[nl++] = common[i];

@@ -422,8 +422,8 @@ enum { OPT_INTERACTIVE = CLI_OPT_FIRST_PROGRAM, OPT_JSON, OPT_LOCAL, OPT_ID, OPT
 
 int main(int argc, char **argv)
 {
-    struct option longopts[7 + 4 + NFIELDS + 1];
     static const struct option common[] = {CLI_COMMON_LONGOPTS};
+    struct option longopts[UTIL_ARRAY_LEN(common) + 4 + NFIELDS + 1];
     size_t nl = 0;
     for (size_t i = 0; i < UTIL_ARRAY_LEN(common); i++)
         longopts[nl++] = common[i];

@@ -155,13 +155,13 @@ static int cmd_case(sess_t *s, const opts_t *o, const char *id)
         return 0;
     }
     json_t *c = json_deep_copy(json_object_get(r, "case"));
-    printf("case %s\n", cli_show(cli_json_str(c, "id", id)));
+    printf(cli_tr("case %s\n", "案件 %s\n"), cli_show(cli_json_str(c, "id", id)));
     json_object_del(c, "join"); /* the broker's internal joining key */
     show_tree(stdout, "  ", "", c);
     json_decref(c);
     json_t *evs = json_object_get(r, "events"), *as = json_object_get(r, "assignments"), *x;
     size_t i;
-    printf("events (%zu):\n", json_array_size(evs));
+    printf(cli_tr("events (%zu):\n", "事件（%zu）：\n"), json_array_size(evs));
     json_array_foreach(evs, i, x) {
         printf("  %zu. ", i + 1);
         cli_put_safe(stdout, cli_json_str(x, "type", "?"));
@@ -173,10 +173,18 @@ static int cmd_case(sess_t *s, const opts_t *o, const char *id)
         if (json_is_object(body))
             show_tree(stdout, "       ", "", body);
     }
-    printf("assignments (%zu):\n", json_array_size(as));
+    printf(cli_tr("assignments (%zu):\n", "任务（%zu）：\n"), json_array_size(as));
     json_array_foreach(as, i, x) {
         printf("  ");
-        cli_put_safe(stdout, cli_json_str(x, "agency", "?"));
+        const char *ag = cli_json_str(x, "agency", "?"), *name = carehub_agency_name(s->c, ag);
+        if (name) { /* the name people know, and the id the other commands take */
+            cli_put_safe(stdout, name);
+            fputs(" (", stdout);
+            cli_put_safe(stdout, ag);
+            fputc(')', stdout);
+        } else {
+            cli_put_safe(stdout, ag);
+        }
         static const char *const keys[] = {"id", "state", "created", "ack_by", "acked_at", "by",
                                            "level", "to", "resolve_by", "final_at",
                                            "resolve_level", NULL};
@@ -184,7 +192,7 @@ static int cmd_case(sess_t *s, const opts_t *o, const char *id)
         fputc('\n', stdout);
         const char *note = cli_json_str(x, "note", "");
         if (*note) {
-            fputs("     note: ", stdout);
+            fputs(cli_tr("     note: ", "     备注："), stdout);
             cli_put_safe(stdout, note);
             fputc('\n', stdout);
         }
@@ -201,16 +209,19 @@ static int cmd_trail(sess_t *s, const opts_t *o, const char *id)
         return rc;
     json_t *recs = json_object_get(r, "records"), *x;
     size_t i;
-    if (!o->json)
-        printf("%-6s %-23s %-12s %-16s %-26s %-8s %s\n", "SEQ", "TIME", "KIND", "ACTOR", "OBJECT",
-               "REF", "HASH");
+    if (!o->json) {
+        static const char *const en[] = {"SEQ", "TIME", "KIND", "ACTOR", "OBJECT", "REF", "HASH"};
+        static const char *const zh[] = {"序号", "时间", "类别", "操作者", "对象", "关联", "哈希"};
+        static const int width[] = {6, 26, 12, 16, 26, 8, 0};
+        show_header(en, zh, width, UTIL_ARRAY_LEN(en));
+    }
     json_array_foreach(recs, i, x) {
         if (o->json) {
             show_json_line(x);
             continue;
         }
         show_cell("seq", json_object_get(x, "seq"), 6);
-        show_cell("at", json_object_get(x, "at"), 23);
+        show_cell("at", json_object_get(x, "at"), 26);
         show_cell("kind", json_object_get(x, "kind"), 12);
         show_cell("actor", json_object_get(x, "actor"), 16);
         show_cell("obj", json_object_get(x, "obj"), 26);

@@ -179,6 +179,7 @@ typedef struct config_user {
 typedef struct {
     char *path;            /* the config file as given */
     char *timezone;        /* broker.timezone: an IANA name; default "UTC" */
+    int timezone_set;      /* 1 when broker.timezone was written (welcome carries it then) */
     config_calendar_t calendar;
 
     /* broker: */

@@ -136,6 +136,7 @@ void cfg_parse_timezone(loader_t *ld, yaml_node_t *v)
         goto dflt;
     }
     cfg->timezone = xstrdup(s);
+    cfg->timezone_set = 1;
     return;
 dflt:
     if (!cfg->timezone)

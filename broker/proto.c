@@ -110,6 +110,23 @@ static void hello_done(void *ud, store_rc_t rc)
     free(c);
 }
 
+/* welcome's `agencies`: {id: name} of the configured agencies that have a name. */
+static void pack_agency_names(frame_out_t *o, const config_t *cfg)
+{
+    uint32_t n = 0;
+    for (size_t i = 0; i < cfg->n_agencies; i++)
+        n += cfg->agencies[i].name && cfg->agencies[i].name[0];
+    frame_out_key(o, "agencies");
+    msgpack_pack_map(&o->pk, n);
+    for (size_t i = 0; i < cfg->n_agencies; i++) {
+        const config_agency_t *ag = &cfg->agencies[i];
+        if (!ag->name || !ag->name[0])
+            continue;
+        frame_pack_cstr(&o->pk, ag->id);
+        frame_pack_cstr(&o->pk, ag->name);
+    }
+}
+
 static void op_hello(proto_t *p, proto_msg_t *m)
 {
     const config_agent_t *agent;
@@ -143,11 +160,19 @@ static void op_hello(proto_t *p, proto_msg_t *m)
     m->s->agent = agent;
     log_info("proto: hello from agent %s (%s)", agent->id, config_role_name(agent->role));
     frame_out_t o;
-    frame_out_message(&o, "welcome", m->id, 4);
+    /* Extensions for the agents' displays (docs/protocol.md): the zone people read
+     * times in, and the agencies' names for the roles that see agency ids. */
+    int with_tz = p->cfg->timezone_set && p->cfg->timezone;
+    int with_names = agent->role == ROLE_AGENCY || agent->role == ROLE_SUPERVISOR;
+    frame_out_message(&o, "welcome", m->id, 4 + (uint32_t)with_tz + (uint32_t)with_names);
     frame_out_str(&o, "agent", agent->id);
     frame_out_str(&o, "role", config_role_name(agent->role));
     frame_out_int(&o, "heartbeat_ms", p->cfg->heartbeat_ms);
     frame_out_int(&o, "max_message_bytes", (int64_t)p->cfg->max_message_bytes);
+    if (with_tz)
+        frame_out_str(&o, "timezone", p->cfg->timezone);
+    if (with_names)
+        pack_agency_names(&o, p->cfg);
     proto_send_out(p, m->s->rid, m->s->rid_len, &o);
     if (p->deliver) { /* what waited for this agent: after the welcome, and after this turn's
                        * commit, so that a `received` sent just before is not pushed again */

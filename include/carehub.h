@@ -217,6 +217,23 @@ CAREHUB_API size_t carehub_pending(const carehub_t *c);
 /* 1 once the broker answered this connection's hello with welcome. */
 CAREHUB_API int carehub_connected(const carehub_t *c);
 
+/*
+ * Extension (1.2): the broker's `broker.timezone` from the last welcome, an IANA
+ * name such as "Asia/Shanghai", or NULL when the broker has none configured (or
+ * before the first welcome). The zone people read times in: a program that
+ * shows times sets TZ to it (setenv + tzset) and formats with localtime_r().
+ * The wire stays in UTC ms. Valid until the next carehub_poll().
+ */
+CAREHUB_API const char *carehub_timezone(const carehub_t *c);
+
+/*
+ * Extension (1.2): the display name of agency `agency` (its id, e.g. "police")
+ * from the last welcome, e.g. "滨海新区公安局", or NULL when the broker sent
+ * none for it. Only agents of role agency and supervisor are told the names.
+ * Valid until the next carehub_poll().
+ */
+CAREHUB_API const char *carehub_agency_name(const carehub_t *c, const char *agency);
+
 /* ---- driving it --------------------------------------------------------------- */
 
 /* Do the work that is due and wait up to timeout_ms (0 = do not wait, -1 =

@@ -16,6 +16,14 @@
 #include "schema_tables.h"
 #include "util.h"
 
+/* s, then spaces up to width columns (a Chinese character takes two). */
+static void show_pad(const char *s, int width)
+{
+    fputs(s, stdout);
+    for (int w = (int)cli_display_width(s); w < width; w++)
+        fputc(' ', stdout);
+}
+
 static void print_json(json_t *o)
 {
     char *text = json_dumps(o, JSON_COMPACT);
@@ -87,6 +95,17 @@ void show_usage(FILE *f)
             DIRECTOR_DEFAULT_WAIT_MS / 1000);
 }
 
+/* A due row's kind as people read it: the schema's value in English, its
+ * Chinese name (联系, 入户走访) otherwise. */
+static const char *kind_label(const char *kind)
+{
+    if (!strcmp(kind, "contact"))
+        return cli_tr(kind, "联系");
+    if (!strcmp(kind, "home_visit"))
+        return cli_tr(kind, "入户走访");
+    return kind;
+}
+
 static int by_due(const void *a, const void *b)
 {
     json_int_t x = json_integer_value(json_object_get(*(json_t *const *)a, "due"));
@@ -112,20 +131,26 @@ void show_due(const json_t *rows, int json, int64_t within)
         cli_format_time(json_integer_value(json_object_get(row, "due")), due, sizeof due);
         if (json_is_integer(jl))
             cli_format_time(json_integer_value(jl), last, sizeof last);
-        printf("%s  %-7s  %-10s  ", due, json_is_true(json_object_get(row, "overdue")) ? "OVERDUE" : "due",
-               cli_json_str(row, "kind", "?"));
+        printf("%s  ", due);
+        show_pad(json_is_true(json_object_get(row, "overdue")) ? cli_tr("OVERDUE", "已逾期")
+                                                                : cli_tr("due", "待办"), 7);
+        fputs("  ", stdout);
+        show_pad(kind_label(cli_json_str(row, "kind", "?")), 10);
+        fputs("  ", stdout);
         cli_put_safe(stdout, cli_json_str(row, "child", "?"));
         fputs("  ", stdout);
         cli_put_safe(stdout, cli_json_str(row, "name", ""));
         fputs("  ", stdout);
         cli_put_safe(stdout, cli_json_str(row, "village", ""));
-        printf("  last %s\n", json_is_integer(jl) ? last : "none since enrolment");
+        printf(cli_tr("  last %s\n", "  上次 %s\n"),
+               json_is_integer(jl) ? last : cli_tr("none since enrolment", "登记以来无记录"));
     }
     free(sorted);
     fflush(stdout);
     if (!json)
-        fprintf(stderr, "%zu child(ren) due within %lld h or overdue\n", n,
-                (long long)(within / 3600000));
+        fprintf(stderr, cli_tr("%zu child(ren) due within %lld h or overdue\n",
+                               "%zu 名儿童在 %lld 小时内到期或已逾期\n"),
+                n, (long long)(within / 3600000));
 }
 
 /* ---- reminders --------------------------------------------------------------------------------- */
@@ -166,15 +191,19 @@ int show_reminders(const char *path, int json)
         int64_t t = json_integer_value(json_object_get(o, "due"));
         cli_format_time(t, due, sizeof due);
         cli_format_time(json_integer_value(json_object_get(o, "received_at")), got, sizeof got);
-        printf("%s  %-4s  %-10s  ", due, t < now ? "past" : "due", cli_json_str(o, "kind", "?"));
+        printf("%s  ", due);
+        show_pad(t < now ? cli_tr("past", "已过") : cli_tr("due", "待办"), 4);
+        fputs("  ", stdout);
+        show_pad(kind_label(cli_json_str(o, "kind", "?")), 10);
+        fputs("  ", stdout);
         cli_put_safe(stdout, cli_json_str(o, "child", "?"));
-        printf("  received %s\n", got);
+        printf(cli_tr("  received %s\n", "  收到于 %s\n"), got);
     }
     free(sorted);
     json_decref(all);
     fflush(stdout);
     if (!json)
-        fprintf(stderr, "%zu reminder(s) in %s\n", cnt, path);
+        fprintf(stderr, cli_tr("%zu reminder(s) in %s\n", "%zu 条提醒，保存在 %s\n"), cnt, path);
     return CLI_EX_OK;
 }
 

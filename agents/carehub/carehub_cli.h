@@ -74,6 +74,9 @@ void show_json_line(const json_t *j);
 void show_cell(const char *key, const json_t *v, int width);
 void show_case_row(const json_t *c);
 void show_case_header(void);
+/* A table's header line: en[k] or zh[k] (cli_tr), each but the last padded to
+ * width[k] display columns and followed by a space. */
+void show_header(const char *const *en, const char *const *zh, const int *width, size_t n);
 /* " key=value" for each of keys (NULL-terminated) that o has, values as show_val. */
 void show_fields(FILE *f, const json_t *o, const char *const *keys);
 /* s with HTML's special characters as entities, control characters as '?'. */

@@ -38,13 +38,54 @@ typedef struct {
 static const char *const FIELD_KEYS[F_N] = {"children", "contacted", "visited",
                                             "contact_overdue", "visit_overdue"};
 
-/* The headings, as a civil-affairs officer reads them. */
-static const char H_VILLAGE[] = "村/社区", H_DIRECTOR[] = "儿童主任", H_TOTAL[] = "合计";
-static const char *const H_FIELDS[F_N] = {"在册儿童", "本期已联系", "本期已走访", "联系逾期",
-                                          "走访逾期"};
-static const char H_CONTACT_PCT[] = "联系覆盖率", H_VISIT_PCT[] = "走访覆盖率",
-                  H_ELEVATED[] = "高风险";
-static const char TITLE[] = "儿童主任走访覆盖情况";
+/* The headings, as a civil-affairs officer reads them (English with --lang en). */
+#define H_VILLAGE cli_tr("village", "村/社区")
+#define H_DIRECTOR cli_tr("director", "儿童主任")
+#define H_TOTAL cli_tr("total", "合计")
+#define H_CONTACT_PCT cli_tr("contact coverage", "联系覆盖率")
+#define H_VISIT_PCT cli_tr("visit coverage", "走访覆盖率")
+#define H_ELEVATED cli_tr("elevated", "高风险")
+#define TITLE cli_tr("Child directors' contacts and home visits", "儿童主任走访覆盖情况")
+#define H_NONE cli_tr("(no children in the register)", "（无在册儿童）")
+static const char *const H_FIELDS_ZH[F_N] = {"在册儿童", "本期已联系", "本期已走访", "联系逾期",
+                                             "走访逾期"};
+static const char *const H_FIELDS_EN[F_N] = {"children", "contacted", "visited",
+                                             "contact overdue", "visit overdue"};
+#define H_FIELD(f) cli_tr(H_FIELDS_EN[f], H_FIELDS_ZH[f])
+/* "（" "：" "；" "）" of the filter note and the chart's labels */
+#define P_OPEN cli_tr(" (", "（")
+#define P_COLON cli_tr(": ", "：")
+#define P_SEMI cli_tr("; ", "；")
+#define P_CLOSE cli_tr(")", "）")
+
+/* The HTML page's closing notes: what each figure means. */
+#define HTML_NOTES_ZH \
+    "<h2>说明</h2>\n<dl class=\"note\">\n" \
+    "<dt>在册儿童</dt><dd>在册（未注销）的儿童人数；已离开台账（迁出、成年）的不计。</dd>\n" \
+    "<dt>本期已联系</dt><dd>在其适用的联系周期内（自最近一个周期起算）有联系记录的儿童" \
+    "人数；入户走访也算一次联系。</dd>\n" \
+    "<dt>本期已走访</dt><dd>在其适用的走访周期内有入户走访记录的儿童人数。</dd>\n" \
+    "<dt>联系逾期 / 走访逾期</dt><dd>联系 / 入户走访已过应办时间仍无记录的儿童人数" \
+    "（从未有记录的，自建档起算）。刚建档的儿童两者都不计。</dd>\n" \
+    "<dt>联系覆盖率 / 走访覆盖率</dt><dd>本期已联系 / 本期已走访 占在册儿童的百分比。</dd>\n" \
+    "<dt>高风险</dt><dd>风险等级为 elevated（加大走访频次）的在册儿童人数。</dd>\n" \
+    "</dl>\n</body>\n</html>\n"
+#define HTML_NOTES_EN \
+    "<h2>Notes</h2>\n<dl class=\"note\">\n" \
+    "<dt>children</dt><dd>Children in the register (not removed); those who left it (moved " \
+    "away, came of age) are not counted.</dd>\n" \
+    "<dt>contacted</dt><dd>Children with a contact recorded within their current contact " \
+    "period; a home visit counts as a contact.</dd>\n" \
+    "<dt>visited</dt><dd>Children with a home visit recorded within their current visit " \
+    "period.</dd>\n" \
+    "<dt>contact overdue / visit overdue</dt><dd>Children whose contact / home visit is past " \
+    "its due time with nothing recorded (counted from enrolment when there never was one). " \
+    "A child just enrolled is in neither.</dd>\n" \
+    "<dt>contact coverage / visit coverage</dt><dd>contacted / visited as a share of the " \
+    "children in the register.</dd>\n" \
+    "<dt>elevated</dt><dd>Children in the register at risk level elevated (visited more " \
+    "often).</dd>\n" \
+    "</dl>\n</body>\n</html>\n"
 
 /* part of whole in %, NAN when whole is 0 */
 static double pct(long part, long whole)
@@ -148,11 +189,12 @@ static void local_date(int64_t ms, char *buf, size_t len)
 static void filter_note(const opts_t *o, char *buf, size_t len)
 {
     if (o->village && o->director)
-        util_fmt(buf, len, "（%s：%s；%s：%s）", H_VILLAGE, o->village, H_DIRECTOR, o->director);
+        util_fmt(buf, len, "%s%s%s%s%s%s%s%s%s", P_OPEN, H_VILLAGE, P_COLON, o->village, P_SEMI,
+                 H_DIRECTOR, P_COLON, o->director, P_CLOSE);
     else if (o->village)
-        util_fmt(buf, len, "（%s：%s）", H_VILLAGE, o->village);
+        util_fmt(buf, len, "%s%s%s%s%s", P_OPEN, H_VILLAGE, P_COLON, o->village, P_CLOSE);
     else if (o->director)
-        util_fmt(buf, len, "（%s：%s）", H_DIRECTOR, o->director);
+        util_fmt(buf, len, "%s%s%s%s%s", P_OPEN, H_DIRECTOR, P_COLON, o->director, P_CLOSE);
     else
         *buf = '\0';
 }
@@ -190,12 +232,14 @@ static void write_table(const reg_row_t *rows, size_t n, int64_t now, const opts
     char t[64], filt[1024];
     cli_format_time(now, t, sizeof t);
     filter_note(o, filt, sizeof filt);
+    char zone[CAREHUB_TZ_NAME_MAX + 8];
+    cli_zone_note(zone, sizeof zone);
     fputs(TITLE, stdout);
     cli_put_safe(stdout, filt);
-    printf("  截至 %s\n", t);
+    printf(cli_tr("  at %s%s\n", "  截至 %s%s\n"), t, zone);
     reg_row_t tot = totals(rows, n);
     char dirs[64];
-    util_fmt(dirs, sizeof dirs, "%zu 人", directors(rows, n));
+    util_fmt(dirs, sizeof dirs, cli_tr("%zu", "%zu 人"), directors(rows, n));
     tot.director = dirs;
     int wv = (int)show_width(H_VILLAGE), wd = (int)show_width(H_DIRECTOR), wf[F_N];
     for (size_t i = 0; i <= n; i++) {
@@ -207,7 +251,7 @@ static void write_table(const reg_row_t *rows, size_t n, int64_t now, const opts
     for (int f = 0; f < F_N; f++) {
         char num[32];
         util_fmt(num, sizeof num, "%ld", tot.n[f]);
-        wf[f] = (int)show_width(H_FIELDS[f]);
+        wf[f] = (int)show_width(H_FIELD(f));
         if ((int)strlen(num) > wf[f])
             wf[f] = (int)strlen(num);
     }
@@ -216,13 +260,13 @@ static void write_table(const reg_row_t *rows, size_t n, int64_t now, const opts
     show_padded(stdout, H_DIRECTOR, wd, 0);
     for (int f = 0; f < F_N; f++) {
         fputs("  ", stdout);
-        show_padded(stdout, H_FIELDS[f], wf[f], 1);
+        show_padded(stdout, H_FIELD(f), wf[f], 1);
     }
     printf("  %s  %s  %s\n", H_CONTACT_PCT, H_VISIT_PCT, H_ELEVATED);
     for (size_t i = 0; i < n; i++)
         put_row(&rows[i], wv, wd, wf);
     if (!n)
-        puts("（无在册儿童）");
+        puts(H_NONE);
     else
         put_row(&tot, wv, wd, wf);
 }
@@ -250,7 +294,7 @@ static void write_csv(const reg_row_t *rows, size_t n)
     fputs("\xEF\xBB\xBF", stdout);
     printf("%s,%s", H_VILLAGE, H_DIRECTOR);
     for (int f = 0; f < F_N; f++)
-        printf(",%s", H_FIELDS[f]);
+        printf(",%s", H_FIELD(f));
     printf(",%s(%%),%s(%%),%s\r\n", H_CONTACT_PCT, H_VISIT_PCT, H_ELEVATED);
     for (size_t i = 0; i < n; i++) {
         const reg_row_t *r = &rows[i];
@@ -325,9 +369,10 @@ static void svg_bar(FILE *f, int x, int y, int h, int bar_w, const char *what, c
     fprintf(f, "<rect x=\"%d\" y=\"%d\" width=\"%.1f\" height=\"%d\" fill=\"%s\"><title>", x, y, w, h,
             fill);
     show_html_escape(f, village);
-    fprintf(f, " %s：%s（%ld/%ld）</title></rect>\n", what, a, part, whole);
-    fprintf(f, "<text x=\"%.1f\" y=\"%d\" font-size=\"12\">%s（%ld/%ld）</text>\n", x + w + 6,
-            y + h - 2, a, part, whole);
+    fprintf(f, " %s%s%s%s%ld/%ld%s</title></rect>\n", what, P_COLON, a, P_OPEN, part, whole,
+            P_CLOSE);
+    fprintf(f, "<text x=\"%.1f\" y=\"%d\" font-size=\"12\">%s%s%ld/%ld%s</text>\n", x + w + 6,
+            y + h - 2, a, P_OPEN, part, whole, P_CLOSE);
 }
 
 static int write_html(const char *file, const reg_row_t *rows, size_t n, int64_t now,
@@ -342,7 +387,8 @@ static int write_html(const char *file, const reg_row_t *rows, size_t n, int64_t
     local_date(now, date, sizeof date);
     cli_format_time(now, t, sizeof t);
     filter_note(o, filt, sizeof filt);
-    fputs("<!DOCTYPE html>\n<html lang=\"zh-CN\">\n<head>\n<meta charset=\"utf-8\">\n<title>", f);
+    fprintf(f, "<!DOCTYPE html>\n<html lang=\"%s\">\n<head>\n<meta charset=\"utf-8\">\n<title>",
+            cli_tr("en", "zh-CN"));
     fprintf(f, "%s %s", TITLE, date);
     fputs("</title>\n<style>\n"
           "body{font-family:\"Noto Sans CJK SC\",\"Microsoft YaHei\",\"PingFang SC\",sans-serif;"
@@ -354,28 +400,32 @@ static int write_html(const char *file, const reg_row_t *rows, size_t n, int64_t
           ".note{color:#555;font-size:90%}\ndt{font-weight:bold;margin-top:.4em}\n"
           "svg text{font-family:\"Noto Sans CJK SC\",\"Microsoft YaHei\",sans-serif}\n"
           "</style>\n</head>\n<body>\n<h1>", f);
-    fprintf(f, "%s</h1>\n<p class=\"note\">截至 ", TITLE);
+    char zone[CAREHUB_TZ_NAME_MAX + 8];
+    cli_zone_note(zone, sizeof zone);
+    fprintf(f, "%s</h1>\n<p class=\"note\">%s", TITLE, cli_tr("At ", "截至 "));
     show_html_escape(f, t);
+    show_html_escape(f, zone);
     show_html_escape(f, filt);
-    fputs("；数据来自 ", f);
+    fputs(cli_tr("; from ", "；数据来自 "), f);
     show_html_escape(f, co->endpoint);
-    fputs("，读取者 ", f);
+    fputs(cli_tr(", read as ", "，读取者 "), f);
     show_html_escape(f, co->agent);
-    fputs("。表中只有人数，不含儿童姓名或编号。</p>\n<table>\n<thead><tr>", f);
+    fputs(cli_tr(". Counts only: no child's name or id.</p>\n<table>\n<thead><tr>",
+                 "。表中只有人数，不含儿童姓名或编号。</p>\n<table>\n<thead><tr>"), f);
     fprintf(f, "<th class=\"t\">%s</th><th class=\"t\">%s</th>", H_VILLAGE, H_DIRECTOR);
     for (int k = 0; k < F_N; k++)
-        fprintf(f, "<th>%s</th>", H_FIELDS[k]);
+        fprintf(f, "<th>%s</th>", H_FIELD(k));
     fprintf(f, "<th>%s</th><th>%s</th><th>%s</th></tr></thead>\n<tbody>\n", H_CONTACT_PCT,
             H_VISIT_PCT, H_ELEVATED);
     for (size_t i = 0; i < n; i++)
         html_row(f, &rows[i], "td");
     if (!n)
-        fputs("<tr><td class=\"t\" colspan=\"10\">（无在册儿童）</td></tr>\n", f);
+        fprintf(f, "<tr><td class=\"t\" colspan=\"10\">%s</td></tr>\n", H_NONE);
     fputs("</tbody>\n", f);
     if (n) {
         reg_row_t tot = totals(rows, n);
         char dirs[64];
-        util_fmt(dirs, sizeof dirs, "%zu 人", directors(rows, n));
+        util_fmt(dirs, sizeof dirs, cli_tr("%zu", "%zu 人"), directors(rows, n));
         tot.director = dirs;
         fputs("<tfoot>\n", f);
         html_row(f, &tot, "th");
@@ -387,16 +437,18 @@ static int write_html(const char *file, const reg_row_t *rows, size_t n, int64_t
     reg_row_t *vs = per_village(rows, n, &nv);
     const int label_w = 200, bar_w = 460, bar_h = 14, gap = 12, top = 34;
     int height = top + (int)nv * (2 * bar_h + 4 + gap) + 24, width = label_w + bar_w + 140;
-    fputs("<h2>各村/社区覆盖率</h2>\n", f);
+    fprintf(f, "<h2>%s</h2>\n", cli_tr("Coverage per village", "各村/社区覆盖率"));
+    const char *chart = cli_tr("Contact and visit coverage per village", "各村/社区联系覆盖率和走访覆盖率");
     fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
-               "viewBox=\"0 0 %d %d\" role=\"img\" aria-label=\"各村/社区联系覆盖率和走访覆盖率\">\n"
-               "<title>各村/社区联系覆盖率和走访覆盖率</title>\n"
+               "viewBox=\"0 0 %d %d\" role=\"img\" aria-label=\"%s\">\n"
+               "<title>%s</title>\n"
                "<rect x=\"%d\" y=\"4\" width=\"12\" height=\"12\" fill=\"#1565c0\"/>"
-               "<text x=\"%d\" y=\"15\" font-size=\"13\">%s（本期已联系/在册儿童）</text>\n"
+               "<text x=\"%d\" y=\"15\" font-size=\"13\">%s%s%s/%s%s</text>\n"
                "<rect x=\"%d\" y=\"4\" width=\"12\" height=\"12\" fill=\"#2e7d32\"/>"
-               "<text x=\"%d\" y=\"15\" font-size=\"13\">%s（本期已走访/在册儿童）</text>\n",
-            width, height, width, height, label_w, label_w + 16, H_CONTACT_PCT, label_w + 250,
-            label_w + 266, H_VISIT_PCT);
+               "<text x=\"%d\" y=\"15\" font-size=\"13\">%s%s%s/%s%s</text>\n",
+            width, height, width, height, chart, chart, label_w, label_w + 16, H_CONTACT_PCT,
+            P_OPEN, H_FIELD(F_CONTACTED), H_FIELD(F_CHILDREN), P_CLOSE, label_w + 250,
+            label_w + 266, H_VISIT_PCT, P_OPEN, H_FIELD(F_VISITED), H_FIELD(F_CHILDREN), P_CLOSE);
     for (size_t i = 0; i < nv; i++) {
         int y = top + (int)i * (2 * bar_h + 4 + gap);
         fprintf(f, "<text x=\"%d\" y=\"%d\" font-size=\"14\" text-anchor=\"end\">", label_w - 8,
@@ -421,18 +473,9 @@ static int write_html(const char *file, const reg_row_t *rows, size_t n, int64_t
             label_w + bar_w, top - 6, label_w + bar_w, axis_y, label_w, height - 4,
             label_w + bar_w / 2, height - 4, label_w + bar_w, height - 4);
     if (!nv)
-        fputs("<p class=\"note\">（无在册儿童）</p>\n", f);
+        fprintf(f, "<p class=\"note\">%s</p>\n", H_NONE);
     free(vs);
-    fputs("<h2>说明</h2>\n<dl class=\"note\">\n"
-          "<dt>在册儿童</dt><dd>在册（未注销）的儿童人数；已离开台账（迁出、成年）的不计。</dd>\n"
-          "<dt>本期已联系</dt><dd>在其适用的联系周期内（自最近一个周期起算）有联系记录的儿童"
-          "人数；入户走访也算一次联系。</dd>\n"
-          "<dt>本期已走访</dt><dd>在其适用的走访周期内有入户走访记录的儿童人数。</dd>\n"
-          "<dt>联系逾期 / 走访逾期</dt><dd>联系 / 入户走访已过应办时间仍无记录的儿童人数"
-          "（从未有记录的，自建档起算）。刚建档的儿童两者都不计。</dd>\n"
-          "<dt>联系覆盖率 / 走访覆盖率</dt><dd>本期已联系 / 本期已走访 占在册儿童的百分比。</dd>\n"
-          "<dt>高风险</dt><dd>风险等级为 elevated（加大走访频次）的在册儿童人数。</dd>\n"
-          "</dl>\n</body>\n</html>\n", f);
+    fputs(cli_lang() == CLI_LANG_EN ? HTML_NOTES_EN : HTML_NOTES_ZH, f);
     int bad = ferror(f);
     if (fclose(f) != 0 || bad) {
         cli_err("--html %s: cannot write: %s", file, strerror(errno));

@@ -28,7 +28,8 @@ typedef struct {
 } deadline_fig_t;
 
 typedef struct {
-    char agency[128];
+    char agency[128];       /* the agency's id (--json, --csv, the order) */
+    char label[256];        /* what people read: its name from welcome, else the id */
     long count, escalations, open_overdue;
     deadline_fig_t ack;     /* ack_by, from creation to acknowledgement */
     deadline_fig_t res;     /* resolve_by, from acknowledgement to a final status */
@@ -93,6 +94,23 @@ static void html_fig_cells(FILE *f, const deadline_fig_t *d)
     fputs("</td>", f);
 }
 
+/* The page's closing note: what each figure means. */
+#define HTML_NOTE_EN \
+    "<p class=\"note\">Acknowledgement on time: acknowledged no later than its deadline " \
+    "(ack_by), of the assignments that are due (acknowledged, or past the deadline); time " \
+    "to acknowledge from the assignment's creation. Resolution on time: a final status " \
+    "(resolved, referred, declined) no later than the second deadline (resolve_by, set at " \
+    "the acknowledgement where the workflow has resolve_within), of the assignments that " \
+    "have one and are due (final, or past it); time to resolve from the acknowledgement " \
+    "to the final status. Minutes, nearest-rank percentiles. Escalations: escalation " \
+    "steps fired, both deadlines.</p>\n</body>\n</html>\n"
+#define HTML_NOTE_ZH \
+    "<p class=\"note\">按时签收：在签收期限（ack_by）之前签收；只计已到期的任务（已签收，或已过" \
+    "期限）；签收用时自任务派发起算。按时办结：在办结期限（resolve_by，流程设有 resolve_within " \
+    "时于签收时设定）之前给出最终状态（办结、转交、退回）；只计设有该期限且已到期的任务（已有最终" \
+    "状态，或已过期限）；办结用时自签收起算至最终状态。以分钟计，最近秩百分位数。升级次数：两个" \
+    "期限已触发的升级步骤数。</p>\n</body>\n</html>\n"
+
 static int write_html(const char *file, const agency_row_t *rows, size_t n, int64_t now,
                       int64_t since, const cli_common_t *co)
 {
@@ -101,50 +119,62 @@ static int write_html(const char *file, const agency_row_t *rows, size_t n, int6
         cli_err("--html %s: cannot write: %s", file, strerror(errno));
         return CLI_EX_IO;
     }
-    char t[64], t2[64];
+    char t[64], t2[64], zone[CAREHUB_TZ_NAME_MAX + 8];
     cli_format_time(now, t, sizeof t);
-    fputs("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-          "<title>carehub: response per agency</title>\n<style>\n"
+    cli_zone_note(zone, sizeof zone);
+    const char *title = cli_tr("Response per agency", "各单位响应情况");
+    fprintf(f, "<!DOCTYPE html>\n<html lang=\"%s\">\n<head>\n<meta charset=\"utf-8\">\n<title>%s%s",
+            cli_tr("en", "zh-CN"), cli_tr("carehub: ", "carehub："), title);
+    fputs("</title>\n<style>\n"
           "body{font-family:sans-serif;margin:2em;color:#1a1a1a;background:#ffffff}\n"
           "table{border-collapse:collapse;margin:1em 0}\n"
           "th,td{border:1px solid #888;padding:4px 10px;text-align:right}\n"
           "th:first-child,td:first-child{text-align:left}\n"
           "th{background:#e8eef4}\n.note{color:#555;font-size:90%}\n"
-          "</style>\n</head>\n<body>\n<h1>Response per agency</h1>\n<p class=\"note\">",
-          f);
-    fputs("Figures at ", f);
+          "</style>\n</head>\n<body>\n", f);
+    fprintf(f, "<h1>%s</h1>\n<p class=\"note\">%s", title, cli_tr("Figures at ", "统计时间："));
     show_html_escape(f, t);
+    show_html_escape(f, zone);
     if (since > 0) {
         cli_format_time(since, t2, sizeof t2);
-        fputs(", assignments created since ", f);
+        fputs(cli_tr(", assignments created since ", "，统计范围：自 "), f);
         show_html_escape(f, t2);
+        fputs(cli_tr("", " 起派发的任务"), f);
     }
-    fputs("; broker ", f);
+    fputs(cli_tr("; broker ", "；服务端 "), f);
     show_html_escape(f, co->endpoint);
-    fputs(", read as ", f);
+    fputs(cli_tr(", read as ", "，查询身份 "), f);
     show_html_escape(f, co->agent);
-    fputs(".</p>\n<table>\n<tr><th rowspan=\"2\">agency</th><th rowspan=\"2\">assignments</th>"
-          "<th colspan=\"5\">acknowledgement</th><th colspan=\"5\">resolution</th>"
-          "<th rowspan=\"2\">escalations</th><th rowspan=\"2\">open overdue</th></tr>\n<tr>"
-          "<th>due</th><th>on time</th><th>on time %</th><th>ack p50 (min)</th>"
-          "<th>ack p90 (min)</th><th>due</th><th>on time</th><th>on time %</th>"
-          "<th>resolve p50 (min)</th><th>resolve p90 (min)</th></tr>\n", f);
+    fputs(cli_tr(".</p>\n", "。</p>\n"), f);
+    fputs(cli_tr("<table>\n<tr><th rowspan=\"2\">agency</th><th rowspan=\"2\">assignments</th>"
+                 "<th colspan=\"5\">acknowledgement</th><th colspan=\"5\">resolution</th>"
+                 "<th rowspan=\"2\">escalations</th><th rowspan=\"2\">open overdue</th></tr>\n<tr>"
+                 "<th>due</th><th>on time</th><th>on time %</th><th>ack p50 (min)</th>"
+                 "<th>ack p90 (min)</th><th>due</th><th>on time</th><th>on time %</th>"
+                 "<th>resolve p50 (min)</th><th>resolve p90 (min)</th></tr>\n",
+                 "<table>\n<tr><th rowspan=\"2\">单位</th><th rowspan=\"2\">派发任务</th>"
+                 "<th colspan=\"5\">签收</th><th colspan=\"5\">办结</th>"
+                 "<th rowspan=\"2\">升级次数</th><th rowspan=\"2\">逾期未签收</th></tr>\n<tr>"
+                 "<th>已到期</th><th>按时签收</th><th>按时签收率</th><th>签收用时中位数（分钟）</th>"
+                 "<th>签收用时 P90（分钟）</th><th>已到期</th><th>按时办结</th><th>按时办结率</th>"
+                 "<th>办结用时中位数（分钟）</th><th>办结用时 P90（分钟）</th></tr>\n"),
+          f);
     for (size_t i = 0; i < n; i++) {
         fputs("<tr><td>", f);
-        show_html_escape(f, rows[i].agency);
+        show_html_escape(f, rows[i].label);
         fprintf(f, "</td><td>%ld</td>", rows[i].count);
         html_fig_cells(f, &rows[i].ack);
         html_fig_cells(f, &rows[i].res);
         fprintf(f, "<td>%ld</td><td>%ld</td></tr>\n", rows[i].escalations,
                 rows[i].open_overdue);
     }
-    fputs("</table>\n<h2>Acknowledged on time (%)</h2>\n", f);
-    const int label_w = 180, bar_w = 500, row_h = 28;
+    const char *chart = cli_tr("Acknowledged on time (%)", "按时签收率（%）");
+    fprintf(f, "</table>\n<h2>%s</h2>\n", chart);
+    const int label_w = 240, bar_w = 500, row_h = 28;
     int height = (int)n * row_h + 40;
     fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
-               "viewBox=\"0 0 %d %d\" role=\"img\" aria-label=\"acknowledged on time per agency\">\n"
-               "<title>Acknowledged on time, per agency</title>\n",
-            label_w + bar_w + 80, height, label_w + bar_w + 80, height);
+               "viewBox=\"0 0 %d %d\" role=\"img\" aria-label=\"%s\">\n<title>%s</title>\n",
+            label_w + bar_w + 80, height, label_w + bar_w + 80, height, chart, chart);
     for (size_t i = 0; i < n; i++) {
         int y = 10 + (int)i * row_h;
         double p = isnan(rows[i].ack.pct) ? 0 : rows[i].ack.pct;
@@ -152,12 +182,12 @@ static int write_html(const char *file, const agency_row_t *rows, size_t n, int6
         fmt_num(a, sizeof a, rows[i].ack.pct, "%");
         fprintf(f, "<text x=\"%d\" y=\"%d\" font-size=\"14\" text-anchor=\"end\" "
                    "font-family=\"sans-serif\">", label_w - 8, y + 16);
-        show_html_escape(f, rows[i].agency);
+        show_html_escape(f, rows[i].label);
         fprintf(f, "</text>\n<rect x=\"%d\" y=\"%d\" width=\"%.1f\" height=\"%d\" "
                    "fill=\"%s\"><title>",
                 label_w, y, p * bar_w / 100.0, row_h - 8, p >= 90 ? "#2e7d32" : p >= 60 ? "#f9a825" : "#c62828");
-        show_html_escape(f, rows[i].agency);
-        fputs(": ", f);
+        show_html_escape(f, rows[i].label);
+        fputs(cli_tr(": ", "："), f);
         show_html_escape(f, a);
         fprintf(f, "</title></rect>\n<text x=\"%.1f\" y=\"%d\" font-size=\"13\" "
                    "font-family=\"sans-serif\">", label_w + p * bar_w / 100.0 + 6, y + 16);
@@ -170,14 +200,7 @@ static int write_html(const char *file, const agency_row_t *rows, size_t n, int6
                "font-family=\"sans-serif\">100%%</text>\n</svg>\n",
             label_w, label_w, height - 20, label_w, height - 20, label_w + bar_w, height - 20,
             label_w + bar_w, height - 6);
-    fputs("<p class=\"note\">Acknowledgement on time: acknowledged no later than its deadline "
-          "(ack_by), of the assignments that are due (acknowledged, or past the deadline); time "
-          "to acknowledge from the assignment's creation. Resolution on time: a final status "
-          "(resolved, referred, declined) no later than the second deadline (resolve_by, set at "
-          "the acknowledgement where the workflow has resolve_within), of the assignments that "
-          "have one and are due (final, or past it); time to resolve from the acknowledgement "
-          "to the final status. Minutes, nearest-rank percentiles. Escalations: escalation "
-          "steps fired, both deadlines.</p>\n</body>\n</html>\n", f);
+    fputs(cli_lang() == CLI_LANG_EN ? HTML_NOTE_EN : HTML_NOTE_ZH, f);
     int bad = ferror(f);
     if (fclose(f) != 0 || bad) {
         cli_err("--html %s: cannot write: %s", file, strerror(errno));
@@ -275,6 +298,7 @@ int report_command(sess_t *s, const opts_t *o)
             rows = xrealloc(rows, (n + 1) * sizeof *rows);
             memset(&rows[n], 0, sizeof rows[n]);
             util_fmt(rows[n].agency, sizeof rows[n].agency, "%s", ag);
+            util_fmt(rows[n].label, sizeof rows[n].label, "%s", cli_agency_label(s->c, ag));
             n++;
         }
         count_assignment(&rows[r], a, now);
@@ -324,23 +348,36 @@ int report_command(sess_t *s, const opts_t *o)
             putchar('\n');
         }
     } else {
-        char t[64];
+        char t[64], zone[CAREHUB_TZ_NAME_MAX + 8];
         cli_format_time(now, t, sizeof t);
-        printf("response per agency, at %s (acknowledgement | resolution)\n", t);
-        printf("%-20s %11s %5s %8s %9s %9s %9s %5s %8s %9s %9s %9s %11s %12s\n", "AGENCY",
-               "ASSIGNMENTS", "DUE", "ON TIME", "ON TIME %", "ACK p50", "ACK p90", "DUE",
-               "ON TIME", "ON TIME %", "RES p50", "RES p90", "ESCALATIONS", "OPEN OVERDUE");
-        for (i = 0; i < n; i++) {
-            fputs(cli_show(rows[i].agency), stdout);
-            for (size_t w = cli_utf8_len(cli_show(rows[i].agency)); w < 21; w++)
+        cli_zone_note(zone, sizeof zone);
+        printf(cli_tr("response per agency, at %s%s (acknowledgement | resolution)\n",
+                      "各单位响应情况，统计时间 %s%s（签收 | 办结）\n"),
+               t, zone);
+        static const char *const head_en[] = {"AGENCY", "ASSIGNMENTS", "DUE", "ON TIME",
+                                              "ON TIME %", "ACK p50", "ACK p90", "DUE", "ON TIME",
+                                              "ON TIME %", "RES p50", "RES p90", "ESCALATIONS",
+                                              "OPEN OVERDUE"};
+        static const char *const head_zh[] = {"单位", "派发任务", "已到期", "按时签收", "签收率",
+                                              "签收p50", "签收p90", "已到期", "按时办结",
+                                              "办结率", "办结p50", "办结p90", "升级次数",
+                                              "逾期未签收"};
+        static const int width[] = {20, 11, 5, 8, 9, 9, 9, 5, 8, 9, 9, 9, 11, 12};
+        for (size_t k = 0; k < UTIL_ARRAY_LEN(width); k++) {
+            if (k)
                 fputc(' ', stdout);
+            show_padded(stdout, cli_tr(head_en[k], head_zh[k]), width[k], k > 0);
+        }
+        fputc('\n', stdout);
+        for (i = 0; i < n; i++) {
+            show_padded(stdout, cli_show(rows[i].label), 21, 0);
             printf("%11ld", rows[i].count);
             text_fig(&rows[i].ack);
             text_fig(&rows[i].res);
             printf(" %11ld %12ld\n", rows[i].escalations, rows[i].open_overdue);
         }
         if (!n)
-            printf("(no assignments)\n");
+            puts(cli_tr("(no assignments)", "（没有任务）"));
     }
     for (i = 0; i < n; i++) {
         free(rows[i].ack.mins);

@@ -115,7 +115,7 @@ void show_case_row(const json_t *c)
     show_cell("type", json_object_get(c, "type"), 16);
     show_cell("status", json_object_get(c, "status"), 11);
     show_cell("severity", json_object_get(c, "severity"), 8);
-    show_cell("opened", json_object_get(c, "opened"), 23);
+    show_cell("opened", json_object_get(c, "opened"), 26);
     size_t i;
     json_t *a;
     json_array_foreach(json_object_get(c, "assignments"), i, a) {
@@ -128,10 +128,26 @@ void show_case_row(const json_t *c)
     fputc('\n', stdout);
 }
 
+void show_header(const char *const *en, const char *const *zh, const int *width, size_t n)
+{
+    for (size_t k = 0; k < n; k++) {
+        const char *t = cli_tr(en[k], zh[k]);
+        if (k + 1 < n) {
+            show_padded(stdout, t, width[k], 0);
+            fputc(' ', stdout);
+        } else {
+            fputs(t, stdout);
+        }
+    }
+    fputc('\n', stdout);
+}
+
 void show_case_header(void)
 {
-    printf("%-20s %-16s %-11s %-8s %-23s %s\n", "CASE", "TYPE", "STATUS", "SEVERITY", "OPENED",
-           "ASSIGNMENTS");
+    static const char *const en[] = {"CASE", "TYPE", "STATUS", "SEVERITY", "OPENED", "ASSIGNMENTS"};
+    static const char *const zh[] = {"案件", "类型", "状态", "严重程度", "立案时间", "任务（单位:状态）"};
+    static const int width[] = {20, 16, 11, 8, 26, 0};
+    show_header(en, zh, width, UTIL_ARRAY_LEN(en));
 }
 
 void show_fields(FILE *f, const json_t *o, const char *const *keys)
@@ -178,34 +194,9 @@ void show_csv_field(FILE *f, const char *s)
     fputc('"', f);
 }
 
-/* Columns a code point takes in a terminal: 2 for the East Asian wide and
- * fullwidth ranges (Chinese, Japanese, Korean, fullwidth forms), else 1. */
-static int cp_width(uint32_t c)
-{
-    return (c >= 0x1100 && c <= 0x115F) || (c >= 0x2E80 && c <= 0x303E) ||
-                   (c >= 0x3041 && c <= 0xA4CF) || (c >= 0xAC00 && c <= 0xD7A3) ||
-                   (c >= 0xF900 && c <= 0xFAFF) || (c >= 0xFE30 && c <= 0xFE4F) ||
-                   (c >= 0xFF00 && c <= 0xFF60) || (c >= 0xFFE0 && c <= 0xFFE6) ||
-                   (c >= 0x20000 && c <= 0x3FFFD)
-               ? 2
-               : 1;
-}
-
 size_t show_width(const char *s)
 {
-    size_t w = 0;
-    const unsigned char *p = (const unsigned char *)s;
-    while (*p) {
-        uint32_t c = *p;
-        int more = c >= 0xF0 ? 3 : c >= 0xE0 ? 2 : c >= 0xC0 ? 1 : 0;
-        if (more)
-            c &= 0x3Fu >> more;
-        p++;
-        for (; more && (*p & 0xC0) == 0x80; more--, p++)
-            c = (c << 6) | (*p & 0x3F);
-        w += (size_t)cp_width(c);
-    }
-    return w;
+    return cli_display_width(s);
 }
 
 void show_padded(FILE *f, const char *s, int width, int right)

@@ -127,9 +127,12 @@ static int cmd_list(sess_t *s, const opts_t *o)
     int64_t now = json_integer_value(json_object_get(r, "now"));
     size_t i;
     json_t *sil;
-    if (!o->json)
-        printf("%-12s %-8s %-25s %-25s %-16s %s\n", "ID", "STATE", "STARTS", "ENDS", "AUTHOR",
-               "MATCH / REASON");
+    if (!o->json) {
+        static const char *const en[] = {"ID", "STATE", "STARTS", "ENDS", "AUTHOR", "MATCH / REASON"};
+        static const char *const zh[] = {"编号", "状态", "开始", "结束", "设置人", "匹配 / 原因"};
+        static const int width[] = {12, 8, 26, 26, 16, 0};
+        show_header(en, zh, width, UTIL_ARRAY_LEN(en));
+    }
     json_array_foreach(list, i, sil) {
         if (o->json) {
             show_json_line(sil);
@@ -139,7 +142,7 @@ static int cmd_list(sess_t *s, const opts_t *o)
         cli_format_time(json_integer_value(json_object_get(sil, "starts")), st, sizeof st);
         cli_format_time(json_integer_value(json_object_get(sil, "ends")), en, sizeof en);
         char *m = json_dumps(json_object_get(sil, "match"), JSON_COMPACT | JSON_ENSURE_ASCII);
-        printf("%-12s %-8s %-25s %-25s ", cli_json_str(sil, "id", "?"), state(sil, now), st, en);
+        printf("%-12s %-8s %-26s %-26s ", cli_json_str(sil, "id", "?"), state(sil, now), st, en);
         show_padded(stdout, cli_json_str(sil, "author", "?"), 16, 0);
         fputc(' ', stdout);
         cli_put_safe(stdout, m ? m : "{}");

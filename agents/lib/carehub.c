@@ -42,7 +42,7 @@
 #include "spool.h"
 #include "util.h"
 
-#define CAREHUB_VERSION_STR "1.1.0"
+#define CAREHUB_VERSION_STR "1.2.0"
 
 /* ---- small things -------------------------------------------------------------- */
 
@@ -314,9 +314,29 @@ void carehub_destroy(carehub_t **cp)
     free(c->agent);
     free(c->software);
     free(c->spool_dir);
+    free(c->agency_names);
     sodium_memzero(c->secret_key, sizeof c->secret_key);
     free(c);
     *cp = NULL;
+}
+
+const char *carehub_timezone(const carehub_t *c)
+{
+    return c && c->timezone[0] ? c->timezone : NULL;
+}
+
+const char *carehub_agency_name(const carehub_t *c, const char *agency)
+{
+    if (!c || !agency || !c->agency_names)
+        return NULL;
+    for (size_t i = 0; i < c->agency_names_len;) {
+        const char *id = c->agency_names + i;
+        const char *name = id + strlen(id) + 1;
+        if (strcmp(id, agency) == 0)
+            return name;
+        i = (size_t)(name + strlen(name) + 1 - c->agency_names);
+    }
+    return NULL;
 }
 
 int carehub_on_reminder(carehub_t *c, carehub_reminder_fn fn, void *ud)

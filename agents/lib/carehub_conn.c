@@ -273,6 +273,63 @@ static char *msg_json(carehub_t *c, const msgpack_object *map, const char *op)
     return s;
 }
 
+/* welcome's `timezone` (an IANA name) into c->timezone; "" when absent or not a
+ * name as the broker's loader accepts it (letters, digits, / _ + -, no leading
+ * '/'), so that a program never hands TZ a path of the broker's choosing. */
+static void welcome_timezone(carehub_t *c, const msgpack_object *map)
+{
+    const char *s;
+    size_t n;
+    c->timezone[0] = '\0';
+    if (!frame_str(frame_map_get(map, "timezone"), &s, &n) || n == 0 || n > CAREHUB_TZ_MAX ||
+        s[0] == '/')
+        return;
+    for (size_t i = 0; i < n; i++) {
+        char ch = s[i];
+        if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+              ch == '/' || ch == '_' || ch == '+' || ch == '-'))
+            return;
+    }
+    memcpy(c->timezone, s, n);
+    c->timezone[n] = '\0';
+}
+
+/* welcome's `agencies` ({id: name}) into c->agency_names as "id\0name\0" pairs;
+ * entries that are not two strings without NUL bytes are skipped. Out of
+ * memory keeps no names (ids are shown then): never an abort. */
+static void welcome_agencies(carehub_t *c, const msgpack_object *map)
+{
+    free(c->agency_names);
+    c->agency_names = NULL;
+    c->agency_names_len = 0;
+    const msgpack_object *m = frame_map_get(map, "agencies");
+    if (!m || m->type != MSGPACK_OBJECT_MAP)
+        return;
+    size_t total = 0;
+    for (uint32_t i = 0; i < m->via.map.size; i++) {
+        const char *k, *v;
+        size_t kn, vn;
+        if (frame_str(&m->via.map.ptr[i].key, &k, &kn) && frame_str(&m->via.map.ptr[i].val, &v, &vn) &&
+            kn && vn && !memchr(k, 0, kn) && !memchr(v, 0, vn))
+            total += kn + vn + 2;
+    }
+    if (total == 0 || total > CAREHUB_AGENCY_NAMES_MAX || !(c->agency_names = malloc(total)))
+        return;
+    for (uint32_t i = 0; i < m->via.map.size; i++) {
+        const char *k, *v;
+        size_t kn, vn;
+        if (!frame_str(&m->via.map.ptr[i].key, &k, &kn) || !frame_str(&m->via.map.ptr[i].val, &v, &vn) ||
+            !kn || !vn || memchr(k, 0, kn) || memchr(v, 0, vn))
+            continue;
+        char *p = c->agency_names + c->agency_names_len;
+        memcpy(p, k, kn);
+        p[kn] = '\0';
+        memcpy(p + kn + 1, v, vn);
+        p[kn + 1 + vn] = '\0';
+        c->agency_names_len += kn + vn + 2;
+    }
+}
+
 static void on_welcome(carehub_t *c, const msgpack_object *map, const char *id)
 {
     int64_t v;
@@ -283,6 +340,8 @@ static void on_welcome(carehub_t *c, const msgpack_object *map, const char *id)
         c->heartbeat_ms = (int)v;
     if (frame_int(frame_map_get(map, "max_message_bytes"), &v) && v > 0)
         c->max_message_bytes = (size_t)v;
+    welcome_timezone(c, map);
+    welcome_agencies(c, map);
     carehub__set_state(c, ST_READY);
 }
 

@@ -49,6 +49,11 @@ typedef struct {
     int64_t retry_at;
 } req_t;
 
+/* The longest time zone name taken from a welcome (IANA names are far shorter). */
+#define CAREHUB_TZ_MAX 128
+/* The most bytes of agency names (ids and names) kept from a welcome. */
+#define CAREHUB_AGENCY_NAMES_MAX (256 * 1024)
+
 struct carehub {
     char *endpoint, *agent, *software;
     int curve;
@@ -68,6 +73,9 @@ struct carehub {
     int64_t hello_retry_at;  /* HELLO/REFUSED without hello_out: send hello then */
     int heartbeat_ms;
     size_t max_message_bytes;
+    char timezone[CAREHUB_TZ_MAX + 1]; /* welcome's `timezone`; "" when it had none */
+    char *agency_names;      /* welcome's `agencies`: "id\0name\0" pairs, malloc'd; NULL: none */
+    size_t agency_names_len; /* bytes in agency_names */
 
     int64_t progress_at;     /* last frame heard, or first send with nothing outstanding */
     int64_t last_heard;

@@ -32,6 +32,8 @@ const char cli_common_help[] =
     "                         its public key is derived from it\n"
     "      --server-key KEY   CURVE: the broker's public key, 40 Z85 characters, or @FILE\n"
     "  -w, --wait SECONDS     how long to wait for the broker (also 500ms, 2m)\n"
+    "      --lang zh|en       the language of what people read: zh (中文, default) or en\n"
+    "                         ($CAREHUB_LANG); --json and --csv output stays as it is\n"
     "  -h, --help             this help\n";
 
 /* ---- exit codes and messages -------------------------------------------------- */
@@ -122,6 +124,15 @@ int cli_common_opt(cli_common_t *c, int opt, const char *arg)
     case CLI_OPT_SERVER_KEY:
         c->server_key = arg;
         return 1;
+    case CLI_OPT_LANG: {
+        cli_lang_t l;
+        if (cli_lang_parse(arg, &l) < 0) {
+            cli_err("--lang %s: give zh (中文, the default) or en (English)", cli_show(arg));
+            return -1;
+        }
+        cli_set_lang(l);
+        return 1;
+    }
     case 'w':
         if (cli_parse_duration_ms(arg, &c->wait_ms) < 0) {
             cli_err("--wait %s: give seconds (e.g. 10, 2.5, 500ms, 2m; at most a day)", arg);
@@ -200,6 +211,9 @@ static int load_keys(cli_common_t *c)
 
 int cli_common_check(cli_common_t *c, int need_agent)
 {
+    int lrc = cli_lang_check_env();
+    if (lrc)
+        return lrc;
     if (!c->endpoint || !*c->endpoint)
         c->endpoint = getenv("CAREHUB_ENDPOINT");
     if (!c->endpoint || !*c->endpoint)
@@ -282,7 +296,10 @@ int cli_wait_connected(carehub_t *c, int timeout_ms)
     int rc = cli_poll_until(c, timeout_ms < 0 ? INT64_MAX / 2 : timeout_ms, &u);
     if (rc)
         return rc;
-    return carehub_connected(c) ? 0 : CLI_EX_UNREACHABLE;
+    if (!carehub_connected(c))
+        return CLI_EX_UNREACHABLE;
+    cli_follow_broker_zone(c);
+    return 0;
 }
 
 int cli_poll_until(carehub_t *c, int64_t wait_ms, const cli_until_t *u)
@@ -298,6 +315,7 @@ int cli_poll_until(carehub_t *c, int64_t wait_ms, const cli_until_t *u)
             cli_err("%s", carehub_last_error(c));
             return cli_exit_for(rc);
         }
+        cli_follow_broker_zone(c); /* before a callback that shows a time runs next */
         if (u->progress) {
             size_t now = u->progress(c, u->ud);
             if (now != seen) {
@@ -522,16 +540,6 @@ int cli_parse_duration_ms(const char *s, int *out_ms)
         return -1;
     *out_ms = (int)(ms + 0.5);
     return 0;
-}
-
-void cli_format_time(int64_t ms, char *buf, size_t len)
-{
-    time_t t = (time_t)(ms / 1000);
-    struct tm tm;
-    if (len == 0)
-        return;
-    if (!localtime_r(&t, &tm) || strftime(buf, len, "%Y-%m-%d %H:%M:%S %Z", &tm) == 0)
-        util_fmt(buf, len, "%lld ms", (long long)ms);
 }
 
 /* ---- string map: keys and values in one array, found through an hmap ---------- */

@@ -57,6 +57,7 @@ void cli_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 enum {
     CLI_OPT_KEY_FILE = 0x100,
     CLI_OPT_SERVER_KEY,
+    CLI_OPT_LANG,
     CLI_OPT_FIRST_PROGRAM = 0x200 /* programs number their own options from here */
 };
 
@@ -71,6 +72,7 @@ enum {
     {"key-file", required_argument, NULL, CLI_OPT_KEY_FILE},                  \
     {"server-key", required_argument, NULL, CLI_OPT_SERVER_KEY},              \
     {"wait", required_argument, NULL, 'w'},                                   \
+    {"lang", required_argument, NULL, CLI_OPT_LANG},                          \
     {"help", no_argument, NULL, 'h'}
 
 /* The help text of the common options (for a program's --help). */
@@ -239,7 +241,52 @@ int cli_parse_duration_ms(const char *s, int *out_ms);
  * of 24 h) or w (weeks); a bare number is seconds. At most 366 days. 0 or -1. */
 int cli_parse_span_ms(const char *s, int64_t *out_ms);
 
-/* ms since the epoch as local time "YYYY-MM-DD HH:MM:SS ZONE". */
+/* ---- what people read: language, time zone, agency names (cli_local.c) ------- */
+
+/*
+ * The display language: headings, labels and HTML reports in Chinese (the
+ * default) or English. --lang zh|en (a common option) sets it; without it
+ * $CAREHUB_LANG, when it is "zh" or "en". Machine output (--json, --csv, the
+ * wire) does not change with it.
+ */
+typedef enum { CLI_LANG_ZH = 0, CLI_LANG_EN } cli_lang_t;
+/* "zh" or "en" into *out: 0, or -1 for anything else. */
+int cli_lang_parse(const char *s, cli_lang_t *out);
+/* --lang: wins over $CAREHUB_LANG. */
+void cli_set_lang(cli_lang_t l);
+cli_lang_t cli_lang(void);
+/* 0, or CLI_EX_USAGE with the message printed when $CAREHUB_LANG is set to
+ * something other than zh or en and no --lang was given (cli_common_check). */
+int cli_lang_check_env(void);
+/* en or zh, as the display language says (both static strings). */
+const char *cli_tr(const char *en, const char *zh);
+
+/* The longest zone name cli_use_timezone() takes. */
+#define CAREHUB_TZ_NAME_MAX 128
+/*
+ * Show times in zone tz (an IANA name, e.g. "Asia/Shanghai"): setenv("TZ") and
+ * tzset(), so that localtime_r() and cli_format_time() use the C library's rules
+ * for it. NULL or "": nothing changes (the host's zone stays). 0, or -1 when tz
+ * is too long or setenv fails.
+ */
+int cli_use_timezone(const char *tz);
+/* cli_use_timezone(carehub_timezone(c)): the broker's broker.timezone, learnt
+ * from welcome. cli_wait_connected() and cli_poll_until() call it. */
+void cli_follow_broker_zone(const carehub_t *c);
+/* The zone times are shown in, for a heading: the name cli_use_timezone() set,
+ * else $TZ, else NULL (the host's zone; the offset in each time says which). */
+const char *cli_zone_name(void);
+/* " (ZONE)" of cli_zone_name() for a heading after a time, or "" without one. */
+void cli_zone_note(char *buf, size_t len);
+/* The agency's name from welcome (carehub_agency_name), else its id. */
+const char *cli_agency_label(const carehub_t *c, const char *agency);
+
+/* Terminal columns of a UTF-8 string: Chinese (East Asian wide) characters take
+ * two, so that tables line up under Chinese headings. */
+size_t cli_display_width(const char *s);
+
+/* ms since the epoch as local time "YYYY-MM-DD HH:MM:SS +08:00" (the numeric
+ * offset of the zone in effect: cli_use_timezone). */
 void cli_format_time(int64_t ms, char *buf, size_t len);
 
 /* 1 when s is well-formed UTF-8. */

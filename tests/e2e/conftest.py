@@ -26,6 +26,11 @@ from skips import pytest_sessionfinish, pytest_terminal_summary  # noqa: F401
 
 atexit.register(h.kill_all_brokers)
 
+# The agent programs show headings in Chinese unless told otherwise (--lang,
+# CAREHUB_LANG): the tests written against the English headings run with
+# CAREHUB_LANG=en; test_local_time.py and test_report_html.py check the Chinese.
+os.environ.setdefault("CAREHUB_LANG", "en")
+
 
 @pytest.fixture(scope="session")
 def carehub_bin():

@@ -208,7 +208,7 @@ def test_readable_output_hides_the_child(make_broker, connect, desks, tmp_path):
     desk.wait_text("latest: mandatory_report")
     desk.drain(0.5)
     out = "\n".join(desk.lines)
-    assert "NEW assignment" in out and "agency police" in out and "severity critical" in out, out
+    assert "NEW assignment" in out and "agency 滨海新区公安局 (police)" in out and "severity critical" in out, out
     assert "harm=neglect" in out and "reporter=" in out, out
     assert "acknowledge by" in out, out
     assert "隐私测试" not in out and "SECRET-ID-7" not in out, out

@@ -127,7 +127,7 @@ def test_supervisor_case_file_shows_the_child(make_broker, tmp_path, connect):
     ev, case = report(b, connect, name)
     r = ok(run(b, "supervisor-01", "case", case))
     assert name in r.stdout and ev in r.stdout, r.stdout
-    assert re.search(r"police .*state=open", r.stdout), r.stdout
+    assert re.search(r"滨海新区公安局 \(police\) .*state=open", r.stdout), r.stdout  # name (id)
     (doc,) = json_lines(run(b, "supervisor-01", "case", case, "--json"))
     assert doc["case"]["id"] == case and doc["events"][0]["body"]["child"]["name"] == name
     assert run(b, "supervisor-01", "case", "case-9999999999").returncode == 65
@@ -231,7 +231,7 @@ def test_report_figures(make_clock_broker, tmp_path, connect, receiver):
     # no resolve_within in these workflows: nothing for the second deadline
     assert (p["resolve_due"], p["resolve_on_time_pct"], p["resolve_p50_min"]) == (0, None, None), p
     text = ok(run(b, "supervisor-01", "report")).stdout
-    assert "police" in text and "50.0%" in text, text
+    assert "滨海新区公安局" in text and "50.0%" in text, text   # the agency's configured name
     # --since after everything: no rows
     (none,) = json_lines(run(b, "supervisor-01", "report", "--since", str(h.now_ms() + 10 ** 12),
                              "--json"))
@@ -255,7 +255,8 @@ def test_report_html(make_broker, tmp_path, connect):
     svg = re.search(r"<svg\b.*?</svg>", html, re.S)
     assert svg, html
     assert len(re.findall(r"<rect\b", svg.group(0))) == 2, svg.group(0)
-    assert ">police<" in html and ">education<" in html
+    # agency names from the config (welcome's `agencies`) where one is configured
+    assert ">滨海新区公安局<" in html and ">education<" in html
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//)""", html), "no external resources"
 
 

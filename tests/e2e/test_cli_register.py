@@ -54,7 +54,7 @@ def run(endpoint, agent, *args, timeout=60):
         cmd += ["-b", endpoint, "-a", agent, "--wait", "10"]
     cmd += [str(a) for a in args]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                       env={**os.environ, "TZ": "Asia/Shanghai"})
+                       env={**os.environ, "TZ": "Asia/Shanghai", "CAREHUB_LANG": "zh"})
     assert "Sanitizer" not in r.stderr and "runtime error" not in r.stderr, r.stderr
     return r
 
@@ -291,6 +291,29 @@ def test_html_page_and_chart(fake, tmp_path):
     assert "62.5%（5/8）" in html and "25.0%（2/8）" in html, "新河村: 5 of 8 contacted, 2 of 8 visited"
 
 
+def test_table_and_html_in_english_with_lang_en(fake, tmp_path):
+    """--lang en (issue 14 item 5): the same figures under English headings; the times
+    keep the zone (TZ=Asia/Shanghai here, the stand-in's welcome names none)."""
+    f = fake({"register": {"now": NOW, "rows": ROWS}})
+    r = ok(run(f.endpoint, "supervisor-01", "--lang", "en", "register"))
+    first = r.stdout.splitlines()[0]
+    assert first.startswith("Child directors' contacts and home visits  at 2026-12-01 ") \
+        and first.endswith("+08:00 (Asia/Shanghai)"), r.stdout
+    head = r.stdout.splitlines()[1]
+    for hd in ("village", "director", "children", "contacted", "visited", "contact overdue",
+               "visit overdue", "contact coverage", "visit coverage", "elevated"):
+        assert hd in head, (hd, head)
+    assert not any(hd in r.stdout for hd in HEADINGS), r.stdout
+    assert r.stdout.splitlines()[-1].startswith("total "), r.stdout
+    page = tmp_path / "register-en.html"
+    ok(run(f.endpoint, "supervisor-01", "--lang", "en", "register", "--html", page))
+    html = page.read_text(encoding="utf-8")
+    check_self_contained(html)
+    assert '<html lang="en">' in html and "<h1>Child directors' contacts and home visits</h1>" in html
+    assert "<th>contact coverage</th>" in html and "<h2>Notes</h2>" in html, html
+    assert "62.5% (5/8)" in html and "儿童主任走访覆盖情况" not in html, html
+
+
 def test_refused_is_65(fake):
     f = fake({"register": ("nack", "forbidden"), "register_sample": ("nack", "forbidden")})
     r = run(f.endpoint, "police-desk", "register")
@@ -311,9 +334,9 @@ def test_sample_register_lines(fake):
     assert "rg-0123456789abcdef01234567  新河村  director director-xinhe-01  risk elevated  " \
            "left_behind,in_difficulty" in out, out
     # times in local time (TZ=Asia/Shanghai here), a due time past `now` marked
-    assert "enrolled:        2026-10-22 00:00:00 CST" in out, out
-    assert re.search(r"contact due:     2026-11-25 00:00:00 CST  OVERDUE", out), out
-    assert re.search(r"home visit due:  2026-12-11 00:00:00 CST\n", out), out
+    assert "enrolled:        2026-10-22 00:00:00 +08:00" in out, out
+    assert re.search(r"contact due:     2026-11-25 00:00:00 \+08:00  OVERDUE", out), out
+    assert re.search(r"home visit due:  2026-12-11 00:00:00 \+08:00\n", out), out
     assert "last home visit: - (none recorded)" in out
     assert "case-0000000011,case-0000000012  (read them: carehub case CASE)" in out
     assert "(left the register)" in out and out.count("[ ] ") == 8
