@@ -66,7 +66,7 @@ def browser(tmp_path, monkeypatch):
     why = _missing()
     if why:
         if os.environ.get("CI") == "true":
-            pytest.fail(why + ": CI must run the browser tests (`make deps` installs it)",
+            pytest.fail(why + ": CI must run the browser tests (`make deps-test` installs it)",
                         pytrace=False)
         pytest.skip(why)
     for k in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
