@@ -190,7 +190,7 @@ broker_t *broker_new(const config_t *cfg, const char *schemas_dir, char *err, si
                  cfg->metrics, metrics_port(b->metrics));
     }
 
-    if (cfg->http_listen && !(b->phone = phone_new(cfg, b->store, b->turn, err, errlen)))
+    if (cfg->http_listen && !(b->phone = phone_new(cfg, b->store, b->turn, b->jobs, err, errlen)))
         goto fail;
 
     b->ctx = zmq_ctx_new();

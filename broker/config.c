@@ -168,6 +168,7 @@ static void load_root(loader_t *ld, yaml_node_t *root)
             cfg_parse_agent(ld, cfg_seq_at(ld, agents, i), i);
     }
     cfg_check_test_clock_agent(ld);
+    cfg_parse_users(ld);
 
     yaml_node_t *wfs = section_list(ld, FV("workflows"), "workflows", "name: ...");
     if (wfs) {
@@ -374,6 +375,12 @@ void config_destroy(config_t **pcfg)
     free(cfg->metrics);
     free(cfg->http_listen);
     free(cfg->http_public_url);
+    for (size_t i = 0; i < cfg->n_http_users; i++) {
+        free(cfg->http_users[i].name);
+        free(cfg->http_users[i].agent);
+        free(cfg->http_users[i].password_hash);
+    }
+    free(cfg->http_users);
     free_secret(cfg->secret_key);
     free(cfg->secret_key_file);
     free(cfg->fallback_agency);

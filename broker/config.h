@@ -169,6 +169,13 @@ typedef struct {
     int line;
 } config_calendar_t;
 
+/* One login of the supervisors' web view (broker.http.users; docs/web.md). */
+typedef struct config_user {
+    char *name;            /* what the user types; an id (1-64 of A-Z a-z 0-9 . _ : -) */
+    char *agent;           /* a configured agent of role supervisor: whose least privilege */
+    char *password_hash;   /* argon2id, as `carehubd passwd` prints it ($argon2id$...) */
+} config_user_t;
+
 typedef struct {
     char *path;            /* the config file as given */
     char *timezone;        /* broker.timezone: an IANA name; default "UTC" */
@@ -183,6 +190,8 @@ typedef struct {
     char *metrics;         /* extension broker.metrics: "HOST:PORT" of /metrics; NULL = none */
     char *http_listen;     /* broker.http.listen: "HOST:PORT" of the phone/web listener; NULL = none */
     char *http_public_url; /* broker.http.public_url, no trailing '/'; NULL: http://HOST:PORT as bound */
+    struct config_user *http_users; /* broker.http.users: the web view's logins (docs/web.md) */
+    size_t n_http_users;
     config_security_t security;
     char *secret_key;      /* curve: the broker's secret key, 40 Z85 chars read from secret_key_file */
     char *secret_key_file; /* absolute */
@@ -241,6 +250,8 @@ void config_diag_free(config_diag_t *diag);
 
 /* Lookups by id; NULL when absent. */
 const config_agent_t *config_find_agent(const config_t *cfg, const char *id);
+/* The web view's user of that name (broker.http.users), or NULL. */
+const config_user_t *config_find_user(const config_t *cfg, const char *name);
 const config_agent_t *config_find_agent_by_key(const config_t *cfg, const char *z85_public_key);
 const config_agency_t *config_find_agency(const config_t *cfg, const char *id);
 const config_channel_t *config_find_channel(const config_t *cfg, const char *id);

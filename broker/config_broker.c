@@ -186,9 +186,10 @@ static int map_bound(loader_t *ld, yaml_node_t *v, const char *what, uint64_t *o
 static void parse_http(loader_t *ld, yaml_node_t *node)
 {
     config_t *cfg = ld->cfg;
-    field_t f[] = {{"listen", 0, 0}, {"public_url", 0, 0}};
+    field_t f[] = {{"listen", 0, 0}, {"public_url", 0, 0}, {"users", 0, 0}};
     if (!GET_FIELDS(ld, node, "broker.http"))
         return;
+    ld->users_node = FV("users"); /* read after the agents (config_users.c) */
     yaml_node_t *v;
     const char *s;
     if (!FV("listen"))

@@ -63,6 +63,7 @@ typedef struct {
     const yaml_node_t *fallback_node; /* broker.fallback_agency, when given */
     const yaml_node_t *security_node;
     const yaml_node_t *test_clock_node; /* broker.test_clock_agent, when given */
+    yaml_node_t *users_node;            /* broker.http.users, when given */
 
     char qbuf[QBUFS][QBUF_SIZE]; /* ring of quoted values for messages */
     unsigned qnext;
@@ -140,6 +141,9 @@ int64_t cfg_duration(loader_t *ld, yaml_node_t *n, const char *what, int64_t dfl
 
 /* config_broker.c */
 void cfg_parse_broker(loader_t *ld, yaml_node_t *node);
+/* broker.http.users (config_users.c): after the agents, each user's agent must be a
+ * configured supervisor. */
+void cfg_parse_users(loader_t *ld);
 void cfg_parse_privacy(loader_t *ld, yaml_node_t *node, const yaml_node_t *root);
 
 /* config_security.c */

@@ -5,6 +5,7 @@
  *   carehubd --check-config [-c FILE]        validate a config, print every error, exit 0/78
  *   carehubd keygen NAME [--dir DIR]         write DIR/NAME.key (secret) and DIR/NAME.pub
  *   carehubd verify|backup|restore|rekey …   the store's tools (usage() below; backup.h, rekey.h)
+ *   carehubd passwd                          a web view password in (stdin), its hash out (web.h)
  *
  * Exit codes: 0 clean stop / valid config / keys written; 1 runtime failure
  * (store, sockets); 64 usage error; 78 configuration error (EX_CONFIG).
@@ -28,6 +29,7 @@
 #include "service.h"
 #include "store.h"
 #include "trail.h"
+#include "web.h"
 #include "util.h"
 
 #ifndef CAREHUB_SCHEMAS_DIR
@@ -48,6 +50,7 @@ static void usage(FILE *f)
           "       carehubd backup --data DIR [--key-file KEY] DEST\n"
           "       carehubd restore --data DIR SRC\n"
           "       carehubd rekey --data DIR --old-key FILE --new-key FILE\n"
+          "       carehubd passwd\n"
           "\n"
           "  -c, --config FILE   configuration (default config/carehub.yaml; see docs/config.md)\n"
           "  --check-config      validate the configuration, print every error as FILE:LINE:COL, and exit\n"
@@ -72,6 +75,8 @@ static void usage(FILE *f)
           "                      data key into a new store, verify it, swap it in (a `rekey` trail\n"
           "                      record names both keys' fingerprints); then point privacy.key_file\n"
           "                      at the new key (see docs/backup-and-keys.md)\n"
+          "  passwd              read a web view password from stdin (no echo on a terminal) and\n"
+          "                      print its argon2id hash for broker.http.users (docs/web.md)\n"
           "  -h, --help          this text;  --version  the version\n"
           "\n"
           "exit codes: 0 ok, 1 runtime failure (backup, restore, rekey: a copy that does not verify),\n"
@@ -326,6 +331,8 @@ int main(int argc, char **argv)
         return cmd_restore(argc, argv);
     if (argc >= 2 && strcmp(argv[1], "rekey") == 0)
         return cmd_rekey(argc, argv);
+    if (argc >= 2 && strcmp(argv[1], "passwd") == 0)
+        return web_passwd_main(argc, argv);
     for (int i = 1; i < argc; i++) {
         if ((strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) && i + 1 < argc)
             cfg_path = argv[++i];

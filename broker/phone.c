@@ -29,6 +29,7 @@
 #include "log.h"
 #include "trail.h"
 #include "util.h"
+#include "web.h"
 
 #define TOKEN_CHARS 44            /* base64url of 32 bytes, no padding: 43 + NUL */
 #define HASH_LEN 32
@@ -45,6 +46,7 @@ struct phone {
     store_t *st;
     turn_t *turn;
     httpd_t *http;
+    web_t *web;                   /* the supervisors' web view (web.h): its paths go there */
     hmap_t wrong;                 /* number → index+1 into wrong_v */
     struct wrong {
         char number[NUMBER_MAX];
@@ -300,7 +302,8 @@ typedef struct req {
     phone_t *p;
     struct MHD_Connection *conn;
     req_state_t state;
-    int kind;                     /* 'L' link POST, 'R' inbound reply */
+    int kind;                     /* 'L' link POST, 'R' inbound reply, 'W' the web view's */
+    void *web;                    /* W: web.h's request state */
     char *body;
     size_t len;
     int too_big;
@@ -533,14 +536,6 @@ static enum MHD_Result link_page(phone_t *p, struct MHD_Connection *c, const cha
     return answer_page(c, MHD_HTTP_OK, html, len);
 }
 
-static const char *const LOGIN_HTML =
-    "<!DOCTYPE html>\n<html lang=\"zh-CN\"><head><meta charset=\"utf-8\"><title>carehub 登录</title>"
-    "</head><body><h1>carehub 督导登录</h1>"
-    "<form method=\"post\" action=\"/login\"><p><label>用户名 <input name=\"user\" "
-    "autocomplete=\"username\"></label></p><p><label>密码 <input type=\"password\" "
-    "name=\"password\" autocomplete=\"current-password\"></label></p>"
-    "<p><button type=\"submit\">登录</button></p></form></body></html>\n";
-
 /* ---- verifying the gateway's signature (Standard Webhooks, as §7 signs) ---------- */
 
 /* 1 when one of the `webhook-signature` entries is v1,HMAC(secret of a
@@ -673,6 +668,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     req_t *r = *con_cls;
     if (!r)
         return;
+    web_request_free(&r->web);
     free(r->body);
     free(r->answer);
     free(r);
@@ -718,6 +714,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     const char *token = link_token(url);
     int inbound = strcmp(url, "/sms/inbound") == 0;
 
+    if ((r && r->kind == 'W') || (!r && web_owns(url))) { /* the supervisors' web view */
+        if (!r) {
+            r = xcalloc(1, sizeof *r);
+            r->p = p;
+            r->kind = 'W';
+            *con_cls = r;
+        }
+        return web_request(p->web, c, url, method, upload, upload_size, &r->web);
+    }
     if (!r) { /* the head: decide at once what needs no body */
         if (inbound && !is_post)
             return httpd_answer_text(c, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed: POST\n", "POST");
@@ -725,9 +730,6 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             return httpd_answer_text(c, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed\n", "GET, POST");
         if (token && is_get)
             return link_page(p, c, token, url);
-        if (strcmp(url, "/") == 0 && is_get)
-            return httpd_answer(c, MHD_HTTP_OK, "text/html; charset=utf-8", xstrdup(LOGIN_HTML),
-                                strlen(LOGIN_HTML), HTML_HEADERS);
         if (!token && !inbound)
             return httpd_answer_text(c, MHD_HTTP_NOT_FOUND, "not found\n", NULL);
         r = xcalloc(1, sizeof *r);
@@ -783,7 +785,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 
 /* ---- life ------------------------------------------------------------------------ */
 
-phone_t *phone_new(const config_t *cfg, store_t *st, turn_t *turn, char *err, size_t errlen)
+phone_t *phone_new(const config_t *cfg, store_t *st, turn_t *turn, job_set_t *jobs, char *err,
+                   size_t errlen)
 {
     phone_t *p = xcalloc(1, sizeof *p);
     p->cfg = cfg;
@@ -793,7 +796,9 @@ phone_t *phone_new(const config_t *cfg, store_t *st, turn_t *turn, char *err, si
     httpd_opts_t o = {.name = "http", .handler = on_request, .ud = p, .completed = on_completed,
                       .max_connections = PHONE_MAX_CONNECTIONS, .idle_timeout_s = 30,
                       .request_max = 16384, .suspend = 1, .backlog = PHONE_BACKLOG};
+    p->web = web_new(cfg, st, turn, jobs);
     if (!(p->http = httpd_new(cfg->http_listen, &o, err, errlen))) {
+        web_destroy(&p->web);
         hmap_free(&p->wrong);
         free(p);
         return NULL;
@@ -805,8 +810,9 @@ phone_t *phone_new(const config_t *cfg, store_t *st, turn_t *turn, char *err, si
         util_fmt(base_url, sizeof base_url, "http://%.*s:%d", (int)(colon - cfg->http_listen),
                  cfg->http_listen, httpd_port(p->http));
     }
-    log_info("broker: http on %s (phone links %s/a/…, SMS replies POST /sms/inbound)", base_url,
-             base_url);
+    log_info("broker: http on %s (phone links %s/a/…, SMS replies POST /sms/inbound, the "
+             "supervisors' web view %s/ for %zu user(s))", base_url, base_url, base_url,
+             cfg->n_http_users);
     return p;
 }
 
@@ -818,6 +824,7 @@ void phone_destroy(phone_t **pp)
     if (p->waiting)
         log_warn("http: %zu phone request(s) still waiting at stop", p->waiting);
     httpd_destroy(&p->http);
+    web_destroy(&p->web);
     hmap_free(&p->wrong);
     free(p->wrong_v);
     free(p);

@@ -22,7 +22,7 @@
  *                      or badly signed 401, over 64 KiB 413, other methods 405,
  *                      anything else 200 (a live code from the number it was sent
  *                      to acknowledges)
- *   GET  /             the supervisors' web view: without a session, a login page
+ *   /, /login, /cases, … the supervisors' web view: handed to web.h (web_owns())
  * Wrong codes are limited per number: after PHONE_WRONG_MAX in an hour, the
  * number's replies acknowledge nothing until the hour is over. Every phone
  * acknowledgement and every refused attempt is in the trail (phone_ack,
@@ -42,6 +42,7 @@
 #include <zmq.h>
 
 #include "config.h"
+#include "job.h"
 #include "store.h"
 #include "turn.h"
 
@@ -56,9 +57,11 @@
 
 typedef struct phone phone_t;
 
-/* Listen on cfg->http_listen; the turn is where acknowledgements are written.
- * NULL with err on failure. */
-phone_t *phone_new(const config_t *cfg, store_t *st, turn_t *turn, char *err, size_t errlen);
+/* Listen on cfg->http_listen; the turn is where acknowledgements are written;
+ * jobs (may be NULL) where the web view checks passwords and verifies the
+ * trail. NULL with err on failure. */
+phone_t *phone_new(const config_t *cfg, store_t *st, turn_t *turn, job_set_t *jobs, char *err,
+                   size_t errlen);
 /* Answers every request still waiting (503), stops the listener. Call after the
  * turn is destroyed (its ops' `done` still reach the listener). */
 void phone_destroy(phone_t **p);

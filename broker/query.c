@@ -62,6 +62,11 @@ static int query_may_read(store_txn_t *t, const config_agent_t *a, const char *c
     return h.holds;
 }
 
+const char *query_ref(const q_t *q)
+{
+    return q->ref[0] ? q->ref : q->what;
+}
+
 void query_refuse(q_t *q, query_result_t r, const char *field, const char *fmt, const char *arg)
 {
     q->result = r;
@@ -366,11 +371,11 @@ int query_record_refusal(q_t *q, store_txn_t *t, const char *case_id)
     uint64_t more;
     if (!budget_refusal(q->budget, q->agent->id, q->id, util_mono_ms(), &more))
         return 0;
-    char ref[48];
+    char ref[QUERY_REF_MAX + 24];
     if (more)
-        util_fmt(ref, sizeof ref, "%s+%llu", q->what, (unsigned long long)more);
+        util_fmt(ref, sizeof ref, "%s+%llu", query_ref(q), (unsigned long long)more);
     else
-        util_fmt(ref, sizeof ref, "%s", q->what);
+        util_fmt(ref, sizeof ref, "%s", query_ref(q));
     return trail_append(t, case_id, "read_refused", q->agent->id, -1, NULL, NULL, 0, ref);
 }
 
@@ -380,7 +385,7 @@ static int trail_head_answer(q_t *q, store_txn_t *t)
         query_refuse(q, QUERY_FORBIDDEN, NULL, "only supervisors anchor the trail%s", "");
         return query_record_refusal(q, t, "");
     }
-    int rc = trail_append(t, "", "read", q->agent->id, -1, NULL, NULL, 0, q->what);
+    int rc = trail_append(t, "", "read", q->agent->id, -1, NULL, NULL, 0, query_ref(q));
     trail_anchor_t head;
     if (rc || (rc = trail_txn_head(t, &head)))
         return rc;
@@ -415,7 +420,7 @@ static int silences_answer(q_t *q, store_txn_t *t)
     size_t max = q->cfg->max_message_bytes, budget = max > 2048 ? max - 1024 : max;
     int rc = silence_pack_page(t, after, budget, &sb, &n, next);
     if (!rc)
-        rc = trail_append(t, "", "read", q->agent->id, -1, NULL, NULL, 0, q->what);
+        rc = trail_append(t, "", "read", q->agent->id, -1, NULL, NULL, 0, query_ref(q));
     if (!rc) {
         frame_out_message(q->out, "result", q->id, 4);
         frame_out_str(q->out, "what", "silences");
@@ -469,7 +474,7 @@ static int query_txn(store_txn_t *t, void *ud)
     if (rc || q->result != QUERY_OK)
         return rc;
     /* the read itself is part of the record */
-    return trail_append(t, q->case_id, "read", q->agent->id, -1, NULL, NULL, 0, q->what);
+    return trail_append(t, q->case_id, "read", q->agent->id, -1, NULL, NULL, 0, query_ref(q));
 }
 
 struct query_verify {
@@ -529,7 +534,7 @@ query_result_t query_begin(const config_t *cfg, store_t *st, budget_t *budget,
                            frame_out_t *out, char *why, size_t whysize, const char **field,
                            query_t **qp)
 {
-    q_t q = {cfg, agent, id, map, out, why, whysize, field, QUERY_OK, "", "", budget};
+    q_t q = {cfg, agent, id, map, out, why, whysize, field, QUERY_OK, "", "", budget, ""};
     *field = NULL;
     *qp = NULL;
     int64_t retry_ms;
@@ -577,6 +582,11 @@ query_result_t query_begin(const config_t *cfg, store_t *st, budget_t *budget,
     qq->q.field = &qq->field;
     *qp = qq;
     return QUERY_OK;
+}
+
+void query_set_ref(query_t *q, const char *ref)
+{
+    util_fmt(q->q.ref, sizeof q->q.ref, "%s", ref);
 }
 
 int query_run(store_txn_t *t, query_t *q)

@@ -51,6 +51,13 @@ query_result_t query_begin(const config_t *cfg, store_t *st, budget_t *budget,
                            frame_out_t *out, char *why, size_t whysize, const char **field,
                            query_t **qp);
 
+/* Before query_run: the trail records this read (and a refusal) with `ref`
+ * instead of the bare `what`, so a reader other than an agent's own socket is
+ * named: the web view (web.h) passes e.g. "personal_data web:alice". Ids only
+ * (the trail holds ids and hashes); cut at QUERY_REF_MAX - 1 bytes. */
+#define QUERY_REF_MAX 96
+void query_set_ref(query_t *q, const char *ref);
+
 /* Inside the write transaction: 0 or another store_rc_t (re-runnable). */
 int query_run(store_txn_t *t, query_t *q);
 

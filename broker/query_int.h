@@ -24,7 +24,11 @@ typedef struct {
     char what[16];
     char case_id[STORE_ID_MAX];
     budget_t *budget;       /* per-agent budgets (budget.h); NULL: none (unit tests) */
+    char ref[QUERY_REF_MAX]; /* the trail's ref for this read; "": `what` (query_set_ref) */
 } q_t;
+
+/* The ref of this query's read and refusal records: q->ref, or `what`. */
+const char *query_ref(const q_t *q);
 
 /* Refuse the query: r, the field, and the sentence (fmt with one %s, arg). */
 void query_refuse(q_t *q, query_result_t r, const char *field, const char *fmt, const char *arg);

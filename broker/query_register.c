@@ -73,7 +73,7 @@ static int figures(q_t *q, store_txn_t *t)
     size_t n = 0;
     int rc = register_figures(t, q->cfg, now, village, director, &rows, &n);
     if (!rc)
-        rc = trail_append(t, "", "read", q->agent->id, -1, NULL, NULL, 0, q->what);
+        rc = trail_append(t, "", "read", q->agent->id, -1, NULL, NULL, 0, query_ref(q));
     if (rc) {
         free(rows);
         return rc;
@@ -112,7 +112,7 @@ static int due_list(q_t *q, store_txn_t *t)
     size_t n = 0;
     int rc = register_due_list(t, q->cfg, q->agent->id, now, within, &rows, &n);
     if (!rc)
-        rc = trail_append(t, "", "read", q->agent->id, -1, NULL, NULL, 0, q->what);
+        rc = trail_append(t, "", "read", q->agent->id, -1, NULL, NULL, 0, query_ref(q));
     if (rc) {
         free(rows);
         return rc;
@@ -192,7 +192,7 @@ static int sample(q_t *q, store_txn_t *t)
     size_t count = 0, population = 0;
     int rc = register_sample(t, seed, (size_t)n, village, director, &rows, &count, &population);
     if (!rc) /* the draw itself, even of none */
-        rc = trail_append(t, "", "read", q->agent->id, -1, NULL, NULL, 0, q->what);
+        rc = trail_append(t, "", "read", q->agent->id, -1, NULL, NULL, 0, query_ref(q));
     for (size_t i = 0; !rc && i < count; i++) /* each drawn file is read: on its enrolment case */
         rc = trail_append(t, rows[i].enrol_case, "register_read", q->agent->id, -1, NULL, NULL, 0,
                           rows[i].entry);

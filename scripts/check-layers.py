@@ -16,7 +16,7 @@ header of a higher layer than its own or outside what its side may see:
               2 trail       (the hash chain: over the store)
               3 records     case (events and cases: over the store, writing the trail)
               4 domain      assign query turn deliver audit register silence phone
-                            backup rekey
+                            backup rekey web
               5 protocol    proto
               6 the broker  broker main
             It never includes anything of agents/.
@@ -42,7 +42,7 @@ LAYERS = {
     2: ["trail"],
     3: ["case"],
     4: ["assign", "query", "turn", "deliver", "audit", "register", "silence", "phone",
-        "backup", "rekey"],
+        "backup", "rekey", "web"],
     5: ["proto"],
     6: ["broker", "main"],
 }

@@ -21,11 +21,12 @@ RUN_PKGS="$BUILD_PKGS lmdb-utils"
 # The agents driven from Python (scripts/demo.py, bench/*.py).
 DEMO_PKGS="$RUN_PKGS python3 python3-zmq python3-msgpack"
 # The test tools: add a package here when a test needs one (one list for make check,
-# fuzz, memcheck and soak). chromium: the report pages; prometheus: promtool; systemd:
+# fuzz, memcheck and soak). chromium: the report pages; chromium-driver, python3-selenium:
+# the web view in a real browser (test_web_view.py); prometheus: promtool; systemd:
 # systemd-analyze verify of contrib/carehubd.service; clang: libFuzzer; valgrind: memcheck;
 # man-db, groff-base: the man pages rendered with warnings on (tests/e2e/test_man_pages.py).
 TEST_PKGS="$DEMO_PKGS libcmocka-dev python3-pytest python3-jsonschema python3-lmdb
-chromium prometheus valgrind clang systemd man-db groff-base"
+chromium chromium-driver python3-selenium prometheus valgrind clang systemd man-db groff-base"
 
 want=""
 npm_needed=0

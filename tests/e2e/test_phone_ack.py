@@ -247,7 +247,10 @@ def test_root_is_a_login_page_and_other_paths_404(make_clock_broker, tmp_path, r
     s = phone_setup(make_clock_broker, tmp_path, receiver, connect)
     st, page, _ = http("GET", base_url(s) + "/")
     assert st == 200 and 'type="password"' in page and "<form" in page, page
-    assert http("GET", base_url(s) + "/cases")[0] == 404
+    assert http("GET", base_url(s) + "/nothing")[0] == 404
+    # the web view's pages (docs/web.md) without a session: back to the login page
+    st, page, _ = http("GET", base_url(s) + "/cases")
+    assert st == 200 and 'type="password"' in page and "case-" not in page, page
 
 
 def test_config_refusals(tmp_path):

@@ -25,7 +25,7 @@ SECONDS_PER=${FUZZ_SECONDS:-10}
 CC=${FUZZ_CC:-clang}
 OUT=build/fuzz
 PKGS="libzmq lmdb msgpack libcurl yaml-0.1 jansson libsodium libmicrohttpd libsystemd"
-ALL_TARGETS="fuzz_frame fuzz_schema fuzz_config fuzz_csv fuzz_jsonl fuzz_proto fuzz_hook fuzz_sms_inbound"
+ALL_TARGETS="fuzz_frame fuzz_schema fuzz_config fuzz_csv fuzz_jsonl fuzz_proto fuzz_hook fuzz_sms_inbound fuzz_web"
 TARGETS=${*:-$ALL_TARGETS}
 
 if ! PKG_CFLAGS=$(pkg-config --cflags $PKGS) || ! PKG_LIBS=$(pkg-config --libs $PKGS); then
