@@ -225,9 +225,13 @@ san-build:
 unit: san-build
 	@sh scripts/run-unit.sh build/san/tests
 
+# The end-to-end tests run in E2E_JOBS processes (pytest-xdist; default 2, the machine's
+# cores): each test starts its own brokers on ephemeral ports in its own directory, and
+# mostly waits on them. E2E_JOBS=1 runs them in one process, in order.
+E2E_JOBS ?= 2
 e2e: san-build
 	CAREHUB_BIN=$(CURDIR)/build/san/bin/carehubd CAREHUB_BIN_DIR=$(CURDIR)/build/san/bin \
-		$(PY) -m pytest -q -rs tests/e2e
+		$(PY) -m pytest -q -rs $(if $(filter-out 1,$(E2E_JOBS)),-n $(E2E_JOBS)) tests/e2e
 
 check: deps-test
 	@$(MAKE) --no-print-directory layers

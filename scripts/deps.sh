@@ -24,9 +24,11 @@ DEMO_PKGS="$RUN_PKGS python3 python3-zmq python3-msgpack"
 # fuzz, memcheck and soak). chromium: the report pages; chromium-driver, python3-selenium:
 # the web view in a real browser (test_web_view.py); prometheus: promtool; systemd:
 # systemd-analyze verify of contrib/carehubd.service; clang: libFuzzer; valgrind: memcheck;
-# man-db, groff-base: the man pages rendered with warnings on (tests/e2e/test_man_pages.py).
+# man-db, groff-base: the man pages rendered with warnings on (tests/e2e/test_man_pages.py);
+# python3-pytest-xdist: the end-to-end tests in two processes (make e2e, E2E_JOBS).
 TEST_PKGS="$DEMO_PKGS libcmocka-dev python3-pytest python3-jsonschema python3-lmdb
-chromium chromium-driver python3-selenium prometheus valgrind clang systemd man-db groff-base"
+chromium chromium-driver python3-selenium prometheus valgrind clang systemd man-db groff-base
+python3-pytest-xdist"
 
 want=""
 npm_needed=0

@@ -62,5 +62,5 @@ def pytest_terminal_summary(terminalreporter):
         tr.line(f"{mark}: {test}: {reason}")
     if bad:
         tr.line(f"{len(bad)} skip(s) not allowed by tests/e2e/{ALLOWLIST.name}: the run fails "
-                f"(install what `make deps` installs, or allow the reason there, saying why)",
+                f"(install what `make deps-test` installs, or allow the reason there, saying why)",
                 red=True)
