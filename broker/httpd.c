@@ -43,6 +43,20 @@ enum MHD_Result httpd_answer_text(struct MHD_Connection *c, unsigned status, con
     return ok;
 }
 
+void httpd_body_append(char **body, size_t *len, int *too_big, size_t max, const char *upload,
+                       size_t *upload_size)
+{
+    if (*too_big || *len + *upload_size > max) {
+        *too_big = 1;
+    } else {
+        *body = xrealloc(*body, *len + *upload_size + 1);
+        memcpy(*body + *len, upload, *upload_size);
+        *len += *upload_size;
+        (*body)[*len] = '\0';
+    }
+    *upload_size = 0;
+}
+
 enum MHD_Result httpd_answer(struct MHD_Connection *c, unsigned status, const char *type, char *body,
                              size_t len, const char *const *extra)
 {

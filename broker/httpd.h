@@ -59,6 +59,12 @@ long httpd_timeout_ms(httpd_t *h);
 /* Do what is ready; after EVERY return of zmq_poll(). Never blocks. NULL: no-op. */
 void httpd_perform(httpd_t *h);
 
+/* A piece of a request body (MHD's upload_data) onto *body (malloc'd, NUL-terminated,
+ * *len bytes before the NUL); past `max` bytes nothing more is kept and *too_big is set.
+ * Marks the piece taken (*upload_size = 0), as MHD wants. */
+void httpd_body_append(char **body, size_t *len, int *too_big, size_t max, const char *upload,
+                       size_t *upload_size);
+
 /* Queue a fixed answer (static text, not copied), text/plain, with an Allow
  * header when allow is not NULL. MHD_NO when MHD could not (it closes). */
 enum MHD_Result httpd_answer_text(struct MHD_Connection *c, unsigned status, const char *text,

@@ -740,15 +740,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return MHD_YES;
     }
     if (r->state == REQ_BODY && *upload_size) { /* a piece of the body */
-        if (r->too_big || r->len + *upload_size > PHONE_INBOUND_MAX) {
-            r->too_big = 1;
-        } else {
-            r->body = xrealloc(r->body, r->len + *upload_size + 1);
-            memcpy(r->body + r->len, upload, *upload_size);
-            r->len += *upload_size;
-            r->body[r->len] = '\0';
-        }
-        *upload_size = 0;
+        httpd_body_append(&r->body, &r->len, &r->too_big, PHONE_INBOUND_MAX, upload, upload_size);
         return MHD_YES;
     }
     if (r->state == REQ_ANSWER) { /* resumed: the op is done */

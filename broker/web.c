@@ -740,15 +740,7 @@ enum MHD_Result web_request(web_t *w, struct MHD_Connection *c, const char *url,
         return MHD_YES;
     }
     if (r->state == W_BODY && *upload_size) {
-        if (r->too_big || r->len + *upload_size > WEB_BODY_MAX) {
-            r->too_big = 1;
-        } else {
-            r->body = xrealloc(r->body, r->len + *upload_size + 1);
-            memcpy(r->body + r->len, upload, *upload_size);
-            r->len += *upload_size;
-            r->body[r->len] = '\0';
-        }
-        *upload_size = 0;
+        httpd_body_append(&r->body, &r->len, &r->too_big, WEB_BODY_MAX, upload, upload_size);
         return MHD_YES;
     }
     if (r->state == W_ANSWER)
