@@ -249,13 +249,16 @@ static int cmd_verify_online(sess_t *s, const opts_t *o)
     if (o->json) {
         show_json_line(r);
     } else if (intact) {
-        printf("intact: %lld trail records chained; %lld events, cases and assignments match "
-               "their trail\n", (long long)recs, (long long)objs);
+        printf(cli_tr("intact: %lld trail records chained; %lld events, cases and assignments match "
+                      "their trail\n",
+                      "完整：%lld 条审计记录环环相扣；%lld 个事件、案件和任务与审计记录一致\n"),
+               (long long)recs, (long long)objs);
     } else {
-        fputs("BROKEN: ", stdout);
+        fputs(cli_tr("BROKEN: ", "已被改动（BROKEN）："), stdout);
         cli_put_safe(stdout, cli_json_str(r, "problem", "(no problem named)"));
-        printf("\n(%lld trail records walked, %lld records checked before it)\n", (long long)recs,
-               (long long)objs);
+        printf(cli_tr("\n(%lld trail records walked, %lld records checked before it)\n",
+                      "\n（已查 %lld 条审计记录，此前已核对 %lld 条记录）\n"),
+               (long long)recs, (long long)objs);
     }
     json_decref(r);
     return intact ? CLI_EX_OK : EX_BROKEN;
@@ -332,15 +335,33 @@ static const char *const CHECK_ONLINE[] = {
 static const char *const CHECK_OTHER[] = {
     "the case file complete", "every agency acknowledged in time", "the outcome recorded", NULL};
 
-static const char *const *checklist(const char *type)
+/* The same checklists as people read them in Chinese (the text table; --json keeps the
+ * English ones above, as before). */
+static const char *const CHECK_ABSENCE_ZH[] = {
+    "已记录与监护人的联系", "已查明缺勤原因", "已记录后续情况（返校或转介）", NULL};
+static const char *const CHECK_REPORT_ZH[] = {
+    "各单位均在时限内确认（ack_by 之前）", "已向报告人反馈结果",
+    "已对所报伤害采取行动（走访、保护措施、转介）", NULL};
+static const char *const CHECK_ONLINE_ZH[] = {
+    "已删除内容（或已要求平台删除）", "已联系儿童", "已视情况告知监护人", NULL};
+static const char *const CHECK_OTHER_ZH[] = {"案卷完整", "各单位均在时限内确认", "已记录结果",
+                                             NULL};
+
+/* The checklist of a case type: in English (zh 0), or in Chinese (zh 1). */
+static const char *const *checklist_in(const char *type, int zh)
 {
     if (!strcmp(type, "absence"))
-        return CHECK_ABSENCE;
+        return zh ? CHECK_ABSENCE_ZH : CHECK_ABSENCE;
     if (!strcmp(type, "mandatory_report"))
-        return CHECK_REPORT;
+        return zh ? CHECK_REPORT_ZH : CHECK_REPORT;
     if (!strcmp(type, "online_risk"))
-        return CHECK_ONLINE;
-    return CHECK_OTHER;
+        return zh ? CHECK_ONLINE_ZH : CHECK_ONLINE;
+    return zh ? CHECK_OTHER_ZH : CHECK_OTHER;
+}
+
+static const char *const *checklist(const char *type)
+{
+    return checklist_in(type, 0);
 }
 
 static int by_id(const void *a, const void *b)
@@ -407,17 +428,22 @@ static int cmd_sample(sess_t *s, const opts_t *o)
         show_json_line(out);
         json_decref(out);
     } else {
-        printf("spot check: %zu of %zu case(s), seed ", k, n);
+        printf(cli_tr("spot check: %zu of %zu case(s), seed ", "抽查：共 %2$zu 个案件，抽取 %1$zu 个，种子 "),
+               k, n);
         cli_put_safe(stdout, seed);
-        printf(" (redraw the same sample: %s sample --n %ld --seed ", cli_prog(), want);
+        printf(cli_tr(" (redraw the same sample: %s sample --n %ld --seed ",
+                      "（重新抽取同一样本：%s sample --n %ld --seed "), cli_prog(), want);
         cli_put_safe(stdout, seed);
-        printf(")\n");
+        fputs(cli_tr(")\n", "）\n"), stdout);
         if (n < (size_t)want)
-            printf("(fewer cases than --n: all of them are in the sample)\n");
+            fputs(cli_tr("(fewer cases than --n: all of them are in the sample)\n",
+                         "（案件少于 --n：全部纳入样本）\n"), stdout);
         for (size_t i = 0; i < k; i++) {
             printf("\n%zu. ", i + 1);
             show_case_row(v[i]);
-            for (const char *const *q = checklist(cli_json_str(v[i], "type", "")); *q; q++)
+            for (const char *const *q = checklist_in(cli_json_str(v[i], "type", ""),
+                                                     cli_lang() == CLI_LANG_ZH);
+                 *q; q++)
                 printf("   [ ] %s\n", *q);
         }
     }
@@ -478,11 +504,11 @@ static int cmd_stats(sess_t *s, const opts_t *o)
         if (o->json) {
             show_json_line(out);
         } else {
-            printf("cases: %zu\n", json_array_size(cases));
-            put_counts("by status", json_object_get(out, "cases_by_status"));
-            put_counts("by type", json_object_get(out, "cases_by_type"));
-            printf("assignments: %zu\n", json_array_size(as));
-            put_counts("by state", json_object_get(out, "assignments_by_state"));
+            printf(cli_tr("cases: %zu\n", "案件：%zu\n"), json_array_size(cases));
+            put_counts(cli_tr("by status", "按状态"), json_object_get(out, "cases_by_status"));
+            put_counts(cli_tr("by type", "按类型"), json_object_get(out, "cases_by_type"));
+            printf(cli_tr("assignments: %zu\n", "任务：%zu\n"), json_array_size(as));
+            put_counts(cli_tr("by state", "按状态"), json_object_get(out, "assignments_by_state"));
         }
         json_decref(out);
     }

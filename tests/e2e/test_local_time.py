@@ -196,3 +196,23 @@ def test_bad_language_is_a_usage_error(prog):
             "carehub-director": ["-b", "tcp://127.0.0.1:9", "-a", "d-1", "--wait", "1", "due"]}[prog]
     r = run_agent(prog, args, env=e)
     assert r.returncode == 64 and "CAREHUB_LANG=fr" in r.stderr and "zh" in r.stderr, (r.returncode, r.stderr)
+
+
+def test_stats_verify_and_sample_in_chinese(make_clock_broker, tmp_path, connect):
+    """The supervisors' other texts: stats, verify and the spot-check sample with its
+    checklist in Chinese by default, in English with --lang en (the --json outputs keep
+    their English keys and checklist)."""
+    b, case = start(make_clock_broker, tmp_path, connect)
+    stats = ok(carehub(b, "stats")).stdout
+    assert stats.startswith("案件：1\n") and "按类型: mandatory_report 1" in stats and "任务：1" in stats, stats
+    assert ok(carehub(b, "--lang", "en", "stats")).stdout.startswith("cases: 1\n")
+    v = ok(carehub(b, "verify")).stdout
+    assert v.startswith("完整：") and "审计记录" in v, v
+    assert ok(carehub(b, "--lang", "en", "verify")).stdout.startswith("intact: ")
+    s = ok(carehub(b, "sample", "--seed", "2027")).stdout
+    assert s.startswith("抽查：共 1 个案件，抽取 1 个，种子 2027") and case in s, s
+    assert "[ ] 已向报告人反馈结果" in s and "reporter told" not in s, s
+    en = ok(carehub(b, "--lang", "en", "sample", "--seed", "2027")).stdout
+    assert en.startswith("spot check: 1 of 1 case(s), seed 2027") and "[ ] the reporter told the outcome" in en, en
+    (doc,) = [json.loads(ln) for ln in ok(carehub(b, "sample", "--seed", "2027", "--json")).stdout.splitlines()]
+    assert "the reporter told the outcome" in doc["cases"][0]["check"], doc
