@@ -7,10 +7,12 @@
 #include "web_int.h"
 
 #include <inttypes.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "clock.h"
+#include "figures.h"
 #include "frame.h"
 
 #define DEPTH_MAX 8
@@ -413,97 +415,87 @@ void web_page_trail(FILE *f, const web_ctx_t *x, const msgpack_object *res, cons
     web_foot(f);
 }
 
-/* Per agency: assignments, acknowledged, on time, open past the deadline, and
- * the median minutes to acknowledge. */
-typedef struct {
-    char id[80];
-    unsigned total, acked, on_time, overdue;
-    int64_t *mins;
-    size_t n_mins;
-} agrow_t;
-
-static int cmp64(const void *a, const void *b)
+/* A figure in minutes or a percentage, "-" when there is nothing to count. */
+static void fig_cell(FILE *f, double x, const char *suffix)
 {
-    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-    return x < y ? -1 : x > y;
+    if (isnan(x))
+        fputs("<td>-</td>", f);
+    else
+        fprintf(f, "<td>%.1f%s</td>", x, suffix);
 }
 
+static void fig_cells(FILE *f, const fig_deadline_t *d)
+{
+    fprintf(f, "<td>%ld</td><td>%ld</td>", d->due, d->on_time);
+    fig_cell(f, d->pct, "%");
+    fig_cell(f, d->p50, "");
+    fig_cell(f, d->p90, "");
+}
+
+/* The response-time report: common/figures.h's figures, as `carehub report` shows them. */
 void web_page_report(FILE *f, const web_ctx_t *x, const msgpack_object *res)
 {
     web_head(f, x, "响应时间报告");
     const msgpack_object *as = frame_map_get(res, "assignments");
     uint32_t n = as && as->type == MSGPACK_OBJECT_ARRAY ? as->via.array.size : 0;
-    agrow_t *rows = calloc(n ? n : 1, sizeof *rows);
-    size_t nr = 0;
     int64_t now = field_int(res, "now");
-    for (uint32_t i = 0; rows && i < n; i++) {
+    fig_report_t fr = {0};
+    for (uint32_t i = 0; i < n; i++) {
         const msgpack_object *a = &as->via.array.ptr[i];
         const char *ag, *st;
         size_t agn, stn;
         if (!frame_str(frame_map_get(a, "agency"), &ag, &agn) ||
             !frame_str(frame_map_get(a, "state"), &st, &stn))
             continue;
-        agrow_t *r = NULL;
-        for (size_t k = 0; k < nr && !r; k++)
-            if (strlen(rows[k].id) == agn && memcmp(rows[k].id, ag, agn) == 0)
-                r = &rows[k];
-        if (!r) {
-            r = &rows[nr++];
-            snprintf(r->id, sizeof r->id, "%.*s", (int)agn, ag);
-            r->mins = calloc(n, sizeof *r->mins);
-        }
-        int64_t created = field_int(a, "created"), by = field_int(a, "ack_by"),
-                at = field_int(a, "acked_at");
-        r->total++;
-        if (at > 0) {
-            r->acked++;
-            if (by <= 0 || at <= by)
-                r->on_time++;
-            if (r->mins)
-                r->mins[r->n_mins++] = (at - created) / 60000;
-        } else if (stn == 4 && memcmp(st, "open", 4) == 0 && by > 0 && by < now) {
-            r->overdue++;
-        }
+        fig_assignment_t fa = {
+            .created = field_int(a, "created"), .ack_by = field_int(a, "ack_by"),
+            .acked_at = field_int(a, "acked_at"), .resolve_by = field_int(a, "resolve_by"),
+            .final_at = field_int(a, "final_at"), .level = (long)field_int(a, "level"),
+            .resolve_level = (long)field_int(a, "resolve_level"),
+            .open = stn == 4 && memcmp(st, "open", 4) == 0,
+        };
+        fig_report_add(&fr, ag, agn, &fa, now);
     }
-    fputs("<table id=\"report\"><tr><th>单位</th><th>任务</th><th>已受理</th><th>按时受理</th>"
-          "<th>超时未受理</th><th>受理用时中位数（分钟）</th></tr>", f);
-    for (size_t k = 0; k < nr; k++) {
-        agrow_t *r = &rows[k];
+    fig_report_finish(&fr);
+    fputs("<table id=\"report\"><tr><th>单位</th><th>派发任务</th><th>签收已到期</th><th>按时签收</th>"
+          "<th>按时签收率</th><th>签收用时中位数（分钟）</th><th>签收用时 P90（分钟）</th>"
+          "<th>办结已到期</th><th>按时办结</th><th>按时办结率</th><th>办结用时中位数（分钟）</th>"
+          "<th>办结用时 P90（分钟）</th><th>升级次数</th><th>逾期未签收</th></tr>", f);
+    for (size_t k = 0; k < fr.n; k++) {
+        const fig_agency_t *r = &fr.rows[k];
         char nb[80];
         fputs("<tr><td>", f);
-        web_esc(f, agency_name(x->cfg, r->id, strlen(r->id), nb, sizeof nb));
-        fprintf(f, "</td><td>%u</td><td>%u</td><td>%u</td><td>%u</td><td>", r->total, r->acked,
-                r->on_time, r->overdue);
-        if (r->n_mins) {
-            qsort(r->mins, r->n_mins, sizeof *r->mins, cmp64);
-            fprintf(f, "%" PRId64, r->mins[r->n_mins / 2]);
-        } else {
-            fputs("-", f);
-        }
-        fputs("</td></tr>", f);
+        web_esc(f, agency_name(x->cfg, r->agency, strlen(r->agency), nb, sizeof nb));
+        fprintf(f, "</td><td>%ld</td>", r->count);
+        fig_cells(f, &r->ack);
+        fig_cells(f, &r->res);
+        fprintf(f, "<td>%ld</td><td>%ld</td></tr>", r->escalations, r->open_overdue);
     }
-    fputs("</table><h2>按时受理率</h2>", f);
-    /* the chart: one bar per agency, its on-time share of all its assignments */
-    fprintf(f, "<svg id=\"chart\" xmlns=\"http://www.w3.org/2000/svg\" width=\"520\" height=\"%zu\" "
-            "role=\"img\" aria-label=\"按时受理率\">", nr * 24 + 8);
-    for (size_t k = 0; k < nr; k++) {
-        agrow_t *r = &rows[k];
-        unsigned pct = r->total ? r->on_time * 100 / r->total : 0;
+    fputs("</table><h2>按时签收率</h2>", f);
+    /* the chart: one bar per agency, its on-time share of the acknowledgements due */
+    fprintf(f, "<svg id=\"chart\" xmlns=\"http://www.w3.org/2000/svg\" width=\"560\" height=\"%zu\" "
+            "role=\"img\" aria-label=\"按时签收率\">", fr.n * 24 + 8);
+    for (size_t k = 0; k < fr.n; k++) {
+        const fig_agency_t *r = &fr.rows[k];
+        double pct = isnan(r->ack.pct) ? 0 : r->ack.pct;
         char nb[80];
         fprintf(f, "<text x=\"0\" y=\"%zu\">", k * 24 + 18);
-        web_esc(f, agency_name(x->cfg, r->id, strlen(r->id), nb, sizeof nb));
+        web_esc(f, agency_name(x->cfg, r->agency, strlen(r->agency), nb, sizeof nb));
         fprintf(f, "</text><rect x=\"160\" y=\"%zu\" width=\"300\" height=\"16\" fill=\"#eee\"/>"
-                "<rect x=\"160\" y=\"%zu\" width=\"%u\" height=\"16\" fill=\"#4a7\"/>"
-                "<text x=\"%u\" y=\"%zu\">%u%%</text>", k * 24 + 6, k * 24 + 6, pct * 3,
-                pct > 85 ? 166 + pct * 3 - 50 : 166 + pct * 3, k * 24 + 18, pct);
+                "<rect x=\"160\" y=\"%zu\" width=\"%.0f\" height=\"16\" fill=\"#4a7\"/>",
+                k * 24 + 6, k * 24 + 6, pct * 3);
+        if (isnan(r->ack.pct))
+            fprintf(f, "<text x=\"470\" y=\"%zu\">-</text>", k * 24 + 18);
+        else
+            fprintf(f, "<text x=\"470\" y=\"%zu\">%.1f%%</text>", k * 24 + 18, r->ack.pct);
     }
-    fputs("</svg>", f);
+    fputs("</svg><p class=\"note\">按时签收：在签收期限之前签收，只计已到期的任务（已签收或已过期限）；"
+          "按时办结：在办结期限（resolve_within）之前给出最终状态，只计设有该期限且已到期的任务；"
+          "用时以分钟计，最近秩百分位数；与 carehub report 的统计口径相同。</p>", f);
     const msgpack_object *next = frame_map_get(res, "next");
     if (next && next->type == MSGPACK_OBJECT_STR)
         fputs("<p class=\"note\">仅统计前 1000 个任务；完整报告请用 carehub report。</p>", f);
-    for (size_t k = 0; k < nr; k++)
-        free(rows[k].mins);
-    free(rows);
+    fig_report_free(&fr);
     web_foot(f);
 }
 

@@ -9,7 +9,7 @@ header of a higher layer than its own or outside what its side may see:
             helpers, UTF-8): only common/ and include/.
   broker/   a file's layer is its module's (store_index.c is `store`, config_yaml.c
             `config`); it may include headers of its own layer or lower. Lowest first:
-              0 base        log clock, and common/ (util frame hmap seal keyfile strbuf),
+              0 base        log clock, and common/ (util frame hmap seal keyfile strbuf figures),
                             include/carehub_wire.h
               1 services    store config schema keys job session metrics hook zap route budget
                             service httpd
@@ -36,7 +36,8 @@ import re
 import sys
 
 LAYERS = {
-    0: ["util", "log", "clock", "frame", "hmap", "seal", "keyfile", "strbuf", "carehub_wire"],
+    0: ["util", "log", "clock", "frame", "hmap", "seal", "keyfile", "strbuf", "figures",
+        "carehub_wire"],
     1: ["store", "config", "schema", "keys", "job", "session", "metrics", "hook", "zap", "route",
         "budget", "service", "httpd"],
     2: ["trail"],

@@ -3,8 +3,8 @@
  * HTML page. Per agency: acknowledged within the deadline (ack_by) and the time to
  * acknowledge (from creation); resolved within the second deadline (resolve_by,
  * PROTOCOL §10) and the time to resolve (from the acknowledgement to the final
- * status: resolved, referred or declined) — medians and 90th percentiles.
- * See carehub_cli.h.
+ * status: resolved, referred or declined) — medians and 90th percentiles. The
+ * figures themselves are common/figures.h's, as in the web view. See carehub_cli.h.
  */
 #include <errno.h>
 #include <math.h>
@@ -17,57 +17,18 @@
 
 #include "carehub_cli.h"
 #include "cli.h"
+#include "figures.h"
 #include "util.h"
 
-/* One kind of deadline's figures for one agency. */
+/* An agency's figures and what people read for it: its name from welcome, else the id. */
 typedef struct {
-    long due, on_time;      /* due: met or missed already; on_time: met */
-    double *mins;           /* time taken, minutes */
-    size_t nmins;
-    double pct, p50, p90;   /* NAN when there is nothing to count */
-} deadline_fig_t;
-
-typedef struct {
-    char agency[128];       /* the agency's id (--json, --csv, the order) */
-    char label[256];        /* what people read: its name from welcome, else the id */
-    long count, escalations, open_overdue;
-    deadline_fig_t ack;     /* ack_by, from creation to acknowledgement */
-    deadline_fig_t res;     /* resolve_by, from acknowledgement to a final status */
+    const fig_agency_t *f;
+    char label[256];
 } agency_row_t;
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-/* Nearest-rank percentile of sorted values; NAN when there are none. */
-static double percentile(const double *v, size_t n, double p)
-{
-    if (!n)
-        return NAN;
-    size_t r = (size_t)ceil(p * (double)n);
-    return v[r ? r - 1 : 0];
-}
 
 static json_t *num_or_null(double x)
 {
     return isnan(x) ? json_null() : json_real(round(x * 10) / 10);
-}
-
-static void fig_add(deadline_fig_t *d, int64_t from, int64_t to)
-{
-    d->mins = xrealloc(d->mins, (d->nmins + 1) * sizeof *d->mins);
-    d->mins[d->nmins++] = (double)(to - from) / 60000.0;
-}
-
-static void fig_finish(deadline_fig_t *d)
-{
-    if (d->nmins)
-        qsort(d->mins, d->nmins, sizeof *d->mins, cmp_double);
-    d->pct = d->due ? 100.0 * (double)d->on_time / (double)d->due : NAN;
-    d->p50 = percentile(d->mins, d->nmins, 0.5);
-    d->p90 = percentile(d->mins, d->nmins, 0.9);
 }
 
 static void fmt_num(char *buf, size_t len, double x, const char *suffix)
@@ -79,7 +40,7 @@ static void fmt_num(char *buf, size_t len, double x, const char *suffix)
 }
 
 /* The cells of one deadline's figures in a table row: due, on time, %, p50, p90. */
-static void html_fig_cells(FILE *f, const deadline_fig_t *d)
+static void html_fig_cells(FILE *f, const fig_deadline_t *d)
 {
     char a[32], b[32], c[32];
     fmt_num(a, sizeof a, d->pct, "%");
@@ -162,11 +123,11 @@ static int write_html(const char *file, const agency_row_t *rows, size_t n, int6
     for (size_t i = 0; i < n; i++) {
         fputs("<tr><td>", f);
         show_html_escape(f, rows[i].label);
-        fprintf(f, "</td><td>%ld</td>", rows[i].count);
-        html_fig_cells(f, &rows[i].ack);
-        html_fig_cells(f, &rows[i].res);
-        fprintf(f, "<td>%ld</td><td>%ld</td></tr>\n", rows[i].escalations,
-                rows[i].open_overdue);
+        fprintf(f, "</td><td>%ld</td>", rows[i].f->count);
+        html_fig_cells(f, &rows[i].f->ack);
+        html_fig_cells(f, &rows[i].f->res);
+        fprintf(f, "<td>%ld</td><td>%ld</td></tr>\n", rows[i].f->escalations,
+                rows[i].f->open_overdue);
     }
     const char *chart = cli_tr("Acknowledged on time (%)", "按时签收率（%）");
     fprintf(f, "</table>\n<h2>%s</h2>\n", chart);
@@ -177,9 +138,9 @@ static int write_html(const char *file, const agency_row_t *rows, size_t n, int6
             label_w + bar_w + 80, height, label_w + bar_w + 80, height, chart, chart);
     for (size_t i = 0; i < n; i++) {
         int y = 10 + (int)i * row_h;
-        double p = isnan(rows[i].ack.pct) ? 0 : rows[i].ack.pct;
+        double p = isnan(rows[i].f->ack.pct) ? 0 : rows[i].f->ack.pct;
         char a[32];
-        fmt_num(a, sizeof a, rows[i].ack.pct, "%");
+        fmt_num(a, sizeof a, rows[i].f->ack.pct, "%");
         fprintf(f, "<text x=\"%d\" y=\"%d\" font-size=\"14\" text-anchor=\"end\" "
                    "font-family=\"sans-serif\">", label_w - 8, y + 16);
         show_html_escape(f, rows[i].label);
@@ -209,31 +170,20 @@ static int write_html(const char *file, const agency_row_t *rows, size_t n, int6
     return 0;
 }
 
-/* Count one assignment record of the `assignments` query into its agency's row. */
-static void count_assignment(agency_row_t *row, const json_t *a, int64_t now)
+/* One assignment record of the `assignments` query, as the figures take it. */
+static fig_assignment_t as_figures(const json_t *a)
 {
-    json_int_t created = json_integer_value(json_object_get(a, "created"));
-    json_int_t ack_by = json_integer_value(json_object_get(a, "ack_by"));
-    json_int_t acked = json_integer_value(json_object_get(a, "acked_at"));
-    json_int_t resolve_by = json_integer_value(json_object_get(a, "resolve_by"));
-    json_int_t final_at = json_integer_value(json_object_get(a, "final_at"));
-    row->count++;
-    if (acked > 0 || ack_by < now)
-        row->ack.due++;
-    if (acked > 0 && acked <= ack_by)
-        row->ack.on_time++;
-    if (acked > 0)
-        fig_add(&row->ack, created, acked);
-    if (resolve_by > 0 && (final_at > 0 || resolve_by < now))
-        row->res.due++;
-    if (resolve_by > 0 && final_at > 0 && final_at <= resolve_by)
-        row->res.on_time++;
-    if (acked > 0 && final_at >= acked)
-        fig_add(&row->res, acked, final_at);
-    row->escalations += (long)json_integer_value(json_object_get(a, "level")) +
-                        (long)json_integer_value(json_object_get(a, "resolve_level"));
-    if (!strcmp(cli_json_str(a, "state", ""), "open") && ack_by < now)
-        row->open_overdue++;
+    fig_assignment_t x = {
+        .created = json_integer_value(json_object_get(a, "created")),
+        .ack_by = json_integer_value(json_object_get(a, "ack_by")),
+        .acked_at = json_integer_value(json_object_get(a, "acked_at")),
+        .resolve_by = json_integer_value(json_object_get(a, "resolve_by")),
+        .final_at = json_integer_value(json_object_get(a, "final_at")),
+        .level = (long)json_integer_value(json_object_get(a, "level")),
+        .resolve_level = (long)json_integer_value(json_object_get(a, "resolve_level")),
+        .open = !strcmp(cli_json_str(a, "state", ""), "open"),
+    };
+    return x;
 }
 
 /* The JSON keys of each deadline's figures: the acknowledgement's kept their first names. */
@@ -242,7 +192,7 @@ static const char *const ACK_KEYS[5] = {"due", "on_time", "on_time_pct", "ack_p5
 static const char *const RES_KEYS[5] = {"resolve_due", "resolve_on_time", "resolve_on_time_pct",
                                         "resolve_p50_min", "resolve_p90_min"};
 
-static void json_fig(json_t *row, const deadline_fig_t *d, const char *const keys[5])
+static void json_fig(json_t *row, const fig_deadline_t *d, const char *const keys[5])
 {
     json_object_set_new(row, keys[0], json_integer(d->due));
     json_object_set_new(row, keys[1], json_integer(d->on_time));
@@ -251,7 +201,7 @@ static void json_fig(json_t *row, const deadline_fig_t *d, const char *const key
     json_object_set_new(row, keys[4], num_or_null(d->p90));
 }
 
-static void csv_fig(const deadline_fig_t *d)
+static void csv_fig(const fig_deadline_t *d)
 {
     char a1[32], a2[32], a3[32];
     fmt_num(a1, sizeof a1, d->pct, "");
@@ -261,7 +211,7 @@ static void csv_fig(const deadline_fig_t *d)
            isnan(d->p50) ? "" : a2, isnan(d->p90) ? "" : a3);
 }
 
-static void text_fig(const deadline_fig_t *d)
+static void text_fig(const fig_deadline_t *d)
 {
     char a1[32], a2[32], a3[32];
     fmt_num(a1, sizeof a1, d->pct, "%");
@@ -284,36 +234,23 @@ int report_command(sess_t *s, const opts_t *o)
     int64_t now = json_is_integer(jnow) ? json_integer_value(jnow) : util_now_ms();
     json_decref(last);
 
-    agency_row_t *rows = NULL;
-    size_t n = 0, i;
+    fig_report_t fr = {0};
+    size_t n, i;
     json_t *a;
     json_array_foreach(items, i, a) {
         if (o->since >= 0 && json_integer_value(json_object_get(a, "created")) < o->since)
             continue;
         const char *ag = cli_json_str(a, "agency", "?");
-        size_t r;
-        for (r = 0; r < n && strcmp(rows[r].agency, ag); r++)
-            ;
-        if (r == n) {
-            rows = xrealloc(rows, (n + 1) * sizeof *rows);
-            memset(&rows[n], 0, sizeof rows[n]);
-            util_fmt(rows[n].agency, sizeof rows[n].agency, "%s", ag);
-            util_fmt(rows[n].label, sizeof rows[n].label, "%s", cli_agency_label(s->c, ag));
-            n++;
-        }
-        count_assignment(&rows[r], a, now);
+        fig_assignment_t x = as_figures(a);
+        fig_report_add(&fr, ag, strlen(ag), &x, now);
     }
     json_decref(items);
-    /* agencies in name order */
-    for (size_t x = 1; x < n; x++)
-        for (size_t y = x; y > 0 && strcmp(rows[y - 1].agency, rows[y].agency) > 0; y--) {
-            agency_row_t tmp = rows[y];
-            rows[y] = rows[y - 1];
-            rows[y - 1] = tmp;
-        }
+    fig_report_finish(&fr); /* agencies in id order */
+    n = fr.n;
+    agency_row_t *rows = xcalloc(n + 1, sizeof *rows);
     for (i = 0; i < n; i++) {
-        fig_finish(&rows[i].ack);
-        fig_finish(&rows[i].res);
+        rows[i].f = &fr.rows[i];
+        util_fmt(rows[i].label, sizeof rows[i].label, "%s", cli_agency_label(s->c, fr.rows[i].agency));
     }
 
     if (o->html) {
@@ -325,12 +262,12 @@ int report_command(sess_t *s, const opts_t *o)
                                 o->since >= 0 ? json_integer(o->since) : json_null(), "agencies");
         json_t *arr = json_object_get(out, "agencies");
         for (i = 0; i < n; i++) {
-            json_t *row = json_pack("{s:s, s:I, s:I, s:I}", "agency", rows[i].agency,
-                                    "assignments", (json_int_t)rows[i].count, "escalations",
-                                    (json_int_t)rows[i].escalations, "open_overdue",
-                                    (json_int_t)rows[i].open_overdue);
-            json_fig(row, &rows[i].ack, ACK_KEYS);
-            json_fig(row, &rows[i].res, RES_KEYS);
+            json_t *row = json_pack("{s:s, s:I, s:I, s:I}", "agency", rows[i].f->agency,
+                                    "assignments", (json_int_t)rows[i].f->count, "escalations",
+                                    (json_int_t)rows[i].f->escalations, "open_overdue",
+                                    (json_int_t)rows[i].f->open_overdue);
+            json_fig(row, &rows[i].f->ack, ACK_KEYS);
+            json_fig(row, &rows[i].f->res, RES_KEYS);
             json_array_append_new(arr, row);
         }
         show_json_line(out);
@@ -340,11 +277,11 @@ int report_command(sess_t *s, const opts_t *o)
              "open_overdue,resolve_due,resolve_on_time,resolve_on_time_pct,resolve_p50_min,"
              "resolve_p90_min");
         for (i = 0; i < n; i++) {
-            show_csv_field(stdout, rows[i].agency);
-            printf(",%ld", rows[i].count);
-            csv_fig(&rows[i].ack);
-            printf(",%ld,%ld", rows[i].escalations, rows[i].open_overdue);
-            csv_fig(&rows[i].res);
+            show_csv_field(stdout, rows[i].f->agency);
+            printf(",%ld", rows[i].f->count);
+            csv_fig(&rows[i].f->ack);
+            printf(",%ld,%ld", rows[i].f->escalations, rows[i].f->open_overdue);
+            csv_fig(&rows[i].f->res);
             putchar('\n');
         }
     } else {
@@ -371,18 +308,15 @@ int report_command(sess_t *s, const opts_t *o)
         fputc('\n', stdout);
         for (i = 0; i < n; i++) {
             show_padded(stdout, cli_show(rows[i].label), 21, 0);
-            printf("%11ld", rows[i].count);
-            text_fig(&rows[i].ack);
-            text_fig(&rows[i].res);
-            printf(" %11ld %12ld\n", rows[i].escalations, rows[i].open_overdue);
+            printf("%11ld", rows[i].f->count);
+            text_fig(&rows[i].f->ack);
+            text_fig(&rows[i].f->res);
+            printf(" %11ld %12ld\n", rows[i].f->escalations, rows[i].f->open_overdue);
         }
         if (!n)
             puts(cli_tr("(no assignments)", "（没有任务）"));
     }
-    for (i = 0; i < n; i++) {
-        free(rows[i].ack.mins);
-        free(rows[i].res.mins);
-    }
     free(rows);
+    fig_report_free(&fr);
     return rc;
 }

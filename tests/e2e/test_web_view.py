@@ -7,11 +7,14 @@ the page and the web user; the child's personal data appears only after the expl
 (`--test-clock`): idle sessions and lock-out windows expire without sleeping.
 """
 
+import json
 import os
 import re
+import subprocess
 import urllib.error
 import urllib.parse
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -24,6 +27,8 @@ from test_phone_ack import (
     LINK, PHONE_A, PHONE_B, base_url, kinds, trail,
 )
 from test_webhooks import PROMPT, Setup, of_type
+
+BIN_DIR = Path(os.environ.get("CAREHUB_BIN_DIR") or h.REPO / "bin")
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -211,9 +216,18 @@ def test_browse_filter_reveal_and_audit(make_clock_broker, tmp_path, receiver, c
     assert browser.find_elements(By.CSS_SELECTOR, "#chart rect"), "the report has its chart"
     rows = [[td.text for td in tr.find_elements(By.TAG_NAME, "td")]
             for tr in browser.find_elements(By.CSS_SELECTOR, "#report tr")[1:]]
-    # police: 2 assignments, 1 acknowledged (on time), 1 open past its deadline
-    assert [r[:5] for r in rows] == [["滨海新区公安局", "2", "1", "1", "1"]], rows
-    assert "50%" in browser.find_element(By.ID, "chart").text
+    # police: 2 assignments, both due (1 acknowledged on time, 1 open past its deadline):
+    # 50.0 % on time, no resolve_within, no escalation step, 1 open overdue — the same
+    # figures as `carehub report` (common/figures.c)
+    assert [r[:5] for r in rows] == [["滨海新区公安局", "2", "2", "1", "50.0%"]], rows
+    assert [r[7:10] + r[-2:] for r in rows] == [["0", "0", "-", "0", "1"]], rows
+    assert "50.0%" in browser.find_element(By.ID, "chart").text
+    (doc,) = [json.loads(ln) for ln in subprocess.run(
+        [str(BIN_DIR / "carehub"), "-b", s.b.endpoint, "-a", "supervisor-01", "--wait", "10",
+         "report", "--json"], capture_output=True, text=True, timeout=60).stdout.splitlines()]
+    (p,) = doc["agencies"]
+    assert (p["assignments"], p["due"], p["on_time"], p["on_time_pct"], p["open_overdue"]) == \
+        (2, 2, 1, 50.0, 1), p
 
     # logout: the session is gone
     submit(browser, "logout")
