@@ -9,7 +9,7 @@
  */
 #include "config_int.h"
 #include "keyfile.h"
-#include "metrics.h"
+#include "httpd.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -182,6 +182,22 @@ static int map_bound(loader_t *ld, yaml_node_t *v, const char *what, uint64_t *o
     return 1;
 }
 
+/* The HOST:PORT of an HTTP listener (httpd.h) at v, copied; NULL when v is absent or
+ * wrong (then an error saying so, with `example`). */
+static char *listen_address(loader_t *ld, yaml_node_t *v, const char *what, const char *example)
+{
+    const char *s = v ? cfg_scalar(ld, v, what) : NULL;
+    char why[256];
+    if (!s)
+        return NULL;
+    if (httpd_check_address(s, why, sizeof why) < 0) {
+        cfg_err_at(ld, v, "%s %s: %s (e.g. %s; port 0: any free one)", what, cfg_qv(ld, s), why,
+                   example);
+        return NULL;
+    }
+    return xstrdup(s);
+}
+
 /* broker.http: {listen: HOST:PORT, public_url?: http(s)://…} */
 static void parse_http(loader_t *ld, yaml_node_t *node)
 {
@@ -195,14 +211,7 @@ static void parse_http(loader_t *ld, yaml_node_t *node)
     if (!FV("listen"))
         cfg_err_at(ld, node, "broker.http needs listen: the HOST:PORT of the phone and web "
                    "listener (e.g. 127.0.0.1:8470, behind a reverse proxy)");
-    if ((v = FV("listen")) != NULL && (s = cfg_scalar(ld, v, "broker.http.listen")) != NULL) {
-        char why[256];
-        if (metrics_check_address(s, why, sizeof why) < 0)
-            cfg_err_at(ld, v, "broker.http.listen %s: %s (e.g. 127.0.0.1:8470; port 0: any free one)",
-                       cfg_qv(ld, s), why);
-        else
-            cfg->http_listen = xstrdup(s);
-    }
+    cfg->http_listen = listen_address(ld, FV("listen"), "broker.http.listen", "127.0.0.1:8470");
     if ((v = FV("public_url")) != NULL && (s = cfg_scalar(ld, v, "broker.http.public_url")) != NULL) {
         size_t n = strlen(s);
         while (n > 0 && s[n - 1] == '/')
@@ -287,14 +296,7 @@ void cfg_parse_broker(loader_t *ld, yaml_node_t *node)
         cfg->schemas_dir = cfg_abs_path(ld, s);
 
     /* metrics (extension): "HOST:PORT" of the Prometheus endpoint; loopback by default */
-    if ((v = FV("metrics")) != NULL && (s = cfg_scalar(ld, v, "broker.metrics")) != NULL) {
-        char why[256];
-        if (metrics_check_address(s, why, sizeof why) < 0)
-            cfg_err_at(ld, v, "broker.metrics %s: %s (e.g. 127.0.0.1:9570; port 0: any free one)",
-                       cfg_qv(ld, s), why);
-        else
-            cfg->metrics = xstrdup(s);
-    }
+    cfg->metrics = listen_address(ld, FV("metrics"), "broker.metrics", "127.0.0.1:9570");
 
     /* http (PROTOCOL §11): the phone/web listener and how phones reach it */
     if ((v = FV("http")) != NULL && !cfg_is_null(v))

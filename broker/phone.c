@@ -75,13 +75,11 @@ static void copy_obj(char *out, size_t size, const msgpack_object *o)
     }
 }
 
+/* An integer member of a record, 0 when absent. */
 static int64_t int_obj(const msgpack_object *o)
 {
-    if (o && o->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
-        return (int64_t)o->via.u64;
-    if (o && o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
-        return o->via.i64;
-    return 0;
+    int64_t v = 0;
+    return o && frame_int(o, &v) ? v : 0;
 }
 
 static int link_get(store_txn_t *t, const unsigned char *hash, link_t *l)
@@ -153,6 +151,21 @@ static int is_open(store_txn_t *t, const char *assignment, char *agency)
     return st == AS_OPEN;
 }
 
+/* A code record's value, "assignment NUL case", into a and c (ID_MAX each): 0, or -1
+ * when it does not fit (a damaged record: treated as no owner). */
+static int code_owner(const void *v, size_t vl, char *a, char *c)
+{
+    size_t an = strnlen(v, vl);
+    size_t cn = an < vl ? vl - an - 1 : 0;
+    if (an >= ID_MAX || cn >= ID_MAX)
+        return -1;
+    memcpy(a, v, an);
+    a[an] = '\0';
+    memcpy(c, (const char *)v + an + (an < vl), cn);
+    c[cn] = '\0';
+    return 0;
+}
+
 /* The code key 'C' number NUL code into buf; its length. */
 static size_t code_key(char *buf, size_t size, const char *number, const char *code)
 {
@@ -188,11 +201,9 @@ static int code_for(store_txn_t *t, const char *assignment, const char *case_id,
         rc = store_get(t, STORE_DB_PHONE, ckey, cl, &v, &vl);
         if (rc && rc != STORE_NOTFOUND)
             return rc;
-        if (rc == 0) { /* taken: by a live assignment, or free to reuse */
-            char other[ID_MAX] = "";
-            if (vl < sizeof other)
-                memcpy(other, v, vl), other[vl] = '\0';
-            other[strnlen(other, sizeof other - 1)] = '\0';
+        char other[ID_MAX], other_case[ID_MAX];
+        if (rc == 0 && code_owner(v, vl, other, other_case) == 0) {
+            /* taken: by a live assignment, or free to reuse */
             int live = is_open(t, other, NULL);
             if (live < 0)
                 return live;
@@ -399,13 +410,9 @@ static int reply_fn(store_txn_t *t, assign_effects_t *fx, void *ud)
             continue;
         if (rc)
             return rc;
-        char a[ID_MAX] = "", c[ID_MAX] = "";
-        size_t an = strnlen(v, vl);
-        if (an >= sizeof a || vl - an - (an < vl) >= sizeof c)
+        char a[ID_MAX], c[ID_MAX];
+        if (code_owner(v, vl, a, c) < 0)
             continue;
-        memcpy(a, v, an);
-        if (an < vl)
-            memcpy(c, (const char *)v + an + 1, vl - an - 1);
         int open_ = is_open(t, a, NULL);
         if (open_ < 0)
             return open_;
@@ -426,21 +433,6 @@ static const char *const HTML_HEADERS[] = {
                                "frame-ancestors 'none'; base-uri 'none'",
     "X-Content-Type-Options", "nosniff", "Referrer-Policy", "no-referrer", NULL};
 
-/* Append s to the buffer, HTML-escaped. */
-static void esc(FILE *f, const char *s)
-{
-    for (; *s; s++) {
-        switch (*s) {
-        case '<': fputs("&lt;", f); break;
-        case '>': fputs("&gt;", f); break;
-        case '&': fputs("&amp;", f); break;
-        case '"': fputs("&quot;", f); break;
-        case '\'': fputs("&#39;", f); break;
-        default: fputc(*s, f);
-        }
-    }
-}
-
 /* A page: title, then body_fn's HTML. Returns a malloc'd string and its length. */
 static char *page(const char *title, const char *msg, const link_t *l, const config_t *cfg,
                   const char *form_action, size_t *len)
@@ -452,14 +444,14 @@ static char *page(const char *title, const char *msg, const link_t *l, const con
         return NULL;
     fputs("<!DOCTYPE html>\n<html lang=\"zh-CN\"><head><meta charset=\"utf-8\">"
           "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>", f);
-    esc(f, title);
+    web_esc(f, title);
     fputs("</title><style>body{font-family:sans-serif;margin:1.5em;max-width:36em}"
           "button{font-size:1.2em;padding:.5em 1.5em}</style></head><body><h1>", f);
-    esc(f, title);
+    web_esc(f, title);
     fputs("</h1>", f);
     if (msg) {
         fputs("<p>", f);
-        esc(f, msg);
+        web_esc(f, msg);
         fputs("</p>", f);
     }
     if (l) {
@@ -467,16 +459,16 @@ static char *page(const char *title, const char *msg, const link_t *l, const con
         config_local_time(cfg, l->ack_by, when, sizeof when);
         const config_agency_t *ag = config_find_agency(cfg, l->g);
         fputs("<dl><dt>案件</dt><dd>", f);
-        esc(f, l->c);
+        web_esc(f, l->c);
         fputs("</dd><dt>单位</dt><dd>", f);
-        esc(f, ag && ag->name ? ag->name : l->g);
+        web_esc(f, ag && ag->name ? ag->name : l->g);
         fputs("</dd><dt>受理时限</dt><dd>", f);
-        esc(f, l->ack_by > 0 ? when : "-");
+        web_esc(f, l->ack_by > 0 ? when : "-");
         fputs("</dd></dl>", f);
     }
     if (form_action) {
         fputs("<form method=\"post\" action=\"", f);
-        esc(f, form_action);
+        web_esc(f, form_action);
         fputs("\"><button type=\"submit\">确认受理</button></form>", f);
     }
     fputs("</body></html>\n", f);

@@ -46,6 +46,7 @@
 
 #include <microhttpd.h>
 #include <stddef.h>
+#include <stdio.h>
 
 #include "config.h"
 #include "job.h"
@@ -77,5 +78,10 @@ void web_request_free(void **req);
 /* `carehubd passwd`: read a password from stdin (echo off on a terminal), print
  * its argon2id hash (crypto_pwhash_str, interactive limits). Exit status. */
 int web_passwd_main(int argc, char **argv);
+
+/* HTML-escape s (n bytes; a NUL becomes U+FFFD) onto f: for every page the listener
+ * serves, the web view's and the phone links' alike. */
+void web_escn(FILE *f, const char *s, size_t n);
+void web_esc(FILE *f, const char *s);
 
 #endif

@@ -31,10 +31,6 @@ typedef struct {
     char problem[256];
 } web_verify_t;
 
-/* HTML-escape s (n bytes) onto f. */
-void web_escn(FILE *f, const char *s, size_t n);
-void web_esc(FILE *f, const char *s);
-
 /* A page's start (title, navigation for a user, the logout form) and end. */
 void web_head(FILE *f, const web_ctx_t *x, const char *title);
 void web_foot(FILE *f);

@@ -5,6 +5,7 @@
  * broker.timezone (config_local_time). No JavaScript, no external assets.
  */
 #include "web_int.h"
+#include "web.h"
 
 #include <inttypes.h>
 #include <math.h>
